@@ -1,0 +1,974 @@
+//! The in-process bus of embedded mode, with Kafka's semantics.
+//!
+//! Each topic has a fixed number of partitions; a record goes to the
+//! partition of its key, so records of one key keep their order. Each
+//! partition is an append-only log of offsets. A consumer group reads every
+//! partition from its committed offset, one batch at a time, and commits
+//! only after the handler has committed its effects: delivery is
+//! at-least-once. Members of one group share the partitions; every group
+//! sees every record. Compacted topics keep only the newest record per key.
+//!
+//! The log is durable: one writer task appends records and commits offsets
+//! to a SQLite file in group commits, and only then makes them visible, so
+//! a record acknowledged to a publisher survives a crash, as with Kafka's
+//! `acks=all`. On open, the log and the committed offsets are loaded back.
+//! Records that every group reading their topic has consumed are trimmed.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use shop_shared::time::Timestamp;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::consumer::{Consumer, Delivery};
+use super::{
+    Bus, BusError, Handler, Mode, OutgoingRecord, Record, Subscription, SubscriptionHandle,
+    TopicSpec, partition_for,
+};
+use crate::tasks::{Shutdown, Spawner};
+
+/// How often fully consumed records are trimmed from the log.
+const TRIM_EVERY: Duration = Duration::from_secs(1);
+/// Most write operations one group commit takes.
+const MAX_OPS_PER_COMMIT: usize = 2048;
+
+/// The in-process bus. Cheap to clone.
+#[derive(Clone)]
+pub struct MemoryBus {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    shared: Arc<Shared>,
+    partitions: u32,
+    writer: mpsc::UnboundedSender<WriteOp>,
+    spawner: Spawner,
+}
+
+/// State the writer task and the readers both see.
+#[derive(Default)]
+struct Shared {
+    topics: RwLock<HashMap<String, Arc<TopicLog>>>,
+    /// Committed next offsets of durable groups: (group, topic, partition).
+    committed: Mutex<HashMap<(String, String, u32), u64>>,
+    /// Durable groups reading each topic; records they have not all
+    /// consumed are never trimmed.
+    readers: Mutex<HashMap<String, HashSet<String>>>,
+    /// Every group (durable or broadcast) of this process, by name.
+    groups: Mutex<HashMap<String, Arc<Group>>>,
+}
+
+struct TopicLog {
+    name: Arc<str>,
+    compacted: bool,
+    partitions: Vec<PartitionLog>,
+}
+
+struct PartitionLog {
+    state: Mutex<PartitionState>,
+    /// The next offset to be written; readers wait for it to move.
+    end: watch::Sender<u64>,
+}
+
+#[derive(Default)]
+struct PartitionState {
+    records: BTreeMap<u64, Arc<Record>>,
+    /// Compacted topics only: the offset of the newest record per key.
+    latest: HashMap<String, u64>,
+    /// Compacted topics only: records a newer one of the same key replaced.
+    /// They are dropped once every reader has passed them, so live readers
+    /// see every change, as with Kafka (which never compacts the head).
+    superseded: BTreeSet<u64>,
+}
+
+struct Group {
+    name: String,
+    durable: bool,
+    topics: Vec<String>,
+    members: Mutex<Vec<Arc<dyn Handler>>>,
+    members_changed: watch::Sender<usize>,
+    /// Next offset to deliver per (topic, partition), for idleness checks.
+    positions: Mutex<HashMap<(String, u32), u64>>,
+}
+
+/// A topic to create: name, partitions, compacted, and whom to tell.
+type TopicCreation = (String, u32, bool, oneshot::Sender<Result<(), BusError>>);
+
+enum WriteOp {
+    Append {
+        records: Vec<OutgoingRecord>,
+        done: oneshot::Sender<Result<(), BusError>>,
+    },
+    Commit {
+        group: String,
+        topic: String,
+        partition: u32,
+        next_offset: u64,
+    },
+    CreateTopic {
+        name: String,
+        partitions: u32,
+        compacted: bool,
+        done: oneshot::Sender<Result<(), BusError>>,
+    },
+}
+
+impl MemoryBus {
+    /// Opens (or creates) the durable log at `path`. New topics get
+    /// `partitions` partitions.
+    pub async fn open(path: &Path, partitions: u32, spawner: &Spawner) -> anyhow::Result<Self> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(5));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options)
+            .await?;
+        let store = LogStore { pool };
+        store.migrate().await?;
+        let shared = store.load().await?;
+        Ok(Self::start(Some(store), shared, partitions, spawner))
+    }
+
+    /// A bus that keeps its log in memory only, for tests.
+    pub fn volatile(partitions: u32, spawner: &Spawner) -> Self {
+        Self::start(None, Shared::default(), partitions, spawner)
+    }
+
+    fn start(store: Option<LogStore>, shared: Shared, partitions: u32, spawner: &Spawner) -> Self {
+        let shared = Arc::new(shared);
+        let (writer, ops) = mpsc::unbounded_channel();
+        let actor = Writer {
+            shared: shared.clone(),
+            store,
+            ops,
+            shutdown: spawner.shutdown().clone(),
+        };
+        spawner.spawn("bus-writer", actor.run());
+        MemoryBus {
+            inner: Arc::new(Inner {
+                shared,
+                partitions: partitions.max(1),
+                writer,
+                spawner: spawner.clone(),
+            }),
+        }
+    }
+
+    /// True when every subscriber has handled every record on its topics.
+    pub fn is_idle(&self) -> bool {
+        let groups: Vec<Arc<Group>> = lock(&self.inner.shared.groups).values().cloned().collect();
+        groups.iter().all(|group| {
+            let positions = lock(&group.positions);
+            group.topics.iter().all(|name| {
+                let Some(topic) = self.inner.shared.topic(name) else {
+                    return true;
+                };
+                topic.partitions.iter().enumerate().all(|(index, log)| {
+                    let end = *log.end.borrow();
+                    let position = positions.get(&(name.clone(), index as u32)).copied();
+                    end == 0 || position.is_some_and(|position| position >= end)
+                })
+            })
+        })
+    }
+
+    /// Every record currently kept on `topic`, in partition then offset
+    /// order (for tests and tools).
+    pub fn records(&self, topic: &str) -> Vec<Arc<Record>> {
+        let Some(topic) = self.inner.shared.topic(topic) else {
+            return Vec::new();
+        };
+        topic
+            .partitions
+            .iter()
+            .flat_map(|log| {
+                lock(&log.state)
+                    .records
+                    .values()
+                    .cloned()
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    fn group(&self, subscription: &Subscription) -> Result<(Arc<Group>, bool), BusError> {
+        let mut groups = lock(&self.inner.shared.groups);
+        let name = match subscription.mode {
+            Mode::Group => subscription.group.clone(),
+            Mode::Broadcast => format!("{}-{}", subscription.group, uuid::Uuid::new_v4().simple()),
+        };
+        if let Some(existing) = groups.get(&name) {
+            if existing.topics != subscription.topics {
+                return Err(BusError::Broker(format!(
+                    "group `{name}` already reads {:?}; a group reads one set of topics",
+                    existing.topics
+                )));
+            }
+            return Ok((existing.clone(), false));
+        }
+        let group = Arc::new(Group {
+            name: name.clone(),
+            durable: subscription.mode == Mode::Group,
+            topics: subscription.topics.clone(),
+            members: Mutex::default(),
+            members_changed: watch::channel(0).0,
+            positions: Mutex::default(),
+        });
+        groups.insert(name, group.clone());
+        Ok((group, true))
+    }
+}
+
+#[async_trait]
+impl Bus for MemoryBus {
+    async fn ensure_topics(&self, topics: &[TopicSpec]) -> Result<(), BusError> {
+        for spec in topics {
+            if self.inner.shared.topic(&spec.name).is_some() {
+                continue;
+            }
+            let (done, created) = oneshot::channel();
+            self.inner
+                .writer
+                .send(WriteOp::CreateTopic {
+                    name: spec.name.clone(),
+                    partitions: self.inner.partitions,
+                    compacted: spec.compacted,
+                    done,
+                })
+                .map_err(|_| BusError::Closed)?;
+            created.await.map_err(|_| BusError::Closed)??;
+        }
+        Ok(())
+    }
+
+    async fn publish(&self, records: Vec<OutgoingRecord>) -> Result<(), BusError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let (done, published) = oneshot::channel();
+        self.inner
+            .writer
+            .send(WriteOp::Append { records, done })
+            .map_err(|_| BusError::Closed)?;
+        published.await.map_err(|_| BusError::Closed)?
+    }
+
+    async fn subscribe(
+        &self,
+        subscription: Subscription,
+        handler: Arc<dyn Handler>,
+    ) -> Result<SubscriptionHandle, BusError> {
+        let mut topics = Vec::new();
+        for name in &subscription.topics {
+            topics.push(
+                self.inner
+                    .shared
+                    .topic(name)
+                    .ok_or_else(|| BusError::UnknownTopic(name.clone()))?,
+            );
+        }
+        if subscription.mode == Mode::Group {
+            self.ensure_topics(&[TopicSpec::dead_letter(&subscription.group)])
+                .await?;
+        }
+        let (group, created) = self.group(&subscription)?;
+        {
+            let mut members = lock(&group.members);
+            members.push(handler);
+            group.members_changed.send_replace(members.len());
+        }
+        let partitions: usize = topics.iter().map(|topic| topic.partitions.len()).sum();
+        let (caught_up_tx, caught_up_rx) = watch::channel(partitions == 0);
+        if !created {
+            // The group's partition tasks already run; this member joins them.
+            caught_up_tx.send_replace(true);
+            return Ok(SubscriptionHandle::new(caught_up_rx));
+        }
+        if group.durable {
+            let mut readers = lock(&self.inner.shared.readers);
+            for topic in &topics {
+                readers
+                    .entry(topic.name.to_string())
+                    .or_default()
+                    .insert(group.name.clone());
+            }
+        }
+        let tracker = Arc::new(CaughtUp {
+            remaining: AtomicUsize::new(partitions),
+            done: caught_up_tx,
+        });
+        for topic in topics {
+            for partition in 0..topic.partitions.len() as u32 {
+                let log = &topic.partitions[partition as usize];
+                let target = *log.end.borrow();
+                let start = {
+                    let state = lock(&log.state);
+                    let earliest = state.records.keys().next().copied().unwrap_or(target);
+                    let committed = group.durable.then(|| {
+                        lock(&self.inner.shared.committed)
+                            .get(&(group.name.clone(), topic.name.to_string(), partition))
+                            .copied()
+                    });
+                    committed
+                        .flatten()
+                        .unwrap_or(earliest)
+                        .max(earliest.min(target))
+                };
+                lock(&group.positions).insert((topic.name.to_string(), partition), start);
+                let reader = PartitionReader {
+                    bus: self.clone(),
+                    group: group.clone(),
+                    topic: topic.clone(),
+                    partition,
+                    position: start,
+                    target,
+                    max_batch: subscription.max_batch.max(1),
+                    caught_up: tracker.clone(),
+                    shutdown: self.inner.spawner.shutdown().clone(),
+                };
+                self.inner.spawner.spawn(
+                    format!("consumer {} {}[{partition}]", group.name, topic.name),
+                    reader.run(),
+                );
+            }
+        }
+        Ok(SubscriptionHandle::new(caught_up_rx))
+    }
+
+    async fn is_healthy(&self) -> bool {
+        !self.inner.writer.is_closed()
+    }
+}
+
+impl Shared {
+    fn topic(&self, name: &str) -> Option<Arc<TopicLog>> {
+        read(&self.topics).get(name).cloned()
+    }
+}
+
+struct CaughtUp {
+    remaining: AtomicUsize,
+    done: watch::Sender<bool>,
+}
+
+impl CaughtUp {
+    fn partition_done(&self) {
+        if self.remaining.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.done.send_replace(true);
+        }
+    }
+}
+
+/// Reads one partition for one group and hands batches to its members.
+struct PartitionReader {
+    bus: MemoryBus,
+    group: Arc<Group>,
+    topic: Arc<TopicLog>,
+    partition: u32,
+    position: u64,
+    /// The log end when the group subscribed: reaching it means caught up.
+    target: u64,
+    max_batch: usize,
+    caught_up: Arc<CaughtUp>,
+    shutdown: Shutdown,
+}
+
+impl PartitionReader {
+    async fn run(mut self) -> anyhow::Result<()> {
+        let log = &self.topic.partitions[self.partition as usize];
+        let mut end = log.end.subscribe();
+        let mut members_changed = self.group.members_changed.subscribe();
+        let mut reported = false;
+        loop {
+            if !reported && self.position >= self.target {
+                reported = true;
+                self.caught_up.partition_done();
+            }
+            let batch: Vec<Arc<Record>> = {
+                let state = lock(&log.state);
+                let batch: Vec<Arc<Record>> = state
+                    .records
+                    .range(self.position..)
+                    .take(self.max_batch)
+                    .map(|(_, record)| record.clone())
+                    .collect();
+                if batch.is_empty() {
+                    // Offsets below the end that are gone were compacted or
+                    // trimmed away: skip them.
+                    self.position = self.position.max(*log.end.borrow());
+                }
+                batch
+            };
+            if batch.is_empty() {
+                self.set_position();
+                if self.position >= self.target && !reported {
+                    continue;
+                }
+                tokio::select! {
+                    changed = end.changed() => if changed.is_err() { return Ok(()) },
+                    _ = self.shutdown.triggered() => return Ok(()),
+                }
+                continue;
+            }
+            let handler = loop {
+                let members = lock(&self.group.members).clone();
+                if !members.is_empty() {
+                    break members[self.partition as usize % members.len()].clone();
+                }
+                tokio::select! {
+                    _ = members_changed.changed() => {}
+                    _ = self.shutdown.triggered() => return Ok(()),
+                }
+            };
+            let consumer = Consumer {
+                group: &self.group.name,
+                handler: handler.as_ref(),
+                bus: &self.bus,
+                shutdown: &self.shutdown,
+                dead_letters: self.group.durable,
+            };
+            match consumer.deliver(&batch).await {
+                Delivery::Stopped => return Ok(()),
+                Delivery::Done => {
+                    let last = batch.last().map_or(self.position, |record| record.offset);
+                    self.position = last + 1;
+                    self.set_position();
+                    if self.group.durable {
+                        self.commit();
+                    }
+                }
+            }
+        }
+    }
+
+    fn set_position(&self) {
+        lock(&self.group.positions)
+            .insert((self.topic.name.to_string(), self.partition), self.position);
+    }
+
+    fn commit(&self) {
+        let key = (
+            self.group.name.clone(),
+            self.topic.name.to_string(),
+            self.partition,
+        );
+        lock(&self.bus.inner.shared.committed).insert(key, self.position);
+        let _ = self.bus.inner.writer.send(WriteOp::Commit {
+            group: self.group.name.clone(),
+            topic: self.topic.name.to_string(),
+            partition: self.partition,
+            next_offset: self.position,
+        });
+    }
+}
+
+/// The only task that writes the log: appends, offset commits and topic
+/// creation, in group commits.
+struct Writer {
+    shared: Arc<Shared>,
+    store: Option<LogStore>,
+    ops: mpsc::UnboundedReceiver<WriteOp>,
+    shutdown: Shutdown,
+}
+
+/// A record placed in the log but not yet visible.
+struct Placed {
+    topic: Arc<TopicLog>,
+    record: Arc<Record>,
+    /// Compacted topics: the older record of the same key this supersedes.
+    replaces: Option<u64>,
+}
+
+impl Writer {
+    async fn run(mut self) -> anyhow::Result<()> {
+        let mut trim = tokio::time::interval(TRIM_EVERY);
+        trim.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                op = self.ops.recv() => match op {
+                    Some(op) => {
+                        let mut ops = vec![op];
+                        while ops.len() < MAX_OPS_PER_COMMIT {
+                            match self.ops.try_recv() {
+                                Ok(op) => ops.push(op),
+                                Err(_) => break,
+                            }
+                        }
+                        self.apply(ops).await;
+                    }
+                    None => return Ok(()),
+                },
+                _ = trim.tick() => self.trim().await,
+                _ = self.shutdown.triggered() => {
+                    // Keep the commits that were already sent.
+                    let mut ops = Vec::new();
+                    while let Ok(op) = self.ops.try_recv() {
+                        ops.push(op);
+                    }
+                    self.apply(ops).await;
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    async fn apply(&mut self, ops: Vec<WriteOp>) {
+        let mut placed: Vec<Placed> = Vec::new();
+        let mut appends: Vec<oneshot::Sender<Result<(), BusError>>> = Vec::new();
+        let mut commits: HashMap<(String, String, u32), u64> = HashMap::new();
+        let mut creations = Vec::new();
+        let mut next: HashMap<(Arc<str>, u32), u64> = HashMap::new();
+        let mut newest: HashMap<(Arc<str>, u32, String), u64> = HashMap::new();
+        let now = Timestamp::now();
+
+        for op in ops {
+            match op {
+                WriteOp::Append { records, done } => {
+                    let mut resolved = Vec::with_capacity(records.len());
+                    let mut unknown = None;
+                    for record in records {
+                        match self.shared.topic(&record.topic) {
+                            Some(topic) => resolved.push((topic, record)),
+                            None => {
+                                unknown = Some(record.topic);
+                                break;
+                            }
+                        }
+                    }
+                    if let Some(topic) = unknown {
+                        let _ = done.send(Err(BusError::UnknownTopic(topic)));
+                        continue;
+                    }
+                    for (topic, record) in resolved {
+                        let partition = partition_for(&record.key, topic.partitions.len() as u32);
+                        let log = &topic.partitions[partition as usize];
+                        let slot = next
+                            .entry((topic.name.clone(), partition))
+                            .or_insert_with(|| *log.end.borrow());
+                        let offset = *slot;
+                        *slot += 1;
+                        let replaces = if topic.compacted {
+                            let key = (topic.name.clone(), partition, record.key.clone());
+                            newest
+                                .insert(key, offset)
+                                .or_else(|| lock(&log.state).latest.get(&record.key).copied())
+                        } else {
+                            None
+                        };
+                        placed.push(Placed {
+                            record: Arc::new(Record {
+                                topic: topic.name.clone(),
+                                partition,
+                                offset,
+                                key: record.key,
+                                headers: record.headers,
+                                payload: record.payload,
+                                timestamp: now,
+                            }),
+                            topic,
+                            replaces,
+                        });
+                    }
+                    appends.push(done);
+                }
+                WriteOp::Commit {
+                    group,
+                    topic,
+                    partition,
+                    next_offset,
+                } => {
+                    let slot = commits.entry((group, topic, partition)).or_insert(0);
+                    *slot = (*slot).max(next_offset);
+                }
+                WriteOp::CreateTopic {
+                    name,
+                    partitions,
+                    compacted,
+                    done,
+                } => creations.push((name, partitions, compacted, done)),
+            }
+        }
+
+        if let Some(store) = &self.store {
+            let ends: Vec<(Arc<str>, u32, u64)> = next
+                .iter()
+                .map(|((topic, partition), end)| (topic.clone(), *partition, *end))
+                .collect();
+            if let Err(error) = store.write(&placed, &ends, &commits, &creations).await {
+                tracing::error!(%error, "cannot write the bus log");
+                let message = error.to_string();
+                for done in appends {
+                    let _ = done.send(Err(BusError::Storage(message.clone())));
+                }
+                for (.., done) in creations {
+                    let _ = done.send(Err(BusError::Storage(message.clone())));
+                }
+                return;
+            }
+        }
+
+        for (name, partitions, compacted, done) in creations {
+            let mut topics = write(&self.shared.topics);
+            topics
+                .entry(name.clone())
+                .or_insert_with(|| Arc::new(TopicLog::new(&name, partitions, compacted)));
+            let _ = done.send(Ok(()));
+        }
+        for item in &placed {
+            let log = &item.topic.partitions[item.record.partition as usize];
+            let mut state = lock(&log.state);
+            if let Some(replaced) = item.replaces {
+                state.superseded.insert(replaced);
+            }
+            if item.topic.compacted {
+                state
+                    .latest
+                    .insert(item.record.key.clone(), item.record.offset);
+            }
+            state
+                .records
+                .insert(item.record.offset, item.record.clone());
+        }
+        for ((topic, partition), end) in next {
+            if let Some(log) = self.shared.topic(&topic) {
+                log.partitions[partition as usize].end.send_replace(end);
+            }
+        }
+        for done in appends {
+            let _ = done.send(Ok(()));
+        }
+    }
+
+    /// Drops records nobody needs any more: on plain topics, those every
+    /// durable group reading the topic has committed and every live reader
+    /// has passed (topics nobody reads durably are kept); on compacted
+    /// topics, superseded records that every live reader has passed.
+    async fn trim(&mut self) {
+        let topics: Vec<Arc<TopicLog>> = read(&self.shared.topics).values().cloned().collect();
+        let readers = lock(&self.shared.readers).clone();
+        let committed = lock(&self.shared.committed).clone();
+        let groups: Vec<Arc<Group>> = lock(&self.shared.groups).values().cloned().collect();
+        let mut cuts = Vec::new();
+        let mut compactions = Vec::new();
+        for topic in &topics {
+            for (index, log) in topic.partitions.iter().enumerate() {
+                let partition = index as u32;
+                if topic.compacted {
+                    let passed = groups
+                        .iter()
+                        .filter_map(|group| {
+                            lock(&group.positions)
+                                .get(&(topic.name.to_string(), partition))
+                                .copied()
+                        })
+                        .min()
+                        .unwrap_or(u64::MAX);
+                    let mut state = lock(&log.state);
+                    let keep = state.superseded.split_off(&passed);
+                    let dropped = std::mem::replace(&mut state.superseded, keep);
+                    for offset in &dropped {
+                        state.records.remove(offset);
+                    }
+                    if !dropped.is_empty() {
+                        compactions.push((topic.name.clone(), partition, dropped));
+                    }
+                    continue;
+                }
+                let Some(durable) = readers.get(topic.name.as_ref()) else {
+                    continue;
+                };
+                let committed_low = durable.iter().map(|group| {
+                    committed
+                        .get(&(group.clone(), topic.name.to_string(), partition))
+                        .copied()
+                        .unwrap_or(0)
+                });
+                let live_low = groups.iter().filter_map(|group| {
+                    lock(&group.positions)
+                        .get(&(topic.name.to_string(), partition))
+                        .copied()
+                });
+                let low = committed_low.chain(live_low).min().unwrap_or(0);
+                let mut state = lock(&log.state);
+                if state
+                    .records
+                    .keys()
+                    .next()
+                    .is_some_and(|first| *first < low)
+                {
+                    state.records = state.records.split_off(&low);
+                    cuts.push((topic.name.clone(), partition, low));
+                }
+            }
+        }
+        if let Some(store) = &self.store
+            && (!cuts.is_empty() || !compactions.is_empty())
+            && let Err(error) = store.trim(&cuts, &compactions).await
+        {
+            tracing::warn!(%error, "cannot trim the bus log; will try again");
+        }
+    }
+}
+
+impl TopicLog {
+    fn new(name: &str, partitions: u32, compacted: bool) -> Self {
+        TopicLog {
+            name: Arc::from(name),
+            compacted,
+            partitions: (0..partitions.max(1))
+                .map(|_| PartitionLog {
+                    state: Mutex::default(),
+                    end: watch::channel(0).0,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// The SQLite file behind the log.
+struct LogStore {
+    pool: SqlitePool,
+}
+
+impl LogStore {
+    async fn migrate(&self) -> Result<(), sqlx::Error> {
+        sqlx::raw_sql(
+            "CREATE TABLE IF NOT EXISTS bus_topics (
+                name TEXT PRIMARY KEY,
+                partitions INTEGER NOT NULL,
+                compacted INTEGER NOT NULL
+            );
+            CREATE TABLE IF NOT EXISTS bus_records (
+                topic TEXT NOT NULL,
+                part INTEGER NOT NULL,
+                record_offset INTEGER NOT NULL,
+                record_key TEXT NOT NULL,
+                headers TEXT NOT NULL,
+                payload BLOB NOT NULL,
+                created_at INTEGER NOT NULL,
+                PRIMARY KEY (topic, part, record_offset)
+            ) WITHOUT ROWID;
+            CREATE TABLE IF NOT EXISTS bus_log_end (
+                topic TEXT NOT NULL,
+                part INTEGER NOT NULL,
+                next_offset INTEGER NOT NULL,
+                PRIMARY KEY (topic, part)
+            ) WITHOUT ROWID;
+            CREATE TABLE IF NOT EXISTS bus_group_offsets (
+                group_id TEXT NOT NULL,
+                topic TEXT NOT NULL,
+                part INTEGER NOT NULL,
+                next_offset INTEGER NOT NULL,
+                PRIMARY KEY (group_id, topic, part)
+            ) WITHOUT ROWID;",
+        )
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn load(&self) -> anyhow::Result<Shared> {
+        let shared = Shared::default();
+        let topics = sqlx::query("SELECT name, partitions, compacted FROM bus_topics")
+            .fetch_all(&self.pool)
+            .await?;
+        {
+            let mut map = write(&shared.topics);
+            for row in topics {
+                let name: String = row.try_get("name")?;
+                let partitions: i64 = row.try_get("partitions")?;
+                let compacted: i64 = row.try_get("compacted")?;
+                map.insert(
+                    name.clone(),
+                    Arc::new(TopicLog::new(&name, partitions as u32, compacted != 0)),
+                );
+            }
+        }
+        let ends = sqlx::query("SELECT topic, part, next_offset FROM bus_log_end")
+            .fetch_all(&self.pool)
+            .await?;
+        for row in ends {
+            let topic: String = row.try_get("topic")?;
+            let part: i64 = row.try_get("part")?;
+            let end: i64 = row.try_get("next_offset")?;
+            if let Some(log) = shared.topic(&topic)
+                && let Some(partition) = log.partitions.get(part as usize)
+            {
+                partition.end.send_replace(end as u64);
+            }
+        }
+        let records = sqlx::query(
+            "SELECT topic, part, record_offset, record_key, headers, payload, created_at
+             FROM bus_records ORDER BY topic, part, record_offset",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        for row in records {
+            let topic: String = row.try_get("topic")?;
+            let Some(log) = shared.topic(&topic) else {
+                continue;
+            };
+            let part: i64 = row.try_get("part")?;
+            let Some(partition) = log.partitions.get(part as usize) else {
+                continue;
+            };
+            let headers: String = row.try_get("headers")?;
+            let offset: i64 = row.try_get("record_offset")?;
+            let record = Record {
+                topic: log.name.clone(),
+                partition: part as u32,
+                offset: offset as u64,
+                key: row.try_get("record_key")?,
+                headers: serde_json::from_str(&headers)?,
+                payload: row.try_get("payload")?,
+                timestamp: Timestamp::from_millis(row.try_get("created_at")?),
+            };
+            let mut state = lock(&partition.state);
+            if log.compacted
+                && let Some(older) = state.latest.insert(record.key.clone(), record.offset)
+            {
+                state.superseded.insert(older);
+            }
+            state.records.insert(record.offset, Arc::new(record));
+        }
+        let offsets =
+            sqlx::query("SELECT group_id, topic, part, next_offset FROM bus_group_offsets")
+                .fetch_all(&self.pool)
+                .await?;
+        for row in offsets {
+            let group: String = row.try_get("group_id")?;
+            let topic: String = row.try_get("topic")?;
+            let part: i64 = row.try_get("part")?;
+            let next: i64 = row.try_get("next_offset")?;
+            lock(&shared.readers)
+                .entry(topic.clone())
+                .or_default()
+                .insert(group.clone());
+            lock(&shared.committed).insert((group, topic, part as u32), next as u64);
+        }
+        Ok(shared)
+    }
+
+    async fn write(
+        &self,
+        placed: &[Placed],
+        ends: &[(Arc<str>, u32, u64)],
+        commits: &HashMap<(String, String, u32), u64>,
+        creations: &[TopicCreation],
+    ) -> Result<(), sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        for (name, partitions, compacted, _) in creations {
+            sqlx::query(
+                "INSERT INTO bus_topics (name, partitions, compacted) VALUES (?, ?, ?)
+                 ON CONFLICT (name) DO NOTHING",
+            )
+            .bind(name)
+            .bind(i64::from(*partitions))
+            .bind(i64::from(*compacted))
+            .execute(&mut *tx)
+            .await?;
+        }
+        for item in placed {
+            let record = &item.record;
+            let headers = serde_json::to_string(&record.headers).unwrap_or_else(|_| "[]".into());
+            sqlx::query(
+                "INSERT INTO bus_records
+                 (topic, part, record_offset, record_key, headers, payload, created_at)
+                 VALUES (?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(record.topic.as_ref())
+            .bind(i64::from(record.partition))
+            .bind(record.offset as i64)
+            .bind(&record.key)
+            .bind(headers)
+            .bind(&record.payload)
+            .bind(record.timestamp.as_millis())
+            .execute(&mut *tx)
+            .await?;
+        }
+        for (topic, partition, end) in ends {
+            sqlx::query(
+                "INSERT INTO bus_log_end (topic, part, next_offset) VALUES (?, ?, ?)
+                 ON CONFLICT (topic, part) DO UPDATE SET next_offset = excluded.next_offset",
+            )
+            .bind(topic.as_ref())
+            .bind(i64::from(*partition))
+            .bind(*end as i64)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for ((group, topic, partition), next) in commits {
+            sqlx::query(
+                "INSERT INTO bus_group_offsets (group_id, topic, part, next_offset)
+                 VALUES (?, ?, ?, ?)
+                 ON CONFLICT (group_id, topic, part)
+                 DO UPDATE SET next_offset = MAX(next_offset, excluded.next_offset)",
+            )
+            .bind(group)
+            .bind(topic)
+            .bind(i64::from(*partition))
+            .bind(*next as i64)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await
+    }
+
+    async fn trim(
+        &self,
+        cuts: &[(Arc<str>, u32, u64)],
+        compactions: &[(Arc<str>, u32, BTreeSet<u64>)],
+    ) -> Result<(), sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        for (topic, partition, low) in cuts {
+            sqlx::query(
+                "DELETE FROM bus_records WHERE topic = ? AND part = ? AND record_offset < ?",
+            )
+            .bind(topic.as_ref())
+            .bind(i64::from(*partition))
+            .bind(*low as i64)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for (topic, partition, offsets) in compactions {
+            for offset in offsets {
+                sqlx::query(
+                    "DELETE FROM bus_records WHERE topic = ? AND part = ? AND record_offset = ?",
+                )
+                .bind(topic.as_ref())
+                .bind(i64::from(*partition))
+                .bind(*offset as i64)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        tx.commit().await
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Every critical section here only moves data between maps and cannot
+    // leave them half-updated, so a poisoned lock is still consistent.
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}

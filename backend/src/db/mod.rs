@@ -1,0 +1,206 @@
+//! Storage: one database per service, SQLite in embedded mode and
+//! PostgreSQL in distributed mode, behind one pool type.
+//!
+//! Queries are written once in the SQL both dialects share (`$1`
+//! placeholders, `ON CONFLICT`, `RETURNING`); where they differ (row locks),
+//! [`Dialect`] says which to use. Every table belongs to exactly one service.
+
+pub mod inbox;
+pub mod migrate;
+pub mod outbox;
+
+use std::path::Path;
+use std::time::Duration;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyPool, Executor};
+
+pub use migrate::Service;
+
+/// Which SQL dialect a pool speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+/// A service's database. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Db {
+    pool: AnyPool,
+    dialect: Dialect,
+}
+
+pub type Tx = sqlx::Transaction<'static, sqlx::Any>;
+
+impl Db {
+    /// Opens (creating if needed) the SQLite file at `path`, in WAL mode.
+    /// One connection: SQLite has one writer anyway, and a single connection
+    /// never meets a busy database.
+    pub async fn sqlite(path: &Path) -> Result<Db, sqlx::Error> {
+        sqlx::any::install_default_drivers();
+        let url = format!("sqlite://{}?mode=rwc", encode_path(path));
+        let options: AnyConnectOptions = url.parse()?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .after_connect(|connection, _| {
+                Box::pin(async move {
+                    for pragma in [
+                        "PRAGMA journal_mode = WAL",
+                        "PRAGMA synchronous = NORMAL",
+                        "PRAGMA busy_timeout = 5000",
+                        "PRAGMA foreign_keys = ON",
+                    ] {
+                        connection.execute(pragma).await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await?;
+        Ok(Db {
+            pool,
+            dialect: Dialect::Sqlite,
+        })
+    }
+
+    /// Connects to PostgreSQL at `url` with at most `max_connections`.
+    pub async fn postgres(url: &str, max_connections: u32) -> Result<Db, sqlx::Error> {
+        sqlx::any::install_default_drivers();
+        let options: AnyConnectOptions = url.parse()?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(max_connections.max(1))
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(options)
+            .await?;
+        Ok(Db {
+            pool,
+            dialect: Dialect::Postgres,
+        })
+    }
+
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
+        self.pool.begin().await
+    }
+
+    /// ` FOR UPDATE` where the dialect has row locks; SQLite serializes
+    /// writers instead.
+    pub fn for_update(&self) -> &'static str {
+        match self.dialect {
+            Dialect::Sqlite => "",
+            Dialect::Postgres => " FOR UPDATE",
+        }
+    }
+
+    /// ` FOR UPDATE SKIP LOCKED` where the dialect has it, so that several
+    /// instances sweeping the same table split the rows.
+    pub fn for_update_skip_locked(&self) -> &'static str {
+        match self.dialect {
+            Dialect::Sqlite => "",
+            Dialect::Postgres => " FOR UPDATE SKIP LOCKED",
+        }
+    }
+
+    /// Whether the database answers (for health checks).
+    pub async fn is_healthy(&self) -> bool {
+        sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// Percent-encodes the characters of a path that a URL would misread.
+fn encode_path(path: &Path) -> String {
+    let text = path.to_string_lossy();
+    let mut encoded = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'/' | b'.' | b'-' | b'_' | b'~') {
+            encoded.push(byte as char);
+        } else {
+            encoded.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    encoded
+}
+
+/// Whether `error` comes from the infrastructure rather than the data: the
+/// database is unreachable, restarting, busy, or chose this transaction as a
+/// deadlock or serialization victim. Such work is retried, never given up.
+pub fn is_transient(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::Protocol(_) => true,
+        sqlx::Error::Database(database) => {
+            let code = database.code();
+            let code = code.as_deref().unwrap_or("");
+            if database
+                .try_downcast_ref::<sqlx::sqlite::SqliteError>()
+                .is_some()
+            {
+                // SQLITE_BUSY (5) and SQLITE_LOCKED (6), with extended codes.
+                return code.parse::<i64>().is_ok_and(|n| matches!(n & 0xff, 5 | 6));
+            }
+            // PostgreSQL: serialization failure, deadlock, too many
+            // connections, connection exceptions (08…), shutting down (57P…).
+            matches!(code, "40001" | "40P01" | "53300")
+                || code.starts_with("08")
+                || code.starts_with("57P")
+        }
+        _ => false,
+    }
+}
+
+/// Reads a column that must hold one of a closed set of names.
+pub fn parse_column<T: std::str::FromStr>(value: &str, column: &str) -> Result<T, sqlx::Error>
+where
+    T::Err: std::error::Error + Send + Sync + 'static,
+{
+    value.parse().map_err(|error| sqlx::Error::ColumnDecode {
+        index: column.to_owned(),
+        source: Box::new(error),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_with_spaces_become_valid_urls() {
+        assert_eq!(
+            encode_path(Path::new("/tmp/my data/order.sqlite")),
+            "/tmp/my%20data/order.sqlite"
+        );
+    }
+
+    #[tokio::test]
+    async fn sqlite_database_opens_in_wal_mode_even_under_a_path_with_spaces() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("with space").join("x.sqlite");
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        let db = Db::sqlite(&path).await.expect("opens");
+        let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+            .fetch_one(db.pool())
+            .await
+            .expect("pragma");
+        assert_eq!(mode, "wal");
+        assert!(path.exists());
+    }
+}

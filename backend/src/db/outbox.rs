@@ -1,0 +1,180 @@
+//! The transactional outbox: a state change and the messages it causes
+//! commit in one transaction; the relay publishes them afterwards, in order,
+//! and deletes what it published. A crash between publishing and deleting
+//! publishes a message twice, with the same event id, which consumers
+//! recognise (at-least-once).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use shop_shared::events::{Envelope, Message};
+use shop_shared::time::Timestamp;
+use sqlx::Row;
+use tokio::sync::Notify;
+
+use super::{Db, Tx, inbox};
+use crate::bus::{Bus, OutgoingRecord};
+use crate::tasks::{Shutdown, Spawner};
+
+/// Most outbox rows published in one go.
+const BATCH: i64 = 512;
+/// How often the relay looks even when nobody woke it (writes by another
+/// process, or a wake lost to a crash).
+const POLL_EVERY: Duration = Duration::from_millis(500);
+
+/// Adds `message` in a fresh envelope to the outbox, inside `tx`.
+pub async fn push<M: Message>(
+    tx: &mut Tx,
+    message: M,
+    correlation_id: &str,
+) -> Result<(), sqlx::Error> {
+    push_envelope(tx, &Envelope::new(message, correlation_id)).await
+}
+
+/// Adds `envelope` to the outbox, inside `tx`.
+pub async fn push_envelope<M: Message>(
+    tx: &mut Tx,
+    envelope: &Envelope<M>,
+) -> Result<(), sqlx::Error> {
+    let record = OutgoingRecord::from_envelope(envelope);
+    let headers = serde_json::to_string(&record.headers).unwrap_or_else(|_| "[]".into());
+    sqlx::query(
+        "INSERT INTO outbox (topic, msg_key, headers, payload, created_at)
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(record.topic)
+    .bind(record.key)
+    .bind(headers)
+    .bind(String::from_utf8_lossy(&record.payload).into_owned())
+    .bind(Timestamp::now().as_millis())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Wakes a service's relay after a commit. Cheap to clone.
+#[derive(Clone, Default)]
+pub struct RelayHandle {
+    wake: Arc<Notify>,
+}
+
+impl RelayHandle {
+    /// Tells the relay there is something to publish.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+}
+
+/// Starts the relay of `db`'s outbox onto `bus`.
+pub fn spawn_relay(
+    service: &'static str,
+    db: Db,
+    bus: Arc<dyn Bus>,
+    spawner: &Spawner,
+) -> RelayHandle {
+    let handle = RelayHandle::default();
+    let relay = Relay {
+        service,
+        db,
+        bus,
+        wake: handle.wake.clone(),
+        shutdown: spawner.shutdown().clone(),
+    };
+    spawner.spawn(format!("{service}-outbox-relay"), relay.run());
+    handle
+}
+
+struct Relay {
+    service: &'static str,
+    db: Db,
+    bus: Arc<dyn Bus>,
+    wake: Arc<Notify>,
+    shutdown: Shutdown,
+}
+
+impl Relay {
+    async fn run(self) -> anyhow::Result<()> {
+        let mut backoff = Duration::from_millis(50);
+        let mut last_prune = std::time::Instant::now();
+        loop {
+            match self.publish_pending().await {
+                Ok(()) => backoff = Duration::from_millis(50),
+                Err(error) => {
+                    tracing::warn!(
+                        service = self.service,
+                        error = format!("{error:#}"),
+                        "outbox relay failed; retrying"
+                    );
+                    if !self.shutdown.sleep(backoff).await {
+                        return Ok(());
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+            }
+            if last_prune.elapsed() > Duration::from_secs(3600) {
+                last_prune = std::time::Instant::now();
+                if let Err(error) = inbox::prune(&self.db).await {
+                    tracing::warn!(service = self.service, %error, "cannot prune processed message ids");
+                }
+            }
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(POLL_EVERY) => {}
+                _ = self.shutdown.triggered() => return Ok(()),
+            }
+        }
+    }
+
+    async fn publish_pending(&self) -> anyhow::Result<()> {
+        flush(&self.db, self.bus.as_ref()).await
+    }
+}
+
+/// Publishes every row in `db`'s outbox to `bus`, oldest first, deleting
+/// what was published.
+pub async fn flush(db: &Db, bus: &dyn Bus) -> anyhow::Result<()> {
+    loop {
+        let rows = sqlx::query(
+            "SELECT id, topic, msg_key, headers, payload FROM outbox ORDER BY id LIMIT $1",
+        )
+        .bind(BATCH)
+        .fetch_all(db.pool())
+        .await?;
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let mut ids = Vec::with_capacity(rows.len());
+        let mut records = Vec::with_capacity(rows.len());
+        for row in &rows {
+            ids.push(row.try_get::<i64, _>("id")?);
+            let headers: String = row.try_get("headers")?;
+            let payload: String = row.try_get("payload")?;
+            records.push(OutgoingRecord {
+                topic: row.try_get("topic")?,
+                key: row.try_get("msg_key")?,
+                headers: serde_json::from_str(&headers)?,
+                payload: payload.into_bytes(),
+            });
+        }
+        bus.publish(records).await?;
+        // Only the rows just published: a row with a lower id may still be
+        // uncommitted in another transaction.
+        let list = ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DELETE FROM outbox WHERE id IN ({list})"
+        )))
+        .execute(db.pool())
+        .await?;
+        if rows.len() < BATCH as usize {
+            return Ok(());
+        }
+    }
+}
+
+/// How many messages wait in `db`'s outbox (for tests and health).
+pub async fn pending(db: &Db) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM outbox")
+        .fetch_one(db.pool())
+        .await
+}

@@ -1,0 +1,398 @@
+//! The gateway: the WebSocket endpoint for clients and the payment-return
+//! pages. It owns nothing durable: it turns client commands into bus
+//! commands and answers from in-memory read models built from state events.
+//!
+//! - [`ws`]: one client connection.
+//! - [`read_model`]: products and orders, and the channels that push them.
+//! - [`pages`]: the payment-return page and its live updates.
+//! - [`token`]: signed customer tokens.
+
+pub mod pages;
+pub mod read_model;
+pub mod token;
+pub mod ws;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::get;
+use shop_shared::domain::{
+    MAX_IDEMPOTENCY_KEY_LEN, MAX_LINES, MAX_QUANTITY, Order, OrderStatus, is_valid_sku,
+};
+use shop_shared::events::{CancelOrder, LineItem, OrderCommand, OrderState, PlaceOrder, topic};
+use shop_shared::protocol::{ErrorCode, OrderLineRequest, ProtocolError, ServerMessage};
+use tokio::sync::broadcast;
+use uuid::Uuid;
+
+use crate::bus::{self, Bus, Subscription, SubscriptionHandle};
+use crate::secrets::Secret;
+use read_model::{ReadModel, ReadModelHandler};
+use token::TokenSigner;
+
+/// How long a command waits for the services to act on it.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Names order ids derived from (customer, idempotency key).
+const ORDER_NAMESPACE: Uuid = Uuid::from_u128(0x5e0b_7a1c_4d2e_4f60_9a3b_1c2d_3e4f_5a6b);
+
+/// The gateway. Cheap to clone.
+#[derive(Clone)]
+pub struct Gateway {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    bus: Arc<dyn Bus>,
+    read_model: ReadModel,
+    tokens: TokenSigner,
+    loaded: SubscriptionHandle,
+}
+
+/// A command the gateway refuses, with the code clients see.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl Refusal {
+    fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Refusal {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn answer(self, request_id: &str) -> ServerMessage {
+        ProtocolError::new(Some(request_id.to_owned()), self.code, self.message).into_message()
+    }
+}
+
+/// Starts the gateway: subscribes its read model to the state topics.
+pub async fn start(bus: Arc<dyn Bus>, token_secret: Secret) -> anyhow::Result<Gateway> {
+    let read_model = ReadModel::default();
+    let loaded = bus
+        .subscribe(
+            Subscription::broadcast("gateway", &[topic::ORDERS, topic::PRODUCTS]),
+            Arc::new(ReadModelHandler {
+                model: read_model.clone(),
+            }),
+        )
+        .await?;
+    Ok(Gateway {
+        inner: Arc::new(Inner {
+            bus,
+            read_model,
+            tokens: TokenSigner::new(token_secret),
+            loaded,
+        }),
+    })
+}
+
+impl Gateway {
+    /// `/ws` and the payment-return pages.
+    pub fn router(&self) -> Router {
+        Router::new()
+            .route("/ws", get(ws::upgrade))
+            .route("/orders/{order_id}/return", get(pages::return_page))
+            .route("/orders/{order_id}/status", get(pages::status))
+            .route("/orders/{order_id}/events", get(pages::events))
+            .with_state(self.clone())
+    }
+
+    pub fn read_model(&self) -> &ReadModel {
+        &self.inner.read_model
+    }
+
+    pub fn tokens(&self) -> &TokenSigner {
+        &self.inner.tokens
+    }
+
+    /// Waits until the read model holds everything published before start.
+    pub async fn ready(&self) {
+        self.inner.loaded.caught_up().await;
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.inner.loaded.is_caught_up()
+    }
+
+    /// `customer`'s order named by `order_id`.
+    pub fn find_order(&self, customer: Uuid, order_id: &str) -> Result<Arc<OrderState>, Refusal> {
+        Uuid::try_parse(order_id.trim())
+            .ok()
+            .and_then(|id| self.inner.read_model.customer_order(customer, id))
+            .ok_or_else(|| Refusal::new(ErrorCode::OrderNotFound, format!("no order {order_id}")))
+    }
+
+    /// Places an order and returns it once the order service has stored it.
+    pub async fn place_order(
+        &self,
+        customer: Uuid,
+        idempotency_key: &str,
+        lines: &[OrderLineRequest],
+    ) -> Result<Order, Refusal> {
+        let model = &self.inner.read_model;
+        let lines = validate_order(idempotency_key, lines, |sku| model.product(sku).is_some())?;
+        let order_id = Uuid::new_v5(
+            &ORDER_NAMESPACE,
+            format!("{customer}/{idempotency_key}").as_bytes(),
+        );
+        let same_lines = |state: &OrderState| {
+            state
+                .order
+                .lines
+                .iter()
+                .map(|line| (line.sku.as_str(), line.quantity))
+                .eq(lines.iter().map(|line| (line.sku.as_str(), line.quantity)))
+        };
+        let reused = || {
+            Refusal::new(
+                ErrorCode::IdempotencyKeyReused,
+                "this idempotency key names an earlier order with other lines; use a new key for a new order",
+            )
+        };
+        if let Some(existing) = model.customer_order(customer, order_id) {
+            return if same_lines(&existing) {
+                Ok(existing.order.clone())
+            } else {
+                Err(reused())
+            };
+        }
+        let changes = model.customer_changes(customer);
+        let command = OrderCommand::PlaceOrder(PlaceOrder {
+            order_id,
+            customer_id: customer,
+            idempotency_key: idempotency_key.to_owned(),
+            lines: lines.clone(),
+        });
+        self.send(command, order_id).await?;
+        let Some(state) = self.await_order(changes, order_id, |_| true).await else {
+            return Err(Refusal::new(
+                ErrorCode::Unavailable,
+                "the order service has not confirmed the order yet; send the same command again (same idempotency key) to learn its fate",
+            ));
+        };
+        if same_lines(&state) {
+            Ok(state.order.clone())
+        } else {
+            Err(reused())
+        }
+    }
+
+    /// Cancels an unpaid order and returns it once cancelled.
+    pub async fn cancel_order(&self, customer: Uuid, order_id: &str) -> Result<Order, Refusal> {
+        let state = self.find_order(customer, order_id)?;
+        let order = &state.order;
+        if order.status.is_final() {
+            return Err(not_cancellable(order));
+        }
+        let changes = self.inner.read_model.customer_changes(customer);
+        let command = OrderCommand::CancelOrder(CancelOrder {
+            order_id: order.id,
+            customer_id: customer,
+        });
+        self.send(command, order.id).await?;
+        match self
+            .await_order(changes, order.id, |state| state.order.status.is_final())
+            .await
+        {
+            Some(state) if state.order.status == OrderStatus::Cancelled => Ok(state.order.clone()),
+            Some(state) => Err(not_cancellable(&state.order)),
+            None => Err(Refusal::new(
+                ErrorCode::Unavailable,
+                "the order service has not confirmed the cancellation yet; the order may still be cancelled",
+            )),
+        }
+    }
+
+    async fn send(&self, command: OrderCommand, order_id: Uuid) -> Result<(), Refusal> {
+        bus::publish_messages(
+            self.inner.bus.as_ref(),
+            vec![(command, order_id.to_string())],
+        )
+        .await
+        .map_err(|error| {
+            tracing::error!(%error, %order_id, "cannot publish a client command");
+            Refusal::new(
+                ErrorCode::Unavailable,
+                "the shop cannot take commands right now; try again shortly",
+            )
+        })
+    }
+
+    /// Waits up to [`COMMAND_TIMEOUT`] until order `id` satisfies `done`.
+    async fn await_order(
+        &self,
+        mut changes: broadcast::Receiver<Arc<OrderState>>,
+        id: Uuid,
+        done: impl Fn(&OrderState) -> bool,
+    ) -> Option<Arc<OrderState>> {
+        let model = &self.inner.read_model;
+        let current = || model.order(id).filter(|state| done(state));
+        if let Some(state) = current() {
+            return Some(state);
+        }
+        let wait = async {
+            loop {
+                match changes.recv().await {
+                    Ok(state) if state.order.id == id && done(&state) => return Some(state),
+                    Ok(_) => {}
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        if let Some(state) = current() {
+                            return Some(state);
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        };
+        tokio::time::timeout(COMMAND_TIMEOUT, wait)
+            .await
+            .ok()
+            .flatten()
+    }
+}
+
+fn not_cancellable(order: &Order) -> Refusal {
+    Refusal::new(
+        ErrorCode::OrderNotCancellable,
+        format!(
+            "order {} is {} and can no longer be cancelled",
+            order.short_id(),
+            order.status
+        ),
+    )
+}
+
+/// Checks a place command; returns its lines as the bus carries them.
+pub fn validate_order(
+    idempotency_key: &str,
+    lines: &[OrderLineRequest],
+    known_sku: impl Fn(&str) -> bool,
+) -> Result<Vec<LineItem>, Refusal> {
+    if idempotency_key.is_empty()
+        || idempotency_key.len() > MAX_IDEMPOTENCY_KEY_LEN
+        || idempotency_key.chars().any(char::is_control)
+    {
+        return Err(Refusal::new(
+            ErrorCode::InvalidIdempotencyKey,
+            format!(
+                "the idempotency key must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} printable characters"
+            ),
+        ));
+    }
+    if lines.is_empty() {
+        return Err(Refusal::new(
+            ErrorCode::EmptyOrder,
+            "an order needs at least one line",
+        ));
+    }
+    if lines.len() > MAX_LINES {
+        return Err(Refusal::new(
+            ErrorCode::TooManyLines,
+            format!(
+                "an order has at most {MAX_LINES} lines, not {}",
+                lines.len()
+            ),
+        ));
+    }
+    let mut seen = HashSet::new();
+    let mut items = Vec::with_capacity(lines.len());
+    for line in lines {
+        let shown: String = line.sku.chars().take(64).collect();
+        if !is_valid_sku(&line.sku) || !known_sku(&line.sku) {
+            return Err(Refusal::new(
+                ErrorCode::UnknownSku,
+                format!("unknown sku {shown:?}"),
+            ));
+        }
+        if !seen.insert(line.sku.as_str()) {
+            return Err(Refusal::new(
+                ErrorCode::DuplicateSku,
+                format!("sku {shown} appears on two lines; put the whole quantity on one line"),
+            ));
+        }
+        if !(1..=MAX_QUANTITY).contains(&line.quantity) {
+            return Err(Refusal::new(
+                ErrorCode::InvalidQuantity,
+                format!(
+                    "quantity of {shown} must be between 1 and {MAX_QUANTITY}, not {}",
+                    line.quantity
+                ),
+            ));
+        }
+        items.push(LineItem {
+            sku: line.sku.clone(),
+            quantity: line.quantity,
+        });
+    }
+    Ok(items)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(sku: &str, quantity: i64) -> OrderLineRequest {
+        OrderLineRequest {
+            sku: sku.into(),
+            quantity,
+        }
+    }
+
+    fn code_of(key: &str, lines: &[OrderLineRequest]) -> Option<ErrorCode> {
+        validate_order(key, lines, |sku| sku.starts_with("SKU-"))
+            .err()
+            .map(|refusal| refusal.code)
+    }
+
+    #[test]
+    fn accepts_a_valid_order() {
+        let items = validate_order("k", &[line("SKU-001", 2), line("SKU-002", 1000)], |_| true)
+            .expect("valid");
+        assert_eq!(items.len(), 2);
+        assert_eq!(items[1].quantity, 1000);
+    }
+
+    #[test]
+    fn every_kind_of_bad_order_gets_its_own_code() {
+        assert_eq!(code_of("k", &[]), Some(ErrorCode::EmptyOrder));
+        assert_eq!(
+            code_of("k", &[line("NOPE", 1)]),
+            Some(ErrorCode::UnknownSku)
+        );
+        assert_eq!(
+            code_of("k", &[line("SKU-001", 0)]),
+            Some(ErrorCode::InvalidQuantity)
+        );
+        assert_eq!(
+            code_of("k", &[line("SKU-001", -3)]),
+            Some(ErrorCode::InvalidQuantity)
+        );
+        assert_eq!(
+            code_of("k", &[line("SKU-001", 1001)]),
+            Some(ErrorCode::InvalidQuantity)
+        );
+        assert_eq!(
+            code_of("k", &[line("SKU-001", i64::MAX)]),
+            Some(ErrorCode::InvalidQuantity)
+        );
+        assert_eq!(
+            code_of("k", &[line("SKU-001", 1), line("SKU-001", 1)]),
+            Some(ErrorCode::DuplicateSku)
+        );
+        let many: Vec<_> = (0..21).map(|n| line(&format!("SKU-{n}"), 1)).collect();
+        assert_eq!(code_of("k", &many), Some(ErrorCode::TooManyLines));
+        assert_eq!(
+            code_of("", &[line("SKU-001", 1)]),
+            Some(ErrorCode::InvalidIdempotencyKey)
+        );
+        assert_eq!(
+            code_of(&"k".repeat(129), &[line("SKU-001", 1)]),
+            Some(ErrorCode::InvalidIdempotencyKey)
+        );
+    }
+}

@@ -1,0 +1,274 @@
+//! The gateway's in-memory read models of products and orders, built from
+//! the compacted state topics (`products.v1`, `orders.v1`), and the
+//! channels that push their changes to connected customers.
+//!
+//! A gateway replays those topics from the start when it starts, so it
+//! holds the current state after any restart; snapshots carry versions, so
+//! a redelivered or older snapshot changes nothing.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, RwLock};
+
+use async_trait::async_trait;
+use shop_shared::domain::{Order, Product};
+use shop_shared::events::{Envelope, OrderEvent, OrderState, ProductEvent, topic};
+use tokio::sync::broadcast;
+use uuid::Uuid;
+
+use crate::bus::{Handler, HandlerError, Record};
+
+/// How many changes a slow connection may fall behind before it is resent
+/// the whole state instead.
+const CHANNEL_CAPACITY: usize = 1024;
+
+/// Products and orders as clients see them. Cheap to clone.
+#[derive(Clone)]
+pub struct ReadModel {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    products: RwLock<BTreeMap<String, Product>>,
+    orders: RwLock<HashMap<Uuid, Arc<OrderState>>>,
+    by_customer: RwLock<HashMap<Uuid, Vec<Uuid>>>,
+    product_changes: broadcast::Sender<Product>,
+    customer_changes: Mutex<HashMap<Uuid, broadcast::Sender<Arc<OrderState>>>>,
+}
+
+impl Default for ReadModel {
+    fn default() -> Self {
+        ReadModel {
+            inner: Arc::new(Inner {
+                products: RwLock::default(),
+                orders: RwLock::default(),
+                by_customer: RwLock::default(),
+                product_changes: broadcast::channel(CHANNEL_CAPACITY).0,
+                customer_changes: Mutex::default(),
+            }),
+        }
+    }
+}
+
+impl ReadModel {
+    /// Every product, by sku.
+    pub fn products(&self) -> Vec<Product> {
+        read(&self.inner.products).values().cloned().collect()
+    }
+
+    pub fn product(&self, sku: &str) -> Option<Product> {
+        read(&self.inner.products).get(sku).cloned()
+    }
+
+    pub fn order(&self, id: Uuid) -> Option<Arc<OrderState>> {
+        read(&self.inner.orders).get(&id).cloned()
+    }
+
+    /// `customer_id`'s order `id`; another customer's order is `None`, as if
+    /// it did not exist.
+    pub fn customer_order(&self, customer_id: Uuid, id: Uuid) -> Option<Arc<OrderState>> {
+        self.order(id)
+            .filter(|state| state.customer_id == customer_id)
+    }
+
+    /// `customer_id`'s orders, newest first.
+    pub fn customer_orders(&self, customer_id: Uuid) -> Vec<Order> {
+        let ids = read(&self.inner.by_customer)
+            .get(&customer_id)
+            .cloned()
+            .unwrap_or_default();
+        let orders = read(&self.inner.orders);
+        let mut list: Vec<Order> = ids
+            .iter()
+            .filter_map(|id| orders.get(id).map(|state| state.order.clone()))
+            .collect();
+        list.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
+        list
+    }
+
+    /// Changes of any product from now on.
+    pub fn product_changes(&self) -> broadcast::Receiver<Product> {
+        self.inner.product_changes.subscribe()
+    }
+
+    /// Changes of `customer_id`'s orders from now on.
+    pub fn customer_changes(&self, customer_id: Uuid) -> broadcast::Receiver<Arc<OrderState>> {
+        lock(&self.inner.customer_changes)
+            .entry(customer_id)
+            .or_insert_with(|| broadcast::channel(CHANNEL_CAPACITY).0)
+            .subscribe()
+    }
+
+    /// Takes a product snapshot unless an equal or newer one is known.
+    pub fn apply_product(&self, product: Product) {
+        {
+            let mut products = write(&self.inner.products);
+            if products
+                .get(&product.sku)
+                .is_some_and(|known| known.version >= product.version)
+            {
+                return;
+            }
+            products.insert(product.sku.clone(), product.clone());
+        }
+        let _ = self.inner.product_changes.send(product);
+    }
+
+    /// Takes an order snapshot unless an equal or newer one is known.
+    pub fn apply_order(&self, state: OrderState) {
+        let state = Arc::new(state);
+        let id = state.order.id;
+        {
+            let mut orders = write(&self.inner.orders);
+            match orders.get(&id) {
+                Some(known) if known.order.version >= state.order.version => return,
+                Some(_) => {}
+                None => write(&self.inner.by_customer)
+                    .entry(state.customer_id)
+                    .or_default()
+                    .push(id),
+            }
+            orders.insert(id, state.clone());
+        }
+        let mut channels = lock(&self.inner.customer_changes);
+        if let Some(channel) = channels.get(&state.customer_id) {
+            if channel.receiver_count() == 0 {
+                channels.remove(&state.customer_id);
+            } else {
+                let _ = channel.send(state);
+            }
+        }
+    }
+}
+
+/// Feeds the read model from the state topics.
+pub struct ReadModelHandler {
+    pub model: ReadModel,
+}
+
+#[async_trait]
+impl Handler for ReadModelHandler {
+    async fn handle(&self, batch: &[Arc<Record>]) -> Result<(), HandlerError> {
+        for record in batch {
+            match &*record.topic {
+                topic::ORDERS => {
+                    let OrderEvent::OrderUpdated(state) =
+                        Envelope::<OrderEvent>::from_json(&record.payload)?.message;
+                    self.model.apply_order(state);
+                }
+                topic::PRODUCTS => {
+                    let ProductEvent::ProductUpdated(product) =
+                        Envelope::<ProductEvent>::from_json(&record.payload)?.message;
+                    self.model.apply_product(product);
+                }
+                other => {
+                    return Err(HandlerError::Malformed(format!(
+                        "the gateway does not read {other}"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Maps of channels and snapshots stay consistent even if a holder
+    // panicked: every update is a single insert or remove.
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use shop_shared::domain::OrderStatus;
+    use shop_shared::money::Currency;
+    use shop_shared::time::Timestamp;
+
+    use super::*;
+
+    fn product(version: i64, available: i64) -> Product {
+        Product {
+            sku: "A".into(),
+            name: "A".into(),
+            unit_price: 100,
+            currency: Currency::EUR,
+            available,
+            version,
+        }
+    }
+
+    fn order(customer: Uuid, version: i64, status: OrderStatus) -> OrderState {
+        OrderState {
+            customer_id: customer,
+            checkout_session_id: None,
+            order: Order {
+                id: Uuid::from_u128(5),
+                status,
+                cancel_reason: None,
+                lines: vec![],
+                currency: None,
+                total: None,
+                pay_until: None,
+                checkout_url: None,
+                refunded: false,
+                created_at: Timestamp::from_millis(0),
+                updated_at: Timestamp::from_millis(0),
+                version,
+                timeline: vec![],
+            },
+        }
+    }
+
+    #[test]
+    fn older_or_repeated_snapshots_change_nothing() {
+        let model = ReadModel::default();
+        let mut changes = model.product_changes();
+        model.apply_product(product(2, 7));
+        model.apply_product(product(1, 9));
+        model.apply_product(product(2, 7));
+        assert_eq!(model.product("A").map(|p| p.available), Some(7));
+        assert!(changes.try_recv().is_ok());
+        assert!(
+            changes.try_recv().is_err(),
+            "only the first snapshot was news"
+        );
+    }
+
+    #[test]
+    fn orders_reach_only_their_customer() {
+        let model = ReadModel::default();
+        let (alice, bob) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        let mut alice_changes = model.customer_changes(alice);
+        let mut bob_changes = model.customer_changes(bob);
+        model.apply_order(order(alice, 1, OrderStatus::New));
+        model.apply_order(order(alice, 2, OrderStatus::Reserved));
+        assert_eq!(
+            alice_changes.try_recv().map(|s| s.order.version).ok(),
+            Some(1)
+        );
+        assert_eq!(
+            alice_changes.try_recv().map(|s| s.order.version).ok(),
+            Some(2)
+        );
+        assert!(bob_changes.try_recv().is_err());
+        assert_eq!(model.customer_orders(alice).len(), 1);
+        assert!(model.customer_orders(bob).is_empty());
+        assert!(model.customer_order(bob, Uuid::from_u128(5)).is_none());
+        assert_eq!(
+            model
+                .customer_order(alice, Uuid::from_u128(5))
+                .map(|s| s.order.status),
+            Some(OrderStatus::Reserved)
+        );
+    }
+}

@@ -1,0 +1,302 @@
+//! One client connection on `/ws`.
+//!
+//! A reader loop parses frames and answers commands; a writer task owns the
+//! socket's sending half; after `hello`, a push task forwards changes of
+//! products and of this customer's orders. Commands that wait on the
+//! services (placing and cancelling orders) run as tasks of their own, at
+//! most [`MAX_IN_FLIGHT`] at once, so the connection stays responsive. When
+//! the reader ends, every other task of the connection is stopped.
+//!
+//! Bad frames get an `error` frame and change nothing; the connection stays
+//! open. Only a frame beyond the socket's hard limit (1 MiB) closes it,
+//! with close code 1009, as WebSocket prescribes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::response::Response;
+use futures_util::{SinkExt, StreamExt};
+use shop_shared::protocol::{
+    ClientMessage, ErrorCode, PROTOCOL_VERSION, ProtocolError, ServerMessage,
+};
+use tokio::sync::{Semaphore, broadcast, mpsc};
+use tokio::task::JoinSet;
+use uuid::Uuid;
+
+use super::Gateway;
+
+/// Largest WebSocket message the socket reads at all.
+const MAX_SOCKET_MESSAGE: usize = 1 << 20;
+/// Commands one connection may have waiting at once.
+const MAX_IN_FLIGHT: usize = 32;
+/// How long commands wait for a starting gateway to load its read model.
+const READY_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub async fn upgrade(ws: WebSocketUpgrade, State(gateway): State<Gateway>) -> Response {
+    ws.max_message_size(MAX_SOCKET_MESSAGE)
+        .max_frame_size(MAX_SOCKET_MESSAGE)
+        .on_upgrade(move |socket| serve(gateway, socket))
+}
+
+async fn serve(gateway: Gateway, socket: WebSocket) {
+    let (mut sink, mut stream) = socket.split();
+    let (out, mut outgoing) = mpsc::channel::<ServerMessage>(256);
+    let writer = tokio::spawn(async move {
+        while let Some(message) = outgoing.recv().await {
+            let Ok(text) = serde_json::to_string(&message) else {
+                continue;
+            };
+            if sink.send(Message::Text(text.into())).await.is_err() {
+                break;
+            }
+        }
+        let _ = sink.close().await;
+    });
+    let mut connection = Connection {
+        gateway,
+        out,
+        customer: None,
+        tasks: JoinSet::new(),
+        in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
+    };
+    while let Some(frame) = stream.next().await {
+        match frame {
+            Ok(Message::Text(text)) => connection.on_text(text.as_str()).await,
+            Ok(Message::Binary(_)) => {
+                connection
+                    .reply(
+                        ProtocolError::new(
+                            None,
+                            ErrorCode::BadRequest,
+                            "send JSON in text frames, not binary ones",
+                        )
+                        .into_message(),
+                    )
+                    .await;
+            }
+            Ok(Message::Close(_)) => break,
+            Ok(Message::Ping(_) | Message::Pong(_)) => {}
+            Err(error) => {
+                tracing::debug!(%error, "connection ended");
+                break;
+            }
+        }
+        // Reap finished command tasks so the set stays small.
+        while connection.tasks.try_join_next().is_some() {}
+    }
+    connection.tasks.abort_all();
+    drop(connection);
+    let _ = writer.await;
+}
+
+struct Connection {
+    gateway: Gateway,
+    out: mpsc::Sender<ServerMessage>,
+    customer: Option<Uuid>,
+    /// The push task and waiting commands; aborted when the connection ends.
+    tasks: JoinSet<()>,
+    in_flight: Arc<Semaphore>,
+}
+
+fn error(request_id: &str, code: ErrorCode, message: impl Into<String>) -> ServerMessage {
+    ProtocolError::new(Some(request_id.to_owned()), code, message).into_message()
+}
+
+impl Connection {
+    async fn reply(&self, message: ServerMessage) {
+        let _ = self.out.send(message).await;
+    }
+
+    async fn on_text(&mut self, text: &str) {
+        let command = match ClientMessage::parse(text) {
+            Ok(command) => command,
+            Err(refusal) => return self.reply(refusal.into_message()).await,
+        };
+        let request_id = command.request_id().to_owned();
+        if let ClientMessage::Hello {
+            protocol, token, ..
+        } = command
+        {
+            return self.hello(&request_id, protocol, token.as_deref()).await;
+        }
+        let Some(customer) = self.customer else {
+            let message = r#"say hello first: {"type":"hello","request_id":"1","protocol":1}"#;
+            return self
+                .reply(error(&request_id, ErrorCode::NotAuthenticated, message))
+                .await;
+        };
+        if matches!(command, ClientMessage::Ping { .. }) {
+            return self.reply(ServerMessage::Pong { request_id }).await;
+        }
+        if tokio::time::timeout(READY_TIMEOUT, self.gateway.ready())
+            .await
+            .is_err()
+        {
+            let message = "the gateway is still loading the shop's state; try again shortly";
+            return self
+                .reply(error(&request_id, ErrorCode::Unavailable, message))
+                .await;
+        }
+        let gateway = &self.gateway;
+        match command {
+            ClientMessage::ListProducts { .. } => {
+                let products = gateway.read_model().products();
+                self.reply(ServerMessage::Products {
+                    request_id,
+                    products,
+                })
+                .await;
+            }
+            ClientMessage::ListOrders { .. } => {
+                let orders = gateway.read_model().customer_orders(customer);
+                self.reply(ServerMessage::Orders { request_id, orders })
+                    .await;
+            }
+            ClientMessage::GetOrder { order_id, .. } => {
+                let reply = match gateway.find_order(customer, &order_id) {
+                    Ok(state) => ServerMessage::Order {
+                        request_id,
+                        order: state.order.clone(),
+                    },
+                    Err(refusal) => refusal.answer(&request_id),
+                };
+                self.reply(reply).await;
+            }
+            ClientMessage::PlaceOrder {
+                idempotency_key,
+                lines,
+                ..
+            } => {
+                let id = request_id.clone();
+                self.spawn_command(&id, move |gateway| async move {
+                    match gateway
+                        .place_order(customer, &idempotency_key, &lines)
+                        .await
+                    {
+                        Ok(order) => ServerMessage::OrderPlaced { request_id, order },
+                        Err(refusal) => refusal.answer(&request_id),
+                    }
+                })
+                .await;
+            }
+            ClientMessage::CancelOrder { order_id, .. } => {
+                let id = request_id.clone();
+                self.spawn_command(&id, move |gateway| async move {
+                    match gateway.cancel_order(customer, &order_id).await {
+                        Ok(order) => ServerMessage::Order { request_id, order },
+                        Err(refusal) => refusal.answer(&request_id),
+                    }
+                })
+                .await;
+            }
+            ClientMessage::Hello { .. } | ClientMessage::Ping { .. } => {}
+        }
+    }
+
+    /// Runs a command that waits on the services in a task of its own.
+    async fn spawn_command<F, Fut>(&mut self, request_id: &str, command: F)
+    where
+        F: FnOnce(Gateway) -> Fut,
+        Fut: std::future::Future<Output = ServerMessage> + Send + 'static,
+    {
+        let Ok(permit) = self.in_flight.clone().try_acquire_owned() else {
+            let message =
+                format!("at most {MAX_IN_FLIGHT} commands may wait at once on one connection");
+            return self
+                .reply(error(request_id, ErrorCode::TooManyRequests, message))
+                .await;
+        };
+        let out = self.out.clone();
+        let work = command(self.gateway.clone());
+        self.tasks.spawn(async move {
+            let reply = work.await;
+            let _ = out.send(reply).await;
+            drop(permit);
+        });
+    }
+
+    async fn hello(&mut self, request_id: &str, protocol: u32, token: Option<&str>) {
+        if self.customer.is_some() {
+            return self
+                .reply(error(
+                    request_id,
+                    ErrorCode::BadRequest,
+                    "this connection already said hello",
+                ))
+                .await;
+        }
+        if protocol != PROTOCOL_VERSION {
+            let message =
+                format!("this gateway speaks protocol {PROTOCOL_VERSION}, not {protocol}");
+            return self
+                .reply(error(request_id, ErrorCode::UnsupportedProtocol, message))
+                .await;
+        }
+        let customer = match token {
+            Some(token) => match self.gateway.tokens().verify(token) {
+                Ok(customer) => customer,
+                Err(invalid) => {
+                    let message =
+                        format!("{invalid}; say hello without a token to become a new customer");
+                    return self
+                        .reply(error(request_id, ErrorCode::InvalidToken, message))
+                        .await;
+                }
+            },
+            None => Uuid::new_v4(),
+        };
+        self.customer = Some(customer);
+        let token = self.gateway.tokens().issue(customer);
+        tracing::debug!(customer_id = %customer, "customer connected");
+        self.reply(ServerMessage::Welcome {
+            request_id: request_id.to_owned(),
+            protocol: PROTOCOL_VERSION,
+            customer_id: customer,
+            token,
+        })
+        .await;
+        self.tasks.spawn(push_changes(
+            self.gateway.clone(),
+            customer,
+            self.out.clone(),
+        ));
+    }
+}
+
+/// Forwards product changes and this customer's order changes. A
+/// connection too slow to keep up gets the whole current state instead of
+/// the changes it missed.
+async fn push_changes(gateway: Gateway, customer: Uuid, out: mpsc::Sender<ServerMessage>) {
+    let model = gateway.read_model().clone();
+    let mut products = model.product_changes();
+    let mut orders = model.customer_changes(customer);
+    loop {
+        let messages = tokio::select! {
+            change = products.recv() => match change {
+                Ok(product) => vec![ServerMessage::ProductUpdated { product }],
+                Err(broadcast::error::RecvError::Lagged(_)) => model
+                    .products()
+                    .into_iter()
+                    .map(|product| ServerMessage::ProductUpdated { product })
+                    .collect(),
+                Err(broadcast::error::RecvError::Closed) => return,
+            },
+            change = orders.recv() => match change {
+                Ok(state) => vec![ServerMessage::OrderUpdated { order: state.order.clone() }],
+                Err(broadcast::error::RecvError::Lagged(_)) => model
+                    .customer_orders(customer)
+                    .into_iter()
+                    .map(|order| ServerMessage::OrderUpdated { order })
+                    .collect(),
+                Err(broadcast::error::RecvError::Closed) => return,
+            },
+        };
+        for message in messages {
+            if out.send(message).await.is_err() {
+                return;
+            }
+        }
+    }
+}

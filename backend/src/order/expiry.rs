@@ -1,0 +1,81 @@
+//! The deadline sweep: RESERVED orders whose pay-until deadline has passed
+//! become CANCELLED (NOT_PAID), releasing their stock.
+//!
+//! Deadlines live in the database, so they hold across restarts: the sweep
+//! finds every passed deadline, including those that passed while the
+//! process was down. It sleeps until the next deadline (at most a second),
+//! and several instances split the work through row locks.
+
+use std::time::Duration;
+
+use shop_shared::time::Timestamp;
+
+use super::handler::apply_decision;
+use super::store;
+use crate::bus::HandlerError;
+use crate::db::Db;
+use crate::db::outbox::RelayHandle;
+use crate::tasks::Shutdown;
+
+/// Most orders expired in one transaction.
+const BATCH: i64 = 200;
+/// Longest sleep between sweeps; a restart or a new deadline is found by then.
+const MAX_SLEEP: Duration = Duration::from_secs(1);
+
+pub async fn run(db: Db, relay: RelayHandle, shutdown: Shutdown) -> anyhow::Result<()> {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let pause = match sweep(&db, &relay).await {
+            Ok(true) => Duration::ZERO,
+            Ok(false) => {
+                backoff = Duration::from_millis(100);
+                match store::next_deadline(&db).await {
+                    Ok(Some(next)) => next.remaining_from(Timestamp::now()).min(MAX_SLEEP),
+                    Ok(None) => MAX_SLEEP,
+                    Err(error) => {
+                        tracing::warn!(%error, "cannot read the next deadline");
+                        MAX_SLEEP
+                    }
+                }
+            }
+            Err(error) => {
+                tracing::warn!(
+                    error = format!("{error:#}"),
+                    "expiry sweep failed; retrying"
+                );
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                backoff
+            }
+        };
+        if !shutdown.sleep(pause).await {
+            return Ok(());
+        }
+    }
+}
+
+/// Expires one batch of orders. Returns true when the batch was full, so
+/// more may be waiting.
+async fn sweep(db: &Db, relay: &RelayHandle) -> anyhow::Result<bool> {
+    let now = Timestamp::now();
+    let mut tx = db.begin().await?;
+    let ids = store::expired(db, &mut tx, now, BATCH).await?;
+    if ids.is_empty() {
+        tx.rollback().await?;
+        return Ok(false);
+    }
+    for id in &ids {
+        let Some(order) = store::load(db, &mut tx, *id).await? else {
+            continue;
+        };
+        apply_decision(&mut tx, order, |order| order.expire(now))
+            .await
+            .map_err(|error| match error {
+                HandlerError::Transient(error) | HandlerError::Failed(error) => error,
+                HandlerError::Malformed(reason) => anyhow::anyhow!(reason),
+            })?;
+    }
+    tx.commit().await?;
+    relay.wake();
+    tracing::info!(expired = ids.len(), "expired unpaid orders");
+    Ok(ids.len() as i64 == BATCH)
+}

@@ -1,0 +1,48 @@
+//! The seam between the payment service and a payment provider: the local
+//! checkout (default) or Stripe Checkout.
+//!
+//! Every call must be safe to repeat: the service calls again after a crash
+//! or a redelivered command, so providers key their work by order.
+
+use async_trait::async_trait;
+use shop_shared::events::CreatePayment;
+
+use super::store::PaymentRecord;
+
+/// A hosted checkout page the customer pays on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckoutSession {
+    pub id: String,
+    pub url: String,
+}
+
+/// Why a provider call failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProviderError {
+    /// Worth retrying: the provider was unreachable, rate-limited us, or
+    /// failed on its side.
+    #[error("payment provider unavailable: {0}")]
+    Unavailable(String),
+    /// The provider refused the request; retrying will not help. The reason
+    /// is shown to the customer.
+    #[error("payment provider refused: {0}")]
+    Refused(String),
+}
+
+#[async_trait]
+pub trait PaymentProvider: Send + Sync + 'static {
+    /// Short name stored with each payment (`local`, `stripe`).
+    fn name(&self) -> &'static str;
+
+    /// Opens (or returns the already opened) checkout session of an order.
+    async fn create_session(
+        &self,
+        request: &CreatePayment,
+    ) -> Result<CheckoutSession, ProviderError>;
+
+    /// Closes a session so it takes no payment any more.
+    async fn expire_session(&self, session_id: &str) -> Result<(), ProviderError>;
+
+    /// Gives a captured payment back.
+    async fn refund(&self, payment: &PaymentRecord) -> Result<(), ProviderError>;
+}

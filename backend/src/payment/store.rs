@@ -1,0 +1,205 @@
+//! The payment service's tables: one payment per order, and the webhook
+//! events already handled.
+
+use std::str::FromStr;
+
+use shop_shared::money::Currency;
+use shop_shared::time::Timestamp;
+use sqlx::Row;
+use sqlx::any::AnyRow;
+use uuid::Uuid;
+
+use crate::db::{Db, Tx, parse_column};
+
+/// Where a payment stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PaymentStatus {
+    /// The checkout session takes payment.
+    Open,
+    Paid,
+    /// The order no longer takes payment; the session was closed.
+    Cancelled,
+    /// The provider could not take the payment.
+    Failed,
+    /// Paid too late and given back.
+    Refunded,
+}
+
+impl PaymentStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PaymentStatus::Open => "OPEN",
+            PaymentStatus::Paid => "PAID",
+            PaymentStatus::Cancelled => "CANCELLED",
+            PaymentStatus::Failed => "FAILED",
+            PaymentStatus::Refunded => "REFUNDED",
+        }
+    }
+}
+
+impl FromStr for PaymentStatus {
+    type Err = shop_shared::domain::UnknownName;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "OPEN" => Ok(PaymentStatus::Open),
+            "PAID" => Ok(PaymentStatus::Paid),
+            "CANCELLED" => Ok(PaymentStatus::Cancelled),
+            "FAILED" => Ok(PaymentStatus::Failed),
+            "REFUNDED" => Ok(PaymentStatus::Refunded),
+            other => Err(shop_shared::domain::UnknownName(other.to_owned())),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PaymentRecord {
+    pub order_id: Uuid,
+    pub customer_id: Uuid,
+    pub provider: String,
+    pub session_id: String,
+    pub checkout_url: String,
+    pub status: PaymentStatus,
+    pub amount: i64,
+    pub currency: Currency,
+    /// The provider's payment (a Stripe PaymentIntent), once paid.
+    pub payment_ref: Option<String>,
+}
+
+const COLUMNS: &str = "order_id, customer_id, provider, session_id, checkout_url, status, amount, currency, payment_ref";
+
+fn from_row(row: &AnyRow) -> Result<PaymentRecord, sqlx::Error> {
+    let order_id: String = row.try_get("order_id")?;
+    let customer_id: String = row.try_get("customer_id")?;
+    let status: String = row.try_get("status")?;
+    let currency: String = row.try_get("currency")?;
+    Ok(PaymentRecord {
+        order_id: parse_column(&order_id, "order_id")?,
+        customer_id: parse_column(&customer_id, "customer_id")?,
+        provider: row.try_get("provider")?,
+        session_id: row.try_get("session_id")?,
+        checkout_url: row.try_get("checkout_url")?,
+        status: parse_column(&status, "status")?,
+        amount: row.try_get("amount")?,
+        currency: parse_column(&currency, "currency")?,
+        payment_ref: row.try_get("payment_ref")?,
+    })
+}
+
+/// The payment of `order_id`, locked where the dialect can.
+pub async fn by_order(
+    db: &Db,
+    tx: &mut Tx,
+    order_id: Uuid,
+) -> Result<Option<PaymentRecord>, sqlx::Error> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM payments WHERE order_id = $1{}",
+        db.for_update()
+    );
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(order_id.to_string())
+        .fetch_optional(&mut **tx)
+        .await?
+        .as_ref()
+        .map(from_row)
+        .transpose()
+}
+
+/// The payment of checkout session `session_id`, locked where the dialect can.
+pub async fn by_session(
+    db: &Db,
+    tx: &mut Tx,
+    session_id: &str,
+) -> Result<Option<PaymentRecord>, sqlx::Error> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM payments WHERE session_id = $1{}",
+        db.for_update()
+    );
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(session_id)
+        .fetch_optional(&mut **tx)
+        .await?
+        .as_ref()
+        .map(from_row)
+        .transpose()
+}
+
+/// Stores a new payment; false if the order has one already.
+pub async fn insert(tx: &mut Tx, payment: &PaymentRecord) -> Result<bool, sqlx::Error> {
+    let now = Timestamp::now().as_millis();
+    let inserted = sqlx::query(
+        "INSERT INTO payments (order_id, customer_id, provider, session_id, checkout_url, status,
+            amount, currency, payment_ref, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)
+         ON CONFLICT (order_id) DO NOTHING",
+    )
+    .bind(payment.order_id.to_string())
+    .bind(payment.customer_id.to_string())
+    .bind(&payment.provider)
+    .bind(&payment.session_id)
+    .bind(&payment.checkout_url)
+    .bind(payment.status.as_str())
+    .bind(payment.amount)
+    .bind(payment.currency.to_string())
+    .bind(payment.payment_ref.as_deref())
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(inserted.rows_affected() == 1)
+}
+
+/// Sets the status (and, when given, the provider's payment reference).
+pub async fn set_status(
+    tx: &mut Tx,
+    order_id: Uuid,
+    status: PaymentStatus,
+    payment_ref: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE payments SET status = $2, payment_ref = COALESCE($3, payment_ref), updated_at = $4
+         WHERE order_id = $1",
+    )
+    .bind(order_id.to_string())
+    .bind(status.as_str())
+    .bind(payment_ref)
+    .bind(Timestamp::now().as_millis())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Records a webhook event id; false if it was handled before.
+pub async fn record_webhook(
+    tx: &mut Tx,
+    event_id: &str,
+    event_type: &str,
+) -> Result<bool, sqlx::Error> {
+    let inserted = sqlx::query(
+        "INSERT INTO webhook_events (event_id, event_type, received_at) VALUES ($1, $2, $3)
+         ON CONFLICT (event_id) DO NOTHING",
+    )
+    .bind(event_id)
+    .bind(event_type)
+    .bind(Timestamp::now().as_millis())
+    .execute(&mut **tx)
+    .await?;
+    Ok(inserted.rows_affected() == 1)
+}
+
+/// Whether webhook event `event_id` was handled before.
+pub async fn webhook_seen(tx: &mut Tx, event_id: &str) -> Result<bool, sqlx::Error> {
+    let found: Option<i64> = sqlx::query_scalar("SELECT 1 FROM webhook_events WHERE event_id = $1")
+        .bind(event_id)
+        .fetch_optional(&mut **tx)
+        .await?;
+    Ok(found.is_some())
+}
+
+/// Whether the bus message `event_id` was applied already.
+pub async fn processed(db: &Db, event_id: Uuid) -> Result<bool, sqlx::Error> {
+    let found: Option<i64> =
+        sqlx::query_scalar("SELECT 1 FROM processed_messages WHERE event_id = $1")
+            .bind(event_id.to_string())
+            .fetch_optional(db.pool())
+            .await?;
+    Ok(found.is_some())
+}

@@ -1,0 +1,137 @@
+//! Secrets: the key that signs customer tokens and the webhook signing
+//! secret. They are never logged: [`Secret`]'s `Debug` hides the value.
+//!
+//! In embedded mode, secrets not given by flag or env are generated once
+//! and kept in `<data-dir>/secrets.json` (mode 0600), so tokens and
+//! webhooks stay valid across restarts.
+
+use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+
+/// A secret string.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(Arc<str>);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(Arc::from(value.into()))
+    }
+
+    /// The value, for signing; never for printing.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// A new random secret: `prefix` then 64 hex digits.
+    pub fn generate(prefix: &str) -> anyhow::Result<Self> {
+        let mut bytes = [0u8; 32];
+        getrandom::fill(&mut bytes).map_err(|error| anyhow::anyhow!("no randomness: {error}"))?;
+        Ok(Secret::new(format!("{prefix}{}", hex::encode(bytes))))
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<hidden>)")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        Ok(Secret::new(value))
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct SecretsFile {
+    token_secret: String,
+    webhook_secret: String,
+}
+
+/// The secrets of an embedded backend.
+#[derive(Debug, Clone)]
+pub struct Secrets {
+    pub token: Secret,
+    pub webhook: Secret,
+}
+
+/// Reads `<dir>/secrets.json`, creating it with fresh secrets if missing.
+pub fn load_or_create(dir: &Path) -> anyhow::Result<Secrets> {
+    let path = dir.join("secrets.json");
+    if path.exists() {
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let file: SecretsFile = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not a valid secrets file", path.display()))?;
+        return Ok(Secrets {
+            token: Secret::new(file.token_secret),
+            webhook: Secret::new(file.webhook_secret),
+        });
+    }
+    let secrets = Secrets {
+        token: Secret::generate("")?,
+        webhook: Secret::generate("whsec_local_")?,
+    };
+    let file = SecretsFile {
+        token_secret: secrets.token.expose().to_owned(),
+        webhook_secret: secrets.webhook.expose().to_owned(),
+    };
+    let text = serde_json::to_string_pretty(&file)?;
+    write_private(&path, &text).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(secrets)
+}
+
+#[cfg(unix)]
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(text.as_bytes())?;
+    file.sync_all()
+}
+
+#[cfg(not(unix))]
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    std::fs::write(path, text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_shows_the_value() {
+        let secret = Secret::new("whsec_very_secret");
+        assert_eq!(format!("{secret:?}"), "Secret(<hidden>)");
+        assert!(!format!("{:?}", Some(&secret)).contains("very_secret"));
+    }
+
+    #[test]
+    fn secrets_are_created_once_and_kept() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let first = load_or_create(dir.path()).expect("created");
+        let again = load_or_create(dir.path()).expect("read back");
+        assert_eq!(first.token, again.token);
+        assert_eq!(first.webhook, again.webhook);
+        assert!(first.webhook.expose().starts_with("whsec_"));
+        assert_ne!(first.token, first.webhook);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.path().join("secrets.json"))
+                .expect("exists")
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+}

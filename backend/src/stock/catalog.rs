@@ -1,0 +1,230 @@
+//! The catalogue the stock service seeds on first start: the reference
+//! shop's three products, or a TOML file such as
+//!
+//! ```toml
+//! currency = "EUR"
+//!
+//! [[products]]
+//! sku = "SKU-001"
+//! name = "MacBook Pro"
+//! price = "4500.00"   # a decimal string: prices are never floats
+//! stock = 10
+//! ```
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use serde::Deserialize;
+use shop_shared::domain::{MAX_SKU_LEN, is_valid_sku};
+use shop_shared::money::Currency;
+
+/// Largest stock one catalogue line may hold.
+pub const MAX_STOCK: i64 = 1_000_000_000;
+/// Largest unit price, in minor units (ten billion EUR): order totals of
+/// the largest orders still fit in `i64`.
+pub const MAX_UNIT_PRICE: i64 = 1_000_000_000_000;
+
+/// A product to seed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CatalogProduct {
+    pub sku: String,
+    pub name: String,
+    pub unit_price: i64,
+    pub currency: Currency,
+    pub stock: i64,
+}
+
+/// Why a catalogue file was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error("cannot read catalogue {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("catalogue {path} is not valid: {message}")]
+    Invalid { path: String, message: String },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CatalogFile {
+    currency: String,
+    products: Vec<ProductEntry>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProductEntry {
+    sku: String,
+    name: String,
+    price: toml::Value,
+    stock: i64,
+}
+
+/// The reference shop: three products, ten of each.
+pub fn default_catalog() -> Vec<CatalogProduct> {
+    [
+        ("SKU-001", "MacBook Pro", 450_000),
+        ("SKU-002", "iPhone 16", 110_000),
+        ("SKU-003", "MacBook Air", 150_000),
+    ]
+    .into_iter()
+    .map(|(sku, name, unit_price)| CatalogProduct {
+        sku: sku.to_owned(),
+        name: name.to_owned(),
+        unit_price,
+        currency: Currency::EUR,
+        stock: 10,
+    })
+    .collect()
+}
+
+/// Reads and checks a catalogue file.
+pub fn load(path: &Path) -> Result<Vec<CatalogProduct>, CatalogError> {
+    let text = std::fs::read_to_string(path).map_err(|source| CatalogError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    parse(&text).map_err(|message| CatalogError::Invalid {
+        path: path.display().to_string(),
+        message,
+    })
+}
+
+/// Parses and checks catalogue text.
+pub fn parse(text: &str) -> Result<Vec<CatalogProduct>, String> {
+    let file: CatalogFile = toml::from_str(text).map_err(|error| error.to_string())?;
+    let currency = Currency::new(&file.currency).map_err(|error| error.to_string())?;
+    if file.products.is_empty() {
+        return Err("it lists no products; add at least one [[products]] table".into());
+    }
+    let mut seen = HashSet::new();
+    let mut products = Vec::with_capacity(file.products.len());
+    for (index, entry) in file.products.into_iter().enumerate() {
+        let at = format!("product {} ({:?})", index + 1, entry.sku);
+        if !is_valid_sku(&entry.sku) {
+            return Err(format!(
+                "{at}: a sku is 1 to {MAX_SKU_LEN} letters, digits, '-', '_' or '.'"
+            ));
+        }
+        if !seen.insert(entry.sku.clone()) {
+            return Err(format!("{at}: the sku appears twice"));
+        }
+        let name = entry.name.trim();
+        if name.is_empty() || name.chars().count() > 200 {
+            return Err(format!("{at}: a name has 1 to 200 characters"));
+        }
+        let unit_price = match &entry.price {
+            toml::Value::String(text) => currency
+                .parse_amount(text)
+                .map_err(|error| format!("{at}: {error}"))?,
+            toml::Value::Integer(_) | toml::Value::Float(_) => {
+                return Err(format!(
+                    "{at}: write the price as a string such as price = \"4500.00\", so it is never rounded"
+                ));
+            }
+            _ => return Err(format!("{at}: price must be a string such as \"4500.00\"")),
+        };
+        if unit_price > MAX_UNIT_PRICE {
+            return Err(format!(
+                "{at}: price is above the largest allowed, {}",
+                currency.format(MAX_UNIT_PRICE)
+            ));
+        }
+        if !(0..=MAX_STOCK).contains(&entry.stock) {
+            return Err(format!("{at}: stock must be between 0 and {MAX_STOCK}"));
+        }
+        products.push(CatalogProduct {
+            sku: entry.sku,
+            name: name.to_owned(),
+            unit_price,
+            currency,
+            stock: entry.stock,
+        });
+    }
+    Ok(products)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_catalog_is_the_reference_shop() {
+        let products = default_catalog();
+        assert_eq!(products.len(), 3);
+        assert_eq!(products[0].sku, "SKU-001");
+        assert_eq!(products[0].name, "MacBook Pro");
+        assert_eq!(products[0].unit_price, 450_000);
+        assert!(
+            products
+                .iter()
+                .all(|p| p.stock == 10 && p.currency == Currency::EUR)
+        );
+    }
+
+    #[test]
+    fn parses_a_catalogue_file_with_exact_prices() {
+        let products = parse(
+            r#"
+            currency = "EUR"
+            [[products]]
+            sku = "MUG-1"
+            name = "Mug"
+            price = "12.50"
+            stock = 40
+            "#,
+        )
+        .expect("valid");
+        assert_eq!(products[0].unit_price, 1_250);
+        assert_eq!(products[0].stock, 40);
+    }
+
+    #[test]
+    fn refuses_catalogues_that_would_corrupt_the_shop() {
+        let product = |sku: &str, price: &str, stock: i64| {
+            format!(
+                "[[products]]\nsku = \"{sku}\"\nname = \"X\"\nprice = {price}\nstock = {stock}\n"
+            )
+        };
+        let cases = [
+            (
+                format!("currency = \"EUR\"\n{}", product("A", "12.5", 1)),
+                "string",
+            ),
+            (
+                format!("currency = \"EUR\"\n{}", product("A", "\"1.999\"", 1)),
+                "at most 2 decimals",
+            ),
+            (
+                format!("currency = \"EUR\"\n{}", product("A B", "\"1\"", 1)),
+                "sku",
+            ),
+            (
+                format!("currency = \"EUR\"\n{}", product("A", "\"1\"", -1)),
+                "stock",
+            ),
+            (
+                format!(
+                    "currency = \"EUR\"\n{}{}",
+                    product("A", "\"1\"", 1),
+                    product("A", "\"1\"", 1)
+                ),
+                "twice",
+            ),
+            (
+                "currency = \"EUR\"\nproducts = []".to_owned(),
+                "no products",
+            ),
+            ("currency = \"EURO\"\nproducts = []".to_owned(), "currency"),
+        ];
+        for (text, expected) in cases {
+            let error = parse(&text).expect_err("refused");
+            assert!(
+                error.contains(expected),
+                "{error:?} should mention {expected:?}"
+            );
+        }
+    }
+}

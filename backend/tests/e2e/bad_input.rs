@@ -1,0 +1,431 @@
+//! Bad input of every kind gets a clear, typed error, leaves the connection
+//! usable, and changes nothing.
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use shop_backend::payment::signature;
+use shop_shared::client::{Client, Push};
+use shop_shared::domain::{OrderStatus, TimelineEvent};
+use shop_shared::protocol::ErrorCode;
+use shop_shared::time::Timestamp;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::harness::{Shop, WAIT, reserve, wait_available};
+
+/// Sends `frame` raw and returns the error frame the gateway answers with.
+async fn refused(client: &Client, frame: impl Into<String>) -> (ErrorCode, Option<String>, String) {
+    let mut pushes = client.subscribe();
+    client.send_raw(frame).expect("sent");
+    let answer = tokio::time::timeout(WAIT, async {
+        loop {
+            match pushes.recv().await.expect("connection open") {
+                Push::Error {
+                    request_id,
+                    code,
+                    message,
+                } => return (code, request_id, message),
+                Push::Disconnected => panic!("the gateway closed the connection"),
+                _ => {}
+            }
+        }
+    })
+    .await
+    .expect("an error frame");
+    client.ping().await.expect("the connection stays usable");
+    answer
+}
+
+#[tokio::test]
+async fn malformed_frames_get_typed_errors_and_the_connection_stays_usable() {
+    let shop = Shop::start().await;
+    let client = shop.customer().await;
+    let products = client.products().await.expect("products");
+
+    let (code, _, message) = refused(&client, "{not json").await;
+    assert_eq!(code, ErrorCode::BadRequest);
+    assert!(message.contains("malformed JSON"), "{message}");
+    assert_eq!(refused(&client, "[1, 2, 3]").await.0, ErrorCode::BadRequest);
+    assert_eq!(
+        refused(&client, r#"{"request_id":"a"}"#).await.0,
+        ErrorCode::BadRequest
+    );
+
+    let (code, request_id, message) =
+        refused(&client, r#"{"type":"launch_missiles","request_id":"r7"}"#).await;
+    assert_eq!(code, ErrorCode::UnknownCommand);
+    assert_eq!(
+        request_id.as_deref(),
+        Some("r7"),
+        "the error names the request"
+    );
+    assert!(
+        message.contains("place_order"),
+        "lists the commands: {message}"
+    );
+
+    let (code, request_id, message) = refused(
+        &client,
+        r#"{"type":"place_order","request_id":"r8","lines":[]}"#,
+    )
+    .await;
+    assert_eq!(
+        (code, request_id.as_deref()),
+        (ErrorCode::BadRequest, Some("r8"))
+    );
+    assert!(message.contains("idempotency_key"), "{message}");
+    let fractional = r#"{"type":"place_order","request_id":"r9","idempotency_key":"k","lines":[{"sku":"SKU-001","quantity":1.5}]}"#;
+    assert_eq!(refused(&client, fractional).await.0, ErrorCode::BadRequest);
+    let huge_number = r#"{"type":"place_order","request_id":"r10","idempotency_key":"k","lines":[{"sku":"SKU-001","quantity":1e40}]}"#;
+    assert_eq!(refused(&client, huge_number).await.0, ErrorCode::BadRequest);
+    let wrong_type = r#"{"type":"get_order","request_id":"r11","order_id":42}"#;
+    assert_eq!(refused(&client, wrong_type).await.0, ErrorCode::BadRequest);
+
+    let oversized = format!(
+        r#"{{"type":"ping","request_id":"big","pad":"{}"}}"#,
+        "x".repeat(100_000)
+    );
+    let (code, _, message) = refused(&client, oversized).await;
+    assert_eq!(code, ErrorCode::FrameTooLarge);
+    assert!(message.contains("65536"), "{message}");
+
+    assert_eq!(
+        client.products().await.expect("products"),
+        products,
+        "nothing changed"
+    );
+    assert!(client.orders().await.expect("orders").is_empty());
+}
+
+#[tokio::test]
+async fn a_frame_beyond_the_socket_limit_closes_only_that_connection() {
+    let shop = Shop::start().await;
+    let client = shop.customer().await;
+    let mut pushes = client.subscribe();
+    client.send_raw("x".repeat(2 << 20)).expect("sent");
+    let ended = tokio::time::timeout(WAIT, async {
+        loop {
+            if let Ok(Push::Disconnected) | Err(_) = pushes.recv().await {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(
+        ended.is_ok(),
+        "the gateway closes a connection that sends 2 MiB frames"
+    );
+    let other = shop.customer().await;
+    assert_eq!(
+        other.products().await.expect("products").len(),
+        3,
+        "the backend still serves"
+    );
+}
+
+#[tokio::test]
+async fn bad_orders_are_refused_with_their_own_codes_and_change_nothing() {
+    let shop = Shop::start().await;
+    let client = shop.customer().await;
+    let products = client.products().await.expect("products");
+    let many: Vec<(String, i64)> = (0..21).map(|n| (format!("SKU-{n:03}"), 1)).collect();
+    let many: Vec<(&str, i64)> = many.iter().map(|(sku, qty)| (sku.as_str(), *qty)).collect();
+    type Case<'a> = (Vec<(&'a str, i64)>, &'a str, ErrorCode);
+    let cases: Vec<Case> = vec![
+        (vec![("SKU-999", 1)], "k1", ErrorCode::UnknownSku),
+        (
+            vec![("'; DROP TABLE products; --", 1)],
+            "k2",
+            ErrorCode::UnknownSku,
+        ),
+        (vec![("SKU-001", 0)], "k3", ErrorCode::InvalidQuantity),
+        (vec![("SKU-001", -2)], "k4", ErrorCode::InvalidQuantity),
+        (vec![("SKU-001", 1_001)], "k5", ErrorCode::InvalidQuantity),
+        (
+            vec![("SKU-001", i64::MAX)],
+            "k6",
+            ErrorCode::InvalidQuantity,
+        ),
+        (
+            vec![("SKU-001", 1), ("SKU-001", 2)],
+            "k7",
+            ErrorCode::DuplicateSku,
+        ),
+        (vec![], "k8", ErrorCode::EmptyOrder),
+        (many, "k9", ErrorCode::TooManyLines),
+        (vec![("SKU-001", 1)], "", ErrorCode::InvalidIdempotencyKey),
+    ];
+    for (lines, key, expected) in cases {
+        let error = client.place_order(&lines, key).await.expect_err("refused");
+        assert_eq!(error.code(), Some(expected), "{lines:?}: {error}");
+        assert!(!error.to_string().is_empty());
+    }
+    let missing = client
+        .order(&uuid::Uuid::new_v4().to_string())
+        .await
+        .expect_err("unknown");
+    assert_eq!(missing.code(), Some(ErrorCode::OrderNotFound));
+    let junk = client.cancel_order("not-an-id").await.expect_err("unknown");
+    assert_eq!(junk.code(), Some(ErrorCode::OrderNotFound));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        client.orders().await.expect("orders").is_empty(),
+        "no order was created"
+    );
+    assert_eq!(
+        client.products().await.expect("products"),
+        products,
+        "no stock moved"
+    );
+}
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// The next text frame, as JSON.
+async fn next_json(socket: &mut Socket) -> Value {
+    loop {
+        if let Message::Text(text) = socket.next().await.expect("open").expect("frame") {
+            return serde_json::from_str(&text).expect("JSON");
+        }
+    }
+}
+
+async fn ask(socket: &mut Socket, frame: Value) -> Value {
+    socket
+        .send(Message::text(frame.to_string()))
+        .await
+        .expect("sent");
+    next_json(socket).await
+}
+
+#[tokio::test]
+async fn commands_before_hello_wrong_versions_and_forged_tokens_are_refused() {
+    let shop = Shop::start().await;
+    let (mut socket, _) = tokio_tungstenite::connect_async(shop.ws_url.as_str())
+        .await
+        .expect("connects");
+    let early = ask(
+        &mut socket,
+        json!({"type": "list_products", "request_id": "1"}),
+    )
+    .await;
+    assert_eq!(
+        (early["type"].as_str(), early["code"].as_str()),
+        (Some("error"), Some("not_authenticated"))
+    );
+    let future = ask(
+        &mut socket,
+        json!({"type": "hello", "request_id": "2", "protocol": 2}),
+    )
+    .await;
+    assert_eq!(future["code"], "unsupported_protocol");
+    let forged = ask(
+        &mut socket,
+        json!({"type": "hello", "request_id": "3", "protocol": 1, "token": "v1.0123.abcd"}),
+    )
+    .await;
+    assert_eq!(forged["code"], "invalid_token");
+    let welcome = ask(
+        &mut socket,
+        json!({"type": "hello", "request_id": "4", "protocol": 1}),
+    )
+    .await;
+    assert_eq!(welcome["type"], "welcome");
+    assert_eq!(welcome["request_id"], "4");
+    let again = ask(
+        &mut socket,
+        json!({"type": "hello", "request_id": "5", "protocol": 1}),
+    )
+    .await;
+    assert_eq!(again["code"], "bad_request");
+    socket
+        .send(Message::binary(vec![1, 2, 3]))
+        .await
+        .expect("sent");
+    let binary = next_json(&mut socket).await;
+    assert_eq!(binary["code"], "bad_request");
+    let products = ask(
+        &mut socket,
+        json!({"type": "list_products", "request_id": "6"}),
+    )
+    .await;
+    assert_eq!(products["type"], "products");
+    assert_eq!(products["products"].as_array().map(Vec::len), Some(3));
+}
+
+/// Posts `body` to the webhook with `signature` and returns status and JSON.
+async fn webhook(shop: &Shop, body: &str, signature: Option<String>) -> (u16, Value) {
+    let mut request = shop
+        .http()
+        .post(format!("{}/stripe/webhook", shop.base))
+        .header("content-type", "application/json")
+        .body(body.to_owned());
+    if let Some(signature) = signature {
+        request = request.header("Stripe-Signature", signature);
+    }
+    let response = request.send().await.expect("webhook answers");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+fn completed(event_id: &str, session_id: &str, order_id: &str, amount: i64) -> String {
+    json!({
+        "id": event_id,
+        "object": "event",
+        "type": "checkout.session.completed",
+        "created": Timestamp::now().as_millis() / 1000,
+        "data": { "object": {
+            "id": session_id,
+            "object": "checkout.session",
+            "amount_total": amount,
+            "currency": "eur",
+            "payment_status": "paid",
+            "payment_intent": "pi_test_1",
+            "metadata": { "order_id": order_id },
+        }}
+    })
+    .to_string()
+}
+
+#[tokio::test]
+async fn forged_stale_malformed_unknown_and_replayed_webhooks_change_nothing() {
+    let shop = Shop::start().await;
+    let secret = shop.webhook_secret();
+    let now = Timestamp::now().as_millis() / 1000;
+    let sign = |body: &str, at: i64| Some(signature::header(&secret, at, body.as_bytes()));
+    let client = shop.customer().await;
+    let order = reserve(&client, &[("SKU-001", 1)]).await;
+    let url = order.checkout_url.clone().expect("url");
+    let session = url.rsplit('/').next().expect("session id").to_owned();
+    let id = order.id.to_string();
+    let body = completed("evt_test_1", &session, &id, 450_000);
+
+    let (status, answer) = webhook(&shop, &body, None).await;
+    assert_eq!(
+        (status, answer["error"]["type"].as_str()),
+        (400, Some("missing_signature"))
+    );
+    let forged = Some(signature::header("whsec_not_ours", now, body.as_bytes()));
+    let (status, answer) = webhook(&shop, &body, forged).await;
+    assert_eq!(
+        (status, answer["error"]["type"].as_str()),
+        (400, Some("invalid_signature"))
+    );
+    let (status, answer) = webhook(&shop, &body, sign(&body, now - 600)).await;
+    assert_eq!(
+        (status, answer["error"]["type"].as_str()),
+        (400, Some("stale_timestamp"))
+    );
+    let altered = body.replace("450000", "1");
+    let (status, _) = webhook(&shop, &altered, sign(&body, now)).await;
+    assert_eq!(status, 400, "a body altered after signing is refused");
+    let (status, answer) = webhook(&shop, "{not json", sign("{not json", now)).await;
+    assert_eq!(
+        (status, answer["error"]["type"].as_str()),
+        (400, Some("malformed_event"))
+    );
+    let stranger = completed("evt_test_2", "cs_unknown", &id, 450_000);
+    let (status, answer) = webhook(&shop, &stranger, sign(&stranger, now)).await;
+    assert_eq!(
+        (status, answer["reason"].as_str()),
+        (200, Some("unknown_session"))
+    );
+    let cheap = completed("evt_test_3", &session, &id, 1);
+    let (status, answer) = webhook(&shop, &cheap, sign(&cheap, now)).await;
+    assert_eq!(
+        (status, answer["reason"].as_str()),
+        (200, Some("amount_mismatch"))
+    );
+
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let unchanged = client.order(&id).await.expect("order");
+    assert_eq!(
+        unchanged.status,
+        OrderStatus::Reserved,
+        "no bad webhook paid the order"
+    );
+    wait_available(&client, "SKU-001", 9).await;
+
+    let (status, answer) = webhook(&shop, &body, sign(&body, now)).await;
+    assert_eq!(
+        (status, answer["outcome"].as_str()),
+        (200, Some("processed"))
+    );
+    let paid = client
+        .wait_for_status(order.id, &[OrderStatus::Paid], WAIT)
+        .await
+        .expect("paid");
+    let (status, answer) = webhook(&shop, &body, sign(&body, now)).await;
+    assert_eq!(
+        (status, answer["outcome"].as_str()),
+        (200, Some("duplicate")),
+        "a replay is recognised"
+    );
+    let second = completed("evt_test_4", &session, &id, 450_000);
+    let (status, answer) = webhook(&shop, &second, sign(&second, now)).await;
+    assert_eq!(
+        (status, answer["reason"].as_str()),
+        (200, Some("payment_already_settled"))
+    );
+
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let after = client.order(&id).await.expect("order");
+    assert_eq!(after, paid, "replays changed nothing");
+    let payments = after
+        .timeline
+        .iter()
+        .filter(|entry| entry.event == TimelineEvent::Paid)
+        .count();
+    assert_eq!(payments, 1);
+    wait_available(&client, "SKU-001", 9).await;
+}
+
+#[tokio::test]
+async fn the_checkout_form_refuses_bad_card_details_without_charging() {
+    let shop = Shop::start().await;
+    let client = shop.customer().await;
+    let order = reserve(&client, &[("SKU-002", 1)]).await;
+    let url = order.checkout_url.clone().expect("url");
+    for (card, expiry, cvc, needle) in [
+        ("", "12/34", "123", "Enter a card number"),
+        ("4242 4242 4242 4241", "12/34", "123", "invalid"),
+        ("4242 4242 4242 4242", "01/20", "123", "in the past"),
+        ("4242 4242 4242 4242", "12/34", "1", "security code"),
+    ] {
+        let response = shop
+            .http()
+            .post(&url)
+            .form(&[
+                ("card_number", card),
+                ("expiry", expiry),
+                ("cvc", cvc),
+                ("name", "T"),
+            ])
+            .send()
+            .await
+            .expect("answers");
+        assert_eq!(response.status(), 422);
+        assert!(
+            response.text().await.expect("html").contains(needle),
+            "{card} {expiry} {cvc}"
+        );
+    }
+    let unknown = shop
+        .http()
+        .get(format!("{}/checkout/cs_nope", shop.base))
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(unknown.status(), 404);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        client
+            .order(&order.id.to_string())
+            .await
+            .expect("order")
+            .status,
+        OrderStatus::Reserved
+    );
+}

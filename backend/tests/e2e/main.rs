@@ -1,0 +1,12 @@
+//! End-to-end tests: the real `shop-backend` started on a free port with a
+//! fresh data directory, driven only through the WebSocket protocol and
+//! HTTP, as customers drive it.
+
+mod bad_input;
+mod harness;
+mod pages;
+mod race;
+mod redelivery;
+mod restart;
+mod saga;
+mod scoping;

@@ -1,0 +1,472 @@
+//! The async client of the gateway's WebSocket protocol, used by the CLI,
+//! the TUI, the tests and the benchmark.
+//!
+//! [`Client::connect`] opens a connection and says `hello`; each command
+//! method sends one frame and awaits the reply with the same request id.
+//! Pushes (product and order changes) arrive on [`Client::subscribe`].
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use uuid::Uuid;
+
+use crate::domain::{Order, OrderStatus, Product};
+use crate::protocol::{
+    ClientMessage, ErrorCode, OrderLineRequest, PROTOCOL_VERSION, ServerMessage,
+};
+
+/// How long a command waits for its reply unless told otherwise.
+pub const DEFAULT_REPLY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What can go wrong talking to the gateway.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot reach the gateway at {url}: {reason}")]
+    Connect { url: String, reason: String },
+    #[error("the connection to the gateway closed")]
+    Closed,
+    #[error("no answer from the gateway within {0:?}")]
+    Timeout(Duration),
+    /// The gateway refused the command.
+    #[error("{message} ({code})")]
+    Server { code: ErrorCode, message: String },
+    #[error("unexpected reply from the gateway: {0}")]
+    Protocol(String),
+}
+
+impl ClientError {
+    /// The gateway's error code, when it refused the command.
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            ClientError::Server { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+}
+
+/// Something the gateway pushed, or an error frame no command waits for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Push {
+    Product(Product),
+    Order(Order),
+    /// An `error` frame that answers no pending command (for example one
+    /// about a frame too broken to carry a request id).
+    Error {
+        request_id: Option<String>,
+        code: ErrorCode,
+        message: String,
+    },
+    /// The connection ended; no more pushes will come.
+    Disconnected,
+}
+
+type Pending = Arc<Mutex<HashMap<String, oneshot::Sender<ServerMessage>>>>;
+
+/// A connected customer. Cheap to clone; all clones share the connection.
+#[derive(Clone)]
+pub struct Client {
+    outgoing: mpsc::UnboundedSender<WsMessage>,
+    pending: Pending,
+    pushes: broadcast::Sender<Push>,
+    next_request: Arc<AtomicU64>,
+    /// Set when the connection ends, so no command waits for a reply that
+    /// cannot come.
+    closed: Arc<AtomicBool>,
+    customer_id: Uuid,
+    token: String,
+    reply_timeout: Duration,
+}
+
+impl Client {
+    /// Connects to `url` (such as `ws://127.0.0.1:8080/ws`) and says hello,
+    /// as the customer of `token` or, without one, as a new customer.
+    pub async fn connect(url: &str, token: Option<&str>) -> Result<Client, ClientError> {
+        let (socket, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .map_err(|error| ClientError::Connect {
+                url: url.to_owned(),
+                reason: error.to_string(),
+            })?;
+        let (mut sink, mut stream) = socket.split();
+        let (outgoing, mut outgoing_rx) = mpsc::unbounded_channel::<WsMessage>();
+        let pending: Pending = Arc::default();
+        let (pushes, _) = broadcast::channel(4096);
+
+        tokio::spawn(async move {
+            while let Some(frame) = outgoing_rx.recv().await {
+                if sink.send(frame).await.is_err() {
+                    break;
+                }
+            }
+            let _ = sink.close().await;
+        });
+
+        let closed = Arc::new(AtomicBool::new(false));
+        let reader_closed = closed.clone();
+        let reader_pending = pending.clone();
+        let reader_pushes = pushes.clone();
+        let pong = outgoing.clone();
+        tokio::spawn(async move {
+            while let Some(frame) = stream.next().await {
+                let text = match frame {
+                    Ok(WsMessage::Text(text)) => text,
+                    Ok(WsMessage::Ping(data)) => {
+                        let _ = pong.send(WsMessage::Pong(data));
+                        continue;
+                    }
+                    Ok(WsMessage::Close(_)) | Err(_) => break,
+                    Ok(_) => continue,
+                };
+                let Ok(message) = serde_json::from_str::<ServerMessage>(&text) else {
+                    tracing::warn!(frame = %text, "ignoring a frame this client does not understand");
+                    continue;
+                };
+                dispatch(message, &reader_pending, &reader_pushes);
+            }
+            // Dropping the senders fails every command still waiting.
+            reader_closed.store(true, Ordering::SeqCst);
+            lock(&reader_pending).clear();
+            let _ = reader_pushes.send(Push::Disconnected);
+        });
+
+        let mut client = Client {
+            outgoing,
+            pending,
+            pushes,
+            next_request: Arc::new(AtomicU64::new(1)),
+            closed,
+            customer_id: Uuid::nil(),
+            token: String::new(),
+            reply_timeout: DEFAULT_REPLY_TIMEOUT,
+        };
+        let request_id = client.next_request_id();
+        let reply = client
+            .request(ClientMessage::Hello {
+                request_id,
+                protocol: PROTOCOL_VERSION,
+                token: token.map(str::to_owned),
+            })
+            .await?;
+        match reply {
+            ServerMessage::Welcome {
+                customer_id, token, ..
+            } => {
+                client.customer_id = customer_id;
+                client.token = token;
+                Ok(client)
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Waits at most `timeout` for each reply from now on.
+    pub fn with_reply_timeout(mut self, timeout: Duration) -> Self {
+        self.reply_timeout = timeout;
+        self
+    }
+
+    pub fn customer_id(&self) -> Uuid {
+        self.customer_id
+    }
+
+    /// The token to pass to [`Client::connect`] to be this customer again.
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
+    /// Live pushes from now on. Subscribe before sending a command whose
+    /// effects you want to watch.
+    pub fn subscribe(&self) -> broadcast::Receiver<Push> {
+        self.pushes.subscribe()
+    }
+
+    pub async fn products(&self) -> Result<Vec<Product>, ClientError> {
+        let request_id = self.next_request_id();
+        match self
+            .request(ClientMessage::ListProducts { request_id })
+            .await?
+        {
+            ServerMessage::Products { products, .. } => Ok(products),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Places an order of `(sku, quantity)` lines. The same
+    /// `idempotency_key` always names the same order.
+    pub async fn place_order(
+        &self,
+        lines: &[(&str, i64)],
+        idempotency_key: &str,
+    ) -> Result<Order, ClientError> {
+        let request_id = self.next_request_id();
+        let lines = lines
+            .iter()
+            .map(|(sku, quantity)| OrderLineRequest {
+                sku: (*sku).to_owned(),
+                quantity: *quantity,
+            })
+            .collect();
+        let command = ClientMessage::PlaceOrder {
+            request_id,
+            idempotency_key: idempotency_key.to_owned(),
+            lines,
+        };
+        match self.request(command).await? {
+            ServerMessage::OrderPlaced { order, .. } => Ok(order),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// This customer's orders, newest first.
+    pub async fn orders(&self) -> Result<Vec<Order>, ClientError> {
+        let request_id = self.next_request_id();
+        match self
+            .request(ClientMessage::ListOrders { request_id })
+            .await?
+        {
+            ServerMessage::Orders { orders, .. } => Ok(orders),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn order(&self, order_id: &str) -> Result<Order, ClientError> {
+        let request_id = self.next_request_id();
+        let command = ClientMessage::GetOrder {
+            request_id,
+            order_id: order_id.to_owned(),
+        };
+        match self.request(command).await? {
+            ServerMessage::Order { order, .. } => Ok(order),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Cancels an unpaid order and returns it as cancelled.
+    pub async fn cancel_order(&self, order_id: &str) -> Result<Order, ClientError> {
+        let request_id = self.next_request_id();
+        let command = ClientMessage::CancelOrder {
+            request_id,
+            order_id: order_id.to_owned(),
+        };
+        match self.request(command).await? {
+            ServerMessage::Order { order, .. } => Ok(order),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn ping(&self) -> Result<(), ClientError> {
+        let request_id = self.next_request_id();
+        match self.request(ClientMessage::Ping { request_id }).await? {
+            ServerMessage::Pong { .. } => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Waits until order `order_id` satisfies `done`, or `timeout` passes.
+    /// Looks at the current state first, so an update that came before the
+    /// call is not missed.
+    pub async fn wait_for_order(
+        &self,
+        order_id: Uuid,
+        timeout: Duration,
+        done: impl Fn(&Order) -> bool,
+    ) -> Result<Order, ClientError> {
+        let mut pushes = self.subscribe();
+        let id = order_id.to_string();
+        let wait = async {
+            match self.order(&id).await {
+                Ok(order) if done(&order) => return Ok(order),
+                Ok(_) => {}
+                Err(ClientError::Server {
+                    code: ErrorCode::OrderNotFound,
+                    ..
+                }) => {}
+                Err(error) => return Err(error),
+            }
+            loop {
+                match pushes.recv().await {
+                    Ok(Push::Order(order)) if order.id == order_id && done(&order) => {
+                        return Ok(order);
+                    }
+                    Ok(Push::Disconnected) | Err(broadcast::error::RecvError::Closed) => {
+                        return Err(ClientError::Closed);
+                    }
+                    Ok(_) => {}
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        if let Ok(order) = self.order(&id).await
+                            && done(&order)
+                        {
+                            return Ok(order);
+                        }
+                    }
+                }
+            }
+        };
+        tokio::time::timeout(timeout, wait)
+            .await
+            .map_err(|_| ClientError::Timeout(timeout))?
+    }
+
+    /// Waits until the order is RESERVED with a checkout URL, or final.
+    pub async fn wait_for_checkout(
+        &self,
+        order_id: Uuid,
+        timeout: Duration,
+    ) -> Result<Order, ClientError> {
+        self.wait_for_order(order_id, timeout, |order| {
+            order.checkout_url.is_some() || order.status.is_final()
+        })
+        .await
+    }
+
+    /// Waits until the order has a status in `statuses`.
+    pub async fn wait_for_status(
+        &self,
+        order_id: Uuid,
+        statuses: &[OrderStatus],
+        timeout: Duration,
+    ) -> Result<Order, ClientError> {
+        self.wait_for_order(order_id, timeout, |order| statuses.contains(&order.status))
+            .await
+    }
+
+    /// Sends a raw text frame, for testing how the gateway treats bad input.
+    /// Any reply arrives as a [`Push::Error`] or through a pending command.
+    pub fn send_raw(&self, text: impl Into<String>) -> Result<(), ClientError> {
+        self.outgoing
+            .send(WsMessage::text(text.into()))
+            .map_err(|_| ClientError::Closed)
+    }
+
+    /// A fresh request id for a command of this connection.
+    pub fn next_request_id(&self) -> String {
+        self.next_request
+            .fetch_add(1, Ordering::Relaxed)
+            .to_string()
+    }
+
+    /// Sends one command and awaits its reply; an `error` reply becomes
+    /// [`ClientError::Server`].
+    pub async fn request(&self, command: ClientMessage) -> Result<ServerMessage, ClientError> {
+        let request_id = command.request_id().to_owned();
+        let (reply_tx, reply_rx) = oneshot::channel();
+        lock(&self.pending).insert(request_id.clone(), reply_tx);
+        if self.closed.load(Ordering::SeqCst) {
+            lock(&self.pending).remove(&request_id);
+            return Err(ClientError::Closed);
+        }
+        let text = serde_json::to_string(&command)
+            .map_err(|error| ClientError::Protocol(error.to_string()))?;
+        if self.outgoing.send(WsMessage::text(text)).is_err() {
+            lock(&self.pending).remove(&request_id);
+            return Err(ClientError::Closed);
+        }
+        let reply = match tokio::time::timeout(self.reply_timeout, reply_rx).await {
+            Ok(Ok(reply)) => reply,
+            Ok(Err(_)) => return Err(ClientError::Closed),
+            Err(_) => {
+                lock(&self.pending).remove(&request_id);
+                return Err(ClientError::Timeout(self.reply_timeout));
+            }
+        };
+        match reply {
+            ServerMessage::Error { code, message, .. } => {
+                Err(ClientError::Server { code, message })
+            }
+            reply => Ok(reply),
+        }
+    }
+
+    /// Whether the connection has ended.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
+    }
+
+    /// Closes the connection.
+    pub fn close(&self) {
+        let _ = self.outgoing.send(WsMessage::Close(None));
+    }
+}
+
+fn dispatch(message: ServerMessage, pending: &Pending, pushes: &broadcast::Sender<Push>) {
+    if let Some(request_id) = message.request_id()
+        && let Some(waiter) = lock(pending).remove(request_id)
+    {
+        let _ = waiter.send(message);
+        return;
+    }
+    let push = match message {
+        ServerMessage::ProductUpdated { product } => Push::Product(product),
+        ServerMessage::OrderUpdated { order } => Push::Order(order),
+        ServerMessage::Error {
+            request_id,
+            code,
+            message,
+        } => Push::Error {
+            request_id,
+            code,
+            message,
+        },
+        other => {
+            tracing::debug!(?other, "reply for a command nobody waits for any more");
+            return;
+        }
+    };
+    let _ = pushes.send(push);
+}
+
+fn unexpected(reply: ServerMessage) -> ClientError {
+    ClientError::Protocol(format!("{reply:?}"))
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding this lock leaves only a map of waiters behind,
+    // which stays consistent; keep going.
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The WebSocket URL for a gateway given as `http://host:port`,
+/// `ws://host:port`, or `host:port` (with or without the `/ws` path).
+pub fn websocket_url(gateway: &str) -> String {
+    let trimmed = gateway.trim().trim_end_matches('/');
+    let with_scheme = if let Some(rest) = trimmed.strip_prefix("http://") {
+        format!("ws://{rest}")
+    } else if let Some(rest) = trimmed.strip_prefix("https://") {
+        format!("wss://{rest}")
+    } else if trimmed.starts_with("ws://") || trimmed.starts_with("wss://") {
+        trimmed.to_owned()
+    } else {
+        format!("ws://{trimmed}")
+    };
+    if with_scheme.ends_with("/ws") {
+        with_scheme
+    } else {
+        format!("{with_scheme}/ws")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn websocket_url_accepts_the_usual_ways_to_name_a_gateway() {
+        assert_eq!(websocket_url("127.0.0.1:8080"), "ws://127.0.0.1:8080/ws");
+        assert_eq!(
+            websocket_url("http://localhost:8080/"),
+            "ws://localhost:8080/ws"
+        );
+        assert_eq!(
+            websocket_url("https://shop.example"),
+            "wss://shop.example/ws"
+        );
+        assert_eq!(websocket_url("ws://h:1/ws"), "ws://h:1/ws");
+    }
+}

@@ -1,0 +1,292 @@
+//! The domain vocabulary every part of shop speaks: products, orders, their
+//! statuses, and the limits on what a customer may ask for.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::money::Currency;
+use crate::time::Timestamp;
+
+/// Most lines one order may have.
+pub const MAX_LINES: usize = 20;
+/// Most units of one sku one line may ask for.
+pub const MAX_QUANTITY: i64 = 1_000;
+/// Longest sku the shop accepts.
+pub const MAX_SKU_LEN: usize = 64;
+/// Longest idempotency key a client may send.
+pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 128;
+
+/// A product as customers see it, with its live available quantity.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Product {
+    pub sku: String,
+    pub name: String,
+    /// Price of one unit in minor units of `currency`.
+    pub unit_price: i64,
+    pub currency: Currency,
+    pub available: i64,
+    /// Grows with every change of this product; a consumer keeps the newest.
+    pub version: i64,
+}
+
+/// Where an order is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum OrderStatus {
+    /// Stored, stock not reserved yet.
+    New,
+    /// Stock reserved until `pay_until`.
+    Reserved,
+    Paid,
+    Cancelled,
+}
+
+impl OrderStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OrderStatus::New => "NEW",
+            OrderStatus::Reserved => "RESERVED",
+            OrderStatus::Paid => "PAID",
+            OrderStatus::Cancelled => "CANCELLED",
+        }
+    }
+
+    /// PAID and CANCELLED never change again.
+    pub fn is_final(self) -> bool {
+        matches!(self, OrderStatus::Paid | OrderStatus::Cancelled)
+    }
+}
+
+impl FromStr for OrderStatus {
+    type Err = UnknownName;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "NEW" => Ok(OrderStatus::New),
+            "RESERVED" => Ok(OrderStatus::Reserved),
+            "PAID" => Ok(OrderStatus::Paid),
+            "CANCELLED" => Ok(OrderStatus::Cancelled),
+            other => Err(UnknownName(other.to_owned())),
+        }
+    }
+}
+
+impl fmt::Display for OrderStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why an order was cancelled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum CancelReason {
+    /// Some line could not be reserved; nothing was.
+    OutOfStock,
+    /// The pay-until deadline passed.
+    NotPaid,
+    ByCustomer,
+    /// The payment provider refused or failed the payment.
+    PaymentFailed,
+}
+
+impl CancelReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CancelReason::OutOfStock => "OUT_OF_STOCK",
+            CancelReason::NotPaid => "NOT_PAID",
+            CancelReason::ByCustomer => "BY_CUSTOMER",
+            CancelReason::PaymentFailed => "PAYMENT_FAILED",
+        }
+    }
+
+    /// A sentence for people.
+    pub fn describe(self) -> &'static str {
+        match self {
+            CancelReason::OutOfStock => "not enough stock for every line, so nothing was reserved",
+            CancelReason::NotPaid => "the order was not paid before its deadline",
+            CancelReason::ByCustomer => "cancelled by the customer",
+            CancelReason::PaymentFailed => "the payment failed",
+        }
+    }
+}
+
+impl FromStr for CancelReason {
+    type Err = UnknownName;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "OUT_OF_STOCK" => Ok(CancelReason::OutOfStock),
+            "NOT_PAID" => Ok(CancelReason::NotPaid),
+            "BY_CUSTOMER" => Ok(CancelReason::ByCustomer),
+            "PAYMENT_FAILED" => Ok(CancelReason::PaymentFailed),
+            other => Err(UnknownName(other.to_owned())),
+        }
+    }
+}
+
+impl fmt::Display for CancelReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A stored name (status, reason, event) that this version does not know.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown name `{0}`")]
+pub struct UnknownName(pub String);
+
+/// One line of an order. Name and prices are filled in by the stock service
+/// when it reserves the line, so they are absent on orders never reserved.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderLine {
+    pub sku: String,
+    pub quantity: i64,
+    pub name: Option<String>,
+    /// Minor units, as priced at reservation time.
+    pub unit_price: Option<i64>,
+    /// `unit_price × quantity`, minor units.
+    pub amount: Option<i64>,
+}
+
+/// Something that happened to an order, for its timeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TimelineEvent {
+    Created,
+    Reserved,
+    CheckoutReady,
+    Paid,
+    Cancelled,
+    Refunded,
+}
+
+impl TimelineEvent {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TimelineEvent::Created => "created",
+            TimelineEvent::Reserved => "reserved",
+            TimelineEvent::CheckoutReady => "checkout_ready",
+            TimelineEvent::Paid => "paid",
+            TimelineEvent::Cancelled => "cancelled",
+            TimelineEvent::Refunded => "refunded",
+        }
+    }
+}
+
+impl FromStr for TimelineEvent {
+    type Err = UnknownName;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "created" => Ok(TimelineEvent::Created),
+            "reserved" => Ok(TimelineEvent::Reserved),
+            "checkout_ready" => Ok(TimelineEvent::CheckoutReady),
+            "paid" => Ok(TimelineEvent::Paid),
+            "cancelled" => Ok(TimelineEvent::Cancelled),
+            "refunded" => Ok(TimelineEvent::Refunded),
+            other => Err(UnknownName(other.to_owned())),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimelineEntry {
+    pub at: Timestamp,
+    pub event: TimelineEvent,
+    /// A few words more, such as the cancel reason.
+    pub detail: Option<String>,
+}
+
+/// An order as its customer sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Order {
+    pub id: Uuid,
+    pub status: OrderStatus,
+    pub cancel_reason: Option<CancelReason>,
+    pub lines: Vec<OrderLine>,
+    /// Set once the stock service has priced the order.
+    pub currency: Option<Currency>,
+    /// Sum of the line amounts in minor units; set once priced.
+    pub total: Option<i64>,
+    /// Deadline to pay a RESERVED order.
+    pub pay_until: Option<Timestamp>,
+    /// Hosted checkout page; set shortly after the order is RESERVED.
+    pub checkout_url: Option<String>,
+    /// True once a payment that arrived too late was refunded.
+    pub refunded: bool,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    /// Grows with every change; a consumer keeps the newest.
+    pub version: i64,
+    pub timeline: Vec<TimelineEntry>,
+}
+
+impl Order {
+    /// The order id in the short form people type (first 8 hex digits).
+    pub fn short_id(&self) -> String {
+        short_id(&self.id)
+    }
+}
+
+/// First 8 hex digits of an id, as shown in tables.
+pub fn short_id(id: &Uuid) -> String {
+    id.simple().to_string()[..8].to_owned()
+}
+
+/// Whether `sku` has the shape of a sku: 1 to 64 letters, digits, `-`, `_`
+/// or `.`.
+pub fn is_valid_sku(sku: &str) -> bool {
+    !sku.is_empty()
+        && sku.len() <= MAX_SKU_LEN
+        && sku
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_and_reasons_use_their_documented_names() {
+        assert_eq!(
+            serde_json::to_string(&OrderStatus::Reserved)
+                .ok()
+                .as_deref(),
+            Some("\"RESERVED\"")
+        );
+        assert_eq!(
+            serde_json::to_string(&CancelReason::OutOfStock)
+                .ok()
+                .as_deref(),
+            Some("\"OUT_OF_STOCK\"")
+        );
+        for status in [
+            OrderStatus::New,
+            OrderStatus::Reserved,
+            OrderStatus::Paid,
+            OrderStatus::Cancelled,
+        ] {
+            assert_eq!(status.as_str().parse(), Ok(status));
+        }
+        for reason in [
+            CancelReason::OutOfStock,
+            CancelReason::NotPaid,
+            CancelReason::ByCustomer,
+            CancelReason::PaymentFailed,
+        ] {
+            assert_eq!(reason.as_str().parse(), Ok(reason));
+        }
+        assert!("SHIPPED".parse::<OrderStatus>().is_err());
+    }
+
+    #[test]
+    fn sku_shape_is_checked() {
+        assert!(is_valid_sku("SKU-001"));
+        assert!(is_valid_sku("a.b_c"));
+        assert!(!is_valid_sku(""));
+        assert!(!is_valid_sku("SKU 001"));
+        assert!(!is_valid_sku(&"x".repeat(65)));
+    }
+}

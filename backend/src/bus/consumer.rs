@@ -188,3 +188,92 @@ impl Consumer<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use async_trait::async_trait;
+
+    use super::*;
+    use crate::bus::memory::MemoryBus;
+    use crate::bus::{Subscription, TopicSpec};
+    use crate::tasks::Supervisor;
+
+    /// Fails every batch holding the record `poison`; keeps the others.
+    #[derive(Default)]
+    struct Picky {
+        kept: Mutex<Vec<String>>,
+        poison_attempts: AtomicU32,
+    }
+
+    #[async_trait]
+    impl Handler for Picky {
+        async fn handle(&self, batch: &[Arc<Record>]) -> Result<(), HandlerError> {
+            if batch.iter().any(|record| record.payload == b"poison") {
+                if batch.len() == 1 {
+                    self.poison_attempts.fetch_add(1, Ordering::SeqCst);
+                }
+                return Err(HandlerError::Failed(anyhow::anyhow!(
+                    "cannot apply this one"
+                )));
+            }
+            let mut kept = self.kept.lock().expect("lock");
+            kept.extend(
+                batch
+                    .iter()
+                    .map(|record| String::from_utf8_lossy(&record.payload).into_owned()),
+            );
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_record_that_keeps_failing_is_dead_lettered_and_its_batch_mates_are_kept() {
+        let (_supervisor, spawner) = Supervisor::new();
+        let bus = MemoryBus::volatile(1, &spawner);
+        bus.ensure_topics(&[TopicSpec {
+            name: "t".into(),
+            compacted: false,
+        }])
+        .await
+        .expect("topic");
+        let records = ["a", "poison", "b"]
+            .iter()
+            .map(|payload| OutgoingRecord {
+                topic: "t".into(),
+                key: "same-key".into(),
+                headers: vec![],
+                payload: payload.as_bytes().to_vec(),
+            })
+            .collect();
+        // Published before subscribing, so they arrive as one batch.
+        bus.publish(records).await.expect("published");
+        let handler = Arc::new(Picky::default());
+        bus.subscribe(Subscription::group("g", &["t"]), handler.clone())
+            .await
+            .expect("subscribed");
+        let dead = loop {
+            let dead = bus.records("dlq.g.v1");
+            if !dead.is_empty() {
+                break dead;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(
+            *handler.kept.lock().expect("lock"),
+            vec!["a".to_owned(), "b".to_owned()]
+        );
+        assert_eq!(handler.poison_attempts.load(Ordering::SeqCst), MAX_ATTEMPTS);
+        assert_eq!(dead.len(), 1);
+        assert_eq!(dead[0].payload, b"poison");
+        assert_eq!(dead[0].header(header::DLQ_ATTEMPTS), Some("3"));
+        assert!(
+            dead[0]
+                .header(header::DLQ_REASON)
+                .is_some_and(|r| r.contains("cannot apply"))
+        );
+    }
+}

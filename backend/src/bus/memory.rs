@@ -972,3 +972,287 @@ fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
     lock.write()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicU32;
+
+    use super::*;
+    use crate::bus::HandlerError;
+    use crate::tasks::Supervisor;
+
+    /// Collects what it is given; fails the first `failures` batches.
+    #[derive(Default)]
+    struct Collect {
+        seen: Mutex<Vec<(String, String)>>,
+        failures: AtomicU32,
+        calls: AtomicU32,
+    }
+
+    #[async_trait]
+    impl Handler for Collect {
+        async fn handle(&self, batch: &[Arc<Record>]) -> Result<(), HandlerError> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            if self
+                .failures
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| {
+                    left.checked_sub(1)
+                })
+                .is_ok()
+            {
+                return Err(HandlerError::Transient(anyhow::anyhow!("database away")));
+            }
+            let mut seen = lock(&self.seen);
+            for record in batch {
+                seen.push((
+                    record.key.clone(),
+                    String::from_utf8_lossy(&record.payload).into_owned(),
+                ));
+            }
+            Ok(())
+        }
+    }
+
+    impl Collect {
+        fn seen(&self) -> Vec<(String, String)> {
+            lock(&self.seen).clone()
+        }
+
+        async fn wait_for(&self, count: usize) -> Vec<(String, String)> {
+            for _ in 0..500 {
+                if lock(&self.seen).len() >= count {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            self.seen()
+        }
+    }
+
+    fn record(topic: &str, key: &str, payload: &str) -> OutgoingRecord {
+        OutgoingRecord {
+            topic: topic.into(),
+            key: key.into(),
+            headers: vec![],
+            payload: payload.as_bytes().to_vec(),
+        }
+    }
+
+    fn topic(name: &str, compacted: bool) -> TopicSpec {
+        TopicSpec {
+            name: name.into(),
+            compacted,
+        }
+    }
+
+    /// Stops every task of `supervisor` and waits for them.
+    async fn stop(supervisor: Supervisor) {
+        supervisor.trigger().trigger();
+        supervisor
+            .run(Duration::from_secs(5))
+            .await
+            .expect("clean stop");
+    }
+
+    #[tokio::test]
+    async fn each_group_sees_every_record_and_records_of_a_key_keep_their_order() {
+        let (_supervisor, spawner) = Supervisor::new();
+        let bus = MemoryBus::volatile(4, &spawner);
+        bus.ensure_topics(&[topic("t", false)])
+            .await
+            .expect("topic");
+        let (first, second) = (Arc::new(Collect::default()), Arc::new(Collect::default()));
+        bus.subscribe(Subscription::group("g1", &["t"]), first.clone())
+            .await
+            .expect("g1");
+        bus.subscribe(Subscription::group("g2", &["t"]), second.clone())
+            .await
+            .expect("g2");
+        for round in 0..20 {
+            let batch = (0..10)
+                .map(|key| record("t", &format!("k{key}"), &round.to_string()))
+                .collect();
+            bus.publish(batch).await.expect("published");
+        }
+        for group in [&first, &second] {
+            let seen = group.wait_for(200).await;
+            assert_eq!(seen.len(), 200, "every record, once");
+            for key in 0..10 {
+                let order: Vec<u32> = seen
+                    .iter()
+                    .filter(|(k, _)| *k == format!("k{key}"))
+                    .map(|(_, round)| round.parse().expect("number"))
+                    .collect();
+                assert_eq!(
+                    order,
+                    (0..20).collect::<Vec<_>>(),
+                    "key k{key} in publish order"
+                );
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn members_of_one_group_share_the_partitions() {
+        let (_supervisor, spawner) = Supervisor::new();
+        let bus = MemoryBus::volatile(4, &spawner);
+        bus.ensure_topics(&[topic("t", false)])
+            .await
+            .expect("topic");
+        let (a, b) = (Arc::new(Collect::default()), Arc::new(Collect::default()));
+        bus.subscribe(Subscription::group("g", &["t"]), a.clone())
+            .await
+            .expect("a");
+        bus.subscribe(Subscription::group("g", &["t"]), b.clone())
+            .await
+            .expect("b");
+        let batch = (0..100)
+            .map(|n| record("t", &format!("key-{n}"), &n.to_string()))
+            .collect();
+        bus.publish(batch).await.expect("published");
+        for _ in 0..500 {
+            if a.seen().len() + b.seen().len() >= 100 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let (a, b) = (a.seen(), b.seen());
+        assert_eq!(a.len() + b.len(), 100, "each record went to one member");
+        assert!(!a.is_empty() && !b.is_empty(), "both members got work");
+        let a_keys: HashSet<_> = a.iter().map(|(key, _)| key).collect();
+        assert!(
+            b.iter().all(|(key, _)| !a_keys.contains(key)),
+            "a key belongs to one member"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_batch_is_delivered_again_until_it_succeeds() {
+        let (_supervisor, spawner) = Supervisor::new();
+        let bus = MemoryBus::volatile(1, &spawner);
+        bus.ensure_topics(&[topic("t", false)])
+            .await
+            .expect("topic");
+        let handler = Arc::new(Collect::default());
+        handler.failures.store(3, Ordering::SeqCst);
+        bus.subscribe(Subscription::group("g", &["t"]), handler.clone())
+            .await
+            .expect("g");
+        bus.publish(vec![record("t", "k", "only")])
+            .await
+            .expect("published");
+        let seen = handler.wait_for(1).await;
+        assert_eq!(seen, vec![("k".to_owned(), "only".to_owned())]);
+        assert_eq!(
+            handler.calls.load(Ordering::SeqCst),
+            4,
+            "three failures, then success"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_log_and_committed_offsets_survive_a_restart() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("bus.sqlite");
+
+        let (supervisor, spawner) = Supervisor::new();
+        let bus = MemoryBus::open(&path, 2, &spawner).await.expect("open");
+        bus.ensure_topics(&[topic("t", false)])
+            .await
+            .expect("topic");
+        let batch = (0..10)
+            .map(|n| record("t", &format!("k{n}"), &n.to_string()))
+            .collect();
+        bus.publish(batch).await.expect("published");
+        drop(bus);
+        stop(supervisor).await;
+
+        // Nobody had read them: all ten are still there after a restart.
+        let (supervisor, spawner) = Supervisor::new();
+        let bus = MemoryBus::open(&path, 2, &spawner).await.expect("reopen");
+        let handler = Arc::new(Collect::default());
+        bus.subscribe(Subscription::group("g", &["t"]), handler.clone())
+            .await
+            .expect("g");
+        assert_eq!(handler.wait_for(10).await.len(), 10);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        drop(bus);
+        stop(supervisor).await;
+
+        // The group committed them: after another restart it reads only what is new.
+        let (supervisor, spawner) = Supervisor::new();
+        let bus = MemoryBus::open(&path, 2, &spawner).await.expect("reopen");
+        bus.publish(vec![record("t", "k1", "new")])
+            .await
+            .expect("published");
+        let handler = Arc::new(Collect::default());
+        bus.subscribe(Subscription::group("g", &["t"]), handler.clone())
+            .await
+            .expect("g");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(handler.seen(), vec![("k1".to_owned(), "new".to_owned())]);
+        drop(bus);
+        stop(supervisor).await;
+    }
+
+    #[tokio::test]
+    async fn compacted_topics_keep_the_newest_record_per_key_but_live_readers_see_all() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("bus.sqlite");
+        let (supervisor, spawner) = Supervisor::new();
+        let bus = MemoryBus::open(&path, 1, &spawner).await.expect("open");
+        bus.ensure_topics(&[topic("state", true)])
+            .await
+            .expect("topic");
+        let live = Arc::new(Collect::default());
+        bus.subscribe(Subscription::broadcast("live", &["state"]), live.clone())
+            .await
+            .expect("live");
+        for (key, value) in [("a", "1"), ("b", "1"), ("a", "2"), ("a", "3")] {
+            bus.publish(vec![record("state", key, value)])
+                .await
+                .expect("published");
+        }
+        assert_eq!(
+            live.wait_for(4).await.len(),
+            4,
+            "a live reader sees every change"
+        );
+        tokio::time::sleep(TRIM_EVERY + Duration::from_millis(300)).await;
+        let late = Arc::new(Collect::default());
+        bus.subscribe(Subscription::broadcast("late", &["state"]), late.clone())
+            .await
+            .expect("late");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut newest = late.seen();
+        newest.sort();
+        assert_eq!(
+            newest,
+            vec![("a".into(), "3".into()), ("b".into(), "1".into())]
+        );
+        drop(bus);
+        stop(supervisor).await;
+
+        let (supervisor, spawner) = Supervisor::new();
+        let bus = MemoryBus::open(&path, 1, &spawner).await.expect("reopen");
+        let reopened = Arc::new(Collect::default());
+        bus.subscribe(
+            Subscription::broadcast("again", &["state"]),
+            reopened.clone(),
+        )
+        .await
+        .expect("again");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(reopened.seen().len(), 2, "compaction is durable");
+        drop(bus);
+        stop(supervisor).await;
+    }
+
+    #[tokio::test]
+    async fn publishing_to_an_unknown_topic_is_refused() {
+        let (_supervisor, spawner) = Supervisor::new();
+        let bus = MemoryBus::volatile(1, &spawner);
+        let refused = bus.publish(vec![record("nope", "k", "v")]).await;
+        assert!(matches!(refused, Err(BusError::UnknownTopic(name)) if name == "nope"));
+    }
+}

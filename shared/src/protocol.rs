@@ -387,6 +387,42 @@ mod tests {
         assert_eq!(fractional.code, ErrorCode::BadRequest);
     }
 
+    /// Every JSON example in docs/protocol.md is a real frame: it parses as a
+    /// client or server message and serializes back to exactly itself.
+    #[test]
+    fn every_example_in_the_protocol_document_is_a_valid_frame() {
+        let document = include_str!("../../docs/protocol.md");
+        let blocks: Vec<&str> = document
+            .split("```json")
+            .skip(1)
+            .filter_map(|rest| rest.split("```").next())
+            .collect();
+        assert!(blocks.len() >= 15, "found only {} examples", blocks.len());
+        let mut client = 0;
+        let mut server = 0;
+        for block in blocks {
+            let value: serde_json::Value =
+                serde_json::from_str(block).unwrap_or_else(|error| panic!("{error}: {block}"));
+            if let Ok(message) = serde_json::from_value::<ClientMessage>(value.clone()) {
+                assert_eq!(serde_json::to_value(&message).ok(), Some(value), "{block}");
+                client += 1;
+            } else {
+                let message: ServerMessage =
+                    serde_json::from_value(value.clone()).unwrap_or_else(|error| {
+                        panic!("neither client nor server frame ({error}): {block}")
+                    });
+                assert_eq!(serde_json::to_value(&message).ok(), Some(value), "{block}");
+                server += 1;
+            }
+        }
+        let commands = ClientMessage::TYPES.len();
+        assert!(
+            client >= commands,
+            "every command has an example ({client} of {commands})"
+        );
+        assert!(server >= 8, "replies and pushes have examples");
+    }
+
     #[test]
     fn server_messages_serialize_with_snake_case_types() {
         let error = ServerMessage::Error {

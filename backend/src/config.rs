@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser};
+use clap::{Args, Parser, Subcommand};
 
 use crate::secrets::Secret;
 
@@ -13,14 +13,94 @@ Examples:
   shop-backend                                  run the whole shop on 127.0.0.1:8080, data in ./data
   shop-backend --listen 127.0.0.1:0             pick a free port (the address is printed)
   shop-backend --pay-ttl 30s --data-dir /tmp/shop
-  shop-backend --catalog catalog.toml           seed your own products on first start";
+  shop-backend --catalog catalog.toml           seed your own products on first start
+  shop-backend order --database-url postgres://shop@localhost/shop --kafka-brokers localhost:9092";
 
 /// The shop backend: gateway, order, stock and payment services.
+///
+/// Without a command, runs all four services in one process (embedded mode:
+/// in-process bus, SQLite, nothing to install). With a command, runs one
+/// service (or all) over Kafka and PostgreSQL (distributed mode).
 #[derive(Debug, Parser)]
-#[command(name = "shop-backend", version, about, after_help = EXAMPLES)]
+#[command(name = "shop-backend", version, about, long_about, after_help = EXAMPLES, args_conflicts_with_subcommands = true)]
 pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
     #[command(flatten)]
     pub embedded: EmbeddedArgs,
+}
+
+/// Distributed mode: which service this process runs.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// All four services in one process, over Kafka and PostgreSQL (port 8080).
+    All(DistributedArgs),
+    /// The gateway: the WebSocket endpoint and the payment-return pages (port 8080).
+    Gateway(DistributedArgs),
+    /// The order service: order lifecycle and pay-until deadlines (port 8081: health, metrics).
+    Order(DistributedArgs),
+    /// The stock service: products, reservations, prices (port 8082: health, metrics).
+    Stock(DistributedArgs),
+    /// The payment service: checkout sessions, the webhook at /stripe/webhook and the local checkout pages (port 8083).
+    Payment(DistributedArgs),
+}
+
+/// Settings of distributed mode. Each service reads the ones it needs.
+#[derive(Debug, Clone, Args)]
+pub struct DistributedArgs {
+    /// Address to serve [default: 127.0.0.1:8080 for gateway and all, :8081 order, :8082 stock, :8083 payment].
+    #[arg(long, env = "SHOP_LISTEN")]
+    pub listen: Option<SocketAddr>,
+
+    /// Kafka bootstrap servers, comma-separated.
+    #[arg(long, env = "SHOP_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+    pub kafka_brokers: String,
+
+    /// Partitions of each topic this process creates (instances of a service share partitions).
+    #[arg(long, env = "SHOP_KAFKA_PARTITIONS", default_value_t = 4, value_parser = clap::value_parser!(i32).range(1..=256))]
+    pub kafka_partitions: i32,
+
+    /// Replication factor of each topic this process creates.
+    #[arg(long, env = "SHOP_KAFKA_REPLICATION", default_value_t = 1, value_parser = clap::value_parser!(i32).range(1..=16))]
+    pub kafka_replication: i32,
+
+    /// PostgreSQL URL of the service's database (order, stock, payment, all).
+    /// Each service keeps its tables in a schema of its own (shop_order, shop_stock, shop_payment),
+    /// so services never share tables even when they share a database.
+    #[arg(long, env = "SHOP_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+
+    /// Connections in each service's database pool.
+    #[arg(long, env = "SHOP_DATABASE_POOL", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=200))]
+    pub database_pool: u32,
+
+    /// Order service: how long a RESERVED order waits for payment, such as 5m or 3s.
+    #[arg(long, env = "SHOP_PAY_TTL", default_value = "5m", value_parser = parse_ttl)]
+    pub pay_ttl: Duration,
+
+    /// Stock service: TOML catalogue to seed; without it, an empty shop gets three products.
+    #[arg(long, env = "SHOP_CATALOG")]
+    pub catalog: Option<PathBuf>,
+
+    /// Base URL browsers use to reach this process (the payment service's checkout pages) [default: http://<listen address>].
+    #[arg(long, env = "SHOP_PUBLIC_URL", value_parser = parse_url)]
+    pub public_url: Option<String>,
+
+    /// Payment service: base URL of the gateway, where customers land after paying [default: http://127.0.0.1:8080, or the public URL with all].
+    #[arg(long, env = "SHOP_GATEWAY_URL", value_parser = parse_url)]
+    pub gateway_url: Option<String>,
+
+    /// Payment service: where the local checkout delivers its webhooks [default: http://<listen address>/stripe/webhook].
+    #[arg(long, env = "SHOP_WEBHOOK_URL", value_parser = parse_url)]
+    pub webhook_url: Option<String>,
+
+    /// Gateway: secret that signs customer tokens; every gateway of a shop needs the same one.
+    #[arg(long, env = "SHOP_TOKEN_SECRET", hide_env_values = true)]
+    pub token_secret: Option<Secret>,
+
+    /// Payment service: secret that signs and verifies checkout webhooks.
+    #[arg(long, env = "SHOP_WEBHOOK_SECRET", hide_env_values = true)]
+    pub webhook_secret: Option<Secret>,
 }
 
 /// Settings of embedded mode: all four services in one process.
@@ -104,6 +184,30 @@ mod tests {
         assert_eq!(cli.embedded.listen, "127.0.0.1:8080".parse().expect("addr"));
         assert_eq!(cli.embedded.pay_ttl, Duration::from_secs(300));
         assert_eq!(cli.embedded.data_dir, PathBuf::from("./data"));
+    }
+
+    #[test]
+    fn distributed_services_are_subcommands_with_their_own_settings() {
+        let cli = Cli::try_parse_from([
+            "shop-backend",
+            "order",
+            "--database-url",
+            "postgres://localhost/shop",
+            "--kafka-brokers",
+            "k1:9092,k2:9092",
+            "--pay-ttl",
+            "30s",
+        ])
+        .expect("parses");
+        let Some(Command::Order(args)) = cli.command else {
+            panic!("order")
+        };
+        assert_eq!(args.kafka_brokers, "k1:9092,k2:9092");
+        assert_eq!(args.pay_ttl, Duration::from_secs(30));
+        assert!(
+            Cli::try_parse_from(["shop-backend", "--data-dir", "x", "order"]).is_err(),
+            "modes do not mix"
+        );
     }
 
     #[test]

@@ -11,10 +11,12 @@ pub mod config;
 pub mod db;
 pub mod gateway;
 pub mod http;
+pub mod metrics;
 pub mod order;
 pub mod payment;
 pub mod secrets;
 pub mod stock;
 pub mod tasks;
 
-pub use app::Application;
+pub use app::distributed::{Node, Role};
+pub use app::embedded::Application;

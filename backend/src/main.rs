@@ -5,8 +5,8 @@ use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
 use clap::Parser;
-use shop_backend::Application;
-use shop_backend::config::Cli;
+use shop_backend::config::{Cli, Command, EmbeddedArgs};
+use shop_backend::{Application, Node, Role};
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
@@ -31,7 +31,31 @@ async fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let config = cli.embedded;
+    let (role, args) = match cli.command {
+        None => return run_embedded(cli.embedded).await,
+        Some(Command::All(args)) => (Role::All, args),
+        Some(Command::Gateway(args)) => (Role::Gateway, args),
+        Some(Command::Order(args)) => (Role::Order, args),
+        Some(Command::Stock(args)) => (Role::Stock, args),
+        Some(Command::Payment(args)) => (Role::Payment, args),
+    };
+    // Starting waits for Kafka and PostgreSQL as long as needed; a signal
+    // meanwhile stops it.
+    let node = tokio::select! {
+        node = Node::build(role, args) => node?,
+        _ = shutdown_signal() => return Ok(()),
+    };
+    let mut stdout = std::io::stdout();
+    writeln!(
+        stdout,
+        "shop-backend {role} listening on http://{}",
+        node.local_addr()
+    )?;
+    stdout.flush()?;
+    node.run_until_stopped(shutdown_signal()).await
+}
+
+async fn run_embedded(config: EmbeddedArgs) -> anyhow::Result<()> {
     let data_dir = config.data_dir.clone();
     let app = Application::build(config).await?;
     let address = app.local_addr();

@@ -72,6 +72,19 @@ impl ClientMessage {
         }
     }
 
+    /// This command's `type`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ClientMessage::Hello { .. } => "hello",
+            ClientMessage::ListProducts { .. } => "list_products",
+            ClientMessage::PlaceOrder { .. } => "place_order",
+            ClientMessage::ListOrders { .. } => "list_orders",
+            ClientMessage::GetOrder { .. } => "get_order",
+            ClientMessage::CancelOrder { .. } => "cancel_order",
+            ClientMessage::Ping { .. } => "ping",
+        }
+    }
+
     /// The `type` names a client may send.
     pub const TYPES: &'static [&'static str] = &[
         "hello",

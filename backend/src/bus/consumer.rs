@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{Bus, Handler, HandlerError, OutgoingRecord, Record, header};
+use crate::metrics::Metrics;
 use crate::tasks::Shutdown;
 
 /// Attempts at a failing record before it is dead-lettered.
@@ -38,14 +39,18 @@ pub struct Consumer<'a> {
     /// False for broadcast readers, which have no dead-letter topic: a
     /// record they cannot process is logged and skipped.
     pub dead_letters: bool,
+    pub metrics: &'a Metrics,
 }
 
 impl Consumer<'_> {
     pub async fn deliver(&self, batch: &[Arc<Record>]) -> Delivery {
         let first_error = match self.handle_until_not_transient(batch).await {
+            Some(Err(error)) => {
+                self.metrics.handler_failed(self.group);
+                error
+            }
             None => return Delivery::Stopped,
             Some(Ok(())) => return Delivery::Done,
-            Some(Err(error)) => error,
         };
         if batch.len() == 1 {
             return self.deliver_one(&batch[0], Some(first_error)).await;
@@ -100,6 +105,7 @@ impl Consumer<'_> {
                 None => return Delivery::Stopped,
                 Some(Ok(())) => return Delivery::Done,
                 Some(Err(failure)) => {
+                    self.metrics.handler_failed(self.group);
                     attempts += 1;
                     error = Some(failure);
                 }
@@ -121,6 +127,7 @@ impl Consumer<'_> {
             }
             match self.handler.handle(batch).await {
                 Err(HandlerError::Transient(error)) => {
+                    self.metrics.handler_failed(self.group);
                     failures += 1;
                     if failures == 1 || failures.is_power_of_two() {
                         tracing::warn!(
@@ -176,7 +183,10 @@ impl Consumer<'_> {
         let mut backoff = FIRST_BACKOFF;
         loop {
             match self.bus.publish(vec![dead.clone()]).await {
-                Ok(()) => return Delivery::Done,
+                Ok(()) => {
+                    self.metrics.dead_lettered(self.group);
+                    return Delivery::Done;
+                }
                 Err(error) => {
                     tracing::warn!(group = self.group, %error, "cannot publish a dead letter yet");
                     if !self.shutdown.sleep(backoff).await {
@@ -232,7 +242,7 @@ mod tests {
     #[tokio::test]
     async fn a_record_that_keeps_failing_is_dead_lettered_and_its_batch_mates_are_kept() {
         let (_supervisor, spawner) = Supervisor::new();
-        let bus = MemoryBus::volatile(1, &spawner);
+        let bus = MemoryBus::volatile(1, Metrics::default(), &spawner);
         bus.ensure_topics(&[TopicSpec {
             name: "t".into(),
             compacted: false,

@@ -31,6 +31,7 @@ use super::{
     Bus, BusError, Handler, Mode, OutgoingRecord, Record, Subscription, SubscriptionHandle,
     TopicSpec, partition_for,
 };
+use crate::metrics::Metrics;
 use crate::tasks::{Shutdown, Spawner};
 
 /// How often fully consumed records are trimmed from the log.
@@ -49,6 +50,7 @@ struct Inner {
     partitions: u32,
     writer: mpsc::UnboundedSender<WriteOp>,
     spawner: Spawner,
+    metrics: Metrics,
 }
 
 /// State the writer task and the readers both see.
@@ -122,7 +124,12 @@ enum WriteOp {
 impl MemoryBus {
     /// Opens (or creates) the durable log at `path`. New topics get
     /// `partitions` partitions.
-    pub async fn open(path: &Path, partitions: u32, spawner: &Spawner) -> anyhow::Result<Self> {
+    pub async fn open(
+        path: &Path,
+        partitions: u32,
+        metrics: Metrics,
+        spawner: &Spawner,
+    ) -> anyhow::Result<Self> {
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
@@ -136,15 +143,27 @@ impl MemoryBus {
         let store = LogStore { pool };
         store.migrate().await?;
         let shared = store.load().await?;
-        Ok(Self::start(Some(store), shared, partitions, spawner))
+        Ok(Self::start(
+            Some(store),
+            shared,
+            partitions,
+            metrics,
+            spawner,
+        ))
     }
 
     /// A bus that keeps its log in memory only, for tests.
-    pub fn volatile(partitions: u32, spawner: &Spawner) -> Self {
-        Self::start(None, Shared::default(), partitions, spawner)
+    pub fn volatile(partitions: u32, metrics: Metrics, spawner: &Spawner) -> Self {
+        Self::start(None, Shared::default(), partitions, metrics, spawner)
     }
 
-    fn start(store: Option<LogStore>, shared: Shared, partitions: u32, spawner: &Spawner) -> Self {
+    fn start(
+        store: Option<LogStore>,
+        shared: Shared,
+        partitions: u32,
+        metrics: Metrics,
+        spawner: &Spawner,
+    ) -> Self {
         let shared = Arc::new(shared);
         let (writer, ops) = mpsc::unbounded_channel();
         let actor = Writer {
@@ -160,6 +179,7 @@ impl MemoryBus {
                 partitions: partitions.max(1),
                 writer,
                 spawner: spawner.clone(),
+                metrics,
             }),
         }
     }
@@ -255,12 +275,17 @@ impl Bus for MemoryBus {
         if records.is_empty() {
             return Ok(());
         }
+        let topics: Vec<String> = records.iter().map(|record| record.topic.clone()).collect();
         let (done, published) = oneshot::channel();
         self.inner
             .writer
             .send(WriteOp::Append { records, done })
             .map_err(|_| BusError::Closed)?;
-        published.await.map_err(|_| BusError::Closed)?
+        published.await.map_err(|_| BusError::Closed)??;
+        for topic in topics {
+            self.inner.metrics.published(&topic);
+        }
+        Ok(())
     }
 
     async fn subscribe(
@@ -436,10 +461,16 @@ impl PartitionReader {
                 bus: &self.bus,
                 shutdown: &self.shutdown,
                 dead_letters: self.group.durable,
+                metrics: &self.bus.inner.metrics,
             };
             match consumer.deliver(&batch).await {
                 Delivery::Stopped => return Ok(()),
                 Delivery::Done => {
+                    self.bus.inner.metrics.consumed(
+                        &self.group.name,
+                        &self.topic.name,
+                        batch.len() as u64,
+                    );
                     let last = batch.last().map_or(self.position, |record| record.offset);
                     self.position = last + 1;
                     self.set_position();
@@ -1057,7 +1088,7 @@ mod tests {
     #[tokio::test]
     async fn each_group_sees_every_record_and_records_of_a_key_keep_their_order() {
         let (_supervisor, spawner) = Supervisor::new();
-        let bus = MemoryBus::volatile(4, &spawner);
+        let bus = MemoryBus::volatile(4, Metrics::default(), &spawner);
         bus.ensure_topics(&[topic("t", false)])
             .await
             .expect("topic");
@@ -1095,7 +1126,7 @@ mod tests {
     #[tokio::test]
     async fn members_of_one_group_share_the_partitions() {
         let (_supervisor, spawner) = Supervisor::new();
-        let bus = MemoryBus::volatile(4, &spawner);
+        let bus = MemoryBus::volatile(4, Metrics::default(), &spawner);
         bus.ensure_topics(&[topic("t", false)])
             .await
             .expect("topic");
@@ -1129,7 +1160,7 @@ mod tests {
     #[tokio::test]
     async fn a_failed_batch_is_delivered_again_until_it_succeeds() {
         let (_supervisor, spawner) = Supervisor::new();
-        let bus = MemoryBus::volatile(1, &spawner);
+        let bus = MemoryBus::volatile(1, Metrics::default(), &spawner);
         bus.ensure_topics(&[topic("t", false)])
             .await
             .expect("topic");
@@ -1156,7 +1187,9 @@ mod tests {
         let path = dir.path().join("bus.sqlite");
 
         let (supervisor, spawner) = Supervisor::new();
-        let bus = MemoryBus::open(&path, 2, &spawner).await.expect("open");
+        let bus = MemoryBus::open(&path, 2, Metrics::default(), &spawner)
+            .await
+            .expect("open");
         bus.ensure_topics(&[topic("t", false)])
             .await
             .expect("topic");
@@ -1169,7 +1202,9 @@ mod tests {
 
         // Nobody had read them: all ten are still there after a restart.
         let (supervisor, spawner) = Supervisor::new();
-        let bus = MemoryBus::open(&path, 2, &spawner).await.expect("reopen");
+        let bus = MemoryBus::open(&path, 2, Metrics::default(), &spawner)
+            .await
+            .expect("reopen");
         let handler = Arc::new(Collect::default());
         bus.subscribe(Subscription::group("g", &["t"]), handler.clone())
             .await
@@ -1181,7 +1216,9 @@ mod tests {
 
         // The group committed them: after another restart it reads only what is new.
         let (supervisor, spawner) = Supervisor::new();
-        let bus = MemoryBus::open(&path, 2, &spawner).await.expect("reopen");
+        let bus = MemoryBus::open(&path, 2, Metrics::default(), &spawner)
+            .await
+            .expect("reopen");
         bus.publish(vec![record("t", "k1", "new")])
             .await
             .expect("published");
@@ -1200,7 +1237,9 @@ mod tests {
         let dir = tempfile::tempdir().expect("dir");
         let path = dir.path().join("bus.sqlite");
         let (supervisor, spawner) = Supervisor::new();
-        let bus = MemoryBus::open(&path, 1, &spawner).await.expect("open");
+        let bus = MemoryBus::open(&path, 1, Metrics::default(), &spawner)
+            .await
+            .expect("open");
         bus.ensure_topics(&[topic("state", true)])
             .await
             .expect("topic");
@@ -1234,7 +1273,9 @@ mod tests {
         stop(supervisor).await;
 
         let (supervisor, spawner) = Supervisor::new();
-        let bus = MemoryBus::open(&path, 1, &spawner).await.expect("reopen");
+        let bus = MemoryBus::open(&path, 1, Metrics::default(), &spawner)
+            .await
+            .expect("reopen");
         let reopened = Arc::new(Collect::default());
         bus.subscribe(
             Subscription::broadcast("again", &["state"]),
@@ -1251,7 +1292,7 @@ mod tests {
     #[tokio::test]
     async fn publishing_to_an_unknown_topic_is_refused() {
         let (_supervisor, spawner) = Supervisor::new();
-        let bus = MemoryBus::volatile(1, &spawner);
+        let bus = MemoryBus::volatile(1, Metrics::default(), &spawner);
         let refused = bus.publish(vec![record("nope", "k", "v")]).await;
         assert!(matches!(refused, Err(BusError::UnknownTopic(name)) if name == "nope"));
     }

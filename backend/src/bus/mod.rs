@@ -12,6 +12,7 @@
 //! retries and, for records that cannot be processed, dead letters.
 
 pub mod consumer;
+pub mod kafka;
 pub mod memory;
 
 use std::fmt;

@@ -13,7 +13,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{AnyPool, Executor};
+use sqlx::{AnyPool, Connection, Executor};
 
 pub use migrate::Service;
 
@@ -67,13 +67,47 @@ impl Db {
         })
     }
 
-    /// Connects to PostgreSQL at `url` with at most `max_connections`.
-    pub async fn postgres(url: &str, max_connections: u32) -> Result<Db, sqlx::Error> {
+    /// Connects to PostgreSQL at `url` with at most `max_connections`, with
+    /// every table in `schema` (created if missing), so that services
+    /// sharing a database never share a table.
+    pub async fn postgres(
+        url: &str,
+        schema: &str,
+        max_connections: u32,
+    ) -> Result<Db, sqlx::Error> {
         sqlx::any::install_default_drivers();
+        if !is_identifier(schema) {
+            return Err(sqlx::Error::Configuration(
+                format!("`{schema}` is not a schema name").into(),
+            ));
+        }
         let options: AnyConnectOptions = url.parse()?;
+        let mut connection = sqlx::AnyConnection::connect_with(&options).await?;
+        let created = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "CREATE SCHEMA IF NOT EXISTS {schema}"
+        )))
+        .execute(&mut connection)
+        .await;
+        match created {
+            // Another instance creating it at the same moment is fine.
+            Err(sqlx::Error::Database(error))
+                if matches!(error.code().as_deref(), Some("23505" | "42P06")) => {}
+            other => {
+                other?;
+            }
+        }
+        connection.close().await?;
+        let search_path = format!("SET search_path TO {schema}");
         let pool = AnyPoolOptions::new()
             .max_connections(max_connections.max(1))
             .acquire_timeout(Duration::from_secs(5))
+            .after_connect(move |connection, _| {
+                let search_path = search_path.clone();
+                Box::pin(async move {
+                    connection.execute(sqlx::AssertSqlSafe(search_path)).await?;
+                    Ok(())
+                })
+            })
             .connect_with(options)
             .await?;
         Ok(Db {
@@ -119,6 +153,30 @@ impl Db {
 
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+}
+
+/// Whether `name` is a plain SQL identifier: lower-case letters, digits and
+/// `_`, not starting with a digit.
+fn is_identifier(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
+/// The URL with its password replaced by `***`, for messages.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    match rest.split_once('@') {
+        Some((credentials, host)) => match credentials.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
     }
 }
 
@@ -181,6 +239,17 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn passwords_never_reach_messages() {
+        assert_eq!(
+            redact("postgres://shop:hunter2@db:5432/shop"),
+            "postgres://shop:***@db:5432/shop"
+        );
+        assert_eq!(redact("postgres://db/shop"), "postgres://db/shop");
+        assert!(is_identifier("shop_order"));
+        assert!(!is_identifier("order; drop"));
+    }
 
     #[test]
     fn paths_with_spaces_become_valid_urls() {

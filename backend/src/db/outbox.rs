@@ -9,18 +9,15 @@ use std::time::Duration;
 
 use shop_shared::events::{Envelope, Message};
 use shop_shared::time::Timestamp;
-use sqlx::Row;
+use sqlx::{AnyConnection, AnyPool, Connection, Row};
 use tokio::sync::Notify;
 
-use super::{Db, Tx, inbox};
+use super::{Db, Dialect, Tx, inbox};
 use crate::bus::{Bus, OutgoingRecord};
 use crate::tasks::{Shutdown, Spawner};
 
 /// Most outbox rows published in one go.
 const BATCH: i64 = 512;
-/// How often the relay looks even when nobody woke it (writes by another
-/// process, or a wake lost to a crash).
-const POLL_EVERY: Duration = Duration::from_millis(500);
 
 /// Adds `message` in a fresh envelope to the outbox, inside `tx`.
 pub async fn push<M: Message>(
@@ -96,8 +93,19 @@ impl Relay {
     async fn run(self) -> anyhow::Result<()> {
         let mut backoff = Duration::from_millis(50);
         let mut last_prune = std::time::Instant::now();
+        let mut leader: Option<AnyConnection> = None;
+        let poll = match self.db.dialect() {
+            // One process owns a SQLite database; its commits wake the relay.
+            Dialect::Sqlite => Duration::from_millis(500),
+            // Other instances write too, and only the leader relays.
+            Dialect::Postgres => Duration::from_millis(50),
+        };
         loop {
-            match self.publish_pending().await {
+            let outcome = match self.db.dialect() {
+                Dialect::Sqlite => flush(&self.db, self.bus.as_ref()).await,
+                Dialect::Postgres => self.lead_and_flush(&mut leader).await,
+            };
+            match outcome {
                 Ok(()) => backoff = Duration::from_millis(50),
                 Err(error) => {
                     tracing::warn!(
@@ -105,6 +113,11 @@ impl Relay {
                         error = format!("{error:#}"),
                         "outbox relay failed; retrying"
                     );
+                    if let Some(connection) = leader.take() {
+                        // Closing the connection gives up the lock, so another
+                        // instance may take over.
+                        let _ = connection.close().await;
+                    }
                     if !self.shutdown.sleep(backoff).await {
                         return Ok(());
                     }
@@ -120,27 +133,77 @@ impl Relay {
             }
             tokio::select! {
                 _ = self.wake.notified() => {}
-                _ = tokio::time::sleep(POLL_EVERY) => {}
+                _ = tokio::time::sleep(poll) => {}
                 _ = self.shutdown.triggered() => return Ok(()),
             }
         }
     }
 
-    async fn publish_pending(&self) -> anyhow::Result<()> {
-        flush(&self.db, self.bus.as_ref()).await
+    /// On PostgreSQL several instances of a service share one outbox, and
+    /// publishing it from two places at once could reorder a key's messages:
+    /// only the instance holding the relay's advisory lock publishes, on the
+    /// connection that holds the lock, so losing the connection loses both.
+    async fn lead_and_flush(&self, leader: &mut Option<AnyConnection>) -> anyhow::Result<()> {
+        if leader.is_none() {
+            let mut connection = self.db.pool().acquire().await?.detach();
+            let key = lock_key(self.service);
+            let acquired: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+                .bind(key)
+                .fetch_one(&mut connection)
+                .await?;
+            if !acquired {
+                let _ = connection.close().await;
+                return Ok(());
+            }
+            tracing::info!(
+                service = self.service,
+                "this instance now relays the outbox"
+            );
+            *leader = Some(connection);
+        }
+        match leader {
+            Some(connection) => flush_on(connection, self.bus.as_ref()).await,
+            None => Ok(()),
+        }
     }
 }
 
+/// The advisory lock key of a service's relay.
+fn lock_key(service: &str) -> i64 {
+    let mut hash: i64 = 0x4f55_5442_4f58; // "OUTBOX"
+    for byte in format!("outbox-relay:{service}").bytes() {
+        hash = hash.wrapping_mul(31).wrapping_add(i64::from(byte));
+    }
+    hash
+}
+
 /// Publishes every row in `db`'s outbox to `bus`, oldest first, deleting
-/// what was published.
+/// what was published. Queries go through the pool, so no connection is
+/// held while publishing (a SQLite pool has only one).
 pub async fn flush(db: &Db, bus: &dyn Bus) -> anyhow::Result<()> {
+    flush_from(Source::Pool(db.pool()), bus).await
+}
+
+async fn flush_on(connection: &mut AnyConnection, bus: &dyn Bus) -> anyhow::Result<()> {
+    flush_from(Source::Connection(connection), bus).await
+}
+
+/// Where the relay reads and deletes outbox rows.
+enum Source<'a> {
+    Pool(&'a AnyPool),
+    Connection(&'a mut AnyConnection),
+}
+
+async fn flush_from(mut source: Source<'_>, bus: &dyn Bus) -> anyhow::Result<()> {
     loop {
-        let rows = sqlx::query(
+        let select = sqlx::query(
             "SELECT id, topic, msg_key, headers, payload FROM outbox ORDER BY id LIMIT $1",
         )
-        .bind(BATCH)
-        .fetch_all(db.pool())
-        .await?;
+        .bind(BATCH);
+        let rows = match &mut source {
+            Source::Pool(pool) => select.fetch_all(*pool).await?,
+            Source::Connection(connection) => select.fetch_all(&mut **connection).await?,
+        };
         if rows.is_empty() {
             return Ok(());
         }
@@ -161,11 +224,13 @@ pub async fn flush(db: &Db, bus: &dyn Bus) -> anyhow::Result<()> {
         // Only the rows just published: a row with a lower id may still be
         // uncommitted in another transaction.
         let list = ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
-        sqlx::query(sqlx::AssertSqlSafe(format!(
+        let delete = sqlx::query(sqlx::AssertSqlSafe(format!(
             "DELETE FROM outbox WHERE id IN ({list})"
-        )))
-        .execute(db.pool())
-        .await?;
+        )));
+        match &mut source {
+            Source::Pool(pool) => delete.execute(*pool).await?,
+            Source::Connection(connection) => delete.execute(&mut **connection).await?,
+        };
         if rows.len() < BATCH as usize {
             return Ok(());
         }

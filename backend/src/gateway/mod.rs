@@ -14,6 +14,7 @@ pub mod ws;
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -26,7 +27,9 @@ use shop_shared::protocol::{ErrorCode, OrderLineRequest, ProtocolError, ServerMe
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
+use crate::app::Runtime;
 use crate::bus::{self, Bus, Subscription, SubscriptionHandle};
+use crate::metrics::{GaugeSource, Metrics, Sample};
 use crate::secrets::Secret;
 use read_model::{ReadModel, ReadModelHandler};
 use token::TokenSigner;
@@ -48,6 +51,9 @@ struct Inner {
     read_model: ReadModel,
     tokens: TokenSigner,
     loaded: SubscriptionHandle,
+    metrics: Metrics,
+    /// Open client connections, for metrics.
+    connections: AtomicI64,
 }
 
 /// A command the gateway refuses, with the code clients see.
@@ -71,8 +77,9 @@ impl Refusal {
 }
 
 /// Starts the gateway: subscribes its read model to the state topics.
-pub async fn start(bus: Arc<dyn Bus>, token_secret: Secret) -> anyhow::Result<Gateway> {
+pub async fn start(runtime: &Runtime, token_secret: Secret) -> anyhow::Result<Gateway> {
     let read_model = ReadModel::default();
+    let bus = runtime.bus.clone();
     let loaded = bus
         .subscribe(
             Subscription::broadcast("gateway", &[topic::ORDERS, topic::PRODUCTS]),
@@ -87,6 +94,8 @@ pub async fn start(bus: Arc<dyn Bus>, token_secret: Secret) -> anyhow::Result<Ga
             read_model,
             tokens: TokenSigner::new(token_secret),
             loaded,
+            metrics: runtime.metrics.clone(),
+            connections: AtomicI64::new(0),
         }),
     })
 }
@@ -108,6 +117,49 @@ impl Gateway {
 
     pub fn tokens(&self) -> &TokenSigner {
         &self.inner.tokens
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    /// Counts a connection while the returned guard lives.
+    pub fn connected(&self) -> ConnectionGuard {
+        self.inner.connections.fetch_add(1, Ordering::Relaxed);
+        ConnectionGuard {
+            gateway: self.clone(),
+        }
+    }
+
+    /// Open connections and what the read models hold, read when scraped.
+    pub fn gauges(&self) -> GaugeSource {
+        let gateway = self.clone();
+        Arc::new(move || {
+            let gateway = gateway.clone();
+            Box::pin(async move {
+                let model = gateway.read_model();
+                vec![
+                    Sample {
+                        name: "shop_gateway_connections",
+                        help: "Open client connections.",
+                        labels: vec![],
+                        value: gateway.inner.connections.load(Ordering::Relaxed) as f64,
+                    },
+                    Sample {
+                        name: "shop_gateway_read_model_loaded",
+                        help: "1 once the read models hold everything published before start.",
+                        labels: vec![],
+                        value: if gateway.is_ready() { 1.0 } else { 0.0 },
+                    },
+                    Sample {
+                        name: "shop_gateway_products",
+                        help: "Products in the read model.",
+                        labels: vec![],
+                        value: model.products().len() as f64,
+                    },
+                ]
+            })
+        })
     }
 
     /// Waits until the read model holds everything published before start.
@@ -253,6 +305,20 @@ impl Gateway {
             .await
             .ok()
             .flatten()
+    }
+}
+
+/// Counts an open connection until dropped.
+pub struct ConnectionGuard {
+    gateway: Gateway,
+}
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.gateway
+            .inner
+            .connections
+            .fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -18,6 +18,8 @@ use axum::extract::State;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::response::Response;
 use futures_util::{SinkExt, StreamExt};
+use shop_shared::domain::Product;
+use shop_shared::events::OrderState;
 use shop_shared::protocol::{
     ClientMessage, ErrorCode, PROTOCOL_VERSION, ProtocolError, ServerMessage,
 };
@@ -41,6 +43,7 @@ pub async fn upgrade(ws: WebSocketUpgrade, State(gateway): State<Gateway>) -> Re
 }
 
 async fn serve(gateway: Gateway, socket: WebSocket) {
+    let _counted = gateway.connected();
     let (mut sink, mut stream) = socket.split();
     let (out, mut outgoing) = mpsc::channel::<ServerMessage>(256);
     let writer = tokio::spawn(async move {
@@ -65,16 +68,9 @@ async fn serve(gateway: Gateway, socket: WebSocket) {
         match frame {
             Ok(Message::Text(text)) => connection.on_text(text.as_str()).await,
             Ok(Message::Binary(_)) => {
-                connection
-                    .reply(
-                        ProtocolError::new(
-                            None,
-                            ErrorCode::BadRequest,
-                            "send JSON in text frames, not binary ones",
-                        )
-                        .into_message(),
-                    )
-                    .await;
+                let message = "send JSON in text frames, not binary ones";
+                let refusal = ProtocolError::new(None, ErrorCode::BadRequest, message);
+                connection.send("invalid", refusal.into_message()).await;
             }
             Ok(Message::Close(_)) => break,
             Ok(Message::Ping(_) | Message::Pong(_)) => {}
@@ -104,65 +100,74 @@ fn error(request_id: &str, code: ErrorCode, message: impl Into<String>) -> Serve
     ProtocolError::new(Some(request_id.to_owned()), code, message).into_message()
 }
 
+/// Counts a reply to a `kind` command: `ok`, or the error code.
+fn count(gateway: &Gateway, kind: &str, reply: &ServerMessage) {
+    let outcome = match reply {
+        ServerMessage::Error { code, .. } => code.as_str(),
+        _ => "ok",
+    };
+    gateway.metrics().command(kind, outcome);
+}
+
 impl Connection {
-    async fn reply(&self, message: ServerMessage) {
-        let _ = self.out.send(message).await;
+    async fn send(&self, kind: &str, reply: ServerMessage) {
+        count(&self.gateway, kind, &reply);
+        let _ = self.out.send(reply).await;
     }
 
     async fn on_text(&mut self, text: &str) {
-        let command = match ClientMessage::parse(text) {
-            Ok(command) => command,
-            Err(refusal) => return self.reply(refusal.into_message()).await,
-        };
+        match ClientMessage::parse(text) {
+            Err(refusal) => self.send("invalid", refusal.into_message()).await,
+            Ok(command) => {
+                let kind = command.kind();
+                if let Some(reply) = self.execute(command).await {
+                    self.send(kind, reply).await;
+                }
+            }
+        }
+    }
+
+    /// The reply to `command`, or `None` when a task of its own answers.
+    async fn execute(&mut self, command: ClientMessage) -> Option<ServerMessage> {
         let request_id = command.request_id().to_owned();
         if let ClientMessage::Hello {
             protocol, token, ..
         } = command
         {
-            return self.hello(&request_id, protocol, token.as_deref()).await;
+            return Some(self.hello(&request_id, protocol, token.as_deref()));
         }
         let Some(customer) = self.customer else {
             let message = r#"say hello first: {"type":"hello","request_id":"1","protocol":1}"#;
-            return self
-                .reply(error(&request_id, ErrorCode::NotAuthenticated, message))
-                .await;
+            return Some(error(&request_id, ErrorCode::NotAuthenticated, message));
         };
         if matches!(command, ClientMessage::Ping { .. }) {
-            return self.reply(ServerMessage::Pong { request_id }).await;
+            return Some(ServerMessage::Pong { request_id });
         }
         if tokio::time::timeout(READY_TIMEOUT, self.gateway.ready())
             .await
             .is_err()
         {
             let message = "the gateway is still loading the shop's state; try again shortly";
-            return self
-                .reply(error(&request_id, ErrorCode::Unavailable, message))
-                .await;
+            return Some(error(&request_id, ErrorCode::Unavailable, message));
         }
         let gateway = &self.gateway;
         match command {
-            ClientMessage::ListProducts { .. } => {
-                let products = gateway.read_model().products();
-                self.reply(ServerMessage::Products {
-                    request_id,
-                    products,
-                })
-                .await;
-            }
-            ClientMessage::ListOrders { .. } => {
-                let orders = gateway.read_model().customer_orders(customer);
-                self.reply(ServerMessage::Orders { request_id, orders })
-                    .await;
-            }
+            ClientMessage::ListProducts { .. } => Some(ServerMessage::Products {
+                request_id,
+                products: gateway.read_model().products(),
+            }),
+            ClientMessage::ListOrders { .. } => Some(ServerMessage::Orders {
+                request_id,
+                orders: gateway.read_model().customer_orders(customer),
+            }),
             ClientMessage::GetOrder { order_id, .. } => {
-                let reply = match gateway.find_order(customer, &order_id) {
+                Some(match gateway.find_order(customer, &order_id) {
                     Ok(state) => ServerMessage::Order {
                         request_id,
                         order: state.order.clone(),
                     },
                     Err(refusal) => refusal.answer(&request_id),
-                };
-                self.reply(reply).await;
+                })
             }
             ClientMessage::PlaceOrder {
                 idempotency_key,
@@ -170,7 +175,7 @@ impl Connection {
                 ..
             } => {
                 let id = request_id.clone();
-                self.spawn_command(&id, move |gateway| async move {
+                self.spawn_command("place_order", &id, move |gateway| async move {
                     match gateway
                         .place_order(customer, &idempotency_key, &lines)
                         .await
@@ -179,24 +184,28 @@ impl Connection {
                         Err(refusal) => refusal.answer(&request_id),
                     }
                 })
-                .await;
             }
             ClientMessage::CancelOrder { order_id, .. } => {
                 let id = request_id.clone();
-                self.spawn_command(&id, move |gateway| async move {
+                self.spawn_command("cancel_order", &id, move |gateway| async move {
                     match gateway.cancel_order(customer, &order_id).await {
                         Ok(order) => ServerMessage::Order { request_id, order },
                         Err(refusal) => refusal.answer(&request_id),
                     }
                 })
-                .await;
             }
-            ClientMessage::Hello { .. } | ClientMessage::Ping { .. } => {}
+            ClientMessage::Hello { .. } | ClientMessage::Ping { .. } => None,
         }
     }
 
-    /// Runs a command that waits on the services in a task of its own.
-    async fn spawn_command<F, Fut>(&mut self, request_id: &str, command: F)
+    /// Runs a command that waits on the services in a task of its own;
+    /// returns the refusal when too many already wait.
+    fn spawn_command<F, Fut>(
+        &mut self,
+        kind: &'static str,
+        request_id: &str,
+        command: F,
+    ) -> Option<ServerMessage>
     where
         F: FnOnce(Gateway) -> Fut,
         Fut: std::future::Future<Output = ServerMessage> + Send + 'static,
@@ -204,35 +213,32 @@ impl Connection {
         let Ok(permit) = self.in_flight.clone().try_acquire_owned() else {
             let message =
                 format!("at most {MAX_IN_FLIGHT} commands may wait at once on one connection");
-            return self
-                .reply(error(request_id, ErrorCode::TooManyRequests, message))
-                .await;
+            return Some(error(request_id, ErrorCode::TooManyRequests, message));
         };
         let out = self.out.clone();
-        let work = command(self.gateway.clone());
+        let gateway = self.gateway.clone();
+        let work = command(gateway.clone());
         self.tasks.spawn(async move {
             let reply = work.await;
+            count(&gateway, kind, &reply);
             let _ = out.send(reply).await;
             drop(permit);
         });
+        None
     }
 
-    async fn hello(&mut self, request_id: &str, protocol: u32, token: Option<&str>) {
+    fn hello(&mut self, request_id: &str, protocol: u32, token: Option<&str>) -> ServerMessage {
         if self.customer.is_some() {
-            return self
-                .reply(error(
-                    request_id,
-                    ErrorCode::BadRequest,
-                    "this connection already said hello",
-                ))
-                .await;
+            return error(
+                request_id,
+                ErrorCode::BadRequest,
+                "this connection already said hello",
+            );
         }
         if protocol != PROTOCOL_VERSION {
             let message =
                 format!("this gateway speaks protocol {PROTOCOL_VERSION}, not {protocol}");
-            return self
-                .reply(error(request_id, ErrorCode::UnsupportedProtocol, message))
-                .await;
+            return error(request_id, ErrorCode::UnsupportedProtocol, message);
         }
         let customer = match token {
             Some(token) => match self.gateway.tokens().verify(token) {
@@ -240,38 +246,44 @@ impl Connection {
                 Err(invalid) => {
                     let message =
                         format!("{invalid}; say hello without a token to become a new customer");
-                    return self
-                        .reply(error(request_id, ErrorCode::InvalidToken, message))
-                        .await;
+                    return error(request_id, ErrorCode::InvalidToken, message);
                 }
             },
             None => Uuid::new_v4(),
         };
         self.customer = Some(customer);
-        let token = self.gateway.tokens().issue(customer);
         tracing::debug!(customer_id = %customer, "customer connected");
-        self.reply(ServerMessage::Welcome {
-            request_id: request_id.to_owned(),
-            protocol: PROTOCOL_VERSION,
-            customer_id: customer,
-            token,
-        })
-        .await;
+        // Subscribe before the welcome goes out, so no change is missed.
+        let model = self.gateway.read_model();
+        let changes = (model.product_changes(), model.customer_changes(customer));
         self.tasks.spawn(push_changes(
             self.gateway.clone(),
             customer,
+            changes,
             self.out.clone(),
         ));
+        ServerMessage::Welcome {
+            request_id: request_id.to_owned(),
+            protocol: PROTOCOL_VERSION,
+            customer_id: customer,
+            token: self.gateway.tokens().issue(customer),
+        }
     }
 }
 
 /// Forwards product changes and this customer's order changes. A
 /// connection too slow to keep up gets the whole current state instead of
 /// the changes it missed.
-async fn push_changes(gateway: Gateway, customer: Uuid, out: mpsc::Sender<ServerMessage>) {
+async fn push_changes(
+    gateway: Gateway,
+    customer: Uuid,
+    (mut products, mut orders): (
+        broadcast::Receiver<Product>,
+        broadcast::Receiver<Arc<OrderState>>,
+    ),
+    out: mpsc::Sender<ServerMessage>,
+) {
     let model = gateway.read_model().clone();
-    let mut products = model.product_changes();
-    let mut orders = model.customer_changes(customer);
     loop {
         let messages = tokio::select! {
             change = products.recv() => match change {

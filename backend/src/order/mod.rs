@@ -16,21 +16,18 @@ use std::time::Duration;
 
 use shop_shared::events::topic;
 
-use crate::bus::{Bus, Subscription, SubscriptionHandle};
+use crate::app::Runtime;
+use crate::bus::Subscription;
 use crate::db::outbox::spawn_relay;
 use crate::db::{Db, Service};
-use crate::tasks::Spawner;
+use crate::metrics::{GaugeSource, Sample};
 
 /// The consumer group of the order service.
 pub const GROUP: &str = "order";
 
-/// Starts the order service on `db` and `bus`.
-pub async fn start(
-    db: Db,
-    bus: Arc<dyn Bus>,
-    pay_ttl: Duration,
-    spawner: &Spawner,
-) -> anyhow::Result<SubscriptionHandle> {
+/// Starts the order service on `db`; returns its gauges.
+pub async fn start(runtime: &Runtime, db: Db, pay_ttl: Duration) -> anyhow::Result<GaugeSource> {
+    let (bus, spawner) = (&runtime.bus, &runtime.spawner);
     db.migrate(Service::Order).await?;
     let relay = spawn_relay("order", db.clone(), bus.clone(), spawner);
     let handler = handler::OrderHandler {
@@ -38,22 +35,43 @@ pub async fn start(
         relay: relay.clone(),
         pay_ttl,
     };
-    let subscription = bus
-        .subscribe(
-            Subscription::group(
-                GROUP,
-                &[
-                    topic::ORDER_COMMANDS,
-                    topic::STOCK_EVENTS,
-                    topic::PAYMENT_EVENTS,
-                ],
-            ),
-            Arc::new(handler),
-        )
-        .await?;
+    bus.subscribe(
+        Subscription::group(
+            GROUP,
+            &[
+                topic::ORDER_COMMANDS,
+                topic::STOCK_EVENTS,
+                topic::PAYMENT_EVENTS,
+            ],
+        ),
+        Arc::new(handler),
+    )
+    .await?;
     spawner.spawn(
         "order-expiry-sweep",
-        expiry::run(db, relay, spawner.shutdown().clone()),
+        expiry::run(db.clone(), relay, spawner.shutdown().clone()),
     );
-    Ok(subscription)
+    Ok(gauges(db))
+}
+
+/// Orders by status, read when metrics are scraped.
+fn gauges(db: Db) -> GaugeSource {
+    Arc::new(move || {
+        let db = db.clone();
+        Box::pin(async move {
+            let counts = store::count_by_status(&db).await.unwrap_or_else(|error| {
+                tracing::warn!(%error, "cannot count orders for metrics");
+                Vec::new()
+            });
+            counts
+                .into_iter()
+                .map(|(status, count)| Sample {
+                    name: "shop_orders",
+                    help: "Orders by status.",
+                    labels: vec![("status", status)],
+                    value: count as f64,
+                })
+                .collect()
+        })
+    })
 }

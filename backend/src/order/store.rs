@@ -233,3 +233,13 @@ pub async fn next_deadline(db: &Db) -> Result<Option<Timestamp>, sqlx::Error> {
             .await?;
     Ok(next.map(Timestamp::from_millis))
 }
+
+/// How many orders have each status.
+pub async fn count_by_status(db: &Db) -> Result<Vec<(String, i64)>, sqlx::Error> {
+    sqlx::query("SELECT status, COUNT(*) AS n FROM orders GROUP BY status ORDER BY status")
+        .fetch_all(db.pool())
+        .await?
+        .iter()
+        .map(|row| Ok((row.try_get("status")?, row.try_get("n")?)))
+        .collect()
+}

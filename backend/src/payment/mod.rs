@@ -20,11 +20,12 @@ use axum::Router;
 use axum::routing::post;
 use shop_shared::events::topic;
 
-use crate::bus::{Bus, Subscription, SubscriptionHandle};
+use crate::app::Runtime;
+use crate::bus::Subscription;
 use crate::db::outbox::{RelayHandle, spawn_relay};
 use crate::db::{Db, Service};
+use crate::metrics::{GaugeSource, Metrics, Sample};
 use crate::secrets::Secret;
-use crate::tasks::Spawner;
 use provider::PaymentProvider;
 
 /// The consumer group of the payment service.
@@ -37,35 +38,67 @@ pub struct PaymentService {
     pub relay: RelayHandle,
     pub provider: Arc<dyn PaymentProvider>,
     pub webhook_secret: Secret,
+    pub metrics: Metrics,
 }
 
-/// Starts the payment service; returns its subscription and its HTTP
-/// routes (the webhook).
+/// What a started payment service contributes to its process.
+pub struct Started {
+    /// `POST /stripe/webhook`.
+    pub routes: Router,
+    pub gauges: GaugeSource,
+}
+
+/// Starts the payment service with `provider`.
 pub async fn start(
+    runtime: &Runtime,
     db: Db,
-    bus: Arc<dyn Bus>,
     provider: Arc<dyn PaymentProvider>,
     webhook_secret: Secret,
-    spawner: &Spawner,
-) -> anyhow::Result<(SubscriptionHandle, Router)> {
+) -> anyhow::Result<Started> {
+    let (bus, spawner) = (&runtime.bus, &runtime.spawner);
     db.migrate(Service::Payment).await?;
     let relay = spawn_relay("payment", db.clone(), bus.clone(), spawner);
     let service = PaymentService {
-        db,
+        db: db.clone(),
         relay,
         provider,
         webhook_secret,
+        metrics: runtime.metrics.clone(),
     };
-    let subscription = bus
-        .subscribe(
-            Subscription::group(GROUP, &[topic::PAYMENT_COMMANDS]),
-            Arc::new(handler::PaymentHandler {
-                service: service.clone(),
-            }),
-        )
-        .await?;
+    bus.subscribe(
+        Subscription::group(GROUP, &[topic::PAYMENT_COMMANDS]),
+        Arc::new(handler::PaymentHandler {
+            service: service.clone(),
+        }),
+    )
+    .await?;
     let routes = Router::new()
         .route("/stripe/webhook", post(webhook::receive))
         .with_state(service);
-    Ok((subscription, routes))
+    Ok(Started {
+        routes,
+        gauges: gauges(db),
+    })
+}
+
+/// Payments by status, read when metrics are scraped.
+fn gauges(db: Db) -> GaugeSource {
+    Arc::new(move || {
+        let db = db.clone();
+        Box::pin(async move {
+            let counts = store::count_by_status(&db).await.unwrap_or_else(|error| {
+                tracing::warn!(%error, "cannot count payments for metrics");
+                Vec::new()
+            });
+            counts
+                .into_iter()
+                .map(|(status, count)| Sample {
+                    name: "shop_payments",
+                    help: "Payments by status.",
+                    labels: vec![("status", status)],
+                    value: count as f64,
+                })
+                .collect()
+        })
+    })
 }

@@ -203,3 +203,13 @@ pub async fn processed(db: &Db, event_id: Uuid) -> Result<bool, sqlx::Error> {
             .await?;
     Ok(found.is_some())
 }
+
+/// How many payments have each status.
+pub async fn count_by_status(db: &Db) -> Result<Vec<(String, i64)>, sqlx::Error> {
+    sqlx::query("SELECT status, COUNT(*) AS n FROM payments GROUP BY status ORDER BY status")
+        .fetch_all(db.pool())
+        .await?
+        .iter()
+        .map(|row| Ok((row.try_get("status")?, row.try_get("n")?)))
+        .collect()
+}

@@ -71,30 +71,39 @@ pub async fn receive(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let (outcome, response) = answer(&service, &headers, &body).await;
+    service.metrics.webhook(outcome);
+    response
+}
+
+/// The response to a webhook, with a short name of its outcome for metrics.
+async fn answer(
+    service: &PaymentService,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> (&'static str, Response) {
     let header = headers
         .get("stripe-signature")
         .and_then(|value| value.to_str().ok());
     let now = Timestamp::now().as_millis() / 1000;
     if let Err(error) = signature::verify(
         header,
-        &body,
+        body,
         service.webhook_secret.expose(),
         now,
         TOLERANCE,
     ) {
         tracing::warn!(code = error.code(), %error, "webhook refused");
-        return refuse(error.code(), &error.to_string());
+        return (error.code(), refuse(error.code(), &error.to_string()));
     }
-    let event: Event = match serde_json::from_slice(&body) {
+    let event: Event = match serde_json::from_slice(body) {
         Ok(event) => event,
         Err(error) => {
-            return refuse(
-                "malformed_event",
-                &format!("the event is not a Stripe event: {error}"),
-            );
+            let message = format!("the event is not a Stripe event: {error}");
+            return ("malformed_event", refuse("malformed_event", &message));
         }
     };
-    match process(&service, &event).await {
+    match process(service, &event).await {
         Ok(outcome) => {
             tracing::info!(event_id = %event.id, event_type = %event.kind, ?outcome, "webhook handled");
             let (name, reason) = match outcome {
@@ -102,20 +111,23 @@ pub async fn receive(
                 Outcome::Duplicate => ("duplicate", None),
                 Outcome::Ignored(reason) => ("ignored", Some(reason)),
             };
+            let body = Json(json!({ "received": true, "outcome": name, "reason": reason }));
             (
-                StatusCode::OK,
-                Json(json!({ "received": true, "outcome": name, "reason": reason })),
+                reason.unwrap_or(name),
+                (StatusCode::OK, body).into_response(),
             )
-                .into_response()
         }
-        Err(ProcessError::Malformed(message)) => refuse("malformed_event", &message),
+        Err(ProcessError::Malformed(message)) => {
+            ("malformed_event", refuse("malformed_event", &message))
+        }
         Err(ProcessError::Storage(error)) => {
             tracing::error!(event_id = %event.id, %error, "webhook could not be stored; the provider will retry");
+            let body =
+                Json(json!({ "error": { "type": "unavailable", "message": "try again later" } }));
             (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({ "error": { "type": "unavailable", "message": "try again later" } })),
+                "unavailable",
+                (StatusCode::SERVICE_UNAVAILABLE, body).into_response(),
             )
-                .into_response()
         }
     }
 }

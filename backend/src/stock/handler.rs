@@ -15,10 +15,12 @@ use super::store::{self, OrderStock};
 use crate::bus::{Handler, HandlerError, Record};
 use crate::db::outbox::{self, RelayHandle};
 use crate::db::{Db, Tx, inbox};
+use crate::metrics::Metrics;
 
 pub struct StockHandler {
     pub db: Db,
     pub relay: RelayHandle,
+    pub metrics: Metrics,
 }
 
 #[async_trait]
@@ -66,6 +68,7 @@ impl StockHandler {
             Reservation::Reject { unavailable } => {
                 store::set_order_state(tx, order_id, OrderStock::Rejected).await?;
                 tracing::info!(%order_id, ?unavailable, "reservation rejected: not enough stock");
+                self.metrics.reservation("rejected");
                 let event = StockEvent::StockRejected(StockRejected {
                     order_id,
                     unavailable,
@@ -98,6 +101,7 @@ impl StockHandler {
                     .await?;
                 }
                 tracing::info!(%order_id, lines = lines.len(), "stock reserved");
+                self.metrics.reservation("reserved");
                 let event = StockEvent::StockReserved(StockReserved {
                     order_id,
                     currency,

@@ -15,10 +15,11 @@ use std::sync::Arc;
 
 use shop_shared::events::{ProductEvent, topic};
 
-use crate::bus::{Bus, Subscription, SubscriptionHandle};
+use crate::app::Runtime;
+use crate::bus::Subscription;
 use crate::db::outbox::{self, spawn_relay};
 use crate::db::{Db, Service};
-use crate::tasks::Spawner;
+use crate::metrics::{GaugeSource, Sample};
 use catalog::CatalogProduct;
 
 /// The consumer group of the stock service.
@@ -28,23 +29,64 @@ pub const GROUP: &str = "stock";
 /// given: they are added (or their names and prices updated). Without one,
 /// an empty database gets the reference shop.
 pub async fn start(
+    runtime: &Runtime,
     db: Db,
-    bus: Arc<dyn Bus>,
     catalog: Option<Vec<CatalogProduct>>,
-    spawner: &Spawner,
-) -> anyhow::Result<SubscriptionHandle> {
+) -> anyhow::Result<GaugeSource> {
+    let (bus, spawner) = (&runtime.bus, &runtime.spawner);
     db.migrate(Service::Stock).await?;
     seed(&db, catalog).await?;
     // Publish the catalogue before anyone reads it.
     outbox::flush(&db, bus.as_ref()).await?;
     let relay = spawn_relay("stock", db.clone(), bus.clone(), spawner);
-    let handler = handler::StockHandler { db, relay };
-    Ok(bus
-        .subscribe(
-            Subscription::group(GROUP, &[topic::STOCK_COMMANDS]),
-            Arc::new(handler),
-        )
-        .await?)
+    let handler = handler::StockHandler {
+        db: db.clone(),
+        relay,
+        metrics: runtime.metrics.clone(),
+    };
+    bus.subscribe(
+        Subscription::group(GROUP, &[topic::STOCK_COMMANDS]),
+        Arc::new(handler),
+    )
+    .await?;
+    Ok(gauges(db))
+}
+
+/// Units available, reserved and sold per product, read when scraped.
+fn gauges(db: Db) -> GaugeSource {
+    Arc::new(move || {
+        let db = db.clone();
+        Box::pin(async move {
+            let products = store::all(&db).await.unwrap_or_else(|error| {
+                tracing::warn!(%error, "cannot read stock for metrics");
+                Vec::new()
+            });
+            let mut samples = Vec::with_capacity(products.len() * 3);
+            for product in products {
+                for (name, help, value) in [
+                    (
+                        "shop_stock_available",
+                        "Units available to reserve, by sku.",
+                        product.available,
+                    ),
+                    (
+                        "shop_stock_reserved",
+                        "Units reserved by unpaid orders, by sku.",
+                        product.reserved,
+                    ),
+                    ("shop_stock_sold", "Units sold, by sku.", product.sold),
+                ] {
+                    samples.push(Sample {
+                        name,
+                        help,
+                        labels: vec![("sku", product.sku.clone())],
+                        value: value as f64,
+                    });
+                }
+            }
+            samples
+        })
+    })
 }
 
 /// Seeds the catalogue and republishes every product, so read models that

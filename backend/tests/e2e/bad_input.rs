@@ -12,7 +12,7 @@ use shop_shared::protocol::ErrorCode;
 use shop_shared::time::Timestamp;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::harness::{Shop, WAIT, reserve, wait_available};
+use crate::harness::{Mode, Shop, WAIT, reserve, wait_available};
 
 /// Sends `frame` raw and returns the error frame the gateway answers with.
 async fn refused(client: &Client, frame: impl Into<String>) -> (ErrorCode, Option<String>, String) {
@@ -37,9 +37,8 @@ async fn refused(client: &Client, frame: impl Into<String>) -> (ErrorCode, Optio
     answer
 }
 
-#[tokio::test]
-async fn malformed_frames_get_typed_errors_and_the_connection_stays_usable() {
-    let shop = Shop::start().await;
+async fn malformed_frames_get_typed_errors_and_the_connection_stays_usable(mode: Mode) {
+    let shop = Shop::start(mode).await;
     let client = shop.customer().await;
     let products = client.products().await.expect("products");
 
@@ -98,9 +97,8 @@ async fn malformed_frames_get_typed_errors_and_the_connection_stays_usable() {
     assert!(client.orders().await.expect("orders").is_empty());
 }
 
-#[tokio::test]
-async fn a_frame_beyond_the_socket_limit_closes_only_that_connection() {
-    let shop = Shop::start().await;
+async fn a_frame_beyond_the_socket_limit_closes_only_that_connection(mode: Mode) {
+    let shop = Shop::start(mode).await;
     let client = shop.customer().await;
     let mut pushes = client.subscribe();
     client.send_raw("x".repeat(2 << 20)).expect("sent");
@@ -124,9 +122,8 @@ async fn a_frame_beyond_the_socket_limit_closes_only_that_connection() {
     );
 }
 
-#[tokio::test]
-async fn bad_orders_are_refused_with_their_own_codes_and_change_nothing() {
-    let shop = Shop::start().await;
+async fn bad_orders_are_refused_with_their_own_codes_and_change_nothing(mode: Mode) {
+    let shop = Shop::start(mode).await;
     let client = shop.customer().await;
     let products = client.products().await.expect("products");
     let many: Vec<(String, i64)> = (0..21).map(|n| (format!("SKU-{n:03}"), 1)).collect();
@@ -200,9 +197,8 @@ async fn ask(socket: &mut Socket, frame: Value) -> Value {
     next_json(socket).await
 }
 
-#[tokio::test]
-async fn commands_before_hello_wrong_versions_and_forged_tokens_are_refused() {
-    let shop = Shop::start().await;
+async fn commands_before_hello_wrong_versions_and_forged_tokens_are_refused(mode: Mode) {
+    let shop = Shop::start(mode).await;
     let (mut socket, _) = tokio_tungstenite::connect_async(shop.ws_url.as_str())
         .await
         .expect("connects");
@@ -259,7 +255,7 @@ async fn commands_before_hello_wrong_versions_and_forged_tokens_are_refused() {
 async fn webhook(shop: &Shop, body: &str, signature: Option<String>) -> (u16, Value) {
     let mut request = shop
         .http()
-        .post(format!("{}/stripe/webhook", shop.base))
+        .post(shop.webhook_url())
         .header("content-type", "application/json")
         .body(body.to_owned());
     if let Some(signature) = signature {
@@ -289,9 +285,8 @@ fn completed(event_id: &str, session_id: &str, order_id: &str, amount: i64) -> S
     .to_string()
 }
 
-#[tokio::test]
-async fn forged_stale_malformed_unknown_and_replayed_webhooks_change_nothing() {
-    let shop = Shop::start().await;
+async fn forged_stale_malformed_unknown_and_replayed_webhooks_change_nothing(mode: Mode) {
+    let shop = Shop::start(mode).await;
     let secret = shop.webhook_secret();
     let now = Timestamp::now().as_millis() / 1000;
     let sign = |body: &str, at: i64| Some(signature::header(&secret, at, body.as_bytes()));
@@ -382,9 +377,8 @@ async fn forged_stale_malformed_unknown_and_replayed_webhooks_change_nothing() {
     wait_available(&client, "SKU-001", 9).await;
 }
 
-#[tokio::test]
-async fn the_checkout_form_refuses_bad_card_details_without_charging() {
-    let shop = Shop::start().await;
+async fn the_checkout_form_refuses_bad_card_details_without_charging(mode: Mode) {
+    let shop = Shop::start(mode).await;
     let client = shop.customer().await;
     let order = reserve(&client, &[("SKU-002", 1)]).await;
     let url = order.checkout_url.clone().expect("url");
@@ -414,7 +408,10 @@ async fn the_checkout_form_refuses_bad_card_details_without_charging() {
     }
     let unknown = shop
         .http()
-        .get(format!("{}/checkout/cs_nope", shop.base))
+        .get(format!(
+            "{}/checkout/cs_nope",
+            url.rsplit_once("/checkout/").expect("checkout URL").0
+        ))
         .send()
         .await
         .expect("answers");
@@ -429,3 +426,12 @@ async fn the_checkout_form_refuses_bad_card_details_without_charging() {
         OrderStatus::Reserved
     );
 }
+
+crate::in_both_modes!(
+    malformed_frames_get_typed_errors_and_the_connection_stays_usable,
+    a_frame_beyond_the_socket_limit_closes_only_that_connection,
+    bad_orders_are_refused_with_their_own_codes_and_change_nothing,
+    commands_before_hello_wrong_versions_and_forged_tokens_are_refused,
+    forged_stale_malformed_unknown_and_replayed_webhooks_change_nothing,
+    the_checkout_form_refuses_bad_card_details_without_charging,
+);

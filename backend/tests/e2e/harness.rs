@@ -1,7 +1,16 @@
-//! Starts the real `shop-backend` binary on a free port with a fresh data
-//! directory, and drives it as customers do: through the WebSocket client
-//! of `shop-shared` and plain HTTP.
+//! Starts the real shop and drives it as customers do: through the
+//! WebSocket client of `shop-shared` and plain HTTP.
+//!
+//! - Embedded mode: one `shop-backend` process on a free port with a fresh
+//!   data directory.
+//! - Distributed mode: a Kafka-compatible broker (tansu) of its own, a fresh
+//!   PostgreSQL database, and the four services as separate processes.
+//!
+//! Distributed mode needs the `tansu` binary and a PostgreSQL server; when
+//! one is missing the test fails and says how to get it (`scripts/test.sh`
+//! provides both).
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
@@ -14,12 +23,22 @@ use tokio::sync::broadcast;
 use uuid::Uuid;
 
 /// How long a test waits for the shop to reach an expected state.
-pub const WAIT: Duration = Duration::from_secs(20);
+pub const WAIT: Duration = Duration::from_secs(30);
 
 pub const GOOD_CARD: &str = "4242 4242 4242 4242";
 pub const DECLINED_CARD: &str = "4000 0000 0000 0002";
 
-/// How to start the backend.
+/// The webhook secret distributed tests give the payment service.
+const TEST_WEBHOOK_SECRET: &str = "whsec_distributed_test_secret";
+
+/// Which way the shop runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Embedded,
+    Distributed,
+}
+
+/// How to start the shop.
 #[derive(Clone)]
 pub struct Options {
     pub pay_ttl: &'static str,
@@ -36,68 +55,59 @@ impl Default for Options {
     }
 }
 
-/// A running backend process and its data directory.
-pub struct Shop {
-    pub base: String,
-    pub ws_url: String,
-    port: u16,
-    options: Options,
-    dir: tempfile::TempDir,
-    child: Option<Child>,
-    http: reqwest::Client,
+/// A service of distributed mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    Gateway,
+    Order,
+    Stock,
+    Payment,
 }
 
-impl Shop {
-    pub async fn start() -> Shop {
-        Shop::start_with(Options::default()).await
-    }
+impl Service {
+    pub const ALL: [Service; 4] = [
+        Service::Gateway,
+        Service::Stock,
+        Service::Order,
+        Service::Payment,
+    ];
 
-    pub async fn start_with(options: Options) -> Shop {
-        let dir = tempfile::tempdir().expect("temporary data directory");
-        let mut shop = Shop {
-            base: String::new(),
-            ws_url: String::new(),
-            port: 0,
-            options,
-            dir,
-            child: None,
-            http: reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .timeout(Duration::from_secs(20))
-                .build()
-                .expect("HTTP client"),
-        };
-        shop.spawn().await;
-        shop
+    fn name(self) -> &'static str {
+        match self {
+            Service::Gateway => "gateway",
+            Service::Order => "order",
+            Service::Stock => "stock",
+            Service::Payment => "payment",
+        }
     }
+}
 
-    fn log_path(&self) -> PathBuf {
-        self.dir.path().join("backend.log")
-    }
+/// One `shop-backend` process, restartable on the same port.
+struct Process {
+    name: String,
+    args: Vec<OsString>,
+    env: Vec<(String, String)>,
+    port: u16,
+    log: PathBuf,
+    child: Option<Child>,
+}
 
-    /// Starts the process (again) on the same data directory and port.
+impl Process {
     async fn spawn(&mut self) {
         let mut command = Command::new(env!("CARGO_BIN_EXE_shop-backend"));
         command
+            .args(&self.args)
             .arg("--listen")
             .arg(format!("127.0.0.1:{}", self.port))
-            .arg("--data-dir")
-            .arg(self.dir.path().join("data"))
-            .arg("--pay-ttl")
-            .arg(self.options.pay_ttl)
             .env("SHOP_LOG", "info,shop_backend=debug,sqlx=warn")
+            .envs(self.env.iter().map(|(key, value)| (key, value)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .kill_on_drop(true);
-        if let Some(catalog) = &self.options.catalog {
-            let path = self.dir.path().join("catalog.toml");
-            std::fs::write(&path, catalog).expect("catalogue written");
-            command.arg("--catalog").arg(path);
-        }
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(self.log_path())
+            .open(&self.log)
             .expect("log file");
         command.stderr(log);
         let mut child = command.spawn().expect("shop-backend starts");
@@ -107,13 +117,18 @@ impl Shop {
             .await
             .unwrap_or_else(|_| {
                 panic!(
-                    "shop-backend printed no address in time; log:\n{}",
-                    self.log()
+                    "{} printed no address in time; log:\n{}",
+                    self.name,
+                    self.log_text()
                 )
             })
             .expect("stdout readable")
             .unwrap_or_else(|| {
-                panic!("shop-backend exited before listening; log:\n{}", self.log())
+                panic!(
+                    "{} exited before listening; log:\n{}",
+                    self.name,
+                    self.log_text()
+                )
             });
         let address = first
             .split("http://")
@@ -128,25 +143,478 @@ impl Shop {
             .next()
             .and_then(|port| port.parse().ok())
             .expect("port");
-        self.base = format!("http://{address}");
-        self.ws_url = websocket_url(&self.base);
         self.child = Some(child);
     }
 
-    /// The webhook signing secret the backend generated.
-    pub fn webhook_secret(&self) -> String {
-        let path = self.dir.path().join("data").join("secrets.json");
-        let text = std::fs::read_to_string(&path).expect("secrets file");
-        let secrets: serde_json::Value = serde_json::from_str(&text).expect("secrets JSON");
-        secrets["webhook_secret"]
-            .as_str()
-            .expect("webhook secret")
-            .to_owned()
+    fn base(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
     }
 
-    /// The backend's log so far.
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    async fn terminate(&mut self) {
+        let mut child = self.child.take().expect("running");
+        let pid = child.id().expect("pid");
+        let status = std::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(pid.to_string())
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+        let exit = tokio::time::timeout(WAIT, child.wait())
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "{} did not stop on SIGTERM; log:\n{}",
+                    self.name,
+                    self.log_text()
+                )
+            })
+            .expect("wait");
+        assert!(
+            exit.success(),
+            "{} exited with {exit} on SIGTERM; log:\n{}",
+            self.name,
+            self.log_text()
+        );
+    }
+
+    async fn kill(&mut self) {
+        let mut child = self.child.take().expect("running");
+        child.kill().await.expect("killed");
+    }
+
+    /// Waits until `/healthz` answers 200.
+    async fn wait_healthy(&self, http: &reqwest::Client) {
+        let url = format!("{}/healthz", self.base());
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            if let Ok(response) = http.get(&url).send().await
+                && response.status() == 200
+            {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{} never became healthy; log:\n{}",
+                self.name,
+                self.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// A Kafka-compatible broker of one test.
+struct Broker {
+    port: u16,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Broker {
+    fn binary() -> PathBuf {
+        if let Some(path) = std::env::var_os("SHOP_TEST_TANSU") {
+            return PathBuf::from(path);
+        }
+        let home = std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_default();
+        let cargo_bin = home.join(".cargo/bin/tansu");
+        if cargo_bin.exists() {
+            cargo_bin
+        } else {
+            PathBuf::from("tansu")
+        }
+    }
+
+    async fn start(port: u16, log: PathBuf) -> Broker {
+        let mut broker = Broker {
+            port,
+            child: None,
+            log,
+        };
+        broker.spawn().await;
+        broker
+    }
+
+    async fn spawn(&mut self) {
+        let url = format!("tcp://127.0.0.1:{}", self.port);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("broker log");
+        let child = Command::new(Self::binary())
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
+            .args(["--storage-engine", "memory://tansu/"])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|error| {
+                panic!(
+                    "distributed tests need the Kafka-compatible broker tansu ({error}). \
+                     Install it with `cargo install tansu --locked --features dynostore` \
+                     or run scripts/test.sh, which does; SHOP_TEST_TANSU may name the binary."
+                )
+            });
+        self.child = Some(child);
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+            .await
+            .is_err()
+        {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "tansu did not start listening"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Pauses the broker process (SIGSTOP): it stops answering, keeping its data.
+    fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a paused broker run again (SIGCONT).
+    fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self
+            .child
+            .as_ref()
+            .and_then(Child::id)
+            .expect("broker running");
+        let status = std::process::Command::new("kill")
+            .arg(signal)
+            .arg(pid.to_string())
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+    }
+}
+
+/// A fresh PostgreSQL database, dropped at the end of the test.
+struct TestDatabase {
+    admin_url: String,
+    name: String,
+}
+
+impl TestDatabase {
+    fn admin_url() -> String {
+        std::env::var("SHOP_TEST_DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+    }
+
+    async fn create() -> TestDatabase {
+        sqlx::any::install_default_drivers();
+        let admin_url = Self::admin_url();
+        let name = format!("shop_test_{}", Uuid::new_v4().simple());
+        let mut admin = connect_admin(&admin_url).await;
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut admin)
+            .await
+            .expect("test database created");
+        TestDatabase { admin_url, name }
+    }
+
+    fn url(&self) -> String {
+        match self.admin_url.rsplit_once('/') {
+            Some((server, _)) => format!("{server}/{}", self.name),
+            None => format!("{}/{}", self.admin_url, self.name),
+        }
+    }
+}
+
+async fn connect_admin(url: &str) -> sqlx::AnyConnection {
+    use sqlx::Connection;
+    sqlx::AnyConnection::connect(url)
+        .await
+        .unwrap_or_else(|error| {
+            panic!(
+                "distributed tests need PostgreSQL at {url} ({error}). Start one (Debian: \
+             `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`), \
+             or run scripts/test.sh, which does; SHOP_TEST_DATABASE_URL may name another server."
+            )
+        })
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let (url, name) = (self.admin_url.clone(), self.name.clone());
+        // Drop cannot await; a thread with its own runtime can.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build();
+            if let Ok(runtime) = runtime {
+                runtime.block_on(async {
+                    let mut admin = connect_admin(&url).await;
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                    )))
+                    .execute(&mut admin)
+                    .await;
+                });
+            }
+        })
+        .join();
+    }
+}
+
+/// The processes of one test's shop.
+enum Backend {
+    Embedded(Process),
+    Distributed {
+        broker: Broker,
+        services: Vec<(Service, Process)>,
+        _database: TestDatabase,
+    },
+}
+
+/// A running shop.
+pub struct Shop {
+    pub mode: Mode,
+    pub base: String,
+    pub ws_url: String,
+    dir: tempfile::TempDir,
+    backend: Backend,
+    http: reqwest::Client,
+}
+
+async fn free_port() -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("free port");
+    listener.local_addr().expect("address").port()
+}
+
+impl Shop {
+    pub async fn start(mode: Mode) -> Shop {
+        Shop::start_with(mode, Options::default()).await
+    }
+
+    pub async fn start_with(mode: Mode, options: Options) -> Shop {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("HTTP client");
+        let mut catalog_args: Vec<OsString> = Vec::new();
+        if let Some(catalog) = &options.catalog {
+            let path = dir.path().join("catalog.toml");
+            std::fs::write(&path, catalog).expect("catalogue written");
+            catalog_args = vec!["--catalog".into(), path.into()];
+        }
+        let backend = match mode {
+            Mode::Embedded => {
+                let mut args: Vec<OsString> = vec![
+                    "--data-dir".into(),
+                    dir.path().join("data").into(),
+                    "--pay-ttl".into(),
+                    options.pay_ttl.into(),
+                ];
+                args.extend(catalog_args);
+                let mut process = Process {
+                    name: "shop-backend".into(),
+                    args,
+                    env: Vec::new(),
+                    port: 0,
+                    log: dir.path().join("backend.log"),
+                    child: None,
+                };
+                process.spawn().await;
+                process.wait_healthy(&http).await;
+                Backend::Embedded(process)
+            }
+            Mode::Distributed => {
+                let database = TestDatabase::create().await;
+                let broker = Broker::start(free_port().await, dir.path().join("broker.log")).await;
+                let env = vec![
+                    (
+                        "SHOP_KAFKA_BROKERS".to_owned(),
+                        format!("127.0.0.1:{}", broker.port),
+                    ),
+                    ("SHOP_DATABASE_URL".to_owned(), database.url()),
+                    ("SHOP_DATABASE_POOL".to_owned(), "4".to_owned()),
+                    (
+                        "SHOP_TOKEN_SECRET".to_owned(),
+                        "distributed-test-token-secret".to_owned(),
+                    ),
+                    (
+                        "SHOP_WEBHOOK_SECRET".to_owned(),
+                        TEST_WEBHOOK_SECRET.to_owned(),
+                    ),
+                    ("SHOP_PAY_TTL".to_owned(), options.pay_ttl.to_owned()),
+                ];
+                let mut services: Vec<(Service, Process)> = Vec::new();
+                let mut gateway_url = String::new();
+                for service in Service::ALL {
+                    let mut args: Vec<OsString> = vec![service.name().into()];
+                    if service == Service::Stock {
+                        args.extend(catalog_args.iter().cloned());
+                    }
+                    if service == Service::Payment {
+                        args.extend(["--gateway-url".into(), gateway_url.clone().into()]);
+                    }
+                    let mut process = Process {
+                        name: service.name().into(),
+                        args,
+                        env: env.clone(),
+                        port: 0,
+                        log: dir.path().join(format!("{}.log", service.name())),
+                        child: None,
+                    };
+                    process.spawn().await;
+                    if service == Service::Gateway {
+                        gateway_url = process.base();
+                    }
+                    services.push((service, process));
+                }
+                for (_, process) in &services {
+                    process.wait_healthy(&http).await;
+                }
+                Backend::Distributed {
+                    broker,
+                    services,
+                    _database: database,
+                }
+            }
+        };
+        let base = match &backend {
+            Backend::Embedded(process) => process.base(),
+            Backend::Distributed { services, .. } => services[0].1.base(),
+        };
+        let shop = Shop {
+            mode,
+            ws_url: websocket_url(&base),
+            base,
+            dir,
+            backend,
+            http,
+        };
+        shop.wait_for_catalogue().await;
+        shop
+    }
+
+    /// Waits until the gateway knows the products (in distributed mode the
+    /// stock service publishes them shortly after starting).
+    async fn wait_for_catalogue(&self) {
+        let client = self.customer().await;
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while client.products().await.expect("products").is_empty() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the catalogue never reached the gateway"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        client.close();
+    }
+
+    fn processes(&mut self) -> Vec<&mut Process> {
+        match &mut self.backend {
+            Backend::Embedded(process) => vec![process],
+            Backend::Distributed { services, .. } => {
+                services.iter_mut().map(|(_, process)| process).collect()
+            }
+        }
+    }
+
+    /// The first instance of `service` (distributed mode).
+    fn service(&mut self, service: Service) -> &mut Process {
+        match &mut self.backend {
+            Backend::Distributed { services, .. } => services
+                .iter_mut()
+                .find(|(which, _)| *which == service)
+                .map(|(_, process)| process)
+                .expect("service exists"),
+            Backend::Embedded(_) => {
+                panic!("services are separate processes only in distributed mode")
+            }
+        }
+    }
+
+    /// Everything the backend processes logged so far.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+        let mut logs = String::new();
+        let processes: Vec<&Process> = match &self.backend {
+            Backend::Embedded(process) => vec![process],
+            Backend::Distributed { services, .. } => {
+                services.iter().map(|(_, process)| process).collect()
+            }
+        };
+        for process in processes {
+            logs.push_str(&format!(
+                "==== {} ====\n{}",
+                process.name,
+                process.log_text()
+            ));
+        }
+        logs
+    }
+
+    /// The webhook signing secret of the backend.
+    pub fn webhook_secret(&self) -> String {
+        match self.mode {
+            Mode::Distributed => TEST_WEBHOOK_SECRET.to_owned(),
+            Mode::Embedded => {
+                let path = self.dir.path().join("data").join("secrets.json");
+                let text = std::fs::read_to_string(&path).expect("secrets file");
+                let secrets: serde_json::Value = serde_json::from_str(&text).expect("secrets JSON");
+                secrets["webhook_secret"]
+                    .as_str()
+                    .expect("webhook secret")
+                    .to_owned()
+            }
+        }
+    }
+
+    /// Where provider webhooks go: `/stripe/webhook` of the payment service.
+    pub fn webhook_url(&self) -> String {
+        let base = match &self.backend {
+            Backend::Embedded(process) => process.base(),
+            Backend::Distributed { services, .. } => services
+                .iter()
+                .find(|(service, _)| *service == Service::Payment)
+                .map(|(_, process)| process.base())
+                .expect("payment service"),
+        };
+        format!("{base}/stripe/webhook")
+    }
+
+    /// The base URLs of every backend process, for `/healthz` and `/metrics`.
+    pub fn process_urls(&self) -> Vec<String> {
+        match &self.backend {
+            Backend::Embedded(process) => vec![process.base()],
+            Backend::Distributed { services, .. } => services
+                .iter()
+                .filter(|(_, process)| process.child.is_some())
+                .map(|(_, process)| process.base())
+                .collect(),
+        }
+    }
+
+    /// The broker's address, in distributed mode.
+    pub fn broker(&self) -> Option<String> {
+        match &self.backend {
+            Backend::Distributed { broker, .. } => Some(format!("127.0.0.1:{}", broker.port)),
+            Backend::Embedded(_) => None,
+        }
     }
 
     /// A new customer.
@@ -182,53 +650,136 @@ impl Shop {
             .expect("checkout answers")
     }
 
-    /// Stops the backend with SIGTERM and waits for it to exit.
+    /// Stops every backend process with SIGTERM and waits for it to exit.
     pub async fn stop(&mut self) {
-        let mut child = self.child.take().expect("running");
-        let pid = child.id().expect("pid");
-        let status = std::process::Command::new("kill")
-            .arg("-TERM")
-            .arg(pid.to_string())
-            .status()
-            .expect("kill runs");
-        assert!(status.success());
-        let exit = tokio::time::timeout(WAIT, child.wait())
-            .await
-            .unwrap_or_else(|_| {
-                panic!("shop-backend did not stop on SIGTERM; log:\n{}", self.log())
-            })
-            .expect("wait");
-        assert!(
-            exit.success(),
-            "shop-backend exited with {exit} on SIGTERM; log:\n{}",
-            self.log()
-        );
+        for process in self.processes() {
+            process.terminate().await;
+        }
     }
 
-    /// Kills the backend with SIGKILL, as a crash would.
+    /// Kills every backend process with SIGKILL, as a crash would.
     pub async fn kill(&mut self) {
-        let mut child = self.child.take().expect("running");
-        child.kill().await.expect("killed");
+        for process in self.processes() {
+            process.kill().await;
+        }
     }
 
-    /// Starts the backend again on the same data directory and port.
+    /// Starts every backend process again on the same ports and data.
     pub async fn restart(&mut self) {
-        assert!(self.child.is_none(), "stop or kill first");
-        self.spawn().await;
+        let http = self.http.clone();
+        for process in self.processes() {
+            assert!(process.child.is_none(), "stop or kill first");
+            process.spawn().await;
+        }
+        for process in self.processes() {
+            process.wait_healthy(&http).await;
+        }
+    }
+
+    /// Kills one service with SIGKILL (distributed mode).
+    pub async fn kill_service(&mut self, service: Service) {
+        self.service(service).kill().await;
+    }
+
+    /// Starts a killed service again on its port (distributed mode).
+    pub async fn restart_service(&mut self, service: Service) {
+        let http = self.http.clone();
+        let process = self.service(service);
+        process.spawn().await;
+        process.wait_healthy(&http).await;
+    }
+
+    /// Starts one more instance of `service` (distributed mode).
+    pub async fn add_instance(&mut self, service: Service) {
+        let http = self.http.clone();
+        let Backend::Distributed { services, .. } = &mut self.backend else {
+            panic!("instances exist only in distributed mode");
+        };
+        let (_, first) = services
+            .iter()
+            .find(|(which, _)| *which == service)
+            .expect("service exists");
+        let count = services
+            .iter()
+            .filter(|(which, _)| *which == service)
+            .count();
+        let mut process = Process {
+            name: format!("{}-{}", service.name(), count + 1),
+            args: first.args.clone(),
+            env: first.env.clone(),
+            port: 0,
+            log: self
+                .dir
+                .path()
+                .join(format!("{}-{}.log", service.name(), count + 1)),
+            child: None,
+        };
+        process.spawn().await;
+        process.wait_healthy(&http).await;
+        services.push((service, process));
+    }
+
+    /// Makes the broker stop answering (distributed mode).
+    pub fn pause_broker(&self) {
+        match &self.backend {
+            Backend::Distributed { broker, .. } => broker.pause(),
+            Backend::Embedded(_) => panic!("no broker in embedded mode"),
+        }
+    }
+
+    /// Lets a paused broker answer again (distributed mode).
+    pub fn resume_broker(&self) {
+        match &self.backend {
+            Backend::Distributed { broker, .. } => broker.resume(),
+            Backend::Embedded(_) => panic!("no broker in embedded mode"),
+        }
     }
 }
 
 impl Drop for Shop {
     fn drop(&mut self) {
+        if let Backend::Distributed { broker, .. } = &self.backend
+            && let Some(pid) = broker.child.as_ref().and_then(Child::id)
+        {
+            // A paused broker would keep the test's processes waiting.
+            let _ = std::process::Command::new("kill")
+                .arg("-CONT")
+                .arg(pid.to_string())
+                .status();
+        }
         if std::thread::panicking() {
+            eprintln!("---- backend logs (last lines) ----");
             let log = self.log();
-            let tail: Vec<&str> = log.lines().rev().take(80).collect();
-            eprintln!("---- shop-backend log (last lines) ----");
-            for line in tail.iter().rev() {
+            let lines: Vec<&str> = log.lines().collect();
+            for line in lines.iter().skip(lines.len().saturating_sub(150)) {
                 eprintln!("{line}");
             }
         }
     }
+}
+
+/// Runs each named scenario (an `async fn(Mode)`) as two tests, one per
+/// mode, in modules `embedded` and `distributed`.
+#[macro_export]
+macro_rules! in_both_modes {
+    ($($scenario:ident),* $(,)?) => {
+        mod embedded {
+            $(
+                #[tokio::test]
+                async fn $scenario() {
+                    super::$scenario($crate::harness::Mode::Embedded).await
+                }
+            )*
+        }
+        mod distributed {
+            $(
+                #[tokio::test]
+                async fn $scenario() {
+                    super::$scenario($crate::harness::Mode::Distributed).await
+                }
+            )*
+        }
+    };
 }
 
 /// The product `sku` as `client` sees it now.

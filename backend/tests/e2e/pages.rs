@@ -2,11 +2,10 @@
 
 use shop_shared::domain::OrderStatus;
 
-use crate::harness::{GOOD_CARD, Shop, WAIT, reserve, wait_status};
+use crate::harness::{GOOD_CARD, Mode, Shop, WAIT, reserve, wait_status};
 
-#[tokio::test]
-async fn the_return_page_shows_the_status_and_streams_it_live() {
-    let shop = Shop::start().await;
+async fn the_return_page_shows_the_status_and_streams_it_live(mode: Mode) {
+    let shop = Shop::start(mode).await;
     let client = shop.customer().await;
     let order = reserve(&client, &[("SKU-003", 1)]).await;
     let url = order.checkout_url.clone().expect("url");
@@ -76,9 +75,8 @@ async fn the_return_page_shows_the_status_and_streams_it_live() {
     assert!(html.contains("Paid — thank you!"));
 }
 
-#[tokio::test]
-async fn the_return_page_needs_the_orders_own_checkout_session() {
-    let shop = Shop::start().await;
+async fn the_return_page_needs_the_orders_own_checkout_session(mode: Mode) {
+    let shop = Shop::start(mode).await;
     let client = shop.customer().await;
     let order = reserve(&client, &[("SKU-001", 1)]).await;
     for query in ["", "?session_id=cs_local_guess", "?session_id="] {
@@ -101,3 +99,8 @@ async fn the_return_page_needs_the_orders_own_checkout_session() {
         .expect("answers");
     assert_eq!(events.status(), 404);
 }
+
+crate::in_both_modes!(
+    the_return_page_shows_the_status_and_streams_it_live,
+    the_return_page_needs_the_orders_own_checkout_session,
+);

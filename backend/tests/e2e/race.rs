@@ -2,11 +2,10 @@
 
 use shop_shared::domain::{CancelReason, OrderStatus};
 
-use crate::harness::{Shop, WAIT, place, wait_available};
+use crate::harness::{Mode, Shop, WAIT, place, wait_available};
 
-#[tokio::test]
-async fn many_customers_racing_for_few_units_buy_exactly_what_there_is() {
-    let shop = Shop::start().await;
+async fn many_customers_racing_for_few_units_buy_exactly_what_there_is(mode: Mode) {
+    let shop = Shop::start(mode).await;
     let customers = futures_util::future::join_all((0..25).map(|_| shop.customer())).await;
     // 25 customers × 2 units of a product with 10: only 5 orders can win.
     let orders = futures_util::future::join_all(
@@ -49,9 +48,8 @@ async fn many_customers_racing_for_few_units_buy_exactly_what_there_is() {
     assert_eq!(reserved_units, 10, "available + reserved is conserved");
 }
 
-#[tokio::test]
-async fn racing_multi_line_orders_are_all_or_nothing_under_contention() {
-    let shop = Shop::start().await;
+async fn racing_multi_line_orders_are_all_or_nothing_under_contention(mode: Mode) {
+    let shop = Shop::start(mode).await;
     let customers = futures_util::future::join_all((0..12).map(|_| shop.customer())).await;
     // Each asks for 1 of SKU-002 and 3 of SKU-003: SKU-003 runs out after 3 orders.
     let orders = futures_util::future::join_all(
@@ -76,3 +74,8 @@ async fn racing_multi_line_orders_are_all_or_nothing_under_contention() {
     wait_available(&customers[0], "SKU-003", 1).await;
     wait_available(&customers[0], "SKU-002", 10 - 3).await;
 }
+
+crate::in_both_modes!(
+    many_customers_racing_for_few_units_buy_exactly_what_there_is,
+    racing_multi_line_orders_are_all_or_nothing_under_contention,
+);

@@ -5,14 +5,24 @@ use std::time::Duration;
 
 use shop_shared::domain::{CancelReason, OrderStatus};
 
-use crate::harness::{GOOD_CARD, Options, Shop, WAIT, place, reserve, wait_available, wait_status};
+use crate::harness::{
+    GOOD_CARD, Mode, Options, Shop, WAIT, place, reserve, wait_available, wait_status,
+};
 
-#[tokio::test]
-async fn a_crash_mid_saga_loses_nothing_and_doubles_nothing() {
-    let mut shop = Shop::start_with(Options {
-        pay_ttl: "6s",
-        ..Options::default()
-    })
+async fn a_crash_mid_saga_loses_nothing_and_doubles_nothing(mode: Mode) {
+    // Long enough to outlast what a crash costs: in distributed mode, a
+    // Kafka consumer group waits for its dead members' sessions to time out.
+    let pay_ttl = match mode {
+        Mode::Embedded => "6s",
+        Mode::Distributed => "20s",
+    };
+    let mut shop = Shop::start_with(
+        mode,
+        Options {
+            pay_ttl,
+            ..Options::default()
+        },
+    )
     .await;
     let client = shop.customer().await;
     let token = client.token().to_owned();
@@ -56,12 +66,14 @@ async fn a_crash_mid_saga_loses_nothing_and_doubles_nothing() {
     wait_available(&client, "SKU-001", 10).await;
 }
 
-#[tokio::test]
-async fn a_deadline_that_passes_while_the_backend_is_down_is_enforced_on_start() {
-    let mut shop = Shop::start_with(Options {
-        pay_ttl: "2s",
-        ..Options::default()
-    })
+async fn a_deadline_that_passes_while_the_backend_is_down_is_enforced_on_start(mode: Mode) {
+    let mut shop = Shop::start_with(
+        mode,
+        Options {
+            pay_ttl: "2s",
+            ..Options::default()
+        },
+    )
     .await;
     let client = shop.customer().await;
     let token = client.token().to_owned();
@@ -76,9 +88,8 @@ async fn a_deadline_that_passes_while_the_backend_is_down_is_enforced_on_start()
     wait_available(&client, "SKU-002", 10).await;
 }
 
-#[tokio::test]
-async fn paid_orders_tokens_and_stock_survive_a_restart() {
-    let mut shop = Shop::start().await;
+async fn paid_orders_tokens_and_stock_survive_a_restart(mode: Mode) {
+    let mut shop = Shop::start(mode).await;
     let client = shop.customer().await;
     let token = client.token().to_owned();
     let customer_id = client.customer_id();
@@ -114,9 +125,8 @@ async fn paid_orders_tokens_and_stock_survive_a_restart() {
     wait_available(&client, "SKU-003", 5).await;
 }
 
-#[tokio::test]
-async fn a_payment_made_just_before_a_crash_is_not_lost() {
-    let mut shop = Shop::start().await;
+async fn a_payment_made_just_before_a_crash_is_not_lost(mode: Mode) {
+    let mut shop = Shop::start(mode).await;
     let client = shop.customer().await;
     let token = client.token().to_owned();
     let order = reserve(&client, &[("SKU-001", 1)]).await;
@@ -132,3 +142,10 @@ async fn a_payment_made_just_before_a_crash_is_not_lost() {
     assert_eq!(paid.total, Some(450_000));
     wait_available(&client, "SKU-001", 9).await;
 }
+
+crate::in_both_modes!(
+    a_crash_mid_saga_loses_nothing_and_doubles_nothing,
+    a_deadline_that_passes_while_the_backend_is_down_is_enforced_on_start,
+    paid_orders_tokens_and_stock_survive_a_restart,
+    a_payment_made_just_before_a_crash_is_not_lost,
+);

@@ -8,13 +8,12 @@ use shop_shared::protocol::ErrorCode;
 use shop_shared::time::Timestamp;
 
 use crate::harness::{
-    DECLINED_CARD, GOOD_CARD, Options, Pushes, Shop, WAIT, available, place, reserve,
+    DECLINED_CARD, GOOD_CARD, Mode, Options, Pushes, Shop, WAIT, available, place, reserve,
     wait_available, wait_status,
 };
 
-#[tokio::test]
-async fn the_catalogue_starts_with_the_reference_shop() {
-    let shop = Shop::start().await;
+async fn the_catalogue_starts_with_the_reference_shop(mode: Mode) {
+    let shop = Shop::start(mode).await;
     let client = shop.customer().await;
     let products = client.products().await.expect("products");
     let summary: Vec<(&str, &str, i64, i64)> = products
@@ -32,8 +31,7 @@ async fn the_catalogue_starts_with_the_reference_shop() {
     assert!(products.iter().all(|p| p.currency == Currency::EUR));
 }
 
-#[tokio::test]
-async fn a_catalogue_file_seeds_a_different_shop() {
+async fn a_catalogue_file_seeds_a_different_shop(mode: Mode) {
     let catalog = r#"
         currency = "EUR"
         [[products]]
@@ -42,10 +40,13 @@ async fn a_catalogue_file_seeds_a_different_shop() {
         price = "12.50"
         stock = 3
     "#;
-    let shop = Shop::start_with(Options {
-        catalog: Some(catalog.into()),
-        ..Options::default()
-    })
+    let shop = Shop::start_with(
+        mode,
+        Options {
+            catalog: Some(catalog.into()),
+            ..Options::default()
+        },
+    )
     .await;
     let client = shop.customer().await;
     let products = client.products().await.expect("products");
@@ -62,9 +63,8 @@ async fn a_catalogue_file_seeds_a_different_shop() {
     assert_eq!(order.total, Some(2_500));
 }
 
-#[tokio::test]
-async fn paid_path_reserves_prices_sells_and_pushes_every_step() {
-    let shop = Shop::start().await;
+async fn paid_path_reserves_prices_sells_and_pushes_every_step(mode: Mode) {
+    let shop = Shop::start(mode).await;
     let client = shop.customer().await;
     let mut pushes = Pushes::new(&client);
     let before = Timestamp::now();
@@ -148,9 +148,8 @@ async fn paid_path_reserves_prices_sells_and_pushes_every_step() {
     assert!(landing_page.text().await.expect("html").contains("PAID"));
 }
 
-#[tokio::test]
-async fn a_declined_card_keeps_the_order_reserved_until_a_good_card_pays() {
-    let shop = Shop::start().await;
+async fn a_declined_card_keeps_the_order_reserved_until_a_good_card_pays(mode: Mode) {
+    let shop = Shop::start(mode).await;
     let client = shop.customer().await;
     let order = reserve(&client, &[("SKU-003", 1)]).await;
     let checkout_url = order.checkout_url.clone().expect("checkout url");
@@ -180,9 +179,8 @@ async fn a_declined_card_keeps_the_order_reserved_until_a_good_card_pays() {
     assert!(again.text().await.expect("html").contains("Paid"));
 }
 
-#[tokio::test]
-async fn ordering_more_than_there_is_cancels_out_of_stock_and_reserves_nothing() {
-    let shop = Shop::start().await;
+async fn ordering_more_than_there_is_cancels_out_of_stock_and_reserves_nothing(mode: Mode) {
+    let shop = Shop::start(mode).await;
     let client = shop.customer().await;
     let mut pushes = Pushes::new(&client);
     let order = place(&client, &[("SKU-003", 11)]).await;
@@ -199,9 +197,8 @@ async fn ordering_more_than_there_is_cancels_out_of_stock_and_reserves_nothing()
     assert!(pushes.availability("SKU-003").is_empty(), "no stock moved");
 }
 
-#[tokio::test]
-async fn one_short_line_cancels_the_whole_order_and_reserves_no_line() {
-    let shop = Shop::start().await;
+async fn one_short_line_cancels_the_whole_order_and_reserves_no_line(mode: Mode) {
+    let shop = Shop::start(mode).await;
     let client = shop.customer().await;
     let order = place(&client, &[("SKU-001", 1), ("SKU-002", 11), ("SKU-003", 2)]).await;
     let order = wait_status(&client, &order, OrderStatus::Cancelled).await;
@@ -220,12 +217,14 @@ async fn one_short_line_cancels_the_whole_order_and_reserves_no_line() {
     }
 }
 
-#[tokio::test]
-async fn an_unpaid_order_expires_and_its_stock_comes_back() {
-    let shop = Shop::start_with(Options {
-        pay_ttl: "2s",
-        ..Options::default()
-    })
+async fn an_unpaid_order_expires_and_its_stock_comes_back(mode: Mode) {
+    let shop = Shop::start_with(
+        mode,
+        Options {
+            pay_ttl: "2s",
+            ..Options::default()
+        },
+    )
     .await;
     let client = shop.customer().await;
     let mut pushes = Pushes::new(&client);
@@ -258,9 +257,8 @@ async fn an_unpaid_order_expires_and_its_stock_comes_back() {
     );
 }
 
-#[tokio::test]
-async fn a_customer_cancels_an_unpaid_order_and_its_stock_comes_back() {
-    let shop = Shop::start().await;
+async fn a_customer_cancels_an_unpaid_order_and_its_stock_comes_back(mode: Mode) {
+    let shop = Shop::start(mode).await;
     let client = shop.customer().await;
     let order = reserve(&client, &[("SKU-002", 4)]).await;
     wait_available(&client, "SKU-002", 6).await;
@@ -283,9 +281,8 @@ async fn a_customer_cancels_an_unpaid_order_and_its_stock_comes_back() {
     assert_eq!(late.status(), 410);
 }
 
-#[tokio::test]
-async fn a_paid_order_cannot_be_cancelled() {
-    let shop = Shop::start().await;
+async fn a_paid_order_cannot_be_cancelled(mode: Mode) {
+    let shop = Shop::start(mode).await;
     let client = shop.customer().await;
     let order = reserve(&client, &[("SKU-001", 1)]).await;
     shop.pay(order.checkout_url.as_deref().expect("url"), GOOD_CARD)
@@ -299,9 +296,8 @@ async fn a_paid_order_cannot_be_cancelled() {
     wait_available(&client, "SKU-001", 9).await;
 }
 
-#[tokio::test]
-async fn the_same_idempotency_key_never_creates_a_second_order() {
-    let shop = Shop::start().await;
+async fn the_same_idempotency_key_never_creates_a_second_order(mode: Mode) {
+    let shop = Shop::start(mode).await;
     let client = shop.customer().await;
     let first = client
         .place_order(&[("SKU-001", 1)], "retry-me")
@@ -326,9 +322,8 @@ async fn the_same_idempotency_key_never_creates_a_second_order() {
     assert_eq!(client.orders().await.expect("orders").len(), 1);
 }
 
-#[tokio::test]
-async fn listing_orders_shows_status_lines_total_deadline_and_checkout_url() {
-    let shop = Shop::start().await;
+async fn listing_orders_shows_status_lines_total_deadline_and_checkout_url(mode: Mode) {
+    let shop = Shop::start(mode).await;
     let client = shop.customer().await;
     let first = reserve(&client, &[("SKU-001", 1)]).await;
     let second = place(&client, &[("SKU-003", 50)]).await;
@@ -343,3 +338,17 @@ async fn listing_orders_shows_status_lines_total_deadline_and_checkout_url() {
     assert_eq!(listed.pay_until, first.pay_until);
     assert_eq!(listed.checkout_url, first.checkout_url);
 }
+
+crate::in_both_modes!(
+    the_catalogue_starts_with_the_reference_shop,
+    a_catalogue_file_seeds_a_different_shop,
+    paid_path_reserves_prices_sells_and_pushes_every_step,
+    a_declined_card_keeps_the_order_reserved_until_a_good_card_pays,
+    ordering_more_than_there_is_cancels_out_of_stock_and_reserves_nothing,
+    one_short_line_cancels_the_whole_order_and_reserves_no_line,
+    an_unpaid_order_expires_and_its_stock_comes_back,
+    a_customer_cancels_an_unpaid_order_and_its_stock_comes_back,
+    a_paid_order_cannot_be_cancelled,
+    the_same_idempotency_key_never_creates_a_second_order,
+    listing_orders_shows_status_lines_total_deadline_and_checkout_url,
+);

@@ -5,11 +5,10 @@ use std::time::Duration;
 use shop_shared::domain::OrderStatus;
 use shop_shared::protocol::ErrorCode;
 
-use crate::harness::{GOOD_CARD, Pushes, Shop, reserve, wait_available, wait_status};
+use crate::harness::{GOOD_CARD, Mode, Pushes, Shop, reserve, wait_available, wait_status};
 
-#[tokio::test]
-async fn one_customer_cannot_see_cancel_or_follow_anothers_order() {
-    let shop = Shop::start().await;
+async fn one_customer_cannot_see_cancel_or_follow_anothers_order(mode: Mode) {
+    let shop = Shop::start(mode).await;
     let alice = shop.customer().await;
     let bob = shop.customer().await;
     assert_ne!(alice.customer_id(), bob.customer_id());
@@ -59,3 +58,5 @@ async fn one_customer_cannot_see_cancel_or_follow_anothers_order() {
     let stranger = shop.customer().await;
     assert!(stranger.orders().await.expect("orders").is_empty());
 }
+
+crate::in_both_modes!(one_customer_cannot_see_cancel_or_follow_anothers_order,);

@@ -1,7 +1,7 @@
 //! Embedded mode: the four services in one process over the in-process
 //! bus, each with its SQLite database under the data directory, and the
 //! local checkout. One port serves the WebSocket (`/ws`), the checkout and
-//! return pages, the webhook (`/stripe/webhook`) and `/healthz`.
+//! return pages, the webhook (`/stripe/webhook`), `/healthz` and `/metrics`.
 //!
 //! `Application::build` prepares everything and binds the port (so tests
 //! can start it on port 0 and ask for the address); `run_until_stopped`
@@ -17,34 +17,24 @@ use std::time::Duration;
 use anyhow::Context;
 use axum::Router;
 
+use super::{Runtime, Server, loopback};
 use crate::bus::memory::MemoryBus;
 use crate::bus::{Bus, TopicSpec};
 use crate::config::EmbeddedArgs;
 use crate::db::{Db, outbox};
-use crate::gateway;
 use crate::http::{Health, index_router};
-use crate::order;
-use crate::payment::{
-    self,
-    local::{LocalCheckout, LocalCheckoutConfig},
-};
-use crate::secrets;
-use crate::stock::{self, catalog};
-use crate::tasks::{Spawner, Supervisor};
-
-/// How long stopping may take before tasks are left behind.
-const DRAIN: Duration = Duration::from_secs(10);
+use crate::metrics::{self, Metrics};
+use crate::payment::local::{LocalCheckout, LocalCheckoutConfig};
+use crate::stock::catalog;
+use crate::tasks::Supervisor;
+use crate::{gateway, order, payment, secrets, stock};
 
 /// A built, bound, not yet serving embedded backend.
 pub struct Application {
-    listener: tokio::net::TcpListener,
-    router: Router,
-    supervisor: Supervisor,
-    spawner: Spawner,
-    address: SocketAddr,
+    server: Server,
     public_url: String,
     bus: MemoryBus,
-    databases: Vec<(&'static str, Db)>,
+    metrics: Metrics,
     /// Held while running: a second backend on the same data directory
     /// would corrupt it.
     _lock: File,
@@ -71,11 +61,21 @@ impl Application {
             .unwrap_or_else(|| format!("http://{address}"));
 
         let (supervisor, spawner) = Supervisor::new();
-        let bus = MemoryBus::open(&data_dir.join("bus.sqlite"), config.partitions, &spawner)
-            .await
-            .context("cannot open the bus log")?;
+        let metrics = Metrics::default();
+        let bus = MemoryBus::open(
+            &data_dir.join("bus.sqlite"),
+            config.partitions,
+            metrics.clone(),
+            &spawner,
+        )
+        .await
+        .context("cannot open the bus log")?;
         bus.ensure_topics(&TopicSpec::all()).await?;
-        let shared_bus: Arc<dyn Bus> = Arc::new(bus.clone());
+        let runtime = Runtime {
+            bus: Arc::new(bus.clone()),
+            metrics: metrics.clone(),
+            spawner: spawner.clone(),
+        };
 
         let open = |name: &str| {
             let path: PathBuf = data_dir.join(format!("{name}.sqlite"));
@@ -89,14 +89,8 @@ impl Application {
         let stock_db = open("stock").await?;
         let payment_db = open("payment").await?;
 
-        stock::start(stock_db.clone(), shared_bus.clone(), catalog, &spawner).await?;
-        order::start(
-            order_db.clone(),
-            shared_bus.clone(),
-            config.pay_ttl,
-            &spawner,
-        )
-        .await?;
+        let stock_gauges = stock::start(&runtime, stock_db.clone(), catalog).await?;
+        let order_gauges = order::start(&runtime, order_db.clone(), config.pay_ttl).await?;
         let checkout = LocalCheckout::new(
             payment_db.clone(),
             LocalCheckoutConfig {
@@ -106,50 +100,53 @@ impl Application {
                 webhook_secret: webhook_secret.clone(),
             },
         );
-        let (_, payment_routes) = payment::start(
+        let payment = payment::start(
+            &runtime,
             payment_db.clone(),
-            shared_bus.clone(),
             Arc::new(checkout.clone()),
             webhook_secret,
-            &spawner,
         )
         .await?;
         checkout.spawn_delivery(&spawner);
-        let gateway = gateway::start(shared_bus.clone(), token_secret).await?;
+        let gateway = gateway::start(&runtime, token_secret).await?;
 
-        let databases = vec![
-            ("order", order_db),
-            ("stock", stock_db),
-            ("payment", payment_db),
-        ];
         let health = Health {
-            databases: databases.clone(),
-            bus: shared_bus,
+            databases: vec![
+                ("order", order_db.clone()),
+                ("stock", stock_db.clone()),
+                ("payment", payment_db.clone()),
+            ],
+            bus: runtime.bus.clone(),
             gateway: Some(gateway.clone()),
         };
+        let gauges = vec![order_gauges, stock_gauges, payment.gauges, gateway.gauges()];
         let router = Router::new()
             .merge(gateway.router())
-            .merge(payment_routes)
+            .merge(payment.routes)
             .merge(checkout.router())
             .merge(health.router())
+            .merge(metrics::router(metrics.clone(), gauges))
             .merge(index_router());
 
         Ok(Application {
-            listener,
-            router,
-            supervisor,
-            spawner,
-            address,
+            server: Server {
+                listener,
+                router,
+                supervisor,
+                spawner,
+                address,
+                databases: vec![order_db, stock_db, payment_db],
+            },
             public_url,
             bus,
-            databases,
+            metrics,
             _lock: lock,
         })
     }
 
     /// The address the backend listens on.
     pub fn local_addr(&self) -> SocketAddr {
-        self.address
+        self.server.local_addr()
     }
 
     /// The base of checkout and return URLs.
@@ -162,46 +159,25 @@ impl Application {
         &self.bus
     }
 
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
     /// A handle that reports whether every message has been handled, for
     /// tests. Cheap to clone; usable while the application runs.
     pub fn idleness(&self) -> Idleness {
         Idleness {
             bus: self.bus.clone(),
-            databases: self.databases.iter().map(|(_, db)| db.clone()).collect(),
+            databases: self.server.databases.clone(),
         }
     }
 
-    /// Serves until `shutdown` completes (or a task fails), then stops
-    /// every service, finishing the work in hand.
+    /// Serves until `shutdown` completes (or a task fails), then stops.
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let trigger = self.supervisor.trigger();
-        let stopping = self.spawner.shutdown().clone();
-        let outside = tokio::spawn(async move {
-            shutdown.await;
-            trigger.trigger();
-        });
-        let server_stopping = stopping.clone();
-        let server = tokio::spawn(
-            axum::serve(self.listener, self.router)
-                .with_graceful_shutdown(async move { server_stopping.triggered().await })
-                .into_future(),
-        );
-        let supervised = self.supervisor.run(DRAIN).await;
-        outside.abort();
-        match tokio::time::timeout(Duration::from_secs(5), server).await {
-            Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(error))) => tracing::warn!(%error, "HTTP server stopped with an error"),
-            Ok(Err(error)) => tracing::warn!(%error, "HTTP server task failed"),
-            Err(_) => tracing::warn!("HTTP server did not stop in time"),
-        }
-        for (_, db) in &self.databases {
-            db.close().await;
-        }
-        tracing::info!("stopped");
-        supervised
+        self.server.run_until_stopped(shutdown).await
     }
 }
 
@@ -242,19 +218,6 @@ impl Idleness {
         };
         tokio::time::timeout(timeout, wait).await.is_ok()
     }
-}
-
-/// Where to reach `address` from this machine: the loopback address when
-/// it listens on all interfaces.
-fn loopback(address: SocketAddr) -> SocketAddr {
-    let mut reachable = address;
-    if address.ip().is_unspecified() {
-        reachable.set_ip(match address {
-            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
-            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
-        });
-    }
-    reachable
 }
 
 /// Takes the data directory's lock file, or says who holds it.

@@ -1,0 +1,262 @@
+//! Metrics in the Prometheus text format, served at `/metrics`.
+//!
+//! Counters are kept in memory and counted where things happen (messages
+//! published and consumed, handler failures, dead letters, reservations,
+//! webhooks, gateway commands). Gauges are read from each service's own
+//! state when scraped (orders by status, stock per product, connections).
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+
+type Labels = Vec<(&'static str, String)>;
+
+/// The counters of one process. Cheap to clone.
+#[derive(Clone, Default)]
+pub struct Metrics {
+    counters: Arc<Mutex<BTreeMap<&'static str, BTreeMap<Labels, u64>>>>,
+}
+
+/// One gauge reading.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    pub name: &'static str,
+    pub help: &'static str,
+    pub labels: Labels,
+    pub value: f64,
+}
+
+/// Something that reads gauges when `/metrics` is scraped.
+pub type GaugeSource =
+    Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Vec<Sample>> + Send>> + Send + Sync>;
+
+/// Help text of each counter.
+const COUNTERS: &[(&str, &str)] = &[
+    (
+        "shop_bus_messages_published_total",
+        "Messages published to the bus, by topic.",
+    ),
+    (
+        "shop_bus_messages_consumed_total",
+        "Messages handled from the bus, by consumer group and topic.",
+    ),
+    (
+        "shop_bus_handler_failures_total",
+        "Batches a consumer failed to handle (and retried), by group.",
+    ),
+    (
+        "shop_bus_dead_letters_total",
+        "Messages given up on and sent to a dead-letter topic, by group.",
+    ),
+    (
+        "shop_reservations_total",
+        "Reservation requests, by outcome (reserved, rejected).",
+    ),
+    (
+        "shop_webhooks_total",
+        "Payment webhooks received, by outcome.",
+    ),
+    (
+        "shop_gateway_commands_total",
+        "Client commands, by type and outcome (ok or the error code).",
+    ),
+];
+
+impl Metrics {
+    pub fn add(&self, name: &'static str, labels: &[(&'static str, &str)], by: u64) {
+        let labels: Labels = labels
+            .iter()
+            .map(|(key, value)| (*key, (*value).to_owned()))
+            .collect();
+        let mut counters = self
+            .counters
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        *counters.entry(name).or_default().entry(labels).or_default() += by;
+    }
+
+    pub fn published(&self, topic: &str) {
+        self.add("shop_bus_messages_published_total", &[("topic", topic)], 1);
+    }
+
+    pub fn consumed(&self, group: &str, topic: &str, count: u64) {
+        self.add(
+            "shop_bus_messages_consumed_total",
+            &[("group", group), ("topic", topic)],
+            count,
+        );
+    }
+
+    pub fn handler_failed(&self, group: &str) {
+        self.add("shop_bus_handler_failures_total", &[("group", group)], 1);
+    }
+
+    pub fn dead_lettered(&self, group: &str) {
+        self.add("shop_bus_dead_letters_total", &[("group", group)], 1);
+    }
+
+    pub fn reservation(&self, outcome: &str) {
+        self.add("shop_reservations_total", &[("outcome", outcome)], 1);
+    }
+
+    pub fn webhook(&self, outcome: &str) {
+        self.add("shop_webhooks_total", &[("outcome", outcome)], 1);
+    }
+
+    pub fn command(&self, kind: &str, outcome: &str) {
+        self.add(
+            "shop_gateway_commands_total",
+            &[("type", kind), ("outcome", outcome)],
+            1,
+        );
+    }
+
+    /// The value of a counter, for tests.
+    pub fn get(&self, name: &str, labels: &[(&str, &str)]) -> u64 {
+        let counters = self
+            .counters
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        counters
+            .get(name)
+            .and_then(|series| {
+                series.iter().find_map(|(have, value)| {
+                    let same = have.len() == labels.len()
+                        && have
+                            .iter()
+                            .zip(labels)
+                            .all(|((k1, v1), (k2, v2))| k1 == k2 && v1 == v2);
+                    same.then_some(*value)
+                })
+            })
+            .unwrap_or(0)
+    }
+
+    /// Counters and `gauges` in the Prometheus text format.
+    pub fn render(&self, gauges: &[Sample]) -> String {
+        let mut out = String::new();
+        let counters = self
+            .counters
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone();
+        for (name, help) in COUNTERS {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            if let Some(series) = counters.get(name) {
+                for (labels, value) in series {
+                    let _ = writeln!(out, "{name}{} {value}", render_labels(labels));
+                }
+            }
+        }
+        let mut described = std::collections::HashSet::new();
+        for sample in gauges {
+            if described.insert(sample.name) {
+                let _ = writeln!(
+                    out,
+                    "# HELP {} {}\n# TYPE {} gauge",
+                    sample.name, sample.help, sample.name
+                );
+            }
+            let _ = writeln!(
+                out,
+                "{}{} {}",
+                sample.name,
+                render_labels(&sample.labels),
+                sample.value
+            );
+        }
+        out
+    }
+}
+
+fn render_labels(labels: &Labels) -> String {
+    if labels.is_empty() {
+        return String::new();
+    }
+    let inner: Vec<String> = labels
+        .iter()
+        .map(|(key, value)| {
+            let escaped = value
+                .replace('\\', "\\\\")
+                .replace('"', "\\\"")
+                .replace('\n', "\\n");
+            format!("{key}=\"{escaped}\"")
+        })
+        .collect();
+    format!("{{{}}}", inner.join(","))
+}
+
+#[derive(Clone)]
+struct Scrape {
+    metrics: Metrics,
+    sources: Vec<GaugeSource>,
+}
+
+/// `GET /metrics`.
+pub fn router(metrics: Metrics, sources: Vec<GaugeSource>) -> Router {
+    Router::new()
+        .route("/metrics", get(scrape))
+        .with_state(Scrape { metrics, sources })
+}
+
+async fn scrape(State(scrape): State<Scrape>) -> impl IntoResponse {
+    let mut gauges = Vec::new();
+    for source in &scrape.sources {
+        gauges.extend(source().await);
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        scrape.metrics.render(&gauges),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_and_gauges_in_the_prometheus_text_format() {
+        let metrics = Metrics::default();
+        metrics.published("orders.v1");
+        metrics.published("orders.v1");
+        metrics.webhook("dup\"licate");
+        let gauges = vec![Sample {
+            name: "shop_orders",
+            help: "Orders by status.",
+            labels: vec![("status", "PAID".into())],
+            value: 3.0,
+        }];
+        let text = metrics.render(&gauges);
+        assert!(text.contains("# TYPE shop_bus_messages_published_total counter"));
+        assert!(
+            text.contains("shop_bus_messages_published_total{topic=\"orders.v1\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("shop_webhooks_total{outcome=\"dup\\\"licate\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE shop_orders gauge\nshop_orders{status=\"PAID\"} 3"),
+            "{text}"
+        );
+        assert_eq!(
+            metrics.get(
+                "shop_bus_messages_published_total",
+                &[("topic", "orders.v1")]
+            ),
+            2
+        );
+    }
+}

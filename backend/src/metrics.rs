@@ -23,6 +23,8 @@ type Labels = Vec<(&'static str, String)>;
 #[derive(Clone, Default)]
 pub struct Metrics {
     counters: Arc<Mutex<BTreeMap<&'static str, BTreeMap<Labels, u64>>>>,
+    /// Gauges set where they change (rather than read when scraped).
+    levels: Arc<Mutex<BTreeMap<Labels, f64>>>,
 }
 
 /// One gauge reading.
@@ -111,6 +113,16 @@ impl Metrics {
         self.add("shop_webhooks_total", &[("outcome", outcome)], 1);
     }
 
+    /// How many partitions of `group`'s topics this process reads now.
+    pub fn set_assigned_partitions(&self, group: &str, partitions: usize) {
+        let labels: Labels = vec![("group", group.to_owned())];
+        let mut levels = self
+            .levels
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        levels.insert(labels, partitions as f64);
+    }
+
     pub fn command(&self, kind: &str, outcome: &str) {
         self.add(
             "shop_gateway_commands_total",
@@ -156,8 +168,20 @@ impl Metrics {
                 }
             }
         }
+        let levels = self
+            .levels
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone();
+        let assigned = levels.into_iter().map(|(labels, value)| Sample {
+            name: "shop_bus_assigned_partitions",
+            help: "Partitions this process reads for a consumer group.",
+            labels,
+            value,
+        });
+        let gauges: Vec<Sample> = assigned.chain(gauges.iter().cloned()).collect();
         let mut described = std::collections::HashSet::new();
-        for sample in gauges {
+        for sample in &gauges {
             if described.insert(sample.name) {
                 let _ = writeln!(
                     out,

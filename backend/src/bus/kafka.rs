@@ -264,6 +264,7 @@ impl Bus for KafkaBus {
                     .set("heartbeat.interval.ms", "1000")
                     .create_with_context(GroupContext {
                         group: subscription.group.clone(),
+                        metrics: self.inner.metrics.clone(),
                     })
                     .map_err(broker_error)?;
                 let topics: Vec<&str> = subscription.topics.iter().map(String::as_str).collect();
@@ -291,6 +292,7 @@ impl Bus for KafkaBus {
                     .set("fetch.wait.max.ms", "20")
                     .create_with_context(GroupContext {
                         group: subscription.group.clone(),
+                        metrics: self.inner.metrics.clone(),
                     })
                     .map_err(broker_error)?;
                 let mut assignment = TopicPartitionList::new();
@@ -378,6 +380,7 @@ impl KafkaBus {
 /// service reads what.
 struct GroupContext {
     group: String,
+    metrics: Metrics,
 }
 
 impl ClientContext for GroupContext {}
@@ -387,9 +390,12 @@ impl ConsumerContext for GroupContext {
         match rebalance {
             Rebalance::Assign(partitions) => {
                 tracing::info!(group = %self.group, partitions = partitions.count(), "partitions assigned");
+                self.metrics
+                    .set_assigned_partitions(&self.group, partitions.count());
             }
             Rebalance::Revoke(partitions) => {
                 tracing::info!(group = %self.group, partitions = partitions.count(), "partitions revoked");
+                self.metrics.set_assigned_partitions(&self.group, 0);
             }
             Rebalance::Error(error) => {
                 tracing::warn!(group = %self.group, %error, "rebalance failed")

@@ -207,11 +207,16 @@ impl Process {
     }
 }
 
-/// A Kafka-compatible broker of one test.
+/// A Kafka-compatible broker of one test, reached through a TCP proxy that
+/// the test can take down and bring back: taking it down resets every
+/// connection and refuses new ones, as a stopped broker does, while the
+/// broker behind it keeps its log (its memory storage would not survive a
+/// real restart).
 struct Broker {
+    /// The address clients use (the proxy's).
     port: u16,
     child: Option<Child>,
-    log: PathBuf,
+    proxy: Proxy,
 }
 
 impl Broker {
@@ -230,30 +235,22 @@ impl Broker {
         }
     }
 
-    async fn start(port: u16, log: PathBuf) -> Broker {
-        let mut broker = Broker {
-            port,
-            child: None,
-            log,
-        };
-        broker.spawn().await;
-        broker
-    }
-
-    async fn spawn(&mut self) {
-        let url = format!("tcp://127.0.0.1:{}", self.port);
+    async fn start(log: PathBuf) -> Broker {
+        let (port, inner) = (free_port().await, free_port().await);
+        let listen = format!("tcp://127.0.0.1:{inner}");
+        let advertised = format!("tcp://127.0.0.1:{port}");
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(&self.log)
+            .open(&log)
             .expect("broker log");
         let child = Command::new(Self::binary())
             .args([
                 "broker",
                 "--listener-url",
-                &url,
+                &listen,
                 "--advertised-listener-url",
-                &url,
+                &advertised,
             ])
             .args(["--storage-engine", "memory://tansu/"])
             .stdin(Stdio::null())
@@ -268,9 +265,8 @@ impl Broker {
                      or run scripts/test.sh, which does; SHOP_TEST_TANSU may name the binary."
                 )
             });
-        self.child = Some(child);
         let deadline = tokio::time::Instant::now() + WAIT;
-        while tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+        while tokio::net::TcpStream::connect(("127.0.0.1", inner))
             .await
             .is_err()
         {
@@ -280,30 +276,61 @@ impl Broker {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        let proxy = Proxy {
+            port,
+            target: inner,
+            task: None,
+        };
+        let mut broker = Broker {
+            port,
+            child: Some(child),
+            proxy,
+        };
+        broker.proxy.up().await;
+        broker
+    }
+}
+
+/// Forwards TCP connections from `port` to `target` while up.
+struct Proxy {
+    port: u16,
+    target: u16,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Proxy {
+    async fn up(&mut self) {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", self.port))
+            .await
+            .expect("proxy port free again");
+        let target = self.target;
+        self.task = Some(tokio::spawn(async move {
+            let mut connections = tokio::task::JoinSet::new();
+            while let Ok((mut client, _)) = listener.accept().await {
+                connections.spawn(async move {
+                    if let Ok(mut server) =
+                        tokio::net::TcpStream::connect(("127.0.0.1", target)).await
+                    {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+            }
+        }));
     }
 
-    /// Pauses the broker process (SIGSTOP): it stops answering, keeping its data.
-    fn pause(&self) {
-        self.signal("-STOP");
+    /// Closes the listener and every forwarded connection.
+    fn down(&mut self) {
+        if let Some(task) = self.task.take() {
+            // Aborting drops the listener and the JoinSet, which aborts
+            // every connection task and closes its sockets.
+            task.abort();
+        }
     }
+}
 
-    /// Lets a paused broker run again (SIGCONT).
-    fn resume(&self) {
-        self.signal("-CONT");
-    }
-
-    fn signal(&self, signal: &str) {
-        let pid = self
-            .child
-            .as_ref()
-            .and_then(Child::id)
-            .expect("broker running");
-        let status = std::process::Command::new("kill")
-            .arg(signal)
-            .arg(pid.to_string())
-            .status()
-            .expect("kill runs");
-        assert!(status.success());
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.down();
     }
 }
 
@@ -443,7 +470,7 @@ impl Shop {
             }
             Mode::Distributed => {
                 let database = TestDatabase::create().await;
-                let broker = Broker::start(free_port().await, dir.path().join("broker.log")).await;
+                let broker = Broker::start(dir.path().join("broker.log")).await;
                 let env = vec![
                     (
                         "SHOP_KAFKA_BROKERS".to_owned(),
@@ -609,6 +636,68 @@ impl Shop {
         }
     }
 
+    /// The sum of metric `name` over every backend process, counting the
+    /// series whose labels include each of `labels`.
+    pub async fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        self.metric_per_process(name, labels).await.iter().sum()
+    }
+
+    /// Metric `name` of each backend process (summed over the series whose
+    /// labels include each of `labels`), in process order.
+    pub async fn metric_per_process(&self, name: &str, labels: &[(&str, &str)]) -> Vec<f64> {
+        let mut values = Vec::new();
+        for base in self.process_urls() {
+            let text = self
+                .http
+                .get(format!("{base}/metrics"))
+                .send()
+                .await
+                .expect("metrics answer")
+                .text()
+                .await
+                .expect("metrics text");
+            let mut total = 0.0;
+            for line in text.lines().filter(|line| !line.starts_with('#')) {
+                let Some((series, value)) = line.rsplit_once(' ') else {
+                    continue;
+                };
+                let (metric, rest) = series.split_once('{').unwrap_or((series, ""));
+                if metric == name
+                    && labels
+                        .iter()
+                        .all(|(key, value)| rest.contains(&format!("{key}=\"{value}\"")))
+                {
+                    total += value.parse::<f64>().unwrap_or(0.0);
+                }
+            }
+            values.push(total);
+        }
+        values
+    }
+
+    /// The services of the processes [`Shop::process_urls`] names, in order.
+    pub fn process_services(&self) -> Vec<Service> {
+        match &self.backend {
+            Backend::Embedded(_) => Vec::new(),
+            Backend::Distributed { services, .. } => services
+                .iter()
+                .filter(|(_, process)| process.child.is_some())
+                .map(|(service, _)| *service)
+                .collect(),
+        }
+    }
+
+    /// Whether every backend process answers `/healthz` with 200.
+    pub async fn all_healthy(&self) -> bool {
+        for base in self.process_urls() {
+            match self.http.get(format!("{base}/healthz")).send().await {
+                Ok(response) if response.status() == 200 => {}
+                _ => return false,
+            }
+        }
+        true
+    }
+
     /// The broker's address, in distributed mode.
     pub fn broker(&self) -> Option<String> {
         match &self.backend {
@@ -719,18 +808,19 @@ impl Shop {
         services.push((service, process));
     }
 
-    /// Makes the broker stop answering (distributed mode).
-    pub fn pause_broker(&self) {
-        match &self.backend {
-            Backend::Distributed { broker, .. } => broker.pause(),
+    /// Takes the broker away: connections reset, new ones refused
+    /// (distributed mode).
+    pub fn stop_broker(&mut self) {
+        match &mut self.backend {
+            Backend::Distributed { broker, .. } => broker.proxy.down(),
             Backend::Embedded(_) => panic!("no broker in embedded mode"),
         }
     }
 
-    /// Lets a paused broker answer again (distributed mode).
-    pub fn resume_broker(&self) {
-        match &self.backend {
-            Backend::Distributed { broker, .. } => broker.resume(),
+    /// Brings the broker back (distributed mode).
+    pub async fn start_broker(&mut self) {
+        match &mut self.backend {
+            Backend::Distributed { broker, .. } => broker.proxy.up().await,
             Backend::Embedded(_) => panic!("no broker in embedded mode"),
         }
     }

@@ -3,6 +3,7 @@
 //! HTTP, as customers drive it.
 
 mod bad_input;
+mod faults;
 mod harness;
 mod pages;
 mod race;

@@ -1,19 +1,25 @@
 //! At-least-once delivery: every bus message may arrive again, and a
-//! message that cannot be processed must not block its partition. These
-//! tests run the application in-process to reach its bus.
+//! message that cannot be processed must not block its partition. The
+//! embedded tests run the application in-process to reach its bus; the
+//! distributed ones connect to the test's broker.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use shop_backend::Application;
+use shop_backend::bus::kafka::{KafkaBus, KafkaConfig};
 use shop_backend::bus::{Bus, Handler, HandlerError, OutgoingRecord, Record, Subscription, header};
 use shop_backend::config::EmbeddedArgs;
+use shop_backend::metrics::Metrics;
+use shop_backend::tasks::Supervisor;
 use shop_shared::client::{Client, websocket_url};
 use shop_shared::domain::OrderStatus;
 use shop_shared::events::topic;
 
-use crate::harness::{GOOD_CARD, Pushes, WAIT, place, reserve, wait_available, wait_status};
+use crate::harness::{
+    GOOD_CARD, Mode, Options, Pushes, Shop, WAIT, place, reserve, wait_available, wait_status,
+};
 
 /// Keeps a copy of every record on the topics it reads.
 #[derive(Default)]
@@ -99,40 +105,29 @@ impl InProcess {
     }
 }
 
-#[tokio::test]
-async fn redelivering_every_bus_message_changes_nothing() {
-    let mut shop = InProcess::build(Duration::from_secs(2)).await;
-    let bus = shop.app().bus().clone();
-    let idle = shop.app().idleness();
-    let tap = Arc::new(Tap::default());
-    let topics: Vec<&str> = shop_shared::events::topic::ALL
-        .iter()
-        .map(|(name, _)| *name)
-        .collect();
-    bus.subscribe(Subscription::broadcast("tap", &topics), tap.clone())
-        .await
-        .expect("tap");
-    let _stop = shop.run();
-
-    // One saga of each ending.
-    let client = shop.customer().await;
-    let paid = reserve(&client, &[("SKU-001", 2), ("SKU-002", 1)]).await;
-    shop.pay(paid.checkout_url.as_deref().expect("url")).await;
-    wait_status(&client, &paid, OrderStatus::Paid).await;
-    let refused = place(&client, &[("SKU-003", 99)]).await;
-    wait_status(&client, &refused, OrderStatus::Cancelled).await;
-    let cancelled = reserve(&client, &[("SKU-003", 2)]).await;
+/// Runs one saga of each ending: paid, out of stock, cancelled, expired
+/// (the shop's pay TTL must be short).
+async fn each_ending<F, Fut>(client: &Client, pay: F)
+where
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let paid = reserve(client, &[("SKU-001", 2), ("SKU-002", 1)]).await;
+    pay(paid.checkout_url.clone().expect("url")).await;
+    wait_status(client, &paid, OrderStatus::Paid).await;
+    let refused = place(client, &[("SKU-003", 99)]).await;
+    wait_status(client, &refused, OrderStatus::Cancelled).await;
+    let cancelled = reserve(client, &[("SKU-003", 2)]).await;
     client
         .cancel_order(&cancelled.id.to_string())
         .await
         .expect("cancelled");
-    let expired = reserve(&client, &[("SKU-002", 3)]).await;
-    wait_status(&client, &expired, OrderStatus::Cancelled).await;
-    assert!(idle.settle(WAIT).await, "the shop settles");
+    let expired = reserve(client, &[("SKU-002", 3)]).await;
+    wait_status(client, &expired, OrderStatus::Cancelled).await;
+}
 
-    let products_before = client.products().await.expect("products");
-    let orders_before = client.orders().await.expect("orders");
-    let recorded = tap.records.lock().expect("tap lock").clone();
+/// Checks that `recorded` holds every kind of message the sagas exchange.
+fn assert_every_kind(recorded: &[Arc<Record>]) {
     let kinds: std::collections::HashSet<&str> = recorded
         .iter()
         .filter_map(|record| record.header(header::TYPE))
@@ -157,6 +152,35 @@ async fn redelivering_every_bus_message_changes_nothing() {
             "the sagas produced a {kind} to redeliver"
         );
     }
+}
+
+#[tokio::test]
+async fn redelivering_every_bus_message_changes_nothing() {
+    let mut shop = InProcess::build(Duration::from_secs(2)).await;
+    let bus = shop.app().bus().clone();
+    let idle = shop.app().idleness();
+    let tap = Arc::new(Tap::default());
+    let topics: Vec<&str> = shop_shared::events::topic::ALL
+        .iter()
+        .map(|(name, _)| *name)
+        .collect();
+    bus.subscribe(Subscription::broadcast("tap", &topics), tap.clone())
+        .await
+        .expect("tap");
+    let _stop = shop.run();
+
+    let client = shop.customer().await;
+    each_ending(&client, |url: String| {
+        let shop = &shop;
+        async move { shop.pay(&url).await }
+    })
+    .await;
+    assert!(idle.settle(WAIT).await, "the shop settles");
+
+    let products_before = client.products().await.expect("products");
+    let orders_before = client.orders().await.expect("orders");
+    let recorded = tap.records.lock().expect("tap lock").clone();
+    assert_every_kind(&recorded);
 
     let mut pushes = Pushes::new(&client);
     let again: Vec<OutgoingRecord> = recorded
@@ -236,5 +260,152 @@ async fn a_message_that_cannot_be_processed_is_dead_lettered_and_the_rest_flows(
     assert_eq!(
         letter.payload,
         b"{\"this\": \"is not an envelope\"}".to_vec()
+    );
+}
+
+/// A test-side connection to the broker of a distributed shop.
+fn kafka(shop: &Shop) -> (KafkaBus, Supervisor) {
+    let (supervisor, spawner) = Supervisor::new();
+    let config = KafkaConfig {
+        brokers: shop.broker().expect("distributed"),
+        partitions: 4,
+        replication: 1,
+        client_id: "shop-test".into(),
+    };
+    let bus = KafkaBus::new(config, Metrics::default(), &spawner).expect("Kafka client");
+    (bus, supervisor)
+}
+
+/// Reads every record now on `topics`.
+async fn read_all(bus: &KafkaBus, topics: &[&str]) -> Vec<Arc<Record>> {
+    let tap = Arc::new(Tap::default());
+    let handle = bus
+        .subscribe(Subscription::broadcast("tap", topics), tap.clone())
+        .await
+        .expect("tap");
+    tokio::time::timeout(WAIT, handle.caught_up())
+        .await
+        .expect("tap caught up");
+    tap.records.lock().expect("tap lock").clone()
+}
+
+/// Waits until the services have published and consumed nothing new for
+/// a second.
+async fn quiet(shop: &Shop) {
+    let mut last = (-1.0, -1.0);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let now = (
+            shop.metric("shop_bus_messages_published_total", &[]).await,
+            shop.metric("shop_bus_messages_consumed_total", &[]).await,
+        );
+        if now == last {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the shop never went quiet"
+        );
+        last = now;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+#[tokio::test]
+async fn redelivering_every_kafka_message_changes_nothing() {
+    let shop = Shop::start_with(
+        Mode::Distributed,
+        Options {
+            pay_ttl: "3s",
+            ..Options::default()
+        },
+    )
+    .await;
+    let client = shop.customer().await;
+    each_ending(&client, |url: String| {
+        let shop = &shop;
+        async move {
+            assert_eq!(shop.pay(&url, GOOD_CARD).await.status(), 303);
+        }
+    })
+    .await;
+    quiet(&shop).await;
+    let products_before = client.products().await.expect("products");
+    let orders_before = client.orders().await.expect("orders");
+
+    let (bus, _supervisor) = kafka(&shop);
+    let topics: Vec<&str> = shop_shared::events::topic::ALL
+        .iter()
+        .map(|(name, _)| *name)
+        .collect();
+    let recorded = read_all(&bus, &topics).await;
+    assert_every_kind(&recorded);
+    // Each record is consumed once more by each group reading its topic:
+    // one group per topic here.
+    let consumed = shop.metric("shop_bus_messages_consumed_total", &[]).await;
+    let mut pushes = Pushes::new(&client);
+    let again: Vec<OutgoingRecord> = recorded
+        .iter()
+        .map(|record| OutgoingRecord::from_record(record))
+        .collect();
+    bus.publish(again).await.expect("redelivered");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while shop.metric("shop_bus_messages_consumed_total", &[]).await
+        < consumed + recorded.len() as f64
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the redelivered records were not all consumed"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    quiet(&shop).await;
+
+    assert_eq!(client.products().await.expect("products"), products_before);
+    assert_eq!(client.orders().await.expect("orders"), orders_before);
+    pushes.collect(Duration::from_millis(300)).await;
+    assert!(
+        pushes.seen.is_empty(),
+        "redelivery pushed changes: {:?}",
+        pushes.seen
+    );
+}
+
+#[tokio::test]
+async fn a_kafka_message_that_cannot_be_processed_is_dead_lettered_and_the_rest_flows() {
+    let shop = Shop::start(Mode::Distributed).await;
+    let client = shop.customer().await;
+    let order = reserve(&client, &[("SKU-001", 1)]).await;
+    let (bus, _supervisor) = kafka(&shop);
+    bus.publish(vec![OutgoingRecord {
+        topic: topic::ORDER_COMMANDS.into(),
+        key: order.id.to_string(),
+        headers: vec![(header::TYPE.into(), "Nonsense".into())],
+        payload: b"{\"this\": \"is not an envelope\"}".to_vec(),
+    }])
+    .await
+    .expect("published");
+    let cancelled = client
+        .cancel_order(&order.id.to_string())
+        .await
+        .expect("cancelled");
+    assert_eq!(cancelled.status, OrderStatus::Cancelled);
+    wait_available(&client, "SKU-001", 10).await;
+
+    let dead = read_all(&bus, &[&topic::dead_letter("order")]).await;
+    assert_eq!(dead.len(), 1, "the bad record was dead-lettered once");
+    assert_eq!(
+        dead[0].header(header::DLQ_TOPIC),
+        Some(topic::ORDER_COMMANDS)
+    );
+    assert!(
+        dead[0]
+            .header(header::DLQ_REASON)
+            .is_some_and(|reason| reason.contains("malformed"))
+    );
+    assert_eq!(
+        shop.metric("shop_bus_dead_letters_total", &[("group", "order")])
+            .await,
+        1.0
     );
 }

@@ -210,6 +210,67 @@ mod tests {
         );
     }
 
+    /// No Docker engine runs where the tests run, so docker-compose.yml is
+    /// checked against the program instead: every service's command parses,
+    /// every SHOP_ variable is one the program reads, and each service gets
+    /// the settings it cannot start without.
+    #[test]
+    fn docker_compose_matches_the_programs_settings() {
+        use clap::CommandFactory;
+        let compose = include_str!("../../docker-compose.yml");
+        let known: std::collections::HashSet<String> = Cli::command()
+            .get_subcommands()
+            .flat_map(|command| {
+                command
+                    .get_arguments()
+                    .filter_map(|arg| arg.get_env())
+                    .collect::<Vec<_>>()
+            })
+            .map(|env| env.to_string_lossy().into_owned())
+            .collect();
+        // (role, SHOP_ variables set for it), in file order.
+        let mut roles: Vec<(String, Vec<String>)> = Vec::new();
+        for line in compose.lines() {
+            let trimmed = line.trim();
+            if let Some(array) = trimmed.strip_prefix("command: ") {
+                let args: Vec<String> =
+                    serde_json::from_str(array).expect("command is a JSON array");
+                let mut argv = vec!["shop-backend".to_owned()];
+                argv.extend(args.iter().cloned());
+                let cli =
+                    Cli::try_parse_from(&argv).unwrap_or_else(|error| panic!("{argv:?}: {error}"));
+                assert!(cli.command.is_some(), "{argv:?} runs a distributed service");
+                roles.push((args[0].clone(), Vec::new()));
+            }
+            if let Some((name, _)) = trimmed.split_once(':')
+                && name.starts_with("SHOP_")
+            {
+                assert!(
+                    known.contains(name),
+                    "docker-compose.yml sets {name}, which shop-backend does not read"
+                );
+                if let Some((_, env)) = roles.last_mut() {
+                    env.push(name.to_owned());
+                }
+            }
+        }
+        let names: Vec<&str> = roles.iter().map(|(role, _)| role.as_str()).collect();
+        assert_eq!(names, ["gateway", "order", "stock", "payment"]);
+        for (role, env) in &roles {
+            let has = |name: &str| env.iter().any(|set| set == name);
+            assert!(has("SHOP_KAFKA_BROKERS"), "{role} needs the brokers");
+            match role.as_str() {
+                "gateway" => assert!(has("SHOP_TOKEN_SECRET")),
+                "payment" => assert!(
+                    has("SHOP_DATABASE_URL")
+                        && has("SHOP_WEBHOOK_SECRET")
+                        && has("SHOP_GATEWAY_URL")
+                ),
+                _ => assert!(has("SHOP_DATABASE_URL"), "{role} needs its database"),
+            }
+        }
+    }
+
     #[test]
     fn public_url_must_be_http() {
         assert_eq!(

@@ -1,0 +1,174 @@
+//! Command-line arguments of `shop`.
+
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+const EXAMPLES: &str = "\
+Examples:
+  shop products                          what is for sale, live quantities
+  url=$(shop order SKU-001:2 SKU-002 | tail -1)
+                                         order, and keep the checkout URL
+  shop orders                            my orders, with time left to pay
+  shop pay 1a2b --open --wait            pay in the browser, wait until paid
+  shop watch --json                      live events, one JSON object per line
+  shop --profile bob order SKU-003       act as another customer
+
+Exit codes: 0 success, 1 usage or input error, 2 cannot reach the gateway,
+3 order cancelled or expired, 4 timed out waiting, 5 refused by the shop,
+6 the shop is unavailable.";
+
+/// Shop from the terminal: browse, order, pay and watch it happen live.
+#[derive(Debug, Parser)]
+#[command(name = "shop", version, about, after_help = EXAMPLES)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags every command takes, before or after its name.
+#[derive(Debug, Clone, Args)]
+pub struct Global {
+    /// The shop's gateway: http://host:port, ws://host:port/ws or host:port.
+    #[arg(
+        long,
+        global = true,
+        env = "SHOP_GATEWAY",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    pub gateway: String,
+
+    /// Which customer to be: each profile keeps its own customer token.
+    #[arg(long, global = true, env = "SHOP_PROFILE", default_value = "default", value_parser = parse_profile)]
+    pub profile: String,
+
+    /// Print machine-readable JSON (one object; one per line for `watch`).
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// Longest wait for the shop, such as 30s or 2m [default: 30s; for `pay --wait`, until the deadline].
+    #[arg(long, global = true, value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// List the catalogue: sku, name, price and units available now.
+    #[command(after_help = "Example:\n  shop products\n  shop products --json")]
+    Products,
+
+    /// Place one order and wait until it is reserved; print its checkout URL
+    /// alone on the last line.
+    #[command(
+        after_help = "Examples:\n  shop order SKU-001:2 SKU-002\n  url=$(shop order SKU-001 | tail -1)"
+    )]
+    Order {
+        /// What to buy: a sku, optionally with a quantity (SKU-001:2); the quantity defaults to 1.
+        #[arg(required = true, value_name = "SKU[:QTY]")]
+        lines: Vec<String>,
+        /// Makes retrying safe: the same key names the same order [default: a fresh one].
+        #[arg(long)]
+        idempotency_key: Option<String>,
+    },
+
+    /// List my orders: id, status, total, time left to pay, checkout URL.
+    #[command(after_help = "Example:\n  shop orders\n  shop orders --json")]
+    Orders,
+
+    /// Show one order in full: lines, total, deadline, timeline.
+    #[command(after_help = "Example:\n  shop status 1a2b        (any unique prefix of the id)")]
+    Status {
+        /// Order id, or any unique prefix of it.
+        order: String,
+    },
+
+    /// Print the checkout URL of a reserved order; optionally open it and
+    /// wait for the payment.
+    #[command(after_help = "Examples:\n  shop pay 1a2b\n  shop pay 1a2b --open --wait")]
+    Pay {
+        /// Order id, or any unique prefix of it.
+        order: String,
+        /// Open the checkout page in the browser.
+        #[arg(long)]
+        open: bool,
+        /// Then wait until the order is PAID (exit 0), CANCELLED or past its deadline (exit 3).
+        #[arg(long)]
+        wait: bool,
+    },
+
+    /// Cancel an unpaid order; its stock is released.
+    #[command(after_help = "Example:\n  shop cancel 1a2b")]
+    Cancel {
+        /// Order id, or any unique prefix of it.
+        order: String,
+    },
+
+    /// Stream live events, one per line, until interrupted: every change of
+    /// a product's available quantity, and of my orders.
+    #[command(
+        after_help = "Examples:\n  shop watch\n  shop watch --json | grep --line-buffered PAID"
+    )]
+    Watch,
+
+    /// Print shell completions for bash, zsh, fish, elvish or powershell.
+    #[command(
+        after_help = "Example:\n  shop completions bash > ~/.local/share/bash-completion/completions/shop"
+    )]
+    Completions { shell: clap_complete::Shell },
+}
+
+/// Reads a duration such as 30s, 2m or 1h30m.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let duration = humantime::parse_duration(text)
+        .map_err(|error| format!("`{text}` is not a duration such as 30s or 2m: {error}"))?;
+    if duration.is_zero() {
+        return Err("the timeout must be longer than zero".into());
+    }
+    Ok(duration)
+}
+
+/// Reads a profile name: letters, digits, `-` and `_`.
+fn parse_profile(text: &str) -> Result<String, String> {
+    let valid = !text.is_empty()
+        && text.len() <= 64
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if valid {
+        Ok(text.to_owned())
+    } else {
+        Err(format!(
+            "`{text}` is not a profile name: use letters, digits, '-' or '_'"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn global_flags_go_before_or_after_the_command() {
+        let before =
+            Cli::try_parse_from(["shop", "--json", "--profile", "bob", "orders"]).expect("parses");
+        let after =
+            Cli::try_parse_from(["shop", "orders", "--json", "--profile", "bob"]).expect("parses");
+        for cli in [before, after] {
+            assert!(cli.global.json);
+            assert_eq!(cli.global.profile, "bob");
+            assert!(matches!(cli.command, Command::Orders));
+        }
+    }
+
+    #[test]
+    fn bad_profiles_and_timeouts_are_usage_errors() {
+        assert!(Cli::try_parse_from(["shop", "--profile", "../x", "orders"]).is_err());
+        assert!(Cli::try_parse_from(["shop", "--timeout", "soon", "orders"]).is_err());
+        assert!(
+            Cli::try_parse_from(["shop", "order"]).is_err(),
+            "an order needs lines"
+        );
+    }
+}

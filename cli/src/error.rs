@@ -1,0 +1,91 @@
+//! What can go wrong, as one line for people and an exit code for scripts.
+
+use std::fmt;
+
+use shop_shared::client::ClientError;
+use shop_shared::protocol::ErrorCode;
+
+/// Exit codes, documented in `shop --help` and the README.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Bad arguments or input: a malformed line, an unknown sku or order.
+    Usage = 1,
+    /// The gateway cannot be reached.
+    Unreachable = 2,
+    /// The order was cancelled or its deadline passed.
+    Cancelled = 3,
+    /// The wait for the shop timed out.
+    Timeout = 4,
+    /// The shop refused the command (the order is paid already, …).
+    Refused = 5,
+    /// The shop is up but cannot serve now, or failed.
+    Unavailable = 6,
+}
+
+/// A failed command.
+#[derive(Debug)]
+pub struct CliError {
+    pub exit: Exit,
+    pub message: String,
+}
+
+impl CliError {
+    pub fn new(exit: Exit, message: impl Into<String>) -> Self {
+        CliError {
+            exit,
+            message: message.into(),
+        }
+    }
+
+    pub fn usage(message: impl Into<String>) -> Self {
+        CliError::new(Exit::Usage, message)
+    }
+
+    /// A client error, with what to do about it.
+    pub fn from_client(error: ClientError, gateway: &str) -> Self {
+        match error {
+            ClientError::Connect { reason, .. } => CliError::new(
+                Exit::Unreachable,
+                format!(
+                    "cannot reach the shop at {gateway} ({reason}); start the backend with \
+                     `cargo run --release -p shop-backend`, or point --gateway or SHOP_GATEWAY at a running one"
+                ),
+            ),
+            ClientError::Closed => CliError::new(
+                Exit::Unreachable,
+                format!("the connection to the shop at {gateway} was lost; try again"),
+            ),
+            ClientError::Timeout(after) => CliError::new(
+                Exit::Timeout,
+                format!(
+                    "the shop did not answer within {}; try again or pass a longer --timeout",
+                    humantime::format_duration(after)
+                ),
+            ),
+            ClientError::Server { code, message } => {
+                let exit = match code {
+                    ErrorCode::OrderNotCancellable | ErrorCode::IdempotencyKeyReused => {
+                        Exit::Refused
+                    }
+                    ErrorCode::Unavailable | ErrorCode::Internal | ErrorCode::TooManyRequests => {
+                        Exit::Unavailable
+                    }
+                    _ => Exit::Usage,
+                };
+                CliError::new(exit, message)
+            }
+            ClientError::Protocol(detail) => CliError::new(
+                Exit::Unavailable,
+                format!(
+                    "the shop at {gateway} answered something this client does not understand: {detail}"
+                ),
+            ),
+        }
+    }
+}
+
+impl fmt::Display for CliError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}

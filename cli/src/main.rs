@@ -1,0 +1,34 @@
+//! `shop`: the scriptable command-line client of the shop. It speaks only
+//! the gateway's WebSocket protocol, through the client of `shop-shared`.
+
+mod args;
+mod commands;
+mod error;
+mod output;
+mod profile;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use clap::error::ErrorKind;
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    let cli = match args::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            let _ = error.print();
+            return match error.kind() {
+                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => ExitCode::SUCCESS,
+                _ => ExitCode::from(error::Exit::Usage as u8),
+            };
+        }
+    };
+    match commands::run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            eprintln!("shop: {failure}");
+            ExitCode::from(failure.exit as u8)
+        }
+    }
+}

@@ -1,0 +1,268 @@
+//! Human output: aligned tables, money as `4,500.00 EUR`, deadlines as a
+//! countdown, and colour only on a terminal and never with `NO_COLOR`.
+
+use std::io::IsTerminal;
+use std::time::Duration;
+
+use shop_shared::domain::{Order, OrderStatus};
+use shop_shared::money::Currency;
+use shop_shared::time::Timestamp;
+
+/// Whether to paint.
+#[derive(Debug, Clone, Copy)]
+pub struct Style {
+    color: bool,
+}
+
+impl Style {
+    /// Colour when stdout is a terminal and `NO_COLOR` is not set.
+    pub fn detect() -> Style {
+        let no_color = std::env::var_os("NO_COLOR").is_some_and(|value| !value.is_empty());
+        Style {
+            color: std::io::stdout().is_terminal() && !no_color,
+        }
+    }
+
+    #[cfg(test)]
+    pub fn plain() -> Style {
+        Style { color: false }
+    }
+
+    fn paint(&self, code: &str, text: &str) -> String {
+        if self.color {
+            format!("\x1b[{code}m{text}\x1b[0m")
+        } else {
+            text.to_owned()
+        }
+    }
+
+    pub fn bold(&self, text: &str) -> String {
+        self.paint("1", text)
+    }
+
+    pub fn dim(&self, text: &str) -> String {
+        self.paint("2", text)
+    }
+
+    /// A status in its colour: yellow while it waits, green paid, red cancelled.
+    pub fn status(&self, order: &Order) -> Cell {
+        let plain = status_text(order);
+        let code = match order.status {
+            OrderStatus::New => "36",
+            OrderStatus::Reserved => "33",
+            OrderStatus::Paid => "32",
+            OrderStatus::Cancelled => "31",
+        };
+        Cell {
+            painted: self.paint(code, &plain),
+            plain,
+        }
+    }
+}
+
+/// `CANCELLED (NOT_PAID)`, `PAID`, …
+pub fn status_text(order: &Order) -> String {
+    match (order.status, order.cancel_reason) {
+        (OrderStatus::Cancelled, Some(reason)) => {
+            let refunded = if order.refunded { ", refunded" } else { "" };
+            format!("CANCELLED ({reason}{refunded})")
+        }
+        (status, _) => status.to_string(),
+    }
+}
+
+/// Money for people, or `-` when there is none yet.
+pub fn money(amount: Option<i64>, currency: Option<Currency>) -> String {
+    match (amount, currency) {
+        (Some(amount), Some(currency)) => currency.format(amount),
+        _ => "-".to_owned(),
+    }
+}
+
+/// Time left before `deadline`: `4:59`, `1:02:03`, or `expired`.
+pub fn countdown(deadline: Timestamp, now: Timestamp) -> String {
+    let left = deadline.remaining_from(now);
+    if left.is_zero() {
+        return "expired".to_owned();
+    }
+    // Round up, so the last second shows as 0:01, not 0:00.
+    let seconds = left.as_secs() + u64::from(left.subsec_nanos() > 0);
+    let (hours, minutes, seconds) = (seconds / 3600, seconds / 60 % 60, seconds % 60);
+    if hours > 0 {
+        format!("{hours}:{minutes:02}:{seconds:02}")
+    } else {
+        format!("{minutes}:{seconds:02}")
+    }
+}
+
+/// How long until `deadline` for an order that still takes payment.
+pub fn time_left(order: &Order, now: Timestamp) -> String {
+    match (order.status, order.pay_until) {
+        (OrderStatus::Reserved, Some(deadline)) => countdown(deadline, now),
+        _ => "-".to_owned(),
+    }
+}
+
+/// The short form of a duration: `3s`, `2m 5s`.
+pub fn duration(value: Duration) -> String {
+    humantime::format_duration(Duration::from_secs(value.as_secs())).to_string()
+}
+
+/// A table cell: its text, and the same text painted.
+#[derive(Debug, Clone)]
+pub struct Cell {
+    plain: String,
+    painted: String,
+}
+
+impl Cell {
+    /// The text as it is shown, painted when colour is on.
+    pub fn shown(&self) -> &str {
+        &self.painted
+    }
+}
+
+impl From<String> for Cell {
+    fn from(plain: String) -> Self {
+        Cell {
+            painted: plain.clone(),
+            plain,
+        }
+    }
+}
+
+impl From<&str> for Cell {
+    fn from(plain: &str) -> Self {
+        Cell::from(plain.to_owned())
+    }
+}
+
+/// Which side a column's text keeps to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Align {
+    Left,
+    Right,
+}
+
+/// Columns aligned on their widest cell.
+pub struct Table {
+    columns: Vec<(String, Align)>,
+    rows: Vec<Vec<Cell>>,
+}
+
+impl Table {
+    pub fn new(columns: &[(&str, Align)]) -> Table {
+        Table {
+            columns: columns
+                .iter()
+                .map(|(name, align)| ((*name).to_owned(), *align))
+                .collect(),
+            rows: Vec::new(),
+        }
+    }
+
+    pub fn row(&mut self, cells: Vec<Cell>) {
+        self.rows.push(cells);
+    }
+
+    pub fn render(&self, style: Style) -> String {
+        let width = |text: &str| text.chars().count();
+        let widths: Vec<usize> = self
+            .columns
+            .iter()
+            .enumerate()
+            .map(|(index, (name, _))| {
+                self.rows
+                    .iter()
+                    .filter_map(|row| row.get(index))
+                    .map(|cell| width(&cell.plain))
+                    .chain([width(name)])
+                    .max()
+                    .unwrap_or(0)
+            })
+            .collect();
+        let line = |cells: Vec<(String, String)>| {
+            let last = cells.len().saturating_sub(1);
+            let mut out = String::new();
+            for (index, ((plain, painted), ((_, align), width))) in cells
+                .into_iter()
+                .zip(self.columns.iter().zip(&widths))
+                .enumerate()
+            {
+                let pad = " ".repeat(width.saturating_sub(plain.chars().count()));
+                match align {
+                    Align::Left if index == last => out.push_str(&painted),
+                    Align::Left => out.push_str(&format!("{painted}{pad}")),
+                    Align::Right => out.push_str(&format!("{pad}{painted}")),
+                }
+                if index != last {
+                    out.push_str("  ");
+                }
+            }
+            out.trim_end().to_owned()
+        };
+        let mut out = line(
+            self.columns
+                .iter()
+                .map(|(name, _)| (name.clone(), style.bold(name)))
+                .collect(),
+        );
+        out.push('\n');
+        for row in &self.rows {
+            out.push_str(&line(
+                row.iter()
+                    .map(|cell| (cell.plain.clone(), cell.painted.clone()))
+                    .collect(),
+            ));
+            out.push('\n');
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_align_columns_on_their_widest_cell() {
+        let mut table = Table::new(&[
+            ("SKU", Align::Left),
+            ("PRICE", Align::Right),
+            ("NAME", Align::Left),
+        ]);
+        table.row(vec![
+            "SKU-001".into(),
+            "4,500.00 EUR".into(),
+            "MacBook Pro".into(),
+        ]);
+        table.row(vec!["X".into(), "5.00 EUR".into(), "Mug".into()]);
+        assert_eq!(
+            table.render(Style::plain()),
+            "SKU             PRICE  NAME\n\
+             SKU-001  4,500.00 EUR  MacBook Pro\n\
+             X            5.00 EUR  Mug\n"
+        );
+    }
+
+    #[test]
+    fn countdowns_read_like_clocks() {
+        let now = Timestamp::from_millis(1_000_000);
+        assert_eq!(countdown(now.plus(Duration::from_secs(299)), now), "4:59");
+        assert_eq!(
+            countdown(now.plus(Duration::from_millis(300_500)), now),
+            "5:01"
+        );
+        assert_eq!(
+            countdown(now.plus(Duration::from_secs(3723)), now),
+            "1:02:03"
+        );
+        assert_eq!(countdown(now, now), "expired");
+    }
+
+    #[test]
+    fn money_shows_currency_or_a_dash() {
+        assert_eq!(money(Some(450_000), Some(Currency::EUR)), "4,500.00 EUR");
+        assert_eq!(money(None, Some(Currency::EUR)), "-");
+    }
+}

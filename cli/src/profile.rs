@@ -1,0 +1,128 @@
+//! Where `shop` keeps customer tokens, so successive commands act as the
+//! same customer: one file per profile and gateway, under
+//! `$XDG_CONFIG_HOME/shop` (or `~/.config/shop`), readable by the user only.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::error::{CliError, Exit};
+
+pub struct Tokens {
+    dir: PathBuf,
+}
+
+impl Tokens {
+    /// The token store of this user.
+    pub fn locate() -> Result<Tokens, CliError> {
+        let base = std::env::var_os("XDG_CONFIG_HOME")
+            .filter(|dir| !dir.is_empty())
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".config")))
+            .ok_or_else(|| {
+                CliError::new(
+                    Exit::Usage,
+                    "cannot tell where to keep the customer token: set HOME or XDG_CONFIG_HOME",
+                )
+            })?;
+        Ok(Tokens {
+            dir: base.join("shop"),
+        })
+    }
+
+    fn path(&self, profile: &str, gateway: &str) -> PathBuf {
+        let name: String = gateway
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        self.dir
+            .join("profiles")
+            .join(profile)
+            .join(format!("{name}.token"))
+    }
+
+    /// The token of `profile` for `gateway`, if one was saved.
+    pub fn get(&self, profile: &str, gateway: &str) -> Option<String> {
+        std::fs::read_to_string(self.path(profile, gateway))
+            .ok()
+            .map(|text| text.trim().to_owned())
+            .filter(|token| !token.is_empty())
+    }
+
+    /// Saves the token of `profile` for `gateway`.
+    pub fn save(&self, profile: &str, gateway: &str, token: &str) -> Result<(), CliError> {
+        let path = self.path(profile, gateway);
+        write_private(&path, token).map_err(|error| {
+            CliError::new(
+                Exit::Usage,
+                format!(
+                    "cannot save the customer token in {}: {error}",
+                    path.display()
+                ),
+            )
+        })
+    }
+}
+
+/// Writes `text` to `path` readable by the user only, atomically.
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let temporary = dir.join(format!(".{}.tmp", std::process::id()));
+    {
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        let mut file = options.open(&temporary)?;
+        file.write_all(text.as_bytes())?;
+        file.sync_all()?;
+    }
+    std::fs::rename(&temporary, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_kept_per_profile_and_gateway() {
+        let dir = tempfile::tempdir().expect("dir");
+        let tokens = Tokens {
+            dir: dir.path().to_owned(),
+        };
+        tokens
+            .save("alice", "ws://127.0.0.1:8080/ws", "t-alice")
+            .expect("saved");
+        tokens
+            .save("bob", "ws://127.0.0.1:8080/ws", "t-bob")
+            .expect("saved");
+        assert_eq!(
+            tokens.get("alice", "ws://127.0.0.1:8080/ws").as_deref(),
+            Some("t-alice")
+        );
+        assert_eq!(
+            tokens.get("bob", "ws://127.0.0.1:8080/ws").as_deref(),
+            Some("t-bob")
+        );
+        assert_eq!(tokens.get("alice", "ws://shop.example/ws"), None);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let path = tokens.path("alice", "ws://127.0.0.1:8080/ws");
+            let mode = std::fs::metadata(path)
+                .expect("exists")
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+}

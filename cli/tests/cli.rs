@@ -1,0 +1,568 @@
+//! The real `shop` binary against a real backend started on port 0: every
+//! command in human and `--json` form, exit codes, id prefixes, profiles,
+//! and waiting for payments.
+
+use std::path::Path;
+use std::process::Output;
+use std::time::Duration;
+
+use serde_json::Value;
+use shop_backend::Application;
+use shop_backend::config::EmbeddedArgs;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Command;
+
+/// A backend serving in this process, and a config directory for `shop`.
+struct Shop {
+    gateway: String,
+    home: tempfile::TempDir,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl Shop {
+    async fn start() -> Shop {
+        Shop::start_with("5m").await
+    }
+
+    async fn start_with(pay_ttl: &str) -> Shop {
+        let home = tempfile::tempdir().expect("temporary directory");
+        let app = Application::build(EmbeddedArgs {
+            listen: "127.0.0.1:0".parse().expect("address"),
+            data_dir: home.path().join("data"),
+            pay_ttl: humantime::parse_duration(pay_ttl).expect("duration"),
+            catalog: None,
+            public_url: None,
+            partitions: 4,
+            token_secret: None,
+            webhook_secret: None,
+        })
+        .await
+        .expect("backend builds");
+        let gateway = format!("http://{}", app.local_addr());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(app.run_until_stopped(async move {
+            let _ = stopped.await;
+        }));
+        Shop {
+            gateway,
+            home,
+            _stop: stop,
+        }
+    }
+
+    /// `shop` with this shop's gateway and config directory.
+    fn command(&self, args: &[&str]) -> Command {
+        command(&self.gateway, self.home.path(), args)
+    }
+
+    async fn run(&self, args: &[&str]) -> Run {
+        Run::of(self.command(args).output().await.expect("shop runs"))
+    }
+}
+
+fn command(gateway: &str, home: &Path, args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_shop"));
+    command
+        .args(args)
+        .env("SHOP_GATEWAY", gateway)
+        .env("XDG_CONFIG_HOME", home.join("config"))
+        .env("HOME", home)
+        .env_remove("SHOP_PROFILE")
+        .env_remove("NO_COLOR")
+        .kill_on_drop(true);
+    command
+}
+
+/// What one run of `shop` did.
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn of(output: Output) -> Run {
+        Run {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+
+    fn ok(self) -> Run {
+        assert_eq!(self.code, 0, "shop failed: {}{}", self.stdout, self.stderr);
+        self
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|error| panic!("{error}: {:?}", self.stdout))
+    }
+
+    fn last_line(&self) -> &str {
+        self.stdout.lines().last().unwrap_or_default()
+    }
+}
+
+/// Pays `url` through the local checkout over plain HTTP.
+async fn pay_over_http(url: &str) {
+    let response = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("HTTP client")
+        .post(url)
+        .form(&[
+            ("card_number", "4242 4242 4242 4242"),
+            ("expiry", "12/34"),
+            ("cvc", "123"),
+            ("name", "Ada"),
+        ])
+        .send()
+        .await
+        .expect("checkout answers");
+    assert_eq!(response.status(), 303);
+}
+
+#[tokio::test]
+async fn products_lists_the_catalogue_as_a_table_and_as_json() {
+    let shop = Shop::start().await;
+    let human = shop.run(&["products"]).await.ok();
+    let lines: Vec<&str> = human.stdout.lines().collect();
+    assert_eq!(lines[0], "SKU      NAME                PRICE  AVAILABLE");
+    assert_eq!(lines[1], "SKU-001  MacBook Pro  4,500.00 EUR         10");
+    assert_eq!(lines.len(), 4);
+    assert!(
+        !human.stdout.contains('\x1b'),
+        "no colour when stdout is not a terminal"
+    );
+
+    let json = shop.run(&["products", "--json"]).await.ok().json();
+    let first = &json[0];
+    assert_eq!(first["sku"], "SKU-001");
+    assert_eq!(first["name"], "MacBook Pro");
+    assert_eq!(first["unit_price"], 450_000);
+    assert_eq!(first["currency"], "EUR");
+    assert_eq!(first["available"], 10);
+    assert_eq!(json.as_array().map(Vec::len), Some(3));
+}
+
+#[tokio::test]
+async fn order_waits_for_the_reservation_and_prints_the_checkout_url_last() {
+    let shop = Shop::start().await;
+    let run = shop.run(&["order", "SKU-001:2", "SKU-002"]).await.ok();
+    let url = run.last_line();
+    assert!(
+        url.starts_with(&format!("{}/checkout/cs_", shop.gateway)),
+        "{url}"
+    );
+    assert!(run.stdout.contains("10,100.00 EUR"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("pay within 5:00") || run.stdout.contains("pay within 4:59"),
+        "{}",
+        run.stdout
+    );
+
+    let json = shop.run(&["order", "SKU-003", "--json"]).await.ok().json();
+    assert_eq!(json["status"], "RESERVED");
+    assert_eq!(json["cancel_reason"], Value::Null);
+    assert_eq!(json["total"], 150_000);
+    assert_eq!(json["currency"], "EUR");
+    assert!(
+        json["checkout_url"]
+            .as_str()
+            .is_some_and(|url| url.contains("/checkout/"))
+    );
+    let deadline = json["pay_until"].as_str().expect("pay_until");
+    assert!(
+        shop_shared::time::Timestamp::parse(deadline).is_ok(),
+        "RFC 3339: {deadline}"
+    );
+    assert_eq!(json["lines"][0]["sku"], "SKU-003");
+    assert_eq!(json["lines"][0]["quantity"], 1);
+}
+
+#[tokio::test]
+async fn an_order_that_cannot_be_reserved_says_why_and_exits_3() {
+    let shop = Shop::start().await;
+    let run = shop.run(&["order", "SKU-001", "SKU-002:11"]).await;
+    assert_eq!(run.code, 3);
+    assert!(
+        run.stdout.is_empty(),
+        "no URL for a cancelled order: {}",
+        run.stdout
+    );
+    assert!(
+        run.stderr.contains("was cancelled") && run.stderr.contains("SKU-002"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(run.stderr.lines().count(), 1, "one line: {}", run.stderr);
+    let json = shop.run(&["order", "SKU-003:99", "--json"]).await;
+    assert_eq!(json.code, 3);
+    assert_eq!(json.json()["cancel_reason"], "OUT_OF_STOCK");
+}
+
+#[tokio::test]
+async fn bad_input_is_a_usage_error_with_exit_1() {
+    let shop = Shop::start().await;
+    for args in [
+        &["order", "SKU-001:0"][..],
+        &["order", "SKU-001:lots"],
+        &["order", "NOPE"],
+        &["order"],
+        &["frobnicate"],
+        &["status", "xyz"],
+        &["--profile", "a/b", "orders"],
+    ] {
+        let run = shop.run(args).await;
+        assert_eq!(run.code, 1, "{args:?}: {}{}", run.stdout, run.stderr);
+        assert!(!run.stderr.trim().is_empty(), "{args:?} explains itself");
+    }
+    let unknown = shop.run(&["order", "NOPE"]).await;
+    assert!(
+        unknown.stderr.contains("unknown sku") && unknown.stderr.contains("shop products"),
+        "{}",
+        unknown.stderr
+    );
+    assert!(
+        shop.run(&["orders", "--json"])
+            .await
+            .ok()
+            .json()
+            .as_array()
+            .is_some_and(Vec::is_empty)
+    );
+}
+
+#[tokio::test]
+async fn orders_and_status_accept_unique_id_prefixes() {
+    let shop = Shop::start().await;
+    let placed = shop.run(&["order", "SKU-001", "--json"]).await.ok().json();
+    let id = placed["id"].as_str().expect("id").to_owned();
+    let table = shop.run(&["orders"]).await.ok();
+    let row = table.stdout.lines().nth(1).expect("one order");
+    assert!(
+        row.starts_with(&id[..8]) && row.contains("RESERVED") && row.contains("4,500.00 EUR"),
+        "{row}"
+    );
+    assert!(
+        row.contains(":") && row.contains("/checkout/"),
+        "countdown and URL: {row}"
+    );
+
+    let status = shop.run(&["status", &id[..4]]).await.ok();
+    assert!(status.stdout.contains(&id), "{}", status.stdout);
+    assert!(
+        status.stdout.contains("MacBook Pro") && status.stdout.contains("reserved"),
+        "{}",
+        status.stdout
+    );
+    let json = shop.run(&["status", &id[..6], "--json"]).await.ok().json();
+    assert_eq!(json["id"], id.as_str());
+    let with_dashes = shop.run(&["status", &id[..13]]).await.ok();
+    assert!(with_dashes.stdout.contains(&id));
+
+    // Place orders until two ids share a first digit: that prefix is ambiguous.
+    let mut ids = vec![id];
+    let shared = loop {
+        let next = shop.run(&["order", "SKU-002", "--json"]).await.ok().json();
+        let next = next["id"].as_str().expect("id").to_owned();
+        if let Some(twin) = ids.iter().find(|known| known[..1] == next[..1]) {
+            break twin[..1].to_owned();
+        }
+        ids.push(next);
+    };
+    let ambiguous = shop.run(&["status", &shared]).await;
+    assert_eq!(ambiguous.code, 1);
+    assert!(
+        ambiguous.stderr.contains("matches 2"),
+        "{}",
+        ambiguous.stderr
+    );
+    let missing = shop.run(&["status", "ffffffff"]).await;
+    if !ids.iter().any(|id| id.starts_with("ffffffff")) {
+        assert_eq!(missing.code, 1);
+        assert!(missing.stderr.contains("no order"), "{}", missing.stderr);
+    }
+}
+
+#[tokio::test]
+async fn pay_wait_ends_when_the_order_is_paid_over_http() {
+    let shop = Shop::start().await;
+    let order = shop.run(&["order", "SKU-001", "--json"]).await.ok().json();
+    let id = order["id"].as_str().expect("id");
+    let url = order["checkout_url"].as_str().expect("url").to_owned();
+    let printed = shop.run(&["pay", &id[..5]]).await.ok();
+    assert_eq!(printed.last_line(), url, "pay prints the checkout URL");
+
+    let waiting = shop.command(&["pay", &id[..5], "--wait"]).output();
+    let payer = async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        pay_over_http(&url).await;
+    };
+    let (output, ()) = tokio::join!(waiting, payer);
+    let run = Run::of(output.expect("shop runs")).ok();
+    assert!(run.stdout.starts_with(&url), "{}", run.stdout);
+    assert!(run.stdout.contains("is paid"), "{}", run.stdout);
+    let again = shop.run(&["pay", &id[..5], "--json"]).await.ok().json();
+    assert_eq!(again["status"], "PAID");
+}
+
+#[tokio::test]
+async fn pay_wait_ends_with_exit_3_when_the_deadline_passes() {
+    let shop = Shop::start_with("2s").await;
+    let order = shop.run(&["order", "SKU-002", "--json"]).await.ok().json();
+    let id = order["id"].as_str().expect("id");
+    let run = shop.run(&["pay", &id[..6], "--wait"]).await;
+    assert_eq!(run.code, 3, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stderr.contains("not paid before its deadline"),
+        "{}",
+        run.stderr
+    );
+    let json = shop.run(&["status", &id[..6], "--json"]).await.ok().json();
+    assert_eq!(
+        (json["status"].as_str(), json["cancel_reason"].as_str()),
+        (Some("CANCELLED"), Some("NOT_PAID"))
+    );
+    let late = shop.run(&["pay", &id[..6]]).await;
+    assert_eq!(late.code, 3, "a cancelled order cannot be paid");
+}
+
+#[tokio::test]
+async fn pay_wait_times_out_with_exit_4() {
+    let shop = Shop::start().await;
+    let order = shop.run(&["order", "SKU-003", "--json"]).await.ok().json();
+    let id = order["id"].as_str().expect("id");
+    let run = shop
+        .run(&["pay", &id[..6], "--wait", "--timeout", "1s"])
+        .await;
+    assert_eq!(run.code, 4, "{}{}", run.stdout, run.stderr);
+    assert!(run.stderr.contains("not paid within 1s"), "{}", run.stderr);
+}
+
+#[tokio::test]
+async fn cancel_releases_the_order_once_and_then_refuses() {
+    let shop = Shop::start().await;
+    let order = shop
+        .run(&["order", "SKU-001:3", "--json"])
+        .await
+        .ok()
+        .json();
+    let id = order["id"].as_str().expect("id");
+    let run = shop.run(&["cancel", &id[..7]]).await.ok();
+    assert!(run.stdout.contains("cancelled"), "{}", run.stdout);
+    let products = shop.run(&["products", "--json"]).await.ok().json();
+    assert_eq!(products[0]["available"], 10);
+    let again = shop.run(&["cancel", &id[..7], "--json"]).await;
+    assert_eq!(again.code, 5);
+    assert!(
+        again.stderr.contains("can no longer be cancelled"),
+        "{}",
+        again.stderr
+    );
+    let json = shop.run(&["status", &id[..7], "--json"]).await.ok().json();
+    assert_eq!(json["cancel_reason"], "BY_CUSTOMER");
+}
+
+#[tokio::test]
+async fn profiles_keep_customers_apart_and_tokens_persist() {
+    let shop = Shop::start().await;
+    shop.run(&["--profile", "alice", "order", "SKU-001"])
+        .await
+        .ok();
+    shop.run(&["order", "SKU-002", "--profile", "alice"])
+        .await
+        .ok();
+    let alice = shop
+        .run(&["orders", "--json", "--profile", "alice"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(
+        alice.as_array().map(Vec::len),
+        Some(2),
+        "the same customer across commands"
+    );
+    let bob = shop
+        .run(&["orders", "--json", "--profile", "bob"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(bob.as_array().map(Vec::len), Some(0));
+    let by_env = Run::of(
+        shop.command(&["orders", "--json"])
+            .env("SHOP_PROFILE", "alice")
+            .output()
+            .await
+            .expect("runs"),
+    )
+    .ok()
+    .json();
+    assert_eq!(by_env, alice);
+    let alice_id = alice[0]["id"].as_str().expect("id");
+    let stolen = shop
+        .run(&["--profile", "bob", "cancel", &alice_id[..8]])
+        .await;
+    assert_eq!(stolen.code, 1, "bob cannot even see alice's order");
+    let tokens = shop.home.path().join("config/shop/profiles");
+    assert!(tokens.join("alice").is_dir() && tokens.join("bob").is_dir());
+}
+
+#[tokio::test]
+async fn an_unreachable_gateway_is_one_clear_line_and_exit_2() {
+    let home = tempfile::tempdir().expect("dir");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
+    let closed = format!("http://{}", listener.local_addr().expect("address"));
+    drop(listener);
+    for args in [&["products"][..], &["order", "SKU-001"], &["watch"]] {
+        let run = Run::of(
+            command(&closed, home.path(), args)
+                .output()
+                .await
+                .expect("runs"),
+        );
+        assert_eq!(run.code, 2, "{args:?}");
+        assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
+        assert!(
+            run.stderr.contains("cannot reach the shop") && run.stderr.contains("cargo run"),
+            "{}",
+            run.stderr
+        );
+    }
+}
+
+#[tokio::test]
+async fn watch_streams_stock_and_order_changes_one_per_line() {
+    let shop = Shop::start().await;
+    let mut human = shop
+        .command(&["watch", "--profile", "carol"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("watch runs");
+    let mut json = shop
+        .command(&["watch", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("watch runs");
+    let mut human_lines = BufReader::new(human.stdout.take().expect("stdout")).lines();
+    let mut json_lines = BufReader::new(json.stdout.take().expect("stdout")).lines();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let order = shop
+        .run(&["order", "SKU-003:2", "--json"])
+        .await
+        .ok()
+        .json();
+    let short = &order["id"].as_str().expect("id")[..8];
+
+    let mut seen = Vec::new();
+    let found = tokio::time::timeout(Duration::from_secs(15), async {
+        while let Ok(Some(line)) = json_lines.next_line().await {
+            let event: Value = serde_json::from_str(&line).expect("one JSON object per line");
+            seen.push(event.clone());
+            if event["type"] == "order_updated" && event["order"]["checkout_url"].is_string() {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(found.is_ok(), "watch --json showed {seen:?}");
+    assert!(seen.iter().any(|event| event["type"] == "product_updated"
+        && event["product"]["sku"] == "SKU-003"
+        && event["product"]["available"] == 8));
+    // The other customer's watch sees stock move but not this order.
+    let mut lines = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        while let Ok(Some(line)) = human_lines.next_line().await {
+            lines.push(line);
+        }
+    })
+    .await;
+    assert!(
+        lines.iter().any(|line| line.contains("stock")
+            && line.contains("SKU-003")
+            && line.contains("8 available")),
+        "{lines:?}"
+    );
+    assert!(
+        !lines.iter().any(|line| line.contains(short)),
+        "another customer's order is not shown: {lines:?}"
+    );
+    let _ = human.kill().await;
+    let _ = json.kill().await;
+}
+
+#[tokio::test]
+async fn every_command_has_help_with_an_example_and_completions_print() {
+    let shop = Shop::start().await;
+    for command in [
+        "products",
+        "order",
+        "orders",
+        "status",
+        "pay",
+        "cancel",
+        "watch",
+        "completions",
+    ] {
+        let run = shop.run(&[command, "--help"]).await.ok();
+        assert!(
+            run.stdout.contains("Example"),
+            "{command} --help has an example"
+        );
+    }
+    let top = shop.run(&["--help"]).await.ok();
+    assert!(top.stdout.contains("Exit codes"), "{}", top.stdout);
+    let bash = shop.run(&["completions", "bash"]).await.ok();
+    assert!(
+        bash.stdout.contains("_shop()") && bash.stdout.contains("products"),
+        "bash completions"
+    );
+    let zsh = shop.run(&["completions", "zsh"]).await.ok();
+    assert!(zsh.stdout.contains("#compdef shop"));
+}
+
+#[tokio::test]
+async fn the_demo_script_runs_unattended() {
+    let shop = std::path::Path::new(env!("CARGO_BIN_EXE_shop"));
+    let bin = shop.parent().expect("target directory");
+    assert!(
+        bin.join("shop-backend").exists(),
+        "the demo needs shop-backend next to shop in {}; build it with `cargo build -p shop-backend` \
+         (scripts/test.sh builds the whole workspace)",
+        bin.display()
+    );
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/demo.sh");
+    let output = tokio::time::timeout(
+        Duration::from_secs(120),
+        Command::new("bash")
+            .arg(script)
+            .env("SHOP_BIN_DIR", bin)
+            .env_remove("SHOP_GATEWAY")
+            .env_remove("SHOP_PROFILE")
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("the demo finishes")
+    .expect("bash runs");
+    let run = Run::of(output);
+    assert_eq!(run.code, 0, "demo failed:\n{}\n{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout.contains("was refused"),
+        "one customer loses the race:\n{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("the checkout answered 303"),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains("is paid"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("CANCELLED (NOT_PAID)"),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains("Demo complete."));
+}

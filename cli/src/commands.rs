@@ -9,12 +9,12 @@ use shop_shared::client::{Client, ClientError, Push, websocket_url};
 use shop_shared::domain::{Order, OrderStatus, Product, TimelineEvent};
 use shop_shared::protocol::ErrorCode;
 use shop_shared::time::Timestamp;
+use shop_shared::tokens::Tokens;
 use uuid::Uuid;
 
 use crate::args::{Cli, Command, Global};
 use crate::error::{CliError, Exit};
 use crate::output::{Align, Cell, Style, Table, countdown, duration, money, time_left};
-use crate::profile::Tokens;
 
 /// How long `pay --wait` keeps waiting after the deadline for the shop to
 /// record the expiry.
@@ -40,7 +40,7 @@ impl Context {
 
     /// Connects as this profile's customer, keeping a new customer's token.
     async fn connect(&self) -> Result<Client, CliError> {
-        let tokens = Tokens::locate()?;
+        let tokens = Tokens::locate().map_err(|error| CliError::usage(error.to_string()))?;
         let profile = &self.global.profile;
         let saved = tokens.get(profile, &self.gateway);
         let client = match self.connect_as(saved.as_deref()).await {
@@ -58,7 +58,9 @@ impl Context {
         }
         .map_err(|error| self.fail(error))?;
         if saved.as_deref() != Some(client.token()) {
-            tokens.save(profile, &self.gateway, client.token())?;
+            tokens
+                .save(profile, &self.gateway, client.token())
+                .map_err(|error| CliError::usage(error.to_string()))?;
         }
         Ok(client.with_reply_timeout(self.timeout()))
     }
@@ -446,7 +448,7 @@ async fn pay(context: &Context, text: &str, open: bool, wait: bool) -> Result<()
     if !context.global.json {
         println!("{url}");
     }
-    if open && let Err(problem) = open_in_browser(&url) {
+    if open && let Err(problem) = shop_shared::browser::open(&url) {
         eprintln!("shop: could not open a browser ({problem}); open the URL above yourself");
     }
     if !wait {
@@ -616,41 +618,6 @@ fn print_order(context: &Context, order: &Order) {
         }
     }
     println!("{line}");
-}
-
-/// Opens `url` with `$BROWSER` or the platform's opener.
-fn open_in_browser(url: &str) -> Result<(), String> {
-    let mut candidates: Vec<(String, Vec<String>)> = Vec::new();
-    if let Ok(browser) = std::env::var("BROWSER")
-        && !browser.trim().is_empty()
-    {
-        candidates.push((browser, Vec::new()));
-    }
-    if cfg!(target_os = "macos") {
-        candidates.push(("open".into(), Vec::new()));
-    } else if cfg!(windows) {
-        candidates.push((
-            "cmd".into(),
-            vec!["/C".into(), "start".into(), String::new()],
-        ));
-    } else {
-        candidates.push(("xdg-open".into(), Vec::new()));
-    }
-    let mut problems = Vec::new();
-    for (program, args) in candidates {
-        let spawned = std::process::Command::new(&program)
-            .args(&args)
-            .arg(url)
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn();
-        match spawned {
-            Ok(_) => return Ok(()),
-            Err(error) => problems.push(format!("{program}: {error}")),
-        }
-    }
-    Err(problems.join("; "))
 }
 
 #[cfg(test)]

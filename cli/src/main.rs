@@ -5,7 +5,6 @@ mod args;
 mod commands;
 mod error;
 mod output;
-mod profile;
 
 use std::process::ExitCode;
 

@@ -79,21 +79,7 @@ pub fn money(amount: Option<i64>, currency: Option<Currency>) -> String {
     }
 }
 
-/// Time left before `deadline`: `4:59`, `1:02:03`, or `expired`.
-pub fn countdown(deadline: Timestamp, now: Timestamp) -> String {
-    let left = deadline.remaining_from(now);
-    if left.is_zero() {
-        return "expired".to_owned();
-    }
-    // Round up, so the last second shows as 0:01, not 0:00.
-    let seconds = left.as_secs() + u64::from(left.subsec_nanos() > 0);
-    let (hours, minutes, seconds) = (seconds / 3600, seconds / 60 % 60, seconds % 60);
-    if hours > 0 {
-        format!("{hours}:{minutes:02}:{seconds:02}")
-    } else {
-        format!("{minutes}:{seconds:02}")
-    }
-}
+pub use shop_shared::time::countdown;
 
 /// How long until `deadline` for an order that still takes payment.
 pub fn time_left(order: &Order, now: Timestamp) -> String {
@@ -243,21 +229,6 @@ mod tests {
              SKU-001  4,500.00 EUR  MacBook Pro\n\
              X            5.00 EUR  Mug\n"
         );
-    }
-
-    #[test]
-    fn countdowns_read_like_clocks() {
-        let now = Timestamp::from_millis(1_000_000);
-        assert_eq!(countdown(now.plus(Duration::from_secs(299)), now), "4:59");
-        assert_eq!(
-            countdown(now.plus(Duration::from_millis(300_500)), now),
-            "5:01"
-        );
-        assert_eq!(
-            countdown(now.plus(Duration::from_secs(3723)), now),
-            "1:02:03"
-        );
-        assert_eq!(countdown(now, now), "expired");
     }
 
     #[test]

@@ -9,9 +9,11 @@
 //!
 //! No server logic lives here.
 
+pub mod browser;
 pub mod client;
 pub mod domain;
 pub mod events;
 pub mod money;
 pub mod protocol;
 pub mod time;
+pub mod tokens;

@@ -47,6 +47,22 @@ impl Timestamp {
     }
 }
 
+/// Time left before `deadline` as a clock: `4:59`, `1:02:03`, or
+/// `expired`. The last second shows as `0:01`, not `0:00`.
+pub fn countdown(deadline: Timestamp, now: Timestamp) -> String {
+    let left = deadline.remaining_from(now);
+    if left.is_zero() {
+        return "expired".to_owned();
+    }
+    let seconds = left.as_secs() + u64::from(left.subsec_nanos() > 0);
+    let (hours, minutes, seconds) = (seconds / 3600, seconds / 60 % 60, seconds % 60);
+    if hours > 0 {
+        format!("{hours}:{minutes:02}:{seconds:02}")
+    } else {
+        format!("{minutes}:{seconds:02}")
+    }
+}
+
 /// A string that is not an RFC 3339 timestamp.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("`{0}` is not an RFC 3339 timestamp such as 2026-11-24T10:00:00Z")]
@@ -116,6 +132,21 @@ mod tests {
             Timestamp::from_millis(9_000).remaining_from(now),
             Duration::ZERO
         );
+    }
+
+    #[test]
+    fn countdowns_read_like_clocks() {
+        let now = Timestamp::from_millis(1_000_000);
+        assert_eq!(countdown(now.plus(Duration::from_secs(299)), now), "4:59");
+        assert_eq!(
+            countdown(now.plus(Duration::from_millis(300_500)), now),
+            "5:01"
+        );
+        assert_eq!(
+            countdown(now.plus(Duration::from_secs(3723)), now),
+            "1:02:03"
+        );
+        assert_eq!(countdown(now, now), "expired");
     }
 
     #[test]

@@ -31,6 +31,7 @@ use crate::app::Runtime;
 use crate::bus::{self, Bus, Subscription, SubscriptionHandle};
 use crate::metrics::{GaugeSource, Metrics, Sample};
 use crate::secrets::Secret;
+use crate::tasks::Shutdown;
 use read_model::{ReadModel, ReadModelHandler};
 use token::TokenSigner;
 
@@ -54,6 +55,8 @@ struct Inner {
     metrics: Metrics,
     /// Open client connections, for metrics.
     connections: AtomicI64,
+    /// Connections close (1001, going away) when the process stops.
+    shutdown: Shutdown,
 }
 
 /// A command the gateway refuses, with the code clients see.
@@ -96,6 +99,7 @@ pub async fn start(runtime: &Runtime, token_secret: Secret) -> anyhow::Result<Ga
             loaded,
             metrics: runtime.metrics.clone(),
             connections: AtomicI64::new(0),
+            shutdown: runtime.spawner.shutdown().clone(),
         }),
     })
 }
@@ -121,6 +125,11 @@ impl Gateway {
 
     pub fn metrics(&self) -> &Metrics {
         &self.inner.metrics
+    }
+
+    /// Fires when the process stops.
+    pub fn shutdown(&self) -> &Shutdown {
+        &self.inner.shutdown
     }
 
     /// Counts a connection while the returned guard lives.

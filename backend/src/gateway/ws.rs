@@ -64,7 +64,18 @@ async fn serve(gateway: Gateway, socket: WebSocket) {
         tasks: JoinSet::new(),
         in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
     };
-    while let Some(frame) = stream.next().await {
+    let stopping = connection.gateway.shutdown().clone();
+    loop {
+        let frame = tokio::select! {
+            frame = stream.next() => match frame {
+                Some(frame) => frame,
+                None => break,
+            },
+            _ = stopping.triggered() => {
+                connection.close_going_away().await;
+                break;
+            }
+        };
         match frame {
             Ok(Message::Text(text)) => connection.on_text(text.as_str()).await,
             Ok(Message::Binary(_)) => {
@@ -110,6 +121,20 @@ fn count(gateway: &Gateway, kind: &str, reply: &ServerMessage) {
 }
 
 impl Connection {
+    /// Tells the client the shop is stopping; the caller then ends the
+    /// connection, and the writer closes the socket, so the client
+    /// reconnects instead of waiting on a dead one.
+    async fn close_going_away(&self) {
+        let _ = self
+            .out
+            .send(ServerMessage::Error {
+                request_id: None,
+                code: ErrorCode::Unavailable,
+                message: "the shop is stopping; reconnect in a moment".into(),
+            })
+            .await;
+    }
+
     async fn send(&self, kind: &str, reply: ServerMessage) {
         count(&self.gateway, kind, &reply);
         let _ = self.out.send(reply).await;

@@ -1,29 +1,38 @@
-//! Where `shop` keeps customer tokens, so successive commands act as the
-//! same customer: one file per profile and gateway, under
-//! `$XDG_CONFIG_HOME/shop` (or `~/.config/shop`), readable by the user only.
+//! Where clients keep customer tokens, so that successive runs of `shop`
+//! and `shop-tui` act as the same customer: one file per profile and
+//! gateway, under `$XDG_CONFIG_HOME/shop` (or `~/.config/shop`), readable by
+//! the user only.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use crate::error::{CliError, Exit};
-
+/// The customer tokens of this user.
 pub struct Tokens {
     dir: PathBuf,
 }
 
+/// Neither `XDG_CONFIG_HOME` nor `HOME` says where to keep tokens.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot tell where to keep the customer token: set HOME or XDG_CONFIG_HOME")]
+pub struct NoConfigDir;
+
+/// Whether `name` can name a profile: letters, digits, `-` and `_`.
+pub fn is_valid_profile(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
 impl Tokens {
     /// The token store of this user.
-    pub fn locate() -> Result<Tokens, CliError> {
+    pub fn locate() -> Result<Tokens, NoConfigDir> {
         let base = std::env::var_os("XDG_CONFIG_HOME")
             .filter(|dir| !dir.is_empty())
             .map(PathBuf::from)
             .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".config")))
-            .ok_or_else(|| {
-                CliError::new(
-                    Exit::Usage,
-                    "cannot tell where to keep the customer token: set HOME or XDG_CONFIG_HOME",
-                )
-            })?;
+            .ok_or(NoConfigDir)?;
         Ok(Tokens {
             dir: base.join("shop"),
         })
@@ -55,11 +64,11 @@ impl Tokens {
     }
 
     /// Saves the token of `profile` for `gateway`.
-    pub fn save(&self, profile: &str, gateway: &str, token: &str) -> Result<(), CliError> {
+    pub fn save(&self, profile: &str, gateway: &str, token: &str) -> std::io::Result<()> {
         let path = self.path(profile, gateway);
         write_private(&path, token).map_err(|error| {
-            CliError::new(
-                Exit::Usage,
+            std::io::Error::new(
+                error.kind(),
                 format!(
                     "cannot save the customer token in {}: {error}",
                     path.display()
@@ -95,10 +104,8 @@ mod tests {
 
     #[test]
     fn tokens_are_kept_per_profile_and_gateway() {
-        let dir = tempfile::tempdir().expect("dir");
-        let tokens = Tokens {
-            dir: dir.path().to_owned(),
-        };
+        let dir = std::env::temp_dir().join(format!("shop-tokens-test-{}", std::process::id()));
+        let tokens = Tokens { dir: dir.clone() };
         tokens
             .save("alice", "ws://127.0.0.1:8080/ws", "t-alice")
             .expect("saved");
@@ -124,5 +131,13 @@ mod tests {
                 .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn profile_names_cannot_escape_the_directory() {
+        assert!(is_valid_profile("alice-2"));
+        assert!(!is_valid_profile("../etc"));
+        assert!(!is_valid_profile(""));
     }
 }

@@ -1,0 +1,936 @@
+//! The state of the terminal shop and how actions change it.
+//!
+//! Everything that happens (a key, a click, a tick, a push from the shop)
+//! arrives as an [`Action`]; [`App::update`] changes the state and returns
+//! the [`Effect`]s to carry out (commands for the shop, opening a browser).
+//! No I/O happens here, so every transition is tested without a terminal.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use ratatui::layout::Rect;
+use shop_shared::domain::{MAX_LINES, MAX_QUANTITY, Order, OrderStatus, Product};
+use shop_shared::time::Timestamp;
+use uuid::Uuid;
+
+use crate::layout::{self, Areas};
+
+/// How long a changed quantity stays highlighted.
+pub const FLASH: Duration = Duration::from_millis(1500);
+/// How long a notice stays in the status bar.
+pub const NOTICE: Duration = Duration::from_secs(5);
+
+/// The panes, in Tab order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pane {
+    Stock,
+    Cart,
+    Orders,
+}
+
+impl Pane {
+    fn index(self) -> usize {
+        match self {
+            Pane::Stock => 0,
+            Pane::Cart => 1,
+            Pane::Orders => 2,
+        }
+    }
+
+    fn next(self) -> Pane {
+        match self {
+            Pane::Stock => Pane::Cart,
+            Pane::Cart => Pane::Orders,
+            Pane::Orders => Pane::Stock,
+        }
+    }
+
+    fn previous(self) -> Pane {
+        self.next().next()
+    }
+}
+
+/// What covers the panes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Overlay {
+    None,
+    Help,
+    /// An order's lines and timeline.
+    Detail(Uuid),
+    /// The checkout link and QR code of an order.
+    Pay(Uuid),
+    /// "Cancel this order?"
+    ConfirmCancel(Uuid),
+}
+
+/// The link to the shop.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Connection {
+    Connecting { attempt: u32 },
+    Online { customer_id: Uuid },
+    Offline { reason: String, retry_at: Timestamp },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoticeKind {
+    Info,
+    Error,
+}
+
+/// A message in the status bar.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notice {
+    pub text: String,
+    pub kind: NoticeKind,
+    pub until: Timestamp,
+}
+
+/// Something that happened.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    Up,
+    Down,
+    /// `→`, `l`, `+`, `a`: one more.
+    More,
+    /// `←`, `h`, `-`: one fewer.
+    Fewer,
+    /// `d`, Delete: drop the cart line.
+    Delete,
+    NextPane,
+    PreviousPane,
+    /// Enter.
+    Activate,
+    /// `o`: place the cart as an order (or, in the pay view, open the link).
+    PlaceOrder,
+    /// `p`: show the checkout link and QR code of the selected order.
+    Pay,
+    /// `O`: open the selected order's checkout page in the browser.
+    Open,
+    /// `c`: cancel the selected order (asks first).
+    Cancel,
+    Yes,
+    No,
+    /// Esc.
+    Back,
+    Help,
+    Quit,
+    Click {
+        column: u16,
+        row: u16,
+    },
+    Resize {
+        width: u16,
+        height: u16,
+    },
+    Tick(Timestamp),
+    // From the connection:
+    Connecting {
+        attempt: u32,
+    },
+    Online {
+        customer_id: Uuid,
+        products: Vec<Product>,
+        orders: Vec<Order>,
+    },
+    Offline {
+        reason: String,
+        retry_in: Duration,
+    },
+    ProductChanged(Product),
+    OrderChanged(Order),
+    Placed(Order),
+    Cancelled(Order),
+    Failed(String),
+}
+
+/// Something the terminal loop must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    PlaceOrder {
+        lines: Vec<(String, i64)>,
+        idempotency_key: String,
+    },
+    CancelOrder(Uuid),
+    OpenBrowser(String),
+}
+
+/// The whole state of the terminal shop.
+#[derive(Debug, Clone)]
+pub struct App {
+    pub gateway: String,
+    pub products: Vec<Product>,
+    /// Products whose quantity just changed, highlighted until then.
+    pub flashes: HashMap<String, Timestamp>,
+    /// Newest first.
+    pub orders: Vec<Order>,
+    /// (sku, quantity), in the order added.
+    pub cart: Vec<(String, i64)>,
+    pub pane: Pane,
+    /// The selected row of each pane.
+    pub selected: [usize; 3],
+    pub overlay: Overlay,
+    pub connection: Connection,
+    pub notice: Option<Notice>,
+    /// An order is on its way; the cart waits for the answer.
+    pub placing: bool,
+    pub now: Timestamp,
+    pub size: (u16, u16),
+    pub quit: bool,
+}
+
+impl App {
+    pub fn new(gateway: &str, now: Timestamp) -> App {
+        App {
+            gateway: gateway.to_owned(),
+            products: Vec::new(),
+            flashes: HashMap::new(),
+            orders: Vec::new(),
+            cart: Vec::new(),
+            pane: Pane::Stock,
+            selected: [0; 3],
+            overlay: Overlay::None,
+            connection: Connection::Connecting { attempt: 1 },
+            notice: None,
+            placing: false,
+            now,
+            size: (80, 24),
+            quit: false,
+        }
+    }
+
+    pub fn product(&self, sku: &str) -> Option<&Product> {
+        self.products.iter().find(|product| product.sku == sku)
+    }
+
+    pub fn order(&self, id: Uuid) -> Option<&Order> {
+        self.orders.iter().find(|order| order.id == id)
+    }
+
+    pub fn in_cart(&self, sku: &str) -> i64 {
+        self.cart
+            .iter()
+            .find(|(line, _)| line == sku)
+            .map_or(0, |(_, quantity)| *quantity)
+    }
+
+    /// The cart's total, if every line is priced in one currency.
+    pub fn cart_total(&self) -> Option<(i64, shop_shared::money::Currency)> {
+        let mut total = 0i64;
+        let mut currency = None;
+        for (sku, quantity) in &self.cart {
+            let product = self.product(sku)?;
+            if currency.is_some_and(|known| known != product.currency) {
+                return None;
+            }
+            currency = Some(product.currency);
+            total = total.saturating_add(product.unit_price.saturating_mul(*quantity));
+        }
+        currency.map(|currency| (total, currency))
+    }
+
+    fn rows(&self, pane: Pane) -> usize {
+        match pane {
+            Pane::Stock => self.products.len(),
+            Pane::Cart => self.cart.len(),
+            Pane::Orders => self.orders.len(),
+        }
+    }
+
+    pub fn selection(&self, pane: Pane) -> usize {
+        self.selected[pane.index()].min(self.rows(pane).saturating_sub(1))
+    }
+
+    fn select(&mut self, pane: Pane, row: usize) {
+        self.selected[pane.index()] = row.min(self.rows(pane).saturating_sub(1));
+    }
+
+    pub fn selected_product(&self) -> Option<&Product> {
+        self.products.get(self.selection(Pane::Stock))
+    }
+
+    pub fn selected_order(&self) -> Option<&Order> {
+        self.orders.get(self.selection(Pane::Orders))
+    }
+
+    pub fn is_online(&self) -> bool {
+        matches!(self.connection, Connection::Online { .. })
+    }
+
+    fn tell(&mut self, kind: NoticeKind, text: impl Into<String>) {
+        self.notice = Some(Notice {
+            text: text.into(),
+            kind,
+            until: self.now.plus(NOTICE),
+        });
+    }
+
+    /// Applies `action`; returns what must be done outside.
+    pub fn update(&mut self, action: Action) -> Vec<Effect> {
+        match action {
+            Action::Quit => self.quit = true,
+            Action::Tick(now) => {
+                self.now = now;
+                self.flashes.retain(|_, until| *until > now);
+                if self
+                    .notice
+                    .as_ref()
+                    .is_some_and(|notice| notice.until <= now)
+                {
+                    self.notice = None;
+                }
+            }
+            Action::Resize { width, height } => self.size = (width, height),
+            Action::Help => {
+                self.overlay = if self.overlay == Overlay::Help {
+                    Overlay::None
+                } else {
+                    Overlay::Help
+                };
+            }
+            Action::Connecting { attempt } => self.connection = Connection::Connecting { attempt },
+            Action::Offline { reason, retry_in } => {
+                self.connection = Connection::Offline {
+                    reason,
+                    retry_at: self.now.plus(retry_in),
+                };
+                if self.placing {
+                    self.placing = false;
+                    self.tell(NoticeKind::Error, "the connection dropped before the order was confirmed; check your orders once back online");
+                }
+            }
+            Action::Online {
+                customer_id,
+                products,
+                orders,
+            } => self.online(customer_id, products, orders),
+            Action::ProductChanged(product) => self.product_changed(product),
+            Action::OrderChanged(order) => self.order_changed(order),
+            Action::Placed(order) => {
+                self.placing = false;
+                self.cart.clear();
+                let id = order.id;
+                let short = order.short_id();
+                self.order_changed(order);
+                self.pane = Pane::Orders;
+                if let Some(row) = self.orders.iter().position(|order| order.id == id) {
+                    self.select(Pane::Orders, row);
+                }
+                self.tell(
+                    NoticeKind::Info,
+                    format!("order {short} placed; it is reserved in a moment"),
+                );
+            }
+            Action::Cancelled(order) => {
+                let short = order.short_id();
+                self.order_changed(order);
+                self.tell(
+                    NoticeKind::Info,
+                    format!("order {short} cancelled; its items are back in stock"),
+                );
+            }
+            Action::Failed(reason) => {
+                self.placing = false;
+                self.tell(NoticeKind::Error, reason);
+            }
+            Action::Click { column, row } => self.click(column, row),
+            other => return self.key(other),
+        }
+        Vec::new()
+    }
+
+    fn online(&mut self, customer_id: Uuid, mut products: Vec<Product>, orders: Vec<Order>) {
+        self.connection = Connection::Online { customer_id };
+        products.sort_by(|a, b| a.sku.cmp(&b.sku));
+        self.products = products;
+        self.orders.clear();
+        for order in orders {
+            self.order_changed(order);
+        }
+        let known: Vec<String> = self
+            .products
+            .iter()
+            .map(|product| product.sku.clone())
+            .collect();
+        self.cart.retain(|(sku, _)| known.contains(sku));
+    }
+
+    fn product_changed(&mut self, product: Product) {
+        match self
+            .products
+            .iter_mut()
+            .find(|known| known.sku == product.sku)
+        {
+            Some(known) if known.version >= product.version => {}
+            Some(known) => {
+                if known.available != product.available {
+                    self.flashes
+                        .insert(product.sku.clone(), self.now.plus(FLASH));
+                }
+                *known = product;
+            }
+            None => {
+                self.products.push(product);
+                self.products.sort_by(|a, b| a.sku.cmp(&b.sku));
+            }
+        }
+    }
+
+    fn order_changed(&mut self, order: Order) {
+        let selected = self.selected_order().map(|order| order.id);
+        match self.orders.iter_mut().find(|known| known.id == order.id) {
+            Some(known) if known.version >= order.version => return,
+            Some(known) => {
+                if known.status != order.status && order.status == OrderStatus::Paid {
+                    let short = order.short_id();
+                    *known = order;
+                    self.tell(
+                        NoticeKind::Info,
+                        format!("order {short} is paid, thank you"),
+                    );
+                } else {
+                    *known = order;
+                }
+            }
+            None => self.orders.push(order),
+        }
+        self.orders
+            .sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
+        if let Some(id) = selected
+            && let Some(row) = self.orders.iter().position(|order| order.id == id)
+        {
+            self.select(Pane::Orders, row);
+        }
+    }
+
+    /// Keys, by what is on screen.
+    fn key(&mut self, action: Action) -> Vec<Effect> {
+        match self.overlay {
+            Overlay::None => {}
+            Overlay::ConfirmCancel(id) => {
+                match action {
+                    Action::Yes => {
+                        self.overlay = Overlay::None;
+                        if !self.is_online() {
+                            self.tell(
+                                NoticeKind::Error,
+                                "not connected to the shop; try again once online",
+                            );
+                            return Vec::new();
+                        }
+                        return vec![Effect::CancelOrder(id)];
+                    }
+                    Action::No | Action::Back => self.overlay = Overlay::None,
+                    _ => {}
+                }
+                return Vec::new();
+            }
+            Overlay::Pay(id) => {
+                return match action {
+                    Action::PlaceOrder | Action::Open => self.open(id),
+                    Action::Back | Action::Activate | Action::Pay => {
+                        self.overlay = Overlay::None;
+                        Vec::new()
+                    }
+                    _ => Vec::new(),
+                };
+            }
+            Overlay::Help | Overlay::Detail(_) => {
+                if matches!(action, Action::Back | Action::Activate) {
+                    self.overlay = Overlay::None;
+                }
+                return Vec::new();
+            }
+        }
+        match action {
+            Action::NextPane => self.pane = self.pane.next(),
+            Action::PreviousPane => self.pane = self.pane.previous(),
+            Action::Up => {
+                let row = self.selection(self.pane).saturating_sub(1);
+                self.select(self.pane, row);
+            }
+            Action::Down => {
+                let row = self.selection(self.pane) + 1;
+                self.select(self.pane, row);
+            }
+            Action::Back => self.notice = None,
+            _ => {
+                return match self.pane {
+                    Pane::Stock => self.stock_key(action),
+                    Pane::Cart => self.cart_key(action),
+                    Pane::Orders => self.orders_key(action),
+                };
+            }
+        }
+        Vec::new()
+    }
+
+    fn stock_key(&mut self, action: Action) -> Vec<Effect> {
+        let Some(sku) = self.selected_product().map(|product| product.sku.clone()) else {
+            return Vec::new();
+        };
+        match action {
+            Action::More | Action::Activate => self.add(&sku),
+            Action::Fewer => self.remove_one(&sku),
+            Action::PlaceOrder => return self.place(),
+            _ => {}
+        }
+        Vec::new()
+    }
+
+    fn cart_key(&mut self, action: Action) -> Vec<Effect> {
+        let Some(sku) = self
+            .cart
+            .get(self.selection(Pane::Cart))
+            .map(|(sku, _)| sku.clone())
+        else {
+            if matches!(action, Action::Activate | Action::PlaceOrder) {
+                self.tell(
+                    NoticeKind::Error,
+                    "the cart is empty: add items in the stock pane with Enter or a",
+                );
+            }
+            return Vec::new();
+        };
+        match action {
+            Action::More => self.add(&sku),
+            Action::Fewer => self.remove_one(&sku),
+            Action::Delete => self.cart.retain(|(line, _)| *line != sku),
+            Action::Activate | Action::PlaceOrder => return self.place(),
+            _ => {}
+        }
+        let row = self.selection(Pane::Cart);
+        self.select(Pane::Cart, row);
+        Vec::new()
+    }
+
+    fn orders_key(&mut self, action: Action) -> Vec<Effect> {
+        let Some(order) = self.selected_order().cloned() else {
+            return Vec::new();
+        };
+        match action {
+            Action::Activate => self.overlay = Overlay::Detail(order.id),
+            Action::Pay => match (order.status, &order.checkout_url) {
+                (OrderStatus::Reserved, Some(_)) => self.overlay = Overlay::Pay(order.id),
+                (OrderStatus::Paid, _) => self.tell(
+                    NoticeKind::Info,
+                    format!("order {} is paid already", order.short_id()),
+                ),
+                (OrderStatus::Cancelled, _) => {
+                    self.tell(
+                        NoticeKind::Error,
+                        format!("order {} is cancelled", order.short_id()),
+                    );
+                }
+                _ => self.tell(
+                    NoticeKind::Info,
+                    format!("order {} has no checkout page yet", order.short_id()),
+                ),
+            },
+            Action::Open => return self.open(order.id),
+            Action::Cancel => {
+                if order.status.is_final() {
+                    self.tell(
+                        NoticeKind::Error,
+                        format!(
+                            "order {} is {} and can no longer be cancelled",
+                            order.short_id(),
+                            order.status
+                        ),
+                    );
+                } else {
+                    self.overlay = Overlay::ConfirmCancel(order.id);
+                }
+            }
+            Action::PlaceOrder => return self.place(),
+            _ => {}
+        }
+        Vec::new()
+    }
+
+    /// One more of `sku` in the cart, if the shop has it.
+    fn add(&mut self, sku: &str) {
+        let Some(product) = self.product(sku).cloned() else {
+            return;
+        };
+        let wanted = self.in_cart(sku) + 1;
+        if wanted > product.available {
+            let text = match product.available {
+                0 => format!("{} is sold out", product.name),
+                n => format!("only {n} × {} available", product.name),
+            };
+            self.tell(NoticeKind::Error, text);
+            return;
+        }
+        if wanted > MAX_QUANTITY {
+            self.tell(
+                NoticeKind::Error,
+                format!("at most {MAX_QUANTITY} of one item per order"),
+            );
+            return;
+        }
+        let lines = self.cart.len();
+        match self.cart.iter_mut().find(|(line, _)| line == sku) {
+            Some((_, quantity)) => *quantity = wanted,
+            None if lines >= MAX_LINES => {
+                self.tell(
+                    NoticeKind::Error,
+                    format!("an order has at most {MAX_LINES} different items"),
+                );
+                return;
+            }
+            None => self.cart.push((sku.to_owned(), 1)),
+        }
+        self.tell(
+            NoticeKind::Info,
+            format!("{wanted} × {} in the cart · o to order", product.name),
+        );
+    }
+
+    fn remove_one(&mut self, sku: &str) {
+        if let Some((_, quantity)) = self.cart.iter_mut().find(|(line, _)| line == sku) {
+            *quantity -= 1;
+        }
+        self.cart.retain(|(_, quantity)| *quantity > 0);
+    }
+
+    fn place(&mut self) -> Vec<Effect> {
+        if self.placing {
+            return Vec::new();
+        }
+        if self.cart.is_empty() {
+            self.tell(
+                NoticeKind::Error,
+                "the cart is empty: add items in the stock pane with Enter or a",
+            );
+            return Vec::new();
+        }
+        if !self.is_online() {
+            self.tell(
+                NoticeKind::Error,
+                "not connected to the shop; the order can be placed once online",
+            );
+            return Vec::new();
+        }
+        if let Some((sku, quantity)) = self.cart.iter().find(|(sku, quantity)| {
+            self.product(sku)
+                .is_some_and(|product| product.available < *quantity)
+        }) {
+            let available = self.product(sku).map_or(0, |product| product.available);
+            self.tell(
+                NoticeKind::Error,
+                format!("only {available} of {sku} left, {quantity} in the cart: lower the quantity first"),
+            );
+            return Vec::new();
+        }
+        self.placing = true;
+        self.tell(NoticeKind::Info, "placing the order…");
+        vec![Effect::PlaceOrder {
+            lines: self.cart.clone(),
+            idempotency_key: Uuid::new_v4().to_string(),
+        }]
+    }
+
+    fn open(&mut self, id: Uuid) -> Vec<Effect> {
+        match self.order(id) {
+            Some(order) if order.status == OrderStatus::Reserved => match &order.checkout_url {
+                Some(url) => {
+                    let url = url.clone();
+                    self.tell(
+                        NoticeKind::Info,
+                        "opening the checkout page in your browser",
+                    );
+                    vec![Effect::OpenBrowser(url)]
+                }
+                None => {
+                    self.tell(NoticeKind::Info, "no checkout page yet; a moment");
+                    Vec::new()
+                }
+            },
+            Some(order) => {
+                self.tell(
+                    NoticeKind::Error,
+                    format!(
+                        "order {} is {}: nothing to pay",
+                        order.short_id(),
+                        order.status
+                    ),
+                );
+                Vec::new()
+            }
+            None => Vec::new(),
+        }
+    }
+
+    /// A click selects the row under it (and focuses its pane).
+    fn click(&mut self, column: u16, row: u16) {
+        if self.overlay != Overlay::None {
+            return;
+        }
+        let areas: Areas = layout::areas(Rect::new(0, 0, self.size.0, self.size.1));
+        for (pane, area) in [
+            (Pane::Stock, areas.stock),
+            (Pane::Cart, areas.cart),
+            (Pane::Orders, areas.orders),
+        ] {
+            if !area.contains(ratatui::layout::Position { x: column, y: row }) {
+                continue;
+            }
+            self.pane = pane;
+            let first = area.y + layout::FIRST_ROW;
+            if row >= first {
+                let visible = layout::visible_rows(area);
+                let offset = layout::offset(self.selection(pane), visible);
+                let clicked = offset + usize::from(row - first);
+                if clicked < self.rows(pane) {
+                    self.select(pane, clicked);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use shop_shared::domain::OrderStatus;
+
+    use super::*;
+    use crate::fixtures::{self, NOW, at, online, order, product};
+
+    fn keys(app: &mut App, actions: &[Action]) -> Vec<Effect> {
+        actions
+            .iter()
+            .flat_map(|action| app.update(action.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn the_cart_refuses_more_than_is_available_and_says_why() {
+        let mut app = online(Vec::new());
+        app.update(Action::Down);
+        app.update(Action::Down);
+        assert_eq!(
+            app.selected_product().map(|p| p.sku.as_str()),
+            Some("SKU-003")
+        );
+        keys(&mut app, &[Action::More, Action::More, Action::More]);
+        assert_eq!(app.cart, vec![("SKU-003".to_owned(), 2)]);
+        let notice = app.notice.clone().expect("a notice");
+        assert_eq!(notice.kind, NoticeKind::Error);
+        assert_eq!(notice.text, "only 2 × MacBook Air available");
+        app.update(Action::Fewer);
+        assert_eq!(app.cart, vec![("SKU-003".to_owned(), 1)]);
+        app.update(Action::Fewer);
+        assert!(app.cart.is_empty(), "the line goes at zero");
+    }
+
+    #[test]
+    fn the_cart_totals_its_lines_and_edits_quantities_in_its_pane() {
+        let mut app = online(Vec::new());
+        keys(
+            &mut app,
+            &[Action::More, Action::Down, Action::Activate, Action::More],
+        );
+        assert_eq!(
+            app.cart,
+            vec![("SKU-001".to_owned(), 1), ("SKU-002".to_owned(), 2)]
+        );
+        assert_eq!(
+            app.cart_total(),
+            Some((450_000 + 220_000, shop_shared::money::Currency::EUR))
+        );
+        keys(
+            &mut app,
+            &[Action::NextPane, Action::More, Action::Down, Action::Delete],
+        );
+        assert_eq!(app.pane, Pane::Cart);
+        assert_eq!(app.cart, vec![("SKU-001".to_owned(), 2)]);
+    }
+
+    #[test]
+    fn placing_sends_the_cart_once_and_the_answer_clears_it() {
+        let mut app = online(Vec::new());
+        assert!(
+            keys(&mut app, &[Action::PlaceOrder]).is_empty(),
+            "an empty cart places nothing"
+        );
+        assert!(
+            app.notice
+                .as_ref()
+                .is_some_and(|n| n.text.contains("cart is empty"))
+        );
+        app.update(Action::More);
+        let effects = keys(&mut app, &[Action::PlaceOrder, Action::PlaceOrder]);
+        assert_eq!(
+            effects.len(),
+            1,
+            "a second press while placing does nothing"
+        );
+        let Effect::PlaceOrder {
+            lines,
+            idempotency_key,
+        } = &effects[0]
+        else {
+            panic!("{effects:?}")
+        };
+        assert_eq!(lines, &vec![("SKU-001".to_owned(), 1)]);
+        assert!(!idempotency_key.is_empty());
+        assert!(app.placing);
+        let placed = order(7, OrderStatus::New);
+        app.update(Action::Placed(placed.clone()));
+        assert!(!app.placing && app.cart.is_empty());
+        assert_eq!(app.pane, Pane::Orders);
+        assert_eq!(app.selected_order().map(|o| o.id), Some(placed.id));
+    }
+
+    #[test]
+    fn nothing_is_placed_while_offline_and_a_lost_answer_is_reported() {
+        let mut app = online(Vec::new());
+        app.update(Action::More);
+        app.update(Action::Offline {
+            reason: "connection refused".into(),
+            retry_in: std::time::Duration::from_secs(2),
+        });
+        assert!(keys(&mut app, &[Action::PlaceOrder]).is_empty());
+        assert!(matches!(app.connection, Connection::Offline { .. }));
+        assert_eq!(app.cart.len(), 1, "the cart is kept for later");
+        let mut app = online(Vec::new());
+        app.update(Action::More);
+        app.update(Action::PlaceOrder);
+        app.update(Action::Offline {
+            reason: "lost".into(),
+            retry_in: std::time::Duration::from_secs(1),
+        });
+        assert!(!app.placing);
+        assert!(
+            app.notice
+                .as_ref()
+                .is_some_and(|n| n.kind == NoticeKind::Error)
+        );
+    }
+
+    #[test]
+    fn pushes_keep_the_newest_version_and_a_payment_is_announced() {
+        let reserved = order(1, OrderStatus::Reserved);
+        let mut app = online(vec![reserved.clone()]);
+        let mut paid = order(1, OrderStatus::Paid);
+        paid.version = 4;
+        app.update(Action::OrderChanged(paid));
+        assert_eq!(app.orders[0].status, OrderStatus::Paid);
+        assert!(
+            app.notice
+                .as_ref()
+                .is_some_and(|n| n.text.contains("is paid"))
+        );
+        app.update(Action::OrderChanged(reserved));
+        assert_eq!(
+            app.orders[0].status,
+            OrderStatus::Paid,
+            "an older version changes nothing"
+        );
+    }
+
+    #[test]
+    fn a_changed_quantity_is_highlighted_briefly() {
+        let mut app = online(Vec::new());
+        let mut sold = product("SKU-002", "iPhone 16", 110_000, 7);
+        sold.version = 2;
+        app.update(Action::ProductChanged(sold));
+        assert_eq!(app.product("SKU-002").map(|p| p.available), Some(7));
+        assert!(app.flashes.contains_key("SKU-002"));
+        app.update(Action::Tick(NOW.plus(FLASH)));
+        assert!(app.flashes.is_empty(), "the highlight fades");
+    }
+
+    #[test]
+    fn cancelling_asks_first_and_only_unpaid_orders() {
+        let mut paid = order(2, OrderStatus::Paid);
+        paid.created_at = at(-600);
+        let mut app = online(vec![order(1, OrderStatus::Reserved), paid]);
+        app.update(Action::NextPane);
+        app.update(Action::NextPane);
+        let reserved = app.selected_order().map(|o| o.id).expect("an order");
+        assert_eq!(
+            app.order(reserved).map(|o| o.status),
+            Some(OrderStatus::Reserved),
+            "newest first"
+        );
+        assert!(keys(&mut app, &[Action::Cancel]).is_empty());
+        assert_eq!(app.overlay, Overlay::ConfirmCancel(reserved));
+        assert!(keys(&mut app, &[Action::No]).is_empty());
+        assert_eq!(app.overlay, Overlay::None);
+        let effects = keys(&mut app, &[Action::Cancel, Action::Yes]);
+        assert_eq!(effects, vec![Effect::CancelOrder(reserved)]);
+        app.update(Action::Down);
+        assert!(keys(&mut app, &[Action::Cancel]).is_empty());
+        assert_eq!(
+            app.overlay,
+            Overlay::None,
+            "a paid order is not offered for cancelling"
+        );
+        assert!(
+            app.notice
+                .as_ref()
+                .is_some_and(|n| n.text.contains("can no longer be cancelled"))
+        );
+    }
+
+    #[test]
+    fn paying_shows_the_link_and_opens_it_on_request() {
+        let reserved = order(1, OrderStatus::Reserved);
+        let mut app = online(vec![reserved.clone()]);
+        app.pane = Pane::Orders;
+        app.update(Action::Pay);
+        assert_eq!(app.overlay, Overlay::Pay(reserved.id));
+        let effects = app.update(Action::PlaceOrder);
+        assert_eq!(
+            effects,
+            vec![Effect::OpenBrowser(
+                reserved.checkout_url.clone().expect("url")
+            )]
+        );
+        app.update(Action::Back);
+        assert_eq!(app.overlay, Overlay::None);
+        assert_eq!(
+            app.update(Action::Open),
+            vec![Effect::OpenBrowser(reserved.checkout_url.expect("url"))]
+        );
+    }
+
+    #[test]
+    fn a_click_focuses_the_pane_and_selects_the_row_under_it() {
+        let mut app = online(vec![
+            order(1, OrderStatus::Paid),
+            order(2, OrderStatus::Reserved),
+        ]);
+        app.update(Action::Resize {
+            width: 80,
+            height: 24,
+        });
+        let areas = crate::layout::areas(ratatui::layout::Rect::new(0, 0, 80, 24));
+        app.update(Action::Click {
+            column: areas.orders.x + 3,
+            row: areas.orders.y + crate::layout::FIRST_ROW + 1,
+        });
+        assert_eq!(app.pane, Pane::Orders);
+        assert_eq!(app.selection(Pane::Orders), 1);
+        app.update(Action::Click {
+            column: 5,
+            row: areas.stock.y + crate::layout::FIRST_ROW + 2,
+        });
+        assert_eq!((app.pane, app.selection(Pane::Stock)), (Pane::Stock, 2));
+    }
+
+    #[test]
+    fn a_resync_drops_cart_lines_the_shop_no_longer_sells() {
+        let mut app = online(Vec::new());
+        app.update(Action::More);
+        app.update(Action::Online {
+            customer_id: fixtures::CUSTOMER,
+            products: vec![product("SKU-002", "iPhone 16", 110_000, 10)],
+            orders: Vec::new(),
+        });
+        assert!(app.cart.is_empty());
+        assert_eq!(app.products.len(), 1);
+        let _ = at(0);
+    }
+}

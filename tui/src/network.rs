@@ -1,0 +1,199 @@
+//! The connection to the shop, owned by one task: it connects (again, with
+//! growing pauses, whenever the connection drops), loads the catalogue and
+//! the customer's orders, forwards every push as an [`Action`], and runs
+//! the commands the app asks for.
+
+use std::time::Duration;
+
+use shop_shared::client::{Client, ClientError, Push};
+use shop_shared::protocol::ErrorCode;
+use shop_shared::tokens::Tokens;
+use tokio::sync::{broadcast, mpsc};
+use uuid::Uuid;
+
+use crate::app::Action;
+
+/// What the app asks of the shop.
+#[derive(Debug)]
+pub enum Command {
+    Place {
+        lines: Vec<(String, i64)>,
+        idempotency_key: String,
+    },
+    Cancel(Uuid),
+}
+
+/// Who to be, and where.
+pub struct Settings {
+    pub gateway: String,
+    pub profile: String,
+    pub tokens: Tokens,
+}
+
+const FIRST_PAUSE: Duration = Duration::from_millis(500);
+const LONGEST_PAUSE: Duration = Duration::from_secs(10);
+/// How long one command may wait for its answer.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Starts the connection task; returns where to send commands.
+pub fn spawn(
+    settings: Settings,
+    actions: mpsc::UnboundedSender<Action>,
+) -> mpsc::UnboundedSender<Command> {
+    let (commands, receiver) = mpsc::unbounded_channel();
+    tokio::spawn(run(settings, actions, receiver));
+    commands
+}
+
+async fn run(
+    settings: Settings,
+    actions: mpsc::UnboundedSender<Action>,
+    mut commands: mpsc::UnboundedReceiver<Command>,
+) {
+    let mut attempt = 1;
+    let mut pause = FIRST_PAUSE;
+    loop {
+        if actions.send(Action::Connecting { attempt }).is_err() {
+            return;
+        }
+        let reason = match connect(&settings).await {
+            Ok(client) => {
+                attempt = 1;
+                pause = FIRST_PAUSE;
+                match serve(&client, &actions, &mut commands).await {
+                    Served::Lost(reason) => reason,
+                    Served::AppGone => return,
+                }
+            }
+            Err(error) => error.to_string(),
+        };
+        if actions
+            .send(Action::Offline {
+                reason: reason.clone(),
+                retry_in: pause,
+            })
+            .is_err()
+        {
+            return;
+        }
+        // Commands sent meanwhile cannot be carried out.
+        let wait = tokio::time::sleep(pause);
+        tokio::pin!(wait);
+        loop {
+            tokio::select! {
+                _ = &mut wait => break,
+                command = commands.recv() => match command {
+                    Some(_) => {
+                        let _ = actions.send(Action::Failed("not connected to the shop; try again once online".into()));
+                    }
+                    None => return,
+                },
+            }
+        }
+        attempt += 1;
+        pause = (pause * 2).min(LONGEST_PAUSE);
+    }
+}
+
+/// Connects as the profile's customer, keeping a new customer's token.
+async fn connect(settings: &Settings) -> Result<Client, ClientError> {
+    let saved = settings.tokens.get(&settings.profile, &settings.gateway);
+    let client = match Client::connect(&settings.gateway, saved.as_deref()).await {
+        Err(ClientError::Server {
+            code: ErrorCode::InvalidToken,
+            ..
+        }) => Client::connect(&settings.gateway, None).await?,
+        other => other?,
+    };
+    if saved.as_deref() != Some(client.token()) {
+        // Without a saved token the next start is another customer, which
+        // the status bar shows; nothing else depends on it.
+        let _ = settings
+            .tokens
+            .save(&settings.profile, &settings.gateway, client.token());
+    }
+    Ok(client.with_reply_timeout(COMMAND_TIMEOUT))
+}
+
+enum Served {
+    Lost(String),
+    AppGone,
+}
+
+/// Loads the state, then forwards pushes and runs commands until the
+/// connection drops.
+async fn serve(
+    client: &Client,
+    actions: &mpsc::UnboundedSender<Action>,
+    commands: &mut mpsc::UnboundedReceiver<Command>,
+) -> Served {
+    // Subscribe first, so that no change between loading and listening is
+    // lost; older pushes are ignored by version.
+    let mut pushes = client.subscribe();
+    if let Err(error) = resync(client, actions).await {
+        return Served::Lost(error.to_string());
+    }
+    loop {
+        tokio::select! {
+            push = pushes.recv() => match push {
+                Ok(Push::Product(product)) => { let _ = actions.send(Action::ProductChanged(product)); }
+                Ok(Push::Order(order)) => { let _ = actions.send(Action::OrderChanged(order)); }
+                Ok(Push::Error { .. }) => {}
+                Ok(Push::Disconnected) | Err(broadcast::error::RecvError::Closed) => {
+                    return Served::Lost("the connection to the shop closed".into());
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    if let Err(error) = resync(client, actions).await {
+                        return Served::Lost(error.to_string());
+                    }
+                }
+            },
+            command = commands.recv() => match command {
+                Some(command) => {
+                    let client = client.clone();
+                    let actions = actions.clone();
+                    tokio::spawn(async move {
+                        let _ = actions.send(execute(&client, command).await);
+                    });
+                }
+                None => return Served::AppGone,
+            },
+        }
+    }
+}
+
+async fn resync(
+    client: &Client,
+    actions: &mpsc::UnboundedSender<Action>,
+) -> Result<(), ClientError> {
+    let products = client.products().await?;
+    let orders = client.orders().await?;
+    let _ = actions.send(Action::Online {
+        customer_id: client.customer_id(),
+        products,
+        orders,
+    });
+    Ok(())
+}
+
+async fn execute(client: &Client, command: Command) -> Action {
+    match command {
+        Command::Place {
+            lines,
+            idempotency_key,
+        } => {
+            let borrowed: Vec<(&str, i64)> = lines
+                .iter()
+                .map(|(sku, quantity)| (sku.as_str(), *quantity))
+                .collect();
+            match client.place_order(&borrowed, &idempotency_key).await {
+                Ok(order) => Action::Placed(order),
+                Err(error) => Action::Failed(format!("the order was not placed: {error}")),
+            }
+        }
+        Command::Cancel(id) => match client.cancel_order(&id.to_string()).await {
+            Ok(order) => Action::Cancelled(order),
+            Err(error) => Action::Failed(format!("the order was not cancelled: {error}")),
+        },
+    }
+}

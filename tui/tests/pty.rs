@@ -1,0 +1,371 @@
+//! The real `shop-tui` binary in a pseudo-terminal, against a real backend
+//! started on port 0: keys place an order, the order shows RESERVED with a
+//! countdown, a payment over HTTP turns it PAID, another customer's
+//! purchase moves the stock pane, and a restart of the backend is ridden
+//! out by reconnecting.
+
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use portable_pty::{CommandBuilder, PtySize, native_pty_system};
+use shop_backend::Application;
+use shop_backend::config::EmbeddedArgs;
+use shop_shared::client::{Client, websocket_url};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// A backend serving in this process until stopped.
+struct Backend {
+    address: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    done: Option<tokio::task::JoinHandle<Result<(), String>>>,
+}
+
+impl Backend {
+    async fn start(data: &Path, listen: SocketAddr) -> Backend {
+        let app = Application::build(EmbeddedArgs {
+            listen,
+            data_dir: data.to_owned(),
+            pay_ttl: Duration::from_secs(300),
+            catalog: None,
+            public_url: None,
+            partitions: 4,
+            token_secret: None,
+            webhook_secret: None,
+        })
+        .await
+        .expect("backend builds");
+        let address = app.local_addr();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let done = tokio::spawn(async move {
+            app.run_until_stopped(async move {
+                let _ = stopped.await;
+            })
+            .await
+            .map_err(|error| error.to_string())
+        });
+        Backend {
+            address,
+            stop: Some(stop),
+            done: Some(done),
+        }
+    }
+
+    async fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(done) = self.done.take() {
+            done.await
+                .expect("backend task")
+                .expect("backend stops cleanly");
+        }
+    }
+}
+
+/// `shop-tui` in a pseudo-terminal, and what its screen shows.
+struct Tui {
+    screen: Arc<Mutex<vt100::Parser>>,
+    keys: Arc<Mutex<Box<dyn Write + Send>>>,
+    child: Box<dyn portable_pty::Child + Send + Sync>,
+    pty: Box<dyn portable_pty::MasterPty + Send>,
+}
+
+impl Tui {
+    fn start(gateway: &str, config: &Path, columns: u16, rows: u16) -> Tui {
+        let pty = native_pty_system()
+            .openpty(PtySize {
+                rows,
+                cols: columns,
+                pixel_width: 0,
+                pixel_height: 0,
+            })
+            .expect("a pseudo-terminal");
+        let mut command = CommandBuilder::new(env!("CARGO_BIN_EXE_shop-tui"));
+        command.env("SHOP_GATEWAY", gateway);
+        command.env("XDG_CONFIG_HOME", config);
+        command.env("TERM", "xterm-256color");
+        command.env_remove("SHOP_PROFILE");
+        let child = pty.slave.spawn_command(command).expect("shop-tui starts");
+        drop(pty.slave);
+        let mut output = pty.master.try_clone_reader().expect("reader");
+        let keys = Arc::new(Mutex::new(pty.master.take_writer().expect("writer")));
+        let screen = Arc::new(Mutex::new(vt100::Parser::new(size(rows), size(columns), 0)));
+        let (feed, answer) = (screen.clone(), keys.clone());
+        std::thread::spawn(move || {
+            let mut buffer = [0u8; 8192];
+            loop {
+                let read = match output.read(&mut buffer) {
+                    Ok(0) | Err(_) => break,
+                    Ok(read) => read,
+                };
+                let mut parser = feed.lock().expect("screen");
+                parser.process(&buffer[..read]);
+                // Answer "where is the cursor?" as a terminal does.
+                if buffer[..read].windows(4).any(|window| window == b"\x1b[6n") {
+                    let (row, column) = parser.screen().cursor_position();
+                    let reply = format!("\x1b[{};{}R", row + 1, column + 1);
+                    let mut keys = answer.lock().expect("keys");
+                    let _ = keys.write_all(reply.as_bytes());
+                    let _ = keys.flush();
+                }
+            }
+        });
+        Tui {
+            screen,
+            keys,
+            child,
+            pty: pty.master,
+        }
+    }
+
+    /// Resizes the terminal, as dragging its window does.
+    fn resize(&mut self, columns: u16, rows: u16) {
+        self.screen
+            .lock()
+            .expect("screen")
+            .screen_mut()
+            .set_size(size(rows), size(columns));
+        self.pty
+            .resize(PtySize {
+                rows,
+                cols: columns,
+                pixel_width: 0,
+                pixel_height: 0,
+            })
+            .expect("resized");
+    }
+
+    fn contents(&self) -> String {
+        self.screen.lock().expect("screen").screen().contents()
+    }
+
+    fn press(&mut self, keys: &str) {
+        let mut writer = self.keys.lock().expect("keys");
+        writer.write_all(keys.as_bytes()).expect("keys written");
+        writer.flush().expect("flushed");
+    }
+
+    /// Waits until some line of the screen satisfies `test`; returns it.
+    async fn wait_for_line(&self, what: &str, test: impl Fn(&str) -> bool) -> String {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let contents = self.contents();
+            if let Some(line) = contents.lines().find(|line| test(line)) {
+                return line.to_owned();
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "never saw {what}; the screen shows:\n{contents}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn wait_for(&self, text: &str) -> String {
+        self.wait_for_line(text, |line| line.contains(text)).await
+    }
+}
+
+impl Drop for Tui {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+    }
+}
+
+fn size(value: u16) -> std::num::NonZero<u16> {
+    std::num::NonZero::new(value).expect("a terminal has rows and columns")
+}
+
+/// The checkout URL in `line`, if there is one.
+fn url_in(line: &str) -> Option<String> {
+    let start = line.find("http://")?;
+    let url: String = line[start..]
+        .chars()
+        .take_while(|c| !c.is_whitespace() && *c != '│')
+        .collect();
+    url.contains("/checkout/").then_some(url)
+}
+
+/// A line of the orders pane showing a countdown such as `4:59`.
+fn has_countdown(line: &str) -> bool {
+    line.split_whitespace().any(|word| {
+        let word = word.trim_end_matches('│');
+        let mut parts = word.split(':');
+        matches!((parts.next(), parts.next(), parts.next()), (Some(m), Some(s), None)
+            if !m.is_empty() && m.chars().all(|c| c.is_ascii_digit()) && s.len() == 2 && s.chars().all(|c| c.is_ascii_digit()))
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_place_an_order_that_turns_paid_while_stock_moves_live() {
+    let home = tempfile::tempdir().expect("dir");
+    let mut backend = Backend::start(
+        &home.path().join("data"),
+        "127.0.0.1:0".parse().expect("address"),
+    )
+    .await;
+    let gateway = format!("http://{}", backend.address);
+    let mut tui = Tui::start(&gateway, &home.path().join("config"), 100, 30);
+
+    tui.wait_for("● online").await;
+    let before = tui.wait_for("SKU-002").await;
+    assert!(before.contains("10"), "{before}");
+
+    // Add one MacBook Pro (the first row), go to the cart, order.
+    tui.press("a");
+    tui.wait_for_line("the cart line", |line| {
+        line.contains("MacBook Pro") && line.contains("4,500.00 EUR") && line.contains(" 1 ")
+    })
+    .await;
+    tui.press("\t");
+    tui.press("o");
+    let reserved = tui
+        .wait_for_line("a reserved order with a countdown", |line| {
+            line.contains("RESERVED") && has_countdown(line)
+        })
+        .await;
+    assert!(reserved.contains("4,500.00 EUR"), "{reserved}");
+
+    // Another customer buys three iPhones: the stock pane follows.
+    let other = Client::connect(&websocket_url(&gateway), None)
+        .await
+        .expect("another customer");
+    let theirs = other
+        .place_order(&[("SKU-002", 3)], "their-order")
+        .await
+        .expect("placed");
+    other
+        .wait_for_checkout(theirs.id, WAIT)
+        .await
+        .expect("reserved");
+    tui.wait_for_line("SKU-002 at 7", |line| {
+        line.contains("SKU-002") && line.split_whitespace().any(|word| word == "7")
+    })
+    .await;
+
+    // The pay box shows the link; paying it over HTTP turns the order PAID in place.
+    tui.press("p");
+    let link = tui
+        .wait_for_line("the checkout link", |line| url_in(line).is_some())
+        .await;
+    let url = url_in(&link).expect("url");
+    tui.wait_for("Waiting for payment").await;
+    let paid = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client")
+        .post(&url)
+        .form(&[
+            ("card_number", "4242 4242 4242 4242"),
+            ("expiry", "12/34"),
+            ("cvc", "123"),
+            ("name", "Ada"),
+        ])
+        .send()
+        .await
+        .expect("checkout answers");
+    assert_eq!(paid.status(), 303);
+    tui.wait_for("Paid — thank you!").await;
+    tui.press("\x1b");
+    tui.wait_for_line("the order PAID in the orders pane", |line| {
+        line.contains("PAID") && line.contains("4,500.00 EUR")
+    })
+    .await;
+
+    // The backend restarts: the TUI says so, reconnects by itself and resyncs.
+    backend.stop().await;
+    tui.wait_for("disconnected").await;
+    let address = backend.address;
+    let mut backend = Backend::start(&home.path().join("data"), address).await;
+    tui.wait_for("● online").await;
+    tui.wait_for_line("the paid order after the restart", |line| {
+        line.contains("PAID") && line.contains("4,500.00 EUR")
+    })
+    .await;
+    other.close();
+    let bought = other.place_order(&[("SKU-003", 1)], "after-restart").await;
+    assert!(bought.is_err(), "the old connection is gone");
+    let again = Client::connect(&websocket_url(&gateway), None)
+        .await
+        .expect("connects");
+    let order = again
+        .place_order(&[("SKU-003", 4)], "after-restart")
+        .await
+        .expect("placed");
+    again
+        .wait_for_checkout(order.id, WAIT)
+        .await
+        .expect("reserved");
+    tui.wait_for_line("SKU-003 at 6", |line| {
+        line.contains("SKU-003") && line.split_whitespace().any(|word| word == "6")
+    })
+    .await;
+
+    // q quits and gives the terminal back.
+    tui.press("q");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let status = loop {
+        if let Some(status) = tui.child.try_wait().expect("status") {
+            break status;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "shop-tui did not quit"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "{status:?}");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (alternate, hidden) = {
+        let parser = tui.screen.lock().expect("screen");
+        (
+            parser.screen().alternate_screen(),
+            parser.screen().hide_cursor(),
+        )
+    };
+    assert!(!alternate, "left the alternate screen");
+    assert!(!hidden, "the cursor is visible again");
+    backend.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn it_works_at_80_by_24_and_follows_a_resize_and_the_help_lists_every_key() {
+    let home = tempfile::tempdir().expect("dir");
+    let mut backend = Backend::start(
+        &home.path().join("data"),
+        "127.0.0.1:0".parse().expect("address"),
+    )
+    .await;
+    let gateway = format!("http://{}", backend.address);
+    let mut tui = Tui::start(&gateway, &home.path().join("config"), 80, 24);
+    tui.wait_for("● online").await;
+    tui.wait_for("MacBook Air").await;
+    tui.press("?");
+    tui.wait_for("Keys").await;
+    for key in ["Tab / Shift-Tab", "next / previous pane", "quit"] {
+        tui.wait_for(key).await;
+    }
+    tui.press("\x1b");
+    let narrow = tui.wait_for("Stock (3)").await;
+    assert!(narrow.chars().count() <= 80);
+    tui.resize(120, 40);
+    tui.wait_for_line("the stock pane redrawn 120 wide", |line| {
+        line.contains("Stock (3)") && line.trim_end().chars().count() == 120
+    })
+    .await;
+    tui.press("jjj");
+    tui.press("\x03");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while tui.child.try_wait().expect("status").is_none() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "Ctrl-C did not quit"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    backend.stop().await;
+}

@@ -98,9 +98,12 @@ pub struct DistributedArgs {
     #[arg(long, env = "SHOP_TOKEN_SECRET", hide_env_values = true)]
     pub token_secret: Option<Secret>,
 
-    /// Payment service: secret that signs and verifies checkout webhooks.
+    /// Payment service: secret that signs and verifies the local checkout's webhooks.
     #[arg(long, env = "SHOP_WEBHOOK_SECRET", hide_env_values = true)]
     pub webhook_secret: Option<Secret>,
+
+    #[command(flatten)]
+    pub stripe: StripeArgs,
 }
 
 /// Settings of embedded mode: all four services in one process.
@@ -139,6 +142,42 @@ pub struct EmbeddedArgs {
     /// Secret that signs checkout webhooks [default: generated and kept in the data directory].
     #[arg(long, env = "SHOP_WEBHOOK_SECRET", hide_env_values = true)]
     pub webhook_secret: Option<Secret>,
+
+    #[command(flatten)]
+    pub stripe: StripeArgs,
+}
+
+/// Real Stripe Checkout instead of the local checkout: set both keys.
+#[derive(Debug, Clone, Default, Args)]
+pub struct StripeArgs {
+    /// Stripe secret key (sk_test_… in test mode): pay through Stripe Checkout.
+    #[arg(long, env = "STRIPE_SECRET_KEY", hide_env_values = true)]
+    pub stripe_secret_key: Option<Secret>,
+
+    /// Signing secret of the Stripe webhook endpoint (whsec_…), to verify Stripe's webhooks.
+    #[arg(long, env = "STRIPE_WEBHOOK_SECRET", hide_env_values = true)]
+    pub stripe_webhook_secret: Option<Secret>,
+
+    /// Base URL of the Stripe API (change only to test against a stand-in).
+    #[arg(long, env = "STRIPE_API_BASE", default_value = "https://api.stripe.com", value_parser = parse_url)]
+    pub stripe_api_base: String,
+}
+
+impl StripeArgs {
+    /// The Stripe key and webhook secret, when Stripe is configured; an
+    /// error when only one of them is.
+    pub fn keys(&self) -> Result<Option<(Secret, Secret)>, String> {
+        let nonempty =
+            |secret: &Option<Secret>| secret.clone().filter(|secret| !secret.expose().is_empty());
+        match (nonempty(&self.stripe_secret_key), nonempty(&self.stripe_webhook_secret)) {
+            (Some(key), Some(webhook)) => Ok(Some((key, webhook))),
+            (None, None) => Ok(None),
+            (Some(_), None) => Err("STRIPE_SECRET_KEY is set but STRIPE_WEBHOOK_SECRET is not: set both to use Stripe \
+                 (the webhook secret is shown by `stripe listen` or in the dashboard's webhook settings)"
+                .into()),
+            (None, Some(_)) => Err("STRIPE_WEBHOOK_SECRET is set but STRIPE_SECRET_KEY is not: set both to use Stripe".into()),
+        }
+    }
 }
 
 /// Reads a pay TTL: at least a second, at most a day.

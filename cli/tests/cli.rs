@@ -35,6 +35,7 @@ impl Shop {
             partitions: 4,
             token_secret: None,
             webhook_secret: None,
+            stripe: Default::default(),
         })
         .await
         .expect("backend builds");

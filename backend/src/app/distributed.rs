@@ -24,7 +24,7 @@ use crate::config::DistributedArgs;
 use crate::db::{Db, redact};
 use crate::http::{Health, index_router};
 use crate::metrics::{self, Metrics};
-use crate::payment::local::{LocalCheckout, LocalCheckoutConfig};
+use crate::payment::local::LocalCheckoutConfig;
 use crate::secrets::Secret;
 use crate::stock::catalog;
 use crate::tasks::{Shutdown, Supervisor};
@@ -91,8 +91,10 @@ impl Node {
             "--token-secret",
             "SHOP_TOKEN_SECRET",
         )?;
+        // The local checkout signs its webhooks with this; Stripe brings its own.
+        let stripe = args.stripe.keys().map_err(anyhow::Error::msg)?;
         let webhook_secret = required_secret(
-            role.runs(Role::Payment),
+            role.runs(Role::Payment) && stripe.is_none(),
             &args.webhook_secret,
             "--webhook-secret",
             "SHOP_WEBHOOK_SECRET",
@@ -161,24 +163,24 @@ impl Node {
                 .webhook_url
                 .clone()
                 .unwrap_or_else(|| format!("http://{}/stripe/webhook", loopback(address)));
-            let checkout = LocalCheckout::new(
-                db.clone(),
+            let choice = payment::choose(
+                &args.stripe,
+                &db,
                 LocalCheckoutConfig {
                     public_url: public_url.clone(),
                     return_url: gateway_url,
                     webhook_url,
                     webhook_secret: webhook_secret.clone().unwrap_or_else(|| Secret::new("")),
                 },
-            );
-            let payment = payment::start(
-                &runtime,
-                db.clone(),
-                Arc::new(checkout.clone()),
-                webhook_secret.unwrap_or_else(|| Secret::new("")),
-            )
-            .await?;
-            checkout.spawn_delivery(&spawner);
-            router = router.merge(payment.routes).merge(checkout.router());
+            )?;
+            let payment =
+                payment::start(&runtime, db.clone(), choice.provider, choice.webhook_secret)
+                    .await?;
+            router = router.merge(payment.routes);
+            if let Some(checkout) = &choice.local {
+                checkout.spawn_delivery(&spawner);
+                router = router.merge(checkout.router());
+            }
             gauges.push(payment.gauges);
             databases.push(("payment", db));
         }

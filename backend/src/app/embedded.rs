@@ -24,7 +24,7 @@ use crate::config::EmbeddedArgs;
 use crate::db::{Db, outbox};
 use crate::http::{Health, index_router};
 use crate::metrics::{self, Metrics};
-use crate::payment::local::{LocalCheckout, LocalCheckoutConfig};
+use crate::payment::local::LocalCheckoutConfig;
 use crate::stock::catalog;
 use crate::tasks::Supervisor;
 use crate::{gateway, order, payment, secrets, stock};
@@ -91,23 +91,28 @@ impl Application {
 
         let stock_gauges = stock::start(&runtime, stock_db.clone(), catalog).await?;
         let order_gauges = order::start(&runtime, order_db.clone(), config.pay_ttl).await?;
-        let checkout = LocalCheckout::new(
-            payment_db.clone(),
+        let choice = payment::choose(
+            &config.stripe,
+            &payment_db,
             LocalCheckoutConfig {
                 public_url: public_url.clone(),
                 return_url: public_url.clone(),
                 webhook_url: format!("http://{}/stripe/webhook", loopback(address)),
-                webhook_secret: webhook_secret.clone(),
+                webhook_secret,
             },
-        );
+        )?;
         let payment = payment::start(
             &runtime,
             payment_db.clone(),
-            Arc::new(checkout.clone()),
-            webhook_secret,
+            choice.provider,
+            choice.webhook_secret,
         )
         .await?;
-        checkout.spawn_delivery(&spawner);
+        let mut router = Router::new();
+        if let Some(checkout) = &choice.local {
+            checkout.spawn_delivery(&spawner);
+            router = router.merge(checkout.router());
+        }
         let gateway = gateway::start(&runtime, token_secret).await?;
 
         let health = Health {
@@ -120,10 +125,9 @@ impl Application {
             gateway: Some(gateway.clone()),
         };
         let gauges = vec![order_gauges, stock_gauges, payment.gauges, gateway.gauges()];
-        let router = Router::new()
+        let router = router
             .merge(gateway.router())
             .merge(payment.routes)
-            .merge(checkout.router())
             .merge(health.router())
             .merge(metrics::router(metrics.clone(), gauges))
             .merge(index_router());

@@ -81,7 +81,10 @@ macro_rules! per_dialect {
 const COMMON: &[Migration] = &[per_dialect!("common", 1, "0001_outbox_inbox")];
 const ORDER: &[Migration] = &[portable!("order", 1, "0001_orders")];
 const STOCK: &[Migration] = &[portable!("stock", 1, "0001_products")];
-const PAYMENT: &[Migration] = &[portable!("payment", 1, "0001_payments")];
+const PAYMENT: &[Migration] = &[
+    portable!("payment", 1, "0001_payments"),
+    portable!("payment", 2, "0002_local_payment_status"),
+];
 
 /// Arbitrary constant naming the migration lock among advisory locks.
 const MIGRATION_LOCK: i64 = 0x5348_4f50_0001;

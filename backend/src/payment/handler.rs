@@ -44,8 +44,13 @@ impl Handler for PaymentHandler {
     }
 }
 
+/// An unavailable provider is retried until it answers; a refusal fails
+/// the record (and, after retries, dead-letters it for an operator).
 fn provider_failure(error: ProviderError) -> HandlerError {
-    HandlerError::Transient(anyhow::anyhow!(error))
+    match error {
+        ProviderError::Unavailable(_) => HandlerError::Transient(anyhow::anyhow!(error)),
+        ProviderError::Refused(_) => HandlerError::Failed(anyhow::anyhow!(error)),
+    }
 }
 
 impl PaymentHandler {

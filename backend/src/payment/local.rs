@@ -7,9 +7,15 @@
 //! - the page takes Stripe's public test cards (4242 4242 4242 4242
 //!   succeeds; 4000 0000 0000 0002 is declined, and so on), and a declined
 //!   card leaves the session open for another try;
-//! - a successful payment delivers a `checkout.session.completed` webhook to
-//!   the same path Stripe would call, signed as Stripe signs, from a durable
-//!   queue that retries with backoff until the endpoint answers 2xx.
+//! - two cards of its own stand for delayed payment methods: the session
+//!   completes unpaid, and the money follows (4000 0000 0000 1000) or fails
+//!   (4000 0000 0000 2008) a few seconds later;
+//! - sessions expire, when the order is cancelled or shortly after its
+//!   deadline, with a `checkout.session.expired` event;
+//! - every event (`checkout.session.completed`, `…async_payment_succeeded`,
+//!   `…async_payment_failed`, `…expired`) goes to the same path Stripe would
+//!   call, signed as Stripe signs, from a durable queue that retries with
+//!   backoff until the endpoint answers 2xx.
 //!
 //! Submitting the page is a plain form `POST` to the checkout URL with
 //! `card_number`, `expiry`, `cvc` and `name`, so a script can pay with curl:
@@ -40,6 +46,12 @@ use crate::db::{Db, parse_column};
 use crate::http::html::{escape, page};
 use crate::secrets::Secret;
 use crate::tasks::{Shutdown, Spawner};
+
+/// How long a delayed payment takes to settle.
+pub const DELAYED_SETTLEMENT: Duration = Duration::from_secs(3);
+/// How long after its deadline an unpaid session expires by itself (the
+/// order service's own deadline sweep normally closes it first).
+const EXPIRY_GRACE: Duration = Duration::from_secs(30);
 
 /// Where the local checkout lives and whom it tells.
 #[derive(Clone, Debug)]
@@ -146,11 +158,7 @@ impl PaymentProvider for LocalCheckout {
     }
 
     async fn expire_session(&self, session_id: &str) -> Result<(), ProviderError> {
-        sqlx::query("UPDATE local_checkout_sessions SET status = 'expired' WHERE id = $1 AND status = 'open'")
-            .bind(session_id)
-            .execute(self.inner.db.pool())
-            .await
-            .map_err(unavailable)?;
+        self.expire(Some(session_id)).await.map_err(unavailable)?;
         Ok(())
     }
 
@@ -165,7 +173,8 @@ fn unavailable(error: sqlx::Error) -> ProviderError {
     ProviderError::Unavailable(error.to_string())
 }
 
-/// A session as the page needs it.
+/// A session as the page and its events need it.
+#[derive(Debug, Clone)]
 struct Session {
     id: String,
     order_id: Uuid,
@@ -173,6 +182,9 @@ struct Session {
     currency: Currency,
     lines: Vec<PricedLine>,
     status: String,
+    /// `paid`, or `unpaid` while a delayed payment settles.
+    payment_status: String,
+    payment_intent: Option<String>,
     success_url: String,
     expires_at: Timestamp,
 }
@@ -189,41 +201,29 @@ impl Session {
 
 impl LocalCheckout {
     async fn session(&self, id: &str) -> Result<Option<Session>, sqlx::Error> {
-        let row = sqlx::query(
-            "SELECT id, order_id, amount, currency, line_items, status, success_url, expires_at
-             FROM local_checkout_sessions WHERE id = $1",
-        )
-        .bind(id)
-        .fetch_optional(self.inner.db.pool())
-        .await?;
-        let Some(row) = row else { return Ok(None) };
-        let order_id: String = row.try_get("order_id")?;
-        let currency: String = row.try_get("currency")?;
-        let lines: String = row.try_get("line_items")?;
-        Ok(Some(Session {
-            id: row.try_get("id")?,
-            order_id: parse_column(&order_id, "order_id")?,
-            amount: row.try_get("amount")?,
-            currency: parse_column(&currency, "currency")?,
-            lines: serde_json::from_str(&lines)
-                .map_err(|error| sqlx::Error::Decode(error.into()))?,
-            status: row.try_get("status")?,
-            success_url: row.try_get("success_url")?,
-            expires_at: Timestamp::from_millis(row.try_get("expires_at")?),
-        }))
+        let mut connection = self.inner.db.pool().acquire().await?;
+        read_session(&mut connection, id).await
     }
 
-    /// Marks the session paid and queues its webhook, in one transaction.
-    /// False if the session stopped being payable meanwhile.
-    async fn complete(&self, session: &Session) -> Result<bool, sqlx::Error> {
+    /// Completes the session and queues its events, in one transaction:
+    /// `checkout.session.completed`, paid at once, or unpaid followed by the
+    /// delayed outcome. False if the session stopped being payable meanwhile.
+    async fn complete(
+        &self,
+        session: &Session,
+        settlement: Settlement,
+    ) -> Result<bool, sqlx::Error> {
         let now = Timestamp::now();
         let payment_intent = format!("pi_local_{}", random_hex(12));
+        let paid = settlement == Settlement::Now;
         let mut tx = self.inner.db.begin().await?;
         let updated = sqlx::query(
-            "UPDATE local_checkout_sessions SET status = 'complete', payment_intent = $2, completed_at = $3
-             WHERE id = $1 AND status = 'open' AND expires_at > $3",
+            "UPDATE local_checkout_sessions
+             SET status = 'complete', payment_status = $2, payment_intent = $3, completed_at = $4
+             WHERE id = $1 AND status = 'open' AND expires_at > $4",
         )
         .bind(&session.id)
+        .bind(if paid { "paid" } else { "unpaid" })
         .bind(&payment_intent)
         .bind(now.as_millis())
         .execute(&mut *tx)
@@ -232,27 +232,98 @@ impl LocalCheckout {
             tx.rollback().await?;
             return Ok(false);
         }
-        let event_id = format!("evt_local_{}", random_hex(12));
-        let event = completed_event(&event_id, session, &payment_intent, now);
-        sqlx::query(
-            "INSERT INTO local_webhook_deliveries (event_id, payload, attempts, next_attempt_at, created_at)
-             VALUES ($1, $2, 0, $3, $3)",
-        )
-        .bind(&event_id)
-        .bind(event.to_string())
-        .bind(now.as_millis())
-        .execute(&mut *tx)
-        .await?;
+        let mut completed = session.clone();
+        completed.status = "complete".into();
+        completed.payment_status = if paid { "paid" } else { "unpaid" }.into();
+        completed.payment_intent = Some(payment_intent);
+        enqueue(&mut tx, "checkout.session.completed", &completed, now).await?;
+        let later = now.plus(DELAYED_SETTLEMENT);
+        match settlement {
+            Settlement::Now => {}
+            Settlement::Later { succeeds: true } => {
+                completed.payment_status = "paid".into();
+                enqueue(
+                    &mut tx,
+                    "checkout.session.async_payment_succeeded",
+                    &completed,
+                    later,
+                )
+                .await?;
+                sqlx::query(
+                    "UPDATE local_checkout_sessions SET payment_status = 'paid' WHERE id = $1",
+                )
+                .bind(&session.id)
+                .execute(&mut *tx)
+                .await?;
+            }
+            Settlement::Later { succeeds: false } => {
+                enqueue(
+                    &mut tx,
+                    "checkout.session.async_payment_failed",
+                    &completed,
+                    later,
+                )
+                .await?;
+            }
+        }
         tx.commit().await?;
         self.inner.wake_delivery.notify_one();
-        tracing::info!(order_id = %session.order_id, session_id = %session.id, "local checkout paid");
+        tracing::info!(order_id = %session.order_id, session_id = %session.id, ?settlement, "local checkout completed");
         Ok(true)
+    }
+
+    /// Expires open sessions, each with a `checkout.session.expired` event
+    /// queued in the same transaction: session `id` if given (the order was
+    /// cancelled), otherwise every open session past its deadline and grace.
+    async fn expire(&self, id: Option<&str>) -> Result<usize, sqlx::Error> {
+        let now = Timestamp::now();
+        let cutoff = now.as_millis() - EXPIRY_GRACE.as_millis() as i64;
+        let mut tx = self.inner.db.begin().await?;
+        let ids: Vec<String> = match id {
+            Some(id) => {
+                sqlx::query_scalar("SELECT id FROM local_checkout_sessions WHERE id = $1 AND status = 'open'")
+                    .bind(id)
+                    .fetch_all(&mut *tx)
+                    .await?
+            }
+            None => {
+                sqlx::query_scalar(
+                    "SELECT id FROM local_checkout_sessions WHERE status = 'open' AND expires_at <= $1 LIMIT 100",
+                )
+                .bind(cutoff)
+                .fetch_all(&mut *tx)
+                .await?
+            }
+        };
+        let mut expired = 0;
+        for id in &ids {
+            let updated =
+                sqlx::query("UPDATE local_checkout_sessions SET status = 'expired' WHERE id = $1 AND status = 'open'")
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+            if updated.rows_affected() == 1
+                && let Some(session) = read_session(&mut tx, id).await?
+            {
+                enqueue(&mut tx, "checkout.session.expired", &session, now).await?;
+                expired += 1;
+            }
+        }
+        tx.commit().await?;
+        if expired > 0 {
+            self.inner.wake_delivery.notify_one();
+            tracing::info!(expired, "local checkout sessions expired");
+        }
+        Ok(expired)
     }
 
     /// Delivers queued webhooks until shutdown, as Stripe does: signed at
     /// each attempt, retried with growing delays until a 2xx answer.
     async fn deliver_webhooks(&self, shutdown: Shutdown) {
         loop {
+            if let Err(error) = self.expire(None).await {
+                tracing::warn!(%error, "local checkout cannot expire old sessions");
+            }
             let pause = match self.deliver_due().await {
                 Ok(pause) => pause,
                 Err(error) => {
@@ -373,23 +444,26 @@ fn retry_delay(attempts: i64) -> Duration {
     Duration::from_secs(1u64 << attempts.clamp(0, 10) as u32).min(Duration::from_secs(600))
 }
 
-/// The `checkout.session.completed` event Stripe would send.
-fn completed_event(
-    event_id: &str,
-    session: &Session,
-    payment_intent: &str,
-    now: Timestamp,
-) -> serde_json::Value {
-    let created = now.as_millis() / 1000;
+/// When a payment settles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Settlement {
+    /// A card: paid at checkout.
+    Now,
+    /// A delayed payment method: settles (or fails) a moment later.
+    Later { succeeds: bool },
+}
+
+/// The event of type `kind` about `session`, as Stripe would send it.
+fn event(event_id: &str, kind: &str, session: &Session, now: Timestamp) -> serde_json::Value {
     serde_json::json!({
         "id": event_id,
         "object": "event",
         "api_version": "2024-06-20",
-        "created": created,
+        "created": now.as_millis() / 1000,
         "livemode": false,
         "pending_webhooks": 1,
         "request": { "id": null, "idempotency_key": null },
-        "type": "checkout.session.completed",
+        "type": kind,
         "data": {
             "object": {
                 "id": session.id,
@@ -399,14 +473,66 @@ fn completed_event(
                 "client_reference_id": session.order_id.to_string(),
                 "metadata": { "order_id": session.order_id.to_string() },
                 "mode": "payment",
-                "payment_intent": payment_intent,
-                "payment_status": "paid",
-                "status": "complete",
+                "payment_intent": session.payment_intent,
+                "payment_status": session.payment_status,
+                "status": session.status,
                 "success_url": session.success_url,
                 "expires_at": session.expires_at.as_millis() / 1000,
             }
         }
     })
+}
+
+/// Queues event `kind` about `session` for delivery at `due`.
+async fn enqueue(
+    tx: &mut crate::db::Tx,
+    kind: &str,
+    session: &Session,
+    due: Timestamp,
+) -> Result<(), sqlx::Error> {
+    let event_id = format!("evt_local_{}", random_hex(12));
+    let payload = event(&event_id, kind, session, Timestamp::now());
+    sqlx::query(
+        "INSERT INTO local_webhook_deliveries (event_id, payload, attempts, next_attempt_at, created_at)
+         VALUES ($1, $2, 0, $3, $4)",
+    )
+    .bind(&event_id)
+    .bind(payload.to_string())
+    .bind(due.as_millis())
+    .bind(Timestamp::now().as_millis())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+async fn read_session(
+    connection: &mut sqlx::AnyConnection,
+    id: &str,
+) -> Result<Option<Session>, sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT id, order_id, amount, currency, line_items, status, payment_status, payment_intent,
+            success_url, expires_at
+         FROM local_checkout_sessions WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_optional(&mut *connection)
+    .await?;
+    let Some(row) = row else { return Ok(None) };
+    let order_id: String = row.try_get("order_id")?;
+    let currency: String = row.try_get("currency")?;
+    let lines: String = row.try_get("line_items")?;
+    Ok(Some(Session {
+        id: row.try_get("id")?,
+        order_id: parse_column(&order_id, "order_id")?,
+        amount: row.try_get("amount")?,
+        currency: parse_column(&currency, "currency")?,
+        lines: serde_json::from_str(&lines).map_err(|error| sqlx::Error::Decode(error.into()))?,
+        status: row.try_get("status")?,
+        payment_status: row.try_get("payment_status")?,
+        payment_intent: row.try_get("payment_intent")?,
+        success_url: row.try_get("success_url")?,
+        expires_at: Timestamp::from_millis(row.try_get("expires_at")?),
+    }))
 }
 
 fn random_hex(bytes: usize) -> String {
@@ -437,6 +563,10 @@ pub struct CardForm {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CardOutcome {
     Approved,
+    /// A stand-in for a delayed payment method (local checkout only).
+    Delayed {
+        succeeds: bool,
+    },
     Declined(&'static str),
 }
 
@@ -471,6 +601,8 @@ pub fn check_card(form: &CardForm, today: (i32, u32)) -> Result<CardOutcome, Str
     Ok(match number.as_str() {
         "4242424242424242" | "4000056655665556" | "5555555555554444" | "2223003122003222"
         | "5200828282828210" | "378282246310005" | "6011111111111117" => CardOutcome::Approved,
+        "4000000000001000" => CardOutcome::Delayed { succeeds: true },
+        "4000000000002008" => CardOutcome::Delayed { succeeds: false },
         "4000000000000002" => CardOutcome::Declined("Your card was declined."),
         "4000000000009995" => CardOutcome::Declined("Your card has insufficient funds."),
         "4000000000009987" => CardOutcome::Declined("Your card was declined (lost card)."),
@@ -552,15 +684,21 @@ async fn pay(
             tracing::info!(order_id = %session.order_id, "local checkout: card declined");
             render_with(&session, StatusCode::PAYMENT_REQUIRED, message, &form)
         }
-        Ok(CardOutcome::Approved) => match checkout.complete(&session).await {
-            Ok(true) => Redirect::to(&session.success_url()).into_response(),
-            Ok(false) => match checkout.session(&session_id).await {
-                Ok(Some(session)) => render(&session, None, &form),
-                Ok(None) => not_found(),
+        Ok(outcome @ (CardOutcome::Approved | CardOutcome::Delayed { .. })) => {
+            let settlement = match outcome {
+                CardOutcome::Delayed { succeeds } => Settlement::Later { succeeds },
+                _ => Settlement::Now,
+            };
+            match checkout.complete(&session, settlement).await {
+                Ok(true) => Redirect::to(&session.success_url()).into_response(),
+                Ok(false) => match checkout.session(&session_id).await {
+                    Ok(Some(session)) => render(&session, None, &form),
+                    Ok(None) => not_found(),
+                    Err(error) => server_error(error),
+                },
                 Err(error) => server_error(error),
-            },
-            Err(error) => server_error(error),
-        },
+            }
+        }
     }
 }
 
@@ -589,7 +727,15 @@ fn render(session: &Session, error: Option<&str>, form: &CardForm) -> Response {
     ));
     let summary = format!("<h1>Pay order {order}</h1><table>{rows}</table>");
     let now = Timestamp::now();
-    let (status, body) = if session.status == "complete" {
+    let (status, body) = if session.status == "complete" && session.payment_status == "unpaid" {
+        (
+            StatusCode::OK,
+            format!(
+                "{summary}<p class=\"status\" id=\"state\">Processing</p><p>The payment is being confirmed; this takes a few seconds. <a href=\"{}\">Follow the order</a>.</p>",
+                escape(&session.success_url())
+            ),
+        )
+    } else if session.status == "complete" {
         (
             StatusCode::OK,
             format!(
@@ -628,7 +774,9 @@ fn render(session: &Session, error: Option<&str>, form: &CardForm) -> Response {
   <input id="name" name="name" autocomplete="cc-name" value="{name}" required>
   <button type="submit" id="submit">Pay {total}</button>
 </form>
-<p class="note">Local test checkout: no money moves. 4242 4242 4242 4242 succeeds, 4000 0000 0000 0002 is declined; any future expiry and any CVC. Pay before {deadline}.</p>"#,
+<p class="note">Local test checkout: no money moves. 4242 4242 4242 4242 succeeds, 4000 0000 0000 0002 is declined;
+4000 0000 0000 1000 and 4000 0000 0000 2008 act as delayed payment methods that settle, or fail, a few seconds later.
+Any future expiry and any CVC. Pay before {deadline}.</p>"#,
                 number = escape(&form.card_number),
                 expiry = escape(&form.expiry),
                 name = escape(&form.name),

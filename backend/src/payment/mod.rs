@@ -12,6 +12,7 @@ pub mod local;
 pub mod provider;
 pub mod signature;
 pub mod store;
+pub mod stripe;
 pub mod webhook;
 
 use std::sync::Arc;
@@ -22,10 +23,12 @@ use shop_shared::events::topic;
 
 use crate::app::Runtime;
 use crate::bus::Subscription;
+use crate::config::StripeArgs;
 use crate::db::outbox::{RelayHandle, spawn_relay};
 use crate::db::{Db, Service};
 use crate::metrics::{GaugeSource, Metrics, Sample};
 use crate::secrets::Secret;
+use local::{LocalCheckout, LocalCheckoutConfig};
 use provider::PaymentProvider;
 
 /// The consumer group of the payment service.
@@ -46,6 +49,46 @@ pub struct Started {
     /// `POST /stripe/webhook`.
     pub routes: Router,
     pub gauges: GaugeSource,
+}
+
+/// The provider a configuration asks for.
+pub struct Choice {
+    pub provider: Arc<dyn PaymentProvider>,
+    /// The secret webhooks are verified with.
+    pub webhook_secret: Secret,
+    /// The local checkout, whose pages and webhook deliveries the process
+    /// must serve, when it is the provider.
+    pub local: Option<LocalCheckout>,
+}
+
+/// Stripe Checkout when both Stripe keys are set, the local checkout
+/// otherwise.
+pub fn choose(stripe: &StripeArgs, db: &Db, local: LocalCheckoutConfig) -> anyhow::Result<Choice> {
+    match stripe.keys().map_err(anyhow::Error::msg)? {
+        Some((secret_key, webhook_secret)) => {
+            let provider = stripe::StripeProvider::new(&stripe::StripeConfig {
+                secret_key,
+                api_base: stripe.stripe_api_base.clone(),
+                return_url: local.return_url.clone(),
+            })?;
+            tracing::info!(api = %stripe.stripe_api_base, "payments go through Stripe Checkout");
+            Ok(Choice {
+                provider: Arc::new(provider),
+                webhook_secret,
+                local: None,
+            })
+        }
+        None => {
+            tracing::info!(pages = %local.public_url, "payments go through the local checkout");
+            let webhook_secret = local.webhook_secret.clone();
+            let checkout = LocalCheckout::new(db.clone(), local);
+            Ok(Choice {
+                provider: Arc::new(checkout.clone()),
+                webhook_secret,
+                local: Some(checkout),
+            })
+        }
+    }
 }
 
 /// Starts the payment service with `provider`.

@@ -23,6 +23,8 @@ pub enum PaymentStatus {
     Failed,
     /// Paid too late and given back.
     Refunded,
+    /// The provider closed the session unpaid.
+    Expired,
 }
 
 impl PaymentStatus {
@@ -33,6 +35,7 @@ impl PaymentStatus {
             PaymentStatus::Cancelled => "CANCELLED",
             PaymentStatus::Failed => "FAILED",
             PaymentStatus::Refunded => "REFUNDED",
+            PaymentStatus::Expired => "EXPIRED",
         }
     }
 }
@@ -46,6 +49,7 @@ impl FromStr for PaymentStatus {
             "CANCELLED" => Ok(PaymentStatus::Cancelled),
             "FAILED" => Ok(PaymentStatus::Failed),
             "REFUNDED" => Ok(PaymentStatus::Refunded),
+            "EXPIRED" => Ok(PaymentStatus::Expired),
             other => Err(shop_shared::domain::UnknownName(other.to_owned())),
         }
     }

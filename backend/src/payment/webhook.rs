@@ -148,10 +148,22 @@ enum ProcessError {
     Storage(#[from] sqlx::Error),
 }
 
+/// What an event asks of a payment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    /// The money is in.
+    Succeed,
+    /// The money will not come.
+    Fail,
+    /// The session closed without payment.
+    Expire,
+}
+
 async fn process(service: &PaymentService, event: &Event) -> Result<Outcome, ProcessError> {
-    let succeeded = match event.kind.as_str() {
-        "checkout.session.completed" | "checkout.session.async_payment_succeeded" => true,
-        "checkout.session.async_payment_failed" => false,
+    let step = match event.kind.as_str() {
+        "checkout.session.completed" | "checkout.session.async_payment_succeeded" => Step::Succeed,
+        "checkout.session.async_payment_failed" => Step::Fail,
+        "checkout.session.expired" => Step::Expire,
         _ => return Ok(Outcome::Ignored("unhandled_event_type")),
     };
     let session: SessionObject =
@@ -171,28 +183,46 @@ async fn process(service: &PaymentService, event: &Event) -> Result<Outcome, Pro
     {
         return Ok(Outcome::Ignored("order_mismatch"));
     }
-    if event.kind == "checkout.session.completed"
-        && session.payment_status.as_deref() == Some("unpaid")
-    {
-        // A delayed payment method: the money comes (or not) with an
-        // async_payment_* event later.
-        if !store::record_webhook(&mut tx, &event.id, &event.kind).await? {
-            return Ok(Outcome::Duplicate);
+    let correlation = payment.order_id.to_string();
+    match step {
+        Step::Succeed
+            if event.kind == "checkout.session.completed"
+                && session.payment_status.as_deref() == Some("unpaid") =>
+        {
+            // A delayed payment method: the money comes (or not) with an
+            // async_payment_* event later.
+            if !store::record_webhook(&mut tx, &event.id, &event.kind).await? {
+                return Ok(Outcome::Duplicate);
+            }
+            store::set_status(
+                &mut tx,
+                payment.order_id,
+                payment.status,
+                session.payment_intent.as_deref(),
+            )
+            .await?;
+            tx.commit().await?;
+            return Ok(Outcome::Processed);
         }
-        tx.commit().await?;
-        return Ok(Outcome::Processed);
-    }
-    if matches!(
-        payment.status,
-        PaymentStatus::Paid | PaymentStatus::Refunded | PaymentStatus::Failed
-    ) {
-        return Ok(Outcome::Ignored("payment_already_settled"));
+        Step::Succeed | Step::Fail
+            if matches!(
+                payment.status,
+                PaymentStatus::Paid | PaymentStatus::Refunded | PaymentStatus::Failed
+            ) =>
+        {
+            return Ok(Outcome::Ignored("payment_already_settled"));
+        }
+        Step::Expire if payment.status != PaymentStatus::Open => {
+            // Closed on our request (the order was cancelled) or settled.
+            return Ok(Outcome::Ignored("session_already_closed"));
+        }
+        _ => {}
     }
     let currency_matches = session
         .currency
         .as_deref()
         .is_none_or(|currency| currency.eq_ignore_ascii_case(payment.currency.as_str()));
-    if succeeded
+    if step == Step::Succeed
         && (session
             .amount_total
             .is_some_and(|amount| amount != payment.amount)
@@ -204,30 +234,38 @@ async fn process(service: &PaymentService, event: &Event) -> Result<Outcome, Pro
     if !store::record_webhook(&mut tx, &event.id, &event.kind).await? {
         return Ok(Outcome::Duplicate);
     }
-    let correlation = payment.order_id.to_string();
-    if succeeded {
-        store::set_status(
-            &mut tx,
-            payment.order_id,
-            PaymentStatus::Paid,
-            session.payment_intent.as_deref(),
-        )
-        .await?;
-        let event = PaymentEvent::PaymentSucceeded(PaymentSucceeded {
-            order_id: payment.order_id,
-            session_id: session.id.clone(),
-            amount: payment.amount,
-            currency: payment.currency,
-        });
-        outbox::push(&mut tx, event, &correlation).await?;
-    } else {
-        store::set_status(&mut tx, payment.order_id, PaymentStatus::Failed, None).await?;
-        let event = PaymentEvent::PaymentFailed(PaymentFailed {
-            order_id: payment.order_id,
-            reason: "the payment failed after checkout".into(),
-        });
-        outbox::push(&mut tx, event, &correlation).await?;
-    }
+    let event = match step {
+        Step::Succeed => {
+            store::set_status(
+                &mut tx,
+                payment.order_id,
+                PaymentStatus::Paid,
+                session.payment_intent.as_deref(),
+            )
+            .await?;
+            PaymentEvent::PaymentSucceeded(PaymentSucceeded {
+                order_id: payment.order_id,
+                session_id: session.id.clone(),
+                amount: payment.amount,
+                currency: payment.currency,
+            })
+        }
+        Step::Fail => {
+            store::set_status(&mut tx, payment.order_id, PaymentStatus::Failed, None).await?;
+            PaymentEvent::PaymentFailed(PaymentFailed {
+                order_id: payment.order_id,
+                reason: "the payment did not go through after checkout".into(),
+            })
+        }
+        Step::Expire => {
+            store::set_status(&mut tx, payment.order_id, PaymentStatus::Expired, None).await?;
+            PaymentEvent::PaymentFailed(PaymentFailed {
+                order_id: payment.order_id,
+                reason: "the checkout session expired before payment".into(),
+            })
+        }
+    };
+    outbox::push(&mut tx, event, &correlation).await?;
     tx.commit().await?;
     service.relay.wake();
     Ok(Outcome::Processed)

@@ -56,6 +56,7 @@ impl InProcess {
             partitions: 4,
             token_secret: None,
             webhook_secret: None,
+            stripe: Default::default(),
         })
         .await
         .expect("application builds");

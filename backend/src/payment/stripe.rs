@@ -1,0 +1,267 @@
+//! The Stripe provider: Stripe Checkout through async-stripe.
+//!
+//! - One Checkout Session per RESERVED order, in `payment` mode, with a line
+//!   item per order line (`price_data`: currency, unit amount in minor
+//!   units, product name; quantity), the order id as `client_reference_id`
+//!   and in `metadata`, and success and cancel URLs on the gateway's
+//!   payment-return page with `{CHECKOUT_SESSION_ID}`.
+//! - Every call carries an `Idempotency-Key` derived from the order (or
+//!   session), so a redelivered command or a retry never does the work twice.
+//! - Network errors, 429 and 5xx are retried with backoff and the same key;
+//!   any other error ends the attempt with Stripe's message.
+//! - Stripe refuses `expires_at` under 30 minutes away, while our pay-until
+//!   deadline may be sooner: the session expires at the later of the two and
+//!   is expired through the API as soon as the order is cancelled.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::time::Duration;
+
+use std::future::Future;
+
+use async_trait::async_trait;
+use shop_shared::events::CreatePayment;
+use shop_shared::time::Timestamp;
+use stripe::{Client, ClientBuilder, IdempotencyKey, RequestStrategy, StripeError, StripeRequest};
+use stripe_checkout::checkout_session::{
+    CreateCheckoutSession, CreateCheckoutSessionLineItems, CreateCheckoutSessionLineItemsPriceData,
+    ExpireCheckoutSession, ProductData,
+};
+use stripe_core::refund::CreateRefund;
+
+use super::provider::{CheckoutSession, PaymentProvider, ProviderError};
+use super::store::PaymentRecord;
+use crate::secrets::Secret;
+
+/// Stripe's minimum distance of `expires_at`, plus a margin for clock skew.
+pub const MIN_SESSION_LIFETIME: Duration = Duration::from_secs(31 * 60);
+/// Stripe's maximum.
+pub const MAX_SESSION_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+/// Attempts at one call before giving up for now.
+const ATTEMPTS: u32 = 5;
+const FIRST_PAUSE: Duration = Duration::from_millis(200);
+
+/// How to reach Stripe.
+#[derive(Debug, Clone)]
+pub struct StripeConfig {
+    pub secret_key: Secret,
+    /// `https://api.stripe.com`, or a stand-in for tests.
+    pub api_base: String,
+    /// Base URL of the gateway's payment-return pages.
+    pub return_url: String,
+}
+
+/// Stripe Checkout.
+pub struct StripeProvider {
+    client: Client,
+    return_url: String,
+}
+
+impl StripeProvider {
+    pub fn new(config: &StripeConfig) -> Result<StripeProvider, ProviderError> {
+        let base = format!("{}/", config.api_base.trim_end_matches('/'));
+        let client = ClientBuilder::new(config.secret_key.expose())
+            .url(base)
+            .timeout(Duration::from_secs(20))
+            .build()
+            .map_err(|error| {
+                ProviderError::Refused(format!("cannot set up the Stripe client: {error}"))
+            })?;
+        Ok(StripeProvider {
+            client,
+            return_url: config.return_url.trim_end_matches('/').to_owned(),
+        })
+    }
+
+    /// Sends a request with idempotency `key`, retrying what is worth
+    /// retrying with the same key. `send` sends it once with the strategy
+    /// it is given.
+    async fn send<T, F, Fut>(&self, what: &str, key: &str, send: F) -> Result<T, ProviderError>
+    where
+        F: Fn(RequestStrategy) -> Fut,
+        Fut: Future<Output = Result<T, StripeError>>,
+    {
+        let key =
+            IdempotencyKey::new(key).map_err(|error| ProviderError::Refused(error.to_string()))?;
+        let mut pause = FIRST_PAUSE;
+        let mut attempt = 1;
+        loop {
+            let outcome = send(RequestStrategy::Idempotent(key.clone())).await;
+            let error = match outcome {
+                Ok(value) => return Ok(value),
+                Err(error) => error,
+            };
+            let reason = describe(&error);
+            if !is_transient(&error) {
+                tracing::warn!(what, %reason, "Stripe refused");
+                return Err(ProviderError::Refused(reason));
+            }
+            if attempt >= ATTEMPTS {
+                tracing::warn!(what, %reason, attempts = attempt, "Stripe still failing; giving up for now");
+                return Err(ProviderError::Unavailable(reason));
+            }
+            tracing::info!(what, %reason, attempt, ?pause, "Stripe call failed; retrying with the same idempotency key");
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(5));
+            attempt += 1;
+        }
+    }
+}
+
+/// Network trouble, rate limits and Stripe's own failures pass; anything
+/// else (a 4xx) will fail the same way again.
+fn is_transient(error: &StripeError) -> bool {
+    match error {
+        StripeError::Stripe(_, status) => *status == 429 || *status == 409 || *status >= 500,
+        StripeError::ClientError(_) | StripeError::Timeout => true,
+        StripeError::JSONDeserialize(_) | StripeError::ConfigError(_) => false,
+    }
+}
+
+/// Stripe's message for people, without the noise.
+fn describe(error: &StripeError) -> String {
+    match error {
+        StripeError::Stripe(details, status) => {
+            let message = details
+                .message
+                .clone()
+                .unwrap_or_else(|| "no message".into());
+            match &details.code {
+                Some(code) => format!("{message} ({code}, HTTP {status})"),
+                None => format!("{message} (HTTP {status})"),
+            }
+        }
+        other => other.to_string(),
+    }
+}
+
+/// When the session of an order payable until `pay_until` may expire.
+pub fn session_expiry(pay_until: Timestamp, now: Timestamp) -> Timestamp {
+    let earliest = now.plus(MIN_SESSION_LIFETIME);
+    let latest = now.plus(MAX_SESSION_LIFETIME);
+    pay_until.max(earliest).min(latest)
+}
+
+#[async_trait]
+impl PaymentProvider for StripeProvider {
+    fn name(&self) -> &'static str {
+        "stripe"
+    }
+
+    async fn create_session(
+        &self,
+        request: &CreatePayment,
+    ) -> Result<CheckoutSession, ProviderError> {
+        let order_id = request.order_id.to_string();
+        let currency =
+            stripe_types::Currency::from_str(&request.currency.as_str().to_ascii_lowercase())
+                .unwrap_or_else(|never| match never {});
+        let line_items: Vec<CreateCheckoutSessionLineItems> = request
+            .lines
+            .iter()
+            .map(|line| {
+                let mut price = CreateCheckoutSessionLineItemsPriceData::new(currency.clone());
+                price.unit_amount = Some(line.unit_price);
+                price.product_data = Some(ProductData::new(line.name.clone()));
+                let mut item = CreateCheckoutSessionLineItems::new();
+                item.price_data = Some(price);
+                item.quantity = Some(line.quantity.max(0) as u64);
+                item
+            })
+            .collect();
+        let return_page = format!(
+            "{}/orders/{order_id}/return?session_id={{CHECKOUT_SESSION_ID}}",
+            self.return_url
+        );
+        let expires_at = session_expiry(request.pay_until, Timestamp::now()).as_millis() / 1000;
+        let metadata = HashMap::from([("order_id".to_owned(), order_id.clone())]);
+        let create = CreateCheckoutSession::new()
+            .mode(stripe_shared::CheckoutSessionMode::Payment)
+            .line_items(line_items)
+            .client_reference_id(order_id.clone())
+            .metadata(metadata)
+            .success_url(return_page.clone())
+            .cancel_url(return_page)
+            .expires_at(expires_at);
+        let key = format!("shop-checkout-{order_id}");
+        let session = self
+            .send("create checkout session", &key, |strategy| {
+                create
+                    .customize()
+                    .request_strategy(strategy)
+                    .send(&self.client)
+            })
+            .await?;
+        let url = session.url.ok_or_else(|| {
+            ProviderError::Refused("Stripe returned a checkout session without a URL".into())
+        })?;
+        Ok(CheckoutSession {
+            id: session.id.to_string(),
+            url,
+        })
+    }
+
+    async fn expire_session(&self, session_id: &str) -> Result<(), ProviderError> {
+        let expire = ExpireCheckoutSession::new(session_id);
+        let key = format!("shop-expire-{session_id}");
+        let expired = self
+            .send("expire checkout session", &key, |strategy| {
+                expire
+                    .customize()
+                    .request_strategy(strategy)
+                    .send(&self.client)
+            })
+            .await;
+        match expired {
+            Ok(_) => Ok(()),
+            // Paid or expired already: it takes no payment either way.
+            Err(ProviderError::Refused(reason)) => {
+                tracing::info!(session_id, %reason, "checkout session not expired: it is closed already");
+                Ok(())
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    async fn refund(&self, payment: &PaymentRecord) -> Result<(), ProviderError> {
+        let Some(payment_intent) = payment.payment_ref.clone() else {
+            return Err(ProviderError::Refused(format!(
+                "order {} has no payment intent to refund",
+                payment.order_id
+            )));
+        };
+        let metadata = HashMap::from([("order_id".to_owned(), payment.order_id.to_string())]);
+        let refund = CreateRefund::new()
+            .payment_intent(payment_intent)
+            .metadata(metadata);
+        let key = format!("shop-refund-{}", payment.order_id);
+        self.send("refund", &key, |strategy| {
+            refund
+                .customize()
+                .request_strategy(strategy)
+                .send(&self.client)
+        })
+        .await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sessions_live_at_least_31_minutes_and_at_most_a_day() {
+        let now = Timestamp::from_millis(1_000_000_000);
+        assert_eq!(
+            session_expiry(now.plus(Duration::from_secs(300)), now),
+            now.plus(MIN_SESSION_LIFETIME)
+        );
+        let later = now.plus(Duration::from_secs(3 * 3600));
+        assert_eq!(session_expiry(later, now), later);
+        assert_eq!(
+            session_expiry(now.plus(Duration::from_secs(48 * 3600)), now),
+            now.plus(MAX_SESSION_LIFETIME)
+        );
+    }
+}

@@ -165,18 +165,57 @@ pub struct StripeArgs {
 
 impl StripeArgs {
     /// The Stripe key and webhook secret, when Stripe is configured; an
-    /// error when only one of them is.
+    /// error when only one of them is, or one is not what Stripe issues.
     pub fn keys(&self) -> Result<Option<(Secret, Secret)>, String> {
         let nonempty =
             |secret: &Option<Secret>| secret.clone().filter(|secret| !secret.expose().is_empty());
-        match (nonempty(&self.stripe_secret_key), nonempty(&self.stripe_webhook_secret)) {
-            (Some(key), Some(webhook)) => Ok(Some((key, webhook))),
-            (None, None) => Ok(None),
-            (Some(_), None) => Err("STRIPE_SECRET_KEY is set but STRIPE_WEBHOOK_SECRET is not: set both to use Stripe \
-                 (the webhook secret is shown by `stripe listen` or in the dashboard's webhook settings)"
-                .into()),
-            (None, Some(_)) => Err("STRIPE_WEBHOOK_SECRET is set but STRIPE_SECRET_KEY is not: set both to use Stripe".into()),
+        let (key, webhook) = match (
+            nonempty(&self.stripe_secret_key),
+            nonempty(&self.stripe_webhook_secret),
+        ) {
+            (Some(key), Some(webhook)) => (key, webhook),
+            (None, None) => return Ok(None),
+            (Some(_), None) => {
+                return Err(
+                    "STRIPE_SECRET_KEY is set but STRIPE_WEBHOOK_SECRET is not: set both \
+                     to use Stripe (the webhook secret is shown by `stripe listen` or in the \
+                     dashboard's webhook settings)"
+                        .into(),
+                );
+            }
+            (None, Some(_)) => {
+                return Err(
+                    "STRIPE_WEBHOOK_SECRET is set but STRIPE_SECRET_KEY is not: set both to use Stripe"
+                        .into(),
+                );
+            }
+        };
+        // The values themselves are never echoed: they are secrets.
+        if !["sk_test_", "sk_live_", "rk_test_", "rk_live_"]
+            .iter()
+            .any(|prefix| key.expose().starts_with(prefix))
+        {
+            return Err(
+                "STRIPE_SECRET_KEY is not a Stripe secret key: it starts with sk_test_ \
+                 (or rk_test_ for a restricted key); find it under Developers → API keys"
+                    .into(),
+            );
         }
+        if !webhook.expose().starts_with("whsec_") {
+            return Err("STRIPE_WEBHOOK_SECRET is not a webhook signing secret: it starts with \
+                 whsec_ (printed by `stripe listen`, or shown with the dashboard's webhook endpoint)"
+                .into());
+        }
+        Ok(Some((key, webhook)))
+    }
+
+    /// `live` when the key moves real money, else `test`.
+    pub fn mode(&self) -> &'static str {
+        let live = self
+            .stripe_secret_key
+            .as_ref()
+            .is_some_and(|key| key.expose().contains("_live_"));
+        if live { "live" } else { "test" }
     }
 }
 
@@ -308,6 +347,42 @@ mod tests {
                 _ => assert!(has("SHOP_DATABASE_URL"), "{role} needs its database"),
             }
         }
+    }
+
+    #[test]
+    fn stripe_needs_both_keys_and_refuses_values_stripe_never_issues() {
+        let args = |key: Option<&str>, webhook: Option<&str>| StripeArgs {
+            stripe_secret_key: key.map(|key| Secret::new(key.to_owned())),
+            stripe_webhook_secret: webhook.map(|webhook| Secret::new(webhook.to_owned())),
+            stripe_api_base: "https://api.stripe.com".into(),
+        };
+        assert!(matches!(args(None, None).keys(), Ok(None)));
+        assert!(matches!(args(Some(""), Some("")).keys(), Ok(None)));
+        let both = args(Some("sk_test_abc"), Some("whsec_def"))
+            .keys()
+            .expect("valid")
+            .expect("configured");
+        assert_eq!(
+            (both.0.expose(), both.1.expose()),
+            ("sk_test_abc", "whsec_def")
+        );
+        assert_eq!(args(Some("sk_test_abc"), None).mode(), "test");
+        assert_eq!(args(Some("rk_live_abc"), None).mode(), "live");
+
+        let error = args(Some("sk_test_abc"), None).keys().expect_err("half");
+        assert!(error.contains("STRIPE_WEBHOOK_SECRET is not"), "{error}");
+        let error = args(None, Some("whsec_def")).keys().expect_err("half");
+        assert!(error.contains("STRIPE_SECRET_KEY is not"), "{error}");
+        let error = args(Some("pk_test_public"), Some("whsec_def"))
+            .keys()
+            .expect_err("a publishable key");
+        assert!(error.contains("not a Stripe secret key"), "{error}");
+        assert!(!error.contains("pk_test_public"), "the value is not echoed");
+        let error = args(Some("sk_test_abc"), Some("sk_test_abc"))
+            .keys()
+            .expect_err("the API key twice");
+        assert!(error.contains("not a webhook signing secret"), "{error}");
+        assert!(!error.contains("sk_test_abc"), "the value is not echoed");
     }
 
     #[test]

@@ -107,13 +107,18 @@ impl Run {
 
 /// Pays `url` through the local checkout over plain HTTP.
 async fn pay_over_http(url: &str) {
+    pay_with_card(url, "4242 4242 4242 4242").await;
+}
+
+/// Pays `url` through the local checkout with `card`.
+async fn pay_with_card(url: &str, card: &str) {
     let response = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .expect("HTTP client")
         .post(url)
         .form(&[
-            ("card_number", "4242 4242 4242 4242"),
+            ("card_number", card),
             ("expiry", "12/34"),
             ("cvc", "123"),
             ("name", "Ada"),
@@ -491,6 +496,55 @@ async fn watch_streams_stock_and_order_changes_one_per_line() {
     );
     let _ = human.kill().await;
     let _ = json.kill().await;
+}
+
+#[tokio::test]
+async fn a_payment_settling_after_the_deadline_shows_as_refunded_live() {
+    let shop = Shop::start_with("2s").await;
+    let mut watch = shop
+        .command(&["watch"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("watch runs");
+    let mut lines = BufReader::new(watch.stdout.take().expect("stdout")).lines();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let order = shop.run(&["order", "SKU-002", "--json"]).await.ok().json();
+    let id = order["id"].as_str().expect("id").to_owned();
+    // A delayed payment method: it settles after the 2 s deadline.
+    pay_with_card(
+        order["checkout_url"].as_str().expect("url"),
+        "4000 0000 0000 1000",
+    )
+    .await;
+
+    let mut seen = Vec::new();
+    let refunded = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            seen.push(line.clone());
+            if line.contains(&id[..8]) && line.contains("refunded") {
+                return line;
+            }
+        }
+        String::new()
+    })
+    .await;
+    let line = refunded.unwrap_or_else(|_| panic!("watch never showed the refund: {seen:?}"));
+    assert!(line.contains("CANCELLED (NOT_PAID, refunded)"), "{line}");
+    let _ = watch.kill().await;
+
+    let status = shop.run(&["status", &id]).await.ok();
+    assert!(
+        status
+            .stdout
+            .contains("Status      CANCELLED (NOT_PAID, refunded)"),
+        "{}",
+        status.stdout
+    );
+    assert!(
+        status.stdout.contains("refunded  1,100.00 EUR refunded"),
+        "the timeline shows the refund: {}",
+        status.stdout
+    );
 }
 
 #[tokio::test]

@@ -380,15 +380,19 @@ impl App {
         match self.orders.iter_mut().find(|known| known.id == order.id) {
             Some(known) if known.version >= order.version => return,
             Some(known) => {
-                if known.status != order.status && order.status == OrderStatus::Paid {
-                    let short = order.short_id();
-                    *known = order;
-                    self.tell(
-                        NoticeKind::Info,
-                        format!("order {short} is paid, thank you"),
-                    );
+                let short = order.short_id();
+                let notice = if known.status != order.status && order.status == OrderStatus::Paid {
+                    Some(format!("order {short} is paid, thank you"))
+                } else if !known.refunded && order.refunded {
+                    Some(format!(
+                        "order {short}: your payment came after it was cancelled and was refunded"
+                    ))
                 } else {
-                    *known = order;
+                    None
+                };
+                *known = order;
+                if let Some(notice) = notice {
+                    self.tell(NoticeKind::Info, notice);
                 }
             }
             None => self.orders.push(order),
@@ -826,6 +830,23 @@ mod tests {
             app.orders[0].status,
             OrderStatus::Paid,
             "an older version changes nothing"
+        );
+    }
+
+    #[test]
+    fn a_late_payment_refunded_is_announced() {
+        let mut app = online(vec![order(1, OrderStatus::Cancelled)]);
+        let mut refunded = order(1, OrderStatus::Cancelled);
+        refunded.refunded = true;
+        refunded.version = 5;
+        app.update(Action::OrderChanged(refunded));
+        assert!(app.orders[0].refunded);
+        assert!(
+            app.notice
+                .as_ref()
+                .is_some_and(|n| n.text.contains("was refunded")),
+            "{:?}",
+            app.notice
         );
     }
 

@@ -393,6 +393,9 @@ fn draw_help(frame: &mut Frame, screen: Rect) {
     );
 }
 
+/// Width of the order detail box.
+const DETAIL_WIDTH: u16 = 72;
+
 fn draw_detail(app: &App, order: &Order, frame: &mut Frame, screen: Rect) {
     let mut lines = vec![
         Line::from(vec![
@@ -402,15 +405,16 @@ fn draw_detail(app: &App, order: &Order, frame: &mut Frame, screen: Rect) {
         Line::from(format!("Total   {}", money(order))),
     ];
     if let Some(reason) = order.cancel_reason {
-        let refunded = if order.refunded {
-            "; the payment was refunded"
-        } else {
-            ""
-        };
-        lines.push(Line::from(format!(
-            "Why     {}{refunded}",
-            reason.describe()
-        )));
+        lines.push(Line::from(format!("Why     {}", reason.describe())));
+    }
+    if order.refunded {
+        lines.push(Line::from(vec![
+            Span::raw("Refund  "),
+            Span::styled(
+                "a payment that came after the cancellation was given back",
+                Style::new().fg(Color::Yellow),
+            ),
+        ]));
     }
     if let (OrderStatus::Reserved, Some(deadline)) = (order.status, order.pay_until) {
         lines.push(Line::from(format!(
@@ -447,15 +451,16 @@ fn draw_detail(app: &App, order: &Order, frame: &mut Frame, screen: Rect) {
         }
         lines.push(Line::from(spans));
     }
-    let area = centred(screen, 72, lines.len() as u16 + 2);
-    frame.render_widget(Clear, area);
     let title = format!(" Order {} · Esc to close ", order.short_id());
-    frame.render_widget(
-        Paragraph::new(lines)
-            .block(overlay_block(title))
-            .wrap(Wrap { trim: false }),
-        area,
-    );
+    let paragraph = Paragraph::new(lines)
+        .block(overlay_block(title))
+        .wrap(Wrap { trim: false });
+    // Long details (a provider's refusal) wrap: make room for every row.
+    let width = DETAIL_WIDTH.min(screen.width);
+    let height = paragraph.line_count(width.saturating_sub(2));
+    let area = centred(screen, width, u16::try_from(height).unwrap_or(u16::MAX));
+    frame.render_widget(Clear, area);
+    frame.render_widget(paragraph, area);
 }
 
 /// Where the pay box is and what it holds, for drawing it and for writing
@@ -615,7 +620,7 @@ mod tests {
     use ratatui::Terminal;
     use ratatui::backend::TestBackend;
     use ratatui::style::Color;
-    use shop_shared::domain::OrderStatus;
+    use shop_shared::domain::{OrderStatus, TimelineEntry, TimelineEvent};
 
     use super::*;
     use crate::app::{Action, App};
@@ -673,6 +678,22 @@ mod tests {
         let mut confirm = reserved.clone();
         confirm.update(Action::Cancel);
 
+        // A payment that arrived after the order was cancelled, refunded:
+        // pushed live while the customer looks at the order.
+        let mut refunded = online(vec![order(1, OrderStatus::Cancelled)]);
+        refunded.pane = crate::app::Pane::Orders;
+        refunded.update(Action::Activate);
+        let mut late = order(1, OrderStatus::Cancelled);
+        late.refunded = true;
+        late.version += 2;
+        late.timeline.push(TimelineEntry {
+            at: at(0),
+            event: TimelineEvent::Refunded,
+            detail: Some("9,000.00 EUR refunded".into()),
+        });
+        refunded.update(Action::OrderChanged(late));
+        refunded.notice = None;
+
         vec![
             ("empty", empty),
             ("catalogue", catalogue),
@@ -685,6 +706,7 @@ mod tests {
             ("pay", pay),
             ("detail", detail),
             ("confirm_cancel", confirm),
+            ("refunded_detail", refunded),
         ]
     }
 

@@ -13,6 +13,7 @@ use shop_shared::events::{
     CheckoutReady, CreatePayment, Envelope, OrderRef, PaymentCommand, PaymentEvent, PaymentFailed,
     PaymentRefunded, RefundPayment,
 };
+use shop_shared::time::Timestamp;
 use uuid::Uuid;
 
 use super::PaymentService;
@@ -34,7 +35,10 @@ impl Handler for PaymentHandler {
                 continue;
             }
             match &envelope.message {
-                PaymentCommand::CreatePayment(command) => self.create(envelope.id, command).await?,
+                PaymentCommand::CreatePayment(command) => {
+                    self.create(envelope.id, envelope.timestamp, command)
+                        .await?
+                }
                 PaymentCommand::CancelPayment(order) => self.cancel(envelope.id, order).await?,
                 PaymentCommand::RefundPayment(command) => self.refund(envelope.id, command).await?,
             }
@@ -61,29 +65,32 @@ impl PaymentHandler {
         Ok(payment)
     }
 
-    async fn create(&self, message_id: Uuid, command: &CreatePayment) -> Result<(), HandlerError> {
+    async fn create(
+        &self,
+        message_id: Uuid,
+        requested_at: Timestamp,
+        command: &CreatePayment,
+    ) -> Result<(), HandlerError> {
         let service = &self.service;
-        let correlation = command.order_id.to_string();
         if self.existing(command.order_id).await?.is_some() {
             let mut tx = service.db.begin().await?;
             inbox::first_time(&mut tx, message_id).await?;
             tx.commit().await?;
             return Ok(());
         }
-        let session = match service.provider.create_session(command).await {
+        if Timestamp::now() >= command.pay_until {
+            // Redelivered after the provider failed for longer than the
+            // order may wait: the order is cancelled by its deadline anyway,
+            // and nobody could pay a session opened now.
+            let reason = "the deadline to pay passed before a checkout could be opened";
+            return self.fail(message_id, command, reason.into()).await;
+        }
+        let session = match service.provider.create_session(command, requested_at).await {
             Ok(session) => session,
             Err(ProviderError::Refused(reason)) => {
                 tracing::warn!(order_id = %command.order_id, %reason, "provider refused the checkout session");
-                let mut tx = service.db.begin().await?;
-                if inbox::first_time(&mut tx, message_id).await? {
-                    let event = PaymentEvent::PaymentFailed(PaymentFailed {
-                        order_id: command.order_id,
-                        reason: format!("the payment provider refused the payment: {reason}"),
-                    });
-                    outbox::push(&mut tx, event, &correlation).await?;
-                }
-                tx.commit().await?;
-                return Ok(());
+                let reason = format!("the payment provider refused the payment: {reason}");
+                return self.fail(message_id, command, reason).await;
             }
             Err(error) => return Err(provider_failure(error)),
         };
@@ -106,8 +113,27 @@ impl PaymentHandler {
                 session_id: session.id,
                 checkout_url: session.url,
             });
-            outbox::push(&mut tx, event, &correlation).await?;
+            outbox::push(&mut tx, event, &command.order_id.to_string()).await?;
             tracing::info!(order_id = %command.order_id, provider = service.provider.name(), "checkout session opened");
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// No session for this order: tells the order service why, once.
+    async fn fail(
+        &self,
+        message_id: Uuid,
+        command: &CreatePayment,
+        reason: String,
+    ) -> Result<(), HandlerError> {
+        let mut tx = self.service.db.begin().await?;
+        if inbox::first_time(&mut tx, message_id).await? {
+            let event = PaymentEvent::PaymentFailed(PaymentFailed {
+                order_id: command.order_id,
+                reason,
+            });
+            outbox::push(&mut tx, event, &command.order_id.to_string()).await?;
         }
         tx.commit().await?;
         Ok(())

@@ -121,6 +121,7 @@ impl PaymentProvider for LocalCheckout {
     async fn create_session(
         &self,
         request: &CreatePayment,
+        _requested_at: Timestamp,
     ) -> Result<CheckoutSession, ProviderError> {
         let db = &self.inner.db;
         let config = &self.inner.config;
@@ -184,6 +185,8 @@ struct Session {
     status: String,
     /// `paid`, or `unpaid` while a delayed payment settles.
     payment_status: String,
+    /// A delayed payment failed.
+    failed: bool,
     payment_intent: Option<String>,
     success_url: String,
     expires_at: Timestamp,
@@ -240,30 +243,19 @@ impl LocalCheckout {
         let later = now.plus(DELAYED_SETTLEMENT);
         match settlement {
             Settlement::Now => {}
-            Settlement::Later { succeeds: true } => {
-                completed.payment_status = "paid".into();
-                enqueue(
-                    &mut tx,
-                    "checkout.session.async_payment_succeeded",
-                    &completed,
-                    later,
-                )
-                .await?;
-                sqlx::query(
-                    "UPDATE local_checkout_sessions SET payment_status = 'paid' WHERE id = $1",
-                )
-                .bind(&session.id)
-                .execute(&mut *tx)
-                .await?;
-            }
-            Settlement::Later { succeeds: false } => {
-                enqueue(
-                    &mut tx,
-                    "checkout.session.async_payment_failed",
-                    &completed,
-                    later,
-                )
-                .await?;
+            Settlement::Later { succeeds } => {
+                let (kind, stored) = if succeeds {
+                    completed.payment_status = "paid".into();
+                    ("checkout.session.async_payment_succeeded", SETTLES_PAID)
+                } else {
+                    ("checkout.session.async_payment_failed", SETTLES_FAILED)
+                };
+                enqueue(&mut tx, kind, &completed, later).await?;
+                sqlx::query("UPDATE local_checkout_sessions SET payment_status = $2 WHERE id = $1")
+                    .bind(&session.id)
+                    .bind(stored)
+                    .execute(&mut *tx)
+                    .await?;
             }
         }
         tx.commit().await?;
@@ -444,6 +436,24 @@ fn retry_delay(attempts: i64) -> Duration {
     Duration::from_secs(1u64 << attempts.clamp(0, 10) as u32).min(Duration::from_secs(600))
 }
 
+/// Stored `payment_status` of a delayed payment until it settles: `unpaid`
+/// until [`DELAYED_SETTLEMENT`] after completion, then paid or failed.
+const SETTLES_PAID: &str = "settles:paid";
+const SETTLES_FAILED: &str = "settles:failed";
+
+/// The payment status of a completed session at `now`, from what is stored:
+/// (`paid` or `unpaid` as Stripe reports it, whether the payment failed).
+fn settled(stored: &str, completed_at: Option<i64>, now: Timestamp) -> (String, bool) {
+    let settled =
+        completed_at.is_some_and(|at| Timestamp::from_millis(at).plus(DELAYED_SETTLEMENT) <= now);
+    match stored {
+        SETTLES_PAID if settled => ("paid".into(), false),
+        SETTLES_FAILED if settled => ("unpaid".into(), true),
+        SETTLES_PAID | SETTLES_FAILED => ("unpaid".into(), false),
+        other => (other.to_owned(), false),
+    }
+}
+
 /// When a payment settles.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Settlement {
@@ -511,7 +521,7 @@ async fn read_session(
 ) -> Result<Option<Session>, sqlx::Error> {
     let row = sqlx::query(
         "SELECT id, order_id, amount, currency, line_items, status, payment_status, payment_intent,
-            success_url, expires_at
+            success_url, expires_at, completed_at
          FROM local_checkout_sessions WHERE id = $1",
     )
     .bind(id)
@@ -521,6 +531,8 @@ async fn read_session(
     let order_id: String = row.try_get("order_id")?;
     let currency: String = row.try_get("currency")?;
     let lines: String = row.try_get("line_items")?;
+    let stored: String = row.try_get("payment_status")?;
+    let (payment_status, failed) = settled(&stored, row.try_get("completed_at")?, Timestamp::now());
     Ok(Some(Session {
         id: row.try_get("id")?,
         order_id: parse_column(&order_id, "order_id")?,
@@ -528,7 +540,8 @@ async fn read_session(
         currency: parse_column(&currency, "currency")?,
         lines: serde_json::from_str(&lines).map_err(|error| sqlx::Error::Decode(error.into()))?,
         status: row.try_get("status")?,
-        payment_status: row.try_get("payment_status")?,
+        payment_status,
+        failed,
         payment_intent: row.try_get("payment_intent")?,
         success_url: row.try_get("success_url")?,
         expires_at: Timestamp::from_millis(row.try_get("expires_at")?),
@@ -727,7 +740,15 @@ fn render(session: &Session, error: Option<&str>, form: &CardForm) -> Response {
     ));
     let summary = format!("<h1>Pay order {order}</h1><table>{rows}</table>");
     let now = Timestamp::now();
-    let (status, body) = if session.status == "complete" && session.payment_status == "unpaid" {
+    let (status, body) = if session.status == "complete" && session.failed {
+        (
+            StatusCode::OK,
+            format!(
+                "{summary}<p class=\"status\" id=\"state\">Payment failed</p><p>The payment did not go through, so nothing was charged and the order was cancelled. <a href=\"{}\">See the order</a>.</p>",
+                escape(&session.success_url())
+            ),
+        )
+    } else if session.status == "complete" && session.payment_status == "unpaid" {
         (
             StatusCode::OK,
             format!(
@@ -875,6 +896,23 @@ mod tests {
         assert_eq!(parse_expiry("12 / 2034"), Some((12, 2034)));
         assert_eq!(parse_expiry("0129"), Some((1, 2029)));
         assert_eq!(parse_expiry("1/2"), None);
+    }
+
+    #[test]
+    fn delayed_payments_read_unpaid_until_they_settle() {
+        let completed = Timestamp::from_millis(1_000_000);
+        let before = completed.plus(DELAYED_SETTLEMENT - Duration::from_millis(1));
+        let after = completed.plus(DELAYED_SETTLEMENT);
+        let at = Some(completed.as_millis());
+        assert_eq!(settled(SETTLES_PAID, at, before), ("unpaid".into(), false));
+        assert_eq!(settled(SETTLES_PAID, at, after), ("paid".into(), false));
+        assert_eq!(
+            settled(SETTLES_FAILED, at, before),
+            ("unpaid".into(), false)
+        );
+        assert_eq!(settled(SETTLES_FAILED, at, after), ("unpaid".into(), true));
+        assert_eq!(settled("paid", at, before), ("paid".into(), false));
+        assert_eq!(settled("unpaid", None, after), ("unpaid".into(), false));
     }
 
     #[test]

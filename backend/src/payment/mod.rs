@@ -71,7 +71,7 @@ pub fn choose(stripe: &StripeArgs, db: &Db, local: LocalCheckoutConfig) -> anyho
                 api_base: stripe.stripe_api_base.clone(),
                 return_url: local.return_url.clone(),
             })?;
-            tracing::info!(api = %stripe.stripe_api_base, "payments go through Stripe Checkout");
+            tracing::info!(api = %stripe.stripe_api_base, mode = stripe.mode(), "payments go through Stripe Checkout");
             Ok(Choice {
                 provider: Arc::new(provider),
                 webhook_secret,

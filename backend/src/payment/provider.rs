@@ -6,6 +6,7 @@
 
 use async_trait::async_trait;
 use shop_shared::events::CreatePayment;
+use shop_shared::time::Timestamp;
 
 use super::store::PaymentRecord;
 
@@ -34,10 +35,14 @@ pub trait PaymentProvider: Send + Sync + 'static {
     /// Short name stored with each payment (`local`, `stripe`).
     fn name(&self) -> &'static str;
 
-    /// Opens (or returns the already opened) checkout session of an order.
+    /// Opens (or returns the already opened) checkout session of an order
+    /// that asked for payment at `requested_at`. Every call for one order
+    /// passes the same arguments, so a provider can derive all it sends
+    /// from them and repeat a request exactly.
     async fn create_session(
         &self,
         request: &CreatePayment,
+        requested_at: Timestamp,
     ) -> Result<CheckoutSession, ProviderError>;
 
     /// Closes a session so it takes no payment any more.

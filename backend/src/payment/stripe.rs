@@ -11,7 +11,9 @@
 //!   any other error ends the attempt with Stripe's message.
 //! - Stripe refuses `expires_at` under 30 minutes away, while our pay-until
 //!   deadline may be sooner: the session expires at the later of the two and
-//!   is expired through the API as soon as the order is cancelled.
+//!   is expired through the API as soon as the order is cancelled. Every
+//!   parameter derives from the command, so a redelivered command repeats
+//!   the first request exactly and gets Stripe's saved answer back.
 
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -33,8 +35,13 @@ use super::provider::{CheckoutSession, PaymentProvider, ProviderError};
 use super::store::PaymentRecord;
 use crate::secrets::Secret;
 
-/// Stripe's minimum distance of `expires_at`, plus a margin for clock skew.
-pub const MIN_SESSION_LIFETIME: Duration = Duration::from_secs(31 * 60);
+/// The shortest session, counted from when the order asked for payment.
+/// Stripe wants `expires_at` at least 30 minutes after it receives the
+/// request; counting from the request of the order instead of from each
+/// attempt keeps every retry and redelivery identical (Stripe refuses an
+/// idempotency key reused with other parameters), and the margin leaves 10
+/// minutes for the command to arrive and for retries.
+pub const MIN_SESSION_LIFETIME: Duration = Duration::from_secs(40 * 60);
 /// Stripe's maximum.
 pub const MAX_SESSION_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 /// Attempts at one call before giving up for now.
@@ -135,10 +142,13 @@ fn describe(error: &StripeError) -> String {
     }
 }
 
-/// When the session of an order payable until `pay_until` may expire.
-pub fn session_expiry(pay_until: Timestamp, now: Timestamp) -> Timestamp {
-    let earliest = now.plus(MIN_SESSION_LIFETIME);
-    let latest = now.plus(MAX_SESSION_LIFETIME);
+/// When the session of an order payable until `pay_until`, which asked
+/// for payment at `requested_at`, may expire: the deadline, or the earliest
+/// Stripe accepts if that is later. The shop expires it through the API as
+/// soon as the order is cancelled.
+pub fn session_expiry(pay_until: Timestamp, requested_at: Timestamp) -> Timestamp {
+    let earliest = requested_at.plus(MIN_SESSION_LIFETIME);
+    let latest = requested_at.plus(MAX_SESSION_LIFETIME);
     pay_until.max(earliest).min(latest)
 }
 
@@ -151,6 +161,7 @@ impl PaymentProvider for StripeProvider {
     async fn create_session(
         &self,
         request: &CreatePayment,
+        requested_at: Timestamp,
     ) -> Result<CheckoutSession, ProviderError> {
         let order_id = request.order_id.to_string();
         let currency =
@@ -173,7 +184,7 @@ impl PaymentProvider for StripeProvider {
             "{}/orders/{order_id}/return?session_id={{CHECKOUT_SESSION_ID}}",
             self.return_url
         );
-        let expires_at = session_expiry(request.pay_until, Timestamp::now()).as_millis() / 1000;
+        let expires_at = session_expiry(request.pay_until, requested_at).as_millis() / 1000;
         let metadata = HashMap::from([("order_id".to_owned(), order_id.clone())]);
         let create = CreateCheckoutSession::new()
             .mode(stripe_shared::CheckoutSessionMode::Payment)
@@ -251,7 +262,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sessions_live_at_least_31_minutes_and_at_most_a_day() {
+    fn sessions_live_at_least_40_minutes_from_the_request_and_at_most_a_day() {
         let now = Timestamp::from_millis(1_000_000_000);
         assert_eq!(
             session_expiry(now.plus(Duration::from_secs(300)), now),

@@ -20,14 +20,7 @@ fn count(order: &Order, event: TimelineEvent) -> usize {
 
 #[tokio::test]
 async fn killing_each_service_mid_saga_still_ends_every_saga_right() {
-    let mut shop = Shop::start_with(
-        Mode::Distributed,
-        Options {
-            pay_ttl: "2m",
-            ..Options::default()
-        },
-    )
-    .await;
+    let mut shop = Shop::start_with(Mode::Distributed, Options::paying_within("2m")).await;
     let alice = shop.customer().await;
     let bob = shop.customer().await;
     let tokens = (alice.token().to_owned(), bob.token().to_owned());

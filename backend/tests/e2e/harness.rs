@@ -16,7 +16,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use shop_shared::client::{Client, Push, websocket_url};
-use shop_shared::domain::{Order, OrderStatus, Product};
+use shop_shared::domain::{CancelReason, Order, OrderStatus, Product, TimelineEvent};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::broadcast;
@@ -27,6 +27,9 @@ pub const WAIT: Duration = Duration::from_secs(30);
 
 pub const GOOD_CARD: &str = "4242 4242 4242 4242";
 pub const DECLINED_CARD: &str = "4000 0000 0000 0002";
+
+/// Products in the reference catalogue.
+const REFERENCE_PRODUCTS: usize = 3;
 
 /// The webhook secret distributed tests give the payment service.
 const TEST_WEBHOOK_SECRET: &str = "whsec_distributed_test_secret";
@@ -44,6 +47,40 @@ pub struct Options {
     pub pay_ttl: &'static str,
     /// TOML catalogue text; the reference shop when absent.
     pub catalog: Option<String>,
+    /// Pay through Stripe (a stand-in for its API) instead of the local
+    /// checkout.
+    pub stripe: Option<StripeKeys>,
+}
+
+impl Options {
+    /// The defaults, with orders payable for `ttl` (`"2s"`, …).
+    pub fn paying_within(ttl: &'static str) -> Options {
+        Options {
+            pay_ttl: ttl,
+            ..Options::default()
+        }
+    }
+}
+
+/// Where the Stripe API is and the keys to use it.
+#[derive(Clone)]
+pub struct StripeKeys {
+    pub api_base: String,
+    pub secret_key: String,
+    pub webhook_secret: String,
+}
+
+impl StripeKeys {
+    fn env(&self) -> Vec<(String, String)> {
+        vec![
+            ("STRIPE_API_BASE".to_owned(), self.api_base.clone()),
+            ("STRIPE_SECRET_KEY".to_owned(), self.secret_key.clone()),
+            (
+                "STRIPE_WEBHOOK_SECRET".to_owned(),
+                self.webhook_secret.clone(),
+            ),
+        ]
+    }
 }
 
 impl Default for Options {
@@ -51,6 +88,7 @@ impl Default for Options {
         Options {
             pay_ttl: "5m",
             catalog: None,
+            stripe: None,
         }
     }
 }
@@ -420,6 +458,7 @@ pub struct Shop {
     dir: tempfile::TempDir,
     backend: Backend,
     http: reqwest::Client,
+    stripe: Option<StripeKeys>,
 }
 
 async fn free_port() -> u16 {
@@ -456,10 +495,11 @@ impl Shop {
                     options.pay_ttl.into(),
                 ];
                 args.extend(catalog_args);
+                let env = options.stripe.as_ref().map(StripeKeys::env);
                 let mut process = Process {
                     name: "shop-backend".into(),
                     args,
-                    env: Vec::new(),
+                    env: env.unwrap_or_default(),
                     port: 0,
                     log: dir.path().join("backend.log"),
                     child: None,
@@ -488,6 +528,8 @@ impl Shop {
                     ),
                     ("SHOP_PAY_TTL".to_owned(), options.pay_ttl.to_owned()),
                 ];
+                let stripe_env = options.stripe.as_ref().map(StripeKeys::env);
+                let env = [env, stripe_env.unwrap_or_default()].concat();
                 let mut services: Vec<(Service, Process)> = Vec::new();
                 let mut gateway_url = String::new();
                 for service in Service::ALL {
@@ -533,20 +575,27 @@ impl Shop {
             dir,
             backend,
             http,
+            stripe: options.stripe,
         };
-        shop.wait_for_catalogue().await;
+        let products = options
+            .catalog
+            .as_deref()
+            .map_or(REFERENCE_PRODUCTS, |catalog| {
+                catalog.matches("[[products]]").count()
+            });
+        shop.wait_for_catalogue(products).await;
         shop
     }
 
-    /// Waits until the gateway knows the products (in distributed mode the
-    /// stock service publishes them shortly after starting).
-    async fn wait_for_catalogue(&self) {
+    /// Waits until the gateway knows all `count` products (in distributed
+    /// mode the stock service publishes them one by one after starting).
+    async fn wait_for_catalogue(&self, count: usize) {
         let client = self.customer().await;
         let deadline = tokio::time::Instant::now() + WAIT;
-        while client.products().await.expect("products").is_empty() {
+        while client.products().await.expect("products").len() < count {
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "the catalogue never reached the gateway"
+                "the catalogue never fully reached the gateway"
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -597,6 +646,9 @@ impl Shop {
 
     /// The webhook signing secret of the backend.
     pub fn webhook_secret(&self) -> String {
+        if let Some(stripe) = &self.stripe {
+            return stripe.webhook_secret.clone();
+        }
         match self.mode {
             Mode::Distributed => TEST_WEBHOOK_SECRET.to_owned(),
             Mode::Embedded => {
@@ -928,6 +980,36 @@ pub async fn wait_status(client: &Client, order: &Order, status: OrderStatus) ->
         .wait_for_status(order.id, &[status], WAIT)
         .await
         .unwrap_or_else(|error| panic!("order {} never became {status}: {error}", order.id))
+}
+
+/// Waits until `order` is cancelled because its payment failed; returns
+/// the reason the customer is shown.
+pub async fn wait_payment_failed(client: &Client, order: &Order) -> String {
+    let cancelled = wait_status(client, order, OrderStatus::Cancelled).await;
+    assert_eq!(
+        cancelled.cancel_reason,
+        Some(CancelReason::PaymentFailed),
+        "{cancelled:?}"
+    );
+    let last = cancelled.timeline.last().expect("a timeline");
+    assert_eq!(last.event, TimelineEvent::Cancelled);
+    last.detail.clone().expect("a reason")
+}
+
+/// Waits until order `id` shows that its payment was refunded.
+pub async fn wait_refunded(client: &Client, id: Uuid) -> Order {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let order = client.order(&id.to_string()).await.expect("order");
+        if order.refunded {
+            return order;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "order {id} was never refunded: {order:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Everything pushed to a client, gathered as it arrives.

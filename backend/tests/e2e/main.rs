@@ -5,9 +5,12 @@
 mod bad_input;
 mod faults;
 mod harness;
+mod local_checkout;
 mod pages;
 mod race;
 mod redelivery;
 mod restart;
 mod saga;
 mod scoping;
+mod stripe;
+mod stripe_stub;

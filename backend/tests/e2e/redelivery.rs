@@ -314,14 +314,7 @@ async fn quiet(shop: &Shop) {
 
 #[tokio::test]
 async fn redelivering_every_kafka_message_changes_nothing() {
-    let shop = Shop::start_with(
-        Mode::Distributed,
-        Options {
-            pay_ttl: "3s",
-            ..Options::default()
-        },
-    )
-    .await;
+    let shop = Shop::start_with(Mode::Distributed, Options::paying_within("3s")).await;
     let client = shop.customer().await;
     each_ending(&client, |url: String| {
         let shop = &shop;

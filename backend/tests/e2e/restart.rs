@@ -67,14 +67,7 @@ async fn a_crash_mid_saga_loses_nothing_and_doubles_nothing(mode: Mode) {
 }
 
 async fn a_deadline_that_passes_while_the_backend_is_down_is_enforced_on_start(mode: Mode) {
-    let mut shop = Shop::start_with(
-        mode,
-        Options {
-            pay_ttl: "2s",
-            ..Options::default()
-        },
-    )
-    .await;
+    let mut shop = Shop::start_with(mode, Options::paying_within("2s")).await;
     let client = shop.customer().await;
     let token = client.token().to_owned();
     let order = reserve(&client, &[("SKU-002", 5)]).await;

@@ -218,14 +218,7 @@ async fn one_short_line_cancels_the_whole_order_and_reserves_no_line(mode: Mode)
 }
 
 async fn an_unpaid_order_expires_and_its_stock_comes_back(mode: Mode) {
-    let shop = Shop::start_with(
-        mode,
-        Options {
-            pay_ttl: "2s",
-            ..Options::default()
-        },
-    )
-    .await;
+    let shop = Shop::start_with(mode, Options::paying_within("2s")).await;
     let client = shop.customer().await;
     let mut pushes = Pushes::new(&client);
     let order = reserve(&client, &[("SKU-001", 3)]).await;

@@ -1,0 +1,153 @@
+//! The branches of Stripe's state machine, shown offline by the local
+//! checkout: delayed payments that settle or fail, sessions expired when an
+//! order is cancelled, and a payment that settles too late being refunded.
+
+use std::time::Duration;
+
+use shop_shared::domain::{CancelReason, OrderStatus, TimelineEvent};
+
+use crate::harness::{
+    GOOD_CARD, Mode, Options, Pushes, Shop, WAIT, reserve, wait_available, wait_payment_failed,
+    wait_refunded, wait_status,
+};
+
+/// Settles successfully a few seconds after checkout.
+const DELAYED_CARD: &str = "4000 0000 0000 1000";
+/// Fails a few seconds after checkout.
+const DELAYED_FAILING_CARD: &str = "4000 0000 0000 2008";
+
+/// What the checkout page at `url` says about its session.
+async fn checkout_state(shop: &Shop, url: &str) -> String {
+    let page = shop.http().get(url).send().await.expect("checkout page");
+    let html = page.text().await.expect("html");
+    let start = html.find("id=\"state\">").expect("a state on the page") + "id=\"state\">".len();
+    let end = html[start..].find('<').expect("state ends") + start;
+    html[start..end].to_owned()
+}
+
+async fn a_delayed_card_settles_a_few_seconds_after_checkout(mode: Mode) {
+    let shop = Shop::start(mode).await;
+    let client = shop.customer().await;
+    let order = reserve(&client, &[("SKU-001", 1)]).await;
+    let url = order.checkout_url.clone().expect("checkout URL");
+
+    let answer = shop.pay(&url, DELAYED_CARD).await;
+    assert_eq!(answer.status(), 303, "checkout accepts the card");
+    let pending = client.order(&order.id.to_string()).await.expect("order");
+    assert_eq!(
+        pending.status,
+        OrderStatus::Reserved,
+        "the money has not arrived yet"
+    );
+    assert_eq!(checkout_state(&shop, &url).await, "Processing");
+    let again = shop.pay(&url, GOOD_CARD).await;
+    assert_eq!(again.status(), 200);
+    assert!(
+        again.text().await.expect("html").contains(">Processing<"),
+        "a completed checkout takes no second payment"
+    );
+
+    let paid = wait_status(&client, &order, OrderStatus::Paid).await;
+    assert_eq!(
+        paid.timeline.last().map(|entry| entry.event),
+        Some(TimelineEvent::Paid)
+    );
+    wait_available(&client, "SKU-001", 9).await;
+    assert_eq!(checkout_state(&shop, &url).await, "Paid");
+}
+
+async fn a_delayed_card_that_fails_cancels_the_order_and_releases_stock(mode: Mode) {
+    let shop = Shop::start(mode).await;
+    let client = shop.customer().await;
+    let order = reserve(&client, &[("SKU-002", 2)]).await;
+    wait_available(&client, "SKU-002", 8).await;
+
+    let answer = shop
+        .pay(
+            order.checkout_url.as_deref().expect("url"),
+            DELAYED_FAILING_CARD,
+        )
+        .await;
+    assert_eq!(answer.status(), 303);
+    assert_eq!(
+        wait_payment_failed(&client, &order).await,
+        "the payment did not go through after checkout"
+    );
+    wait_available(&client, "SKU-002", 10).await;
+    let url = order.checkout_url.as_deref().expect("url");
+    assert_eq!(checkout_state(&shop, url).await, "Payment failed");
+}
+
+async fn a_payment_settling_after_the_deadline_is_refunded(mode: Mode) {
+    let shop = Shop::start_with(mode, Options::paying_within("2s")).await;
+    let client = shop.customer().await;
+    let mut pushes = Pushes::new(&client);
+    let order = reserve(&client, &[("SKU-003", 1)]).await;
+    // Paid with a delayed method just in time; it settles after the
+    // deadline has cancelled the order.
+    let answer = shop
+        .pay(order.checkout_url.as_deref().expect("url"), DELAYED_CARD)
+        .await;
+    assert_eq!(answer.status(), 303);
+    let cancelled = wait_status(&client, &order, OrderStatus::Cancelled).await;
+    assert_eq!(cancelled.cancel_reason, Some(CancelReason::NotPaid));
+    assert!(!cancelled.refunded, "nothing to refund before settlement");
+
+    let refunded = wait_refunded(&client, order.id).await;
+    assert_eq!(refunded.status, OrderStatus::Cancelled);
+    let last = refunded.timeline.last().expect("timeline");
+    assert_eq!(
+        (last.event, last.detail.as_deref()),
+        (TimelineEvent::Refunded, Some("1,500.00 EUR refunded"))
+    );
+    pushes.collect(Duration::from_millis(300)).await;
+    assert!(
+        pushes.orders(order.id).iter().any(|pushed| pushed.refunded),
+        "the refund was pushed live"
+    );
+    wait_available(&client, "SKU-003", 10).await;
+}
+
+async fn cancelling_an_order_expires_its_session_and_announces_it(mode: Mode) {
+    let shop = Shop::start(mode).await;
+    let client = shop.customer().await;
+    let order = reserve(&client, &[("SKU-001", 1)]).await;
+    client
+        .cancel_order(&order.id.to_string())
+        .await
+        .expect("cancelled");
+    let url = order.checkout_url.clone().expect("url");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    // The local checkout sends `checkout.session.expired`, as Stripe does
+    // for a session expired through its API; the shop had closed it itself.
+    while shop
+        .metric(
+            "shop_webhooks_total",
+            &[("outcome", "session_already_closed")],
+        )
+        .await
+        < 1.0
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no checkout.session.expired arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let late = shop.pay(&url, GOOD_CARD).await;
+    assert_eq!(late.status(), 410, "an expired session takes no payment");
+    let page = shop.http().get(&url).send().await.expect("page");
+    assert!(page.text().await.expect("html").contains("expired"));
+    let still = client.order(&order.id.to_string()).await.expect("order");
+    assert_eq!(
+        (still.status, still.cancel_reason),
+        (OrderStatus::Cancelled, Some(CancelReason::ByCustomer))
+    );
+}
+
+crate::in_both_modes!(
+    a_delayed_card_settles_a_few_seconds_after_checkout,
+    a_delayed_card_that_fails_cancels_the_order_and_releases_stock,
+    a_payment_settling_after_the_deadline_is_refunded,
+    cancelling_an_order_expires_its_session_and_announces_it,
+);

@@ -12,7 +12,10 @@
 #     one per distributed test);
 #   - PostgreSQL: the server at $SHOP_TEST_DATABASE_URL (default
 #     postgres://postgres@127.0.0.1:5432/postgres) if it answers, otherwise
-#     a throwaway cluster of Debian's postgresql package, stopped at the end.
+#     a throwaway cluster of Debian's postgresql package, stopped at the end;
+#   - Chromium and chromedriver for the browser tests (Debian's chromium
+#     and chromium-driver), unless $SHOP_TEST_CHROMIUM and
+#     $SHOP_TEST_CHROMEDRIVER point at others.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -92,9 +95,21 @@ ensure_postgres() {
     export SHOP_TEST_DATABASE_URL="postgres://postgres@127.0.0.1:55432/postgres"
 }
 
+ensure_chromium() {
+    local chromium="${SHOP_TEST_CHROMIUM:-/usr/bin/chromium}"
+    local driver="${SHOP_TEST_CHROMEDRIVER:-/usr/bin/chromedriver}"
+    if [ -x "$chromium" ] && [ -x "$driver" ]; then
+        return
+    fi
+    say "installing Chromium and chromedriver for the browser tests (Debian's chromium, chromium-driver)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+}
+
 ensure_nextest
 ensure_tansu
 ensure_postgres
+ensure_chromium
 
 say "formatting"
 cargo fmt --all --check

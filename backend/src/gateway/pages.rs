@@ -147,7 +147,7 @@ source.addEventListener('order', (event) => {{
   statusEl.textContent = order.status;
   messageEl.textContent = describe(order);
   if (order.status !== 'RESERVED') checkoutEl.textContent = '';
-  if (order.status === 'PAID' || order.status === 'CANCELLED') source.close();
+  if (order.status === 'PAID' || order.refunded) source.close();
 }});
 </script>"#,
         short = order.short_id(),
@@ -173,8 +173,9 @@ pub async fn status(
     }
 }
 
-/// The order now, then every change, as `order` events; ends after a final
-/// status.
+/// The order now, then every change, as `order` events; ends once the
+/// order is paid, or cancelled and refunded (a cancelled order may still
+/// have a late payment refunded).
 pub async fn events(
     State(gateway): State<Gateway>,
     Path(order_id): Path<String>,
@@ -218,7 +219,8 @@ fn order_events(
                     }
                 },
             };
-            let finished = order.status.is_final();
+            // A cancelled order may still see a late payment refunded.
+            let finished = order.status == OrderStatus::Paid || order.refunded;
             let event = Event::default()
                 .event("order")
                 .data(serde_json::to_string(&order).unwrap_or_default());

@@ -27,6 +27,9 @@ pub const WAIT: Duration = Duration::from_secs(30);
 
 pub const GOOD_CARD: &str = "4242 4242 4242 4242";
 pub const DECLINED_CARD: &str = "4000 0000 0000 0002";
+/// A delayed payment method of the local checkout: settles a few seconds
+/// after checkout.
+pub const DELAYED_CARD: &str = "4000 0000 0000 1000";
 
 /// Products in the reference catalogue.
 const REFERENCE_PRODUCTS: usize = 3;

@@ -7,12 +7,10 @@ use std::time::Duration;
 use shop_shared::domain::{CancelReason, OrderStatus, TimelineEvent};
 
 use crate::harness::{
-    GOOD_CARD, Mode, Options, Pushes, Shop, WAIT, reserve, wait_available, wait_payment_failed,
-    wait_refunded, wait_status,
+    DELAYED_CARD, GOOD_CARD, Mode, Options, Pushes, Shop, WAIT, reserve, wait_available,
+    wait_payment_failed, wait_refunded, wait_status,
 };
 
-/// Settles successfully a few seconds after checkout.
-const DELAYED_CARD: &str = "4000 0000 0000 1000";
 /// Fails a few seconds after checkout.
 const DELAYED_FAILING_CARD: &str = "4000 0000 0000 2008";
 

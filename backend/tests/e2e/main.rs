@@ -3,6 +3,7 @@
 //! HTTP, as customers drive it.
 
 mod bad_input;
+mod browser;
 mod faults;
 mod harness;
 mod local_checkout;

@@ -1,8 +1,88 @@
-//! The payment-return page: the order's status, updated live.
+//! The checkout and payment-return pages: the order's status, updated
+//! live; in a real browser too.
 
+use serde_json::Value;
 use shop_shared::domain::OrderStatus;
 
-use crate::harness::{GOOD_CARD, Mode, Shop, WAIT, reserve, wait_status};
+use crate::browser::Browser;
+use crate::harness::{
+    DECLINED_CARD, DELAYED_CARD, GOOD_CARD, Mode, Options, Shop, WAIT, reserve, wait_status,
+};
+
+/// Fills the checkout form on the browser's page with `card` and submits.
+async fn pay_in_browser(browser: &Browser, card: &str) {
+    browser.fill("#card_number", card).await;
+    browser.fill("#expiry", "12/34").await;
+    browser.fill("#cvc", "123").await;
+    browser.fill("#name", "Ada Lovelace").await;
+    browser.click("#submit").await;
+}
+
+async fn a_customer_pays_in_a_browser_and_the_page_turns_paid_by_itself(mode: Mode) {
+    let browser = Browser::start().await;
+    let shop = Shop::start(mode).await;
+    let client = shop.customer().await;
+    let order = reserve(&client, &[("SKU-003", 1)]).await;
+
+    browser
+        .goto(order.checkout_url.as_deref().expect("url"))
+        .await;
+    assert_eq!(
+        browser.text("#total").await.as_deref(),
+        Some("1,500.00 EUR")
+    );
+    pay_in_browser(&browser, DECLINED_CARD).await;
+    browser.wait_text("#error", "Your card was declined.").await;
+    assert_eq!(
+        browser.value("#card_number").await,
+        DECLINED_CARD,
+        "what was typed stays"
+    );
+    assert_eq!(browser.value("#name").await, "Ada Lovelace");
+
+    // A delayed payment method: the return page waits, then turns PAID
+    // by itself.
+    pay_in_browser(&browser, DELAYED_CARD).await;
+    let landing = browser.wait_url("/return?session_id=").await;
+    assert!(
+        landing.contains(&format!("/orders/{}/return", order.id)),
+        "{landing}"
+    );
+    browser.wait_text("#status", "RESERVED").await;
+    browser
+        .wait_text("#message", "Waiting for your payment…")
+        .await;
+    browser.run("window.stillTheSamePage = true").await;
+    browser.wait_text("#status", "PAID").await;
+    browser.wait_text("#message", "Paid — thank you!").await;
+    assert_eq!(
+        browser.run("return window.stillTheSamePage === true").await,
+        Value::Bool(true),
+        "the page changed in place, without reloading"
+    );
+    wait_status(&client, &order, OrderStatus::Paid).await;
+}
+
+async fn a_refund_after_the_deadline_reaches_the_open_return_page(mode: Mode) {
+    let browser = Browser::start().await;
+    let shop = Shop::start_with(mode, Options::paying_within("3s")).await;
+    let client = shop.customer().await;
+    let order = reserve(&client, &[("SKU-002", 1)]).await;
+
+    // Paid just in time with a method that settles after the deadline.
+    browser
+        .goto(order.checkout_url.as_deref().expect("url"))
+        .await;
+    pay_in_browser(&browser, DELAYED_CARD).await;
+    browser.wait_url("/return?session_id=").await;
+    browser.wait_text("#status", "CANCELLED").await;
+    browser
+        .wait_text(
+            "#message",
+            "Cancelled: the order was not paid before its deadline. Your payment was refunded.",
+        )
+        .await;
+}
 
 async fn the_return_page_shows_the_status_and_streams_it_live(mode: Mode) {
     let shop = Shop::start(mode).await;
@@ -101,6 +181,8 @@ async fn the_return_page_needs_the_orders_own_checkout_session(mode: Mode) {
 }
 
 crate::in_both_modes!(
+    a_customer_pays_in_a_browser_and_the_page_turns_paid_by_itself,
+    a_refund_after_the_deadline_reaches_the_open_return_page,
     the_return_page_shows_the_status_and_streams_it_live,
     the_return_page_needs_the_orders_own_checkout_session,
 );

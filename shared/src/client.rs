@@ -86,7 +86,9 @@ impl Client {
     /// Connects to `url` (such as `ws://127.0.0.1:8080/ws`) and says hello,
     /// as the customer of `token` or, without one, as a new customer.
     pub async fn connect(url: &str, token: Option<&str>) -> Result<Client, ClientError> {
-        let (socket, _) = tokio_tungstenite::connect_async(url)
+        // Commands and replies are small frames: send them at once rather
+        // than let Nagle's algorithm hold them for the peer's delayed ACK.
+        let (socket, _) = tokio_tungstenite::connect_async_with_config(url, None, true)
             .await
             .map_err(|error| ClientError::Connect {
                 url: url.to_owned(),
@@ -98,8 +100,16 @@ impl Client {
         let (pushes, _) = broadcast::channel(4096);
 
         tokio::spawn(async move {
-            while let Some(frame) = outgoing_rx.recv().await {
-                if sink.send(frame).await.is_err() {
+            // Everything queued goes out in one write.
+            'writing: while let Some(first) = outgoing_rx.recv().await {
+                let mut next = Some(first);
+                while let Some(frame) = next.take() {
+                    if sink.feed(frame).await.is_err() {
+                        break 'writing;
+                    }
+                    next = outgoing_rx.try_recv().ok();
+                }
+                if sink.flush().await.is_err() {
                     break;
                 }
             }

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::serve::ListenerExt;
 
 use crate::bus::Bus;
 use crate::db::Db;
@@ -62,9 +63,16 @@ impl Server {
             trigger.trigger();
         });
         let server = tokio::spawn(
-            axum::serve(self.listener, self.router)
-                .with_graceful_shutdown(async move { stopping.triggered().await })
-                .into_future(),
+            // Pushes and replies are small frames: send each at once rather
+            // than let Nagle's algorithm hold it for the client's delayed ACK.
+            axum::serve(
+                self.listener.tap_io(|tcp| {
+                    let _ = tcp.set_nodelay(true);
+                }),
+                self.router,
+            )
+            .with_graceful_shutdown(async move { stopping.triggered().await })
+            .into_future(),
         );
         let supervised = self.supervisor.run(DRAIN).await;
         outside.abort();

@@ -16,7 +16,6 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -31,6 +30,7 @@ use super::{
     Bus, BusError, Handler, Mode, OutgoingRecord, Record, Subscription, SubscriptionHandle,
     TopicSpec, partition_for,
 };
+use crate::db::batch::{self, Placeholders};
 use crate::metrics::Metrics;
 use crate::tasks::{Shutdown, Spawner};
 
@@ -64,6 +64,9 @@ struct Shared {
     readers: Mutex<HashMap<String, HashSet<String>>>,
     /// Every group (durable or broadcast) of this process, by name.
     groups: Mutex<HashMap<String, Arc<Group>>>,
+    /// Moves after every group commit that made records visible, so group
+    /// readers wake once for all their partitions.
+    appended: watch::Sender<u64>,
 }
 
 struct TopicLog {
@@ -171,6 +174,7 @@ impl MemoryBus {
             store,
             ops,
             shutdown: spawner.shutdown().clone(),
+            unsaved: HashMap::new(),
         };
         spawner.spawn("bus-writer", actor.run());
         MemoryBus {
@@ -328,10 +332,7 @@ impl Bus for MemoryBus {
                     .insert(group.name.clone());
             }
         }
-        let tracker = Arc::new(CaughtUp {
-            remaining: AtomicUsize::new(partitions),
-            done: caught_up_tx,
-        });
+        let mut cursors = Vec::with_capacity(partitions);
         for topic in topics {
             for partition in 0..topic.partitions.len() as u32 {
                 let log = &topic.partitions[partition as usize];
@@ -350,23 +351,26 @@ impl Bus for MemoryBus {
                         .max(earliest.min(target))
                 };
                 lock(&group.positions).insert((topic.name.to_string(), partition), start);
-                let reader = PartitionReader {
-                    bus: self.clone(),
-                    group: group.clone(),
+                cursors.push(Cursor {
                     topic: topic.clone(),
                     partition,
                     position: start,
                     target,
-                    max_batch: subscription.max_batch.max(1),
-                    caught_up: tracker.clone(),
-                    shutdown: self.inner.spawner.shutdown().clone(),
-                };
-                self.inner.spawner.spawn(
-                    format!("consumer {} {}[{partition}]", group.name, topic.name),
-                    reader.run(),
-                );
+                });
             }
         }
+        let reader = GroupReader {
+            bus: self.clone(),
+            group: group.clone(),
+            cursors,
+            next: 0,
+            max_batch: subscription.max_batch.max(1),
+            caught_up: caught_up_tx,
+            shutdown: self.inner.spawner.shutdown().clone(),
+        };
+        self.inner
+            .spawner
+            .spawn(format!("consumer {}", group.name), reader.run());
         Ok(SubscriptionHandle::new(caught_up_rx))
     }
 
@@ -381,135 +385,184 @@ impl Shared {
     }
 }
 
-struct CaughtUp {
-    remaining: AtomicUsize,
-    done: watch::Sender<bool>,
-}
-
-impl CaughtUp {
-    fn partition_done(&self) {
-        if self.remaining.fetch_sub(1, Ordering::SeqCst) == 1 {
-            self.done.send_replace(true);
-        }
-    }
-}
-
-/// Reads one partition for one group and hands batches to its members.
-struct PartitionReader {
-    bus: MemoryBus,
-    group: Arc<Group>,
+/// Where a group stands in one partition.
+struct Cursor {
     topic: Arc<TopicLog>,
     partition: u32,
+    /// The next offset to deliver.
     position: u64,
     /// The log end when the group subscribed: reaching it means caught up.
     target: u64,
+}
+
+/// Reads every partition of a group's topics, as Kafka's consumer polls
+/// all its assigned partitions: each round gathers what is new everywhere
+/// into one batch per member (the records of a partition in order), so a
+/// busy service handles many records per transaction. Partition `p` of a
+/// topic belongs to member `p % members`.
+struct GroupReader {
+    bus: MemoryBus,
+    group: Arc<Group>,
+    cursors: Vec<Cursor>,
+    /// The cursor the next round starts from, so no partition is favoured.
+    next: usize,
     max_batch: usize,
-    caught_up: Arc<CaughtUp>,
+    caught_up: watch::Sender<bool>,
     shutdown: Shutdown,
 }
 
-impl PartitionReader {
+/// The records of one member's batch, by cursor.
+type Portion = Vec<(usize, Vec<Arc<Record>>)>;
+
+impl GroupReader {
     async fn run(mut self) -> anyhow::Result<()> {
-        let log = &self.topic.partitions[self.partition as usize];
-        let mut end = log.end.subscribe();
+        let mut appended = self.bus.inner.shared.appended.subscribe();
         let mut members_changed = self.group.members_changed.subscribe();
-        let mut reported = false;
         loop {
-            if !reported && self.position >= self.target {
-                reported = true;
-                self.caught_up.partition_done();
+            // Seen before gathering, so an append during the round wakes
+            // the next wait.
+            appended.borrow_and_update();
+            if !*self.caught_up.borrow()
+                && self
+                    .cursors
+                    .iter()
+                    .all(|cursor| cursor.position >= cursor.target)
+            {
+                self.caught_up.send_replace(true);
             }
-            let batch: Vec<Arc<Record>> = {
-                let state = lock(&log.state);
-                let batch: Vec<Arc<Record>> = state
-                    .records
-                    .range(self.position..)
-                    .take(self.max_batch)
-                    .map(|(_, record)| record.clone())
-                    .collect();
-                if batch.is_empty() {
-                    // Offsets below the end that are gone were compacted or
-                    // trimmed away: skip them.
-                    self.position = self.position.max(*log.end.borrow());
-                }
-                batch
-            };
-            if batch.is_empty() {
-                self.set_position();
-                if self.position >= self.target && !reported {
-                    continue;
-                }
+            let members = lock(&self.group.members).clone();
+            if members.is_empty() {
                 tokio::select! {
-                    changed = end.changed() => if changed.is_err() { return Ok(()) },
+                    _ = members_changed.changed() => continue,
+                    _ = self.shutdown.triggered() => return Ok(()),
+                }
+            }
+            let portions = self.gather(members.len());
+            if portions.iter().all(Vec::is_empty) {
+                tokio::select! {
+                    changed = appended.changed() => if changed.is_err() { return Ok(()) },
+                    _ = members_changed.changed() => {}
                     _ = self.shutdown.triggered() => return Ok(()),
                 }
                 continue;
             }
-            let handler = loop {
-                let members = lock(&self.group.members).clone();
-                if !members.is_empty() {
-                    break members[self.partition as usize % members.len()].clone();
+            let deliveries = portions
+                .into_iter()
+                .zip(members.iter())
+                .filter(|(portion, _)| !portion.is_empty())
+                .map(|(portion, handler)| self.deliver(portion, handler.as_ref()));
+            for (portion, delivery) in futures_util::future::join_all(deliveries).await {
+                if delivery == Delivery::Stopped {
+                    return Ok(());
                 }
-                tokio::select! {
-                    _ = members_changed.changed() => {}
-                    _ = self.shutdown.triggered() => return Ok(()),
-                }
-            };
-            let consumer = Consumer {
-                group: &self.group.name,
-                handler: handler.as_ref(),
-                bus: &self.bus,
-                shutdown: &self.shutdown,
-                dead_letters: self.group.durable,
-                metrics: &self.bus.inner.metrics,
-            };
-            match consumer.deliver(&batch).await {
-                Delivery::Stopped => return Ok(()),
-                Delivery::Done => {
+                for (index, records) in portion {
                     self.bus.inner.metrics.consumed(
                         &self.group.name,
-                        &self.topic.name,
-                        batch.len() as u64,
+                        &self.cursors[index].topic.name,
+                        records.len() as u64,
                     );
-                    let last = batch.last().map_or(self.position, |record| record.offset);
-                    self.position = last + 1;
-                    self.set_position();
-                    if self.group.durable {
-                        self.commit();
+                    if let Some(last) = records.last() {
+                        self.cursors[index].position = last.offset + 1;
                     }
+                    self.advanced(index);
                 }
             }
         }
     }
 
-    fn set_position(&self) {
-        lock(&self.group.positions)
-            .insert((self.topic.name.to_string(), self.partition), self.position);
+    /// What is new in every partition, up to `max_batch` records in all,
+    /// split by the member each partition belongs to.
+    fn gather(&mut self, members: usize) -> Vec<Portion> {
+        let mut portions: Vec<Portion> = (0..members).map(|_| Vec::new()).collect();
+        let count = self.cursors.len();
+        let mut taken = 0;
+        for step in 0..count {
+            if taken >= self.max_batch {
+                break;
+            }
+            let index = (self.next + step) % count;
+            let cursor = &mut self.cursors[index];
+            let log = &cursor.topic.partitions[cursor.partition as usize];
+            let records: Vec<Arc<Record>> = {
+                let state = lock(&log.state);
+                state
+                    .records
+                    .range(cursor.position..)
+                    .take(self.max_batch - taken)
+                    .map(|(_, record)| record.clone())
+                    .collect()
+            };
+            if records.is_empty() {
+                // Offsets below the end that are gone were compacted or
+                // trimmed away: skip them.
+                let end = *log.end.borrow();
+                if cursor.position < end {
+                    cursor.position = end;
+                    self.advanced(index);
+                }
+                continue;
+            }
+            taken += records.len();
+            let member = self.cursors[index].partition as usize % members;
+            portions[member].push((index, records));
+        }
+        self.next = (self.next + 1) % count.max(1);
+        portions
     }
 
-    fn commit(&self) {
-        let key = (
-            self.group.name.clone(),
-            self.topic.name.to_string(),
-            self.partition,
-        );
-        lock(&self.bus.inner.shared.committed).insert(key, self.position);
+    async fn deliver(&self, portion: Portion, handler: &dyn Handler) -> (Portion, Delivery) {
+        let records: Vec<Arc<Record>> = portion
+            .iter()
+            .flat_map(|(_, records)| records.iter().cloned())
+            .collect();
+        let consumer = Consumer {
+            group: &self.group.name,
+            handler,
+            bus: &self.bus,
+            shutdown: &self.shutdown,
+            dead_letters: self.group.durable,
+            metrics: &self.bus.inner.metrics,
+        };
+        let delivery = consumer.deliver(&records).await;
+        (portion, delivery)
+    }
+
+    /// Records cursor `index`'s new position, and commits it for a durable
+    /// group.
+    fn advanced(&self, index: usize) {
+        let cursor = &self.cursors[index];
+        let topic = cursor.topic.name.to_string();
+        lock(&self.group.positions).insert((topic.clone(), cursor.partition), cursor.position);
+        if !self.group.durable {
+            return;
+        }
+        let key = (self.group.name.clone(), topic.clone(), cursor.partition);
+        lock(&self.bus.inner.shared.committed).insert(key, cursor.position);
         let _ = self.bus.inner.writer.send(WriteOp::Commit {
             group: self.group.name.clone(),
-            topic: self.topic.name.to_string(),
-            partition: self.partition,
-            next_offset: self.position,
+            topic,
+            partition: cursor.partition,
+            next_offset: cursor.position,
         });
     }
 }
 
 /// The only task that writes the log: appends, offset commits and topic
 /// creation, in group commits.
+///
+/// Appends are written before anyone learns of them. Offset commits are
+/// kept in memory and written with the next trim (at least once a second)
+/// and at shutdown: after a crash, a group may get up to a second of
+/// records again, which idempotent consumers ignore, as with Kafka's
+/// periodic offset commits. A trim writes the offsets before removing any
+/// record they cover.
 struct Writer {
     shared: Arc<Shared>,
     store: Option<LogStore>,
     ops: mpsc::UnboundedReceiver<WriteOp>,
     shutdown: Shutdown,
+    /// Committed offsets not yet written: (group, topic, partition).
+    unsaved: HashMap<(String, String, u32), u64>,
 }
 
 /// A record placed in the log but not yet visible.
@@ -537,7 +590,10 @@ impl Writer {
                         }
                         self.apply(ops).await;
                     }
-                    None => return Ok(()),
+                    None => {
+                        self.save_offsets().await;
+                        return Ok(());
+                    }
                 },
                 _ = trim.tick() => self.trim().await,
                 _ = self.shutdown.triggered() => {
@@ -547,6 +603,7 @@ impl Writer {
                         ops.push(op);
                     }
                     self.apply(ops).await;
+                    self.save_offsets().await;
                     return Ok(());
                 }
             }
@@ -556,7 +613,6 @@ impl Writer {
     async fn apply(&mut self, ops: Vec<WriteOp>) {
         let mut placed: Vec<Placed> = Vec::new();
         let mut appends: Vec<oneshot::Sender<Result<(), BusError>>> = Vec::new();
-        let mut commits: HashMap<(String, String, u32), u64> = HashMap::new();
         let mut creations = Vec::new();
         let mut next: HashMap<(Arc<str>, u32), u64> = HashMap::new();
         let mut newest: HashMap<(Arc<str>, u32, String), u64> = HashMap::new();
@@ -618,7 +674,7 @@ impl Writer {
                     partition,
                     next_offset,
                 } => {
-                    let slot = commits.entry((group, topic, partition)).or_insert(0);
+                    let slot = self.unsaved.entry((group, topic, partition)).or_insert(0);
                     *slot = (*slot).max(next_offset);
                 }
                 WriteOp::CreateTopic {
@@ -630,22 +686,18 @@ impl Writer {
             }
         }
 
-        if let Some(store) = &self.store {
-            let ends: Vec<(Arc<str>, u32, u64)> = next
-                .iter()
-                .map(|((topic, partition), end)| (topic.clone(), *partition, *end))
-                .collect();
-            if let Err(error) = store.write(&placed, &ends, &commits, &creations).await {
-                tracing::error!(%error, "cannot write the bus log");
-                let message = error.to_string();
-                for done in appends {
-                    let _ = done.send(Err(BusError::Storage(message.clone())));
-                }
-                for (.., done) in creations {
-                    let _ = done.send(Err(BusError::Storage(message.clone())));
-                }
-                return;
+        if let Some(store) = &self.store
+            && let Err(error) = store.write(&placed, &creations).await
+        {
+            tracing::error!(%error, "cannot write the bus log");
+            let message = error.to_string();
+            for done in appends {
+                let _ = done.send(Err(BusError::Storage(message.clone())));
             }
+            for (.., done) in creations {
+                let _ = done.send(Err(BusError::Storage(message.clone())));
+            }
+            return;
         }
 
         for (name, partitions, compacted, done) in creations {
@@ -670,10 +722,14 @@ impl Writer {
                 .records
                 .insert(item.record.offset, item.record.clone());
         }
+        let appended = !next.is_empty();
         for ((topic, partition), end) in next {
             if let Some(log) = self.shared.topic(&topic) {
                 log.partitions[partition as usize].end.send_replace(end);
             }
+        }
+        if appended {
+            self.shared.appended.send_modify(|count| *count += 1);
         }
         for done in appends {
             let _ = done.send(Ok(()));
@@ -738,15 +794,33 @@ impl Writer {
                     .is_some_and(|first| *first < low)
                 {
                     state.records = state.records.split_off(&low);
-                    cuts.push((topic.name.clone(), partition, low));
+                    cuts.push((topic.name.clone(), partition, low, *log.end.borrow()));
                 }
             }
         }
-        if let Some(store) = &self.store
-            && (!cuts.is_empty() || !compactions.is_empty())
-            && let Err(error) = store.trim(&cuts, &compactions).await
-        {
-            tracing::warn!(%error, "cannot trim the bus log; will try again");
+        let Some(store) = &self.store else {
+            return;
+        };
+        if cuts.is_empty() && compactions.is_empty() && self.unsaved.is_empty() {
+            return;
+        }
+        match store.trim(&cuts, &compactions, &self.unsaved).await {
+            Ok(()) => self.unsaved.clear(),
+            Err(error) => tracing::warn!(%error, "cannot trim the bus log; will try again"),
+        }
+    }
+
+    /// Writes the committed offsets kept in memory.
+    async fn save_offsets(&mut self) {
+        let Some(store) = &self.store else {
+            return;
+        };
+        if self.unsaved.is_empty() {
+            return;
+        }
+        match store.trim(&[], &[], &self.unsaved).await {
+            Ok(()) => self.unsaved.clear(),
+            Err(error) => tracing::warn!(%error, "cannot write committed offsets"),
         }
     }
 }
@@ -864,6 +938,12 @@ impl LogStore {
                 payload: row.try_get("payload")?,
                 timestamp: Timestamp::from_millis(row.try_get("created_at")?),
             };
+            // The log ends after its newest record (bus_log_end holds the
+            // end only of partitions trimmed empty).
+            partition.end.send_if_modified(|end| {
+                let after = record.offset + 1;
+                (*end < after).then(|| *end = after).is_some()
+            });
             let mut state = lock(&partition.state);
             if log.compacted
                 && let Some(older) = state.latest.insert(record.key.clone(), record.offset)
@@ -890,14 +970,18 @@ impl LogStore {
         Ok(shared)
     }
 
+    /// Writes the records of a group commit. Each statement commits by
+    /// itself (a transaction would cost two more round trips to SQLite's
+    /// thread): nobody learns of a record before all of them are written,
+    /// so a crash in between leaves only records their publisher will send
+    /// again, which at-least-once delivery allows. The end of each
+    /// partition is its newest record, so it is written only when trimming
+    /// removes every record.
     async fn write(
         &self,
         placed: &[Placed],
-        ends: &[(Arc<str>, u32, u64)],
-        commits: &HashMap<(String, String, u32), u64>,
         creations: &[TopicCreation],
     ) -> Result<(), sqlx::Error> {
-        let mut tx = self.pool.begin().await?;
         for (name, partitions, compacted, _) in creations {
             sqlx::query(
                 "INSERT INTO bus_topics (name, partitions, compacted) VALUES (?, ?, ?)
@@ -906,28 +990,65 @@ impl LogStore {
             .bind(name)
             .bind(i64::from(*partitions))
             .bind(i64::from(*compacted))
-            .execute(&mut *tx)
+            .execute(&self.pool)
             .await?;
         }
-        for item in placed {
-            let record = &item.record;
-            let headers = serde_json::to_string(&record.headers).unwrap_or_else(|_| "[]".into());
-            sqlx::query(
+        for range in batch::chunks(placed.len()) {
+            let sql = format!(
                 "INSERT INTO bus_records
                  (topic, part, record_offset, record_key, headers, payload, created_at)
-                 VALUES (?, ?, ?, ?, ?, ?, ?)",
-            )
-            .bind(record.topic.as_ref())
-            .bind(i64::from(record.partition))
-            .bind(record.offset as i64)
-            .bind(&record.key)
-            .bind(headers)
-            .bind(&record.payload)
-            .bind(record.timestamp.as_millis())
-            .execute(&mut *tx)
-            .await?;
+                 VALUES {}",
+                batch::values(range.len(), 7, Placeholders::Question)
+            );
+            let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for item in &placed[range] {
+                let record = &item.record;
+                let headers =
+                    serde_json::to_string(&record.headers).unwrap_or_else(|_| "[]".into());
+                insert = insert
+                    .bind(record.topic.as_ref())
+                    .bind(i64::from(record.partition))
+                    .bind(record.offset as i64)
+                    .bind(&record.key)
+                    .bind(headers)
+                    .bind(&record.payload)
+                    .bind(record.timestamp.as_millis());
+            }
+            insert.execute(&self.pool).await?;
         }
-        for (topic, partition, end) in ends {
+        Ok(())
+    }
+
+    /// Writes committed offsets, then removes the records `cuts` and
+    /// `compactions` name, in one transaction.
+    async fn trim(
+        &self,
+        cuts: &[(Arc<str>, u32, u64, u64)],
+        compactions: &[(Arc<str>, u32, BTreeSet<u64>)],
+        commits: &HashMap<(String, String, u32), u64>,
+    ) -> Result<(), sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        let commits: Vec<_> = commits.iter().collect();
+        for range in batch::chunks(commits.len()) {
+            let sql = format!(
+                "INSERT INTO bus_group_offsets (group_id, topic, part, next_offset) VALUES {}
+                 ON CONFLICT (group_id, topic, part)
+                 DO UPDATE SET next_offset = MAX(next_offset, excluded.next_offset)",
+                batch::values(range.len(), 4, Placeholders::Question)
+            );
+            let mut upsert = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for ((group, topic, partition), next) in &commits[range] {
+                upsert = upsert
+                    .bind(group)
+                    .bind(topic)
+                    .bind(i64::from(*partition))
+                    .bind(**next as i64);
+            }
+            upsert.execute(&mut *tx).await?;
+        }
+
+        for (topic, partition, low, end) in cuts {
+            // The newest record may go too: remember where the log ends.
             sqlx::query(
                 "INSERT INTO bus_log_end (topic, part, next_offset) VALUES (?, ?, ?)
                  ON CONFLICT (topic, part) DO UPDATE SET next_offset = excluded.next_offset",
@@ -937,31 +1058,6 @@ impl LogStore {
             .bind(*end as i64)
             .execute(&mut *tx)
             .await?;
-        }
-        for ((group, topic, partition), next) in commits {
-            sqlx::query(
-                "INSERT INTO bus_group_offsets (group_id, topic, part, next_offset)
-                 VALUES (?, ?, ?, ?)
-                 ON CONFLICT (group_id, topic, part)
-                 DO UPDATE SET next_offset = MAX(next_offset, excluded.next_offset)",
-            )
-            .bind(group)
-            .bind(topic)
-            .bind(i64::from(*partition))
-            .bind(*next as i64)
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await
-    }
-
-    async fn trim(
-        &self,
-        cuts: &[(Arc<str>, u32, u64)],
-        compactions: &[(Arc<str>, u32, BTreeSet<u64>)],
-    ) -> Result<(), sqlx::Error> {
-        let mut tx = self.pool.begin().await?;
-        for (topic, partition, low) in cuts {
             sqlx::query(
                 "DELETE FROM bus_records WHERE topic = ? AND part = ? AND record_offset < ?",
             )
@@ -972,15 +1068,19 @@ impl LogStore {
             .await?;
         }
         for (topic, partition, offsets) in compactions {
-            for offset in offsets {
-                sqlx::query(
-                    "DELETE FROM bus_records WHERE topic = ? AND part = ? AND record_offset = ?",
-                )
-                .bind(topic.as_ref())
-                .bind(i64::from(*partition))
-                .bind(*offset as i64)
-                .execute(&mut *tx)
-                .await?;
+            let offsets: Vec<u64> = offsets.iter().copied().collect();
+            for range in batch::chunks(offsets.len()) {
+                let sql = format!(
+                    "DELETE FROM bus_records WHERE topic = ? AND part = ? AND record_offset IN {}",
+                    batch::values(1, range.len(), Placeholders::Question)
+                );
+                let mut delete = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(topic.as_ref())
+                    .bind(i64::from(*partition));
+                for offset in &offsets[range] {
+                    delete = delete.bind(*offset as i64);
+                }
+                delete.execute(&mut *tx).await?;
             }
         }
         tx.commit().await
@@ -1006,7 +1106,7 @@ fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::AtomicU32;
+    use std::sync::atomic::{AtomicU32, Ordering};
 
     use super::*;
     use crate::bus::HandlerError;

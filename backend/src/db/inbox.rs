@@ -1,10 +1,13 @@
 //! The inbox of an idempotent consumer: the ids of bus messages already
 //! applied, written in the same transaction as their effects.
 
+use std::collections::HashSet;
+
 use shop_shared::time::Timestamp;
 use uuid::Uuid;
 
-use super::Tx;
+use super::batch::{self, Placeholders};
+use super::{Tx, parse_column};
 
 /// How long applied message ids are remembered: longer than any bus keeps
 /// a message for redelivery (Kafka's default retention is 7 days).
@@ -22,6 +25,36 @@ pub async fn first_time(tx: &mut Tx, event_id: Uuid) -> Result<bool, sqlx::Error
     .execute(&mut **tx)
     .await?;
     Ok(inserted.rows_affected() == 1)
+}
+
+/// Records every id of `event_ids` as applied, in as few statements as
+/// possible, and returns those applied for the first time now; the others
+/// are redeliveries and must change nothing. An id given twice is new at
+/// most once: the caller applies only its first occurrence.
+pub async fn first_time_many(
+    tx: &mut Tx,
+    event_ids: &[Uuid],
+) -> Result<HashSet<Uuid>, sqlx::Error> {
+    let mut unique: Vec<Uuid> = event_ids.to_vec();
+    unique.sort_unstable();
+    unique.dedup();
+    let now = Timestamp::now().as_millis();
+    let mut fresh = HashSet::with_capacity(unique.len());
+    for range in batch::chunks(unique.len()) {
+        let sql = format!(
+            "INSERT INTO processed_messages (event_id, processed_at) VALUES {}
+             ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
+            batch::values(range.len(), 2, Placeholders::Numbered)
+        );
+        let mut insert = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql));
+        for id in &unique[range] {
+            insert = insert.bind(id.to_string()).bind(now);
+        }
+        for id in insert.fetch_all(&mut **tx).await? {
+            fresh.insert(parse_column(&id, "event_id")?);
+        }
+    }
+    Ok(fresh)
 }
 
 /// Forgets ids older than [`REMEMBER_FOR`].

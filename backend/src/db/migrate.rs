@@ -79,7 +79,10 @@ macro_rules! per_dialect {
 }
 
 const COMMON: &[Migration] = &[per_dialect!("common", 1, "0001_outbox_inbox")];
-const ORDER: &[Migration] = &[portable!("order", 1, "0001_orders")];
+const ORDER: &[Migration] = &[
+    portable!("order", 1, "0001_orders"),
+    per_dialect!("order", 2, "0002_order_documents"),
+];
 const STOCK: &[Migration] = &[portable!("stock", 1, "0001_products")];
 const PAYMENT: &[Migration] = &[
     portable!("payment", 1, "0001_payments"),

@@ -5,6 +5,7 @@
 //! placeholders, `ON CONFLICT`, `RETURNING`); where they differ (row locks),
 //! [`Dialect`] says which to use. Every table belongs to exactly one service.
 
+pub mod batch;
 pub mod inbox;
 pub mod migrate;
 pub mod outbox;

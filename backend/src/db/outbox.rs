@@ -12,6 +12,7 @@ use shop_shared::time::Timestamp;
 use sqlx::{AnyConnection, AnyPool, Connection, Row};
 use tokio::sync::Notify;
 
+use super::batch::{self, Placeholders};
 use super::{Db, Dialect, Tx, inbox};
 use crate::bus::{Bus, OutgoingRecord};
 use crate::tasks::{Shutdown, Spawner};
@@ -25,28 +26,55 @@ pub async fn push<M: Message>(
     message: M,
     correlation_id: &str,
 ) -> Result<(), sqlx::Error> {
-    push_envelope(tx, &Envelope::new(message, correlation_id)).await
+    let mut outgoing = Outgoing::default();
+    outgoing.push(message, correlation_id);
+    outgoing.write(tx).await
 }
 
-/// Adds `envelope` to the outbox, inside `tx`.
-pub async fn push_envelope<M: Message>(
-    tx: &mut Tx,
-    envelope: &Envelope<M>,
-) -> Result<(), sqlx::Error> {
-    let record = OutgoingRecord::from_envelope(envelope);
-    let headers = serde_json::to_string(&record.headers).unwrap_or_else(|_| "[]".into());
-    sqlx::query(
-        "INSERT INTO outbox (topic, msg_key, headers, payload, created_at)
-         VALUES ($1, $2, $3, $4, $5)",
-    )
-    .bind(record.topic)
-    .bind(record.key)
-    .bind(headers)
-    .bind(String::from_utf8_lossy(&record.payload).into_owned())
-    .bind(Timestamp::now().as_millis())
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
+/// The messages a transaction publishes, gathered while it decides and
+/// written to the outbox together, in order, before it commits.
+#[derive(Debug, Default)]
+pub struct Outgoing {
+    records: Vec<OutgoingRecord>,
+}
+
+impl Outgoing {
+    /// Adds `message` in a fresh envelope.
+    pub fn push<M: Message>(&mut self, message: M, correlation_id: &str) {
+        self.push_envelope(&Envelope::new(message, correlation_id));
+    }
+
+    pub fn push_envelope<M: Message>(&mut self, envelope: &Envelope<M>) {
+        self.records.push(OutgoingRecord::from_envelope(envelope));
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    /// Writes the messages to the outbox, inside `tx`.
+    pub async fn write(self, tx: &mut Tx) -> Result<(), sqlx::Error> {
+        let now = Timestamp::now().as_millis();
+        for range in batch::chunks(self.records.len()) {
+            let sql = format!(
+                "INSERT INTO outbox (topic, msg_key, headers, payload, created_at) VALUES {}",
+                batch::values(range.len(), 5, Placeholders::Numbered)
+            );
+            let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for record in &self.records[range] {
+                let headers =
+                    serde_json::to_string(&record.headers).unwrap_or_else(|_| "[]".into());
+                insert = insert
+                    .bind(record.topic.clone())
+                    .bind(record.key.clone())
+                    .bind(headers)
+                    .bind(String::from_utf8_lossy(&record.payload).into_owned())
+                    .bind(now);
+            }
+            insert.execute(&mut **tx).await?;
+        }
+        Ok(())
+    }
 }
 
 /// Wakes a service's relay after a commit. Cheap to clone.

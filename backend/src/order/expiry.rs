@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use shop_shared::time::Timestamp;
 
-use super::handler::apply_decision;
+use super::handler::Orders;
 use super::store;
 use crate::bus::HandlerError;
 use crate::db::Db;
@@ -63,17 +63,16 @@ async fn sweep(db: &Db, relay: &RelayHandle) -> anyhow::Result<bool> {
         tx.rollback().await?;
         return Ok(false);
     }
+    let mut orders = Orders::load(db, &mut tx, &ids).await?;
     for id in &ids {
-        let Some(order) = store::load(db, &mut tx, *id).await? else {
-            continue;
-        };
-        apply_decision(&mut tx, order, |order| order.expire(now))
-            .await
+        orders
+            .decide(*id, |order| order.expire(now))
             .map_err(|error| match error {
                 HandlerError::Transient(error) | HandlerError::Failed(error) => error,
                 HandlerError::Malformed(reason) => anyhow::anyhow!(reason),
             })?;
     }
+    orders.write(&mut tx).await?;
     tx.commit().await?;
     relay.wake();
     tracing::info!(expired = ids.len(), "expired unpaid orders");

@@ -1,17 +1,20 @@
 //! The order service's consumer: commands from the gateway and events from
 //! the stock and payment services, applied to orders.
 //!
-//! A batch is one transaction: for each record, skip it if its event id was
-//! applied before; otherwise load the order, decide, and store the order,
-//! its snapshot on `orders.v1` and the commands it causes (outbox).
+//! A batch is one transaction: the messages whose event ids were not
+//! applied before are applied in order to the orders they name, loaded
+//! together; the changed orders, their snapshots on `orders.v1` and the
+//! commands they cause (outbox) are written together. A batch costs a few
+//! statements however many messages it holds.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use shop_shared::domain::{MAX_LINES, MAX_QUANTITY, is_valid_sku};
 use shop_shared::events::{
-    Envelope, OrderCommand, OrderEvent, PaymentEvent, PlaceOrder, StockEvent, topic,
+    CancelOrder, Envelope, OrderCommand, OrderEvent, PaymentEvent, PlaceOrder, StockEvent, topic,
 };
 use shop_shared::time::Timestamp;
 use uuid::Uuid;
@@ -19,7 +22,7 @@ use uuid::Uuid;
 use super::domain::{Decision, Effect, OrderRecord};
 use super::store;
 use crate::bus::{Handler, HandlerError, Record};
-use crate::db::outbox::{self, RelayHandle};
+use crate::db::outbox::{Outgoing, RelayHandle};
 use crate::db::{Db, Tx, inbox};
 
 pub struct OrderHandler {
@@ -31,167 +34,220 @@ pub struct OrderHandler {
 #[async_trait]
 impl Handler for OrderHandler {
     async fn handle(&self, batch: &[Arc<Record>]) -> Result<(), HandlerError> {
+        let now = Timestamp::now();
+        let messages = batch
+            .iter()
+            .map(|record| Message::decode(record))
+            .collect::<Result<Vec<_>, _>>()?;
         let mut tx = self.db.begin().await?;
-        for record in batch {
-            self.apply(&mut tx, record).await?;
+        let ids: Vec<Uuid> = messages.iter().map(|(id, _)| *id).collect();
+        let mut fresh = inbox::first_time_many(&mut tx, &ids).await?;
+        // Apply each message once: the first time its id appears.
+        let messages: Vec<Message> = messages
+            .into_iter()
+            .filter_map(|(id, message)| fresh.remove(&id).then_some(message))
+            .collect();
+
+        let mut placed = Vec::new();
+        for message in &messages {
+            if let Message::Place(command) = message {
+                validate(command).map_err(HandlerError::Malformed)?;
+                placed.push(OrderRecord::place(command, now));
+            }
         }
+        let new: Vec<&OrderRecord> = placed.iter().map(|(order, _)| order).collect();
+        let claimed = store::insert_new(&mut tx, &new).await?;
+        let known: Vec<Uuid> = messages.iter().filter_map(Message::order_id).collect();
+        let mut work = Orders::load(&self.db, &mut tx, &known).await?;
+        let mut placed = placed.into_iter();
+        for message in messages {
+            match message {
+                Message::Place(_) => {
+                    let Some((order, effects)) = placed.next() else {
+                        continue;
+                    };
+                    if claimed.contains(&order.id) && !work.contains(order.id) {
+                        tracing::info!(order_id = %order.id, customer_id = %order.customer_id, "order placed");
+                        work.place(order, effects);
+                    } else {
+                        tracing::debug!(order_id = %order.id, "order exists already; place command ignored");
+                    }
+                }
+                Message::Cancel(command) => work.decide(command.order_id, |order| {
+                    order.cancel_by_customer(command.customer_id, now)
+                })?,
+                Message::Stock(event) => match event {
+                    StockEvent::StockReserved(event) => work.decide(event.order_id, |order| {
+                        order.stock_reserved(&event, self.pay_ttl, now)
+                    })?,
+                    StockEvent::StockRejected(event) => {
+                        work.decide(event.order_id, |order| order.stock_rejected(&event, now))?
+                    }
+                },
+                Message::Payment(event) => {
+                    match event {
+                        PaymentEvent::CheckoutReady(event) => {
+                            work.decide(event.order_id, |order| order.checkout_ready(&event, now))?
+                        }
+                        PaymentEvent::PaymentSucceeded(event) => work
+                            .decide(event.order_id, |order| order.payment_succeeded(&event, now))?,
+                        PaymentEvent::PaymentFailed(event) => {
+                            work.decide(event.order_id, |order| order.payment_failed(&event, now))?
+                        }
+                        PaymentEvent::PaymentRefunded(event) => work
+                            .decide(event.order_id, |order| order.payment_refunded(&event, now))?,
+                    }
+                }
+            }
+        }
+        work.write(&mut tx).await?;
         tx.commit().await?;
         self.relay.wake();
         Ok(())
     }
 }
 
-impl OrderHandler {
-    async fn apply(&self, tx: &mut Tx, record: &Record) -> Result<(), HandlerError> {
-        let now = Timestamp::now();
-        match &*record.topic {
+/// A message the order service applies.
+enum Message {
+    Place(PlaceOrder),
+    Cancel(CancelOrder),
+    Stock(StockEvent),
+    Payment(PaymentEvent),
+}
+
+impl Message {
+    /// The message in `record` with its event id.
+    fn decode(record: &Record) -> Result<(Uuid, Message), HandlerError> {
+        Ok(match &*record.topic {
             topic::ORDER_COMMANDS => {
                 let envelope = Envelope::<OrderCommand>::from_json(&record.payload)?;
-                if !inbox::first_time(tx, envelope.id).await? {
-                    return Ok(());
-                }
-                match envelope.message {
-                    OrderCommand::PlaceOrder(command) => self.place(tx, &command, now).await,
-                    OrderCommand::CancelOrder(command) => {
-                        self.decide(tx, command.order_id, |order| {
-                            order.cancel_by_customer(command.customer_id, now)
-                        })
-                        .await
-                    }
-                }
+                let message = match envelope.message {
+                    OrderCommand::PlaceOrder(command) => Message::Place(command),
+                    OrderCommand::CancelOrder(command) => Message::Cancel(command),
+                };
+                (envelope.id, message)
             }
             topic::STOCK_EVENTS => {
                 let envelope = Envelope::<StockEvent>::from_json(&record.payload)?;
-                if !inbox::first_time(tx, envelope.id).await? {
-                    return Ok(());
-                }
-                match envelope.message {
-                    StockEvent::StockReserved(event) => {
-                        self.decide(tx, event.order_id, |order| {
-                            order.stock_reserved(&event, self.pay_ttl, now)
-                        })
-                        .await
-                    }
-                    StockEvent::StockRejected(event) => {
-                        self.decide(tx, event.order_id, |order| {
-                            order.stock_rejected(&event, now)
-                        })
-                        .await
-                    }
-                }
+                (envelope.id, Message::Stock(envelope.message))
             }
             topic::PAYMENT_EVENTS => {
                 let envelope = Envelope::<PaymentEvent>::from_json(&record.payload)?;
-                if !inbox::first_time(tx, envelope.id).await? {
-                    return Ok(());
-                }
-                match envelope.message {
-                    PaymentEvent::CheckoutReady(event) => {
-                        self.decide(tx, event.order_id, |order| {
-                            order.checkout_ready(&event, now)
-                        })
-                        .await
-                    }
-                    PaymentEvent::PaymentSucceeded(event) => {
-                        self.decide(tx, event.order_id, |order| {
-                            order.payment_succeeded(&event, now)
-                        })
-                        .await
-                    }
-                    PaymentEvent::PaymentFailed(event) => {
-                        self.decide(tx, event.order_id, |order| {
-                            order.payment_failed(&event, now)
-                        })
-                        .await
-                    }
-                    PaymentEvent::PaymentRefunded(event) => {
-                        self.decide(tx, event.order_id, |order| {
-                            order.payment_refunded(&event, now)
-                        })
-                        .await
-                    }
-                }
+                (envelope.id, Message::Payment(envelope.message))
             }
-            other => Err(HandlerError::Malformed(format!(
-                "the order service does not read topic {other}"
-            ))),
-        }
+            other => {
+                return Err(HandlerError::Malformed(format!(
+                    "the order service does not read topic {other}"
+                )));
+            }
+        })
     }
 
-    async fn place(
-        &self,
-        tx: &mut Tx,
-        command: &PlaceOrder,
-        now: Timestamp,
-    ) -> Result<(), HandlerError> {
-        validate(command).map_err(HandlerError::Malformed)?;
-        let (order, effects) = OrderRecord::place(command, now);
-        if !store::insert(tx, &order).await? {
-            tracing::debug!(order_id = %order.id, "order exists already; place command ignored");
-            return Ok(());
+    /// The existing order this message is about (none for a new order).
+    fn order_id(&self) -> Option<Uuid> {
+        match self {
+            Message::Place(_) => None,
+            Message::Cancel(command) => Some(command.order_id),
+            Message::Stock(StockEvent::StockReserved(event)) => Some(event.order_id),
+            Message::Stock(StockEvent::StockRejected(event)) => Some(event.order_id),
+            Message::Payment(PaymentEvent::CheckoutReady(event)) => Some(event.order_id),
+            Message::Payment(PaymentEvent::PaymentSucceeded(event)) => Some(event.order_id),
+            Message::Payment(PaymentEvent::PaymentFailed(event)) => Some(event.order_id),
+            Message::Payment(PaymentEvent::PaymentRefunded(event)) => Some(event.order_id),
         }
-        tracing::info!(order_id = %order.id, customer_id = %order.customer_id, "order placed");
-        publish(tx, &order, effects).await
+    }
+}
+
+/// The orders one transaction works on: loaded together, changed in
+/// memory one decision at a time, and written back together with the
+/// messages their changes cause.
+pub struct Orders {
+    orders: HashMap<Uuid, OrderRecord>,
+    /// Ids in the order they first changed, so writes are deterministic.
+    changed: Vec<Uuid>,
+    outgoing: Outgoing,
+}
+
+impl Orders {
+    /// Loads the orders among `ids` that exist, locking them where the
+    /// dialect can.
+    pub async fn load(db: &Db, tx: &mut Tx, ids: &[Uuid]) -> Result<Orders, sqlx::Error> {
+        let orders = store::load_many(db, tx, ids).await?;
+        Ok(Orders {
+            orders,
+            changed: Vec::new(),
+            outgoing: Outgoing::default(),
+        })
     }
 
-    /// Loads the order, applies `decide`, and stores what changed.
-    async fn decide(
-        &self,
-        tx: &mut Tx,
-        order_id: Uuid,
+    fn contains(&self, id: Uuid) -> bool {
+        self.orders.contains_key(&id)
+    }
+
+    /// Adds a new order and sends what placing it causes.
+    fn place(&mut self, order: OrderRecord, effects: Vec<Effect>) {
+        publish(&mut self.outgoing, &order, effects);
+        self.changed.push(order.id);
+        self.orders.insert(order.id, order);
+    }
+
+    /// Applies `decide` to order `id`, as changed so far in this
+    /// transaction, and sends what the change causes.
+    pub fn decide(
+        &mut self,
+        id: Uuid,
         decide: impl FnOnce(&mut OrderRecord) -> Decision,
     ) -> Result<(), HandlerError> {
-        let Some(before) = store::load(&self.db, tx, order_id).await? else {
+        let Some(order) = self.orders.get_mut(&id) else {
             return Err(HandlerError::Failed(anyhow::anyhow!(
-                "message about unknown order {order_id}"
+                "message about unknown order {id}"
             )));
         };
-        apply_decision(tx, before, decide).await
+        let mut after = order.clone();
+        match decide(&mut after) {
+            Decision::Unchanged => {}
+            Decision::Refused(refusal) => {
+                tracing::info!(order_id = %id, ?refusal, "order command refused");
+            }
+            Decision::Changed(effects) => {
+                tracing::info!(
+                    order_id = %id,
+                    status = %after.status,
+                    reason = after.cancel_reason.map(|reason| reason.as_str()),
+                    "order changed"
+                );
+                publish(&mut self.outgoing, &after, effects);
+                *order = after;
+                if !self.changed.contains(&id) {
+                    self.changed.push(id);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes every changed order and the messages, inside `tx`.
+    pub async fn write(self, tx: &mut Tx) -> Result<(), sqlx::Error> {
+        let changed: Vec<&OrderRecord> = self
+            .changed
+            .iter()
+            .filter_map(|id| self.orders.get(id))
+            .collect();
+        store::write(tx, &changed).await?;
+        self.outgoing.write(tx).await
     }
 }
 
-/// Applies `decide` to `before` and stores the result. Shared by the
-/// consumer and the expiry sweep.
-pub async fn apply_decision(
-    tx: &mut Tx,
-    before: OrderRecord,
-    decide: impl FnOnce(&mut OrderRecord) -> Decision,
-) -> Result<(), HandlerError> {
-    let mut after = before.clone();
-    match decide(&mut after) {
-        Decision::Unchanged => Ok(()),
-        Decision::Refused(refusal) => {
-            tracing::info!(order_id = %before.id, ?refusal, "order command refused");
-            Ok(())
-        }
-        Decision::Changed(effects) => {
-            store::save(tx, &before, &after).await?;
-            tracing::info!(
-                order_id = %after.id,
-                status = %after.status,
-                reason = after.cancel_reason.map(|reason| reason.as_str()),
-                "order changed"
-            );
-            publish(tx, &after, effects).await
-        }
-    }
-}
-
-/// Writes the order's new snapshot and its effects to the outbox.
-async fn publish(
-    tx: &mut Tx,
-    order: &OrderRecord,
-    effects: Vec<Effect>,
-) -> Result<(), HandlerError> {
+/// Sends the order's new snapshot and its effects.
+fn publish(outgoing: &mut Outgoing, order: &OrderRecord, effects: Vec<Effect>) {
     let correlation = order.id.to_string();
-    outbox::push(tx, OrderEvent::OrderUpdated(order.state()), &correlation).await?;
+    outgoing.push(OrderEvent::OrderUpdated(order.state()), &correlation);
     for effect in effects {
         match effect {
-            Effect::Stock(command) => outbox::push(tx, command, &correlation).await?,
-            Effect::Payment(command) => outbox::push(tx, command, &correlation).await?,
+            Effect::Stock(command) => outgoing.push(command, &correlation),
+            Effect::Payment(command) => outgoing.push(command, &correlation),
         }
     }
-    Ok(())
 }
 
 /// The gateway checks all of this; a command that still breaks it was not

@@ -1,5 +1,10 @@
-//! The order service's tables: orders, their lines and their timelines.
+//! The order service's table: one row per order, its lines and timeline
+//! as JSON documents in the row, read and written a batch of orders at a
+//! time.
 
+use std::collections::{HashMap, HashSet};
+
+use serde::{Deserialize, Serialize};
 use shop_shared::domain::{OrderLine, TimelineEntry};
 use shop_shared::time::Timestamp;
 use sqlx::Row;
@@ -7,163 +12,170 @@ use sqlx::any::AnyRow;
 use uuid::Uuid;
 
 use super::domain::OrderRecord;
+use crate::db::batch::{self, Placeholders};
 use crate::db::{Db, Tx, parse_column};
 
-/// Stores a new order. Returns false, changing nothing, when an order with
-/// this id exists already (a retried place command).
-pub async fn insert(tx: &mut Tx, order: &OrderRecord) -> Result<bool, sqlx::Error> {
-    let inserted = sqlx::query(
-        "INSERT INTO orders (id, customer_id, idempotency_key, status, cancel_reason, currency,
-            total, pay_until, checkout_url, checkout_session_id, refunded, created_at,
-            updated_at, version)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
-         ON CONFLICT (id) DO NOTHING",
-    )
-    .bind(order.id.to_string())
-    .bind(order.customer_id.to_string())
-    .bind(&order.idempotency_key)
-    .bind(order.status.as_str())
-    .bind(order.cancel_reason.map(|reason| reason.as_str()))
-    .bind(order.currency.map(|currency| currency.to_string()))
-    .bind(order.total)
-    .bind(order.pay_until.map(Timestamp::as_millis))
-    .bind(order.checkout_url.as_deref())
-    .bind(order.checkout_session_id.as_deref())
-    .bind(i64::from(order.refunded))
-    .bind(order.created_at.as_millis())
-    .bind(order.updated_at.as_millis())
-    .bind(order.version)
-    .execute(&mut **tx)
-    .await?;
-    if inserted.rows_affected() == 0 {
-        return Ok(false);
-    }
-    for (index, line) in order.lines.iter().enumerate() {
-        sqlx::query(
-            "INSERT INTO order_lines (order_id, line_no, sku, quantity, name, unit_price)
-             VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(order.id.to_string())
-        .bind(index as i64)
-        .bind(&line.sku)
-        .bind(line.quantity)
-        .bind(line.name.as_deref())
-        .bind(line.unit_price)
-        .execute(&mut **tx)
-        .await?;
-    }
-    insert_timeline(tx, order, 0).await?;
-    Ok(true)
+const ORDER_COLUMNS: &str = "id, customer_id, idempotency_key, status, cancel_reason, currency,
+    total, pay_until, checkout_url, checkout_session_id, refunded, created_at, updated_at, version,
+    lines, timeline";
+const COLUMN_COUNT: usize = 16;
+
+/// An order line as the `lines` document stores it.
+#[derive(Serialize, Deserialize)]
+struct StoredLine {
+    sku: String,
+    quantity: i64,
+    name: Option<String>,
+    unit_price: Option<i64>,
 }
 
-/// Writes the changes from `before` to `after` (the same order).
-pub async fn save(
+/// A timeline entry as the `timeline` document stores it.
+#[derive(Serialize, Deserialize)]
+struct StoredEntry {
+    event: String,
+    /// Milliseconds since the Unix epoch.
+    at: i64,
+    detail: Option<String>,
+}
+
+fn lines_document(order: &OrderRecord) -> String {
+    let lines: Vec<StoredLine> = order
+        .lines
+        .iter()
+        .map(|line| StoredLine {
+            sku: line.sku.clone(),
+            quantity: line.quantity,
+            name: line.name.clone(),
+            unit_price: line.unit_price,
+        })
+        .collect();
+    serde_json::to_string(&lines).unwrap_or_else(|_| "[]".into())
+}
+
+fn timeline_document(order: &OrderRecord) -> String {
+    let entries: Vec<StoredEntry> = order
+        .timeline
+        .iter()
+        .map(|entry| StoredEntry {
+            event: entry.event.as_str().to_owned(),
+            at: entry.at.as_millis(),
+            detail: entry.detail.clone(),
+        })
+        .collect();
+    serde_json::to_string(&entries).unwrap_or_else(|_| "[]".into())
+}
+
+fn decode_error(column: &str, error: serde_json::Error) -> sqlx::Error {
+    sqlx::Error::ColumnDecode {
+        index: column.to_owned(),
+        source: Box::new(error),
+    }
+}
+
+/// Binds the columns of [`ORDER_COLUMNS`] for `order`.
+fn bind_order<'q>(
+    query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
+    order: &'q OrderRecord,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
+    query
+        .bind(order.id.to_string())
+        .bind(order.customer_id.to_string())
+        .bind(&order.idempotency_key)
+        .bind(order.status.as_str())
+        .bind(order.cancel_reason.map(|reason| reason.as_str()))
+        .bind(order.currency.map(|currency| currency.to_string()))
+        .bind(order.total)
+        .bind(order.pay_until.map(Timestamp::as_millis))
+        .bind(order.checkout_url.as_deref())
+        .bind(order.checkout_session_id.as_deref())
+        .bind(i64::from(order.refunded))
+        .bind(order.created_at.as_millis())
+        .bind(order.updated_at.as_millis())
+        .bind(order.version)
+        .bind(lines_document(order))
+        .bind(timeline_document(order))
+}
+
+/// Claims the ids of new orders: inserts their rows unless an order with
+/// the id exists already (a retried place command), and returns the ids
+/// inserted now.
+pub async fn insert_new(
     tx: &mut Tx,
-    before: &OrderRecord,
-    after: &OrderRecord,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE orders SET status = $2, cancel_reason = $3, currency = $4, total = $5,
-            pay_until = $6, checkout_url = $7, checkout_session_id = $8, refunded = $9,
-            updated_at = $10, version = $11
-         WHERE id = $1",
-    )
-    .bind(after.id.to_string())
-    .bind(after.status.as_str())
-    .bind(after.cancel_reason.map(|reason| reason.as_str()))
-    .bind(after.currency.map(|currency| currency.to_string()))
-    .bind(after.total)
-    .bind(after.pay_until.map(Timestamp::as_millis))
-    .bind(after.checkout_url.as_deref())
-    .bind(after.checkout_session_id.as_deref())
-    .bind(i64::from(after.refunded))
-    .bind(after.updated_at.as_millis())
-    .bind(after.version)
-    .execute(&mut **tx)
-    .await?;
-    if before.lines != after.lines {
-        for (index, line) in after.lines.iter().enumerate() {
-            sqlx::query(
-                "UPDATE order_lines SET name = $3, unit_price = $4
-                 WHERE order_id = $1 AND line_no = $2",
-            )
-            .bind(after.id.to_string())
-            .bind(index as i64)
-            .bind(line.name.as_deref())
-            .bind(line.unit_price)
-            .execute(&mut **tx)
-            .await?;
+    orders: &[&OrderRecord],
+) -> Result<HashSet<Uuid>, sqlx::Error> {
+    let mut inserted = HashSet::with_capacity(orders.len());
+    for range in batch::chunks(orders.len()) {
+        let sql = format!(
+            "INSERT INTO orders ({ORDER_COLUMNS}) VALUES {}
+             ON CONFLICT (id) DO NOTHING RETURNING id",
+            batch::values(range.len(), COLUMN_COUNT, Placeholders::Numbered)
+        );
+        let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for order in &orders[range] {
+            insert = bind_order(insert, order);
+        }
+        for row in insert.fetch_all(&mut **tx).await? {
+            let id: String = row.try_get("id")?;
+            inserted.insert(parse_column(&id, "id")?);
         }
     }
-    insert_timeline(tx, after, before.timeline.len()).await
+    Ok(inserted)
 }
 
-async fn insert_timeline(tx: &mut Tx, order: &OrderRecord, from: usize) -> Result<(), sqlx::Error> {
-    for (seq, entry) in order.timeline.iter().enumerate().skip(from) {
-        sqlx::query(
-            "INSERT INTO order_timeline (order_id, seq, event, at, detail)
-             VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(order.id.to_string())
-        .bind(seq as i64)
-        .bind(entry.event.as_str())
-        .bind(entry.at.as_millis())
-        .bind(entry.detail.as_deref())
-        .execute(&mut **tx)
-        .await?;
+/// Writes `orders` as they are now, whole, in as few statements as can be.
+pub async fn write(tx: &mut Tx, orders: &[&OrderRecord]) -> Result<(), sqlx::Error> {
+    for range in batch::chunks(orders.len()) {
+        let sql = format!(
+            "INSERT INTO orders ({ORDER_COLUMNS}) VALUES {}
+             ON CONFLICT (id) DO UPDATE SET status = excluded.status,
+                cancel_reason = excluded.cancel_reason, currency = excluded.currency,
+                total = excluded.total, pay_until = excluded.pay_until,
+                checkout_url = excluded.checkout_url,
+                checkout_session_id = excluded.checkout_session_id,
+                refunded = excluded.refunded, updated_at = excluded.updated_at,
+                version = excluded.version, lines = excluded.lines,
+                timeline = excluded.timeline",
+            batch::values(range.len(), COLUMN_COUNT, Placeholders::Numbered)
+        );
+        let mut upsert = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for order in &orders[range] {
+            upsert = bind_order(upsert, order);
+        }
+        upsert.execute(&mut **tx).await?;
     }
+
     Ok(())
 }
 
-const ORDER_COLUMNS: &str = "id, customer_id, idempotency_key, status, cancel_reason, currency,
-    total, pay_until, checkout_url, checkout_session_id, refunded, created_at, updated_at, version";
-
-/// Loads order `id` inside `tx`, locking its row where the dialect can.
-pub async fn load(db: &Db, tx: &mut Tx, id: Uuid) -> Result<Option<OrderRecord>, sqlx::Error> {
-    let sql = format!(
-        "SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1{}",
-        db.for_update()
-    );
-    let Some(row) = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(id.to_string())
-        .fetch_optional(&mut **tx)
-        .await?
-    else {
-        return Ok(None);
-    };
-    let mut order = order_from_row(&row)?;
-    let lines = sqlx::query(
-        "SELECT sku, quantity, name, unit_price FROM order_lines WHERE order_id = $1 ORDER BY line_no",
-    )
-    .bind(id.to_string())
-    .fetch_all(&mut **tx)
-    .await?;
-    for row in lines {
-        let quantity: i64 = row.try_get("quantity")?;
-        let unit_price: Option<i64> = row.try_get("unit_price")?;
-        order.lines.push(OrderLine {
-            sku: row.try_get("sku")?,
-            quantity,
-            name: row.try_get("name")?,
-            unit_price,
-            amount: unit_price.and_then(|price| price.checked_mul(quantity)),
-        });
+/// Loads the orders among `ids` that exist, inside `tx`, locking their rows
+/// (in id order, so concurrent transactions cannot deadlock) where the
+/// dialect can.
+pub async fn load_many(
+    db: &Db,
+    tx: &mut Tx,
+    ids: &[Uuid],
+) -> Result<HashMap<Uuid, OrderRecord>, sqlx::Error> {
+    let mut ids: Vec<String> = ids.iter().map(Uuid::to_string).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let mut orders: HashMap<Uuid, OrderRecord> = HashMap::with_capacity(ids.len());
+    for range in batch::chunks(ids.len()) {
+        let list = batch::in_list(range.len());
+        let chunk = &ids[range];
+        let sql = format!(
+            "SELECT {ORDER_COLUMNS} FROM orders WHERE id IN ({list}) ORDER BY id{}",
+            db.for_update()
+        );
+        let mut select = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for id in chunk {
+            select = select.bind(id);
+        }
+        for row in select.fetch_all(&mut **tx).await? {
+            let order = order_from_row(&row)?;
+            orders.insert(order.id, order);
+        }
     }
-    let timeline = sqlx::query(
-        "SELECT event, at, detail FROM order_timeline WHERE order_id = $1 ORDER BY seq",
-    )
-    .bind(id.to_string())
-    .fetch_all(&mut **tx)
-    .await?;
-    for row in timeline {
-        let event: String = row.try_get("event")?;
-        order.timeline.push(TimelineEntry {
-            at: Timestamp::from_millis(row.try_get("at")?),
-            event: parse_column(&event, "event")?,
-            detail: row.try_get("detail")?,
-        });
-    }
-    Ok(Some(order))
+    Ok(orders)
 }
 
 fn order_from_row(row: &AnyRow) -> Result<OrderRecord, sqlx::Error> {
@@ -174,6 +186,22 @@ fn order_from_row(row: &AnyRow) -> Result<OrderRecord, sqlx::Error> {
     let currency: Option<String> = row.try_get("currency")?;
     let refunded: i64 = row.try_get("refunded")?;
     let pay_until: Option<i64> = row.try_get("pay_until")?;
+    let lines: String = row.try_get("lines")?;
+    let lines: Vec<StoredLine> =
+        serde_json::from_str(&lines).map_err(|error| decode_error("lines", error))?;
+    let timeline: String = row.try_get("timeline")?;
+    let timeline: Vec<StoredEntry> =
+        serde_json::from_str(&timeline).map_err(|error| decode_error("timeline", error))?;
+    let timeline = timeline
+        .into_iter()
+        .map(|entry| {
+            Ok(TimelineEntry {
+                at: Timestamp::from_millis(entry.at),
+                event: parse_column(&entry.event, "timeline")?,
+                detail: entry.detail,
+            })
+        })
+        .collect::<Result<Vec<_>, sqlx::Error>>()?;
     Ok(OrderRecord {
         id: parse_column(&id, "id")?,
         customer_id: parse_column(&customer, "customer_id")?,
@@ -190,8 +218,19 @@ fn order_from_row(row: &AnyRow) -> Result<OrderRecord, sqlx::Error> {
         checkout_url: row.try_get("checkout_url")?,
         checkout_session_id: row.try_get("checkout_session_id")?,
         refunded: refunded != 0,
-        lines: Vec::new(),
-        timeline: Vec::new(),
+        lines: lines
+            .into_iter()
+            .map(|line| OrderLine {
+                amount: line
+                    .unit_price
+                    .and_then(|price| price.checked_mul(line.quantity)),
+                sku: line.sku,
+                quantity: line.quantity,
+                name: line.name,
+                unit_price: line.unit_price,
+            })
+            .collect(),
+        timeline,
         created_at: Timestamp::from_millis(row.try_get("created_at")?),
         updated_at: Timestamp::from_millis(row.try_get("updated_at")?),
         version: row.try_get("version")?,
@@ -242,4 +281,87 @@ pub async fn count_by_status(db: &Db) -> Result<Vec<(String, i64)>, sqlx::Error>
         .iter()
         .map(|row| Ok((row.try_get("status")?, row.try_get("n")?)))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use shop_shared::domain::{OrderStatus, TimelineEvent};
+
+    use super::*;
+    use crate::db::Service;
+
+    #[tokio::test]
+    async fn orders_stored_before_documents_keep_their_lines_and_timeline() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let db = Db::sqlite(&dir.path().join("order.sqlite"))
+            .await
+            .expect("database");
+        // The schema as version 1 left it, holding one order.
+        for sql in [
+            include_str!("../../../migrations/common/0001_outbox_inbox.sqlite.sql"),
+            include_str!("../../../migrations/order/0001_orders.sql"),
+            "CREATE TABLE schema_migrations (scope TEXT NOT NULL, version BIGINT NOT NULL,
+                name TEXT NOT NULL, applied_at BIGINT NOT NULL, PRIMARY KEY (scope, version));
+             INSERT INTO schema_migrations VALUES ('common', 1, '0001_outbox_inbox', 0),
+                ('order', 1, '0001_orders', 0);
+             INSERT INTO orders (id, customer_id, idempotency_key, status, currency, total,
+                pay_until, refunded, created_at, updated_at, version)
+             VALUES ('6ffcdd21-0000-4000-8000-000000000001',
+                '0fa1cf64-0000-4000-8000-000000000001', 'key-1', 'RESERVED', 'EUR', 1010000,
+                1795000300000, 0, 1795000000000, 1795000001000, 2);
+             INSERT INTO order_lines VALUES
+                ('6ffcdd21-0000-4000-8000-000000000001', 1, 'SKU-002', 1, 'iPhone 16', 110000),
+                ('6ffcdd21-0000-4000-8000-000000000001', 0, 'SKU-001', 2, 'MacBook Pro', 450000);
+             INSERT INTO order_timeline VALUES
+                ('6ffcdd21-0000-4000-8000-000000000001', 1, 'reserved', 1795000001000,
+                 'pay until then'),
+                ('6ffcdd21-0000-4000-8000-000000000001', 0, 'created', 1795000000000, NULL);",
+        ] {
+            sqlx::raw_sql(sql)
+                .execute(db.pool())
+                .await
+                .expect("old schema");
+        }
+
+        db.migrate(Service::Order).await.expect("migrates");
+
+        let id: Uuid = "6ffcdd21-0000-4000-8000-000000000001"
+            .parse()
+            .expect("uuid");
+        let mut tx = db.begin().await.expect("transaction");
+        let orders = load_many(&db, &mut tx, &[id]).await.expect("loads");
+        let order = &orders[&id];
+        assert_eq!(order.status, OrderStatus::Reserved);
+        let lines: Vec<(&str, i64, Option<i64>)> = order
+            .lines
+            .iter()
+            .map(|line| (line.sku.as_str(), line.quantity, line.amount))
+            .collect();
+        assert_eq!(
+            lines,
+            vec![("SKU-001", 2, Some(900_000)), ("SKU-002", 1, Some(110_000))]
+        );
+        assert_eq!(order.lines[1].name.as_deref(), Some("iPhone 16"));
+        let timeline: Vec<(TimelineEvent, Option<&str>)> = order
+            .timeline
+            .iter()
+            .map(|entry| (entry.event, entry.detail.as_deref()))
+            .collect();
+        assert_eq!(
+            timeline,
+            vec![
+                (TimelineEvent::Created, None),
+                (TimelineEvent::Reserved, Some("pay until then"))
+            ]
+        );
+        assert_eq!(
+            order.timeline[1].at,
+            Timestamp::from_millis(1_795_000_001_000)
+        );
+
+        // Saved and loaded again, the order is unchanged.
+        write(&mut tx, &[order]).await.expect("writes");
+        let again = load_many(&db, &mut tx, &[id]).await.expect("loads");
+        assert_eq!(&again[&id], order);
+    }
 }

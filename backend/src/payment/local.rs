@@ -21,6 +21,7 @@
 //! `card_number`, `expiry`, `cvc` and `name`, so a script can pay with curl:
 //! a payment answers `303 See Other` to the success URL.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -42,6 +43,7 @@ use uuid::Uuid;
 use super::provider::{CheckoutSession, PaymentProvider, ProviderError};
 use super::signature;
 use super::store::PaymentRecord;
+use crate::db::batch::{self, Placeholders};
 use crate::db::{Db, parse_column};
 use crate::http::html::{escape, page};
 use crate::secrets::Secret;
@@ -121,41 +123,32 @@ impl PaymentProvider for LocalCheckout {
     async fn create_session(
         &self,
         request: &CreatePayment,
-        _requested_at: Timestamp,
+        requested_at: Timestamp,
     ) -> Result<CheckoutSession, ProviderError> {
-        let db = &self.inner.db;
-        let config = &self.inner.config;
-        let return_page = format!(
-            "{}/orders/{}/return?session_id={{CHECKOUT_SESSION_ID}}",
-            config.return_url.trim_end_matches('/'),
-            request.order_id
-        );
-        let now = Timestamp::now().as_millis();
-        sqlx::query(
-            "INSERT INTO local_checkout_sessions (id, order_id, amount, currency, line_items, status,
-                success_url, cancel_url, expires_at, created_at)
-             VALUES ($1, $2, $3, $4, $5, 'open', $6, $6, $7, $8)
-             ON CONFLICT (order_id) DO NOTHING",
-        )
-        .bind(format!("cs_local_{}", random_hex(12)))
-        .bind(request.order_id.to_string())
-        .bind(request.amount)
-        .bind(request.currency.to_string())
-        .bind(serde_json::to_string(&request.lines).unwrap_or_else(|_| "[]".into()))
-        .bind(&return_page)
-        .bind(request.pay_until.as_millis())
-        .bind(now)
-        .execute(db.pool())
-        .await
-        .map_err(unavailable)?;
-        let id: String =
-            sqlx::query_scalar("SELECT id FROM local_checkout_sessions WHERE order_id = $1")
-                .bind(request.order_id.to_string())
-                .fetch_one(db.pool())
-                .await
-                .map_err(unavailable)?;
-        let url = format!("{}/checkout/{id}", config.public_url.trim_end_matches('/'));
-        Ok(CheckoutSession { id, url })
+        let mut sessions = self.create_sessions(&[(request, requested_at)]).await;
+        sessions.pop().unwrap_or_else(|| {
+            Err(ProviderError::Unavailable(
+                "the local checkout opened no session".into(),
+            ))
+        })
+    }
+
+    /// Opens the sessions in a few statements; an order that has a session
+    /// already gets it back.
+    async fn create_sessions(
+        &self,
+        requests: &[(&CreatePayment, Timestamp)],
+    ) -> Vec<Result<CheckoutSession, ProviderError>> {
+        match self.open_sessions(requests).await {
+            Ok(sessions) => sessions.into_iter().map(Ok).collect(),
+            Err(error) => {
+                let reason = error.to_string();
+                requests
+                    .iter()
+                    .map(|_| Err(ProviderError::Unavailable(reason.clone())))
+                    .collect()
+            }
+        }
     }
 
     async fn expire_session(&self, session_id: &str) -> Result<(), ProviderError> {
@@ -203,6 +196,61 @@ impl Session {
 }
 
 impl LocalCheckout {
+    async fn open_sessions(
+        &self,
+        requests: &[(&CreatePayment, Timestamp)],
+    ) -> Result<Vec<CheckoutSession>, sqlx::Error> {
+        let config = &self.inner.config;
+        let now = Timestamp::now().as_millis();
+        let mut ids: HashMap<Uuid, String> = HashMap::with_capacity(requests.len());
+        for range in batch::chunks(requests.len()) {
+            let sql = format!(
+                "INSERT INTO local_checkout_sessions (id, order_id, amount, currency, line_items,
+                    status, success_url, cancel_url, expires_at, created_at)
+                 VALUES {}
+                 ON CONFLICT (order_id) DO UPDATE SET order_id = excluded.order_id
+                 RETURNING order_id, id",
+                batch::values(range.len(), 10, Placeholders::Numbered)
+            );
+            let mut upsert = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for (request, _) in &requests[range] {
+                let return_page = format!(
+                    "{}/orders/{}/return?session_id={{CHECKOUT_SESSION_ID}}",
+                    config.return_url.trim_end_matches('/'),
+                    request.order_id
+                );
+                upsert = upsert
+                    .bind(format!("cs_local_{}", random_hex(12)))
+                    .bind(request.order_id.to_string())
+                    .bind(request.amount)
+                    .bind(request.currency.to_string())
+                    .bind(serde_json::to_string(&request.lines).unwrap_or_else(|_| "[]".into()))
+                    .bind("open")
+                    .bind(return_page.clone())
+                    .bind(return_page)
+                    .bind(request.pay_until.as_millis())
+                    .bind(now);
+            }
+            for row in upsert.fetch_all(self.inner.db.pool()).await? {
+                let order_id: String = row.try_get("order_id")?;
+                ids.insert(parse_column(&order_id, "order_id")?, row.try_get("id")?);
+            }
+        }
+        requests
+            .iter()
+            .map(|(request, _)| {
+                let id = ids.get(&request.order_id).cloned().ok_or_else(|| {
+                    sqlx::Error::Protocol(format!(
+                        "no checkout session came back for order {}",
+                        request.order_id
+                    ))
+                })?;
+                let url = format!("{}/checkout/{id}", config.public_url.trim_end_matches('/'));
+                Ok(CheckoutSession { id, url })
+            })
+            .collect()
+    }
+
     async fn session(&self, id: &str) -> Result<Option<Session>, sqlx::Error> {
         let mut connection = self.inner.db.pool().acquire().await?;
         read_session(&mut connection, id).await

@@ -45,6 +45,19 @@ pub trait PaymentProvider: Send + Sync + 'static {
         requested_at: Timestamp,
     ) -> Result<CheckoutSession, ProviderError>;
 
+    /// [`PaymentProvider::create_session`] for several orders (distinct
+    /// ones), in order; providers that can do it in one go do.
+    async fn create_sessions(
+        &self,
+        requests: &[(&CreatePayment, Timestamp)],
+    ) -> Vec<Result<CheckoutSession, ProviderError>> {
+        let mut sessions = Vec::with_capacity(requests.len());
+        for (request, requested_at) in requests {
+            sessions.push(self.create_session(request, *requested_at).await);
+        }
+        sessions
+    }
+
     /// Closes a session so it takes no payment any more.
     async fn expire_session(&self, session_id: &str) -> Result<(), ProviderError>;
 

@@ -1,6 +1,7 @@
 //! The payment service's tables: one payment per order, and the webhook
 //! events already handled.
 
+use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 
 use shop_shared::money::Currency;
@@ -9,6 +10,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 use uuid::Uuid;
 
+use crate::db::batch::{self, Placeholders};
 use crate::db::{Db, Tx, parse_column};
 
 /// Where a payment stands.
@@ -89,23 +91,37 @@ fn from_row(row: &AnyRow) -> Result<PaymentRecord, sqlx::Error> {
     })
 }
 
-/// The payment of `order_id`, locked where the dialect can.
-pub async fn by_order(
+/// The payments of `order_ids`: read as they are now through the pool, or,
+/// inside `tx`, locked (in order id order) where the dialect can.
+pub async fn by_orders(
     db: &Db,
-    tx: &mut Tx,
-    order_id: Uuid,
-) -> Result<Option<PaymentRecord>, sqlx::Error> {
-    let sql = format!(
-        "SELECT {COLUMNS} FROM payments WHERE order_id = $1{}",
-        db.for_update()
-    );
-    sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(order_id.to_string())
-        .fetch_optional(&mut **tx)
-        .await?
-        .as_ref()
-        .map(from_row)
-        .transpose()
+    mut tx: Option<&mut Tx>,
+    order_ids: &[Uuid],
+) -> Result<HashMap<Uuid, PaymentRecord>, sqlx::Error> {
+    let mut ids: Vec<String> = order_ids.iter().map(Uuid::to_string).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let mut payments = HashMap::with_capacity(ids.len());
+    for range in batch::chunks(ids.len()) {
+        let lock = if tx.is_some() { db.for_update() } else { "" };
+        let sql = format!(
+            "SELECT {COLUMNS} FROM payments WHERE order_id IN ({}) ORDER BY order_id{lock}",
+            batch::in_list(range.len())
+        );
+        let mut select = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for id in &ids[range] {
+            select = select.bind(id);
+        }
+        let rows = match tx.as_deref_mut() {
+            Some(tx) => select.fetch_all(&mut **tx).await?,
+            None => select.fetch_all(db.pool()).await?,
+        };
+        for row in rows {
+            let payment = from_row(&row)?;
+            payments.insert(payment.order_id, payment);
+        }
+    }
+    Ok(payments)
 }
 
 /// The payment of checkout session `session_id`, locked where the dialect can.
@@ -127,28 +143,42 @@ pub async fn by_session(
         .transpose()
 }
 
-/// Stores a new payment; false if the order has one already.
-pub async fn insert(tx: &mut Tx, payment: &PaymentRecord) -> Result<bool, sqlx::Error> {
+/// Stores new payments, except for orders that have one already; returns
+/// the orders whose payment was stored now.
+pub async fn insert_many(
+    tx: &mut Tx,
+    payments: &[PaymentRecord],
+) -> Result<HashSet<Uuid>, sqlx::Error> {
     let now = Timestamp::now().as_millis();
-    let inserted = sqlx::query(
-        "INSERT INTO payments (order_id, customer_id, provider, session_id, checkout_url, status,
-            amount, currency, payment_ref, created_at, updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)
-         ON CONFLICT (order_id) DO NOTHING",
-    )
-    .bind(payment.order_id.to_string())
-    .bind(payment.customer_id.to_string())
-    .bind(&payment.provider)
-    .bind(&payment.session_id)
-    .bind(&payment.checkout_url)
-    .bind(payment.status.as_str())
-    .bind(payment.amount)
-    .bind(payment.currency.to_string())
-    .bind(payment.payment_ref.as_deref())
-    .bind(now)
-    .execute(&mut **tx)
-    .await?;
-    Ok(inserted.rows_affected() == 1)
+    let mut inserted = HashSet::with_capacity(payments.len());
+    for range in batch::chunks(payments.len()) {
+        let sql = format!(
+            "INSERT INTO payments (order_id, customer_id, provider, session_id, checkout_url,
+                status, amount, currency, payment_ref, created_at, updated_at)
+             VALUES {}
+             ON CONFLICT (order_id) DO NOTHING RETURNING order_id",
+            batch::values(range.len(), 11, Placeholders::Numbered)
+        );
+        let mut insert = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql));
+        for payment in &payments[range] {
+            insert = insert
+                .bind(payment.order_id.to_string())
+                .bind(payment.customer_id.to_string())
+                .bind(payment.provider.clone())
+                .bind(payment.session_id.clone())
+                .bind(payment.checkout_url.clone())
+                .bind(payment.status.as_str())
+                .bind(payment.amount)
+                .bind(payment.currency.to_string())
+                .bind(payment.payment_ref.clone())
+                .bind(now)
+                .bind(now);
+        }
+        for order_id in insert.fetch_all(&mut **tx).await? {
+            inserted.insert(parse_column(&order_id, "order_id")?);
+        }
+    }
+    Ok(inserted)
 }
 
 /// Sets the status (and, when given, the provider's payment reference).
@@ -198,14 +228,26 @@ pub async fn webhook_seen(tx: &mut Tx, event_id: &str) -> Result<bool, sqlx::Err
     Ok(found.is_some())
 }
 
-/// Whether the bus message `event_id` was applied already.
-pub async fn processed(db: &Db, event_id: Uuid) -> Result<bool, sqlx::Error> {
-    let found: Option<i64> =
-        sqlx::query_scalar("SELECT 1 FROM processed_messages WHERE event_id = $1")
-            .bind(event_id.to_string())
-            .fetch_optional(db.pool())
-            .await?;
-    Ok(found.is_some())
+/// Which of the bus messages `event_ids` were applied already.
+pub async fn processed(db: &Db, event_ids: &[Uuid]) -> Result<HashSet<Uuid>, sqlx::Error> {
+    let mut ids: Vec<String> = event_ids.iter().map(Uuid::to_string).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let mut applied = HashSet::new();
+    for range in batch::chunks(ids.len()) {
+        let sql = format!(
+            "SELECT event_id FROM processed_messages WHERE event_id IN ({})",
+            batch::in_list(range.len())
+        );
+        let mut select = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql));
+        for id in &ids[range] {
+            select = select.bind(id);
+        }
+        for id in select.fetch_all(db.pool()).await? {
+            applied.insert(parse_column(&id, "event_id")?);
+        }
+    }
+    Ok(applied)
 }
 
 /// How many payments have each status.

@@ -1,6 +1,8 @@
 //! The stock service's tables: products with their quantities, and the
 //! reservations of each order.
 
+use std::collections::HashMap;
+
 use shop_shared::domain::Product;
 use shop_shared::money::Currency;
 use shop_shared::time::Timestamp;
@@ -9,6 +11,7 @@ use sqlx::any::AnyRow;
 use uuid::Uuid;
 
 use super::catalog::CatalogProduct;
+use crate::db::batch::{self, Placeholders};
 use crate::db::{Db, Tx, parse_column};
 
 /// A product row.
@@ -96,140 +99,213 @@ pub async fn all(db: &Db) -> Result<Vec<ProductRow>, sqlx::Error> {
         .collect()
 }
 
-/// One product, locked for this transaction where the dialect can.
-pub async fn product(db: &Db, tx: &mut Tx, sku: &str) -> Result<Option<ProductRow>, sqlx::Error> {
-    let sql = format!(
-        "SELECT {PRODUCT_COLUMNS} FROM products WHERE sku = $1{}",
-        db.for_update()
-    );
-    sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(sku)
-        .fetch_optional(&mut **tx)
-        .await?
-        .as_ref()
-        .map(product_from_row)
-        .transpose()
-}
-
-/// Moves `quantity` units of `sku` from available to reserved, only if that
-/// many are available (the guard that makes overselling impossible).
-/// Returns the product after the change, or `None` if the guard refused.
-pub async fn reserve(
-    tx: &mut Tx,
-    sku: &str,
-    quantity: i64,
-) -> Result<Option<ProductRow>, sqlx::Error> {
-    let sql = format!(
-        "UPDATE products SET available = available - $2, reserved = reserved + $2, version = version + 1
-         WHERE sku = $1 AND available >= $2
-         RETURNING {PRODUCT_COLUMNS}"
-    );
-    sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(sku)
-        .bind(quantity)
-        .fetch_optional(&mut **tx)
-        .await?
-        .as_ref()
-        .map(product_from_row)
-        .transpose()
-}
-
-/// Moves reserved units back to available.
-pub async fn release(
-    tx: &mut Tx,
-    sku: &str,
-    quantity: i64,
-) -> Result<Option<ProductRow>, sqlx::Error> {
-    let sql = format!(
-        "UPDATE products SET available = available + $2, reserved = reserved - $2, version = version + 1
-         WHERE sku = $1 AND reserved >= $2
-         RETURNING {PRODUCT_COLUMNS}"
-    );
-    sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(sku)
-        .bind(quantity)
-        .fetch_optional(&mut **tx)
-        .await?
-        .as_ref()
-        .map(product_from_row)
-        .transpose()
-}
-
-/// Moves reserved units to sold.
-pub async fn sell(tx: &mut Tx, sku: &str, quantity: i64) -> Result<bool, sqlx::Error> {
-    let updated = sqlx::query(
-        "UPDATE products SET reserved = reserved - $2, sold = sold + $2
-         WHERE sku = $1 AND reserved >= $2",
-    )
-    .bind(sku)
-    .bind(quantity)
-    .execute(&mut **tx)
-    .await?;
-    Ok(updated.rows_affected() == 1)
-}
-
-/// Where the service stands with `order_id`, locked where the dialect can.
-pub async fn order_state(
+/// The products among `skus`, locked for this transaction in sku order
+/// (so concurrent transactions cannot deadlock) where the dialect can.
+pub async fn products(
     db: &Db,
     tx: &mut Tx,
-    order_id: Uuid,
-) -> Result<Option<OrderStock>, sqlx::Error> {
-    let sql = format!(
-        "SELECT state FROM stock_orders WHERE order_id = $1{}",
-        db.for_update()
-    );
-    let state: Option<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
-        .bind(order_id.to_string())
-        .fetch_optional(&mut **tx)
-        .await?;
-    state.as_deref().map(OrderStock::parse).transpose()
+    skus: &[&str],
+) -> Result<HashMap<String, ProductRow>, sqlx::Error> {
+    let mut skus = skus.to_vec();
+    skus.sort_unstable();
+    skus.dedup();
+    let mut products = HashMap::with_capacity(skus.len());
+    for range in batch::chunks(skus.len()) {
+        let sql = format!(
+            "SELECT {PRODUCT_COLUMNS} FROM products WHERE sku IN ({}) ORDER BY sku{}",
+            batch::in_list(range.len()),
+            db.for_update()
+        );
+        let mut select = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for sku in &skus[range] {
+            select = select.bind(*sku);
+        }
+        for row in select.fetch_all(&mut **tx).await? {
+            let product = product_from_row(&row)?;
+            products.insert(product.sku.clone(), product);
+        }
+    }
+    Ok(products)
 }
 
-pub async fn set_order_state(
+/// A change to one product's quantities, made by a batch of orders. The
+/// three deltas sum to zero: units only move between available, reserved
+/// and sold.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Delta {
+    pub available: i64,
+    pub reserved: i64,
+    pub sold: i64,
+    /// How many visible changes (the version moves by this much).
+    pub versions: i64,
+}
+
+/// Applies `deltas` with one guarded update: a product changes only if
+/// neither its available nor its reserved units would go below zero (the
+/// guard that makes overselling impossible). Returns false, having changed
+/// nothing the caller may keep, if any guard refused; the caller rolls back.
+pub async fn apply(tx: &mut Tx, deltas: &[(&str, &Delta)]) -> Result<bool, sqlx::Error> {
+    for range in batch::chunks(deltas.len()) {
+        let rows = (0..range.len())
+            .map(|row| {
+                let n = row * 5;
+                format!(
+                    "(CAST(${} AS TEXT), CAST(${} AS BIGINT), CAST(${} AS BIGINT), \
+                     CAST(${} AS BIGINT), CAST(${} AS BIGINT))",
+                    n + 1,
+                    n + 2,
+                    n + 3,
+                    n + 4,
+                    n + 5
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "WITH delta (sku, available, reserved, sold, versions) AS (VALUES {rows})
+             UPDATE products SET available = products.available + delta.available,
+                reserved = products.reserved + delta.reserved,
+                sold = products.sold + delta.sold,
+                version = products.version + delta.versions
+             FROM delta
+             WHERE products.sku = delta.sku
+               AND products.available + delta.available >= 0
+               AND products.reserved + delta.reserved >= 0"
+        );
+        let mut update = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (sku, delta) in &deltas[range.clone()] {
+            update = update
+                .bind(*sku)
+                .bind(delta.available)
+                .bind(delta.reserved)
+                .bind(delta.sold)
+                .bind(delta.versions);
+        }
+        let updated = update.execute(&mut **tx).await?;
+        if updated.rows_affected() != range.len() as u64 {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// Where the service stands with each of `order_ids` it has seen, locked
+/// where the dialect can.
+pub async fn order_states(
+    db: &Db,
     tx: &mut Tx,
-    order_id: Uuid,
-    state: OrderStock,
+    order_ids: &[Uuid],
+) -> Result<HashMap<Uuid, OrderStock>, sqlx::Error> {
+    let mut ids: Vec<String> = order_ids.iter().map(Uuid::to_string).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let mut states = HashMap::with_capacity(ids.len());
+    for range in batch::chunks(ids.len()) {
+        let sql = format!(
+            "SELECT order_id, state FROM stock_orders WHERE order_id IN ({}) ORDER BY order_id{}",
+            batch::in_list(range.len()),
+            db.for_update()
+        );
+        let mut select = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for id in &ids[range] {
+            select = select.bind(id);
+        }
+        for row in select.fetch_all(&mut **tx).await? {
+            let id: String = row.try_get("order_id")?;
+            let state: String = row.try_get("state")?;
+            states.insert(parse_column(&id, "order_id")?, OrderStock::parse(&state)?);
+        }
+    }
+    Ok(states)
+}
+
+/// Records where the service stands with each order.
+pub async fn set_order_states(
+    tx: &mut Tx,
+    states: &[(Uuid, OrderStock)],
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO stock_orders (order_id, state, updated_at) VALUES ($1, $2, $3)
-         ON CONFLICT (order_id) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
-    )
-    .bind(order_id.to_string())
-    .bind(state.as_str())
-    .bind(Timestamp::now().as_millis())
-    .execute(&mut **tx)
-    .await?;
+    let now = Timestamp::now().as_millis();
+    for range in batch::chunks(states.len()) {
+        let sql = format!(
+            "INSERT INTO stock_orders (order_id, state, updated_at) VALUES {}
+             ON CONFLICT (order_id)
+             DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
+            batch::values(range.len(), 3, Placeholders::Numbered)
+        );
+        let mut upsert = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (order_id, state) in &states[range] {
+            upsert = upsert
+                .bind(order_id.to_string())
+                .bind(state.as_str())
+                .bind(now);
+        }
+        upsert.execute(&mut **tx).await?;
+    }
     Ok(())
 }
 
-pub async fn add_reservation(
+/// One line of an order's reservation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reserved {
+    pub sku: String,
+    pub quantity: i64,
+    pub unit_price: i64,
+}
+
+pub async fn add_reservations(
     tx: &mut Tx,
-    order_id: Uuid,
-    sku: &str,
-    quantity: i64,
-    unit_price: i64,
+    reservations: &[(Uuid, Reserved)],
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO reservations (order_id, sku, quantity, unit_price) VALUES ($1, $2, $3, $4)",
-    )
-    .bind(order_id.to_string())
-    .bind(sku)
-    .bind(quantity)
-    .bind(unit_price)
-    .execute(&mut **tx)
-    .await?;
+    for range in batch::chunks(reservations.len()) {
+        let sql = format!(
+            "INSERT INTO reservations (order_id, sku, quantity, unit_price) VALUES {}",
+            batch::values(range.len(), 4, Placeholders::Numbered)
+        );
+        let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (order_id, line) in &reservations[range] {
+            insert = insert
+                .bind(order_id.to_string())
+                .bind(line.sku.clone())
+                .bind(line.quantity)
+                .bind(line.unit_price);
+        }
+        insert.execute(&mut **tx).await?;
+    }
     Ok(())
 }
 
-/// The (sku, quantity) reserved for `order_id`, by sku.
-pub async fn reservations(tx: &mut Tx, order_id: Uuid) -> Result<Vec<(String, i64)>, sqlx::Error> {
-    sqlx::query("SELECT sku, quantity FROM reservations WHERE order_id = $1 ORDER BY sku")
-        .bind(order_id.to_string())
-        .fetch_all(&mut **tx)
-        .await?
-        .iter()
-        .map(|row| Ok((row.try_get("sku")?, row.try_get("quantity")?)))
-        .collect()
+/// The reservation lines of each of `order_ids`, by sku.
+pub async fn reservations(
+    tx: &mut Tx,
+    order_ids: &[Uuid],
+) -> Result<HashMap<Uuid, Vec<Reserved>>, sqlx::Error> {
+    let mut ids: Vec<String> = order_ids.iter().map(Uuid::to_string).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let mut reservations: HashMap<Uuid, Vec<Reserved>> = HashMap::new();
+    for range in batch::chunks(ids.len()) {
+        let sql = format!(
+            "SELECT order_id, sku, quantity, unit_price FROM reservations
+             WHERE order_id IN ({}) ORDER BY order_id, sku",
+            batch::in_list(range.len())
+        );
+        let mut select = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for id in &ids[range] {
+            select = select.bind(id);
+        }
+        for row in select.fetch_all(&mut **tx).await? {
+            let id: String = row.try_get("order_id")?;
+            reservations
+                .entry(parse_column(&id, "order_id")?)
+                .or_default()
+                .push(Reserved {
+                    sku: row.try_get("sku")?,
+                    quantity: row.try_get("quantity")?,
+                    unit_price: row.try_get("unit_price")?,
+                });
+        }
+    }
+    Ok(reservations)
 }
 
 /// Adds catalogue products that are missing, and updates names and prices

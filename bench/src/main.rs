@@ -1,0 +1,372 @@
+//! `shop-bench`: a load generator that measures the shop as customers feel
+//! it. It speaks only the gateway's WebSocket protocol (and, to pay, the
+//! local checkout's form), like any client.
+
+mod args;
+mod catalog;
+mod conservation;
+mod load;
+mod report;
+mod stats;
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use clap::Parser;
+use clap::error::ErrorKind;
+use shop_shared::client::websocket_url;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use args::{CatalogArgs, Cli, Command, RunArgs};
+use load::{Connection, Job, Random, Shared};
+use report::Report;
+
+/// Exit codes, as `shop-bench --help` lists them.
+const EXIT_USAGE: u8 = 1;
+const EXIT_UNREACHABLE: u8 = 2;
+const EXIT_FAILED_ORDERS: u8 = 3;
+const EXIT_NOT_CONSERVED: u8 = 4;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            let _ = error.print();
+            return match error.kind() {
+                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => ExitCode::SUCCESS,
+                _ => ExitCode::from(EXIT_USAGE),
+            };
+        }
+    };
+    let outcome = match cli.command {
+        Command::Catalog(args) => write_catalog(&args),
+        Command::Run(args) => run(&args).await,
+    };
+    match outcome {
+        Ok(code) => code,
+        Err((code, message)) => {
+            eprintln!("shop-bench: {message}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+type Failure = (u8, String);
+
+fn write_catalog(args: &CatalogArgs) -> Result<ExitCode, Failure> {
+    let text = catalog::generate(&args.prefix, args.skus, args.stock);
+    match &args.out {
+        Some(path) => std::fs::write(path, text).map_err(|error| {
+            (
+                EXIT_USAGE,
+                format!("cannot write {}: {error}", path.display()),
+            )
+        })?,
+        None => print!("{text}"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn run(args: &RunArgs) -> Result<ExitCode, Failure> {
+    let url = websocket_url(&args.gateway);
+    let connections = connect(&url, args.connections).await?;
+    let products = connections[0]
+        .client
+        .products()
+        .await
+        .map_err(|error| (EXIT_UNREACHABLE, format!("listing products: {error}")))?;
+    let prefixed: Vec<_> = products
+        .iter()
+        .filter(|product| product.sku.starts_with(&args.sku_prefix))
+        .collect();
+    let chosen = if prefixed.is_empty() {
+        products.iter().collect()
+    } else {
+        prefixed
+    };
+    if chosen.is_empty() {
+        return Err((EXIT_USAGE, "the shop sells nothing to order".into()));
+    }
+    let before: BTreeMap<String, i64> = chosen
+        .iter()
+        .map(|product| (product.sku.clone(), product.available))
+        .collect();
+    let skus: Vec<String> = before.keys().cloned().collect();
+    let stock: i64 = before.values().sum();
+    if !args.quiet && stock < 100_000 {
+        eprintln!(
+            "shop-bench: only {stock} units in stock over {} skus: orders will soon be cancelled \
+             OUT_OF_STOCK. For long runs, start the backend with a catalogue from \
+             `shop-bench catalog` (many skus, deep stock).",
+            skus.len()
+        );
+    }
+
+    let shared = Arc::new(Shared::new());
+    let start = Instant::now();
+    let measure_from = start + args.warmup;
+    let end = measure_from + args.duration;
+    let progress = (!args.quiet).then(|| tokio::spawn(progress(shared.clone(), start)));
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|error| (EXIT_USAGE, format!("HTTP client: {error}")))?;
+    let seed = args.seed.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |since| since.as_nanos() as u64)
+    });
+    let plan = Plan {
+        args,
+        skus: Arc::new(skus),
+        connections: &connections,
+        shared: &shared,
+        http,
+        seed,
+        measure_from,
+        end,
+    };
+    match args.rate {
+        Some(rate) => plan.fixed_rate(rate, start).await,
+        None => plan.full_speed().await,
+    }
+    let measured = (Instant::now().min(end) - measure_from.min(Instant::now())).as_secs_f64();
+    if let Some(progress) = progress {
+        progress.abort();
+        if std::io::stderr().is_terminal() {
+            eprintln!();
+        }
+    }
+
+    let conservation = conservation::check(&connections, &before, Duration::from_secs(30))
+        .await
+        .map_err(|message| (EXIT_UNREACHABLE, message))?;
+    let totals = std::mem::take(&mut *shared.totals());
+    let report = Report {
+        gateway: args.gateway.clone(),
+        mode: if args.rate.is_some() {
+            "fixed rate"
+        } else {
+            "full speed"
+        }
+        .into(),
+        target_rate: args.rate,
+        connections: args.connections,
+        in_flight: args.rate.is_none().then_some(args.in_flight),
+        duration_s: measured,
+        placed: totals.placed,
+        reserved: totals.reserved,
+        reserved_per_s: if measured > 0.0 {
+            totals.reserved as f64 / measured
+        } else {
+            0.0
+        },
+        cancelled: totals.cancelled.into_iter().collect(),
+        errors: totals.errors,
+        error_samples: totals.error_samples,
+        skipped: totals.skipped,
+        to_reserved: totals.to_reserved.summary(),
+        paid: totals.paid,
+        to_paid: totals.to_paid.summary(),
+        conservation,
+    };
+    for connection in &connections {
+        connection.client.close();
+    }
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).unwrap_or_default()
+        );
+    } else {
+        print!("{}", report.human());
+    }
+    Ok(if !report.conservation.ok {
+        ExitCode::from(EXIT_NOT_CONSERVED)
+    } else if report.errors > 0 {
+        ExitCode::from(EXIT_FAILED_ORDERS)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// Opens `count` customer connections, 32 at a time.
+async fn connect(url: &str, count: u32) -> Result<Vec<Connection>, Failure> {
+    let unreachable = |error: shop_shared::client::ClientError| {
+        (
+            EXIT_UNREACHABLE,
+            format!(
+                "cannot reach the shop at {url} ({error}); start it with \
+                 `cargo run --release -p shop-backend`, or pass --gateway"
+            ),
+        )
+    };
+    let mut connections = Vec::with_capacity(count as usize);
+    let mut opening = JoinSet::new();
+    let mut started = 0;
+    while connections.len() < count as usize {
+        while started < count && opening.len() < 32 {
+            let url = url.to_owned();
+            opening.spawn(async move { Connection::open(&url).await });
+            started += 1;
+        }
+        let Some(opened) = opening.join_next().await else {
+            break;
+        };
+        let opened = opened.map_err(|error| (EXIT_UNREACHABLE, error.to_string()))?;
+        connections.push(opened.map_err(unreachable)?);
+    }
+    Ok(connections)
+}
+
+/// How the orders of a run are sent.
+struct Plan<'a> {
+    args: &'a RunArgs,
+    skus: Arc<Vec<String>>,
+    connections: &'a [Connection],
+    shared: &'a Arc<Shared>,
+    http: reqwest::Client,
+    seed: u64,
+    measure_from: Instant,
+    end: Instant,
+}
+
+impl Plan<'_> {
+    /// Whether `--count` orders were sent already; counts this one.
+    fn enough(&self) -> bool {
+        let sent = self.shared.sent.fetch_add(1, Ordering::Relaxed);
+        match self.args.count {
+            Some(count) if sent >= count => {
+                self.shared.enough.store(true, Ordering::Relaxed);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn job(&self, random: &mut Random, connection: &Connection, due: Instant) -> Job {
+        Job {
+            connection: connection.clone(),
+            lines: load::lines(
+                &self.skus,
+                random,
+                self.args.max_lines,
+                self.args.max_quantity,
+            ),
+            due,
+            measured: due >= self.measure_from,
+            pay: random.chance(self.args.pay),
+        }
+    }
+
+    /// Orders due at `rate` per second from `start`, each sent when due
+    /// whether or not earlier ones are done.
+    async fn fixed_rate(&self, rate: f64, start: Instant) {
+        let limit = ((rate * self.args.timeout.as_secs_f64()) as u64).max(1_000);
+        let mut random = Random::new(self.seed);
+        let mut tasks = JoinSet::new();
+        let mut index: u64 = 0;
+        loop {
+            let due = start + Duration::from_secs_f64(index as f64 / rate);
+            if due >= self.end || self.enough() {
+                break;
+            }
+            tokio::time::sleep_until(due).await;
+            let connection = &self.connections[(index % self.connections.len() as u64) as usize];
+            index += 1;
+            if self.shared.in_flight.load(Ordering::Relaxed) >= limit {
+                if due >= self.measure_from {
+                    self.shared.totals().skipped += 1;
+                }
+                continue;
+            }
+            let job = self.job(&mut random, connection, due);
+            tasks.spawn(load::order(
+                job,
+                self.shared.clone(),
+                self.http.clone(),
+                self.args.timeout,
+            ));
+            while tasks.try_join_next().is_some() {}
+        }
+        while tasks.join_next().await.is_some() {}
+    }
+
+    /// Every connection keeps `--in-flight` orders going: a new one as soon
+    /// as one is RESERVED.
+    async fn full_speed(&self) {
+        let mut tasks = JoinSet::new();
+        let mut slot: u64 = 0;
+        for connection in self.connections {
+            for _ in 0..self.args.in_flight {
+                slot += 1;
+                let connection = connection.clone();
+                let (shared, http) = (self.shared.clone(), self.http.clone());
+                let mut random = Random::new(self.seed.wrapping_add(slot));
+                let (end, timeout, count) = (self.end, self.args.timeout, self.args.count);
+                let skus = self.skus.clone();
+                let measure_from = self.measure_from;
+                let (pay, max_lines, max_quantity) =
+                    (self.args.pay, self.args.max_lines, self.args.max_quantity);
+                tasks.spawn(async move {
+                    while Instant::now() < end && !shared.enough.load(Ordering::Relaxed) {
+                        let sent = shared.sent.fetch_add(1, Ordering::Relaxed);
+                        if count.is_some_and(|count| sent >= count) {
+                            shared.enough.store(true, Ordering::Relaxed);
+                            break;
+                        }
+                        let due = Instant::now();
+                        let job = Job {
+                            connection: connection.clone(),
+                            lines: load::lines(&skus, &mut random, max_lines, max_quantity),
+                            due,
+                            measured: due >= measure_from,
+                            pay: random.chance(pay),
+                        };
+                        load::order(job, shared.clone(), http.clone(), timeout).await;
+                    }
+                });
+            }
+        }
+        while tasks.join_next().await.is_some() {}
+    }
+}
+
+/// A progress line on stderr each second: orders RESERVED per second,
+/// latency of the last second, errors so far.
+async fn progress(shared: Arc<Shared>, start: Instant) {
+    let tty = std::io::stderr().is_terminal();
+    let mut last = 0;
+    let mut ticks: u64 = 0;
+    let mut interval = tokio::time::interval(Duration::from_secs(1));
+    interval.tick().await;
+    loop {
+        interval.tick().await;
+        ticks += 1;
+        let reserved = shared.reserved_count.load(Ordering::Relaxed);
+        let window = shared.take_window();
+        let p99 = window.summary().map_or("-".to_owned(), |summary| {
+            format!("{:.1} ms", summary.p99_ms)
+        });
+        let line = format!(
+            "{:>5.0} s  {:>7} orders/s  p99 {:>9}  in flight {:>5}  errors {}",
+            start.elapsed().as_secs_f64(),
+            reserved - last,
+            p99,
+            shared.in_flight.load(Ordering::Relaxed),
+            shared.error_count.load(Ordering::Relaxed),
+        );
+        last = reserved;
+        if tty {
+            eprint!("\r{line}");
+        } else if ticks.is_multiple_of(5) {
+            eprintln!("{line}");
+        }
+    }
+}

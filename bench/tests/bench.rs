@@ -1,0 +1,223 @@
+//! The real `shop-bench` binary against a real backend started on port 0:
+//! a short run at a fixed rate that pays some orders, a run at full speed
+//! over scarce stock, and its errors.
+
+use std::path::Path;
+use std::process::Output;
+use std::time::Duration;
+
+use serde_json::Value;
+use shop_backend::Application;
+use shop_backend::config::EmbeddedArgs;
+use tokio::process::Command;
+
+/// A backend serving in this process.
+struct Shop {
+    gateway: String,
+    _dir: tempfile::TempDir,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl Shop {
+    /// A shop selling the catalogue `shop-bench catalog` writes for `args`.
+    async fn start(catalog_args: &[&str]) -> Shop {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let catalog = dir.path().join("catalog.toml");
+        let written = bench(&["catalog", "--out", path(&catalog)])
+            .args(catalog_args)
+            .output()
+            .await
+            .expect("shop-bench runs");
+        assert!(written.status.success(), "catalog: {written:?}");
+        let app = Application::build(EmbeddedArgs {
+            listen: "127.0.0.1:0".parse().expect("address"),
+            data_dir: dir.path().join("data"),
+            pay_ttl: Duration::from_secs(600),
+            catalog: Some(catalog),
+            public_url: None,
+            partitions: 4,
+            token_secret: None,
+            webhook_secret: None,
+            stripe: Default::default(),
+        })
+        .await
+        .expect("backend builds");
+        let gateway = format!("http://{}", app.local_addr());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(app.run_until_stopped(async move {
+            let _ = stopped.await;
+        }));
+        Shop {
+            gateway,
+            _dir: dir,
+            _stop: stop,
+        }
+    }
+
+    async fn bench(&self, args: &[&str]) -> Output {
+        bench(args)
+            .env("SHOP_GATEWAY", &self.gateway)
+            .output()
+            .await
+            .expect("shop-bench runs")
+    }
+}
+
+fn path(path: &Path) -> &str {
+    path.to_str().expect("UTF-8 path")
+}
+
+fn bench(args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_shop-bench"));
+    command
+        .args(args)
+        .env_remove("SHOP_GATEWAY")
+        .kill_on_drop(true);
+    command
+}
+
+fn report(output: &Output) -> Value {
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|error| {
+        panic!(
+            "a JSON report ({error}): stdout {} stderr {}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        )
+    })
+}
+
+fn count(report: &Value, field: &str) -> u64 {
+    report[field]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{field} in {report}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_at_a_fixed_rate_reserves_every_order_and_pays_a_share() {
+    let shop = Shop::start(&["--skus", "50", "--stock", "100000"]).await;
+    let output = shop
+        .bench(&[
+            "run",
+            "--rate",
+            "40",
+            "--duration",
+            "3s",
+            "--warmup",
+            "0s",
+            "--connections",
+            "4",
+            "--pay",
+            "0.5",
+            "--seed",
+            "7",
+            "--json",
+            "--quiet",
+        ])
+        .await;
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    let report = report(&output);
+    assert_eq!(report["mode"], "fixed rate");
+    let placed = count(&report, "placed");
+    // 40 orders/s for 3 s; a loaded machine may place a few fewer.
+    assert!((90..=121).contains(&placed), "placed {placed}: {report}");
+    assert_eq!(count(&report, "reserved"), placed, "{report}");
+    assert_eq!(count(&report, "errors"), 0, "{report}");
+    let to_reserved = &report["to_reserved"];
+    assert_eq!(to_reserved["count"].as_u64(), Some(placed), "{report}");
+    let (p50, p99, max) = (
+        to_reserved["p50_ms"].as_f64().expect("p50"),
+        to_reserved["p99_ms"].as_f64().expect("p99"),
+        to_reserved["max_ms"].as_f64().expect("max"),
+    );
+    assert!(0.0 < p50 && p50 <= p99 && p99 <= max, "{report}");
+    // About half were paid, and each payment was seen PAID.
+    let paid = count(&report, "paid");
+    assert!(paid > placed / 4 && paid < placed * 3 / 4, "{report}");
+    assert_eq!(report["to_paid"]["count"].as_u64(), Some(paid), "{report}");
+    let conservation = &report["conservation"];
+    assert_eq!(conservation["ok"], true, "{report}");
+    assert_eq!(conservation["skus"], 50, "{report}");
+    assert!(conservation["units_held"].as_i64().expect("held") >= placed as i64);
+
+    // The report for people says the same.
+    let output = shop
+        .bench(&[
+            "run",
+            "--rate",
+            "20",
+            "--duration",
+            "1s",
+            "--warmup",
+            "0s",
+            "--quiet",
+        ])
+        .await;
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(text.contains("RESERVED:"), "{text}");
+    assert!(text.contains("p99"), "{text}");
+    assert!(text.contains("conservation  ok: 50 skus"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_at_full_speed_over_scarce_stock_sees_clean_cancellations_and_conserves_it() {
+    // Five skus of 20 units: most orders find nothing left.
+    let shop = Shop::start(&["--skus", "5", "--stock", "20"]).await;
+    let output = shop
+        .bench(&[
+            "run",
+            "--duration",
+            "2s",
+            "--warmup",
+            "0s",
+            "--connections",
+            "8",
+            "--json",
+            "--quiet",
+        ])
+        .await;
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    let report = report(&output);
+    assert_eq!(report["mode"], "full speed");
+    let placed = count(&report, "placed");
+    let reserved = count(&report, "reserved");
+    let out_of_stock = report["cancelled"]["OUT_OF_STOCK"].as_u64().unwrap_or(0);
+    assert!(out_of_stock > 0, "{report}");
+    assert_eq!(reserved + out_of_stock, placed, "{report}");
+    assert_eq!(count(&report, "errors"), 0, "{report}");
+    let conservation = &report["conservation"];
+    assert_eq!(conservation["ok"], true, "{report}");
+    // Every unit the orders hold came out of the 100 in stock.
+    let held = conservation["units_held"].as_i64().expect("held");
+    assert!(held > 0 && held <= 100, "{report}");
+}
+
+#[tokio::test]
+async fn an_unreachable_gateway_and_bad_arguments_get_clear_errors() {
+    let unused = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
+    let address = unused.local_addr().expect("address");
+    drop(unused);
+    let output = bench(&["run", "--gateway", &format!("http://{address}"), "--quiet"])
+        .output()
+        .await
+        .expect("shop-bench runs");
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains(&address.to_string()), "{stderr}");
+
+    let output = bench(&["run", "--rate", "0"])
+        .output()
+        .await
+        .expect("shop-bench runs");
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    assert!(String::from_utf8_lossy(&output.stderr).contains("rate"));
+
+    let output = bench(&["catalog", "--skus", "3", "--stock", "5", "--prefix", "X-"])
+        .output()
+        .await
+        .expect("shop-bench runs");
+    assert!(output.status.success());
+    let catalog = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(catalog.matches("[[products]]").count(), 3, "{catalog}");
+    assert!(catalog.contains("\"X-"), "{catalog}");
+}

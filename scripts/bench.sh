@@ -1,0 +1,238 @@
+#!/usr/bin/env bash
+# Runs the standard benchmarks of shop with shop-bench and writes a short
+# Markdown table (also to target/bench/results.md):
+#
+#   - embedded mode: time from launch to the first order RESERVED, idle
+#     resident memory, latency at a fixed 200 orders/s, throughput at full
+#     speed;
+#   - distributed mode (tansu as the broker, PostgreSQL, four service
+#     processes): latency at a fixed 100 orders/s, throughput at full speed,
+#     and PostgreSQL transactions per order;
+#   - pgbench -N against the same PostgreSQL for 15 s, the database's own
+#     ceiling on this machine.
+#
+#   scripts/bench.sh                 everything, 30 s per run
+#   BENCH_DURATION=10s scripts/bench.sh
+#   scripts/bench.sh embedded        only the embedded mode
+#   scripts/bench.sh distributed     only the distributed mode and pgbench
+#
+# It uses the PostgreSQL at $SHOP_TEST_DATABASE_URL (default
+# postgres://postgres@127.0.0.1:5432/postgres) or starts a throwaway one, as
+# scripts/test.sh does, and creates databases named shop_bench_*.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+. scripts/lib.sh
+
+DURATION=${BENCH_DURATION:-30s}
+WHAT=${1:-all}
+case "$WHAT" in
+    all | embedded | distributed) ;;
+    *)
+        echo "usage: scripts/bench.sh [all|embedded|distributed]" >&2
+        exit 1
+        ;;
+esac
+
+OUT=target/bench
+WORK=$(mktemp -d /tmp/shop-bench.XXXXXX)
+PIDS=()
+cleanup() {
+    for pid in "${PIDS[@]}"; do
+        kill "$pid" 2>/dev/null || true
+    done
+    wait 2>/dev/null || true
+    rm -rf "$WORK"
+    stop_throwaway
+}
+trap cleanup EXIT
+mkdir -p "$OUT"
+
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+now_ms() { echo $(($(date +%s%N) / 1000000)); }
+
+# Waits up to 60 s for http://$1/healthz to answer 200.
+wait_healthy() {
+    for _ in $(seq 6000); do
+        if curl -fs -o /dev/null "http://$1/healthz"; then
+            return
+        fi
+        sleep 0.01
+    done
+    echo "no healthy service at $1; see the logs in $WORK" >&2
+    exit 1
+}
+
+# A field of a JSON report: json FILE EXPRESSION (Python, over `r`).
+json() {
+    python3 -c "import json, sys; r = json.load(open(sys.argv[1])); print($2)" "$1"
+}
+
+# Runs shop-bench against $1 and keeps its JSON report in $2.
+bench() {
+    local gateway=$1 report=$2
+    shift 2
+    say "shop-bench run $* against $gateway"
+    target/release/shop-bench run --gateway "http://$gateway" --duration "$DURATION" --json "$@" >"$report" || {
+        local code=$?
+        # 3 and 4 still leave a report to read: failed orders or lost stock.
+        if [ "$code" -ne 3 ] && [ "$code" -ne 4 ]; then
+            exit "$code"
+        fi
+    }
+    python3 - "$report" <<'EOF'
+import json, sys
+r = json.load(open(sys.argv[1]))
+l = r["to_reserved"] or {}
+print(f"    {r['reserved_per_s']:.0f} orders/s, p50 {l.get('p50_ms', 0):.1f} ms, "
+      f"p99 {l.get('p99_ms', 0):.1f} ms, errors {r['errors']}, conservation {'ok' if r['conservation']['ok'] else 'VIOLATED'}",
+      file=sys.stderr)
+EOF
+}
+
+ROWS=()
+# A row of the results table from a report: row MODE LOAD REPORT
+row() {
+    ROWS+=("$(python3 - "$1" "$2" "$3" <<'EOF'
+import json, sys
+mode, load, path = sys.argv[1:]
+r = json.load(open(path))
+l = r["to_reserved"] or {}
+ok = "ok" if r["conservation"]["ok"] else "**violated**"
+print(f"| {mode} | {load} | {r['reserved_per_s']:.0f} | {l.get('p50_ms', 0):.1f} | {l.get('p90_ms', 0):.1f} "
+      f"| {l.get('p99_ms', 0):.1f} | {l.get('max_ms', 0):.1f} | {r['errors']} | {ok} |")
+EOF
+)")
+}
+FACTS=()
+
+say "building shop-backend and shop-bench (release)"
+cargo build --release --quiet -p shop-backend -p shop-bench
+target/release/shop-bench catalog --skus 1000 --stock 1000000 --out "$WORK/catalog.toml"
+
+embedded() {
+    local port address pid started first rss_idle rss_after
+    port=$(free_port)
+    address=127.0.0.1:$port
+    say "embedded mode on $address"
+    started=$(now_ms)
+    SHOP_LOG=warn target/release/shop-backend --listen "$address" --data-dir "$WORK/embedded" \
+        --catalog "$WORK/catalog.toml" --pay-ttl 10m >"$WORK/embedded.log" 2>&1 &
+    pid=$!
+    PIDS+=("$pid")
+    wait_healthy "$address"
+    target/release/shop-bench run --gateway "http://$address" --connections 1 --count 1 \
+        --warmup 0s --quiet --json >"$WORK/first.json"
+    first=$(($(now_ms) - started))
+    sleep 2
+    rss_idle=$(awk '/VmRSS/ { print int($2 / 1024) }' "/proc/$pid/status")
+    FACTS+=("embedded: launch to first order RESERVED: $first ms (shop-bench's own start and connection included)")
+    FACTS+=("embedded: idle resident memory after the first order: $rss_idle MB")
+
+    bench "$address" "$OUT/embedded-rate.json" --rate 200 --connections 16
+    row embedded "200 orders/s" "$OUT/embedded-rate.json"
+    bench "$address" "$OUT/embedded-full.json" --connections 16 --in-flight 4
+    row embedded "full speed" "$OUT/embedded-full.json"
+    rss_after=$(awk '/VmRSS/ { print int($2 / 1024) }' "/proc/$pid/status")
+    FACTS+=("embedded: resident memory after the runs: $rss_after MB")
+    kill "$pid"
+    wait "$pid" 2>/dev/null || true
+}
+
+psql_admin() {
+    psql "$SHOP_TEST_DATABASE_URL" -v ON_ERROR_STOP=1 -qAt "$@"
+}
+
+# Transactions committed so far in the shop_bench_* databases.
+commits() {
+    psql_admin -c "SELECT pg_stat_force_next_flush()" >/dev/null 2>&1 || true
+    psql_admin -c "SELECT coalesce(sum(xact_commit), 0) FROM pg_stat_database WHERE datname LIKE 'shop_bench_%' AND datname <> 'shop_bench_pgbench'"
+}
+
+distributed() {
+    local broker_port gateway service db base pids_before reserved before after per_order tps
+    ensure_tansu
+    ensure_postgres
+    base=${SHOP_TEST_DATABASE_URL%/*}
+    for db in order stock payment pgbench; do
+        psql_admin -c "DROP DATABASE IF EXISTS shop_bench_$db WITH (FORCE)" -c "CREATE DATABASE shop_bench_$db"
+    done
+
+    broker_port=$(free_port)
+    say "distributed mode: tansu on 127.0.0.1:$broker_port, PostgreSQL at ${base%%@*}@…"
+    "$SHOP_TEST_TANSU" broker --listener-url "tcp://127.0.0.1:$broker_port" \
+        --advertised-listener-url "tcp://127.0.0.1:$broker_port" \
+        --storage-engine memory://tansu/ >"$WORK/tansu.log" 2>&1 &
+    PIDS+=("$!")
+    export SHOP_KAFKA_BROKERS=127.0.0.1:$broker_port
+    export SHOP_TOKEN_SECRET=bench-token-secret SHOP_WEBHOOK_SECRET=whsec_bench SHOP_PAY_TTL=10m SHOP_LOG=warn
+    gateway=127.0.0.1:$(free_port)
+    local addresses=("$gateway")
+    for service in gateway order stock payment; do
+        local address=$gateway args=()
+        if [ "$service" != gateway ]; then
+            address=127.0.0.1:$(free_port)
+            addresses+=("$address")
+            args=(--database-url "$base/shop_bench_$service")
+        fi
+        case "$service" in
+            stock) args+=(--catalog "$WORK/catalog.toml") ;;
+            payment) args+=(--gateway-url "http://$gateway") ;;
+        esac
+        target/release/shop-backend "$service" --listen "$address" "${args[@]}" >"$WORK/$service.log" 2>&1 &
+        PIDS+=("$!")
+    done
+    for address in "${addresses[@]}"; do
+        wait_healthy "$address"
+    done
+    # The stock service publishes its catalogue once at start: wait until
+    # the gateway has all of it.
+    target/release/shop-bench run --gateway "http://$gateway" --connections 1 --count 1 \
+        --warmup 0s --quiet --json >/dev/null
+
+    bench "$gateway" "$OUT/distributed-rate.json" --rate 100 --connections 16
+    row distributed "100 orders/s" "$OUT/distributed-rate.json"
+    sleep 1
+    before=$(commits)
+    bench "$gateway" "$OUT/distributed-full.json" --connections 16 --in-flight 4 --warmup 0s
+    sleep 2
+    after=$(commits)
+    row distributed "full speed" "$OUT/distributed-full.json"
+    placed=$(json "$OUT/distributed-full.json" 'r["placed"]')
+    per_order=$(python3 -c "print(f'{($after - $before) / max($placed, 1):.1f}')")
+    FACTS+=("distributed: PostgreSQL transactions per order (to RESERVED with its checkout session, committed during the full-speed run, idle work included): $per_order")
+
+    say "pgbench -N for 15 s"
+    pgbench -i -q -s 10 "$base/shop_bench_pgbench" >"$WORK/pgbench-init.log" 2>&1
+    pgbench -N -c 8 -j 2 -T 15 "$base/shop_bench_pgbench" >"$WORK/pgbench.log" 2>&1
+    tps=$(awk '/^tps = / { printf "%.0f", $3 }' "$WORK/pgbench.log")
+    FACTS+=("pgbench -N -c 8 -j 2 -T 15 (scale 10): $tps tps")
+    local full
+    full=$(json "$OUT/distributed-full.json" 'f"{r[\"reserved_per_s\"]:.0f}"')
+    FACTS+=("distributed target: 30% of $tps tps / $per_order transactions per order = $(python3 -c "print(f'{0.3 * $tps / max($per_order, 0.1):.0f}')") orders/s; reached $full orders/s")
+    for db in order stock payment pgbench; do
+        psql_admin -c "DROP DATABASE IF EXISTS shop_bench_$db WITH (FORCE)" >/dev/null 2>&1 || true
+    done
+}
+
+case "$WHAT" in
+    all)
+        embedded
+        distributed
+        ;;
+    embedded) embedded ;;
+    distributed) distributed ;;
+esac
+
+{
+    echo "### shop-bench, $(date -u +%Y-%m-%d), $(nproc) cores, $DURATION per run"
+    echo
+    echo "| mode | load | RESERVED/s | p50 ms | p90 ms | p99 ms | max ms | errors | conservation |"
+    echo "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
+    printf '%s\n' "${ROWS[@]}"
+    echo
+    printf -- '- %s\n' "${FACTS[@]}"
+} | tee "$OUT/results.md"

@@ -52,6 +52,14 @@ free_port() {
     python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
+# CPU seconds a process has used so far.
+cpu_s() { awk '{ printf "%.2f", ($14 + $15) / 100 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
+
+# CPU seconds all PostgreSQL processes have used so far.
+postgres_cpu_s() {
+    ps -C postgres -o cputimes= | awk '{ sum += $1 } END { printf "%.2f", sum }'
+}
+
 now_ms() { echo $(($(date +%s%N) / 1000000)); }
 
 # Waits up to 60 s for http://$1/healthz to answer 200.
@@ -132,7 +140,12 @@ embedded() {
     FACTS+=("embedded: launch to first order RESERVED: $first ms (shop-bench's own start and connection included)")
     FACTS+=("embedded: idle resident memory after the first order: $rss_idle MB")
 
+    local cpu_before cpu_after placed
+    cpu_before=$(cpu_s "$pid")
     bench "$address" "$OUT/embedded-rate.json" --rate 200 --connections 16
+    cpu_after=$(cpu_s "$pid")
+    placed=$(json "$OUT/embedded-rate.json" 'r["placed"]')
+    FACTS+=("embedded: CPU per order at 200 orders/s (warmup included): $(python3 -c "print(f'{($cpu_after - $cpu_before) * 1000 / max($placed, 1):.1f}')") ms")
     row embedded "200 orders/s" "$OUT/embedded-rate.json"
     bench "$address" "$OUT/embedded-full.json" --connections 16 --in-flight 4
     row embedded "full speed" "$OUT/embedded-full.json"
@@ -167,6 +180,7 @@ distributed() {
         --advertised-listener-url "tcp://127.0.0.1:$broker_port" \
         --storage-engine memory://tansu/ >"$WORK/tansu.log" 2>&1 &
     PIDS+=("$!")
+    local NAMED=("tansu:$!")
     export SHOP_KAFKA_BROKERS=127.0.0.1:$broker_port
     export SHOP_TOKEN_SECRET=bench-token-secret SHOP_WEBHOOK_SECRET=whsec_bench SHOP_PAY_TTL=10m SHOP_LOG=warn
     gateway=127.0.0.1:$(free_port)
@@ -184,6 +198,7 @@ distributed() {
         esac
         target/release/shop-backend "$service" --listen "$address" "${args[@]}" >"$WORK/$service.log" 2>&1 &
         PIDS+=("$!")
+        NAMED+=("$service:$!")
     done
     for address in "${addresses[@]}"; do
         wait_healthy "$address"
@@ -197,12 +212,23 @@ distributed() {
     row distributed "100 orders/s" "$OUT/distributed-rate.json"
     sleep 1
     before=$(commits)
+    local cpu_before=() entry
+    for entry in "${NAMED[@]}"; do cpu_before+=("$(cpu_s "${entry#*:}")"); done
+    local postgres_before
+    postgres_before=$(postgres_cpu_s)
     bench "$gateway" "$OUT/distributed-full.json" --connections 16 --in-flight 4 --warmup 0s
+    local spent=() index=0
+    for entry in "${NAMED[@]}"; do
+        spent+=("${entry%%:*} $(python3 -c "print(f'{$(cpu_s "${entry#*:}") - ${cpu_before[$index]}:.1f}')") s")
+        index=$((index + 1))
+    done
+    spent+=("PostgreSQL $(python3 -c "print(f'{$(postgres_cpu_s) - $postgres_before:.1f}')") s")
     sleep 2
     after=$(commits)
     row distributed "full speed" "$OUT/distributed-full.json"
     placed=$(json "$OUT/distributed-full.json" 'r["placed"]')
     per_order=$(python3 -c "print(f'{($after - $before) / max($placed, 1):.1f}')")
+    FACTS+=("distributed: CPU used during the full-speed run: $(IFS=,; echo "${spent[*]}" | sed 's/,/, /g')")
     FACTS+=("distributed: PostgreSQL transactions per order (to RESERVED with its checkout session, committed during the full-speed run, idle work included): $per_order")
 
     say "pgbench -N for 15 s"
@@ -211,7 +237,7 @@ distributed() {
     tps=$(awk '/^tps = / { printf "%.0f", $3 }' "$WORK/pgbench.log")
     FACTS+=("pgbench -N -c 8 -j 2 -T 15 (scale 10): $tps tps")
     local full
-    full=$(json "$OUT/distributed-full.json" 'f"{r[\"reserved_per_s\"]:.0f}"')
+    full=$(json "$OUT/distributed-full.json" 'round(r["reserved_per_s"])')
     FACTS+=("distributed target: 30% of $tps tps / $per_order transactions per order = $(python3 -c "print(f'{0.3 * $tps / max($per_order, 0.1):.0f}')") orders/s; reached $full orders/s")
     for db in order stock payment pgbench; do
         psql_admin -c "DROP DATABASE IF EXISTS shop_bench_$db WITH (FORCE)" >/dev/null 2>&1 || true

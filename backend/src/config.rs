@@ -147,8 +147,29 @@ pub struct EmbeddedArgs {
     pub stripe: StripeArgs,
 }
 
+impl EmbeddedArgs {
+    /// The flags' defaults, but on a free loopback port with its data in
+    /// `data_dir`: a shop of its own, as tests and tools start in-process.
+    pub fn local(data_dir: PathBuf) -> Self {
+        EmbeddedArgs {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            data_dir,
+            pay_ttl: Duration::from_secs(5 * 60),
+            catalog: None,
+            public_url: None,
+            partitions: 4,
+            token_secret: None,
+            webhook_secret: None,
+            stripe: StripeArgs::default(),
+        }
+    }
+}
+
+/// Stripe's API.
+const STRIPE_API: &str = "https://api.stripe.com";
+
 /// Real Stripe Checkout instead of the local checkout: set both keys.
-#[derive(Debug, Clone, Default, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct StripeArgs {
     /// Stripe secret key (sk_test_… in test mode): pay through Stripe Checkout.
     #[arg(long, env = "STRIPE_SECRET_KEY", hide_env_values = true)]
@@ -159,8 +180,19 @@ pub struct StripeArgs {
     pub stripe_webhook_secret: Option<Secret>,
 
     /// Base URL of the Stripe API (change only to test against a stand-in).
-    #[arg(long, env = "STRIPE_API_BASE", default_value = "https://api.stripe.com", value_parser = parse_url)]
+    #[arg(long, env = "STRIPE_API_BASE", default_value = STRIPE_API, value_parser = parse_url)]
     pub stripe_api_base: String,
+}
+
+impl Default for StripeArgs {
+    /// Not configured: the local checkout.
+    fn default() -> Self {
+        StripeArgs {
+            stripe_secret_key: None,
+            stripe_webhook_secret: None,
+            stripe_api_base: STRIPE_API.into(),
+        }
+    }
 }
 
 impl StripeArgs {
@@ -246,6 +278,20 @@ pub fn parse_url(text: &str) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_local_shop_has_the_flags_defaults_on_a_free_port() {
+        #[derive(Parser)]
+        struct Flags {
+            #[command(flatten)]
+            embedded: EmbeddedArgs,
+        }
+        let parsed = Flags::try_parse_from(["shop-backend", "--listen", "127.0.0.1:0"])
+            .expect("flags parse")
+            .embedded;
+        let local = EmbeddedArgs::local(PathBuf::from("./data"));
+        assert_eq!(format!("{local:?}"), format!("{parsed:?}"));
+    }
 
     #[test]
     fn pay_ttl_takes_human_durations_within_bounds() {
@@ -354,7 +400,7 @@ mod tests {
         let args = |key: Option<&str>, webhook: Option<&str>| StripeArgs {
             stripe_secret_key: key.map(|key| Secret::new(key.to_owned())),
             stripe_webhook_secret: webhook.map(|webhook| Secret::new(webhook.to_owned())),
-            stripe_api_base: "https://api.stripe.com".into(),
+            stripe_api_base: STRIPE_API.into(),
         };
         assert!(matches!(args(None, None).keys(), Ok(None)));
         assert!(matches!(args(Some(""), Some("")).keys(), Ok(None)));

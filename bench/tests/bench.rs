@@ -30,15 +30,9 @@ impl Shop {
             .expect("shop-bench runs");
         assert!(written.status.success(), "catalog: {written:?}");
         let app = Application::build(EmbeddedArgs {
-            listen: "127.0.0.1:0".parse().expect("address"),
-            data_dir: dir.path().join("data"),
             pay_ttl: Duration::from_secs(600),
             catalog: Some(catalog),
-            public_url: None,
-            partitions: 4,
-            token_secret: None,
-            webhook_secret: None,
-            stripe: Default::default(),
+            ..EmbeddedArgs::local(dir.path().join("data"))
         })
         .await
         .expect("backend builds");

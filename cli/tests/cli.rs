@@ -27,15 +27,8 @@ impl Shop {
     async fn start_with(pay_ttl: &str) -> Shop {
         let home = tempfile::tempdir().expect("temporary directory");
         let app = Application::build(EmbeddedArgs {
-            listen: "127.0.0.1:0".parse().expect("address"),
-            data_dir: home.path().join("data"),
             pay_ttl: humantime::parse_duration(pay_ttl).expect("duration"),
-            catalog: None,
-            public_url: None,
-            partitions: 4,
-            token_secret: None,
-            webhook_secret: None,
-            stripe: Default::default(),
+            ..EmbeddedArgs::local(home.path().join("data"))
         })
         .await
         .expect("backend builds");

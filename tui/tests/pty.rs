@@ -28,14 +28,7 @@ impl Backend {
     async fn start(data: &Path, listen: SocketAddr) -> Backend {
         let app = Application::build(EmbeddedArgs {
             listen,
-            data_dir: data.to_owned(),
-            pay_ttl: Duration::from_secs(300),
-            catalog: None,
-            public_url: None,
-            partitions: 4,
-            token_secret: None,
-            webhook_secret: None,
-            stripe: Default::default(),
+            ..EmbeddedArgs::local(data.to_owned())
         })
         .await
         .expect("backend builds");

@@ -48,15 +48,8 @@ impl InProcess {
     async fn build(pay_ttl: Duration) -> InProcess {
         let dir = tempfile::tempdir().expect("data dir");
         let app = Application::build(EmbeddedArgs {
-            listen: "127.0.0.1:0".parse().expect("address"),
-            data_dir: dir.path().join("data"),
             pay_ttl,
-            catalog: None,
-            public_url: None,
-            partitions: 4,
-            token_secret: None,
-            webhook_secret: None,
-            stripe: Default::default(),
+            ..EmbeddedArgs::local(dir.path().join("data"))
         })
         .await
         .expect("application builds");

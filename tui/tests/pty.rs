@@ -144,6 +144,15 @@ impl Tui {
     }
 
     /// Waits until some line of the screen satisfies `test`; returns it.
+    /// Waits until the stock pane shows `available` units of `sku`.
+    async fn wait_for_stock(&self, sku: &str, available: u32) {
+        let count = available.to_string();
+        self.wait_for_line(&format!("{sku} at {available}"), |line| {
+            line.contains(sku) && line.split_whitespace().any(|word| word == count)
+        })
+        .await;
+    }
+
     async fn wait_for_line(&self, what: &str, test: impl Fn(&str) -> bool) -> String {
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
@@ -168,6 +177,23 @@ impl Drop for Tui {
     fn drop(&mut self) {
         let _ = self.child.kill();
     }
+}
+
+/// A customer of their own connects to `gateway` and buys `quantity` of
+/// `sku`, waiting until the order is RESERVED.
+async fn another_customer_buys(gateway: &str, sku: &str, quantity: i64, key: &str) -> Client {
+    let customer = Client::connect(&websocket_url(gateway), None)
+        .await
+        .expect("another customer connects");
+    let order = customer
+        .place_order(&[(sku, quantity)], key)
+        .await
+        .expect("placed");
+    customer
+        .wait_for_checkout(order.id, WAIT)
+        .await
+        .expect("reserved");
+    customer
 }
 
 fn size(value: u16) -> std::num::NonZero<u16> {
@@ -225,21 +251,8 @@ async fn keys_place_an_order_that_turns_paid_while_stock_moves_live() {
     assert!(reserved.contains("4,500.00 EUR"), "{reserved}");
 
     // Another customer buys three iPhones: the stock pane follows.
-    let other = Client::connect(&websocket_url(&gateway), None)
-        .await
-        .expect("another customer");
-    let theirs = other
-        .place_order(&[("SKU-002", 3)], "their-order")
-        .await
-        .expect("placed");
-    other
-        .wait_for_checkout(theirs.id, WAIT)
-        .await
-        .expect("reserved");
-    tui.wait_for_line("SKU-002 at 7", |line| {
-        line.contains("SKU-002") && line.split_whitespace().any(|word| word == "7")
-    })
-    .await;
+    let other = another_customer_buys(&gateway, "SKU-002", 3, "their-order").await;
+    tui.wait_for_stock("SKU-002", 7).await;
 
     // The pay box shows the link; paying it over HTTP turns the order PAID in place.
     tui.press("p");
@@ -283,21 +296,8 @@ async fn keys_place_an_order_that_turns_paid_while_stock_moves_live() {
     other.close();
     let bought = other.place_order(&[("SKU-003", 1)], "after-restart").await;
     assert!(bought.is_err(), "the old connection is gone");
-    let again = Client::connect(&websocket_url(&gateway), None)
-        .await
-        .expect("connects");
-    let order = again
-        .place_order(&[("SKU-003", 4)], "after-restart")
-        .await
-        .expect("placed");
-    again
-        .wait_for_checkout(order.id, WAIT)
-        .await
-        .expect("reserved");
-    tui.wait_for_line("SKU-003 at 6", |line| {
-        line.contains("SKU-003") && line.split_whitespace().any(|word| word == "6")
-    })
-    .await;
+    another_customer_buys(&gateway, "SKU-003", 4, "after-restart").await;
+    tui.wait_for_stock("SKU-003", 6).await;
 
     // q quits and gives the terminal back.
     tui.press("q");

@@ -14,7 +14,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
 use axum::Router;
 
 use super::{Runtime, Server, loopback};
@@ -104,14 +103,8 @@ impl Node {
         let listen = args
             .listen
             .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], role.default_port())));
-        let listener = tokio::net::TcpListener::bind(listen)
-            .await
-            .with_context(|| format!("cannot listen on {listen}"))?;
-        let address = listener.local_addr()?;
-        let public_url = args
-            .public_url
-            .clone()
-            .unwrap_or_else(|| format!("http://{address}"));
+        let (listener, address, public_url) =
+            super::bind(listen, args.public_url.as_deref()).await?;
 
         let (supervisor, spawner) = Supervisor::new();
         let metrics = Metrics::default();

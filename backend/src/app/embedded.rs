@@ -51,14 +51,8 @@ impl Application {
         let token_secret = config.token_secret.clone().unwrap_or(stored.token);
         let webhook_secret = config.webhook_secret.clone().unwrap_or(stored.webhook);
 
-        let listener = tokio::net::TcpListener::bind(config.listen)
-            .await
-            .with_context(|| format!("cannot listen on {}", config.listen))?;
-        let address = listener.local_addr()?;
-        let public_url = config
-            .public_url
-            .clone()
-            .unwrap_or_else(|| format!("http://{address}"));
+        let (listener, address, public_url) =
+            super::bind(config.listen, config.public_url.as_deref()).await?;
 
         let (supervisor, spawner) = Supervisor::new();
         let metrics = Metrics::default();

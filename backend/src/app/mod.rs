@@ -90,6 +90,21 @@ impl Server {
     }
 }
 
+/// Binds `listen` and returns the listener with the base URL of its pages:
+/// `public_url` when set, otherwise the address bound (port 0 resolved).
+pub async fn bind(
+    listen: SocketAddr,
+    public_url: Option<&str>,
+) -> anyhow::Result<(tokio::net::TcpListener, SocketAddr, String)> {
+    use anyhow::Context;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let address = listener.local_addr()?;
+    let public_url = public_url.map_or_else(|| format!("http://{address}"), str::to_owned);
+    Ok((listener, address, public_url))
+}
+
 /// Where to reach `address` from this machine: the loopback address when
 /// it listens on all interfaces.
 pub fn loopback(address: SocketAddr) -> SocketAddr {

@@ -21,8 +21,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use shop_shared::time::Timestamp;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqlitePool};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqliteSynchronous};
+use sqlx::{Connection, Row};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::consumer::{Consumer, Delivery};
@@ -31,6 +31,7 @@ use super::{
     TopicSpec, partition_for,
 };
 use crate::db::batch::{self, Placeholders};
+use crate::db::checkpoint;
 use crate::metrics::Metrics;
 use crate::tasks::{Shutdown, Spawner};
 
@@ -139,11 +140,17 @@ impl MemoryBus {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(5));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect_with(options)
+        // The writer task is the only user: it owns the connection, without
+        // a pool's health checks around every statement.
+        let mut connection = SqliteConnection::connect_with(&options).await?;
+        sqlx::query(checkpoint::FOREGROUND_PRAGMA)
+            .execute(&mut connection)
             .await?;
-        let store = LogStore { pool };
+        let checkpointer = checkpoint::start(&options).await?;
+        let mut store = LogStore {
+            connection,
+            _checkpointer: checkpointer,
+        };
         store.migrate().await?;
         let shared = store.load().await?;
         Ok(Self::start(
@@ -686,7 +693,7 @@ impl Writer {
             }
         }
 
-        if let Some(store) = &self.store
+        if let Some(store) = &mut self.store
             && let Err(error) = store.write(&placed, &creations).await
         {
             tracing::error!(%error, "cannot write the bus log");
@@ -798,7 +805,7 @@ impl Writer {
                 }
             }
         }
-        let Some(store) = &self.store else {
+        let Some(store) = &mut self.store else {
             return;
         };
         if cuts.is_empty() && compactions.is_empty() && self.unsaved.is_empty() {
@@ -812,7 +819,7 @@ impl Writer {
 
     /// Writes the committed offsets kept in memory.
     async fn save_offsets(&mut self) {
-        let Some(store) = &self.store else {
+        let Some(store) = &mut self.store else {
             return;
         };
         if self.unsaved.is_empty() {
@@ -842,11 +849,12 @@ impl TopicLog {
 
 /// The SQLite file behind the log.
 struct LogStore {
-    pool: SqlitePool,
+    connection: SqliteConnection,
+    _checkpointer: checkpoint::Checkpointer,
 }
 
 impl LogStore {
-    async fn migrate(&self) -> Result<(), sqlx::Error> {
+    async fn migrate(&mut self) -> Result<(), sqlx::Error> {
         sqlx::raw_sql(
             "CREATE TABLE IF NOT EXISTS bus_topics (
                 name TEXT PRIMARY KEY,
@@ -877,15 +885,15 @@ impl LogStore {
                 PRIMARY KEY (group_id, topic, part)
             ) WITHOUT ROWID;",
         )
-        .execute(&self.pool)
+        .execute(&mut self.connection)
         .await?;
         Ok(())
     }
 
-    async fn load(&self) -> anyhow::Result<Shared> {
+    async fn load(&mut self) -> anyhow::Result<Shared> {
         let shared = Shared::default();
         let topics = sqlx::query("SELECT name, partitions, compacted FROM bus_topics")
-            .fetch_all(&self.pool)
+            .fetch_all(&mut self.connection)
             .await?;
         {
             let mut map = write(&shared.topics);
@@ -900,7 +908,7 @@ impl LogStore {
             }
         }
         let ends = sqlx::query("SELECT topic, part, next_offset FROM bus_log_end")
-            .fetch_all(&self.pool)
+            .fetch_all(&mut self.connection)
             .await?;
         for row in ends {
             let topic: String = row.try_get("topic")?;
@@ -916,7 +924,7 @@ impl LogStore {
             "SELECT topic, part, record_offset, record_key, headers, payload, created_at
              FROM bus_records ORDER BY topic, part, record_offset",
         )
-        .fetch_all(&self.pool)
+        .fetch_all(&mut self.connection)
         .await?;
         for row in records {
             let topic: String = row.try_get("topic")?;
@@ -954,7 +962,7 @@ impl LogStore {
         }
         let offsets =
             sqlx::query("SELECT group_id, topic, part, next_offset FROM bus_group_offsets")
-                .fetch_all(&self.pool)
+                .fetch_all(&mut self.connection)
                 .await?;
         for row in offsets {
             let group: String = row.try_get("group_id")?;
@@ -978,7 +986,7 @@ impl LogStore {
     /// partition is its newest record, so it is written only when trimming
     /// removes every record.
     async fn write(
-        &self,
+        &mut self,
         placed: &[Placed],
         creations: &[TopicCreation],
     ) -> Result<(), sqlx::Error> {
@@ -990,7 +998,7 @@ impl LogStore {
             .bind(name)
             .bind(i64::from(*partitions))
             .bind(i64::from(*compacted))
-            .execute(&self.pool)
+            .execute(&mut self.connection)
             .await?;
         }
         for range in batch::chunks(placed.len()) {
@@ -1014,77 +1022,89 @@ impl LogStore {
                     .bind(&record.payload)
                     .bind(record.timestamp.as_millis());
             }
-            insert.execute(&self.pool).await?;
+            insert.execute(&mut self.connection).await?;
         }
         Ok(())
     }
 
     /// Writes committed offsets, then removes the records `cuts` and
-    /// `compactions` name, in one transaction.
+    /// `compactions` name, in one transaction. The statements go to
+    /// SQLite's thread as one script: a statement each would hold up the
+    /// appends queued behind the trim for a round trip per partition.
     async fn trim(
-        &self,
+        &mut self,
         cuts: &[(Arc<str>, u32, u64, u64)],
         compactions: &[(Arc<str>, u32, BTreeSet<u64>)],
         commits: &HashMap<(String, String, u32), u64>,
     ) -> Result<(), sqlx::Error> {
-        let mut tx = self.pool.begin().await?;
-        let commits: Vec<_> = commits.iter().collect();
-        for range in batch::chunks(commits.len()) {
-            let sql = format!(
-                "INSERT INTO bus_group_offsets (group_id, topic, part, next_offset) VALUES {}
-                 ON CONFLICT (group_id, topic, part)
-                 DO UPDATE SET next_offset = MAX(next_offset, excluded.next_offset)",
-                batch::values(range.len(), 4, Placeholders::Question)
-            );
-            let mut upsert = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for ((group, topic, partition), next) in &commits[range] {
-                upsert = upsert
-                    .bind(group)
-                    .bind(topic)
-                    .bind(i64::from(*partition))
-                    .bind(**next as i64);
-            }
-            upsert.execute(&mut *tx).await?;
-        }
-
-        for (topic, partition, low, end) in cuts {
-            // The newest record may go too: remember where the log ends.
-            sqlx::query(
-                "INSERT INTO bus_log_end (topic, part, next_offset) VALUES (?, ?, ?)
-                 ON CONFLICT (topic, part) DO UPDATE SET next_offset = excluded.next_offset",
-            )
-            .bind(topic.as_ref())
-            .bind(i64::from(*partition))
-            .bind(*end as i64)
+        let script = trim_script(cuts, compactions, commits);
+        let mut tx = self.connection.begin().await?;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(script))
             .execute(&mut *tx)
             .await?;
-            sqlx::query(
-                "DELETE FROM bus_records WHERE topic = ? AND part = ? AND record_offset < ?",
-            )
-            .bind(topic.as_ref())
-            .bind(i64::from(*partition))
-            .bind(*low as i64)
-            .execute(&mut *tx)
-            .await?;
-        }
-        for (topic, partition, offsets) in compactions {
-            let offsets: Vec<u64> = offsets.iter().copied().collect();
-            for range in batch::chunks(offsets.len()) {
-                let sql = format!(
-                    "DELETE FROM bus_records WHERE topic = ? AND part = ? AND record_offset IN {}",
-                    batch::values(1, range.len(), Placeholders::Question)
-                );
-                let mut delete = sqlx::query(sqlx::AssertSqlSafe(sql))
-                    .bind(topic.as_ref())
-                    .bind(i64::from(*partition));
-                for offset in &offsets[range] {
-                    delete = delete.bind(*offset as i64);
-                }
-                delete.execute(&mut *tx).await?;
-            }
-        }
         tx.commit().await
     }
+}
+
+/// The statements of a trim, with every value written out: numbers, and
+/// topic and group names quoted as SQL strings.
+fn trim_script(
+    cuts: &[(Arc<str>, u32, u64, u64)],
+    compactions: &[(Arc<str>, u32, BTreeSet<u64>)],
+    commits: &HashMap<(String, String, u32), u64>,
+) -> String {
+    use std::fmt::Write;
+    let mut script = String::new();
+    if !commits.is_empty() {
+        let rows: Vec<String> = commits
+            .iter()
+            .map(|((group, topic, partition), next)| {
+                format!("({}, {}, {partition}, {next})", text(group), text(topic))
+            })
+            .collect();
+        let _ = write!(
+            script,
+            "INSERT INTO bus_group_offsets (group_id, topic, part, next_offset) VALUES {}
+             ON CONFLICT (group_id, topic, part)
+             DO UPDATE SET next_offset = MAX(next_offset, excluded.next_offset);\n",
+            rows.join(", ")
+        );
+    }
+    if !cuts.is_empty() {
+        // The newest record may go too: remember where each log ends.
+        let rows: Vec<String> = cuts
+            .iter()
+            .map(|(topic, partition, _, end)| format!("({}, {partition}, {end})", text(topic)))
+            .collect();
+        let _ = write!(
+            script,
+            "INSERT INTO bus_log_end (topic, part, next_offset) VALUES {}
+             ON CONFLICT (topic, part) DO UPDATE SET next_offset = excluded.next_offset;\n",
+            rows.join(", ")
+        );
+    }
+    for (topic, partition, low, _) in cuts {
+        let _ = writeln!(
+            script,
+            "DELETE FROM bus_records WHERE topic = {} AND part = {partition} AND record_offset < {low};",
+            text(topic)
+        );
+    }
+    for (topic, partition, offsets) in compactions {
+        let list: Vec<String> = offsets.iter().map(u64::to_string).collect();
+        let _ = writeln!(
+            script,
+            "DELETE FROM bus_records WHERE topic = {} AND part = {partition} AND record_offset IN ({});",
+            text(topic),
+            list.join(", ")
+        );
+    }
+    script
+}
+
+/// `value` as an SQL string literal.
+fn text(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "''"))
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -1306,15 +1326,20 @@ mod tests {
             .await
             .expect("reopen");
         let handler = Arc::new(Collect::default());
-        bus.subscribe(Subscription::group("g", &["t"]), handler.clone())
+        // A name that needs quoting in SQL.
+        let group = "o'brien";
+        bus.subscribe(Subscription::group(group, &["t"]), handler.clone())
             .await
             .expect("g");
         assert_eq!(handler.wait_for(10).await.len(), 10);
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        // Long enough for a trim to write the offsets and drop the records.
+        tokio::time::sleep(TRIM_EVERY + Duration::from_millis(300)).await;
+        assert!(bus.records("t").is_empty(), "consumed records are trimmed");
         drop(bus);
         stop(supervisor).await;
 
-        // The group committed them: after another restart it reads only what is new.
+        // The group committed them: after another restart it reads only
+        // what is new, and the trimmed log goes on from where it ended.
         let (supervisor, spawner) = Supervisor::new();
         let bus = MemoryBus::open(&path, 2, Metrics::default(), &spawner)
             .await
@@ -1322,8 +1347,11 @@ mod tests {
         bus.publish(vec![record("t", "k1", "new")])
             .await
             .expect("published");
+        let kept = bus.records("t");
+        assert_eq!(kept.len(), 1);
+        assert!(kept[0].offset > 0, "offsets are never reused");
         let handler = Arc::new(Collect::default());
-        bus.subscribe(Subscription::group("g", &["t"]), handler.clone())
+        bus.subscribe(Subscription::group(group, &["t"]), handler.clone())
             .await
             .expect("g");
         tokio::time::sleep(Duration::from_millis(200)).await;

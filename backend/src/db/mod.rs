@@ -6,11 +6,13 @@
 //! [`Dialect`] says which to use. Every table belongs to exactly one service.
 
 pub mod batch;
+pub mod checkpoint;
 pub mod inbox;
 pub mod migrate;
 pub mod outbox;
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
@@ -30,6 +32,8 @@ pub enum Dialect {
 pub struct Db {
     pool: AnyPool,
     dialect: Dialect,
+    /// SQLite: the background checkpoints, which stop with the last clone.
+    _checkpointer: Option<Arc<checkpoint::Checkpointer>>,
 }
 
 pub type Tx = sqlx::Transaction<'static, sqlx::Any>;
@@ -37,7 +41,8 @@ pub type Tx = sqlx::Transaction<'static, sqlx::Any>;
 impl Db {
     /// Opens (creating if needed) the SQLite file at `path`, in WAL mode.
     /// One connection: SQLite has one writer anyway, and a single connection
-    /// never meets a busy database.
+    /// never meets a busy database. A second one checkpoints the log in the
+    /// background ([`checkpoint`]).
     pub async fn sqlite(path: &Path) -> Result<Db, sqlx::Error> {
         sqlx::any::install_default_drivers();
         let url = format!("sqlite://{}?mode=rwc", encode_path(path));
@@ -46,6 +51,10 @@ impl Db {
             .max_connections(1)
             .min_connections(1)
             .idle_timeout(None)
+            // The pool's health check would cost a round trip to the
+            // connection's thread before every statement; a broken file shows
+            // in the statement's own error.
+            .test_before_acquire(false)
             .max_lifetime(None)
             .after_connect(|connection, _| {
                 Box::pin(async move {
@@ -54,6 +63,7 @@ impl Db {
                         "PRAGMA synchronous = NORMAL",
                         "PRAGMA busy_timeout = 5000",
                         "PRAGMA foreign_keys = ON",
+                        checkpoint::FOREGROUND_PRAGMA,
                     ] {
                         connection.execute(pragma).await?;
                     }
@@ -62,9 +72,11 @@ impl Db {
             })
             .connect_with(options)
             .await?;
+        let checkpointer = checkpoint::start(&url.parse()?).await?;
         Ok(Db {
             pool,
             dialect: Dialect::Sqlite,
+            _checkpointer: Some(Arc::new(checkpointer)),
         })
     }
 
@@ -102,6 +114,11 @@ impl Db {
         let pool = AnyPoolOptions::new()
             .max_connections(max_connections.max(1))
             .acquire_timeout(Duration::from_secs(5))
+            // sqlx checks every connection as it comes back to the pool; a
+            // second check on the way out would cost a round trip per
+            // transaction, and a connection lost in between fails its
+            // statement with an error that is retried (`is_transient`).
+            .test_before_acquire(false)
             .after_connect(move |connection, _| {
                 let search_path = search_path.clone();
                 Box::pin(async move {
@@ -114,6 +131,7 @@ impl Db {
         Ok(Db {
             pool,
             dialect: Dialect::Postgres,
+            _checkpointer: None,
         })
     }
 

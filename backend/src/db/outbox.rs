@@ -7,6 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use shop_shared::events::{Envelope, Message};
 use shop_shared::time::Timestamp;
 use sqlx::{AnyConnection, AnyPool, Connection, Row};
@@ -25,7 +26,7 @@ pub async fn push<M: Message>(
     tx: &mut Tx,
     message: M,
     correlation_id: &str,
-) -> Result<(), sqlx::Error> {
+) -> Result<Written, sqlx::Error> {
     let mut outgoing = Outgoing::default();
     outgoing.push(message, correlation_id);
     outgoing.write(tx).await
@@ -36,6 +37,14 @@ pub async fn push<M: Message>(
 #[derive(Debug, Default)]
 pub struct Outgoing {
     records: Vec<OutgoingRecord>,
+}
+
+/// Outbox rows a transaction wrote, with their ids, for
+/// [`RelayHandle::commit`].
+#[derive(Debug, Default)]
+#[must_use = "hand the rows to RelayHandle::commit"]
+pub struct Written {
+    rows: Vec<(i64, OutgoingRecord)>,
 }
 
 impl Outgoing {
@@ -53,15 +62,18 @@ impl Outgoing {
     }
 
     /// Writes the messages to the outbox, inside `tx`.
-    pub async fn write(self, tx: &mut Tx) -> Result<(), sqlx::Error> {
+    pub async fn write(self, tx: &mut Tx) -> Result<Written, sqlx::Error> {
         let now = Timestamp::now().as_millis();
-        for range in batch::chunks(self.records.len()) {
+        let mut rows = Vec::with_capacity(self.records.len());
+        let mut records = self.records.into_iter();
+        for range in batch::chunks(records.len()) {
             let sql = format!(
-                "INSERT INTO outbox (topic, msg_key, headers, payload, created_at) VALUES {}",
+                "INSERT INTO outbox (topic, msg_key, headers, payload, created_at) VALUES {} RETURNING id",
                 batch::values(range.len(), 5, Placeholders::Numbered)
             );
-            let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for record in &self.records[range] {
+            let chunk: Vec<OutgoingRecord> = records.by_ref().take(range.len()).collect();
+            let mut insert = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql));
+            for record in &chunk {
                 let headers =
                     serde_json::to_string(&record.headers).unwrap_or_else(|_| "[]".into());
                 insert = insert
@@ -71,33 +83,89 @@ impl Outgoing {
                     .bind(String::from_utf8_lossy(&record.payload).into_owned())
                     .bind(now);
             }
-            insert.execute(&mut **tx).await?;
+            let mut ids = insert.fetch_all(&mut **tx).await?;
+            // Rows get ascending ids in the order of the VALUES list; the
+            // order RETURNING lists them in is unspecified.
+            ids.sort_unstable();
+            rows.extend(ids.into_iter().zip(chunk));
         }
-        Ok(())
+        Ok(Written { rows })
     }
 }
 
-/// Wakes a service's relay after a commit. Cheap to clone.
+/// Commits transactions that wrote to the outbox and wakes the relay. Cheap
+/// to clone.
+///
+/// On SQLite the relay publishes the rows it is handed, from memory, in
+/// the order their transactions committed, and deletes them in the
+/// background: the outbox is read only at start, for what a crash left
+/// behind. On PostgreSQL, where other instances write to the same outbox,
+/// the relay reads it.
 #[derive(Clone, Default)]
 pub struct RelayHandle {
     wake: Arc<Notify>,
+    queue: Option<Arc<Queue>>,
+}
+
+/// Rows committed but not yet published, in commit order.
+#[derive(Default)]
+struct Queue {
+    /// Held from before a commit until its rows are queued, so rows queue
+    /// in the order their transactions committed.
+    turn: tokio::sync::Mutex<()>,
+    pending: std::sync::Mutex<Pending>,
+}
+
+#[derive(Default)]
+struct Pending {
+    rows: Vec<(i64, OutgoingRecord)>,
+    /// A commit failed: whether it took effect is unknown, so the relay
+    /// reads the outbox itself.
+    reread: bool,
 }
 
 impl RelayHandle {
-    /// Tells the relay there is something to publish.
-    pub fn wake(&self) {
+    /// Commits `tx`, which wrote `written` to the outbox, and has the relay
+    /// publish those rows.
+    pub async fn commit(&self, tx: Tx, written: Written) -> Result<(), sqlx::Error> {
+        let Some(queue) = &self.queue else {
+            tx.commit().await?;
+            self.wake.notify_one();
+            return Ok(());
+        };
+        let _turn = queue.turn.lock().await;
+        let committed = tx.commit().await;
+        {
+            let mut pending = lock(&queue.pending);
+            match committed {
+                Ok(()) => pending.rows.extend(written.rows),
+                Err(_) => pending.reread = true,
+            }
+        }
         self.wake.notify_one();
+        committed
     }
 }
 
-/// Starts the relay of `db`'s outbox onto `bus`.
-pub fn spawn_relay(
+/// Starts the relay of `db`'s outbox onto `bus`, once it has published what
+/// the outbox holds (rows an earlier run left behind, or rows written
+/// before the service started).
+pub async fn start_relay(
     service: &'static str,
     db: Db,
     bus: Arc<dyn Bus>,
     spawner: &Spawner,
-) -> RelayHandle {
-    let handle = RelayHandle::default();
+) -> anyhow::Result<RelayHandle> {
+    let handle = match db.dialect() {
+        Dialect::Sqlite => {
+            flush(&db, bus.as_ref()).await?;
+            RelayHandle {
+                wake: Arc::default(),
+                queue: Some(Arc::default()),
+            }
+        }
+        Dialect::Postgres => RelayHandle::default(),
+    };
     let relay = Relay {
         service,
         db,
@@ -105,8 +173,12 @@ pub fn spawn_relay(
         wake: handle.wake.clone(),
         shutdown: spawner.shutdown().clone(),
     };
-    spawner.spawn(format!("{service}-outbox-relay"), relay.run());
-    handle
+    let task = match handle.queue.clone() {
+        Some(queue) => relay.run_from_memory(queue).boxed(),
+        None => relay.run().boxed(),
+    };
+    spawner.spawn(format!("{service}-outbox-relay"), task);
+    Ok(handle)
 }
 
 struct Relay {
@@ -117,30 +189,21 @@ struct Relay {
     shutdown: Shutdown,
 }
 
+/// How long published rows may wait to be deleted in one statement.
+const DELETE_AFTER: Duration = Duration::from_millis(100);
+
 impl Relay {
+    /// Reads the outbox and publishes what it finds, whenever woken and at
+    /// least every 50 ms, as the instance holding the relay's lock.
     async fn run(self) -> anyhow::Result<()> {
         let mut backoff = Duration::from_millis(50);
         let mut last_prune = std::time::Instant::now();
         let mut leader: Option<AnyConnection> = None;
-        let poll = match self.db.dialect() {
-            // One process owns a SQLite database; its commits wake the relay.
-            Dialect::Sqlite => Duration::from_millis(500),
-            // Other instances write too, and only the leader relays.
-            Dialect::Postgres => Duration::from_millis(50),
-        };
         loop {
-            let outcome = match self.db.dialect() {
-                Dialect::Sqlite => flush(&self.db, self.bus.as_ref()).await,
-                Dialect::Postgres => self.lead_and_flush(&mut leader).await,
-            };
-            match outcome {
+            match self.lead_and_flush(&mut leader).await {
                 Ok(()) => backoff = Duration::from_millis(50),
                 Err(error) => {
-                    tracing::warn!(
-                        service = self.service,
-                        error = format!("{error:#}"),
-                        "outbox relay failed; retrying"
-                    );
+                    self.failed(&error);
                     if let Some(connection) = leader.take() {
                         // Closing the connection gives up the lock, so another
                         // instance may take over.
@@ -153,16 +216,96 @@ impl Relay {
                     continue;
                 }
             }
-            if last_prune.elapsed() > Duration::from_secs(3600) {
-                last_prune = std::time::Instant::now();
-                if let Err(error) = inbox::prune(&self.db).await {
-                    tracing::warn!(service = self.service, %error, "cannot prune processed message ids");
-                }
-            }
+            self.prune_now_and_then(&mut last_prune).await;
             tokio::select! {
                 _ = self.wake.notified() => {}
-                _ = tokio::time::sleep(poll) => {}
+                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
                 _ = self.shutdown.triggered() => return Ok(()),
+            }
+        }
+    }
+
+    /// Publishes the rows commits hand over, in commit order, and deletes
+    /// them at most [`DELETE_AFTER`] later. A crash before the delete
+    /// publishes them again at the next start, with the same event ids.
+    async fn run_from_memory(self, queue: Arc<Queue>) -> anyhow::Result<()> {
+        let mut backoff = Duration::from_millis(50);
+        let mut last_prune = std::time::Instant::now();
+        let mut unpublished: Vec<(i64, OutgoingRecord)> = Vec::new();
+        let mut published: Vec<i64> = Vec::new();
+        let mut oldest_published: Option<tokio::time::Instant> = None;
+        loop {
+            let reread = {
+                let mut pending = lock(&queue.pending);
+                unpublished.append(&mut pending.rows);
+                std::mem::take(&mut pending.reread)
+            };
+            let outcome = async {
+                if reread {
+                    // Published rows go first, or they would be published
+                    // again after newer ones; the rest are all in the outbox.
+                    delete(&self.db, &mut published).await?;
+                    unpublished.clear();
+                    flush(&self.db, self.bus.as_ref()).await?;
+                } else if !unpublished.is_empty() {
+                    let rows = std::mem::take(&mut unpublished);
+                    let records = rows.iter().map(|(_, record)| record.clone()).collect();
+                    if let Err(error) = self.bus.publish(records).await {
+                        unpublished = rows;
+                        return Err(error.into());
+                    }
+                    published.extend(rows.iter().map(|(id, _)| *id));
+                    oldest_published.get_or_insert_with(tokio::time::Instant::now);
+                }
+                let due = oldest_published.is_some_and(|since| since.elapsed() >= DELETE_AFTER);
+                if due || published.len() >= BATCH as usize {
+                    delete(&self.db, &mut published).await?;
+                    oldest_published = None;
+                }
+                anyhow::Ok(())
+            }
+            .await;
+            match outcome {
+                Ok(()) => backoff = Duration::from_millis(50),
+                Err(error) => {
+                    self.failed(&error);
+                    if reread {
+                        lock(&queue.pending).reread = true;
+                    }
+                    if !self.shutdown.sleep(backoff).await {
+                        return Ok(());
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+            }
+            self.prune_now_and_then(&mut last_prune).await;
+            let delete_in =
+                oldest_published.map(|since| DELETE_AFTER.saturating_sub(since.elapsed()));
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(delete_in.unwrap_or(Duration::from_secs(3600))) => {}
+                _ = self.shutdown.triggered() => {
+                    let _ = delete(&self.db, &mut published).await;
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    fn failed(&self, error: &anyhow::Error) {
+        tracing::warn!(
+            service = self.service,
+            error = format!("{error:#}"),
+            "outbox relay failed; retrying"
+        );
+    }
+
+    async fn prune_now_and_then(&self, last_prune: &mut std::time::Instant) {
+        if last_prune.elapsed() > Duration::from_secs(3600) {
+            *last_prune = std::time::Instant::now();
+            if let Err(error) = inbox::prune(&self.db).await {
+                tracing::warn!(service = self.service, %error, "cannot prune processed message ids");
             }
         }
     }
@@ -194,6 +337,32 @@ impl Relay {
             None => Ok(()),
         }
     }
+}
+
+/// Deletes the outbox rows `ids` names, which were published, and empties it.
+async fn delete(db: &Db, ids: &mut Vec<i64>) -> Result<(), sqlx::Error> {
+    for chunk in ids.chunks(BATCH as usize) {
+        let list = chunk
+            .iter()
+            .map(i64::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DELETE FROM outbox WHERE id IN ({list})"
+        )))
+        .execute(db.pool())
+        .await?;
+    }
+    ids.clear();
+    Ok(())
+}
+
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // The queue only moves rows between vectors; a poisoned lock is still
+    // consistent.
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// The advisory lock key of a service's relay.
@@ -270,4 +439,119 @@ pub async fn pending(db: &Db) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM outbox")
         .fetch_one(db.pool())
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bus::TopicSpec;
+    use crate::bus::memory::MemoryBus;
+    use crate::db::Service;
+    use crate::metrics::Metrics;
+    use crate::tasks::Supervisor;
+    use shop_shared::events::{CancelOrder, OrderCommand, topic};
+    use uuid::Uuid;
+
+    fn cancel(order_id: Uuid) -> OrderCommand {
+        OrderCommand::CancelOrder(CancelOrder {
+            order_id,
+            customer_id: Uuid::nil(),
+        })
+    }
+
+    /// The order ids of the commands on the bus, in log order.
+    fn published(bus: &MemoryBus) -> Vec<Uuid> {
+        bus.records(topic::ORDER_COMMANDS)
+            .iter()
+            .map(|record| {
+                let envelope = Envelope::<OrderCommand>::from_json(&record.payload).expect("json");
+                let OrderCommand::CancelOrder(command) = envelope.message else {
+                    panic!("not a cancel command");
+                };
+                command.order_id
+            })
+            .collect()
+    }
+
+    async fn wait_until(what: &str, mut done: impl AsyncFnMut() -> bool) {
+        for _ in 0..300 {
+            if done().await {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("timed out waiting until {what}");
+    }
+
+    #[tokio::test]
+    async fn the_sqlite_relay_publishes_what_was_left_first_then_every_commit_in_order_and_empties_the_outbox()
+     {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = Db::sqlite(&dir.path().join("order.sqlite"))
+            .await
+            .expect("db");
+        db.migrate(Service::Order).await.expect("migrate");
+        let (supervisor, spawner) = Supervisor::new();
+        // One partition: the log order is the publishing order.
+        let bus = MemoryBus::volatile(1, Metrics::default(), &spawner);
+        bus.ensure_topics(&TopicSpec::all()).await.expect("topics");
+
+        // A row an earlier run committed but did not publish.
+        let left = Uuid::new_v4();
+        let mut tx = db.begin().await.expect("begin");
+        let _ = push(&mut tx, cancel(left), "left").await.expect("push");
+        tx.commit().await.expect("commit");
+
+        let relay = start_relay("order", db.clone(), Arc::new(bus.clone()), &spawner)
+            .await
+            .expect("relay");
+        assert_eq!(
+            published(&bus),
+            vec![left],
+            "published before the relay starts"
+        );
+
+        let mut expected = vec![left];
+        for _ in 0..20 {
+            let mut tx = db.begin().await.expect("begin");
+            let mut outgoing = Outgoing::default();
+            for _ in 0..3 {
+                let id = Uuid::new_v4();
+                outgoing.push(cancel(id), "test");
+                expected.push(id);
+            }
+            let written = outgoing.write(&mut tx).await.expect("write");
+            relay.commit(tx, written).await.expect("commit");
+        }
+        // Concurrent commits are each published once.
+        let concurrent: Vec<Uuid> = (0..20).map(|_| Uuid::new_v4()).collect();
+        futures_util::future::join_all(concurrent.iter().map(|id| {
+            let (db, relay) = (db.clone(), relay.clone());
+            async move {
+                let mut tx = db.begin().await.expect("begin");
+                let written = push(&mut tx, cancel(*id), "test").await.expect("push");
+                relay.commit(tx, written).await.expect("commit");
+            }
+        }))
+        .await;
+
+        wait_until("every message is published", async || {
+            published(&bus).len() >= expected.len() + concurrent.len()
+        })
+        .await;
+        let all = published(&bus);
+        assert_eq!(all[..expected.len()], expected[..], "commit order");
+        let mut rest = all[expected.len()..].to_vec();
+        rest.sort();
+        let mut concurrent = concurrent;
+        concurrent.sort();
+        assert_eq!(rest, concurrent, "each concurrent commit exactly once");
+        wait_until("the outbox is emptied", async || {
+            pending(&db).await.expect("count") == 0
+        })
+        .await;
+
+        supervisor.trigger().trigger();
+        supervisor.run(Duration::from_secs(5)).await.expect("stops");
+    }
 }

@@ -72,9 +72,8 @@ async fn sweep(db: &Db, relay: &RelayHandle) -> anyhow::Result<bool> {
                 HandlerError::Malformed(reason) => anyhow::anyhow!(reason),
             })?;
     }
-    orders.write(&mut tx).await?;
-    tx.commit().await?;
-    relay.wake();
+    let written = orders.write(&mut tx).await?;
+    relay.commit(tx, written).await?;
     tracing::info!(expired = ids.len(), "expired unpaid orders");
     Ok(ids.len() as i64 == BATCH)
 }

@@ -22,7 +22,7 @@ use uuid::Uuid;
 use super::domain::{Decision, Effect, OrderRecord};
 use super::store;
 use crate::bus::{Handler, HandlerError, Record};
-use crate::db::outbox::{Outgoing, RelayHandle};
+use crate::db::outbox::{Outgoing, RelayHandle, Written};
 use crate::db::{Db, Tx, inbox};
 
 pub struct OrderHandler {
@@ -100,9 +100,8 @@ impl Handler for OrderHandler {
                 }
             }
         }
-        work.write(&mut tx).await?;
-        tx.commit().await?;
-        self.relay.wake();
+        let written = work.write(&mut tx).await?;
+        self.relay.commit(tx, written).await?;
         Ok(())
     }
 }
@@ -227,7 +226,7 @@ impl Orders {
     }
 
     /// Writes every changed order and the messages, inside `tx`.
-    pub async fn write(self, tx: &mut Tx) -> Result<(), sqlx::Error> {
+    pub async fn write(self, tx: &mut Tx) -> Result<Written, sqlx::Error> {
         let changed: Vec<&OrderRecord> = self
             .changed
             .iter()

@@ -18,7 +18,7 @@ use shop_shared::events::topic;
 
 use crate::app::Runtime;
 use crate::bus::Subscription;
-use crate::db::outbox::spawn_relay;
+use crate::db::outbox::start_relay;
 use crate::db::{Db, Service};
 use crate::metrics::{GaugeSource, Sample};
 
@@ -29,7 +29,7 @@ pub const GROUP: &str = "order";
 pub async fn start(runtime: &Runtime, db: Db, pay_ttl: Duration) -> anyhow::Result<GaugeSource> {
     let (bus, spawner) = (&runtime.bus, &runtime.spawner);
     db.migrate(Service::Order).await?;
-    let relay = spawn_relay("order", db.clone(), bus.clone(), spawner);
+    let relay = start_relay("order", db.clone(), bus.clone(), spawner).await?;
     let handler = handler::OrderHandler {
         db: db.clone(),
         relay: relay.clone(),

@@ -183,9 +183,8 @@ impl Handler for PaymentHandler {
         for (order_id, status) in statuses {
             store::set_status(&mut tx, order_id, status, None).await?;
         }
-        outgoing.write(&mut tx).await?;
-        tx.commit().await?;
-        service.relay.wake();
+        let written = outgoing.write(&mut tx).await?;
+        service.relay.commit(tx, written).await?;
         Ok(())
     }
 }

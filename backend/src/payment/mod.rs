@@ -24,7 +24,7 @@ use shop_shared::events::topic;
 use crate::app::Runtime;
 use crate::bus::Subscription;
 use crate::config::StripeArgs;
-use crate::db::outbox::{RelayHandle, spawn_relay};
+use crate::db::outbox::{RelayHandle, start_relay};
 use crate::db::{Db, Service};
 use crate::metrics::{GaugeSource, Metrics, Sample};
 use crate::secrets::Secret;
@@ -100,7 +100,7 @@ pub async fn start(
 ) -> anyhow::Result<Started> {
     let (bus, spawner) = (&runtime.bus, &runtime.spawner);
     db.migrate(Service::Payment).await?;
-    let relay = spawn_relay("payment", db.clone(), bus.clone(), spawner);
+    let relay = start_relay("payment", db.clone(), bus.clone(), spawner).await?;
     let service = PaymentService {
         db: db.clone(),
         relay,

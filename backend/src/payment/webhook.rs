@@ -265,8 +265,7 @@ async fn process(service: &PaymentService, event: &Event) -> Result<Outcome, Pro
             })
         }
     };
-    outbox::push(&mut tx, event, &correlation).await?;
-    tx.commit().await?;
-    service.relay.wake();
+    let written = outbox::push(&mut tx, event, &correlation).await?;
+    service.relay.commit(tx, written).await?;
     Ok(Outcome::Processed)
 }

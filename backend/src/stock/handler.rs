@@ -14,7 +14,7 @@ use uuid::Uuid;
 use super::reservation::{self, Reservation};
 use super::store::{self, Delta, OrderStock, ProductRow, Reserved};
 use crate::bus::{Handler, HandlerError, Record};
-use crate::db::outbox::{Outgoing, RelayHandle};
+use crate::db::outbox::{Outgoing, RelayHandle, Written};
 use crate::db::{Db, Tx, inbox};
 use crate::metrics::Metrics;
 
@@ -50,9 +50,8 @@ impl Handler for StockHandler {
                 StockCommand::CommitStock(order) => stock.commit(order.order_id)?,
             }
         }
-        stock.write(&mut tx).await?;
-        tx.commit().await?;
-        self.relay.wake();
+        let written = stock.write(&mut tx).await?;
+        self.relay.commit(tx, written).await?;
         Ok(())
     }
 }
@@ -255,7 +254,7 @@ impl Stock {
     }
 
     /// Writes the changes and the messages, inside `tx`.
-    async fn write(self, tx: &mut Tx) -> Result<(), HandlerError> {
+    async fn write(self, tx: &mut Tx) -> Result<Written, HandlerError> {
         let states: Vec<(Uuid, OrderStock)> = self
             .changed
             .iter()
@@ -277,8 +276,7 @@ impl Stock {
                 "stock changed while reserving"
             )));
         }
-        self.outgoing.write(tx).await?;
-        Ok(())
+        Ok(self.outgoing.write(tx).await?)
     }
 }
 

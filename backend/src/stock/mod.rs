@@ -17,7 +17,7 @@ use shop_shared::events::{ProductEvent, topic};
 
 use crate::app::Runtime;
 use crate::bus::Subscription;
-use crate::db::outbox::{self, spawn_relay};
+use crate::db::outbox::{self, start_relay};
 use crate::db::{Db, Service};
 use crate::metrics::{GaugeSource, Sample};
 use catalog::CatalogProduct;
@@ -38,7 +38,7 @@ pub async fn start(
     seed(&db, catalog).await?;
     // Publish the catalogue before anyone reads it.
     outbox::flush(&db, bus.as_ref()).await?;
-    let relay = spawn_relay("stock", db.clone(), bus.clone(), spawner);
+    let relay = start_relay("stock", db.clone(), bus.clone(), spawner).await?;
     let handler = handler::StockHandler {
         db: db.clone(),
         relay,
@@ -107,7 +107,8 @@ async fn seed(db: &Db, catalog: Option<Vec<CatalogProduct>>) -> anyhow::Result<(
     let all = store::all(db).await?;
     let mut tx = db.begin().await?;
     for product in all {
-        outbox::push(
+        // Published by the flush after the seed.
+        let _ = outbox::push(
             &mut tx,
             ProductEvent::ProductUpdated(product.view()),
             &product.sku,

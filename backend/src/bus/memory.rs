@@ -490,6 +490,11 @@ impl GroupReader {
             let index = (self.next + step) % count;
             let cursor = &mut self.cursors[index];
             let log = &cursor.topic.partitions[cursor.partition as usize];
+            // The end is read before the records: the writer inserts records
+            // before it moves the end, so every offset below this end that
+            // the map lacks is gone for good. Read after, it could include
+            // records appended since the map was looked at, and skip them.
+            let end = *log.end.borrow();
             let records: Vec<Arc<Record>> = {
                 let state = lock(&log.state);
                 state
@@ -502,7 +507,6 @@ impl GroupReader {
             if records.is_empty() {
                 // Offsets below the end that are gone were compacted or
                 // trimmed away: skip them.
-                let end = *log.end.borrow();
                 if cursor.position < end {
                     cursor.position = end;
                     self.advanced(index);
@@ -1299,6 +1303,78 @@ mod tests {
             4,
             "three failures, then success"
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_group_reading_while_publishers_append_misses_no_record() {
+        let (supervisor, spawner) = Supervisor::new();
+        let bus = MemoryBus::volatile(4, Metrics::default(), &spawner);
+        // Three groups reading three topics at once: three readers racing
+        // the writer.
+        let topics = ["t0", "t1", "t2"];
+        let mut handlers = Vec::new();
+        for name in topics {
+            bus.ensure_topics(&[topic(name, false)])
+                .await
+                .expect("topic");
+            let handler = Arc::new(Collect::default());
+            bus.subscribe(
+                Subscription::group(&format!("g-{name}"), &[name]),
+                handler.clone(),
+            )
+            .await
+            .expect("group");
+            handlers.push(handler);
+        }
+        // Busy threads beside the runtime's, so the reader is preempted at
+        // every point of a round, as on a loaded machine.
+        let spinning = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let spinners: Vec<_> = (0..4)
+            .map(|_| {
+                let spinning = spinning.clone();
+                std::thread::spawn(move || {
+                    while spinning.load(Ordering::Relaxed) {
+                        std::hint::spin_loop();
+                    }
+                })
+            })
+            .collect();
+        const PUBLISHERS: usize = 8;
+        const EACH: usize = 3_000;
+        let publishers = (0..PUBLISHERS).map(|publisher| {
+            let bus = bus.clone();
+            tokio::spawn(async move {
+                for n in 0..EACH {
+                    let key = format!("{publisher}-{n}");
+                    let records = topics.iter().map(|name| record(name, &key, "x")).collect();
+                    bus.publish(records).await.expect("published");
+                }
+            })
+        });
+        for publisher in futures_util::future::join_all(publishers).await {
+            publisher.expect("publisher");
+        }
+        let total = PUBLISHERS * EACH;
+        for _ in 0..1_000 {
+            if handlers.iter().all(|handler| handler.seen().len() >= total) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        spinning.store(false, Ordering::Relaxed);
+        for spinner in spinners {
+            spinner.join().expect("spinner");
+        }
+        for (name, handler) in topics.iter().zip(&handlers) {
+            let keys: HashSet<String> = handler.seen().into_iter().map(|(key, _)| key).collect();
+            assert_eq!(
+                keys.len(),
+                total,
+                "every record published on {name} is delivered"
+            );
+        }
+        drop(bus);
+        stop(supervisor).await;
     }
 
     #[tokio::test]

@@ -64,6 +64,12 @@ pub struct DistributedArgs {
     #[arg(long, env = "SHOP_KAFKA_REPLICATION", default_value_t = 1, value_parser = clap::value_parser!(i32).range(1..=16))]
     pub kafka_replication: i32,
 
+    /// Longest a broker may hold a consumer's fetch while nothing new has arrived, such as 20ms.
+    /// Kafka answers as soon as a record arrives; brokers that wait out the whole time (tansu)
+    /// answer faster with less, at the cost of more idle polling.
+    #[arg(long, env = "SHOP_KAFKA_FETCH_WAIT", default_value = "20ms", value_parser = parse_fetch_wait)]
+    pub kafka_fetch_wait: Duration,
+
     /// PostgreSQL URL of the service's database (order, stock, payment, all).
     /// Each service keeps its tables in a schema of its own (shop_order, shop_stock, shop_payment),
     /// so services never share tables even when they share a database.
@@ -264,6 +270,18 @@ pub fn parse_ttl(text: &str) -> Result<Duration, String> {
     Ok(ttl)
 }
 
+/// Reads a Kafka fetch wait: from 1ms to 5s.
+pub fn parse_fetch_wait(text: &str) -> Result<Duration, String> {
+    let wait = humantime::parse_duration(text)
+        .map_err(|error| format!("`{text}` is not a duration such as 20ms or 1s: {error}"))?;
+    if wait < Duration::from_millis(1) || wait > Duration::from_secs(5) {
+        return Err(format!(
+            "`{text}` is out of range: the fetch wait is from 1ms to 5s"
+        ));
+    }
+    Ok(wait)
+}
+
 /// Reads a base URL: http(s), no trailing slash.
 pub fn parse_url(text: &str) -> Result<String, String> {
     let trimmed = text.trim().trim_end_matches('/');
@@ -328,6 +346,21 @@ mod tests {
         };
         assert_eq!(args.kafka_brokers, "k1:9092,k2:9092");
         assert_eq!(args.pay_ttl, Duration::from_secs(30));
+        assert_eq!(args.kafka_fetch_wait, Duration::from_millis(20), "default");
+        let Some(Command::Stock(args)) =
+            Cli::try_parse_from(["shop-backend", "stock", "--kafka-fetch-wait", "5ms"])
+                .expect("parses")
+                .command
+        else {
+            panic!("stock")
+        };
+        assert_eq!(args.kafka_fetch_wait, Duration::from_millis(5));
+        for bad in ["0ms", "10s", "soon"] {
+            assert!(
+                Cli::try_parse_from(["shop-backend", "stock", "--kafka-fetch-wait", bad]).is_err(),
+                "{bad} is refused"
+            );
+        }
         assert!(
             Cli::try_parse_from(["shop-backend", "--data-dir", "x", "order"]).is_err(),
             "modes do not mix"

@@ -114,6 +114,7 @@ impl Node {
                 partitions: args.kafka_partitions,
                 replication: args.kafka_replication,
                 client_id: format!("shop-{role}"),
+                fetch_wait: args.kafka_fetch_wait,
             },
             metrics.clone(),
             &spawner,

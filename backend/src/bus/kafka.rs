@@ -54,6 +54,8 @@ pub struct KafkaConfig {
     pub replication: i32,
     /// Names this process in the broker's logs.
     pub client_id: String,
+    /// Longest the broker may hold a fetch while nothing new arrives.
+    pub fetch_wait: Duration,
 }
 
 /// The Kafka bus. Cheap to clone.
@@ -251,6 +253,7 @@ impl Bus for KafkaBus {
                 .await?;
         }
         let (caught_up, handle) = watch::channel(false);
+        let fetch_wait = self.inner.config.fetch_wait.as_millis().max(1);
         let reader = match subscription.mode {
             Mode::Group => {
                 let consumer: GroupConsumer = base_config(&self.inner.config)
@@ -259,7 +262,7 @@ impl Bus for KafkaBus {
                     .set("auto.commit.interval.ms", "200")
                     .set("enable.auto.offset.store", "false")
                     .set("auto.offset.reset", "earliest")
-                    .set("fetch.wait.max.ms", "20")
+                    .set("fetch.wait.max.ms", fetch_wait.to_string())
                     .set("session.timeout.ms", "6000")
                     .set("heartbeat.interval.ms", "1000")
                     .create_with_context(GroupContext {
@@ -289,7 +292,7 @@ impl Bus for KafkaBus {
                     )
                     .set("enable.auto.commit", "false")
                     .set("auto.offset.reset", "earliest")
-                    .set("fetch.wait.max.ms", "20")
+                    .set("fetch.wait.max.ms", fetch_wait.to_string())
                     .create_with_context(GroupContext {
                         group: subscription.group.clone(),
                         metrics: self.inner.metrics.clone(),

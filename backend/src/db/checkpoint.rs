@@ -6,7 +6,13 @@
 //! waits. Here that connection checkpoints only when the log has grown far
 //! beyond the usual size (a safety net), and a second connection checkpoints
 //! in the background every [`EVERY`]: passively, so writers never wait for
-//! it.
+//! it. A busy database keeps adding to the log while a passive checkpoint
+//! copies it, so the log never starts over by itself: when it reaches the
+//! writer's limit, the writer's own checkpoint finds all but the newest
+//! frames copied already, syncs, and starts the log over. (Restarting it
+//! from the background connection instead, at a quarter of the size, made
+//! writers wait for the restart every few seconds: p99 at 200 orders/s
+//! went from 20 to 30 ms.)
 
 use std::time::Duration;
 
@@ -50,4 +56,65 @@ pub async fn start(options: &SqliteConnectOptions) -> Result<Checkpointer, sqlx:
         let _ = connection.close().await;
     });
     Ok(Checkpointer { _stop: stop })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::str::FromStr;
+
+    /// The size of `path`'s log, in bytes.
+    fn log_size(path: &std::path::Path) -> u64 {
+        std::fs::metadata(path.with_extension("sqlite-wal")).map_or(0, |meta| meta.len())
+    }
+
+    #[tokio::test]
+    async fn under_constant_writes_the_log_stays_bounded_and_loses_nothing() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("x.sqlite");
+        let options = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))
+            .expect("options")
+            .create_if_missing(true)
+            .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal);
+        let mut writer: SqliteConnection = options.connect().await.expect("writer");
+        sqlx::query(FOREGROUND_PRAGMA)
+            .execute(&mut writer)
+            .await
+            .expect("pragma");
+        sqlx::query("CREATE TABLE t (n INTEGER PRIMARY KEY, pad BLOB)")
+            .execute(&mut writer)
+            .await
+            .expect("table");
+        let _checkpointer = start(&options).await.expect("checkpointer");
+        // Writes without a pause, two pages each, until 160 MiB went
+        // through the log, so the background checkpoints never catch up.
+        const ENOUGH: u64 = 160 << 20;
+        let until = tokio::time::Instant::now() + Duration::from_secs(60);
+        let mut largest = 0;
+        let mut n = 0_i64;
+        while (n as u64) * 8192 < ENOUGH && tokio::time::Instant::now() < until {
+            sqlx::query("INSERT INTO t (n, pad) VALUES ($1, zeroblob(6000))")
+                .bind(n)
+                .execute(&mut writer)
+                .await
+                .expect("insert");
+            n += 1;
+            largest = largest.max(log_size(&path));
+        }
+        let written = n as u64 * 8192;
+        assert!(
+            written >= ENOUGH,
+            "only {written} bytes written in a minute"
+        );
+        // The writer's limit, 64 MiB, and the frames of one commit.
+        assert!(
+            largest < 65 << 20,
+            "the log grew to {largest} bytes: it did not start over"
+        );
+        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM t")
+            .fetch_one(&mut writer)
+            .await
+            .expect("count");
+        assert_eq!(count, n, "every row is there");
+    }
 }

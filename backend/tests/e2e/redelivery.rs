@@ -265,6 +265,7 @@ fn kafka(shop: &Shop) -> (KafkaBus, Supervisor) {
         partitions: 4,
         replication: 1,
         client_id: "shop-test".into(),
+        fetch_wait: std::time::Duration::from_millis(20),
     };
     let bus = KafkaBus::new(config, Metrics::default(), &spawner).expect("Kafka client");
     (bus, supervisor)

@@ -142,10 +142,7 @@ impl MemoryBus {
             .busy_timeout(Duration::from_secs(5));
         // The writer task is the only user: it owns the connection, without
         // a pool's health checks around every statement.
-        let mut connection = SqliteConnection::connect_with(&options).await?;
-        sqlx::query(checkpoint::FOREGROUND_PRAGMA)
-            .execute(&mut connection)
-            .await?;
+        let connection = SqliteConnection::connect_with(&options).await?;
         let checkpointer = checkpoint::start(&options).await?;
         let mut store = LogStore {
             connection,

@@ -63,7 +63,6 @@ impl Db {
                         "PRAGMA synchronous = NORMAL",
                         "PRAGMA busy_timeout = 5000",
                         "PRAGMA foreign_keys = ON",
-                        checkpoint::FOREGROUND_PRAGMA,
                     ] {
                         connection.execute(pragma).await?;
                     }

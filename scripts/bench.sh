@@ -4,7 +4,7 @@
 #
 #   - embedded mode: time from launch to the first order RESERVED, idle
 #     resident memory, latency at a fixed 200 orders/s, throughput at full
-#     speed;
+#     speed with 64 and with 256 orders in flight;
 #   - distributed mode (tansu as the broker, PostgreSQL, four service
 #     processes): latency at a fixed 100 orders/s, throughput at full speed,
 #     and PostgreSQL transactions per order;
@@ -148,7 +148,10 @@ embedded() {
     FACTS+=("embedded: CPU per order at 200 orders/s (warmup included): $(python3 -c "print(f'{($cpu_after - $cpu_before) * 1000 / max($placed, 1):.1f}')") ms")
     row embedded "200 orders/s" "$OUT/embedded-rate.json"
     bench "$address" "$OUT/embedded-full.json" --connections 16 --in-flight 4
-    row embedded "full speed" "$OUT/embedded-full.json"
+    row embedded "full speed, 64 in flight" "$OUT/embedded-full.json"
+    # More orders in flight make bigger batches: more orders per transaction.
+    bench "$address" "$OUT/embedded-full-256.json" --connections 32 --in-flight 8
+    row embedded "full speed, 256 in flight" "$OUT/embedded-full-256.json"
     rss_after=$(awk '/VmRSS/ { print int($2 / 1024) }' "/proc/$pid/status")
     FACTS+=("embedded: resident memory after the runs: $rss_after MB")
     kill "$pid"
@@ -225,7 +228,7 @@ distributed() {
     spent+=("PostgreSQL $(python3 -c "print(f'{$(postgres_cpu_s) - $postgres_before:.1f}')") s")
     sleep 2
     after=$(commits)
-    row distributed "full speed" "$OUT/distributed-full.json"
+    row distributed "full speed, 64 in flight" "$OUT/distributed-full.json"
     placed=$(json "$OUT/distributed-full.json" 'r["placed"]')
     per_order=$(python3 -c "print(f'{($after - $before) / max($placed, 1):.1f}')")
     FACTS+=("distributed: CPU used during the full-speed run: $(IFS=,; echo "${spent[*]}" | sed 's/,/, /g')")

@@ -84,6 +84,14 @@ impl Outgoing {
                     .bind(now);
             }
             let mut ids = insert.fetch_all(&mut **tx).await?;
+            if ids.len() != chunk.len() {
+                // Never hand the relay fewer rows than were written.
+                return Err(sqlx::Error::Protocol(format!(
+                    "the outbox returned {} ids for {} rows",
+                    ids.len(),
+                    chunk.len()
+                )));
+            }
             // Rows get ascending ids in the order of the VALUES list; the
             // order RETURNING lists them in is unspecified.
             ids.sort_unstable();

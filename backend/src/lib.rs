@@ -19,4 +19,4 @@ pub mod stock;
 pub mod tasks;
 
 pub use app::distributed::{Node, Role};
-pub use app::embedded::Application;
+pub use app::embedded::{Application, Running};

@@ -7,15 +7,15 @@ use std::process::Output;
 use std::time::Duration;
 
 use serde_json::Value;
-use shop_backend::Application;
 use shop_backend::config::EmbeddedArgs;
+use shop_backend::{Application, Running};
 use tokio::process::Command;
 
 /// A backend serving in this process.
 struct Shop {
     gateway: String,
     _dir: tempfile::TempDir,
-    _stop: tokio::sync::oneshot::Sender<()>,
+    _running: Running,
 }
 
 impl Shop {
@@ -36,15 +36,10 @@ impl Shop {
         })
         .await
         .expect("backend builds");
-        let gateway = format!("http://{}", app.local_addr());
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(app.run_until_stopped(async move {
-            let _ = stopped.await;
-        }));
         Shop {
-            gateway,
+            gateway: format!("http://{}", app.local_addr()),
             _dir: dir,
-            _stop: stop,
+            _running: app.spawn(),
         }
     }
 

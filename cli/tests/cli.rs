@@ -7,8 +7,8 @@ use std::process::Output;
 use std::time::Duration;
 
 use serde_json::Value;
-use shop_backend::Application;
 use shop_backend::config::EmbeddedArgs;
+use shop_backend::{Application, Running};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
@@ -16,7 +16,7 @@ use tokio::process::Command;
 struct Shop {
     gateway: String,
     home: tempfile::TempDir,
-    _stop: tokio::sync::oneshot::Sender<()>,
+    _running: Running,
 }
 
 impl Shop {
@@ -32,15 +32,10 @@ impl Shop {
         })
         .await
         .expect("backend builds");
-        let gateway = format!("http://{}", app.local_addr());
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(app.run_until_stopped(async move {
-            let _ = stopped.await;
-        }));
         Shop {
-            gateway,
+            gateway: format!("http://{}", app.local_addr()),
             home,
-            _stop: stop,
+            _running: app.spawn(),
         }
     }
 

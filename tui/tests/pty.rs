@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use portable_pty::{CommandBuilder, PtySize, native_pty_system};
-use shop_backend::Application;
 use shop_backend::config::EmbeddedArgs;
+use shop_backend::{Application, Running};
 use shop_shared::client::{Client, websocket_url};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -20,8 +20,7 @@ const WAIT: Duration = Duration::from_secs(30);
 /// A backend serving in this process until stopped.
 struct Backend {
     address: SocketAddr,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    done: Option<tokio::task::JoinHandle<Result<(), String>>>,
+    running: Option<Running>,
 }
 
 impl Backend {
@@ -32,30 +31,15 @@ impl Backend {
         })
         .await
         .expect("backend builds");
-        let address = app.local_addr();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let done = tokio::spawn(async move {
-            app.run_until_stopped(async move {
-                let _ = stopped.await;
-            })
-            .await
-            .map_err(|error| error.to_string())
-        });
         Backend {
-            address,
-            stop: Some(stop),
-            done: Some(done),
+            address: app.local_addr(),
+            running: Some(app.spawn()),
         }
     }
 
     async fn stop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(done) = self.done.take() {
-            done.await
-                .expect("backend task")
-                .expect("backend stops cleanly");
+        if let Some(running) = self.running.take() {
+            running.stop().await.expect("backend stops cleanly");
         }
     }
 }

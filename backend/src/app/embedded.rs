@@ -177,6 +177,32 @@ impl Application {
     ) -> anyhow::Result<()> {
         self.server.run_until_stopped(shutdown).await
     }
+
+    /// Serves in a task of its own until [`Running::stop`] is called or
+    /// the handle is dropped: for tests and tools that embed the shop.
+    pub fn spawn(self) -> Running {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let done = tokio::spawn(self.run_until_stopped(async move {
+            let _ = stopped.await;
+        }));
+        Running { stop, done }
+    }
+}
+
+/// An [`Application`] serving in the background; dropping it stops it.
+pub struct Running {
+    /// Dropped, it tells the application to stop.
+    stop: tokio::sync::oneshot::Sender<()>,
+    done: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Running {
+    /// Stops the application and waits until it has.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        let Running { stop, done } = self;
+        drop(stop);
+        done.await.context("the application's task failed")?
+    }
 }
 
 /// Whether an application has handled every message it holds.

@@ -7,12 +7,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use shop_backend::Application;
 use shop_backend::bus::kafka::{KafkaBus, KafkaConfig};
 use shop_backend::bus::{Bus, Handler, HandlerError, OutgoingRecord, Record, Subscription, header};
 use shop_backend::config::EmbeddedArgs;
 use shop_backend::metrics::Metrics;
 use shop_backend::tasks::Supervisor;
+use shop_backend::{Application, Running};
 use shop_shared::client::{Client, websocket_url};
 use shop_shared::domain::OrderStatus;
 use shop_shared::events::topic;
@@ -65,13 +65,8 @@ impl InProcess {
         self.app.as_ref().expect("not started yet")
     }
 
-    fn run(&mut self) -> tokio::sync::oneshot::Sender<()> {
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let app = self.app.take().expect("built");
-        tokio::spawn(app.run_until_stopped(async move {
-            let _ = stopped.await;
-        }));
-        stop
+    fn run(&mut self) -> Running {
+        self.app.take().expect("built").spawn()
     }
 
     async fn customer(&self) -> Client {

@@ -127,8 +127,8 @@ struct Queue {
 #[derive(Default)]
 struct Pending {
     rows: Vec<(i64, OutgoingRecord)>,
-    /// A commit failed: whether it took effect is unknown, so the relay
-    /// reads the outbox itself.
+    /// A commit failed (whether it took effect is unknown) or publishing
+    /// did: the relay reads the outbox itself.
     reread: bool,
 }
 
@@ -256,13 +256,15 @@ impl Relay {
                     unpublished.clear();
                     flush(&self.db, self.bus.as_ref()).await?;
                 } else if !unpublished.is_empty() {
-                    let rows = std::mem::take(&mut unpublished);
-                    let records = rows.iter().map(|(_, record)| record.clone()).collect();
+                    let (ids, records): (Vec<i64>, Vec<OutgoingRecord>) =
+                        std::mem::take(&mut unpublished).into_iter().unzip();
                     if let Err(error) = self.bus.publish(records).await {
-                        unpublished = rows;
+                        // The rows are in the outbox: the retry reads them
+                        // from there, in order, with those committed since.
+                        lock(&queue.pending).reread = true;
                         return Err(error.into());
                     }
-                    published.extend(rows.iter().map(|(id, _)| *id));
+                    published.extend(ids);
                     oldest_published.get_or_insert_with(tokio::time::Instant::now);
                 }
                 let due = oldest_published.is_some_and(|since| since.elapsed() >= DELETE_AFTER);
@@ -558,6 +560,39 @@ mod tests {
             pending(&db).await.expect("count") == 0
         })
         .await;
+
+        supervisor.trigger().trigger();
+        supervisor.run(Duration::from_secs(5)).await.expect("stops");
+    }
+
+    #[tokio::test]
+    async fn what_the_bus_refused_is_published_once_it_accepts() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = Db::sqlite(&dir.path().join("order.sqlite"))
+            .await
+            .expect("db");
+        db.migrate(Service::Order).await.expect("migrate");
+        let (supervisor, spawner) = Supervisor::new();
+        // No topics yet: every publish fails.
+        let bus = MemoryBus::volatile(1, Metrics::default(), &spawner);
+        let relay = start_relay("order", db.clone(), Arc::new(bus.clone()), &spawner)
+            .await
+            .expect("relay");
+        let ids: Vec<Uuid> = (0..3).map(|_| Uuid::new_v4()).collect();
+        for id in &ids {
+            let mut tx = db.begin().await.expect("begin");
+            let written = push(&mut tx, cancel(*id), "test").await.expect("push");
+            relay.commit(tx, written).await.expect("commit");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(pending(&db).await.expect("count"), 3, "kept while refused");
+
+        bus.ensure_topics(&TopicSpec::all()).await.expect("topics");
+        wait_until("the outbox is emptied", async || {
+            pending(&db).await.expect("count") == 0
+        })
+        .await;
+        assert_eq!(published(&bus), ids, "each once, in commit order");
 
         supervisor.trigger().trigger();
         supervisor.run(Duration::from_secs(5)).await.expect("stops");

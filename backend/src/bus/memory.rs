@@ -139,6 +139,7 @@ impl MemoryBus {
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
+            .pragma("temp_store", "memory")
             .busy_timeout(Duration::from_secs(5));
         // The writer task is the only user: it owns the connection, without
         // a pool's health checks around every statement.

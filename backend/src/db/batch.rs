@@ -7,6 +7,8 @@
 
 use std::ops::Range;
 
+use sqlx::AnyConnection;
+
 /// Most rows in one statement.
 pub const MAX_ROWS: usize = 64;
 
@@ -30,20 +32,46 @@ pub fn chunks(count: usize) -> Vec<Range<usize>> {
 /// How a driver spells placeholders.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Placeholders {
-    /// `?`, as plain SQLite takes them.
+    /// `?`, bound in the order they appear: SQLite finds an unnamed
+    /// parameter at once, where it looks a `$n` name up in a list, which
+    /// costs time in proportion to the square of a statement's parameters.
     Question,
-    /// `$1`, `$2`, …, as PostgreSQL and the Any driver take them.
+    /// `$1`, `$2`, …, as PostgreSQL takes them.
     Numbered,
 }
 
-/// `rows` parenthesised groups of `columns` placeholders, such as
-/// `($1, $2), ($3, $4)`.
-pub fn values(rows: usize, columns: usize, style: Placeholders) -> String {
-    list(rows, columns, 0, style)
+impl Placeholders {
+    /// The placeholders of the database behind `connection`.
+    pub fn of(connection: &AnyConnection) -> Placeholders {
+        if connection.backend_name() == <sqlx::Sqlite as sqlx::Database>::NAME {
+            Placeholders::Question
+        } else {
+            Placeholders::Numbered
+        }
+    }
+
+    /// The `index`th placeholder of a statement, counting from 0, for
+    /// statements that number every placeholder in order of appearance.
+    pub fn nth(self, index: usize) -> String {
+        let mut sql = String::new();
+        self.push(&mut sql, index);
+        sql
+    }
+
+    fn push(self, sql: &mut String, index: usize) {
+        match self {
+            Placeholders::Question => sql.push('?'),
+            Placeholders::Numbered => {
+                sql.push('$');
+                sql.push_str(&(index + 1).to_string());
+            }
+        }
+    }
 }
 
-/// Like [`values`], numbering from `after + 1`.
-pub fn list(rows: usize, columns: usize, after: usize, style: Placeholders) -> String {
+/// `rows` parenthesised groups of `columns` placeholders, such as
+/// `($1, $2), ($3, $4)`: the only parameters of their statement.
+pub fn values(rows: usize, columns: usize, style: Placeholders) -> String {
     let mut sql = String::with_capacity(rows * columns * 5);
     for row in 0..rows {
         if row > 0 {
@@ -54,25 +82,24 @@ pub fn list(rows: usize, columns: usize, after: usize, style: Placeholders) -> S
             if column > 0 {
                 sql.push_str(", ");
             }
-            match style {
-                Placeholders::Question => sql.push('?'),
-                Placeholders::Numbered => {
-                    sql.push('$');
-                    sql.push_str(&(after + row * columns + column + 1).to_string());
-                }
-            }
+            style.push(&mut sql, row * columns + column);
         }
         sql.push(')');
     }
     sql
 }
 
-/// `$1, $2, …` for an `IN (…)` list of `count` values.
-pub fn in_list(count: usize) -> String {
-    (1..=count)
-        .map(|number| format!("${number}"))
-        .collect::<Vec<_>>()
-        .join(", ")
+/// `$1, $2, …` (or `?, ?, …`) for an `IN (…)` list of `count` values, the
+/// only parameters of their statement.
+pub fn in_list(count: usize, style: Placeholders) -> String {
+    let mut sql = String::with_capacity(count * 5);
+    for index in 0..count {
+        if index > 0 {
+            sql.push_str(", ");
+        }
+        style.push(&mut sql, index);
+    }
+    sql
 }
 
 #[cfg(test)]
@@ -100,7 +127,7 @@ mod tests {
             values(2, 3, Placeholders::Numbered),
             "($1, $2, $3), ($4, $5, $6)"
         );
-        assert_eq!(list(1, 2, 3, Placeholders::Numbered), "($4, $5)");
-        assert_eq!(in_list(3), "$1, $2, $3");
+        assert_eq!(in_list(3, Placeholders::Numbered), "$1, $2, $3");
+        assert_eq!(in_list(3, Placeholders::Question), "?, ?, ?");
     }
 }

@@ -44,7 +44,7 @@ pub async fn first_time_many(
         let sql = format!(
             "INSERT INTO processed_messages (event_id, processed_at) VALUES {}
              ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
-            batch::values(range.len(), 2, Placeholders::Numbered)
+            batch::values(range.len(), 2, Placeholders::of(tx))
         );
         let mut insert = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql));
         for id in &unique[range] {

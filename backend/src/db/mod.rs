@@ -63,6 +63,8 @@ impl Db {
                         "PRAGMA synchronous = NORMAL",
                         "PRAGMA busy_timeout = 5000",
                         "PRAGMA foreign_keys = ON",
+                        "PRAGMA cache_size = -16384",
+                        "PRAGMA temp_store = MEMORY",
                     ] {
                         connection.execute(pragma).await?;
                     }
@@ -144,6 +146,14 @@ impl Db {
 
     pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
         self.pool.begin().await
+    }
+
+    /// How the statements of multi-row [`batch`]es spell placeholders.
+    pub fn placeholders(&self) -> batch::Placeholders {
+        match self.dialect {
+            Dialect::Sqlite => batch::Placeholders::Question,
+            Dialect::Postgres => batch::Placeholders::Numbered,
+        }
     }
 
     /// ` FOR UPDATE` where the dialect has row locks; SQLite serializes
@@ -289,5 +299,54 @@ mod tests {
             .expect("pragma");
         assert_eq!(mode, "wal");
         assert!(path.exists());
+        // Temporary tables and statement journals stay in memory (2).
+        let temp_store: i64 = sqlx::query_scalar("PRAGMA temp_store")
+            .fetch_one(db.pool())
+            .await
+            .expect("pragma");
+        assert_eq!(temp_store, 2);
+    }
+
+    #[tokio::test]
+    async fn sqlite_batches_bind_unnamed_placeholders_in_order() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = Db::sqlite(&dir.path().join("x.sqlite"))
+            .await
+            .expect("opens");
+        assert_eq!(db.placeholders(), batch::Placeholders::Question);
+        let mut tx = db.begin().await.expect("begin");
+        assert_eq!(batch::Placeholders::of(&tx), batch::Placeholders::Question);
+        sqlx::query("CREATE TABLE pairs (a INTEGER, b TEXT)")
+            .execute(&mut *tx)
+            .await
+            .expect("create");
+        let sql = format!(
+            "INSERT INTO pairs (a, b) VALUES {}",
+            batch::values(64, 2, batch::Placeholders::of(&tx))
+        );
+        let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for a in 0..64_i64 {
+            insert = insert.bind(a).bind(format!("row {a}"));
+        }
+        insert.execute(&mut *tx).await.expect("insert");
+        let sql = format!(
+            "SELECT a, b FROM pairs WHERE a IN ({}) ORDER BY a",
+            batch::in_list(3, batch::Placeholders::of(&tx))
+        );
+        let rows: Vec<(i64, String)> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(5_i64)
+            .bind(63_i64)
+            .bind(0_i64)
+            .fetch_all(&mut *tx)
+            .await
+            .expect("select");
+        assert_eq!(
+            rows,
+            [
+                (0, "row 0".into()),
+                (5, "row 5".into()),
+                (63, "row 63".into())
+            ]
+        );
     }
 }

@@ -69,7 +69,7 @@ impl Outgoing {
         for range in batch::chunks(records.len()) {
             let sql = format!(
                 "INSERT INTO outbox (topic, msg_key, headers, payload, created_at) VALUES {} RETURNING id",
-                batch::values(range.len(), 5, Placeholders::Numbered)
+                batch::values(range.len(), 5, Placeholders::of(tx))
             );
             let chunk: Vec<OutgoingRecord> = records.by_ref().take(range.len()).collect();
             let mut insert = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql));

@@ -108,7 +108,7 @@ pub async fn insert_new(
         let sql = format!(
             "INSERT INTO orders ({ORDER_COLUMNS}) VALUES {}
              ON CONFLICT (id) DO NOTHING RETURNING id",
-            batch::values(range.len(), COLUMN_COUNT, Placeholders::Numbered)
+            batch::values(range.len(), COLUMN_COUNT, Placeholders::of(tx))
         );
         let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql));
         for order in &orders[range] {
@@ -135,7 +135,7 @@ pub async fn write(tx: &mut Tx, orders: &[&OrderRecord]) -> Result<(), sqlx::Err
                 refunded = excluded.refunded, updated_at = excluded.updated_at,
                 version = excluded.version, lines = excluded.lines,
                 timeline = excluded.timeline",
-            batch::values(range.len(), COLUMN_COUNT, Placeholders::Numbered)
+            batch::values(range.len(), COLUMN_COUNT, Placeholders::of(tx))
         );
         let mut upsert = sqlx::query(sqlx::AssertSqlSafe(sql));
         for order in &orders[range] {
@@ -160,7 +160,7 @@ pub async fn load_many(
     ids.dedup();
     let mut orders: HashMap<Uuid, OrderRecord> = HashMap::with_capacity(ids.len());
     for range in batch::chunks(ids.len()) {
-        let list = batch::in_list(range.len());
+        let list = batch::in_list(range.len(), Placeholders::of(tx));
         let chunk = &ids[range];
         let sql = format!(
             "SELECT {ORDER_COLUMNS} FROM orders WHERE id IN ({list}) ORDER BY id{}",

@@ -43,7 +43,7 @@ use uuid::Uuid;
 use super::provider::{CheckoutSession, PaymentProvider, ProviderError};
 use super::signature;
 use super::store::PaymentRecord;
-use crate::db::batch::{self, Placeholders};
+use crate::db::batch;
 use crate::db::{Db, parse_column};
 use crate::http::html::{escape, page};
 use crate::secrets::Secret;
@@ -210,7 +210,7 @@ impl LocalCheckout {
                  VALUES {}
                  ON CONFLICT (order_id) DO UPDATE SET order_id = excluded.order_id
                  RETURNING order_id, id",
-                batch::values(range.len(), 10, Placeholders::Numbered)
+                batch::values(range.len(), 10, self.inner.db.placeholders())
             );
             let mut upsert = sqlx::query(sqlx::AssertSqlSafe(sql));
             for (request, _) in &requests[range] {

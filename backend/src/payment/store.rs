@@ -106,7 +106,7 @@ pub async fn by_orders(
         let lock = if tx.is_some() { db.for_update() } else { "" };
         let sql = format!(
             "SELECT {COLUMNS} FROM payments WHERE order_id IN ({}) ORDER BY order_id{lock}",
-            batch::in_list(range.len())
+            batch::in_list(range.len(), db.placeholders())
         );
         let mut select = sqlx::query(sqlx::AssertSqlSafe(sql));
         for id in &ids[range] {
@@ -157,7 +157,7 @@ pub async fn insert_many(
                 status, amount, currency, payment_ref, created_at, updated_at)
              VALUES {}
              ON CONFLICT (order_id) DO NOTHING RETURNING order_id",
-            batch::values(range.len(), 11, Placeholders::Numbered)
+            batch::values(range.len(), 11, Placeholders::of(tx))
         );
         let mut insert = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql));
         for payment in &payments[range] {
@@ -237,7 +237,7 @@ pub async fn processed(db: &Db, event_ids: &[Uuid]) -> Result<HashSet<Uuid>, sql
     for range in batch::chunks(ids.len()) {
         let sql = format!(
             "SELECT event_id FROM processed_messages WHERE event_id IN ({})",
-            batch::in_list(range.len())
+            batch::in_list(range.len(), db.placeholders())
         );
         let mut select = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql));
         for id in &ids[range] {

@@ -113,7 +113,7 @@ pub async fn products(
     for range in batch::chunks(skus.len()) {
         let sql = format!(
             "SELECT {PRODUCT_COLUMNS} FROM products WHERE sku IN ({}) ORDER BY sku{}",
-            batch::in_list(range.len()),
+            batch::in_list(range.len(), Placeholders::of(tx)),
             db.for_update()
         );
         let mut select = sqlx::query(sqlx::AssertSqlSafe(sql));
@@ -145,18 +145,19 @@ pub struct Delta {
 /// guard that makes overselling impossible). Returns false, having changed
 /// nothing the caller may keep, if any guard refused; the caller rolls back.
 pub async fn apply(tx: &mut Tx, deltas: &[(&str, &Delta)]) -> Result<bool, sqlx::Error> {
+    let style = Placeholders::of(tx);
     for range in batch::chunks(deltas.len()) {
         let rows = (0..range.len())
             .map(|row| {
-                let n = row * 5;
+                let n = |column: usize| style.nth(row * 5 + column);
                 format!(
-                    "(CAST(${} AS TEXT), CAST(${} AS BIGINT), CAST(${} AS BIGINT), \
-                     CAST(${} AS BIGINT), CAST(${} AS BIGINT))",
-                    n + 1,
-                    n + 2,
-                    n + 3,
-                    n + 4,
-                    n + 5
+                    "(CAST({} AS TEXT), CAST({} AS BIGINT), CAST({} AS BIGINT), \
+                     CAST({} AS BIGINT), CAST({} AS BIGINT))",
+                    n(0),
+                    n(1),
+                    n(2),
+                    n(3),
+                    n(4)
                 )
             })
             .collect::<Vec<_>>()
@@ -203,7 +204,7 @@ pub async fn order_states(
     for range in batch::chunks(ids.len()) {
         let sql = format!(
             "SELECT order_id, state FROM stock_orders WHERE order_id IN ({}) ORDER BY order_id{}",
-            batch::in_list(range.len()),
+            batch::in_list(range.len(), Placeholders::of(tx)),
             db.for_update()
         );
         let mut select = sqlx::query(sqlx::AssertSqlSafe(sql));
@@ -230,7 +231,7 @@ pub async fn set_order_states(
             "INSERT INTO stock_orders (order_id, state, updated_at) VALUES {}
              ON CONFLICT (order_id)
              DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
-            batch::values(range.len(), 3, Placeholders::Numbered)
+            batch::values(range.len(), 3, Placeholders::of(tx))
         );
         let mut upsert = sqlx::query(sqlx::AssertSqlSafe(sql));
         for (order_id, state) in &states[range] {
@@ -259,7 +260,7 @@ pub async fn add_reservations(
     for range in batch::chunks(reservations.len()) {
         let sql = format!(
             "INSERT INTO reservations (order_id, sku, quantity, unit_price) VALUES {}",
-            batch::values(range.len(), 4, Placeholders::Numbered)
+            batch::values(range.len(), 4, Placeholders::of(tx))
         );
         let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql));
         for (order_id, line) in &reservations[range] {
@@ -287,7 +288,7 @@ pub async fn reservations(
         let sql = format!(
             "SELECT order_id, sku, quantity, unit_price FROM reservations
              WHERE order_id IN ({}) ORDER BY order_id, sku",
-            batch::in_list(range.len())
+            batch::in_list(range.len(), Placeholders::of(tx))
         );
         let mut select = sqlx::query(sqlx::AssertSqlSafe(sql));
         for id in &ids[range] {

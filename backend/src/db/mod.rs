@@ -63,7 +63,6 @@ impl Db {
                         "PRAGMA synchronous = NORMAL",
                         "PRAGMA busy_timeout = 5000",
                         "PRAGMA foreign_keys = ON",
-                        "PRAGMA cache_size = -16384",
                         "PRAGMA temp_store = MEMORY",
                     ] {
                         connection.execute(pragma).await?;

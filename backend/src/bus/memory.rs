@@ -1206,6 +1206,15 @@ mod tests {
         }
     }
 
+    /// Opens the durable log at `path` under a supervisor of its own.
+    async fn open(path: &Path, partitions: u32) -> (MemoryBus, Supervisor) {
+        let (supervisor, spawner) = Supervisor::new();
+        let bus = MemoryBus::open(path, partitions, Metrics::default(), &spawner)
+            .await
+            .expect("the bus log opens");
+        (bus, supervisor)
+    }
+
     fn topic(name: &str, compacted: bool) -> TopicSpec {
         TopicSpec {
             name: name.into(),
@@ -1395,10 +1404,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("dir");
         let path = dir.path().join("bus.sqlite");
 
-        let (supervisor, spawner) = Supervisor::new();
-        let bus = MemoryBus::open(&path, 2, Metrics::default(), &spawner)
-            .await
-            .expect("open");
+        let (bus, supervisor) = open(&path, 2).await;
         bus.ensure_topics(&[topic("t", false)])
             .await
             .expect("topic");
@@ -1410,10 +1416,7 @@ mod tests {
         stop(supervisor).await;
 
         // Nobody had read them: all ten are still there after a restart.
-        let (supervisor, spawner) = Supervisor::new();
-        let bus = MemoryBus::open(&path, 2, Metrics::default(), &spawner)
-            .await
-            .expect("reopen");
+        let (bus, supervisor) = open(&path, 2).await;
         let handler = Arc::new(Collect::default());
         // A name that needs quoting in SQL.
         let group = "o'brien";
@@ -1429,10 +1432,7 @@ mod tests {
 
         // The group committed them: after another restart it reads only
         // what is new, and the trimmed log goes on from where it ended.
-        let (supervisor, spawner) = Supervisor::new();
-        let bus = MemoryBus::open(&path, 2, Metrics::default(), &spawner)
-            .await
-            .expect("reopen");
+        let (bus, supervisor) = open(&path, 2).await;
         bus.publish(vec![record("t", "k1", "new")])
             .await
             .expect("published");
@@ -1453,10 +1453,7 @@ mod tests {
     async fn a_group_commit_of_many_statements_survives_a_restart_whole() {
         let dir = tempfile::tempdir().expect("dir");
         let path = dir.path().join("bus.sqlite");
-        let (supervisor, spawner) = Supervisor::new();
-        let bus = MemoryBus::open(&path, 3, Metrics::default(), &spawner)
-            .await
-            .expect("open");
+        let (bus, supervisor) = open(&path, 3).await;
         bus.ensure_topics(&[topic("t", false)])
             .await
             .expect("topic");
@@ -1468,10 +1465,7 @@ mod tests {
         drop(bus);
         stop(supervisor).await;
 
-        let (supervisor, spawner) = Supervisor::new();
-        let bus = MemoryBus::open(&path, 3, Metrics::default(), &spawner)
-            .await
-            .expect("reopen");
+        let (bus, supervisor) = open(&path, 3).await;
         let kept = bus.records("t");
         assert_eq!(kept.len(), 300);
         let mut payloads: Vec<u32> = kept
@@ -1505,10 +1499,7 @@ mod tests {
     async fn compacted_topics_keep_the_newest_record_per_key_but_live_readers_see_all() {
         let dir = tempfile::tempdir().expect("dir");
         let path = dir.path().join("bus.sqlite");
-        let (supervisor, spawner) = Supervisor::new();
-        let bus = MemoryBus::open(&path, 1, Metrics::default(), &spawner)
-            .await
-            .expect("open");
+        let (bus, supervisor) = open(&path, 1).await;
         bus.ensure_topics(&[topic("state", true)])
             .await
             .expect("topic");
@@ -1541,10 +1532,7 @@ mod tests {
         drop(bus);
         stop(supervisor).await;
 
-        let (supervisor, spawner) = Supervisor::new();
-        let bus = MemoryBus::open(&path, 1, Metrics::default(), &spawner)
-            .await
-            .expect("reopen");
+        let (bus, supervisor) = open(&path, 1).await;
         let reopened = Arc::new(Collect::default());
         bus.subscribe(
             Subscription::broadcast("again", &["state"]),

@@ -980,11 +980,13 @@ impl LogStore {
         Ok(shared)
     }
 
-    /// Writes the records of a group commit. Each statement commits by
-    /// itself (a transaction would cost two more round trips to SQLite's
-    /// thread): nobody learns of a record before all of them are written,
-    /// so a crash in between leaves only records their publisher will send
-    /// again, which at-least-once delivery allows. The end of each
+    /// Writes the records of a group commit. Up to 64 records go in one
+    /// statement, which commits by itself; more go in one transaction,
+    /// which costs two more round trips to SQLite's thread but writes each
+    /// page once. Topic creations commit on their own before: nobody learns
+    /// of a topic or a record before all of them are written, so a crash in
+    /// between leaves only what its publisher will send again, which
+    /// at-least-once delivery allows. The end of each
     /// partition is its newest record, so it is written only when trimming
     /// removes every record.
     async fn write(
@@ -1004,12 +1006,33 @@ impl LogStore {
             .await?;
         }
         let chunks = batch::chunks(placed.len());
+        if chunks.len() <= 1 {
+            return self.insert(placed, chunks).await;
+        }
         // Statements that commit one by one would each write the pages they
         // share (the newest page of a partition) to the log again.
-        let together = chunks.len() > 1;
-        if together {
-            sqlx::query("BEGIN").execute(&mut self.connection).await?;
+        sqlx::query("BEGIN").execute(&mut self.connection).await?;
+        let mut written = self.insert(placed, chunks).await;
+        if written.is_ok() {
+            written = sqlx::query("COMMIT")
+                .execute(&mut self.connection)
+                .await
+                .map(drop);
         }
+        if written.is_err() {
+            // Leave no transaction open for the next write (after SQLite
+            // rolled back by itself, this only finds none).
+            let _ = sqlx::query("ROLLBACK").execute(&mut self.connection).await;
+        }
+        written
+    }
+
+    /// Inserts `placed`, one multi-row statement per chunk.
+    async fn insert(
+        &mut self,
+        placed: &[Placed],
+        chunks: Vec<std::ops::Range<usize>>,
+    ) -> Result<(), sqlx::Error> {
         for range in chunks {
             let sql = format!(
                 "INSERT INTO bus_records
@@ -1031,15 +1054,7 @@ impl LogStore {
                     .bind(&record.payload)
                     .bind(record.timestamp.as_millis());
             }
-            if let Err(error) = insert.execute(&mut self.connection).await {
-                if together {
-                    let _ = sqlx::query("ROLLBACK").execute(&mut self.connection).await;
-                }
-                return Err(error);
-            }
-        }
-        if together {
-            sqlx::query("COMMIT").execute(&mut self.connection).await?;
+            insert.execute(&mut self.connection).await?;
         }
         Ok(())
     }

@@ -802,55 +802,20 @@ impl Writer {
                     .next()
                     .is_some_and(|first| *first < low)
                 {
-                    let before = state.records.len();
                     state.records = state.records.split_off(&low);
-                    cuts.push(Cut {
-                        topic: topic.name.clone(),
-                        partition,
-                        low,
-                        end: *log.end.borrow(),
-                        removed: before - state.records.len(),
-                    });
+                    cuts.push((topic.name.clone(), partition, low, *log.end.borrow()));
                 }
             }
         }
-        if self.store.is_none()
-            || (cuts.is_empty() && compactions.is_empty() && self.unsaved.is_empty())
-        {
+        let Some(store) = &mut self.store else {
+            return;
+        };
+        if cuts.is_empty() && compactions.is_empty() && self.unsaved.is_empty() {
             return;
         }
-        let scripts = trim_scripts(&cuts, &compactions, &self.unsaved, TRIM_ROWS);
-        for (index, script) in scripts.into_iter().enumerate() {
-            if index > 0 {
-                // Appends queued meanwhile go first: one transaction for a
-                // whole trim held every publisher up for 8-20 ms a second.
-                self.apply_queued().await;
-            }
-            let Some(store) = &mut self.store else {
-                return;
-            };
-            if let Err(error) = store.run(script).await {
-                tracing::warn!(%error, "cannot trim the bus log; will try again");
-                return;
-            }
-            if index == 0 {
-                // The first transaction holds the committed offsets.
-                self.unsaved.clear();
-            }
-        }
-    }
-
-    /// Applies the operations waiting now, if any.
-    async fn apply_queued(&mut self) {
-        let mut ops = Vec::new();
-        while ops.len() < MAX_OPS_PER_COMMIT {
-            match self.ops.try_recv() {
-                Ok(op) => ops.push(op),
-                Err(_) => break,
-            }
-        }
-        if !ops.is_empty() {
-            self.apply(ops).await;
+        match store.trim(&cuts, &compactions, &self.unsaved).await {
+            Ok(()) => self.unsaved.clear(),
+            Err(error) => tracing::warn!(%error, "cannot trim the bus log; will try again"),
         }
     }
 
@@ -862,9 +827,7 @@ impl Writer {
         if self.unsaved.is_empty() {
             return;
         }
-        // With nothing to delete, the offsets are the only script.
-        let scripts = trim_scripts(&[], &[], &self.unsaved, TRIM_ROWS);
-        match store.run(scripts.concat()).await {
+        match store.trim(&[], &[], &self.unsaved).await {
             Ok(()) => self.unsaved.clear(),
             Err(error) => tracing::warn!(%error, "cannot write committed offsets"),
         }
@@ -1096,11 +1059,17 @@ impl LogStore {
         Ok(())
     }
 
-    /// Runs one script of a trim ([`trim_scripts`]) in one transaction. The
-    /// statements go to SQLite's thread together: a statement each would
-    /// hold up the appends queued behind the trim for a round trip per
-    /// partition.
-    async fn run(&mut self, script: String) -> Result<(), sqlx::Error> {
+    /// Writes committed offsets, then removes the records `cuts` and
+    /// `compactions` name, in one transaction. The statements go to
+    /// SQLite's thread as one script: a statement each would hold up the
+    /// appends queued behind the trim for a round trip per partition.
+    async fn trim(
+        &mut self,
+        cuts: &[(Arc<str>, u32, u64, u64)],
+        compactions: &[(Arc<str>, u32, BTreeSet<u64>)],
+        commits: &HashMap<(String, String, u32), u64>,
+    ) -> Result<(), sqlx::Error> {
+        let script = trim_script(cuts, compactions, commits);
         let mut tx = self.connection.begin().await?;
         sqlx::raw_sql(sqlx::AssertSqlSafe(script))
             .execute(&mut *tx)
@@ -1109,31 +1078,13 @@ impl LogStore {
     }
 }
 
-/// Records cut from the front of a partition's log: every record below
-/// `low`, `removed` of them; the log ends at `end`.
-struct Cut {
-    topic: Arc<str>,
-    partition: u32,
-    low: u64,
-    end: u64,
-    removed: usize,
-}
-
-/// Most records one transaction of a trim deletes, give or take a
-/// partition's cut.
-const TRIM_ROWS: usize = 256;
-
-/// The statements of a trim, with every value written out (numbers, and
-/// topic and group names quoted as SQL strings), as scripts that each
-/// delete about `max_rows` records. The first also writes the committed
-/// offsets and where each cut log ends, so that each script leaves the
-/// log consistent.
-fn trim_scripts(
-    cuts: &[Cut],
+/// The statements of a trim, with every value written out: numbers, and
+/// topic and group names quoted as SQL strings.
+fn trim_script(
+    cuts: &[(Arc<str>, u32, u64, u64)],
     compactions: &[(Arc<str>, u32, BTreeSet<u64>)],
     commits: &HashMap<(String, String, u32), u64>,
-    max_rows: usize,
-) -> Vec<String> {
+) -> String {
     use std::fmt::Write;
     let mut script = String::new();
     if !commits.is_empty() {
@@ -1155,7 +1106,7 @@ fn trim_scripts(
         // The newest record may go too: remember where each log ends.
         let rows: Vec<String> = cuts
             .iter()
-            .map(|cut| format!("({}, {}, {})", text(&cut.topic), cut.partition, cut.end))
+            .map(|(topic, partition, _, end)| format!("({}, {partition}, {end})", text(topic)))
             .collect();
         let _ = write!(
             script,
@@ -1164,45 +1115,23 @@ fn trim_scripts(
             rows.join(", ")
         );
     }
-    let mut scripts = Vec::new();
-    let mut rows = 0;
-    let mut add = |statement: String, count: usize| {
-        if rows > 0 && rows + count > max_rows {
-            scripts.push(std::mem::take(&mut script));
-            rows = 0;
-        }
-        script.push_str(&statement);
-        rows += count;
-    };
-    for cut in cuts {
-        add(
-            format!(
-                "DELETE FROM bus_records WHERE topic = {} AND part = {} AND record_offset < {};\n",
-                text(&cut.topic),
-                cut.partition,
-                cut.low
-            ),
-            cut.removed,
+    for (topic, partition, low, _) in cuts {
+        let _ = writeln!(
+            script,
+            "DELETE FROM bus_records WHERE topic = {} AND part = {partition} AND record_offset < {low};",
+            text(topic)
         );
     }
     for (topic, partition, offsets) in compactions {
-        let offsets: Vec<String> = offsets.iter().map(u64::to_string).collect();
-        for list in offsets.chunks(max_rows.max(1)) {
-            add(
-                format!(
-                    "DELETE FROM bus_records WHERE topic = {} AND part = {partition} \
-                     AND record_offset IN ({});\n",
-                    text(topic),
-                    list.join(", ")
-                ),
-                list.len(),
-            );
-        }
+        let list: Vec<String> = offsets.iter().map(u64::to_string).collect();
+        let _ = writeln!(
+            script,
+            "DELETE FROM bus_records WHERE topic = {} AND part = {partition} AND record_offset IN ({});",
+            text(topic),
+            list.join(", ")
+        );
     }
-    if !script.is_empty() {
-        scripts.push(script);
-    }
-    scripts
+    script
 }
 
 /// `value` as an SQL string literal.
@@ -1579,41 +1508,6 @@ mod tests {
         assert_eq!(payloads, (0..300).collect::<Vec<u32>>());
         drop(bus);
         stop(supervisor).await;
-    }
-
-    #[test]
-    fn a_trim_is_split_into_transactions_of_bounded_size() {
-        let cuts: Vec<Cut> = (0..3)
-            .map(|partition| Cut {
-                topic: Arc::from("t"),
-                partition,
-                low: 100,
-                end: 120,
-                removed: 100,
-            })
-            .collect();
-        let compactions = vec![(Arc::from("state"), 0, (0..300).collect::<BTreeSet<u64>>())];
-        let commits = HashMap::from([(("g".to_owned(), "t".to_owned(), 0), 100)]);
-        let scripts = trim_scripts(&cuts, &compactions, &commits, 256);
-        // Two cuts fit 256 records, the third does not; 300 compacted
-        // records need two more.
-        assert_eq!(scripts.len(), 4);
-        assert!(scripts[0].contains("bus_group_offsets") && scripts[0].contains("bus_log_end"));
-        assert!(
-            scripts[1..]
-                .iter()
-                .all(|script| !script.contains("bus_group_offsets")),
-            "offsets are written once, first"
-        );
-        let deletes = scripts.concat().matches("DELETE FROM bus_records").count();
-        assert_eq!(deletes, 3 + 2);
-        let compacted: usize = scripts
-            .iter()
-            .filter_map(|script| script.split("IN (").nth(1))
-            .map(|list| list.split(',').count())
-            .sum();
-        assert_eq!(compacted, 300);
-        assert!(trim_scripts(&[], &[], &HashMap::new(), 256).is_empty());
     }
 
     #[tokio::test]

@@ -500,14 +500,18 @@ mod tests {
         panic!("timed out waiting until {what}");
     }
 
+    /// The order service's SQLite database, migrated, in `dir`.
+    async fn order_db(dir: &std::path::Path) -> Db {
+        let db = Db::sqlite(&dir.join("order.sqlite")).await.expect("db");
+        db.migrate(Service::Order).await.expect("migrate");
+        db
+    }
+
     #[tokio::test]
     async fn the_sqlite_relay_publishes_what_was_left_first_then_every_commit_in_order_and_empties_the_outbox()
      {
         let dir = tempfile::tempdir().expect("temp dir");
-        let db = Db::sqlite(&dir.path().join("order.sqlite"))
-            .await
-            .expect("db");
-        db.migrate(Service::Order).await.expect("migrate");
+        let db = order_db(dir.path()).await;
         let (supervisor, spawner) = Supervisor::new();
         // One partition: the log order is the publishing order.
         let bus = MemoryBus::volatile(1, Metrics::default(), &spawner);
@@ -575,10 +579,7 @@ mod tests {
     #[tokio::test]
     async fn what_the_bus_refused_is_published_once_it_accepts() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let db = Db::sqlite(&dir.path().join("order.sqlite"))
-            .await
-            .expect("db");
-        db.migrate(Service::Order).await.expect("migrate");
+        let db = order_db(dir.path()).await;
         let (supervisor, spawner) = Supervisor::new();
         // No topics yet: every publish fails.
         let bus = MemoryBus::volatile(1, Metrics::default(), &spawner);

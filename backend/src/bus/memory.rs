@@ -1483,27 +1483,21 @@ mod tests {
         let (bus, supervisor) = open(&path, 3).await;
         let kept = bus.records("t");
         assert_eq!(kept.len(), 300);
-        let mut payloads: Vec<u32> = kept
-            .iter()
-            .map(|record| {
-                String::from_utf8_lossy(&record.payload)
-                    .parse()
-                    .expect("number")
-            })
-            .collect();
+        let number = |record: &Arc<Record>| -> u32 {
+            String::from_utf8_lossy(&record.payload)
+                .parse()
+                .expect("number")
+        };
         // Each key's records are still in the order they were published.
         for key in 0..7 {
             let of_key: Vec<u32> = kept
                 .iter()
                 .filter(|record| record.key == format!("k{key}"))
-                .map(|record| {
-                    String::from_utf8_lossy(&record.payload)
-                        .parse()
-                        .expect("number")
-                })
+                .map(number)
                 .collect();
             assert!(of_key.windows(2).all(|pair| pair[0] < pair[1]));
         }
+        let mut payloads: Vec<u32> = kept.iter().map(number).collect();
         payloads.sort_unstable();
         assert_eq!(payloads, (0..300).collect::<Vec<u32>>());
         drop(bus);

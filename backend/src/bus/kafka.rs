@@ -1,8 +1,9 @@
 //! The Kafka bus of distributed mode, through rdkafka.
 //!
 //! - Producer: idempotent (`acks=all`, ordered retries), keyed by order id
-//!   or sku, a millisecond of linger. A publish returns once every record is
-//!   acknowledged; records of one call are sent pipelined.
+//!   or sku, no linger: a record goes out at once, and records queued while
+//!   a request is on its way go together in the next. A publish returns once
+//!   every record is acknowledged; records of one call are sent pipelined.
 //! - Consumer groups: one group per service; offsets are stored only after
 //!   the handler has committed its effects (`enable.auto.offset.store=false`)
 //!   and committed in the background, so delivery is at-least-once. Records
@@ -21,6 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use futures_util::FutureExt;
 use futures_util::future::join_all;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::ClientContext;
@@ -81,7 +83,7 @@ impl KafkaBus {
         let producer: FutureProducer = base_config(&config)
             .set("enable.idempotence", "true")
             .set("acks", "all")
-            .set("linger.ms", "1")
+            .set("linger.ms", "0")
             .set("message.timeout.ms", "15000")
             .set("request.timeout.ms", "5000")
             .create()
@@ -446,9 +448,11 @@ impl Reader {
                 }
             };
             failures = 0;
+            // A fetch response is queued whole: take what is already here,
+            // without waiting for more.
             while batch.len() < self.subscription.max_batch {
-                match tokio::time::timeout(Duration::from_millis(1), self.consumer.recv()).await {
-                    Ok(Ok(message)) => batch.push(owned(&message)),
+                match self.consumer.recv().now_or_never() {
+                    Some(Ok(message)) => batch.push(owned(&message)),
                     _ => break,
                 }
             }

@@ -351,8 +351,20 @@ async fn cancel_releases_the_order_once_and_then_refuses() {
     let id = order["id"].as_str().expect("id");
     let run = shop.run(&["cancel", &id[..7]]).await.ok();
     assert!(run.stdout.contains("cancelled"), "{}", run.stdout);
-    let products = shop.run(&["products", "--json"]).await.ok().json();
-    assert_eq!(products[0]["available"], 10);
+    // The stock service releases the units after the order is cancelled,
+    // through the bus: they come back shortly after.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let products = shop.run(&["products", "--json"]).await.ok().json();
+        if products[0]["available"] == 10 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the 3 units never came back: {products}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let again = shop.run(&["cancel", &id[..7], "--json"]).await;
     assert_eq!(again.code, 5);
     assert!(

@@ -9,6 +9,8 @@ use std::ops::Range;
 
 use sqlx::AnyConnection;
 
+use super::Dialect;
+
 /// Most rows in one statement.
 pub const MAX_ROWS: usize = 64;
 
@@ -40,14 +42,19 @@ pub enum Placeholders {
     Numbered,
 }
 
+impl From<Dialect> for Placeholders {
+    fn from(dialect: Dialect) -> Placeholders {
+        match dialect {
+            Dialect::Sqlite => Placeholders::Question,
+            Dialect::Postgres => Placeholders::Numbered,
+        }
+    }
+}
+
 impl Placeholders {
     /// The placeholders of the database behind `connection`.
     pub fn of(connection: &AnyConnection) -> Placeholders {
-        if connection.backend_name() == <sqlx::Sqlite as sqlx::Database>::NAME {
-            Placeholders::Question
-        } else {
-            Placeholders::Numbered
-        }
+        Dialect::of(connection).into()
     }
 
     /// The `index`th placeholder of a statement, counting from 0, for

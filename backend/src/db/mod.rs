@@ -27,6 +27,17 @@ pub enum Dialect {
     Postgres,
 }
 
+impl Dialect {
+    /// The dialect of the database behind `connection`.
+    pub fn of(connection: &sqlx::AnyConnection) -> Dialect {
+        if connection.backend_name() == <sqlx::Sqlite as sqlx::Database>::NAME {
+            Dialect::Sqlite
+        } else {
+            Dialect::Postgres
+        }
+    }
+}
+
 /// A service's database. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Db {
@@ -149,10 +160,7 @@ impl Db {
 
     /// How the statements of multi-row [`batch`]es spell placeholders.
     pub fn placeholders(&self) -> batch::Placeholders {
-        match self.dialect {
-            Dialect::Sqlite => batch::Placeholders::Question,
-            Dialect::Postgres => batch::Placeholders::Numbered,
-        }
+        self.dialect.into()
     }
 
     /// ` FOR UPDATE` where the dialect has row locks; SQLite serializes

@@ -35,8 +35,12 @@ use crate::db::checkpoint;
 use crate::metrics::Metrics;
 use crate::tasks::{Shutdown, Spawner};
 
-/// How often fully consumed records are trimmed from the log.
-const TRIM_EVERY: Duration = Duration::from_secs(1);
+/// How often fully consumed records are trimmed from the log. Appends wait
+/// while a trim runs, and a trim's time grows with the records it removes:
+/// at 200 orders/s a trim every second held them up for 8-20 ms, and the
+/// orders caught behind it were the slowest hundredth; a trim every 100 ms
+/// is a tenth of that (docs/performance.md).
+const TRIM_EVERY: Duration = Duration::from_millis(100);
 /// Most write operations one group commit takes.
 const MAX_OPS_PER_COMMIT: usize = 2048;
 
@@ -560,9 +564,9 @@ impl GroupReader {
 /// creation, in group commits.
 ///
 /// Appends are written before anyone learns of them. Offset commits are
-/// kept in memory and written with the next trim (at least once a second)
-/// and at shutdown: after a crash, a group may get up to a second of
-/// records again, which idempotent consumers ignore, as with Kafka's
+/// kept in memory and written with the next trim (every [`TRIM_EVERY`])
+/// and at shutdown: after a crash, a group may get the records of that
+/// last moment again, which idempotent consumers ignore, as with Kafka's
 /// periodic offset commits. A trim writes the offsets before removing any
 /// record they cover.
 struct Writer {

@@ -97,6 +97,14 @@ pub struct RunArgs {
     #[arg(long)]
     pub seed: Option<u64>,
 
+    /// Also write one CSV line per measured order that reached RESERVED to
+    /// FILE: when it was due (ms after measuring began), and how many ms
+    /// after that the backend stamped it created, reserved and checkout
+    /// ready, and the customer saw it. The backend's stamps are its own
+    /// clock in whole ms: they line up when both run on one machine.
+    #[arg(long, value_name = "FILE")]
+    pub orders: Option<PathBuf>,
+
     /// Print the report as JSON on stdout.
     #[arg(long)]
     pub json: bool,

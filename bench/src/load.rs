@@ -19,6 +19,7 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use crate::stats::Samples;
+use crate::trace::{Stamps, Trace};
 
 /// How far an order got, and when.
 #[derive(Debug, Clone)]
@@ -27,6 +28,7 @@ pub struct Seen {
     pub status: OrderStatus,
     pub checkout_url: Option<String>,
     pub cancel_reason: Option<String>,
+    pub stamps: Stamps,
 }
 
 impl Seen {
@@ -36,6 +38,7 @@ impl Seen {
             status: order.status,
             checkout_url: order.checkout_url.clone(),
             cancel_reason: order.cancel_reason.map(|reason| reason.as_str().to_owned()),
+            stamps: Stamps::of(order),
         }
     }
 }
@@ -193,6 +196,8 @@ pub struct Totals {
     /// Orders due at a fixed rate but not sent, because too many were
     /// still in flight.
     pub skipped: u64,
+    /// Each measured order's way to RESERVED, when kept.
+    pub traces: Vec<Trace>,
 }
 
 impl Totals {
@@ -215,10 +220,12 @@ pub struct Shared {
     pub in_flight: AtomicU64,
     /// Set when `--count` orders were sent.
     pub enough: AtomicBool,
+    /// Whether to keep each measured order's [`Trace`] (`--orders`).
+    pub keep_traces: bool,
 }
 
 impl Shared {
-    pub fn new() -> Shared {
+    pub fn new(keep_traces: bool) -> Shared {
         Shared {
             totals: Mutex::default(),
             window: Mutex::default(),
@@ -227,6 +234,7 @@ impl Shared {
             sent: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
             enough: AtomicBool::new(false),
+            keep_traces,
         }
     }
 
@@ -351,6 +359,13 @@ pub async fn order(job: Job, shared: Arc<Shared>, http: reqwest::Client, timeout
                     totals.reserved += 1;
                     totals.to_reserved.add(latency);
                     shared.window().add(latency);
+                    if shared.keep_traces {
+                        totals.traces.push(Trace {
+                            due: job.due,
+                            seen: seen.at,
+                            stamps: seen.stamps,
+                        });
+                    }
                 }
                 if job.pay {
                     paying = Some((*id, seen.checkout_url.clone().unwrap_or_default()));

@@ -8,6 +8,7 @@ mod conservation;
 mod load;
 mod report;
 mod stats;
+mod trace;
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
@@ -59,21 +60,33 @@ async fn main() -> ExitCode {
 
 type Failure = (u8, String);
 
+fn cannot_write(path: &std::path::Path, error: &std::io::Error) -> Failure {
+    (
+        EXIT_USAGE,
+        format!("cannot write {}: {error}", path.display()),
+    )
+}
+
 fn write_catalog(args: &CatalogArgs) -> Result<ExitCode, Failure> {
     let text = catalog::generate(&args.prefix, args.skus, args.stock);
     match &args.out {
-        Some(path) => std::fs::write(path, text).map_err(|error| {
-            (
-                EXIT_USAGE,
-                format!("cannot write {}: {error}", path.display()),
-            )
-        })?,
+        Some(path) => std::fs::write(path, text).map_err(|error| cannot_write(path, &error))?,
         None => print!("{text}"),
     }
     Ok(ExitCode::SUCCESS)
 }
 
 async fn run(args: &RunArgs) -> Result<ExitCode, Failure> {
+    // A file that cannot be written fails the run before it places orders.
+    let orders_file = args
+        .orders
+        .as_ref()
+        .map(|path| {
+            std::fs::File::create(path)
+                .map(std::io::BufWriter::new)
+                .map_err(|error| cannot_write(path, &error))
+        })
+        .transpose()?;
     let url = websocket_url(&args.gateway);
     let connections = connect(&url, args.connections).await?;
     let products = connections[0]
@@ -108,7 +121,8 @@ async fn run(args: &RunArgs) -> Result<ExitCode, Failure> {
         );
     }
 
-    let shared = Arc::new(Shared::new());
+    let shared = Arc::new(Shared::new(orders_file.is_some()));
+    let clock = trace::Clock::now();
     let start = Instant::now();
     let measure_from = start + args.warmup;
     let end = measure_from + args.duration;
@@ -147,7 +161,11 @@ async fn run(args: &RunArgs) -> Result<ExitCode, Failure> {
     let conservation = conservation::check(&connections, &before, Duration::from_secs(30))
         .await
         .map_err(|message| (EXIT_UNREACHABLE, message))?;
-    let totals = std::mem::take(&mut *shared.totals());
+    let mut totals = std::mem::take(&mut *shared.totals());
+    if let (Some(mut file), Some(path)) = (orders_file, &args.orders) {
+        trace::write(&mut file, &mut totals.traces, measure_from, clock)
+            .map_err(|error| cannot_write(path, &error))?;
+    }
     let report = Report {
         gateway: args.gateway.clone(),
         mode: if args.rate.is_some() {

@@ -14,7 +14,7 @@ use tokio::process::Command;
 /// A backend serving in this process.
 struct Shop {
     gateway: String,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
     _running: Running,
 }
 
@@ -38,7 +38,7 @@ impl Shop {
         .expect("backend builds");
         Shop {
             gateway: format!("http://{}", app.local_addr()),
-            _dir: dir,
+            dir,
             _running: app.spawn(),
         }
     }
@@ -84,9 +84,12 @@ fn count(report: &Value, field: &str) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_at_a_fixed_rate_reserves_every_order_and_pays_a_share() {
     let shop = Shop::start(&["--skus", "50", "--stock", "100000"]).await;
+    let orders = shop.dir.path().join("orders.csv");
     let output = shop
         .bench(&[
             "run",
+            "--orders",
+            path(&orders),
             "--rate",
             "40",
             "--duration",
@@ -127,6 +130,37 @@ async fn a_run_at_a_fixed_rate_reserves_every_order_and_pays_a_share() {
     assert_eq!(conservation["ok"], true, "{report}");
     assert_eq!(conservation["skus"], 50, "{report}");
     assert!(conservation["units_held"].as_i64().expect("held") >= placed as i64);
+
+    // --orders: a line per order, in due order, each step after the one
+    // before it, and the slowest as slow as the report says.
+    let csv = std::fs::read_to_string(&orders).expect("the orders file");
+    let mut lines = csv.lines();
+    assert_eq!(
+        lines.next(),
+        Some("due_ms,created_ms,reserved_ms,checkout_ready_ms,seen_ms")
+    );
+    let rows: Vec<Vec<f64>> = lines
+        .map(|line| {
+            line.split(',')
+                .map(|field| field.parse().unwrap_or_else(|_| panic!("{line}")))
+                .collect()
+        })
+        .collect();
+    assert_eq!(rows.len() as u64, placed, "{csv}");
+    assert!(
+        rows.windows(2).all(|pair| pair[0][0] <= pair[1][0]),
+        "{csv}"
+    );
+    for row in &rows {
+        // The backend stamps whole milliseconds: allow one.
+        assert!(
+            row[1] <= row[2] && row[2] <= row[3] && row[3] <= row[4] + 1.0,
+            "{row:?}"
+        );
+        assert!(row[1] >= -1.0 && row[0] < 3_000.0, "{row:?}");
+    }
+    let slowest = rows.iter().map(|row| row[4]).fold(0.0, f64::max);
+    assert!((slowest - max).abs() < 0.1, "{slowest} against {report}");
 
     // The report for people says the same.
     let output = shop
@@ -200,6 +234,17 @@ async fn an_unreachable_gateway_and_bad_arguments_get_clear_errors() {
         .expect("shop-bench runs");
     assert_eq!(output.status.code(), Some(1), "{output:?}");
     assert!(String::from_utf8_lossy(&output.stderr).contains("rate"));
+
+    let output = bench(&["run", "--orders", "/nonexistent/orders.csv", "--quiet"])
+        .output()
+        .await
+        .expect("shop-bench runs");
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("cannot write /nonexistent/orders.csv"),
+        "{stderr}"
+    );
 
     let output = bench(&["catalog", "--skus", "3", "--stock", "5", "--prefix", "X-"])
         .output()

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the standard benchmarks of shop with shop-bench and writes a short
-# Markdown table (also to target/bench/results.md):
+# Markdown table (also to target/bench/results.md), beside the JSON reports
+# and, for the runs at a fixed rate, a line per order (shop-bench --orders):
 #
 #   - embedded mode: time from launch to the first order RESERVED, idle
 #     resident memory, latency at a fixed 200 orders/s, throughput at full
@@ -142,7 +143,7 @@ embedded() {
 
     local cpu_before cpu_after placed
     cpu_before=$(cpu_s "$pid")
-    bench "$address" "$OUT/embedded-rate.json" --rate 200 --connections 16
+    bench "$address" "$OUT/embedded-rate.json" --rate 200 --connections 16 --orders "$OUT/embedded-rate-orders.csv"
     cpu_after=$(cpu_s "$pid")
     placed=$(json "$OUT/embedded-rate.json" 'r["placed"]')
     FACTS+=("embedded: CPU per order at 200 orders/s (warmup included): $(python3 -c "print(f'{($cpu_after - $cpu_before) * 1000 / max($placed, 1):.1f}')") ms")
@@ -217,7 +218,7 @@ distributed() {
     target/release/shop-bench run --gateway "http://$gateway" --connections 1 --count 1 \
         --warmup 0s --quiet --json >/dev/null
 
-    bench "$gateway" "$OUT/distributed-rate.json" --rate 100 --connections 16
+    bench "$gateway" "$OUT/distributed-rate.json" --rate 100 --connections 16 --orders "$OUT/distributed-rate-orders.csv"
     row distributed "100 orders/s" "$OUT/distributed-rate.json"
     sleep 1
     before=$(commits)

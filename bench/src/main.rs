@@ -162,10 +162,7 @@ async fn run(args: &RunArgs) -> Result<ExitCode, Failure> {
         .await
         .map_err(|message| (EXIT_UNREACHABLE, message))?;
     let mut totals = std::mem::take(&mut *shared.totals());
-    if let (Some(mut file), Some(path)) = (orders_file, &args.orders) {
-        trace::write(&mut file, &mut totals.traces, measure_from, clock)
-            .map_err(|error| cannot_write(path, &error))?;
-    }
+    let mut traces = std::mem::take(&mut totals.traces);
     let report = Report {
         gateway: args.gateway.clone(),
         mode: if args.rate.is_some() {
@@ -205,10 +202,20 @@ async fn run(args: &RunArgs) -> Result<ExitCode, Failure> {
     } else {
         print!("{}", report.human());
     }
+    // The report is out even when the orders file cannot be finished.
+    let mut written = true;
+    if let (Some(mut file), Some(path)) = (orders_file, &args.orders)
+        && let Err(error) = trace::write(&mut file, &mut traces, measure_from, clock)
+    {
+        eprintln!("shop-bench: {}", cannot_write(path, &error).1);
+        written = false;
+    }
     Ok(if !report.conservation.ok {
         ExitCode::from(EXIT_NOT_CONSERVED)
     } else if report.errors > 0 {
         ExitCode::from(EXIT_FAILED_ORDERS)
+    } else if !written {
+        ExitCode::from(EXIT_USAGE)
     } else {
         ExitCode::SUCCESS
     })

@@ -162,8 +162,9 @@ async fn a_run_at_a_fixed_rate_reserves_every_order_and_pays_a_share() {
     let slowest = rows.iter().map(|row| row[4]).fold(0.0, f64::max);
     assert!((slowest - max).abs() < 0.1, "{slowest} against {report}");
 
-    // An orders file that fills the disk: the report still comes out, and
-    // the exit code and the message say the file is not whole.
+    // The report for people says the same, and comes out even when the
+    // orders file fills the disk; the exit code and a message say the file
+    // is not whole.
     let output = shop
         .bench(&[
             "run",
@@ -175,30 +176,12 @@ async fn a_run_at_a_fixed_rate_reserves_every_order_and_pays_a_share() {
             "1s",
             "--warmup",
             "0s",
-            "--json",
             "--quiet",
         ])
         .await;
     assert_eq!(output.status.code(), Some(1), "{output:?}");
-    let written: Value = serde_json::from_slice(&output.stdout).expect("the report");
-    assert!(count(&written, "reserved") > 0, "{written}");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("cannot write /dev/full"), "{stderr}");
-
-    // The report for people says the same.
-    let output = shop
-        .bench(&[
-            "run",
-            "--rate",
-            "20",
-            "--duration",
-            "1s",
-            "--warmup",
-            "0s",
-            "--quiet",
-        ])
-        .await;
-    assert_eq!(output.status.code(), Some(0), "{output:?}");
     let text = String::from_utf8_lossy(&output.stdout);
     assert!(text.contains("RESERVED:"), "{text}");
     assert!(text.contains("p99"), "{text}");

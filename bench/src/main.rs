@@ -60,17 +60,16 @@ async fn main() -> ExitCode {
 
 type Failure = (u8, String);
 
-fn cannot_write(path: &std::path::Path, error: &std::io::Error) -> Failure {
-    (
-        EXIT_USAGE,
-        format!("cannot write {}: {error}", path.display()),
-    )
+fn cannot_write(path: &std::path::Path, error: &std::io::Error) -> String {
+    format!("cannot write {}: {error}", path.display())
 }
 
 fn write_catalog(args: &CatalogArgs) -> Result<ExitCode, Failure> {
     let text = catalog::generate(&args.prefix, args.skus, args.stock);
     match &args.out {
-        Some(path) => std::fs::write(path, text).map_err(|error| cannot_write(path, &error))?,
+        Some(path) => {
+            std::fs::write(path, text).map_err(|error| (EXIT_USAGE, cannot_write(path, &error)))?
+        }
         None => print!("{text}"),
     }
     Ok(ExitCode::SUCCESS)
@@ -84,7 +83,7 @@ async fn run(args: &RunArgs) -> Result<ExitCode, Failure> {
         .map(|path| {
             std::fs::File::create(path)
                 .map(std::io::BufWriter::new)
-                .map_err(|error| cannot_write(path, &error))
+                .map_err(|error| (EXIT_USAGE, cannot_write(path, &error)))
         })
         .transpose()?;
     let url = websocket_url(&args.gateway);
@@ -207,7 +206,7 @@ async fn run(args: &RunArgs) -> Result<ExitCode, Failure> {
     if let (Some(mut file), Some(path)) = (orders_file, &args.orders)
         && let Err(error) = trace::write(&mut file, &mut traces, measure_from, clock)
     {
-        eprintln!("shop-bench: {}", cannot_write(path, &error).1);
+        eprintln!("shop-bench: {}", cannot_write(path, &error));
         written = false;
     }
     Ok(if !report.conservation.ok {

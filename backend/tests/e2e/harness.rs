@@ -691,6 +691,28 @@ impl Shop {
         }
     }
 
+    /// Waits until the payment service has heard from the checkout that a
+    /// session it closed itself (a cancelled order's) is expired, as Stripe
+    /// announces one expired through its API: from then on the session
+    /// takes no payment. `count` such sessions in all.
+    pub async fn wait_sessions_closed(&self, count: f64) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while self
+            .metric(
+                "shop_webhooks_total",
+                &[("outcome", "session_already_closed")],
+            )
+            .await
+            < count
+        {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no checkout.session.expired arrived"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// The sum of metric `name` over every backend process, counting the
     /// series whose labels include each of `labels`.
     pub async fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use shop_shared::domain::{CancelReason, OrderStatus, TimelineEvent};
 
 use crate::harness::{
-    DELAYED_CARD, GOOD_CARD, Mode, Options, Pushes, Shop, WAIT, reserve, wait_available,
+    DELAYED_CARD, GOOD_CARD, Mode, Options, Pushes, Shop, reserve, wait_available,
     wait_payment_failed, wait_refunded, wait_status,
 };
 
@@ -115,23 +115,7 @@ async fn cancelling_an_order_expires_its_session_and_announces_it(mode: Mode) {
         .await
         .expect("cancelled");
     let url = order.checkout_url.clone().expect("url");
-    let deadline = tokio::time::Instant::now() + WAIT;
-    // The local checkout sends `checkout.session.expired`, as Stripe does
-    // for a session expired through its API; the shop had closed it itself.
-    while shop
-        .metric(
-            "shop_webhooks_total",
-            &[("outcome", "session_already_closed")],
-        )
-        .await
-        < 1.0
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no checkout.session.expired arrived"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    shop.wait_sessions_closed(1.0).await;
     let late = shop.pay(&url, GOOD_CARD).await;
     assert_eq!(late.status(), 410, "an expired session takes no payment");
     let page = shop.http().get(&url).send().await.expect("page");

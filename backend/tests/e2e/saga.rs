@@ -268,6 +268,9 @@ async fn a_customer_cancels_an_unpaid_order_and_its_stock_comes_back(mode: Mode)
         .await
         .expect_err("already cancelled");
     assert_eq!(again.code(), Some(ErrorCode::OrderNotCancellable));
+    // The stock comes back through the stock service and the session closes
+    // through the payment service, each in its own time.
+    shop.wait_sessions_closed(1.0).await;
     let late = shop
         .pay(order.checkout_url.as_deref().expect("url"), GOOD_CARD)
         .await;

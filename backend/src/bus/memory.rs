@@ -27,8 +27,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::consumer::{Consumer, Delivery};
 use super::{
-    Bus, BusError, Handler, Mode, OutgoingRecord, Record, Subscription, SubscriptionHandle,
-    TopicSpec, partition_for,
+    Bus, BusError, Handler, Mode, OutgoingRecord, Partitioner, Record, Subscription,
+    SubscriptionHandle, TopicSpec,
 };
 use crate::db::batch::{self, Placeholders};
 use crate::db::checkpoint;
@@ -77,6 +77,9 @@ struct Shared {
 struct TopicLog {
     name: Arc<str>,
     compacted: bool,
+    /// Kafka's murmur2 for every topic created now; a topic of an older log
+    /// keeps the placement its records already have.
+    partitioner: Partitioner,
     partitions: Vec<PartitionLog>,
 }
 
@@ -650,7 +653,9 @@ impl Writer {
                         continue;
                     }
                     for (topic, record) in resolved {
-                        let partition = partition_for(&record.key, topic.partitions.len() as u32);
+                        let partition = topic
+                            .partitioner
+                            .partition(&record.key, topic.partitions.len() as u32);
                         let log = &topic.partitions[partition as usize];
                         let slot = next
                             .entry((topic.name.clone(), partition))
@@ -715,9 +720,14 @@ impl Writer {
 
         for (name, partitions, compacted, done) in creations {
             let mut topics = write(&self.shared.topics);
-            topics
-                .entry(name.clone())
-                .or_insert_with(|| Arc::new(TopicLog::new(&name, partitions, compacted)));
+            topics.entry(name.clone()).or_insert_with(|| {
+                Arc::new(TopicLog::new(
+                    &name,
+                    partitions,
+                    compacted,
+                    Partitioner::Murmur2,
+                ))
+            });
             let _ = done.send(Ok(()));
         }
         for item in &placed {
@@ -839,10 +849,11 @@ impl Writer {
 }
 
 impl TopicLog {
-    fn new(name: &str, partitions: u32, compacted: bool) -> Self {
+    fn new(name: &str, partitions: u32, compacted: bool, partitioner: Partitioner) -> Self {
         TopicLog {
             name: Arc::from(name),
             compacted,
+            partitioner,
             partitions: (0..partitions.max(1))
                 .map(|_| PartitionLog {
                     state: Mutex::default(),
@@ -865,7 +876,8 @@ impl LogStore {
             "CREATE TABLE IF NOT EXISTS bus_topics (
                 name TEXT PRIMARY KEY,
                 partitions INTEGER NOT NULL,
-                compacted INTEGER NOT NULL
+                compacted INTEGER NOT NULL,
+                partitioner TEXT NOT NULL
             );
             CREATE TABLE IF NOT EXISTS bus_records (
                 topic TEXT NOT NULL,
@@ -893,12 +905,26 @@ impl LogStore {
         )
         .execute(&mut self.connection)
         .await?;
+        // A log written before topics named their partitioner placed every
+        // key with FNV-1a: its topics keep doing so.
+        let has_partitioner: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM pragma_table_info('bus_topics') WHERE name = 'partitioner'",
+        )
+        .fetch_one(&mut self.connection)
+        .await?;
+        if has_partitioner == 0 {
+            sqlx::raw_sql(
+                "ALTER TABLE bus_topics ADD COLUMN partitioner TEXT NOT NULL DEFAULT 'fnv1a'",
+            )
+            .execute(&mut self.connection)
+            .await?;
+        }
         Ok(())
     }
 
     async fn load(&mut self) -> anyhow::Result<Shared> {
         let shared = Shared::default();
-        let topics = sqlx::query("SELECT name, partitions, compacted FROM bus_topics")
+        let topics = sqlx::query("SELECT name, partitions, compacted, partitioner FROM bus_topics")
             .fetch_all(&mut self.connection)
             .await?;
         {
@@ -907,9 +933,20 @@ impl LogStore {
                 let name: String = row.try_get("name")?;
                 let partitions: i64 = row.try_get("partitions")?;
                 let compacted: i64 = row.try_get("compacted")?;
+                let partitioner: String = row.try_get("partitioner")?;
+                let partitioner = Partitioner::from_name(&partitioner).ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "topic {name} of the bus log has an unknown partitioner {partitioner:?}"
+                    )
+                })?;
                 map.insert(
                     name.clone(),
-                    Arc::new(TopicLog::new(&name, partitions as u32, compacted != 0)),
+                    Arc::new(TopicLog::new(
+                        &name,
+                        partitions as u32,
+                        compacted != 0,
+                        partitioner,
+                    )),
                 );
             }
         }
@@ -1000,12 +1037,14 @@ impl LogStore {
     ) -> Result<(), sqlx::Error> {
         for (name, partitions, compacted, _) in creations {
             sqlx::query(
-                "INSERT INTO bus_topics (name, partitions, compacted) VALUES (?, ?, ?)
+                "INSERT INTO bus_topics (name, partitions, compacted, partitioner)
+                 VALUES (?, ?, ?, ?)
                  ON CONFLICT (name) DO NOTHING",
             )
             .bind(name)
             .bind(i64::from(*partitions))
             .bind(i64::from(*compacted))
+            .bind(Partitioner::Murmur2.name())
             .execute(&mut self.connection)
             .await?;
         }
@@ -1248,6 +1287,121 @@ mod tests {
             .run(Duration::from_secs(5))
             .await
             .expect("clean stop");
+    }
+
+    /// A record's topic, key and payload.
+    type Arrival = (String, String, Vec<u8>);
+
+    /// Keeps the partition each key's records arrived on.
+    #[derive(Default)]
+    struct Placement {
+        partitions: Mutex<HashMap<Arrival, u32>>,
+    }
+
+    #[async_trait]
+    impl Handler for Placement {
+        async fn handle(&self, batch: &[Arc<Record>]) -> Result<(), HandlerError> {
+            let mut partitions = lock(&self.partitions);
+            for record in batch {
+                partitions.insert(
+                    (
+                        record.topic.to_string(),
+                        record.key.clone(),
+                        record.payload.clone(),
+                    ),
+                    record.partition,
+                );
+            }
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn new_topics_place_keys_as_kafka_does_and_a_log_from_before_keeps_its_placement() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let path = dir.path().join("bus.sqlite");
+        // A log as the bus wrote it before topics named their partitioner:
+        // topic `old` with four partitions.
+        {
+            let options = SqliteConnectOptions::new()
+                .filename(&path)
+                .create_if_missing(true);
+            let mut connection = SqliteConnection::connect_with(&options)
+                .await
+                .expect("old log");
+            sqlx::raw_sql(
+                "CREATE TABLE bus_topics (
+                    name TEXT PRIMARY KEY,
+                    partitions INTEGER NOT NULL,
+                    compacted INTEGER NOT NULL
+                );
+                INSERT INTO bus_topics VALUES ('old', 4, 0);",
+            )
+            .execute(&mut connection)
+            .await
+            .expect("old schema");
+            connection.close().await.expect("closed");
+        }
+        let (bus, supervisor) = open(&path, 4).await;
+        bus.ensure_topics(&[topic("new", false)])
+            .await
+            .expect("topic");
+        let placement = Arc::new(Placement::default());
+        bus.subscribe(Subscription::group("g", &["old", "new"]), placement.clone())
+            .await
+            .expect("subscribed");
+        let keys: Vec<String> = (0..40).map(|n| format!("order-{n}")).collect();
+        let records = keys
+            .iter()
+            .flat_map(|key| [record("old", key, "x"), record("new", key, "x")])
+            .collect();
+        bus.publish(records).await.expect("published");
+        for _ in 0..500 {
+            if lock(&placement.partitions).len() == 80 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let placed = lock(&placement.partitions).clone();
+        assert_eq!(placed.len(), 80, "every record arrived");
+        let mut differ = 0;
+        for key in &keys {
+            let new = placed[&("new".to_owned(), key.clone(), b"x".to_vec())];
+            let old = placed[&("old".to_owned(), key.clone(), b"x".to_vec())];
+            assert_eq!(new, crate::bus::partition_for(key, 4), "{key} on `new`");
+            assert_eq!(old, Partitioner::Fnv1a.partition(key, 4), "{key} on `old`");
+            differ += usize::from(new != old);
+        }
+        assert!(differ > 0, "the two placements are told apart");
+        stop(supervisor).await;
+
+        // Reopened, each topic still places keys as before.
+        let (bus, supervisor) = open(&path, 4).await;
+        let placement = Arc::new(Placement::default());
+        bus.subscribe(Subscription::group("h", &["old", "new"]), placement.clone())
+            .await
+            .expect("subscribed");
+        bus.publish(vec![
+            record("old", "order-7", "y"),
+            record("new", "order-7", "y"),
+        ])
+        .await
+        .expect("published");
+        for _ in 0..500 {
+            if lock(&placement.partitions).len() == 82 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let placed = lock(&placement.partitions).clone();
+        let again =
+            |topic: &str| placed.get(&(topic.to_owned(), "order-7".to_owned(), b"y".to_vec()));
+        assert_eq!(
+            again("old"),
+            Some(&Partitioner::Fnv1a.partition("order-7", 4))
+        );
+        assert_eq!(again("new"), Some(&crate::bus::partition_for("order-7", 4)));
+        stop(supervisor).await;
     }
 
     #[tokio::test]

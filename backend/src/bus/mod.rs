@@ -284,15 +284,64 @@ pub async fn publish_messages<M: Message>(
     bus.publish(records).await
 }
 
-/// The partition of `key` among `partitions`: FNV-1a, stable across builds
-/// so a persisted log keeps each key on one partition.
-pub fn partition_for(key: &str, partitions: u32) -> u32 {
-    let mut hash: u32 = 0x811c_9dc5;
-    for byte in key.as_bytes() {
-        hash ^= u32::from(*byte);
-        hash = hash.wrapping_mul(0x0100_0193);
+/// How a topic maps a record's key to one of its partitions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Partitioner {
+    /// Kafka's standard key partitioner, that of the Java client's
+    /// `BuiltInPartitioner.partitionForKey`: the 32-bit murmur2 hash of the
+    /// key's bytes (seed `0x9747b28c`), its sign bit cleared, modulo the
+    /// partition count. librdkafka's `murmur2_random` computes the same for
+    /// keyed records, so the Kafka bus, the in-process bus and a service in
+    /// another language all agree on where a key lives.
+    Murmur2,
+    /// FNV-1a, which the in-process bus used before it followed Kafka. Topics
+    /// of a log created then keep it, so that every key stays on the
+    /// partition that already holds its records.
+    Fnv1a,
+}
+
+impl Partitioner {
+    /// The partition of `key` among `partitions` (at least one).
+    pub fn partition(self, key: &str, partitions: u32) -> u32 {
+        let partitions = partitions.max(1);
+        match self {
+            Partitioner::Murmur2 => {
+                let hash = murmur2::murmur2(key.as_bytes(), murmur2::KAFKA_SEED);
+                (hash & 0x7fff_ffff) % partitions
+            }
+            Partitioner::Fnv1a => {
+                let mut hash: u32 = 0x811c_9dc5;
+                for byte in key.as_bytes() {
+                    hash ^= u32::from(*byte);
+                    hash = hash.wrapping_mul(0x0100_0193);
+                }
+                hash % partitions
+            }
+        }
     }
-    hash % partitions.max(1)
+
+    /// The name kept in the in-process bus's log.
+    pub fn name(self) -> &'static str {
+        match self {
+            Partitioner::Murmur2 => "murmur2",
+            Partitioner::Fnv1a => "fnv1a",
+        }
+    }
+
+    /// The partitioner of a name kept in the log, if it is one.
+    pub fn from_name(name: &str) -> Option<Partitioner> {
+        match name {
+            "murmur2" => Some(Partitioner::Murmur2),
+            "fnv1a" => Some(Partitioner::Fnv1a),
+            _ => None,
+        }
+    }
+}
+
+/// The partition of `key` among `partitions`, as Kafka's Java client and
+/// rdkafka's `murmur2_random` partitioner place it.
+pub fn partition_for(key: &str, partitions: u32) -> u32 {
+    Partitioner::Murmur2.partition(key, partitions)
 }
 
 #[cfg(test)]
@@ -310,5 +359,41 @@ mod tests {
             .map(|n| partition_for(&format!("key-{n}"), 8))
             .collect();
         assert_eq!(used.len(), 8, "keys spread over every partition");
+    }
+
+    /// Partitions computed by Apache Kafka 4.1.2's own Java client
+    /// (`Utils.toPositive(Utils.murmur2(key)) % partitions`, run in jshell
+    /// over `kafka-clients-4.1.2.jar`).
+    #[test]
+    fn keys_land_where_kafkas_java_client_puts_them() {
+        let java = [
+            ("SKU-001", 4, 1),
+            ("SKU-002", 4, 0),
+            ("SKU-002", 12, 4),
+            ("SKU-003", 4, 1),
+            ("0190a3c2-7b1e-7cc4-9a35-0d6f3c1e2b44", 4, 0),
+            ("order-42", 4, 0),
+            ("", 12, 9),
+        ];
+        for (key, partitions, expected) in java {
+            assert_eq!(
+                partition_for(key, partitions),
+                expected,
+                "{key:?} among {partitions}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_partitioner_is_known_by_the_name_the_log_keeps() {
+        for partitioner in [Partitioner::Murmur2, Partitioner::Fnv1a] {
+            assert_eq!(
+                Partitioner::from_name(partitioner.name()),
+                Some(partitioner)
+            );
+        }
+        assert_eq!(Partitioner::from_name("crc32"), None);
+        // The old in-process placement, which logs created before keep.
+        assert_eq!(Partitioner::Fnv1a.partition("order-42", 8), 4);
     }
 }

@@ -64,11 +64,17 @@ pub struct DistributedArgs {
     #[arg(long, env = "SHOP_KAFKA_REPLICATION", default_value_t = 1, value_parser = clap::value_parser!(i32).range(1..=16))]
     pub kafka_replication: i32,
 
-    /// Longest a broker may hold a consumer's fetch while nothing new has arrived, such as 20ms.
-    /// Kafka answers as soon as a record arrives; brokers that wait out the whole time (tansu)
-    /// answer faster with less, at the cost of more idle polling.
-    #[arg(long, env = "SHOP_KAFKA_FETCH_WAIT", default_value = "20ms", value_parser = parse_fetch_wait)]
+    /// Longest the broker may hold a consumer's fetch while nothing new has arrived (Kafka's
+    /// fetch.max.wait.ms), such as 500ms. Apache Kafka answers a fetch as soon as a record
+    /// arrives, so this does not delay records: it only sets how often an idle consumer asks again.
+    #[arg(long, env = "SHOP_KAFKA_FETCH_WAIT", default_value = "500ms", value_parser = parse_fetch_wait)]
     pub kafka_fetch_wait: Duration,
+
+    /// Put before every topic and consumer group name, so that several shops (or test runs) share
+    /// one Kafka cluster without seeing each other: `staging.` gives `staging.orders.v1`. Letters,
+    /// digits, '.', '_' and '-', at most 100.
+    #[arg(long, env = "SHOP_KAFKA_TOPIC_PREFIX", default_value = "", value_parser = parse_topic_prefix)]
+    pub kafka_topic_prefix: String,
 
     /// PostgreSQL URL of the service's database (order, stock, payment, all).
     /// Each service keeps its tables in a schema of its own (shop_order, shop_stock, shop_payment),
@@ -282,6 +288,27 @@ pub fn parse_fetch_wait(text: &str) -> Result<Duration, String> {
     Ok(wait)
 }
 
+/// Reads a topic prefix: what Kafka allows in a topic name (letters,
+/// digits, `.`, `_`, `-`; `org.apache.kafka.common.internals.Topic`), at
+/// most 100 characters so that every prefixed name stays under Kafka's 249.
+pub fn parse_topic_prefix(text: &str) -> Result<String, String> {
+    if text.len() > 100 {
+        return Err(format!(
+            "the topic prefix is {} characters long; at most 100",
+            text.len()
+        ));
+    }
+    if let Some(bad) = text
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(format!(
+            "`{text}` has {bad:?}: a topic prefix has only letters, digits, '.', '_' and '-'"
+        ));
+    }
+    Ok(text.to_owned())
+}
+
 /// Reads a base URL: http(s), no trailing slash.
 pub fn parse_url(text: &str) -> Result<String, String> {
     let trimmed = text.trim().trim_end_matches('/');
@@ -346,7 +373,8 @@ mod tests {
         };
         assert_eq!(args.kafka_brokers, "k1:9092,k2:9092");
         assert_eq!(args.pay_ttl, Duration::from_secs(30));
-        assert_eq!(args.kafka_fetch_wait, Duration::from_millis(20), "default");
+        assert_eq!(args.kafka_fetch_wait, Duration::from_millis(500), "default");
+        assert_eq!(args.kafka_topic_prefix, "", "no prefix by default");
         let Some(Command::Stock(args)) =
             Cli::try_parse_from(["shop-backend", "stock", "--kafka-fetch-wait", "5ms"])
                 .expect("parses")
@@ -360,6 +388,24 @@ mod tests {
                 Cli::try_parse_from(["shop-backend", "stock", "--kafka-fetch-wait", bad]).is_err(),
                 "{bad} is refused"
             );
+        }
+        let Some(Command::Gateway(args)) = Cli::try_parse_from([
+            "shop-backend",
+            "gateway",
+            "--kafka-topic-prefix",
+            "staging-2.",
+        ])
+        .expect("parses")
+        .command
+        else {
+            panic!("gateway")
+        };
+        assert_eq!(args.kafka_topic_prefix, "staging-2.");
+        let long = "p".repeat(101);
+        for bad in ["a b", "orders/", "é.", long.as_str()] {
+            let error = Cli::try_parse_from(["shop-backend", "stock", "--kafka-topic-prefix", bad])
+                .expect_err("refused");
+            assert!(error.to_string().contains("prefix"), "{bad}: {error}");
         }
         assert!(
             Cli::try_parse_from(["shop-backend", "--data-dir", "x", "order"]).is_err(),
@@ -413,6 +459,17 @@ mod tests {
         }
         let names: Vec<&str> = roles.iter().map(|(role, _)| role.as_str()).collect();
         assert_eq!(names, ["gateway", "order", "stock", "payment"]);
+        // Users run the Kafka that the tests and benchmarks run.
+        let pom = include_str!("../../scripts/kafka/pom.xml");
+        let tested = pom
+            .split_once("<kafka.version>")
+            .and_then(|(_, rest)| rest.split_once("</kafka.version>"))
+            .map(|(version, _)| version)
+            .expect("scripts/kafka/pom.xml names kafka.version");
+        assert!(
+            compose.contains(&format!("image: apache/kafka:{tested}\n")),
+            "docker-compose.yml runs a Kafka other than the tested {tested}"
+        );
         for (role, env) in &roles {
             let has = |name: &str| env.iter().any(|set| set == name);
             assert!(has("SHOP_KAFKA_BROKERS"), "{role} needs the brokers");

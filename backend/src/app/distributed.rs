@@ -115,11 +115,12 @@ impl Node {
                 replication: args.kafka_replication,
                 client_id: format!("shop-{role}"),
                 fetch_wait: args.kafka_fetch_wait,
+                topic_prefix: args.kafka_topic_prefix.clone(),
             },
             metrics.clone(),
             &spawner,
         )?;
-        tracing::info!(%role, brokers = %args.kafka_brokers, "connecting to Kafka");
+        tracing::info!(%role, brokers = %args.kafka_brokers, topic_prefix = %args.kafka_topic_prefix, "connecting to Kafka");
         bus.ensure_topics(&TopicSpec::all()).await?;
         let runtime = Runtime {
             bus: Arc::new(bus),

@@ -56,8 +56,23 @@ pub struct KafkaConfig {
     pub replication: i32,
     /// Names this process in the broker's logs.
     pub client_id: String,
-    /// Longest the broker may hold a fetch while nothing new arrives.
+    /// Longest the broker may hold a fetch while nothing new arrives
+    /// (`fetch.wait.max.ms`). Apache Kafka answers a waiting fetch as soon
+    /// as a record arrives, so this bounds only how often an idle consumer
+    /// asks again, not how late a record is seen.
     pub fetch_wait: Duration,
+    /// Put before every topic name and consumer group id, so that several
+    /// shops (or tests) can share one cluster without seeing each other's
+    /// records: `""` for none, `"staging."` gives `staging.orders.v1`.
+    /// Services, handlers and dead letters see the names without it.
+    pub topic_prefix: String,
+}
+
+impl KafkaConfig {
+    /// The name on the broker of the topic or group `name`.
+    fn on_broker(&self, name: &str) -> String {
+        format!("{}{name}", self.topic_prefix)
+    }
 }
 
 /// The Kafka bus. Cheap to clone.
@@ -84,6 +99,10 @@ impl KafkaBus {
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("linger.ms", "0")
+            // Kafka's standard key partitioner, as the Java client's: keys go
+            // where services in any language expect them, and where the
+            // in-process bus puts them (`bus::partition_for`).
+            .set("partitioner", "murmur2_random")
             .set("message.timeout.ms", "15000")
             .set("request.timeout.ms", "5000")
             .create()
@@ -161,11 +180,15 @@ fn broker_error(error: KafkaError) -> BusError {
 impl Bus for KafkaBus {
     async fn ensure_topics(&self, topics: &[TopicSpec]) -> Result<(), BusError> {
         let config = &self.inner.config;
+        let names: HashMap<&String, String> = topics
+            .iter()
+            .map(|spec| (&spec.name, config.on_broker(&spec.name)))
+            .collect();
         let new: Vec<NewTopic<'_>> = topics
             .iter()
             .map(|spec| {
                 let topic = NewTopic::new(
-                    &spec.name,
+                    &names[&spec.name],
                     config.partitions,
                     TopicReplication::Fixed(config.replication),
                 );
@@ -206,7 +229,11 @@ impl Bus for KafkaBus {
 
     async fn publish(&self, records: Vec<OutgoingRecord>) -> Result<(), BusError> {
         let mut deliveries = Vec::with_capacity(records.len());
-        for record in &records {
+        let topics: Vec<String> = records
+            .iter()
+            .map(|record| self.inner.config.on_broker(&record.topic))
+            .collect();
+        for (record, topic) in records.iter().zip(&topics) {
             let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
             for (key, value) in &record.headers {
                 headers = headers.insert(Header {
@@ -214,7 +241,7 @@ impl Bus for KafkaBus {
                     value: Some(value.as_bytes()),
                 });
             }
-            let mut pending = FutureRecord::to(&record.topic)
+            let mut pending = FutureRecord::to(topic)
                 .key(record.key.as_bytes())
                 .payload(record.payload.as_slice())
                 .headers(headers);
@@ -259,7 +286,7 @@ impl Bus for KafkaBus {
         let reader = match subscription.mode {
             Mode::Group => {
                 let consumer: GroupConsumer = base_config(&self.inner.config)
-                    .set("group.id", &subscription.group)
+                    .set("group.id", self.inner.config.on_broker(&subscription.group))
                     .set("enable.auto.commit", "true")
                     .set("auto.commit.interval.ms", "200")
                     .set("enable.auto.offset.store", "false")
@@ -272,7 +299,12 @@ impl Bus for KafkaBus {
                         metrics: self.inner.metrics.clone(),
                     })
                     .map_err(broker_error)?;
-                let topics: Vec<&str> = subscription.topics.iter().map(String::as_str).collect();
+                let topics: Vec<String> = subscription
+                    .topics
+                    .iter()
+                    .map(|topic| self.inner.config.on_broker(topic))
+                    .collect();
+                let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
                 consumer.subscribe(&topics).map_err(broker_error)?;
                 // A group member is caught up once it runs; the group's
                 // offsets say where it resumes.
@@ -290,7 +322,11 @@ impl Bus for KafkaBus {
                 let consumer: GroupConsumer = base_config(&self.inner.config)
                     .set(
                         "group.id",
-                        format!("{}-{}", subscription.group, uuid::Uuid::new_v4().simple()),
+                        self.inner.config.on_broker(&format!(
+                            "{}-{}",
+                            subscription.group,
+                            uuid::Uuid::new_v4().simple()
+                        )),
                     )
                     .set("enable.auto.commit", "false")
                     .set("auto.offset.reset", "earliest")
@@ -303,13 +339,14 @@ impl Bus for KafkaBus {
                 let mut assignment = TopicPartitionList::new();
                 let mut targets = HashMap::new();
                 for topic in &subscription.topics {
-                    for partition in self.partitions(topic).await? {
+                    let on_broker = self.inner.config.on_broker(topic);
+                    for partition in self.partitions(&on_broker).await? {
                         assignment
-                            .add_partition_offset(topic, partition, Offset::Beginning)
+                            .add_partition_offset(&on_broker, partition, Offset::Beginning)
                             .map_err(broker_error)?;
                         targets.insert(
                             (topic.clone(), partition),
-                            self.high_watermark(topic, partition).await?,
+                            self.high_watermark(&on_broker, partition).await?,
                         );
                     }
                 }
@@ -340,10 +377,16 @@ impl Bus for KafkaBus {
             return healthy;
         }
         let producer = self.inner.producer.clone();
+        // One topic's metadata, not the whole cluster's: on a shared cluster
+        // the list of every topic can be large.
+        let topic = self
+            .inner
+            .config
+            .on_broker(shop_shared::events::topic::ORDERS);
         let healthy = tokio::task::spawn_blocking(move || {
             producer
                 .client()
-                .fetch_metadata(None, Duration::from_secs(2))
+                .fetch_metadata(Some(&topic), Duration::from_secs(2))
                 .is_ok()
         })
         .await
@@ -434,8 +477,9 @@ impl Reader {
                 message = self.consumer.recv() => message,
                 _ = shutdown.triggered() => break,
             };
+            let prefix = self.bus.inner.config.topic_prefix.as_str();
             let mut batch = match first {
-                Ok(message) => vec![owned(&message)],
+                Ok(message) => vec![owned(&message, prefix)],
                 Err(error) => {
                     failures += 1;
                     if failures == 1 || failures.is_power_of_two() {
@@ -452,7 +496,7 @@ impl Reader {
             // without waiting for more.
             while batch.len() < self.subscription.max_batch {
                 match self.consumer.recv().now_or_never() {
-                    Some(Ok(message)) => batch.push(owned(&message)),
+                    Some(Ok(message)) => batch.push(owned(&message, prefix)),
                     _ => break,
                 }
             }
@@ -486,9 +530,11 @@ impl Reader {
                     .metrics
                     .consumed(&group, topic, records.len() as u64);
                 if durable
-                    && let Err(error) =
-                        self.consumer
-                            .store_offset(topic, *partition as i32, last.offset as i64)
+                    && let Err(error) = self.consumer.store_offset(
+                        &self.bus.inner.config.on_broker(topic),
+                        *partition as i32,
+                        last.offset as i64,
+                    )
                 {
                     // The partition moved to another member meanwhile; it will
                     // deliver these records again, which is harmless.
@@ -511,7 +557,8 @@ impl Reader {
     }
 }
 
-fn owned(message: &BorrowedMessage<'_>) -> Arc<Record> {
+/// The record of `message`, its topic named without the bus's `prefix`.
+fn owned(message: &BorrowedMessage<'_>, prefix: &str) -> Arc<Record> {
     let headers = message
         .headers()
         .map(|headers| {
@@ -527,7 +574,12 @@ fn owned(message: &BorrowedMessage<'_>) -> Arc<Record> {
         })
         .unwrap_or_default();
     Arc::new(Record {
-        topic: Arc::from(message.topic()),
+        topic: Arc::from(
+            message
+                .topic()
+                .strip_prefix(prefix)
+                .unwrap_or(message.topic()),
+        ),
         partition: message.partition().max(0) as u32,
         offset: message.offset().max(0) as u64,
         key: String::from_utf8_lossy(message.key().unwrap_or_default()).into_owned(),

@@ -93,6 +93,11 @@ struct Inner {
 
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
+/// How long a topic may take to appear in a broker's metadata after it was
+/// created (librdkafka waits as long by default before it fails a record
+/// for an unknown topic: `topic.metadata.propagation.max.ms`).
+const TOPIC_PROPAGATION: Duration = Duration::from_secs(30);
+
 impl KafkaBus {
     pub fn new(config: KafkaConfig, metrics: Metrics, spawner: &Spawner) -> Result<Self, BusError> {
         let producer: FutureProducer = base_config(&config)
@@ -126,8 +131,14 @@ impl KafkaBus {
     }
 
     /// Partitions of `topic`, waiting for the broker as long as it takes.
+    ///
+    /// A topic just created may not be in every broker's metadata yet (in
+    /// KRaft mode a broker learns of it from the metadata log a moment after
+    /// the controller answered the creation), so an unknown topic is asked
+    /// for again for [`TOPIC_PROPAGATION`] before it counts as missing.
     async fn partitions(&self, topic: &str) -> Result<Vec<i32>, BusError> {
         let mut backoff = Duration::from_millis(100);
+        let unknown_until = Instant::now() + TOPIC_PROPAGATION;
         loop {
             let producer = self.inner.producer.clone();
             let name = topic.to_owned();
@@ -148,7 +159,18 @@ impl KafkaBus {
             .map_err(|error| BusError::Broker(error.to_string()))?;
             match metadata {
                 Ok(partitions) if !partitions.is_empty() => return Ok(partitions),
-                Ok(_) => return Err(BusError::UnknownTopic(topic.to_owned())),
+                Ok(_) if Instant::now() >= unknown_until => {
+                    return Err(BusError::UnknownTopic(topic.to_owned()));
+                }
+                Ok(_) => {
+                    tracing::debug!(
+                        topic,
+                        "topic not in the broker's metadata yet; asking again"
+                    );
+                    if !self.shutdown().sleep(Duration::from_millis(50)).await {
+                        return Err(BusError::Closed);
+                    }
+                }
                 Err(error) => {
                     tracing::warn!(brokers = %self.inner.config.brokers, %error, "cannot reach Kafka; retrying");
                     if !self.shutdown().sleep(backoff).await {
@@ -304,6 +326,11 @@ impl Bus for KafkaBus {
                     .iter()
                     .map(|topic| self.inner.config.on_broker(topic))
                     .collect();
+                // A member that subscribes before its broker knows a topic
+                // would not read it until its next metadata refresh.
+                for topic in &topics {
+                    self.partitions(topic).await?;
+                }
                 let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
                 consumer.subscribe(&topics).map_err(broker_error)?;
                 // A group member is caught up once it runs; the group's

@@ -6,26 +6,30 @@
 #   - embedded mode: time from launch to the first order RESERVED, idle
 #     resident memory, latency at a fixed 200 orders/s, throughput at full
 #     speed with 64 and with 256 orders in flight;
-#   - distributed mode (tansu as the broker, PostgreSQL, four service
-#     processes): latency at a fixed 100 orders/s, throughput at full speed,
-#     and PostgreSQL transactions per order;
+#   - distributed mode (Apache Kafka, PostgreSQL and the four service
+#     processes, started by scripts/distributed.sh): latency at a fixed
+#     200 orders/s over 60 s ($BENCH_RATE_DURATION) with the p99 of its first
+#     and last 10 s, throughput at full speed, PostgreSQL transactions per
+#     order, and each process's CPU and resident memory, the broker's too;
 #   - pgbench -N against the same PostgreSQL for 15 s, the database's own
 #     ceiling on this machine.
 #
 #   scripts/bench.sh                 everything, 30 s per run
-#   BENCH_DURATION=10s scripts/bench.sh
+#   BENCH_DURATION=10s BENCH_RATE_DURATION=20s scripts/bench.sh
 #   scripts/bench.sh embedded        only the embedded mode
 #   scripts/bench.sh distributed     only the distributed mode and pgbench
 #
 # It uses the PostgreSQL at $SHOP_TEST_DATABASE_URL (default
 # postgres://postgres@127.0.0.1:5432/postgres) or starts a throwaway one, as
-# scripts/test.sh does, and creates databases named shop_bench_*.
+# scripts/test.sh does, and creates databases named shop_bench_*; a broker
+# of its own comes from scripts/kafka.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 . scripts/lib.sh
 
 DURATION=${BENCH_DURATION:-30s}
+RATE_DURATION=${BENCH_RATE_DURATION:-60s}
 WHAT=${1:-all}
 case "$WHAT" in
     all | embedded | distributed) ;;
@@ -38,7 +42,11 @@ esac
 OUT=target/bench
 WORK=$(mktemp -d /tmp/shop-bench.XXXXXX)
 PIDS=()
+STOP_DISTRIBUTED=""
 cleanup() {
+    if [ -n "$STOP_DISTRIBUTED" ]; then
+        scripts/distributed.sh down >&2 || true
+    fi
     for pid in "${PIDS[@]}"; do
         kill "$pid" 2>/dev/null || true
     done
@@ -85,7 +93,7 @@ bench() {
     local gateway=$1 report=$2
     shift 2
     say "shop-bench run $* against $gateway"
-    target/release/shop-bench run --gateway "http://$gateway" --duration "$DURATION" --json "$@" >"$report" || {
+    target/release/shop-bench run --gateway "http://$gateway" --duration "${RUN_DURATION:-$DURATION}" --json "$@" >"$report" || {
         local code=$?
         # 3 and 4 still leave a report to read: failed orders or lost stock.
         if [ "$code" -ne 3 ] && [ "$code" -ne 4 ]; then
@@ -163,63 +171,64 @@ psql_admin() {
     psql "$SHOP_TEST_DATABASE_URL" -v ON_ERROR_STOP=1 -qAt "$@"
 }
 
-# Transactions committed so far in the shop_bench_* databases.
+# Transactions committed so far in the shop's database.
 commits() {
     psql_admin -c "SELECT pg_stat_force_next_flush()" >/dev/null 2>&1 || true
-    psql_admin -c "SELECT coalesce(sum(xact_commit), 0) FROM pg_stat_database WHERE datname LIKE 'shop_bench_%' AND datname <> 'shop_bench_pgbench'"
+    psql_admin -c "SELECT coalesce(sum(xact_commit), 0) FROM pg_stat_database WHERE datname = 'shop_bench'"
+}
+
+# Resident memory of process $1 in MB.
+rss_mb() { awk '/VmRSS/ { print int($2 / 1024) }' "/proc/$1/status" 2>/dev/null || echo 0; }
+
+# The p99 of the time to RESERVED of the orders due in the first and in the
+# last 10 s of an --orders file: "first last".
+window_p99() {
+    python3 - "$1" <<'EOF'
+import csv, sys
+rows = [(float(r["due_ms"]), float(r["seen_ms"])) for r in csv.DictReader(open(sys.argv[1]))]
+end = max(due for due, _ in rows)
+def p99(values):
+    values = sorted(values)
+    return values[min(len(values) - 1, int(0.99 * len(values)))] if values else 0.0
+first = p99([seen for due, seen in rows if due < 10_000])
+last = p99([seen for due, seen in rows if due >= end - 10_000])
+print(f"{first:.1f} {last:.1f}")
+EOF
 }
 
 distributed() {
-    local broker_port gateway service db base pids_before reserved before after per_order tps
-    ensure_tansu
+    local gateway db base before after per_order tps state
     ensure_postgres
     base=${SHOP_TEST_DATABASE_URL%/*}
-    for db in order stock payment pgbench; do
-        psql_admin -c "DROP DATABASE IF EXISTS shop_bench_$db WITH (FORCE)" -c "CREATE DATABASE shop_bench_$db"
+    for db in shop_bench shop_bench_pgbench; do
+        psql_admin -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db"
     done
 
-    broker_port=$(free_port)
-    say "distributed mode: tansu on 127.0.0.1:$broker_port, PostgreSQL at ${base%%@*}@…"
-    "$SHOP_TEST_TANSU" broker --listener-url "tcp://127.0.0.1:$broker_port" \
-        --advertised-listener-url "tcp://127.0.0.1:$broker_port" \
-        --storage-engine memory://tansu/ >"$WORK/tansu.log" 2>&1 &
-    PIDS+=("$!")
-    local NAMED=("tansu:$!")
-    export SHOP_KAFKA_BROKERS=127.0.0.1:$broker_port
-    export SHOP_TOKEN_SECRET=bench-token-secret SHOP_WEBHOOK_SECRET=whsec_bench SHOP_PAY_TTL=10m SHOP_LOG=warn
-    # tansu holds every fetch for the whole fetch wait, even when it has
-    # records (Apache Kafka answers as soon as it has any): with the
-    # default 20 ms each of an order's crossings would wait 30 ms on
-    # average. A short wait costs tansu CPU while idle, nothing more.
-    export SHOP_KAFKA_FETCH_WAIT=${SHOP_KAFKA_FETCH_WAIT:-2ms}
-    FACTS+=("distributed: the services' Kafka fetch wait (SHOP_KAFKA_FETCH_WAIT): $SHOP_KAFKA_FETCH_WAIT")
-    gateway=127.0.0.1:$(free_port)
-    local addresses=("$gateway")
+    state=$WORK/distributed
+    export SHOP_DISTRIBUTED_DIR=$state SHOP_DATABASE_URL=$base/shop_bench
+    SHOP_GATEWAY_PORT=$(free_port) SHOP_ORDER_PORT=$(free_port)
+    SHOP_STOCK_PORT=$(free_port) SHOP_PAYMENT_PORT=$(free_port)
+    export SHOP_GATEWAY_PORT SHOP_ORDER_PORT SHOP_STOCK_PORT SHOP_PAYMENT_PORT
+    export SHOP_CATALOG=$WORK/catalog.toml SHOP_PAY_TTL=10m SHOP_LOG=warn
+    say "distributed mode: Apache Kafka, PostgreSQL at ${base%%@*}@…, four services (scripts/distributed.sh)"
+    STOP_DISTRIBUTED=1
+    scripts/distributed.sh up >&2
+    gateway=127.0.0.1:$SHOP_GATEWAY_PORT
+    local NAMED=("kafka:$(cat "$state/kafka/kafka.pid")") service
     for service in gateway order stock payment; do
-        local address=$gateway args=()
-        if [ "$service" != gateway ]; then
-            address=127.0.0.1:$(free_port)
-            addresses+=("$address")
-            args=(--database-url "$base/shop_bench_$service")
-        fi
-        case "$service" in
-            stock) args+=(--catalog "$WORK/catalog.toml") ;;
-            payment) args+=(--gateway-url "http://$gateway") ;;
-        esac
-        target/release/shop-backend "$service" --listen "$address" "${args[@]}" >"$WORK/$service.log" 2>&1 &
-        PIDS+=("$!")
-        NAMED+=("$service:$!")
+        NAMED+=("$service:$(cat "$state/$service.pid")")
     done
-    for address in "${addresses[@]}"; do
-        wait_healthy "$address"
-    done
+    FACTS+=("distributed: Apache Kafka $KAFKA_VERSION (one KRaft node, heap at most 512 MB); the services' Kafka fetch wait: ${SHOP_KAFKA_FETCH_WAIT:-the default}")
     # The stock service publishes its catalogue once at start: wait until
     # the gateway has all of it.
     target/release/shop-bench run --gateway "http://$gateway" --connections 1 --count 1 \
         --warmup 0s --quiet --json >/dev/null
 
-    bench "$gateway" "$OUT/distributed-rate.json" --rate 100 --connections 16 --orders "$OUT/distributed-rate-orders.csv"
-    row distributed "100 orders/s" "$OUT/distributed-rate.json"
+    RUN_DURATION=$RATE_DURATION bench "$gateway" "$OUT/distributed-rate.json" --rate 200 --connections 16 --orders "$OUT/distributed-rate-orders.csv"
+    row distributed "200 orders/s, $RATE_DURATION" "$OUT/distributed-rate.json"
+    local windows
+    windows=$(window_p99 "$OUT/distributed-rate-orders.csv")
+    FACTS+=("distributed: p99 to RESERVED at 200 orders/s of the orders due in its first 10 s: ${windows% *} ms; in its last 10 s: ${windows#* } ms")
     sleep 1
     before=$(commits)
     local cpu_before=() entry
@@ -227,9 +236,10 @@ distributed() {
     local postgres_before
     postgres_before=$(postgres_cpu_s)
     bench "$gateway" "$OUT/distributed-full.json" --connections 16 --in-flight 4 --warmup 0s
-    local spent=() index=0
+    local spent=() rss=() index=0
     for entry in "${NAMED[@]}"; do
         spent+=("${entry%%:*} $(python3 -c "print(f'{$(cpu_s "${entry#*:}") - ${cpu_before[$index]}:.1f}')") s")
+        rss+=("${entry%%:*} $(rss_mb "${entry#*:}") MB")
         index=$((index + 1))
     done
     spent+=("PostgreSQL $(python3 -c "print(f'{$(postgres_cpu_s) - $postgres_before:.1f}')") s")
@@ -238,8 +248,11 @@ distributed() {
     row distributed "full speed, 64 in flight" "$OUT/distributed-full.json"
     placed=$(json "$OUT/distributed-full.json" 'r["placed"]')
     per_order=$(python3 -c "print(f'{($after - $before) / max($placed, 1):.1f}')")
-    FACTS+=("distributed: CPU used during the full-speed run: $(IFS=,; echo "${spent[*]}" | sed 's/,/, /g')")
+    FACTS+=("distributed: CPU used during the full-speed run ($DURATION): $(IFS=,; echo "${spent[*]}" | sed 's/,/, /g')")
+    FACTS+=("distributed: resident memory after the runs: $(IFS=,; echo "${rss[*]}" | sed 's/,/, /g')")
     FACTS+=("distributed: PostgreSQL transactions per order (to RESERVED with its checkout session, committed during the full-speed run, idle work included): $per_order")
+    scripts/distributed.sh down >&2
+    STOP_DISTRIBUTED=""
 
     say "pgbench -N for 15 s"
     pgbench -i -q -s 10 "$base/shop_bench_pgbench" >"$WORK/pgbench-init.log" 2>&1
@@ -248,9 +261,9 @@ distributed() {
     FACTS+=("pgbench -N -c 8 -j 2 -T 15 (scale 10): $tps tps")
     local full
     full=$(json "$OUT/distributed-full.json" 'round(r["reserved_per_s"])')
-    FACTS+=("distributed target: 30% of $tps tps / $per_order transactions per order = $(python3 -c "print(f'{0.3 * $tps / max($per_order, 0.1):.0f}')") orders/s; reached $full orders/s")
-    for db in order stock payment pgbench; do
-        psql_admin -c "DROP DATABASE IF EXISTS shop_bench_$db WITH (FORCE)" >/dev/null 2>&1 || true
+    FACTS+=("distributed target: 50% of $tps tps / $per_order transactions per order = $(python3 -c "print(f'{0.5 * $tps / max($per_order, 0.1):.0f}')") orders/s; reached $full orders/s")
+    for db in shop_bench shop_bench_pgbench; do
+        psql_admin -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true
     done
 }
 

@@ -1,8 +1,11 @@
-# Helpers shared by scripts/test.sh and scripts/bench.sh: they provide what
-# the tests and benchmarks need and was not there (cargo-nextest, tansu,
-# PostgreSQL, Chromium). Source it from the repository's root.
+# Helpers shared by scripts/test.sh, scripts/bench.sh and
+# scripts/distributed.sh: they provide what the tests, benchmarks and local
+# runs need and was not there (cargo-nextest, Apache Kafka, PostgreSQL,
+# Chromium). Source it from the repository's root.
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+. scripts/kafka.sh
 
 ensure_nextest() {
     if ! cargo nextest --version >/dev/null 2>&1; then
@@ -11,21 +14,26 @@ ensure_nextest() {
     fi
 }
 
-ensure_tansu() {
-    if [ -n "${SHOP_TEST_TANSU:-}" ] && [ -x "$SHOP_TEST_TANSU" ]; then
+# A broker for the test run: the one at $SHOP_TEST_KAFKA_BROKERS if set,
+# otherwise Apache Kafka started in $1 (stopped by stop_test_kafka).
+TEST_KAFKA=""
+ensure_test_kafka() {
+    if [ -n "${SHOP_TEST_KAFKA_BROKERS:-}" ]; then
         return
     fi
-    if [ -x "$HOME/.cargo/bin/tansu" ]; then
-        export SHOP_TEST_TANSU="$HOME/.cargo/bin/tansu"
-        return
+    TEST_KAFKA=$1
+    say "starting Apache Kafka $KAFKA_VERSION for the distributed tests"
+    SHOP_TEST_KAFKA_BROKERS=$(kafka_start "$TEST_KAFKA")
+    export SHOP_TEST_KAFKA_BROKERS
+}
+
+stop_test_kafka() {
+    if [ -n "$TEST_KAFKA" ]; then
+        say "stopping Apache Kafka"
+        kafka_stop "$TEST_KAFKA"
+        rm -rf "$TEST_KAFKA"
+        TEST_KAFKA=""
     fi
-    if command -v tansu >/dev/null 2>&1; then
-        export SHOP_TEST_TANSU="$(command -v tansu)"
-        return
-    fi
-    say "installing tansu, a Kafka-compatible broker for the distributed tests (once; takes a while)"
-    cargo install tansu --locked --features dynostore
-    export SHOP_TEST_TANSU="$HOME/.cargo/bin/tansu"
 }
 
 # Whether PostgreSQL answers at host $1 port $2.
@@ -41,7 +49,7 @@ THROWAWAY=""
 stop_throwaway() {
     if [ -n "$THROWAWAY" ]; then
         say "stopping the throwaway PostgreSQL"
-        runuser -u postgres -- "$PGBIN/pg_ctl" -D "$THROWAWAY/data" -m fast stop >/dev/null 2>&1 || true
+        stop_postgres_in "$THROWAWAY"
         rm -rf "$THROWAWAY"
     fi
 }
@@ -62,19 +70,37 @@ ensure_postgres() {
             return
         fi
     fi
+    THROWAWAY=$(mktemp -d /tmp/shop-test-postgres.XXXXXX)
+    say "starting a throwaway PostgreSQL on 127.0.0.1:55432"
+    start_throwaway_postgres "$THROWAWAY" 55432
+    export SHOP_TEST_DATABASE_URL="postgres://postgres@127.0.0.1:55432/postgres"
+}
+
+# Installs Debian's postgresql unless there, then creates a cluster in
+# $1/data (unless made before) with trust authentication for user postgres,
+# and starts it on
+# 127.0.0.1:$2 (its socket and log in $1). Stop it with stop_postgres_in $1.
+start_throwaway_postgres() {
+    local dir=$1 port=$2
     if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
         say "installing PostgreSQL (Debian's postgresql package)"
         apt-get update -qq
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
     fi
     PGBIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
-    THROWAWAY=$(mktemp -d /tmp/shop-test-postgres.XXXXXX)
-    chown postgres: "$THROWAWAY"
-    say "starting a throwaway PostgreSQL on 127.0.0.1:55432"
-    runuser -u postgres -- "$PGBIN/initdb" -D "$THROWAWAY/data" -A trust -U postgres >/dev/null
-    runuser -u postgres -- "$PGBIN/pg_ctl" -D "$THROWAWAY/data" -l "$THROWAWAY/log" -w \
-        -o "-p 55432 -k $THROWAWAY -c listen_addresses=127.0.0.1 -c max_connections=300" start >/dev/null
-    export SHOP_TEST_DATABASE_URL="postgres://postgres@127.0.0.1:55432/postgres"
+    chown postgres: "$dir"
+    if [ ! -f "$dir/data/PG_VERSION" ]; then
+        runuser -u postgres -- "$PGBIN/initdb" -D "$dir/data" -A trust -U postgres >/dev/null
+    fi
+    runuser -u postgres -- "$PGBIN/pg_ctl" -D "$dir/data" -l "$dir/log" -w \
+        -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c max_connections=300" start >/dev/null
+}
+
+# Stops the cluster that start_throwaway_postgres made in $1.
+stop_postgres_in() {
+    local bin
+    bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+    runuser -u postgres -- "$bin/pg_ctl" -D "$1/data" -m fast stop >/dev/null 2>&1 || true
 }
 
 ensure_chromium() {

@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
 # Runs every test of shop: formatting and lints, unit tests, and the
 # end-to-end suites against real backends on loopback, in embedded mode and
-# in distributed mode (a Kafka-compatible broker and PostgreSQL).
+# in distributed mode (Apache Kafka and PostgreSQL).
 #
 #   scripts/test.sh             everything
 #   scripts/test.sh saga        extra arguments go to cargo nextest (a filter here)
 #
 # It provides what the tests need and was not there:
 #   - cargo-nextest;
-#   - tansu, a Kafka-compatible broker (cargo install, once; the tests start
-#     one per distributed test);
+#   - Apache Kafka (scripts/kafka.sh: resolved from Maven Central once per
+#     machine, Java 17 and Maven needed): one broker for the whole run,
+#     shared by the distributed tests, each under its own topic prefix (tests
+#     that stop the broker start their own); $SHOP_TEST_KAFKA_BROKERS points
+#     the tests at a running broker instead;
 #   - PostgreSQL: the server at $SHOP_TEST_DATABASE_URL (default
 #     postgres://postgres@127.0.0.1:5432/postgres) if it answers, otherwise
 #     a throwaway cluster of Debian's postgresql package, stopped at the end;
@@ -20,10 +23,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 . scripts/lib.sh
-trap stop_throwaway EXIT
+KAFKA_DIR=$(mktemp -d /tmp/shop-test-kafka.XXXXXX)
+trap 'stop_test_kafka; rm -rf "$KAFKA_DIR"; stop_throwaway' EXIT
 
 ensure_nextest
-ensure_tansu
+kafka_install
 ensure_postgres
 ensure_chromium
 
@@ -31,5 +35,7 @@ say "formatting"
 cargo fmt --all --check
 say "lints"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
-say "tests (PostgreSQL at ${SHOP_TEST_DATABASE_URL%%@*}@…, broker $SHOP_TEST_TANSU)"
+# Kafka starts last, so that a failed lint ends the run without it.
+ensure_test_kafka "$KAFKA_DIR"
+say "tests (PostgreSQL at ${SHOP_TEST_DATABASE_URL%%@*}@…, Kafka at $SHOP_TEST_KAFKA_BROKERS)"
 cargo nextest run --workspace --no-fail-fast "$@"

@@ -112,11 +112,15 @@ async fn killing_each_service_mid_saga_still_ends_every_saga_right() {
 
 #[tokio::test]
 async fn the_services_recover_by_themselves_after_the_broker_was_gone() {
-    let mut shop = Shop::start(Mode::Distributed).await;
+    let options = Options {
+        own_broker: true,
+        ..Options::default()
+    };
+    let mut shop = Shop::start_with(Mode::Distributed, options).await;
     let client = shop.customer().await;
     let before = reserve(&client, &[("SKU-001", 1)]).await;
 
-    shop.stop_broker();
+    shop.stop_broker().await;
     let deadline = tokio::time::Instant::now() + WAIT;
     while shop.all_healthy().await {
         assert!(

@@ -3,12 +3,16 @@
 //!
 //! - Embedded mode: one `shop-backend` process on a free port with a fresh
 //!   data directory.
-//! - Distributed mode: a Kafka-compatible broker (tansu) of its own, a fresh
-//!   PostgreSQL database, and the four services as separate processes.
+//! - Distributed mode: Apache Kafka, a fresh PostgreSQL database, and the
+//!   four services as separate processes. Tests share the broker of the test
+//!   run (`SHOP_TEST_KAFKA_BROKERS`, which `scripts/test.sh` starts), each
+//!   under a topic and consumer-group prefix of its own; a test that stops
+//!   the broker, or a run without a shared one, starts its own broker with
+//!   `scripts/kafka.sh run`.
 //!
-//! Distributed mode needs the `tansu` binary and a PostgreSQL server; when
-//! one is missing the test fails and says how to get it (`scripts/test.sh`
-//! provides both).
+//! Distributed mode needs Apache Kafka (assembled by `scripts/kafka.sh` with
+//! Java and Maven) and a PostgreSQL server; when one is missing the test
+//! fails and says how to get it (`scripts/test.sh` provides both).
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -53,6 +57,9 @@ pub struct Options {
     /// Pay through Stripe (a stand-in for its API) instead of the local
     /// checkout.
     pub stripe: Option<StripeKeys>,
+    /// Distributed mode: a Kafka broker of the test's own, which it may stop
+    /// and start, instead of the test run's shared one.
+    pub own_broker: bool,
 }
 
 impl Options {
@@ -92,6 +99,7 @@ impl Default for Options {
             pay_ttl: "5m",
             catalog: None,
             stripe: None,
+            own_broker: false,
         }
     }
 }
@@ -248,130 +256,106 @@ impl Process {
     }
 }
 
-/// A Kafka-compatible broker of one test, reached through a TCP proxy that
-/// the test can take down and bring back: taking it down resets every
-/// connection and refuses new ones, as a stopped broker does, while the
-/// broker behind it keeps its log (its memory storage would not survive a
-/// real restart).
-struct Broker {
-    /// The address clients use (the proxy's).
-    port: u16,
-    child: Option<Child>,
-    proxy: Proxy,
+/// The Apache Kafka broker of a distributed test.
+pub enum Broker {
+    /// The test run's broker, `SHOP_TEST_KAFKA_BROKERS`; the test keeps to
+    /// its own topic prefix on it.
+    Shared(String),
+    /// A broker of this test's alone.
+    Own(Box<OwnBroker>),
 }
 
 impl Broker {
-    fn binary() -> PathBuf {
-        if let Some(path) = std::env::var_os("SHOP_TEST_TANSU") {
-            return PathBuf::from(path);
-        }
-        let home = std::env::var_os("HOME")
-            .map(PathBuf::from)
-            .unwrap_or_default();
-        let cargo_bin = home.join(".cargo/bin/tansu");
-        if cargo_bin.exists() {
-            cargo_bin
-        } else {
-            PathBuf::from("tansu")
+    /// The test run's broker, or with `own` (or without one) a broker of
+    /// the test's own that keeps its log in `dir`.
+    pub async fn start(dir: PathBuf, own: bool) -> Broker {
+        match std::env::var("SHOP_TEST_KAFKA_BROKERS") {
+            Ok(brokers) if !own && !brokers.is_empty() => Broker::Shared(brokers),
+            _ => {
+                let mut broker = OwnBroker {
+                    dir,
+                    port: free_port().await,
+                    controller: free_port().await,
+                    child: None,
+                    starts: 0,
+                };
+                broker.start().await;
+                Broker::Own(Box::new(broker))
+            }
         }
     }
 
-    async fn start(log: PathBuf) -> Broker {
-        let (port, inner) = (free_port().await, free_port().await);
-        let listen = format!("tcp://127.0.0.1:{inner}");
-        let advertised = format!("tcp://127.0.0.1:{port}");
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .expect("broker log");
-        let child = Command::new(Self::binary())
-            .args([
-                "broker",
-                "--listener-url",
-                &listen,
-                "--advertised-listener-url",
-                &advertised,
-            ])
-            .args(["--storage-engine", "memory://tansu/"])
+    /// The bootstrap address clients use.
+    pub fn bootstrap(&self) -> String {
+        match self {
+            Broker::Shared(brokers) => brokers.clone(),
+            Broker::Own(broker) => format!("127.0.0.1:{}", broker.port),
+        }
+    }
+}
+
+/// Apache Kafka in the foreground of `scripts/kafka.sh run`, which formats
+/// its log dir once and then becomes the broker's JVM, so that killing the
+/// child kills the broker. Stopped and started again on the same ports and
+/// log dir, it comes back with every record and committed offset.
+pub struct OwnBroker {
+    dir: PathBuf,
+    port: u16,
+    controller: u16,
+    child: Option<Child>,
+    /// Starts so far: each start adds one "Kafka Server started" to the log.
+    starts: usize,
+}
+
+impl OwnBroker {
+    /// Longest a broker may take to start: a JVM on a busy 2-core machine.
+    const START: Duration = Duration::from_secs(120);
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("kafka.log")).unwrap_or_default()
+    }
+
+    async fn start(&mut self) {
+        assert!(self.child.is_none(), "the broker runs already");
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/kafka.sh");
+        let mut child = Command::new("bash")
+            .arg(script)
+            .arg("run")
+            .arg(&self.dir)
+            .arg(self.port.to_string())
+            .arg(self.controller.to_string())
             .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
+            .stdout(Stdio::null())
             .kill_on_drop(true)
             .spawn()
-            .unwrap_or_else(|error| {
+            .expect("bash runs scripts/kafka.sh");
+        self.starts += 1;
+        let deadline = tokio::time::Instant::now() + Self::START;
+        while self.log().matches("Kafka Server started").count() < self.starts {
+            if let Ok(Some(status)) = child.try_wait() {
                 panic!(
-                    "distributed tests need the Kafka-compatible broker tansu ({error}). \
-                     Install it with `cargo install tansu --locked --features dynostore` \
-                     or run scripts/test.sh, which does; SHOP_TEST_TANSU may name the binary."
-                )
-            });
-        let deadline = tokio::time::Instant::now() + WAIT;
-        while tokio::net::TcpStream::connect(("127.0.0.1", inner))
-            .await
-            .is_err()
-        {
+                    "Apache Kafka did not start ({status}). Distributed tests need it: run \
+                     scripts/test.sh, which assembles it from Maven Central (Java 17 and Maven \
+                     needed), or start one with `scripts/kafka.sh start DIR` and point \
+                     SHOP_TEST_KAFKA_BROKERS at the address it prints. Its log:\n{}",
+                    self.log()
+                );
+            }
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "tansu did not start listening"
+                "Apache Kafka did not start within {:?}; its log:\n{}",
+                Self::START,
+                self.log()
             );
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let proxy = Proxy {
-            port,
-            target: inner,
-            task: None,
-        };
-        let mut broker = Broker {
-            port,
-            child: Some(child),
-            proxy,
-        };
-        broker.proxy.up().await;
-        broker
-    }
-}
-
-/// Forwards TCP connections from `port` to `target` while up.
-struct Proxy {
-    port: u16,
-    target: u16,
-    task: Option<tokio::task::JoinHandle<()>>,
-}
-
-impl Proxy {
-    async fn up(&mut self) {
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", self.port))
-            .await
-            .expect("proxy port free again");
-        let target = self.target;
-        self.task = Some(tokio::spawn(async move {
-            let mut connections = tokio::task::JoinSet::new();
-            while let Ok((mut client, _)) = listener.accept().await {
-                connections.spawn(async move {
-                    if let Ok(mut server) =
-                        tokio::net::TcpStream::connect(("127.0.0.1", target)).await
-                    {
-                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
-                    }
-                });
-            }
-        }));
+        self.child = Some(child);
     }
 
-    /// Closes the listener and every forwarded connection.
-    fn down(&mut self) {
-        if let Some(task) = self.task.take() {
-            // Aborting drops the listener and the JoinSet, which aborts
-            // every connection task and closes its sockets.
-            task.abort();
-        }
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        self.down();
+    /// Kills the broker as a crash would.
+    async fn kill(&mut self) {
+        let mut child = self.child.take().expect("the broker runs");
+        child.kill().await.expect("broker killed");
     }
 }
 
@@ -448,6 +432,8 @@ enum Backend {
     Embedded(Process),
     Distributed {
         broker: Broker,
+        /// Before every topic and consumer group of this test's shop.
+        topic_prefix: String,
         services: Vec<(Service, Process)>,
         _database: TestDatabase,
     },
@@ -513,12 +499,11 @@ impl Shop {
             }
             Mode::Distributed => {
                 let database = TestDatabase::create().await;
-                let broker = Broker::start(dir.path().join("broker.log")).await;
+                let topic_prefix = format!("test-{}.", Uuid::new_v4().simple());
+                let broker = Broker::start(dir.path().join("kafka"), options.own_broker).await;
                 let env = vec![
-                    (
-                        "SHOP_KAFKA_BROKERS".to_owned(),
-                        format!("127.0.0.1:{}", broker.port),
-                    ),
+                    ("SHOP_KAFKA_BROKERS".to_owned(), broker.bootstrap()),
+                    ("SHOP_KAFKA_TOPIC_PREFIX".to_owned(), topic_prefix.clone()),
                     ("SHOP_DATABASE_URL".to_owned(), database.url()),
                     ("SHOP_DATABASE_POOL".to_owned(), "4".to_owned()),
                     (
@@ -562,6 +547,7 @@ impl Shop {
                 }
                 Backend::Distributed {
                     broker,
+                    topic_prefix,
                     services,
                     _database: database,
                 }
@@ -778,7 +764,16 @@ impl Shop {
     /// The broker's address, in distributed mode.
     pub fn broker(&self) -> Option<String> {
         match &self.backend {
-            Backend::Distributed { broker, .. } => Some(format!("127.0.0.1:{}", broker.port)),
+            Backend::Distributed { broker, .. } => Some(broker.bootstrap()),
+            Backend::Embedded(_) => None,
+        }
+    }
+
+    /// What this shop puts before its topic and group names, in
+    /// distributed mode.
+    pub fn topic_prefix(&self) -> Option<String> {
+        match &self.backend {
+            Backend::Distributed { topic_prefix, .. } => Some(topic_prefix.clone()),
             Backend::Embedded(_) => None,
         }
     }
@@ -885,35 +880,31 @@ impl Shop {
         services.push((service, process));
     }
 
-    /// Takes the broker away: connections reset, new ones refused
-    /// (distributed mode).
-    pub fn stop_broker(&mut self) {
+    /// The broker of a shop started with [`Options::own_broker`].
+    fn own_broker(&mut self) -> &mut OwnBroker {
         match &mut self.backend {
-            Backend::Distributed { broker, .. } => broker.proxy.down(),
-            Backend::Embedded(_) => panic!("no broker in embedded mode"),
+            Backend::Distributed {
+                broker: Broker::Own(broker),
+                ..
+            } => broker,
+            _ => panic!("only a distributed shop with `own_broker` may stop its broker"),
         }
     }
 
-    /// Brings the broker back (distributed mode).
+    /// Kills the broker with SIGKILL, as a crash would: connections reset,
+    /// new ones refused.
+    pub async fn stop_broker(&mut self) {
+        self.own_broker().kill().await;
+    }
+
+    /// Starts the killed broker again on its ports and its log.
     pub async fn start_broker(&mut self) {
-        match &mut self.backend {
-            Backend::Distributed { broker, .. } => broker.proxy.up().await,
-            Backend::Embedded(_) => panic!("no broker in embedded mode"),
-        }
+        self.own_broker().start().await;
     }
 }
 
 impl Drop for Shop {
     fn drop(&mut self) {
-        if let Backend::Distributed { broker, .. } = &self.backend
-            && let Some(pid) = broker.child.as_ref().and_then(Child::id)
-        {
-            // A paused broker would keep the test's processes waiting.
-            let _ = std::process::Command::new("kill")
-                .arg("-CONT")
-                .arg(pid.to_string())
-                .status();
-        }
         if std::thread::panicking() {
             eprintln!("---- backend logs (last lines) ----");
             let log = self.log();

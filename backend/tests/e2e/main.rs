@@ -6,6 +6,7 @@ mod bad_input;
 mod browser;
 mod faults;
 mod harness;
+mod kafka;
 mod local_checkout;
 mod pages;
 mod race;

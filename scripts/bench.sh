@@ -223,6 +223,12 @@ distributed() {
     # the gateway has all of it.
     target/release/shop-bench run --gateway "http://$gateway" --connections 1 --count 1 \
         --warmup 0s --quiet --json >/dev/null
+    # A broker that has just started spends most of a core for its first
+    # minute compiling its hot paths (the JVM's C2 compiler): warm it up, as
+    # a broker that has been running is, before anything is measured.
+    say "warming up the broker's JVM: ${BENCH_KAFKA_WARMUP:-45s} at 100 orders/s, not measured"
+    target/release/shop-bench run --gateway "http://$gateway" --rate 100 --connections 16 \
+        --duration "${BENCH_KAFKA_WARMUP:-45s}" --quiet --json >/dev/null || true
 
     RUN_DURATION=$RATE_DURATION bench "$gateway" "$OUT/distributed-rate.json" --rate 200 --connections 16 --orders "$OUT/distributed-rate-orders.csv"
     row distributed "200 orders/s, $RATE_DURATION" "$OUT/distributed-rate.json"

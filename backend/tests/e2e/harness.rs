@@ -630,6 +630,13 @@ impl Shop {
                 process.log_text()
             ));
         }
+        if let Backend::Distributed {
+            broker: Broker::Own(broker),
+            ..
+        } = &self.backend
+        {
+            logs.push_str(&format!("==== kafka ====\n{}", broker.log()));
+        }
         logs
     }
 

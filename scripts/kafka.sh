@@ -128,7 +128,7 @@ EOF
 EOF
     if [ ! -f "$dir/data/meta.properties" ]; then
         java -Xmx128m -cp "$home/libs/*" -Dlog4j2.configurationFile="$dir/log4j2.xml" \
-            kafka.tools.StorageTool format --cluster-id "$(kafka_cluster_id)" \
+            kafka.tools.StorageTool format --cluster-id="$(kafka_cluster_id)" \
             --config "$dir/server.properties" >>"$dir/kafka.log" 2>&1 || {
             kafka_say "formatting the Kafka log dir $dir/data failed; see $dir/kafka.log"
             return 1
@@ -137,7 +137,8 @@ EOF
 }
 
 # A new cluster id: 16 random bytes in URL-safe base64 without padding,
-# the form Kafka's own `random-uuid` prints.
+# the form Kafka's own `random-uuid` prints. It may begin with '-', so it is
+# passed as --cluster-id=ID, never as a separate argument.
 kafka_cluster_id() {
     head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n'
 }
@@ -214,8 +215,14 @@ kafka_bootstrap() {
     printf '127.0.0.1:%s\n' "$port"
 }
 
+# Whether the broker of DIR runs: its pid file names a live process that is
+# this DIR's broker (a pid left by a crash may have been reused since).
 kafka_running() {
-    [ -f "$1/kafka.pid" ] && kill -0 "$(cat "$1/kafka.pid")" 2>/dev/null
+    local dir pid
+    dir=$(cd "$1" 2>/dev/null && pwd) || return 1
+    [ -f "$dir/kafka.pid" ] || return 1
+    pid=$(cat "$dir/kafka.pid")
+    [ -r "/proc/$pid/cmdline" ] && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF "kafka.Kafka $dir/server.properties"
 }
 
 # Stops the broker of DIR: SIGTERM lets Kafka close its log cleanly; after
@@ -227,7 +234,7 @@ kafka_stop() {
         return 0
     fi
     pid=$(cat "$dir/kafka.pid")
-    kill -TERM "$pid" 2>/dev/null
+    kill -TERM "$pid" 2>/dev/null || true
     while kill -0 "$pid" 2>/dev/null; do
         if [ "$waited" -ge 600 ]; then
             kafka_say "Kafka (pid $pid) did not stop within 60 s; killing it"

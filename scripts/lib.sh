@@ -93,7 +93,7 @@ start_throwaway_postgres() {
         runuser -u postgres -- "$PGBIN/initdb" -D "$dir/data" -A trust -U postgres >/dev/null
     fi
     runuser -u postgres -- "$PGBIN/pg_ctl" -D "$dir/data" -l "$dir/log" -w \
-        -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c max_connections=300" start >/dev/null
+        -o "-p $port -k '$dir' -c listen_addresses=127.0.0.1 -c max_connections=300" start >/dev/null
 }
 
 # Stops the cluster that start_throwaway_postgres made in $1.

@@ -74,7 +74,7 @@ now_ms() { echo $(($(date +%s%N) / 1000000)); }
 # Waits up to 60 s for http://$1/healthz to answer 200.
 wait_healthy() {
     for _ in $(seq 6000); do
-        if curl -fs -o /dev/null "http://$1/healthz"; then
+        if curl -fs --max-time 2 -o /dev/null "http://$1/healthz"; then
             return
         fi
         sleep 0.01

@@ -11,8 +11,8 @@
 #                                    at SHOP_DATABASE_URL or on 127.0.0.1:5432 is left alone)
 #
 # PostgreSQL: the server at $SHOP_DATABASE_URL if set; otherwise
-# 127.0.0.1:5432 if it answers (database `shop`, user postgres, created if
-# missing); otherwise a cluster of Debian's postgresql package of its own,
+# 127.0.0.1:5432 if it lets user postgres in without a password (database
+# `shop`, created if missing); otherwise a cluster of Debian's postgresql package of its own,
 # kept in the state directory. Orders, stock and Kafka's log are kept there
 # too, so `down` then `up` carries on where the shop was.
 #
@@ -97,7 +97,7 @@ choose_database() {
         own_postgres
         return
     fi
-    if postgres_answers 127.0.0.1 5432; then
+    if postgres_answers 127.0.0.1 5432 && postgres_usable 127.0.0.1 5432; then
         local admin=postgres://postgres@127.0.0.1:5432/postgres
         if ! psql "$admin" -qAtc "SELECT 1 FROM pg_database WHERE datname = 'shop'" 2>/dev/null | grep -q 1; then
             psql "$admin" -qc "CREATE DATABASE shop" >/dev/null 2>&1 || {

@@ -54,21 +54,27 @@ stop_throwaway() {
     fi
 }
 
+# Whether user postgres can log in without a password at host $1 port $2
+# (a server that answers may still ask for one, as Debian's default
+# cluster does over TCP).
+postgres_usable() {
+    if command -v psql >/dev/null 2>&1; then
+        PGCONNECT_TIMEOUT=5 psql "postgres://postgres@$1:$2/postgres" -qAtc 'SELECT 1' >/dev/null 2>&1
+    else
+        postgres_answers "$1" "$2"
+    fi
+}
+
 ensure_postgres() {
     if [ -n "${SHOP_TEST_DATABASE_URL:-}" ]; then
         return
     fi
     if postgres_answers 127.0.0.1 5432; then
-        export SHOP_TEST_DATABASE_URL="postgres://postgres@127.0.0.1:5432/postgres"
-        return
-    fi
-    # A Debian cluster that exists but is stopped.
-    if command -v pg_ctlcluster >/dev/null 2>&1 && [ -d /etc/postgresql ]; then
-        version=$(ls /etc/postgresql | sort -V | tail -1)
-        if pg_ctlcluster --skip-systemctl-redirect "$version" main start 2>/dev/null && postgres_answers 127.0.0.1 5432; then
+        if postgres_usable 127.0.0.1 5432; then
             export SHOP_TEST_DATABASE_URL="postgres://postgres@127.0.0.1:5432/postgres"
             return
         fi
+        say "PostgreSQL on 127.0.0.1:5432 does not let user postgres in without a password; using a throwaway cluster instead (SHOP_TEST_DATABASE_URL names another server)"
     fi
     THROWAWAY=$(mktemp -d /tmp/shop-test-postgres.XXXXXX)
     say "starting a throwaway PostgreSQL on 127.0.0.1:55432"

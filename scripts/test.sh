@@ -14,7 +14,8 @@
 #     that stop the broker start their own); $SHOP_TEST_KAFKA_BROKERS points
 #     the tests at a running broker instead;
 #   - PostgreSQL: the server at $SHOP_TEST_DATABASE_URL (default
-#     postgres://postgres@127.0.0.1:5432/postgres) if it answers, otherwise
+#     postgres://postgres@127.0.0.1:5432/postgres) if it answers and lets
+#     user postgres in without a password, otherwise
 #     a throwaway cluster of Debian's postgresql package, stopped at the end;
 #   - Chromium and chromedriver for the browser tests (Debian's chromium
 #     and chromium-driver), unless $SHOP_TEST_CHROMIUM and

@@ -1089,3 +1089,43 @@ impl Pushes {
             .collect()
     }
 }
+
+/// A bus handler that keeps every record it is given, to read what a topic
+/// holds from the test's side.
+#[derive(Default)]
+pub struct Tap {
+    records: std::sync::Mutex<Vec<std::sync::Arc<shop_backend::bus::Record>>>,
+}
+
+#[async_trait::async_trait]
+impl shop_backend::bus::Handler for Tap {
+    async fn handle(
+        &self,
+        batch: &[std::sync::Arc<shop_backend::bus::Record>],
+    ) -> Result<(), shop_backend::bus::HandlerError> {
+        self.records
+            .lock()
+            .expect("tap lock")
+            .extend(batch.iter().cloned());
+        Ok(())
+    }
+}
+
+impl Tap {
+    /// Every record so far.
+    pub fn records(&self) -> Vec<std::sync::Arc<shop_backend::bus::Record>> {
+        self.records.lock().expect("tap lock").clone()
+    }
+
+    /// The records once there are `count`, or all there are after [`WAIT`].
+    pub async fn wait_for(&self, count: usize) -> Vec<std::sync::Arc<shop_backend::bus::Record>> {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let records = self.records();
+            if records.len() >= count || tokio::time::Instant::now() >= deadline {
+                return records;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}

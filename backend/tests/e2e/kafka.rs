@@ -1,49 +1,16 @@
 //! The Kafka bus against Apache Kafka itself, below the services: what a
 //! broker of a real cluster does differently from the in-process bus.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use shop_backend::bus::kafka::{KafkaBus, KafkaConfig};
-use shop_backend::bus::{
-    Bus, Handler, HandlerError, OutgoingRecord, Record, Subscription, TopicSpec,
-};
+use shop_backend::bus::{Bus, OutgoingRecord, Subscription, TopicSpec};
 use shop_backend::metrics::Metrics;
 use shop_backend::tasks::Supervisor;
 use uuid::Uuid;
 
-use crate::harness::{Broker, WAIT};
-
-/// Keeps every record it is given.
-#[derive(Default)]
-struct Tap {
-    records: Mutex<Vec<Arc<Record>>>,
-}
-
-#[async_trait]
-impl Handler for Tap {
-    async fn handle(&self, batch: &[Arc<Record>]) -> Result<(), HandlerError> {
-        self.records
-            .lock()
-            .expect("tap lock")
-            .extend(batch.iter().cloned());
-        Ok(())
-    }
-}
-
-impl Tap {
-    async fn wait_for(&self, count: usize) -> Vec<Arc<Record>> {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            let records = self.records.lock().expect("tap lock").clone();
-            if records.len() >= count || tokio::time::Instant::now() >= deadline {
-                return records;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
+use crate::harness::{Broker, Tap, WAIT};
 
 /// A bus on `broker` whose topics and groups carry `prefix`.
 fn bus(broker: &Broker, prefix: &str) -> (KafkaBus, Supervisor) {
@@ -158,8 +125,8 @@ async fn shops_with_different_topic_prefixes_share_a_cluster_without_meeting() {
     tap_b.wait_for(3).await;
     // Anything that leaked across would have arrived by now too.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let seen_a = tap_a.records.lock().expect("tap").clone();
-    let seen_b = tap_b.records.lock().expect("tap").clone();
+    let seen_a = tap_a.records();
+    let seen_b = tap_b.records();
     assert_eq!(seen_a.len(), 5, "a sees its 5 records and no more");
     assert_eq!(seen_b.len(), 3, "b sees its 3 records and no more");
     assert!(

@@ -3,12 +3,11 @@
 //! embedded tests run the application in-process to reach its bus; the
 //! distributed ones connect to the test's broker.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use shop_backend::bus::kafka::{KafkaBus, KafkaConfig};
-use shop_backend::bus::{Bus, Handler, HandlerError, OutgoingRecord, Record, Subscription, header};
+use shop_backend::bus::{Bus, OutgoingRecord, Record, Subscription, header};
 use shop_backend::config::EmbeddedArgs;
 use shop_backend::metrics::Metrics;
 use shop_backend::tasks::Supervisor;
@@ -18,25 +17,8 @@ use shop_shared::domain::OrderStatus;
 use shop_shared::events::topic;
 
 use crate::harness::{
-    GOOD_CARD, Mode, Options, Pushes, Shop, WAIT, place, reserve, wait_available, wait_status,
+    GOOD_CARD, Mode, Options, Pushes, Shop, Tap, WAIT, place, reserve, wait_available, wait_status,
 };
-
-/// Keeps a copy of every record on the topics it reads.
-#[derive(Default)]
-struct Tap {
-    records: Mutex<Vec<Arc<Record>>>,
-}
-
-#[async_trait]
-impl Handler for Tap {
-    async fn handle(&self, batch: &[Arc<Record>]) -> Result<(), HandlerError> {
-        self.records
-            .lock()
-            .expect("tap lock")
-            .extend(batch.iter().cloned());
-        Ok(())
-    }
-}
 
 struct InProcess {
     app: Option<Application>,
@@ -168,7 +150,7 @@ async fn redelivering_every_bus_message_changes_nothing() {
 
     let products_before = client.products().await.expect("products");
     let orders_before = client.orders().await.expect("orders");
-    let recorded = tap.records.lock().expect("tap lock").clone();
+    let recorded = tap.records();
     assert_every_kind(&recorded);
 
     let mut pushes = Pushes::new(&client);
@@ -277,7 +259,7 @@ async fn read_all(bus: &KafkaBus, topics: &[&str]) -> Vec<Arc<Record>> {
     tokio::time::timeout(WAIT, handle.caught_up())
         .await
         .expect("tap caught up");
-    tap.records.lock().expect("tap lock").clone()
+    tap.records()
 }
 
 /// Waits until the services have published and consumed nothing new for

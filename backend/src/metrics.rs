@@ -5,6 +5,7 @@
 //! webhooks, gateway commands). Gauges are read from each service's own
 //! state when scraped (orders by status, stock per product, connections).
 
+use shop_shared::sync::lock;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::future::Future;
@@ -78,10 +79,7 @@ impl Metrics {
             .iter()
             .map(|(key, value)| (*key, (*value).to_owned()))
             .collect();
-        let mut counters = self
-            .counters
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut counters = lock(&self.counters);
         *counters.entry(name).or_default().entry(labels).or_default() += by;
     }
 
@@ -116,10 +114,7 @@ impl Metrics {
     /// How many partitions of `group`'s topics this process reads now.
     pub fn set_assigned_partitions(&self, group: &str, partitions: usize) {
         let labels: Labels = vec![("group", group.to_owned())];
-        let mut levels = self
-            .levels
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut levels = lock(&self.levels);
         levels.insert(labels, partitions as f64);
     }
 
@@ -133,10 +128,7 @@ impl Metrics {
 
     /// The value of a counter, for tests.
     pub fn get(&self, name: &str, labels: &[(&str, &str)]) -> u64 {
-        let counters = self
-            .counters
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let counters = lock(&self.counters);
         counters
             .get(name)
             .and_then(|series| {
@@ -155,11 +147,7 @@ impl Metrics {
     /// Counters and `gauges` in the Prometheus text format.
     pub fn render(&self, gauges: &[Sample]) -> String {
         let mut out = String::new();
-        let counters = self
-            .counters
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone();
+        let counters = lock(&self.counters).clone();
         for (name, help) in COUNTERS {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
             if let Some(series) = counters.get(name) {
@@ -168,11 +156,7 @@ impl Metrics {
                 }
             }
         }
-        let levels = self
-            .levels
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone();
+        let levels = lock(&self.levels).clone();
         let assigned = levels.into_iter().map(|(labels, value)| Sample {
             name: "shop_bus_assigned_partitions",
             help: "Partitions this process reads for a consumer group.",

@@ -78,9 +78,7 @@ struct Tracker {
 
 impl Tracker {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Entry>> {
-        self.entries
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        shop_shared::sync::lock(&self.entries)
     }
 
     fn observe(&self, order: &Order, at: Instant) {
@@ -239,15 +237,11 @@ impl Shared {
     }
 
     pub fn totals(&self) -> std::sync::MutexGuard<'_, Totals> {
-        self.totals
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        shop_shared::sync::lock(&self.totals)
     }
 
     fn window(&self) -> std::sync::MutexGuard<'_, Samples> {
-        self.window
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        shop_shared::sync::lock(&self.window)
     }
 
     pub fn take_window(&self) -> Samples {

@@ -5,6 +5,7 @@
 //! method sends one frame and awaits the reply with the same request id.
 //! Pushes (product and order changes) arrive on [`Client::subscribe`].
 
+use crate::sync::lock;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -432,14 +433,6 @@ fn dispatch(message: ServerMessage, pending: &Pending, pushes: &broadcast::Sende
 
 fn unexpected(reply: ServerMessage) -> ClientError {
     ClientError::Protocol(format!("{reply:?}"))
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // A panic while holding this lock leaves only a map of waiters behind,
-    // which stays consistent; keep going.
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// The WebSocket URL for a gateway given as `http://host:port`,

@@ -7,6 +7,8 @@
 //! - [`client`]: the async client of that protocol, used by the CLI, the
 //!   TUI, the tests and the benchmark.
 //!
+//! - [`sync`]: locks that survive a panic.
+//!
 //! No server logic lives here.
 
 pub mod browser;
@@ -15,5 +17,6 @@ pub mod domain;
 pub mod events;
 pub mod money;
 pub mod protocol;
+pub mod sync;
 pub mod time;
 pub mod tokens;

@@ -17,6 +17,7 @@
 //! When the broker is unreachable the bus says so in the log and keeps
 //! trying; nothing here gives up on the broker.
 
+use shop_shared::sync::lock;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -617,11 +618,4 @@ fn owned(message: &BorrowedMessage<'_>, prefix: &str) -> Arc<Record> {
             .to_millis()
             .map_or_else(Timestamp::now, Timestamp::from_millis),
     })
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // Holds only a cached health probe; any value in it is fine.
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }

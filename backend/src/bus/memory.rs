@@ -14,6 +14,7 @@
 //! `acks=all`. On open, the log and the committed offsets are loaded back.
 //! Records that every group reading their topic has consumed are trimmed.
 
+use shop_shared::sync::{lock, read, write};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
@@ -1180,23 +1181,6 @@ fn trim_script(
 /// `value` as an SQL string literal.
 fn text(value: &str) -> String {
     format!("'{}'", value.replace('\'', "''"))
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // Every critical section here only moves data between maps and cannot
-    // leave them half-updated, so a poisoned lock is still consistent.
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    lock.read().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
-    lock.write()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]

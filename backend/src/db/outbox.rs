@@ -4,6 +4,7 @@
 //! publishes a message twice, with the same event id, which consumers
 //! recognise (at-least-once).
 
+use shop_shared::sync::lock;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -372,14 +373,6 @@ async fn delete(db: &Db, ids: &mut Vec<i64>) -> Result<(), sqlx::Error> {
     }
     ids.clear();
     Ok(())
-}
-
-fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // The queue only moves rows between vectors; a poisoned lock is still
-    // consistent.
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// The advisory lock key of a service's relay.

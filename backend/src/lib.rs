@@ -11,12 +11,16 @@ pub mod config;
 pub mod db;
 pub mod gateway;
 pub mod http;
+pub mod messaging;
 pub mod metrics;
 pub mod order;
 pub mod payment;
+pub mod runtime;
 pub mod secrets;
+pub mod service;
 pub mod stock;
 pub mod tasks;
 
-pub use app::distributed::{Node, Role};
+pub use app::distributed::Node;
 pub use app::embedded::{Application, Running};
+pub use service::Service;

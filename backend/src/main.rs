@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use shop_backend::config::{Cli, Command, EmbeddedArgs};
-use shop_backend::{Application, Node, Role};
+use shop_backend::{Application, Node, Service};
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
@@ -31,24 +31,25 @@ async fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let (role, args) = match cli.command {
+    let (services, args) = match cli.command {
         None => return run_embedded(cli.embedded).await,
-        Some(Command::All(args)) => (Role::All, args),
-        Some(Command::Gateway(args)) => (Role::Gateway, args),
-        Some(Command::Order(args)) => (Role::Order, args),
-        Some(Command::Stock(args)) => (Role::Stock, args),
-        Some(Command::Payment(args)) => (Role::Payment, args),
+        Some(Command::All(args)) => (Service::ALL.to_vec(), args),
+        Some(Command::Gateway(args)) => (vec![Service::Gateway], args),
+        Some(Command::Order(args)) => (vec![Service::Order], args),
+        Some(Command::Stock(args)) => (vec![Service::Stock], args),
+        Some(Command::Payment(args)) => (vec![Service::Payment], args),
     };
     // Starting waits for Kafka and PostgreSQL as long as needed; a signal
     // meanwhile stops it.
     let node = tokio::select! {
-        node = Node::build(role, args) => node?,
+        node = Node::build(&services, args) => node?,
         _ = shutdown_signal() => return Ok(()),
     };
     let mut stdout = std::io::stdout();
     writeln!(
         stdout,
-        "shop-backend {role} listening on http://{}",
+        "shop-backend {} listening on http://{}",
+        node.label(),
         node.local_addr()
     )?;
     stdout.flush()?;

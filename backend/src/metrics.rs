@@ -18,6 +18,8 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
 
+use crate::db::Db;
+
 type Labels = Vec<(&'static str, String)>;
 
 /// The counters of one process. Cheap to clone.
@@ -40,6 +42,47 @@ pub struct Sample {
 /// Something that reads gauges when `/metrics` is scraped.
 pub type GaugeSource =
     Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Vec<Sample>> + Send>> + Send + Sync>;
+
+/// A [`GaugeSource`] from an async function.
+pub fn source<F, Fut>(read: F) -> GaugeSource
+where
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Vec<Sample>> + Send + 'static,
+{
+    Arc::new(move || Box::pin(read()))
+}
+
+/// The gauge `name` counting the rows of `table` by the value of `column`
+/// (orders by status, payments by status), labelled with that value.
+/// Table and column are the caller's constants.
+pub fn rows_by(
+    db: Db,
+    table: &'static str,
+    column: &'static str,
+    name: &'static str,
+    help: &'static str,
+) -> GaugeSource {
+    source(move || {
+        let db = db.clone();
+        async move {
+            let counts = crate::db::count_by(&db, table, column)
+                .await
+                .unwrap_or_else(|error| {
+                    tracing::warn!(%error, table, "cannot count rows for metrics");
+                    Vec::new()
+                });
+            counts
+                .into_iter()
+                .map(|(value, count)| Sample {
+                    name,
+                    help,
+                    labels: vec![(column, value)],
+                    value: count as f64,
+                })
+                .collect()
+        }
+    })
+}
 
 /// Help text of each counter.
 const COUNTERS: &[(&str, &str)] = &[

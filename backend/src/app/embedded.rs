@@ -10,24 +10,24 @@
 use std::fs::File;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::Router;
 
-use super::{Runtime, Server, loopback};
+use super::{Server, Settings, Storage, loopback};
 use crate::bus::memory::MemoryBus;
 use crate::bus::{Bus, TopicSpec};
 use crate::config::EmbeddedArgs;
-use crate::db::{Db, outbox};
-use crate::http::{Health, index_router};
-use crate::metrics::{self, Metrics};
+use crate::db::Db;
+use crate::messaging::outbox;
+use crate::metrics::Metrics;
 use crate::payment::local::LocalCheckoutConfig;
+use crate::runtime::Runtime;
+use crate::secrets;
+use crate::service::Service;
 use crate::stock::catalog;
 use crate::tasks::Supervisor;
-use crate::{gateway, order, payment, secrets, stock};
 
 /// A built, bound, not yet serving embedded backend.
 pub struct Application {
@@ -71,69 +71,35 @@ impl Application {
             spawner: spawner.clone(),
         };
 
-        let open = |name: &str| {
-            let path: PathBuf = data_dir.join(format!("{name}.sqlite"));
-            async move {
-                Db::sqlite(&path)
-                    .await
-                    .with_context(|| format!("cannot open {}", path.display()))
-            }
-        };
-        let order_db = open("order").await?;
-        let stock_db = open("stock").await?;
-        let payment_db = open("payment").await?;
-
-        let stock_gauges = stock::start(&runtime, stock_db.clone(), catalog).await?;
-        let order_gauges = order::start(&runtime, order_db.clone(), config.pay_ttl).await?;
-        let choice = payment::choose(
-            &config.stripe,
-            &payment_db,
-            LocalCheckoutConfig {
-                public_url: public_url.clone(),
-                return_url: public_url.clone(),
-                webhook_url: format!("http://{}/stripe/webhook", loopback(address)),
-                webhook_secret,
-            },
-        )?;
-        let payment = payment::start(
+        let composed = super::compose(
+            &Service::ALL,
             &runtime,
-            payment_db.clone(),
-            choice.provider,
-            choice.webhook_secret,
+            &Storage::Sqlite {
+                dir: data_dir.clone(),
+            },
+            Settings {
+                pay_ttl: config.pay_ttl,
+                catalog,
+                stripe: config.stripe.clone(),
+                token_secret,
+                local_checkout: LocalCheckoutConfig {
+                    public_url: public_url.clone(),
+                    return_url: public_url.clone(),
+                    webhook_url: format!("http://{}/stripe/webhook", loopback(address)),
+                    webhook_secret,
+                },
+            },
         )
         .await?;
-        let mut router = Router::new();
-        if let Some(checkout) = &choice.local {
-            checkout.spawn_delivery(&spawner);
-            router = router.merge(checkout.router());
-        }
-        let gateway = gateway::start(&runtime, token_secret).await?;
-
-        let health = Health {
-            databases: vec![
-                ("order", order_db.clone()),
-                ("stock", stock_db.clone()),
-                ("payment", payment_db.clone()),
-            ],
-            bus: runtime.bus.clone(),
-            gateway: Some(gateway.clone()),
-        };
-        let gauges = vec![order_gauges, stock_gauges, payment.gauges, gateway.gauges()];
-        let router = router
-            .merge(gateway.router())
-            .merge(payment.routes)
-            .merge(health.router())
-            .merge(metrics::router(metrics.clone(), gauges))
-            .merge(index_router());
 
         Ok(Application {
             server: Server {
                 listener,
-                router,
+                router: composed.router,
                 supervisor,
                 spawner,
                 address,
-                databases: vec![order_db, stock_db, payment_db],
+                databases: composed.databases,
             },
             public_url,
             bus,

@@ -5,35 +5,38 @@
 //! - [`distributed`]: one service (or all) per process over Kafka and
 //!   PostgreSQL.
 //!
-//! Both build a [`Server`]: a bound listener, the routes, and supervised
-//! tasks, which serves until a shutdown future completes or a task fails.
+//! Both start their services through one path, [`compose`]: embedded mode
+//! is "every service, the in-process bus, SQLite"; a distributed process
+//! is "these services, Kafka, PostgreSQL". Both build a [`Server`]: a
+//! bound listener, the routes, and supervised tasks, which serves until a
+//! shutdown future completes or a task fails.
 
 pub mod distributed;
 pub mod embedded;
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::path::PathBuf;
 use std::time::Duration;
 
+use anyhow::Context;
 use axum::Router;
 use axum::serve::ListenerExt;
 
-use crate::bus::Bus;
-use crate::db::Db;
-use crate::metrics::Metrics;
-use crate::tasks::{Spawner, Supervisor};
+use crate::config::StripeArgs;
+use crate::db::{Db, redact};
+use crate::http::{Health, index_router};
+use crate::metrics;
+use crate::payment::local::LocalCheckoutConfig;
+use crate::runtime::Runtime;
+use crate::secrets::Secret;
+use crate::service::Service;
+use crate::stock::catalog::CatalogProduct;
+use crate::tasks::{Shutdown, Spawner, Supervisor};
+use crate::{gateway, order, payment, stock};
 
 /// How long stopping may take before tasks are left behind.
 const DRAIN: Duration = Duration::from_secs(10);
-
-/// What every service needs from its process.
-#[derive(Clone)]
-pub struct Runtime {
-    pub bus: Arc<dyn Bus>,
-    pub metrics: Metrics,
-    pub spawner: Spawner,
-}
 
 /// A bound, not yet serving process.
 pub struct Server {
@@ -88,6 +91,157 @@ impl Server {
         tracing::info!("stopped");
         supervised
     }
+}
+
+/// Where the services of a process keep their state.
+pub enum Storage {
+    /// Embedded mode: a SQLite file per service (`order.sqlite`, …) in
+    /// the data directory.
+    Sqlite { dir: PathBuf },
+    /// Distributed mode: one PostgreSQL schema per service (`shop_order`,
+    /// …) at `url`, with at most `pool` connections each.
+    Postgres { url: String, pool: u32 },
+}
+
+impl Storage {
+    /// The database of `service`. PostgreSQL is retried until it answers
+    /// or `shutdown` comes.
+    async fn open(&self, service: Service, shutdown: &Shutdown) -> anyhow::Result<Db> {
+        match self {
+            Storage::Sqlite { dir } => {
+                let path = dir.join(format!("{service}.sqlite"));
+                Db::sqlite(&path)
+                    .await
+                    .with_context(|| format!("cannot open {}", path.display()))
+            }
+            Storage::Postgres { url, pool } => {
+                let schema = service.schema().unwrap_or("public");
+                connect_postgres(url, schema, *pool, shutdown).await
+            }
+        }
+    }
+}
+
+/// Connects to PostgreSQL, retrying until it answers or shutdown.
+async fn connect_postgres(
+    url: &str,
+    schema: &str,
+    pool: u32,
+    shutdown: &Shutdown,
+) -> anyhow::Result<Db> {
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        match Db::postgres(url, schema, pool).await {
+            Ok(db) => return Ok(db),
+            Err(error @ (sqlx::Error::Configuration(_) | sqlx::Error::InvalidArgument(_))) => {
+                return Err(
+                    anyhow::Error::new(error).context(format!("bad database URL {}", redact(url)))
+                );
+            }
+            Err(error) => {
+                tracing::warn!(database = %redact(url), schema, %error, "cannot reach PostgreSQL; retrying");
+                if !shutdown.sleep(backoff).await {
+                    anyhow::bail!("stopped while waiting for PostgreSQL");
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// What the services of a process are configured with.
+pub struct Settings {
+    /// How long customers have to pay a reserved order.
+    pub pay_ttl: Duration,
+    /// The catalogue file's products, if one was given.
+    pub catalog: Option<Vec<CatalogProduct>>,
+    pub stripe: StripeArgs,
+    /// Signs the gateway's session tokens.
+    pub token_secret: Secret,
+    /// Where the local checkout lives and whom it tells (when Stripe is not
+    /// configured).
+    pub local_checkout: LocalCheckoutConfig,
+}
+
+/// The services of a process, started.
+pub struct Composed {
+    /// Every route: the services', `/healthz` and `/metrics`.
+    pub router: Router,
+    pub databases: Vec<Db>,
+}
+
+/// Starts `services`, in the order of [`Service::ALL`], on `runtime` and
+/// `storage`: the one path that wires embedded and distributed mode.
+///
+/// # Errors
+///
+/// A database could not be opened (or its URL is wrong), or a service
+/// could not start.
+pub async fn compose(
+    services: &[Service],
+    runtime: &Runtime,
+    storage: &Storage,
+    mut settings: Settings,
+) -> anyhow::Result<Composed> {
+    let mut router = Router::new();
+    let mut gauges = Vec::new();
+    let mut health = Health::default();
+    let mut databases = Vec::new();
+    let bus = runtime.bus.clone();
+    health.check("bus", move || {
+        let bus = bus.clone();
+        async move { bus.is_healthy().await }
+    });
+    for service in Service::ALL.into_iter().filter(|s| services.contains(s)) {
+        let db = match service.schema() {
+            Some(_) => {
+                let db = storage.open(service, runtime.spawner.shutdown()).await?;
+                let check = db.clone();
+                health.check(format!("{service}_database"), move || {
+                    let db = check.clone();
+                    async move { db.is_healthy().await }
+                });
+                databases.push(db.clone());
+                Some(db)
+            }
+            None => None,
+        };
+        match (service, db) {
+            (Service::Stock, Some(db)) => {
+                gauges.push(stock::start(runtime, db, settings.catalog.take()).await?);
+            }
+            (Service::Order, Some(db)) => {
+                gauges.push(order::start(runtime, db, settings.pay_ttl).await?);
+            }
+            (Service::Payment, Some(db)) => {
+                let choice =
+                    payment::choose(&settings.stripe, &db, settings.local_checkout.clone())?;
+                let started =
+                    payment::start(runtime, db, choice.provider, choice.webhook_secret).await?;
+                router = router.merge(started.routes);
+                if let Some(checkout) = &choice.local {
+                    checkout.spawn_delivery(&runtime.spawner);
+                    router = router.merge(checkout.router());
+                }
+                gauges.push(started.gauges);
+            }
+            (Service::Gateway, _) => {
+                let gateway = gateway::start(runtime, settings.token_secret.clone()).await?;
+                router = router.merge(gateway.router()).merge(index_router());
+                gauges.push(gateway.gauges());
+                let ready = gateway.clone();
+                health.check("read_model_loaded", move || {
+                    let ready = ready.is_ready();
+                    async move { ready }
+                });
+            }
+            (service, None) => anyhow::bail!("the {service} service has no database"),
+        }
+    }
+    let router = router
+        .merge(health.router())
+        .merge(metrics::router(runtime.metrics.clone(), gauges));
+    Ok(Composed { router, databases })
 }
 
 /// Binds `listen` and returns the listener with the base URL of its pages:

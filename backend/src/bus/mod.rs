@@ -213,16 +213,6 @@ pub enum HandlerError {
     Malformed(String),
 }
 
-impl From<sqlx::Error> for HandlerError {
-    fn from(error: sqlx::Error) -> Self {
-        if crate::db::is_transient(&error) {
-            HandlerError::Transient(error.into())
-        } else {
-            HandlerError::Failed(error.into())
-        }
-    }
-}
-
 impl From<shop_shared::events::DecodeError> for HandlerError {
     fn from(error: shop_shared::events::DecodeError) -> Self {
         HandlerError::Malformed(error.to_string())

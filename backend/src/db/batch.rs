@@ -8,6 +8,7 @@
 use std::ops::Range;
 
 use sqlx::AnyConnection;
+use sqlx::any::AnyRow;
 
 use super::Dialect;
 
@@ -107,6 +108,37 @@ pub fn in_list(count: usize, style: Placeholders) -> String {
         style.push(&mut sql, index);
     }
     sql
+}
+
+/// The rows of a statement whose only parameters are an `IN (…)` list of
+/// `keys`. `sql` gets the list's placeholders and returns the statement.
+/// The keys are sorted and deduplicated first, so statements that lock
+/// rows (`FOR UPDATE`, ordered by the key) always lock them in the same
+/// order and concurrent transactions cannot deadlock; they go in chunks of
+/// at most [`MAX_ROWS`].
+///
+/// # Errors
+///
+/// Any error of the statements.
+pub async fn fetch_in(
+    connection: &mut AnyConnection,
+    keys: impl IntoIterator<Item = String>,
+    sql: impl Fn(&str) -> String,
+) -> Result<Vec<AnyRow>, sqlx::Error> {
+    let mut keys: Vec<String> = keys.into_iter().collect();
+    keys.sort_unstable();
+    keys.dedup();
+    let style = Placeholders::of(connection);
+    let mut rows = Vec::with_capacity(keys.len());
+    for range in chunks(keys.len()) {
+        let statement = sql(&in_list(range.len(), style));
+        let mut select = sqlx::query(sqlx::AssertSqlSafe(statement));
+        for key in &keys[range] {
+            select = select.bind(key.as_str());
+        }
+        rows.extend(select.fetch_all(&mut *connection).await?);
+    }
+    Ok(rows)
 }
 
 #[cfg(test)]

@@ -8,30 +8,15 @@
 use sqlx::{Acquire, Row};
 
 use super::{Db, Dialect};
+use crate::service::Service;
 
-/// The services that own a database.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Service {
-    Order,
-    Stock,
-    Payment,
-}
-
-impl Service {
-    pub fn name(self) -> &'static str {
-        match self {
-            Service::Order => "order",
-            Service::Stock => "stock",
-            Service::Payment => "payment",
-        }
-    }
-
-    fn migrations(self) -> &'static [Migration] {
-        match self {
-            Service::Order => ORDER,
-            Service::Stock => STOCK,
-            Service::Payment => PAYMENT,
-        }
+/// The migrations of `service`'s own tables (the gateway has none).
+fn migrations_of(service: Service) -> &'static [Migration] {
+    match service {
+        Service::Gateway => &[],
+        Service::Order => ORDER,
+        Service::Stock => STOCK,
+        Service::Payment => PAYMENT,
     }
 }
 
@@ -114,7 +99,8 @@ impl Db {
             )
             .execute(&mut *connection)
             .await?;
-            for (scope, migrations) in [("common", COMMON), (service.name(), service.migrations())]
+            for (scope, migrations) in
+                [("common", COMMON), (service.name(), migrations_of(service))]
             {
                 let applied: Vec<i64> =
                     sqlx::query("SELECT version FROM schema_migrations WHERE scope = $1")

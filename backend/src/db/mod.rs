@@ -7,9 +7,7 @@
 
 pub mod batch;
 pub mod checkpoint;
-pub mod inbox;
 pub mod migrate;
-pub mod outbox;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -17,8 +15,6 @@ use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Connection, Executor};
-
-pub use migrate::Service;
 
 /// Which SQL dialect a pool speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,6 +24,15 @@ pub enum Dialect {
 }
 
 impl Dialect {
+    /// ` FOR UPDATE` where the dialect has row locks; SQLite serializes
+    /// writers instead.
+    pub fn for_update(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "",
+            Dialect::Postgres => " FOR UPDATE",
+        }
+    }
+
     /// The dialect of the database behind `connection`.
     pub fn of(connection: &sqlx::AnyConnection) -> Dialect {
         if connection.backend_name() == <sqlx::Sqlite as sqlx::Database>::NAME {
@@ -47,7 +52,127 @@ pub struct Db {
     _checkpointer: Option<Arc<checkpoint::Checkpointer>>,
 }
 
-pub type Tx = sqlx::Transaction<'static, sqlx::Any>;
+/// A transaction on a service's database that knows its SQL dialect, so
+/// that the statements run in it can spell row locks and placeholders
+/// without being handed the [`Db`] as well. Dereferences to the connection
+/// for `sqlx` statements: `query.execute(&mut **tx)`.
+pub struct Tx {
+    inner: sqlx::Transaction<'static, sqlx::Any>,
+    dialect: Dialect,
+}
+
+impl Tx {
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    /// ` FOR UPDATE` where the dialect has row locks; SQLite serializes
+    /// writers instead.
+    pub fn for_update(&self) -> &'static str {
+        self.dialect.for_update()
+    }
+
+    /// ` FOR UPDATE SKIP LOCKED` where the dialect has it, so that several
+    /// instances sweeping the same table split the rows.
+    pub fn for_update_skip_locked(&self) -> &'static str {
+        match self.dialect {
+            Dialect::Sqlite => "",
+            Dialect::Postgres => " FOR UPDATE SKIP LOCKED",
+        }
+    }
+
+    /// How the statements of multi-row [`batch`]es spell placeholders.
+    pub fn placeholders(&self) -> batch::Placeholders {
+        self.dialect.into()
+    }
+
+    /// Makes every statement of the transaction permanent.
+    ///
+    /// # Errors
+    ///
+    /// The database refused the commit or could not be reached; whether it
+    /// took effect is then unknown.
+    pub async fn commit(self) -> Result<(), StoreError> {
+        Ok(self.inner.commit().await?)
+    }
+
+    /// Undoes every statement of the transaction.
+    ///
+    /// # Errors
+    ///
+    /// The database could not be reached (it rolls back by itself then).
+    pub async fn rollback(self) -> Result<(), StoreError> {
+        Ok(self.inner.rollback().await?)
+    }
+}
+
+impl std::ops::Deref for Tx {
+    type Target = sqlx::AnyConnection;
+    fn deref(&self) -> &sqlx::AnyConnection {
+        &self.inner
+    }
+}
+
+impl std::ops::DerefMut for Tx {
+    fn deref_mut(&mut self) -> &mut sqlx::AnyConnection {
+        &mut self.inner
+    }
+}
+
+/// Why storage failed, in the terms its callers act on.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database is unreachable, restarting, busy, or chose this
+    /// transaction as a deadlock or serialization victim: the same work
+    /// succeeds later ([`is_transient`]).
+    #[error("database unavailable: {0}")]
+    Transient(#[source] sqlx::Error),
+    /// A constraint refused the write (another writer got there first, or
+    /// a row breaks a rule of the schema).
+    #[error("database constraint refused the write: {0}")]
+    Conflict(#[source] sqlx::Error),
+    /// What is stored cannot be read as the code expects, or a statement is
+    /// wrong for the schema: retrying the same work will not help.
+    #[error("stored data or statement is broken: {0}")]
+    Corrupt(#[source] sqlx::Error),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(error: sqlx::Error) -> StoreError {
+        if is_transient(&error) {
+            return StoreError::Transient(error);
+        }
+        let constraint = match &error {
+            sqlx::Error::Database(database) => matches!(
+                database.kind(),
+                sqlx::error::ErrorKind::UniqueViolation
+                    | sqlx::error::ErrorKind::ForeignKeyViolation
+                    | sqlx::error::ErrorKind::NotNullViolation
+                    | sqlx::error::ErrorKind::CheckViolation
+            ),
+            _ => false,
+        };
+        if constraint {
+            StoreError::Conflict(error)
+        } else {
+            StoreError::Corrupt(error)
+        }
+    }
+}
+
+impl StoreError {
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StoreError::Transient(_))
+    }
+
+    /// A stored value that cannot be read back.
+    pub fn corrupt(column: &str, problem: impl Into<String>) -> StoreError {
+        StoreError::Corrupt(sqlx::Error::ColumnDecode {
+            index: column.to_owned(),
+            source: problem.into().into(),
+        })
+    }
+}
 
 impl Db {
     /// Opens (creating if needed) the SQLite file at `path`, in WAL mode.
@@ -154,31 +279,22 @@ impl Db {
         self.dialect
     }
 
-    pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
-        self.pool.begin().await
+    /// Starts a transaction.
+    ///
+    /// # Errors
+    ///
+    /// No connection could be had ([`StoreError::Transient`] while the
+    /// database is unreachable or the pool exhausted).
+    pub async fn begin(&self) -> Result<Tx, StoreError> {
+        Ok(Tx {
+            inner: self.pool.begin().await?,
+            dialect: self.dialect,
+        })
     }
 
     /// How the statements of multi-row [`batch`]es spell placeholders.
     pub fn placeholders(&self) -> batch::Placeholders {
         self.dialect.into()
-    }
-
-    /// ` FOR UPDATE` where the dialect has row locks; SQLite serializes
-    /// writers instead.
-    pub fn for_update(&self) -> &'static str {
-        match self.dialect {
-            Dialect::Sqlite => "",
-            Dialect::Postgres => " FOR UPDATE",
-        }
-    }
-
-    /// ` FOR UPDATE SKIP LOCKED` where the dialect has it, so that several
-    /// instances sweeping the same table split the rows.
-    pub fn for_update_skip_locked(&self) -> &'static str {
-        match self.dialect {
-            Dialect::Sqlite => "",
-            Dialect::Postgres => " FOR UPDATE SKIP LOCKED",
-        }
     }
 
     /// Whether the database answers (for health checks).
@@ -258,6 +374,32 @@ pub fn is_transient(error: &sqlx::Error) -> bool {
         }
         _ => false,
     }
+}
+
+/// How many rows of `table` have each value of `column`, by value: what the
+/// per-status gauges of `/metrics` show. Both names are the caller's
+/// constants, never input.
+///
+/// # Errors
+///
+/// The count failed.
+pub async fn count_by(
+    db: &Db,
+    table: &'static str,
+    column: &'static str,
+) -> Result<Vec<(String, i64)>, StoreError> {
+    let sql = format!(
+        "SELECT {column} AS value, COUNT(*) AS n FROM {table} GROUP BY {column} ORDER BY {column}"
+    );
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .fetch_all(db.pool())
+        .await?;
+    rows.iter()
+        .map(|row| {
+            use sqlx::Row;
+            Ok((row.try_get("value")?, row.try_get("n")?))
+        })
+        .collect()
 }
 
 /// Reads a column that must hold one of a closed set of names.

@@ -27,9 +27,9 @@ use shop_shared::protocol::{ErrorCode, OrderLineRequest, ProtocolError, ServerMe
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
-use crate::app::Runtime;
 use crate::bus::{self, Bus, Subscription, SubscriptionHandle};
 use crate::metrics::{GaugeSource, Metrics, Sample};
+use crate::runtime::Runtime;
 use crate::secrets::Secret;
 use crate::tasks::Shutdown;
 use read_model::{ReadModel, ReadModelHandler};

@@ -4,6 +4,8 @@
 
 pub mod html;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use axum::Json;
@@ -14,19 +16,27 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use serde_json::json;
 
-use crate::bus::Bus;
-use crate::db::Db;
-use crate::gateway::Gateway;
+/// One readiness check: answers whether a dependency is usable now.
+pub type Check = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = bool> + Send>> + Send + Sync>;
 
-/// What `/healthz` checks.
-#[derive(Clone)]
+/// What `/healthz` checks, by name. The services and the composition root
+/// add their checks; this module knows none of them.
+#[derive(Clone, Default)]
 pub struct Health {
-    pub databases: Vec<(&'static str, Db)>,
-    pub bus: Arc<dyn Bus>,
-    pub gateway: Option<Gateway>,
+    checks: Vec<(String, Check)>,
 }
 
 impl Health {
+    /// Adds the check `name`, which `/healthz` reports as `true` or `false`.
+    pub fn check<F, Fut>(&mut self, name: impl Into<String>, check: F)
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = bool> + Send + 'static,
+    {
+        self.checks
+            .push((name.into(), Arc::new(move || Box::pin(check()))));
+    }
+
     pub fn router(self) -> Router {
         Router::new()
             .route("/healthz", get(healthz))
@@ -38,12 +48,8 @@ impl Health {
 /// the failing checks otherwise.
 async fn healthz(State(health): State<Health>) -> Response {
     let mut checks = serde_json::Map::new();
-    for (name, db) in &health.databases {
-        checks.insert(format!("{name}_database"), json!(db.is_healthy().await));
-    }
-    checks.insert("bus".into(), json!(health.bus.is_healthy().await));
-    if let Some(gateway) = &health.gateway {
-        checks.insert("read_model_loaded".into(), json!(gateway.is_ready()));
+    for (name, check) in &health.checks {
+        checks.insert(name.clone(), json!(check().await));
     }
     let healthy = checks.values().all(|ok| ok == &json!(true));
     let status = if healthy {

@@ -12,9 +12,8 @@ use shop_shared::time::Timestamp;
 
 use super::handler::Orders;
 use super::store;
-use crate::bus::HandlerError;
 use crate::db::Db;
-use crate::db::outbox::RelayHandle;
+use crate::messaging::outbox::RelayHandle;
 use crate::tasks::Shutdown;
 
 /// Most orders expired in one transaction.
@@ -58,22 +57,17 @@ pub async fn run(db: Db, relay: RelayHandle, shutdown: Shutdown) -> anyhow::Resu
 async fn sweep(db: &Db, relay: &RelayHandle) -> anyhow::Result<bool> {
     let now = Timestamp::now();
     let mut tx = db.begin().await?;
-    let ids = store::expired(db, &mut tx, now, BATCH).await?;
+    let ids = store::expired(&mut tx, now, BATCH).await?;
     if ids.is_empty() {
         tx.rollback().await?;
         return Ok(false);
     }
-    let mut orders = Orders::load(db, &mut tx, &ids).await?;
+    let mut orders = Orders::load(&mut tx, &ids).await?;
     for id in &ids {
-        orders
-            .decide(*id, |order| order.expire(now))
-            .map_err(|error| match error {
-                HandlerError::Transient(error) | HandlerError::Failed(error) => error,
-                HandlerError::Malformed(reason) => anyhow::anyhow!(reason),
-            })?;
+        orders.decide(*id, |order| order.expire(now))?;
     }
-    let written = orders.write(&mut tx).await?;
-    relay.commit(tx, written).await?;
+    let outgoing = orders.write(&mut tx).await?;
+    relay.commit_outgoing(tx, outgoing).await?;
     tracing::info!(expired = ids.len(), "expired unpaid orders");
     Ok(ids.len() as i64 == BATCH)
 }

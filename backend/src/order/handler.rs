@@ -8,7 +8,6 @@
 //! statements however many messages it holds.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -21,33 +20,33 @@ use uuid::Uuid;
 
 use super::domain::{Decision, Effect, OrderRecord};
 use super::store;
-use crate::bus::{Handler, HandlerError, Record};
-use crate::db::outbox::{Outgoing, RelayHandle, Written};
-use crate::db::{Db, Tx, inbox};
+use crate::bus::{HandlerError, Record};
+use crate::db::{StoreError, Tx};
+use crate::messaging::UnitOfWork;
+use crate::messaging::outbox::Outgoing;
 
+/// The order service's unit of work.
 pub struct OrderHandler {
-    pub db: Db,
-    pub relay: RelayHandle,
     pub pay_ttl: Duration,
 }
 
 #[async_trait]
-impl Handler for OrderHandler {
-    async fn handle(&self, batch: &[Arc<Record>]) -> Result<(), HandlerError> {
-        let now = Timestamp::now();
-        let messages = batch
-            .iter()
-            .map(|record| Message::decode(record))
-            .collect::<Result<Vec<_>, _>>()?;
-        let mut tx = self.db.begin().await?;
-        let ids: Vec<Uuid> = messages.iter().map(|(id, _)| *id).collect();
-        let mut fresh = inbox::first_time_many(&mut tx, &ids).await?;
-        // Apply each message once: the first time its id appears.
-        let messages: Vec<Message> = messages
-            .into_iter()
-            .filter_map(|(id, message)| fresh.remove(&id).then_some(message))
-            .collect();
+impl UnitOfWork for OrderHandler {
+    type Message = Message;
+    type Prepared = ();
 
+    fn decode(&self, record: &Record) -> Result<(Uuid, Message), HandlerError> {
+        Message::decode(record)
+    }
+
+    async fn apply(
+        &self,
+        tx: &mut Tx,
+        messages: Vec<Message>,
+        _prepared: (),
+        outgoing: &mut Outgoing,
+    ) -> Result<(), HandlerError> {
+        let now = Timestamp::now();
         let mut placed = Vec::new();
         for message in &messages {
             if let Message::Place(command) = message {
@@ -56,9 +55,9 @@ impl Handler for OrderHandler {
             }
         }
         let new: Vec<&OrderRecord> = placed.iter().map(|(order, _)| order).collect();
-        let claimed = store::insert_new(&mut tx, &new).await?;
+        let claimed = store::insert_new(tx, &new).await?;
         let known: Vec<Uuid> = messages.iter().filter_map(Message::order_id).collect();
-        let mut work = Orders::load(&self.db, &mut tx, &known).await?;
+        let mut work = Orders::load(tx, &known).await?;
         let mut placed = placed.into_iter();
         for message in messages {
             match message {
@@ -100,14 +99,13 @@ impl Handler for OrderHandler {
                 }
             }
         }
-        let written = work.write(&mut tx).await?;
-        self.relay.commit(tx, written).await?;
+        outgoing.append(work.write(tx).await?);
         Ok(())
     }
 }
 
 /// A message the order service applies.
-enum Message {
+pub enum Message {
     Place(PlaceOrder),
     Cancel(CancelOrder),
     Stock(StockEvent),
@@ -167,11 +165,26 @@ pub struct Orders {
     outgoing: Outgoing,
 }
 
+/// A message or a deadline named an order this service does not have.
+#[derive(Debug, thiserror::Error)]
+#[error("message about unknown order {0}")]
+pub struct UnknownOrder(pub Uuid);
+
+impl From<UnknownOrder> for HandlerError {
+    fn from(error: UnknownOrder) -> HandlerError {
+        HandlerError::Failed(error.into())
+    }
+}
+
 impl Orders {
     /// Loads the orders among `ids` that exist, locking them where the
     /// dialect can.
-    pub async fn load(db: &Db, tx: &mut Tx, ids: &[Uuid]) -> Result<Orders, sqlx::Error> {
-        let orders = store::load_many(db, tx, ids).await?;
+    ///
+    /// # Errors
+    ///
+    /// As [`store::load_many`].
+    pub async fn load(tx: &mut Tx, ids: &[Uuid]) -> Result<Orders, StoreError> {
+        let orders = store::load_many(tx, ids).await?;
         Ok(Orders {
             orders,
             changed: Vec::new(),
@@ -192,15 +205,17 @@ impl Orders {
 
     /// Applies `decide` to order `id`, as changed so far in this
     /// transaction, and sends what the change causes.
+    ///
+    /// # Errors
+    ///
+    /// [`UnknownOrder`] when `id` was not loaded.
     pub fn decide(
         &mut self,
         id: Uuid,
         decide: impl FnOnce(&mut OrderRecord) -> Decision,
-    ) -> Result<(), HandlerError> {
+    ) -> Result<(), UnknownOrder> {
         let Some(order) = self.orders.get_mut(&id) else {
-            return Err(HandlerError::Failed(anyhow::anyhow!(
-                "message about unknown order {id}"
-            )));
+            return Err(UnknownOrder(id));
         };
         let mut after = order.clone();
         match decide(&mut after) {
@@ -225,15 +240,20 @@ impl Orders {
         Ok(())
     }
 
-    /// Writes every changed order and the messages, inside `tx`.
-    pub async fn write(self, tx: &mut Tx) -> Result<Written, sqlx::Error> {
+    /// Writes every changed order inside `tx`; returns the messages their
+    /// changes cause, for the outbox.
+    ///
+    /// # Errors
+    ///
+    /// As [`store::write`].
+    pub async fn write(self, tx: &mut Tx) -> Result<Outgoing, StoreError> {
         let changed: Vec<&OrderRecord> = self
             .changed
             .iter()
             .filter_map(|id| self.orders.get(id))
             .collect();
         store::write(tx, &changed).await?;
-        self.outgoing.write(tx).await
+        Ok(self.outgoing)
     }
 }
 

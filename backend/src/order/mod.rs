@@ -16,62 +16,51 @@ use std::time::Duration;
 
 use shop_shared::events::topic;
 
-use crate::app::Runtime;
 use crate::bus::Subscription;
-use crate::db::outbox::start_relay;
-use crate::db::{Db, Service};
-use crate::metrics::{GaugeSource, Sample};
+use crate::db::Db;
+use crate::messaging::Transactional;
+use crate::messaging::outbox::start_relay;
+use crate::metrics::{self, GaugeSource};
+use crate::runtime::Runtime;
+use crate::service::Service;
 
-/// The consumer group of the order service.
-pub const GROUP: &str = "order";
-
-/// Starts the order service on `db`; returns its gauges.
+/// Starts the order service on `db`, with `pay_ttl` for customers to pay
+/// a reserved order; returns its gauges.
+///
+/// # Errors
+///
+/// The schema could not be migrated, the outbox relay could not start, or
+/// the bus refused the subscription.
 pub async fn start(runtime: &Runtime, db: Db, pay_ttl: Duration) -> anyhow::Result<GaugeSource> {
     let (bus, spawner) = (&runtime.bus, &runtime.spawner);
     db.migrate(Service::Order).await?;
-    let relay = start_relay("order", db.clone(), bus.clone(), spawner).await?;
-    let handler = handler::OrderHandler {
+    let relay = start_relay(Service::Order, db.clone(), bus.clone(), spawner).await?;
+    let consumer = Transactional {
         db: db.clone(),
         relay: relay.clone(),
-        pay_ttl,
+        unit: handler::OrderHandler { pay_ttl },
     };
     bus.subscribe(
         Subscription::group(
-            GROUP,
+            Service::Order.group(),
             &[
                 topic::ORDER_COMMANDS,
                 topic::STOCK_EVENTS,
                 topic::PAYMENT_EVENTS,
             ],
         ),
-        Arc::new(handler),
+        Arc::new(consumer),
     )
     .await?;
     spawner.spawn(
         "order-expiry-sweep",
         expiry::run(db.clone(), relay, spawner.shutdown().clone()),
     );
-    Ok(gauges(db))
-}
-
-/// Orders by status, read when metrics are scraped.
-fn gauges(db: Db) -> GaugeSource {
-    Arc::new(move || {
-        let db = db.clone();
-        Box::pin(async move {
-            let counts = store::count_by_status(&db).await.unwrap_or_else(|error| {
-                tracing::warn!(%error, "cannot count orders for metrics");
-                Vec::new()
-            });
-            counts
-                .into_iter()
-                .map(|(status, count)| Sample {
-                    name: "shop_orders",
-                    help: "Orders by status.",
-                    labels: vec![("status", status)],
-                    value: count as f64,
-                })
-                .collect()
-        })
-    })
+    Ok(metrics::rows_by(
+        db,
+        "orders",
+        "status",
+        "shop_orders",
+        "Orders by status.",
+    ))
 }

@@ -12,8 +12,8 @@ use sqlx::any::AnyRow;
 use uuid::Uuid;
 
 use super::domain::OrderRecord;
-use crate::db::batch::{self, Placeholders};
-use crate::db::{Db, Tx, parse_column};
+use crate::db::batch;
+use crate::db::{Db, StoreError, Tx, parse_column};
 
 const ORDER_COLUMNS: &str = "id, customer_id, idempotency_key, status, cancel_reason, currency,
     total, pay_until, checkout_url, checkout_session_id, refunded, created_at, updated_at, version,
@@ -99,16 +99,17 @@ fn bind_order<'q>(
 /// Claims the ids of new orders: inserts their rows unless an order with
 /// the id exists already (a retried place command), and returns the ids
 /// inserted now.
-pub async fn insert_new(
-    tx: &mut Tx,
-    orders: &[&OrderRecord],
-) -> Result<HashSet<Uuid>, sqlx::Error> {
+///
+/// # Errors
+///
+/// The insert failed.
+pub async fn insert_new(tx: &mut Tx, orders: &[&OrderRecord]) -> Result<HashSet<Uuid>, StoreError> {
     let mut inserted = HashSet::with_capacity(orders.len());
     for range in batch::chunks(orders.len()) {
         let sql = format!(
             "INSERT INTO orders ({ORDER_COLUMNS}) VALUES {}
              ON CONFLICT (id) DO NOTHING RETURNING id",
-            batch::values(range.len(), COLUMN_COUNT, Placeholders::of(tx))
+            batch::values(range.len(), COLUMN_COUNT, tx.placeholders())
         );
         let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql));
         for order in &orders[range] {
@@ -123,7 +124,11 @@ pub async fn insert_new(
 }
 
 /// Writes `orders` as they are now, whole, in as few statements as can be.
-pub async fn write(tx: &mut Tx, orders: &[&OrderRecord]) -> Result<(), sqlx::Error> {
+///
+/// # Errors
+///
+/// The upsert failed.
+pub async fn write(tx: &mut Tx, orders: &[&OrderRecord]) -> Result<(), StoreError> {
     for range in batch::chunks(orders.len()) {
         let sql = format!(
             "INSERT INTO orders ({ORDER_COLUMNS}) VALUES {}
@@ -135,7 +140,7 @@ pub async fn write(tx: &mut Tx, orders: &[&OrderRecord]) -> Result<(), sqlx::Err
                 refunded = excluded.refunded, updated_at = excluded.updated_at,
                 version = excluded.version, lines = excluded.lines,
                 timeline = excluded.timeline",
-            batch::values(range.len(), COLUMN_COUNT, Placeholders::of(tx))
+            batch::values(range.len(), COLUMN_COUNT, tx.placeholders())
         );
         let mut upsert = sqlx::query(sqlx::AssertSqlSafe(sql));
         for order in &orders[range] {
@@ -150,32 +155,25 @@ pub async fn write(tx: &mut Tx, orders: &[&OrderRecord]) -> Result<(), sqlx::Err
 /// Loads the orders among `ids` that exist, inside `tx`, locking their rows
 /// (in id order, so concurrent transactions cannot deadlock) where the
 /// dialect can.
+///
+/// # Errors
+///
+/// The select failed or a row cannot be read.
 pub async fn load_many(
-    db: &Db,
     tx: &mut Tx,
     ids: &[Uuid],
-) -> Result<HashMap<Uuid, OrderRecord>, sqlx::Error> {
-    let mut ids: Vec<String> = ids.iter().map(Uuid::to_string).collect();
-    ids.sort_unstable();
-    ids.dedup();
-    let mut orders: HashMap<Uuid, OrderRecord> = HashMap::with_capacity(ids.len());
-    for range in batch::chunks(ids.len()) {
-        let list = batch::in_list(range.len(), Placeholders::of(tx));
-        let chunk = &ids[range];
-        let sql = format!(
-            "SELECT {ORDER_COLUMNS} FROM orders WHERE id IN ({list}) ORDER BY id{}",
-            db.for_update()
-        );
-        let mut select = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for id in chunk {
-            select = select.bind(id);
-        }
-        for row in select.fetch_all(&mut **tx).await? {
-            let order = order_from_row(&row)?;
-            orders.insert(order.id, order);
-        }
-    }
-    Ok(orders)
+) -> Result<HashMap<Uuid, OrderRecord>, StoreError> {
+    let lock = tx.for_update();
+    let rows = batch::fetch_in(tx, ids.iter().map(Uuid::to_string), |list| {
+        format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id IN ({list}) ORDER BY id{lock}")
+    })
+    .await?;
+    rows.iter()
+        .map(|row| {
+            let order = order_from_row(row)?;
+            Ok((order.id, order))
+        })
+        .collect()
 }
 
 fn order_from_row(row: &AnyRow) -> Result<OrderRecord, sqlx::Error> {
@@ -240,16 +238,15 @@ fn order_from_row(row: &AnyRow) -> Result<OrderRecord, sqlx::Error> {
 /// Ids of RESERVED orders whose deadline is at or before `now`, oldest
 /// deadline first, locked for this transaction where the dialect can (other
 /// instances skip them).
-pub async fn expired(
-    db: &Db,
-    tx: &mut Tx,
-    now: Timestamp,
-    limit: i64,
-) -> Result<Vec<Uuid>, sqlx::Error> {
+///
+/// # Errors
+///
+/// The select failed or an id cannot be read.
+pub async fn expired(tx: &mut Tx, now: Timestamp, limit: i64) -> Result<Vec<Uuid>, StoreError> {
     let sql = format!(
         "SELECT id FROM orders WHERE status = 'RESERVED' AND pay_until <= $1
          ORDER BY pay_until LIMIT $2{}",
-        db.for_update_skip_locked()
+        tx.for_update_skip_locked()
     );
     let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(now.as_millis())
@@ -259,13 +256,17 @@ pub async fn expired(
     rows.iter()
         .map(|row| {
             let id: String = row.try_get("id")?;
-            parse_column(&id, "id")
+            Ok(parse_column(&id, "id")?)
         })
         .collect()
 }
 
 /// The earliest deadline of any RESERVED order.
-pub async fn next_deadline(db: &Db) -> Result<Option<Timestamp>, sqlx::Error> {
+///
+/// # Errors
+///
+/// The select failed.
+pub async fn next_deadline(db: &Db) -> Result<Option<Timestamp>, StoreError> {
     let next: Option<i64> =
         sqlx::query_scalar("SELECT MIN(pay_until) FROM orders WHERE status = 'RESERVED'")
             .fetch_one(db.pool())
@@ -274,13 +275,12 @@ pub async fn next_deadline(db: &Db) -> Result<Option<Timestamp>, sqlx::Error> {
 }
 
 /// How many orders have each status.
-pub async fn count_by_status(db: &Db) -> Result<Vec<(String, i64)>, sqlx::Error> {
-    sqlx::query("SELECT status, COUNT(*) AS n FROM orders GROUP BY status ORDER BY status")
-        .fetch_all(db.pool())
-        .await?
-        .iter()
-        .map(|row| Ok((row.try_get("status")?, row.try_get("n")?)))
-        .collect()
+///
+/// # Errors
+///
+/// The count failed.
+pub async fn count_by_status(db: &Db) -> Result<Vec<(String, i64)>, StoreError> {
+    crate::db::count_by(db, "orders", "status").await
 }
 
 #[cfg(test)]
@@ -288,7 +288,7 @@ mod tests {
     use shop_shared::domain::{OrderStatus, TimelineEvent};
 
     use super::*;
-    use crate::db::Service;
+    use crate::service::Service;
 
     #[tokio::test]
     async fn orders_stored_before_documents_keep_their_lines_and_timeline() {
@@ -329,7 +329,7 @@ mod tests {
             .parse()
             .expect("uuid");
         let mut tx = db.begin().await.expect("transaction");
-        let orders = load_many(&db, &mut tx, &[id]).await.expect("loads");
+        let orders = load_many(&mut tx, &[id]).await.expect("loads");
         let order = &orders[&id];
         assert_eq!(order.status, OrderStatus::Reserved);
         let lines: Vec<(&str, i64, Option<i64>)> = order
@@ -361,7 +361,7 @@ mod tests {
 
         // Saved and loaded again, the order is unchanged.
         write(&mut tx, &[order]).await.expect("writes");
-        let again = load_many(&db, &mut tx, &[id]).await.expect("loads");
+        let again = load_many(&mut tx, &[id]).await.expect("loads");
         assert_eq!(&again[&id], order);
     }
 }

@@ -1,38 +1,37 @@
-//! The payment service's consumer: open a checkout session for each
+//! The payment service's unit of work: open a checkout session for each
 //! RESERVED order, close it when the order is cancelled, refund a payment
 //! that came too late.
 //!
-//! Provider calls happen outside database transactions and are safe to
-//! repeat (providers key their work by order), so a crash between the call
-//! and the commit only repeats the call. A batch of commands makes its
-//! provider calls first, in order, then records everything in one
-//! transaction of a few statements.
+//! Provider calls happen before the transaction (in
+//! [`UnitOfWork::prepare`]) and are safe to repeat (providers key their
+//! work by order), so a crash between the call and the commit only repeats
+//! the call. A batch makes its provider calls first, in order, then records
+//! everything in one transaction of a few statements. What each command
+//! asks of the provider, and what it does to the payment, is decided in
+//! [`super::domain`].
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use async_trait::async_trait;
-use shop_shared::events::{
-    CheckoutReady, CreatePayment, Envelope, PaymentCommand, PaymentEvent, PaymentFailed,
-    PaymentRefunded,
-};
+use shop_shared::events::{CreatePayment, Envelope, PaymentCommand, PaymentEvent};
 use shop_shared::time::Timestamp;
 use uuid::Uuid;
 
 use super::PaymentService;
-use super::provider::{CheckoutSession, ProviderError};
-use super::store::{self, PaymentRecord, PaymentStatus};
-use crate::bus::{Handler, HandlerError, Record};
-use crate::db::inbox;
-use crate::db::outbox::Outgoing;
+use super::domain::{self, CheckoutSession, Create, PaymentRecord, ProviderCall};
+use super::provider::ProviderError;
+use super::store;
+use crate::bus::{HandlerError, Record};
+use crate::db::Tx;
+use crate::messaging::outbox::Outgoing;
+use crate::messaging::{UnitOfWork, inbox};
 
 pub struct PaymentHandler {
     pub service: PaymentService,
 }
 
-/// One command of a batch, with what its envelope says.
-struct Command {
-    id: Uuid,
+/// A payment command with the time it was sent.
+pub struct Command {
     requested_at: Timestamp,
     command: PaymentCommand,
 }
@@ -52,139 +51,141 @@ enum Opened {
     /// A session for an order that had none.
     Session(CheckoutSession),
     /// No session: the order service is told why.
-    Failed(String),
+    Failed(PaymentEvent),
 }
 
+/// The sessions a batch's create commands opened (or failed to), by order.
+#[derive(Default)]
+pub struct Sessions(HashMap<Uuid, Opened>);
+
 #[async_trait]
-impl Handler for PaymentHandler {
-    async fn handle(&self, batch: &[Arc<Record>]) -> Result<(), HandlerError> {
-        let service = &self.service;
-        let mut commands = Vec::with_capacity(batch.len());
-        for record in batch {
-            let envelope = Envelope::<PaymentCommand>::from_json(&record.payload)?;
-            commands.push(Command {
-                id: envelope.id,
+impl UnitOfWork for PaymentHandler {
+    type Message = Command;
+    type Prepared = Sessions;
+
+    fn decode(&self, record: &Record) -> Result<(Uuid, Command), HandlerError> {
+        let envelope = Envelope::<PaymentCommand>::from_json(&record.payload)?;
+        Ok((
+            envelope.id,
+            Command {
                 requested_at: envelope.timestamp,
                 command: envelope.message,
-            });
-        }
-        let ids: Vec<Uuid> = commands.iter().map(|command| command.id).collect();
-        let applied = store::processed(&service.db, &ids).await?;
-        let mut seen = std::collections::HashSet::new();
-        commands.retain(|command| !applied.contains(&command.id) && seen.insert(command.id));
-        if commands.is_empty() {
-            return Ok(());
-        }
+            },
+        ))
+    }
 
-        // Provider calls, outside any transaction.
-        let order_ids: Vec<Uuid> = commands.iter().map(Command::order_id).collect();
-        let mut payments = store::by_orders(&service.db, None, &order_ids).await?;
+    /// Makes the provider calls, for the commands not applied before.
+    async fn prepare(&self, messages: &[(Uuid, Command)]) -> Result<Sessions, HandlerError> {
+        let service = &self.service;
+        let ids: Vec<Uuid> = messages.iter().map(|(id, _)| *id).collect();
+        let applied = inbox::applied(&service.db, &ids).await?;
+        let commands: Vec<&Command> = messages
+            .iter()
+            .filter(|(id, _)| !applied.contains(id))
+            .map(|(_, command)| command)
+            .collect();
+        if commands.is_empty() {
+            return Ok(Sessions::default());
+        }
+        let order_ids: Vec<Uuid> = commands.iter().map(|command| command.order_id()).collect();
+        let mut payments = store::by_orders(&service.db, &order_ids).await?;
         let opened = self.open(&commands, &payments).await?;
-        for (order_id, opened) in &opened {
-            if let (Opened::Session(session), Some(command)) =
+        for (order_id, opened) in &opened.0 {
+            if let (Opened::Session(session), Some(create)) =
                 (opened, create_of(&commands, *order_id))
             {
-                payments.insert(*order_id, new_payment(service, command, session));
+                let (payment, _) = domain::opened(create, service.provider.name(), session);
+                payments.insert(*order_id, payment);
             }
         }
         for command in &commands {
-            let order_id = command.order_id();
-            match (&command.command, payments.get(&order_id)) {
-                (PaymentCommand::CancelPayment(_), Some(payment))
-                    if payment.status == PaymentStatus::Open =>
-                {
-                    service
-                        .provider
-                        .expire_session(&payment.session_id)
-                        .await
-                        .map_err(provider_failure)?;
-                }
-                (PaymentCommand::RefundPayment(_), Some(payment))
-                    if payment.status == PaymentStatus::Paid =>
-                {
-                    service
-                        .provider
-                        .refund(payment)
-                        .await
-                        .map_err(provider_failure)?;
-                }
-                _ => {}
+            let Some(payment) = payments.get(&command.order_id()) else {
+                continue;
+            };
+            let call = match &command.command {
+                PaymentCommand::CreatePayment(_) => None,
+                PaymentCommand::CancelPayment(_) => payment.cancel_call(),
+                PaymentCommand::RefundPayment(_) => payment.refund_call(),
+            };
+            match call {
+                Some(ProviderCall::ExpireSession { session_id }) => service
+                    .provider
+                    .expire_session(&session_id)
+                    .await
+                    .map_err(provider_failure)?,
+                Some(ProviderCall::Refund) => service
+                    .provider
+                    .refund(payment)
+                    .await
+                    .map_err(provider_failure)?,
+                Some(ProviderCall::OpenSession) | None => {}
             }
         }
+        Ok(opened)
+    }
 
-        // Everything recorded in one transaction.
-        let mut tx = service.db.begin().await?;
-        let mut fresh = inbox::first_time_many(&mut tx, &ids).await?;
-        commands.retain(|command| fresh.remove(&command.id));
-        let new: Vec<PaymentRecord> = commands
-            .iter()
-            .filter_map(
-                |command| match (&command.command, opened.get(&command.order_id())) {
-                    (PaymentCommand::CreatePayment(create), Some(Opened::Session(session))) => {
-                        Some(new_payment(service, create, session))
-                    }
-                    _ => None,
-                },
-            )
-            .collect();
-        let inserted = store::insert_many(&mut tx, &new).await?;
-        let current = store::by_orders(&service.db, Some(&mut tx), &order_ids).await?;
-        let mut statuses: HashMap<Uuid, PaymentStatus> = HashMap::new();
-        let mut outgoing = Outgoing::default();
+    async fn apply(
+        &self,
+        tx: &mut Tx,
+        commands: Vec<Command>,
+        opened: Sessions,
+        outgoing: &mut Outgoing,
+    ) -> Result<(), HandlerError> {
+        let provider = self.service.provider.name();
+        let mut new = Vec::new();
+        for command in &commands {
+            if let (PaymentCommand::CreatePayment(create), Some(Opened::Session(session))) =
+                (&command.command, opened.0.get(&command.order_id()))
+            {
+                new.push(domain::opened(create, provider, session));
+            }
+        }
+        let records: Vec<PaymentRecord> = new.iter().map(|(payment, _)| payment.clone()).collect();
+        let inserted = store::insert_many(tx, &records).await?;
+        let order_ids: Vec<Uuid> = commands.iter().map(Command::order_id).collect();
+        let mut current = store::by_orders_locked(tx, &order_ids).await?;
+        let mut changed: Vec<Uuid> = Vec::new();
         for command in &commands {
             let order_id = command.order_id();
             let correlation = order_id.to_string();
-            let status = statuses
-                .get(&order_id)
-                .copied()
-                .or_else(|| current.get(&order_id).map(|payment| payment.status));
             match &command.command {
-                PaymentCommand::CreatePayment(_) => match opened.get(&order_id) {
-                    Some(Opened::Session(session)) if inserted.contains(&order_id) => {
-                        let event = PaymentEvent::CheckoutReady(CheckoutReady {
-                            order_id,
-                            session_id: session.id.clone(),
-                            checkout_url: session.url.clone(),
-                        });
-                        outgoing.push(event, &correlation);
-                        tracing::info!(%order_id, provider = service.provider.name(), "checkout session opened");
+                PaymentCommand::CreatePayment(_) => match opened.0.get(&order_id) {
+                    Some(Opened::Session(_)) if inserted.contains(&order_id) => {
+                        if let Some((_, event)) =
+                            new.iter().find(|(payment, _)| payment.order_id == order_id)
+                        {
+                            outgoing.push(event.clone(), &correlation);
+                            tracing::info!(%order_id, provider, "checkout session opened");
+                        }
                     }
-                    Some(Opened::Failed(reason)) => {
-                        let event = PaymentEvent::PaymentFailed(PaymentFailed {
-                            order_id,
-                            reason: reason.clone(),
-                        });
-                        outgoing.push(event, &correlation);
-                    }
+                    Some(Opened::Failed(event)) => outgoing.push(event.clone(), &correlation),
                     _ => {}
                 },
                 PaymentCommand::CancelPayment(_) => {
-                    if status == Some(PaymentStatus::Open) {
-                        statuses.insert(order_id, PaymentStatus::Cancelled);
+                    if let Some(payment) = current.get_mut(&order_id)
+                        && payment.cancel()
+                    {
+                        changed.push(order_id);
                         tracing::info!(%order_id, "checkout session closed");
                     }
                 }
                 PaymentCommand::RefundPayment(refund) => {
-                    if status == Some(PaymentStatus::Paid)
-                        && let Some(payment) = current.get(&order_id)
+                    if let Some(payment) = current.get_mut(&order_id)
+                        && let Some(event) = payment.refund()
                     {
-                        statuses.insert(order_id, PaymentStatus::Refunded);
-                        let event = PaymentEvent::PaymentRefunded(PaymentRefunded {
-                            order_id,
-                            amount: payment.amount,
-                            currency: payment.currency,
-                        });
+                        changed.push(order_id);
                         outgoing.push(event, &correlation);
                         tracing::warn!(%order_id, reason = %refund.reason, "late payment refunded");
                     }
                 }
             }
         }
-        for (order_id, status) in statuses {
-            store::set_status(&mut tx, order_id, status, None).await?;
+        changed.dedup();
+        for order_id in changed {
+            if let Some(payment) = current.get(&order_id) {
+                store::set_status(tx, order_id, payment.status, None).await?;
+            }
         }
-        let written = outgoing.write(&mut tx).await?;
-        service.relay.commit(tx, written).await?;
         Ok(())
     }
 }
@@ -194,9 +195,9 @@ impl PaymentHandler {
     /// payment, in one provider call; an order past its deadline gets none.
     async fn open(
         &self,
-        commands: &[Command],
+        commands: &[&Command],
         payments: &HashMap<Uuid, PaymentRecord>,
-    ) -> Result<HashMap<Uuid, Opened>, HandlerError> {
+    ) -> Result<Sessions, HandlerError> {
         let mut opened = HashMap::new();
         let mut wanted: Vec<(&CreatePayment, Timestamp)> = Vec::new();
         let now = Timestamp::now();
@@ -204,26 +205,23 @@ impl PaymentHandler {
             let PaymentCommand::CreatePayment(create) = &command.command else {
                 continue;
             };
-            if payments.contains_key(&create.order_id)
-                || opened.contains_key(&create.order_id)
+            if opened.contains_key(&create.order_id)
                 || wanted
                     .iter()
                     .any(|(other, _)| other.order_id == create.order_id)
             {
                 continue;
             }
-            if now >= create.pay_until {
-                // Redelivered after the provider failed for longer than the
-                // order may wait: the order is cancelled by its deadline
-                // anyway, and nobody could pay a session opened now.
-                let reason = "the deadline to pay passed before a checkout could be opened";
-                opened.insert(create.order_id, Opened::Failed(reason.into()));
-                continue;
+            match domain::create(payments.get(&create.order_id), create, now) {
+                Create::Exists => {}
+                Create::TooLate(event) => {
+                    opened.insert(create.order_id, Opened::Failed(event));
+                }
+                Create::Open => wanted.push((create, command.requested_at)),
             }
-            wanted.push((create, command.requested_at));
         }
         if wanted.is_empty() {
-            return Ok(opened);
+            return Ok(Sessions(opened));
         }
         let sessions = self.service.provider.create_sessions(&wanted).await;
         for ((create, _), session) in wanted.iter().zip(sessions) {
@@ -231,42 +229,22 @@ impl PaymentHandler {
                 Ok(session) => Opened::Session(session),
                 Err(ProviderError::Refused(reason)) => {
                     tracing::warn!(order_id = %create.order_id, %reason, "provider refused the checkout session");
-                    Opened::Failed(format!(
-                        "the payment provider refused the payment: {reason}"
-                    ))
+                    Opened::Failed(domain::refused(create.order_id, &reason))
                 }
                 Err(error) => return Err(provider_failure(error)),
             };
             opened.insert(create.order_id, outcome);
         }
-        Ok(opened)
+        Ok(Sessions(opened))
     }
 }
 
 /// The create command of `order_id` in the batch.
-fn create_of(commands: &[Command], order_id: Uuid) -> Option<&CreatePayment> {
+fn create_of<'a>(commands: &[&'a Command], order_id: Uuid) -> Option<&'a CreatePayment> {
     commands.iter().find_map(|command| match &command.command {
         PaymentCommand::CreatePayment(create) if create.order_id == order_id => Some(create),
         _ => None,
     })
-}
-
-fn new_payment(
-    service: &PaymentService,
-    command: &CreatePayment,
-    session: &CheckoutSession,
-) -> PaymentRecord {
-    PaymentRecord {
-        order_id: command.order_id,
-        customer_id: command.customer_id,
-        provider: service.provider.name().to_owned(),
-        session_id: session.id.clone(),
-        checkout_url: session.url.clone(),
-        status: PaymentStatus::Open,
-        amount: command.amount,
-        currency: command.currency,
-        payment_ref: None,
-    }
 }
 
 /// An unavailable provider is retried until it answers; a refusal fails

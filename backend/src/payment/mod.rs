@@ -2,11 +2,15 @@
 //! provider, verifies the provider's webhooks, and reports payments as
 //! succeeded, failed or refunded.
 //!
-//! - [`provider`]: the provider seam; [`local`]: the local checkout.
-//! - [`handler`]: the consumer of payment commands.
+//! - [`domain`]: the pure payment, its status, and what commands and
+//!   webhooks do to it.
+//! - [`provider`]: the provider seam; [`local`]: the local checkout;
+//!   [`stripe`]: Stripe Checkout.
+//! - [`handler`]: the unit of work applied to payment commands.
 //! - [`webhook`]: `POST /stripe/webhook`; [`signature`]: Stripe's scheme.
 //! - [`store`]: the tables.
 
+pub mod domain;
 pub mod handler;
 pub mod local;
 pub mod provider;
@@ -21,18 +25,17 @@ use axum::Router;
 use axum::routing::post;
 use shop_shared::events::topic;
 
-use crate::app::Runtime;
 use crate::bus::Subscription;
 use crate::config::StripeArgs;
-use crate::db::outbox::{RelayHandle, start_relay};
-use crate::db::{Db, Service};
-use crate::metrics::{GaugeSource, Metrics, Sample};
+use crate::db::Db;
+use crate::messaging::Transactional;
+use crate::messaging::outbox::{RelayHandle, start_relay};
+use crate::metrics::{self, GaugeSource, Metrics};
+use crate::runtime::Runtime;
 use crate::secrets::Secret;
+use crate::service::Service;
 use local::{LocalCheckout, LocalCheckoutConfig};
 use provider::PaymentProvider;
-
-/// The consumer group of the payment service.
-pub const GROUP: &str = "payment";
 
 /// What the payment service's handlers share. Cheap to clone.
 #[derive(Clone)]
@@ -63,6 +66,11 @@ pub struct Choice {
 
 /// Stripe Checkout when both Stripe keys are set, the local checkout
 /// otherwise.
+///
+/// # Errors
+///
+/// Only one of the two Stripe keys is set, or the Stripe client cannot be
+/// built.
 pub fn choose(stripe: &StripeArgs, db: &Db, local: LocalCheckoutConfig) -> anyhow::Result<Choice> {
     match stripe.keys().map_err(anyhow::Error::msg)? {
         Some((secret_key, webhook_secret)) => {
@@ -92,6 +100,11 @@ pub fn choose(stripe: &StripeArgs, db: &Db, local: LocalCheckoutConfig) -> anyho
 }
 
 /// Starts the payment service with `provider`.
+///
+/// # Errors
+///
+/// The schema could not be migrated, the outbox relay could not start, or
+/// the bus refused the subscription.
 pub async fn start(
     runtime: &Runtime,
     db: Db,
@@ -100,7 +113,7 @@ pub async fn start(
 ) -> anyhow::Result<Started> {
     let (bus, spawner) = (&runtime.bus, &runtime.spawner);
     db.migrate(Service::Payment).await?;
-    let relay = start_relay("payment", db.clone(), bus.clone(), spawner).await?;
+    let relay = start_relay(Service::Payment, db.clone(), bus.clone(), spawner).await?;
     let service = PaymentService {
         db: db.clone(),
         relay,
@@ -108,11 +121,16 @@ pub async fn start(
         webhook_secret,
         metrics: runtime.metrics.clone(),
     };
-    bus.subscribe(
-        Subscription::group(GROUP, &[topic::PAYMENT_COMMANDS]),
-        Arc::new(handler::PaymentHandler {
+    let consumer = Transactional {
+        db: db.clone(),
+        relay: service.relay.clone(),
+        unit: handler::PaymentHandler {
             service: service.clone(),
-        }),
+        },
+    };
+    bus.subscribe(
+        Subscription::group(Service::Payment.group(), &[topic::PAYMENT_COMMANDS]),
+        Arc::new(consumer),
     )
     .await?;
     let routes = Router::new()
@@ -120,28 +138,12 @@ pub async fn start(
         .with_state(service);
     Ok(Started {
         routes,
-        gauges: gauges(db),
-    })
-}
-
-/// Payments by status, read when metrics are scraped.
-fn gauges(db: Db) -> GaugeSource {
-    Arc::new(move || {
-        let db = db.clone();
-        Box::pin(async move {
-            let counts = store::count_by_status(&db).await.unwrap_or_else(|error| {
-                tracing::warn!(%error, "cannot count payments for metrics");
-                Vec::new()
-            });
-            counts
-                .into_iter()
-                .map(|(status, count)| Sample {
-                    name: "shop_payments",
-                    help: "Payments by status.",
-                    labels: vec![("status", status)],
-                    value: count as f64,
-                })
-                .collect()
-        })
+        gauges: metrics::rows_by(
+            db,
+            "payments",
+            "status",
+            "shop_payments",
+            "Payments by status.",
+        ),
     })
 }

@@ -8,14 +8,8 @@ use async_trait::async_trait;
 use shop_shared::events::CreatePayment;
 use shop_shared::time::Timestamp;
 
-use super::store::PaymentRecord;
-
-/// A hosted checkout page the customer pays on.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CheckoutSession {
-    pub id: String,
-    pub url: String,
-}
+pub use super::domain::CheckoutSession;
+use super::domain::PaymentRecord;
 
 /// Why a provider call failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

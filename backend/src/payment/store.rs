@@ -2,74 +2,15 @@
 //! events already handled.
 
 use std::collections::{HashMap, HashSet};
-use std::str::FromStr;
 
-use shop_shared::money::Currency;
 use shop_shared::time::Timestamp;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 use uuid::Uuid;
 
-use crate::db::batch::{self, Placeholders};
-use crate::db::{Db, Tx, parse_column};
-
-/// Where a payment stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PaymentStatus {
-    /// The checkout session takes payment.
-    Open,
-    Paid,
-    /// The order no longer takes payment; the session was closed.
-    Cancelled,
-    /// The provider could not take the payment.
-    Failed,
-    /// Paid too late and given back.
-    Refunded,
-    /// The provider closed the session unpaid.
-    Expired,
-}
-
-impl PaymentStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PaymentStatus::Open => "OPEN",
-            PaymentStatus::Paid => "PAID",
-            PaymentStatus::Cancelled => "CANCELLED",
-            PaymentStatus::Failed => "FAILED",
-            PaymentStatus::Refunded => "REFUNDED",
-            PaymentStatus::Expired => "EXPIRED",
-        }
-    }
-}
-
-impl FromStr for PaymentStatus {
-    type Err = shop_shared::domain::UnknownName;
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        match text {
-            "OPEN" => Ok(PaymentStatus::Open),
-            "PAID" => Ok(PaymentStatus::Paid),
-            "CANCELLED" => Ok(PaymentStatus::Cancelled),
-            "FAILED" => Ok(PaymentStatus::Failed),
-            "REFUNDED" => Ok(PaymentStatus::Refunded),
-            "EXPIRED" => Ok(PaymentStatus::Expired),
-            other => Err(shop_shared::domain::UnknownName(other.to_owned())),
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PaymentRecord {
-    pub order_id: Uuid,
-    pub customer_id: Uuid,
-    pub provider: String,
-    pub session_id: String,
-    pub checkout_url: String,
-    pub status: PaymentStatus,
-    pub amount: i64,
-    pub currency: Currency,
-    /// The provider's payment (a Stripe PaymentIntent), once paid.
-    pub payment_ref: Option<String>,
-}
+use super::domain::{PaymentRecord, PaymentStatus};
+use crate::db::batch;
+use crate::db::{Db, StoreError, Tx, parse_column};
 
 const COLUMNS: &str = "order_id, customer_id, provider, session_id, checkout_url, status, amount, currency, payment_ref";
 
@@ -91,64 +32,83 @@ fn from_row(row: &AnyRow) -> Result<PaymentRecord, sqlx::Error> {
     })
 }
 
-/// The payments of `order_ids`: read as they are now through the pool, or,
-/// inside `tx`, locked (in order id order) where the dialect can.
+/// The payments of `order_ids` as they are now, read through the pool
+/// without locking: for decisions made before a transaction.
+///
+/// # Errors
+///
+/// The select failed or a row cannot be read.
 pub async fn by_orders(
     db: &Db,
-    mut tx: Option<&mut Tx>,
     order_ids: &[Uuid],
-) -> Result<HashMap<Uuid, PaymentRecord>, sqlx::Error> {
-    let mut ids: Vec<String> = order_ids.iter().map(Uuid::to_string).collect();
-    ids.sort_unstable();
-    ids.dedup();
-    let mut payments = HashMap::with_capacity(ids.len());
-    for range in batch::chunks(ids.len()) {
-        let lock = if tx.is_some() { db.for_update() } else { "" };
-        let sql = format!(
-            "SELECT {COLUMNS} FROM payments WHERE order_id IN ({}) ORDER BY order_id{lock}",
-            batch::in_list(range.len(), db.placeholders())
-        );
-        let mut select = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for id in &ids[range] {
-            select = select.bind(id);
-        }
-        let rows = match tx.as_deref_mut() {
-            Some(tx) => select.fetch_all(&mut **tx).await?,
-            None => select.fetch_all(db.pool()).await?,
-        };
-        for row in rows {
-            let payment = from_row(&row)?;
-            payments.insert(payment.order_id, payment);
-        }
-    }
-    Ok(payments)
+) -> Result<HashMap<Uuid, PaymentRecord>, StoreError> {
+    let mut connection = db.pool().acquire().await?;
+    let rows = batch::fetch_in(
+        &mut connection,
+        order_ids.iter().map(Uuid::to_string),
+        |list| format!("SELECT {COLUMNS} FROM payments WHERE order_id IN ({list})"),
+    )
+    .await?;
+    keyed_by_order(&rows)
+}
+
+/// The payments of `order_ids`, locked for `tx` (in order id order) where
+/// the dialect can.
+///
+/// # Errors
+///
+/// The select failed or a row cannot be read.
+pub async fn by_orders_locked(
+    tx: &mut Tx,
+    order_ids: &[Uuid],
+) -> Result<HashMap<Uuid, PaymentRecord>, StoreError> {
+    let lock = tx.for_update();
+    let rows = batch::fetch_in(tx, order_ids.iter().map(Uuid::to_string), |list| {
+        format!("SELECT {COLUMNS} FROM payments WHERE order_id IN ({list}) ORDER BY order_id{lock}")
+    })
+    .await?;
+    keyed_by_order(&rows)
+}
+
+fn keyed_by_order(rows: &[AnyRow]) -> Result<HashMap<Uuid, PaymentRecord>, StoreError> {
+    rows.iter()
+        .map(|row| {
+            let payment = from_row(row)?;
+            Ok((payment.order_id, payment))
+        })
+        .collect()
 }
 
 /// The payment of checkout session `session_id`, locked where the dialect can.
+///
+/// # Errors
+///
+/// The select failed or the row cannot be read.
 pub async fn by_session(
-    db: &Db,
     tx: &mut Tx,
     session_id: &str,
-) -> Result<Option<PaymentRecord>, sqlx::Error> {
+) -> Result<Option<PaymentRecord>, StoreError> {
     let sql = format!(
         "SELECT {COLUMNS} FROM payments WHERE session_id = $1{}",
-        db.for_update()
+        tx.for_update()
     );
-    sqlx::query(sqlx::AssertSqlSafe(sql))
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(session_id)
         .fetch_optional(&mut **tx)
-        .await?
-        .as_ref()
-        .map(from_row)
-        .transpose()
+        .await?;
+    Ok(row.as_ref().map(from_row).transpose()?)
 }
 
 /// Stores new payments, except for orders that have one already; returns
 /// the orders whose payment was stored now.
+///
+/// # Errors
+///
+/// The insert failed.
 pub async fn insert_many(
     tx: &mut Tx,
     payments: &[PaymentRecord],
-) -> Result<HashSet<Uuid>, sqlx::Error> {
+) -> Result<HashSet<Uuid>, StoreError> {
     let now = Timestamp::now().as_millis();
     let mut inserted = HashSet::with_capacity(payments.len());
     for range in batch::chunks(payments.len()) {
@@ -157,7 +117,7 @@ pub async fn insert_many(
                 status, amount, currency, payment_ref, created_at, updated_at)
              VALUES {}
              ON CONFLICT (order_id) DO NOTHING RETURNING order_id",
-            batch::values(range.len(), 11, Placeholders::of(tx))
+            batch::values(range.len(), 11, tx.placeholders())
         );
         let mut insert = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql));
         for payment in &payments[range] {
@@ -182,12 +142,16 @@ pub async fn insert_many(
 }
 
 /// Sets the status (and, when given, the provider's payment reference).
+///
+/// # Errors
+///
+/// The update failed.
 pub async fn set_status(
     tx: &mut Tx,
     order_id: Uuid,
     status: PaymentStatus,
     payment_ref: Option<&str>,
-) -> Result<(), sqlx::Error> {
+) -> Result<(), StoreError> {
     sqlx::query(
         "UPDATE payments SET status = $2, payment_ref = COALESCE($3, payment_ref), updated_at = $4
          WHERE order_id = $1",
@@ -202,11 +166,15 @@ pub async fn set_status(
 }
 
 /// Records a webhook event id; false if it was handled before.
+///
+/// # Errors
+///
+/// The insert failed.
 pub async fn record_webhook(
     tx: &mut Tx,
     event_id: &str,
     event_type: &str,
-) -> Result<bool, sqlx::Error> {
+) -> Result<bool, StoreError> {
     let inserted = sqlx::query(
         "INSERT INTO webhook_events (event_id, event_type, received_at) VALUES ($1, $2, $3)
          ON CONFLICT (event_id) DO NOTHING",
@@ -220,42 +188,14 @@ pub async fn record_webhook(
 }
 
 /// Whether webhook event `event_id` was handled before.
-pub async fn webhook_seen(tx: &mut Tx, event_id: &str) -> Result<bool, sqlx::Error> {
+///
+/// # Errors
+///
+/// The select failed.
+pub async fn webhook_seen(tx: &mut Tx, event_id: &str) -> Result<bool, StoreError> {
     let found: Option<i64> = sqlx::query_scalar("SELECT 1 FROM webhook_events WHERE event_id = $1")
         .bind(event_id)
         .fetch_optional(&mut **tx)
         .await?;
     Ok(found.is_some())
-}
-
-/// Which of the bus messages `event_ids` were applied already.
-pub async fn processed(db: &Db, event_ids: &[Uuid]) -> Result<HashSet<Uuid>, sqlx::Error> {
-    let mut ids: Vec<String> = event_ids.iter().map(Uuid::to_string).collect();
-    ids.sort_unstable();
-    ids.dedup();
-    let mut applied = HashSet::new();
-    for range in batch::chunks(ids.len()) {
-        let sql = format!(
-            "SELECT event_id FROM processed_messages WHERE event_id IN ({})",
-            batch::in_list(range.len(), db.placeholders())
-        );
-        let mut select = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql));
-        for id in &ids[range] {
-            select = select.bind(id);
-        }
-        for id in select.fetch_all(db.pool()).await? {
-            applied.insert(parse_column(&id, "event_id")?);
-        }
-    }
-    Ok(applied)
-}
-
-/// How many payments have each status.
-pub async fn count_by_status(db: &Db) -> Result<Vec<(String, i64)>, sqlx::Error> {
-    sqlx::query("SELECT status, COUNT(*) AS n FROM payments GROUP BY status ORDER BY status")
-        .fetch_all(db.pool())
-        .await?
-        .iter()
-        .map(|row| Ok((row.try_get("status")?, row.try_get("n")?)))
-        .collect()
 }

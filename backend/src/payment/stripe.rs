@@ -31,8 +31,8 @@ use stripe_checkout::checkout_session::{
 };
 use stripe_core::refund::CreateRefund;
 
+use super::domain::PaymentRecord;
 use super::provider::{CheckoutSession, PaymentProvider, ProviderError};
-use super::store::PaymentRecord;
 use crate::secrets::Secret;
 
 /// The shortest session, counted from when the order asked for payment.

@@ -18,13 +18,14 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
-use shop_shared::events::{PaymentEvent, PaymentFailed, PaymentSucceeded};
 use shop_shared::time::Timestamp;
 
 use super::PaymentService;
+use super::domain::{SessionReport, WebhookDecision, WebhookKind};
 use super::signature::{self, TOLERANCE};
-use super::store::{self, PaymentStatus};
-use crate::db::outbox;
+use super::store;
+use crate::db::StoreError;
+use crate::messaging::outbox::Outgoing;
 
 /// The parts of a Stripe event this service reads.
 #[derive(Debug, Deserialize)]
@@ -145,37 +146,22 @@ enum ProcessError {
     #[error("{0}")]
     Malformed(String),
     #[error(transparent)]
-    Storage(#[from] sqlx::Error),
-}
-
-/// What an event asks of a payment.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Step {
-    /// The money is in.
-    Succeed,
-    /// The money will not come.
-    Fail,
-    /// The session closed without payment.
-    Expire,
+    Storage(#[from] StoreError),
 }
 
 async fn process(service: &PaymentService, event: &Event) -> Result<Outcome, ProcessError> {
-    let step = match event.kind.as_str() {
-        "checkout.session.completed" | "checkout.session.async_payment_succeeded" => Step::Succeed,
-        "checkout.session.async_payment_failed" => Step::Fail,
-        "checkout.session.expired" => Step::Expire,
-        _ => return Ok(Outcome::Ignored("unhandled_event_type")),
+    let Some(kind) = WebhookKind::from_type(&event.kind) else {
+        return Ok(Outcome::Ignored("unhandled_event_type"));
     };
     let session: SessionObject =
         serde_json::from_value(event.data.object.clone()).map_err(|error| {
             ProcessError::Malformed(format!("data.object is not a checkout session: {error}"))
         })?;
-    let db = &service.db;
-    let mut tx = db.begin().await?;
+    let mut tx = service.db.begin().await?;
     if store::webhook_seen(&mut tx, &event.id).await? {
         return Ok(Outcome::Duplicate);
     }
-    let Some(payment) = store::by_session(db, &mut tx, &session.id).await? else {
+    let Some(payment) = store::by_session(&mut tx, &session.id).await? else {
         return Ok(Outcome::Ignored("unknown_session"));
     };
     if let Some(order_id) = session.metadata.get("order_id")
@@ -183,89 +169,35 @@ async fn process(service: &PaymentService, event: &Event) -> Result<Outcome, Pro
     {
         return Ok(Outcome::Ignored("order_mismatch"));
     }
-    let correlation = payment.order_id.to_string();
-    match step {
-        Step::Succeed
-            if event.kind == "checkout.session.completed"
-                && session.payment_status.as_deref() == Some("unpaid") =>
-        {
-            // A delayed payment method: the money comes (or not) with an
-            // async_payment_* event later.
-            if !store::record_webhook(&mut tx, &event.id, &event.kind).await? {
-                return Ok(Outcome::Duplicate);
+    let report = SessionReport {
+        session_id: session.id,
+        payment_status: session.payment_status,
+        amount_total: session.amount_total,
+        currency: session.currency,
+        payment_intent: session.payment_intent,
+    };
+    let (status, payment_ref, published) = match payment.webhook(kind, &report) {
+        WebhookDecision::Ignore(reason) => {
+            if reason == "amount_mismatch" {
+                tracing::error!(order_id = %payment.order_id, session_id = %report.session_id, "paid amount differs from the order total");
             }
-            store::set_status(
-                &mut tx,
-                payment.order_id,
-                payment.status,
-                session.payment_intent.as_deref(),
-            )
-            .await?;
-            tx.commit().await?;
-            return Ok(Outcome::Processed);
+            return Ok(Outcome::Ignored(reason));
         }
-        Step::Succeed | Step::Fail
-            if matches!(
-                payment.status,
-                PaymentStatus::Paid | PaymentStatus::Refunded | PaymentStatus::Failed
-            ) =>
-        {
-            return Ok(Outcome::Ignored("payment_already_settled"));
-        }
-        Step::Expire if payment.status != PaymentStatus::Open => {
-            // Closed on our request (the order was cancelled) or settled.
-            return Ok(Outcome::Ignored("session_already_closed"));
-        }
-        _ => {}
-    }
-    let currency_matches = session
-        .currency
-        .as_deref()
-        .is_none_or(|currency| currency.eq_ignore_ascii_case(payment.currency.as_str()));
-    if step == Step::Succeed
-        && (session
-            .amount_total
-            .is_some_and(|amount| amount != payment.amount)
-            || !currency_matches)
-    {
-        tracing::error!(order_id = %payment.order_id, session_id = %session.id, "paid amount differs from the order total");
-        return Ok(Outcome::Ignored("amount_mismatch"));
-    }
+        WebhookDecision::AwaitSettlement { payment_ref } => (payment.status, payment_ref, None),
+        WebhookDecision::Settle {
+            status,
+            payment_ref,
+            event,
+        } => (status, payment_ref, Some(event)),
+    };
     if !store::record_webhook(&mut tx, &event.id, &event.kind).await? {
         return Ok(Outcome::Duplicate);
     }
-    let event = match step {
-        Step::Succeed => {
-            store::set_status(
-                &mut tx,
-                payment.order_id,
-                PaymentStatus::Paid,
-                session.payment_intent.as_deref(),
-            )
-            .await?;
-            PaymentEvent::PaymentSucceeded(PaymentSucceeded {
-                order_id: payment.order_id,
-                session_id: session.id.clone(),
-                amount: payment.amount,
-                currency: payment.currency,
-            })
-        }
-        Step::Fail => {
-            store::set_status(&mut tx, payment.order_id, PaymentStatus::Failed, None).await?;
-            PaymentEvent::PaymentFailed(PaymentFailed {
-                order_id: payment.order_id,
-                reason: "the payment did not go through after checkout".into(),
-            })
-        }
-        Step::Expire => {
-            store::set_status(&mut tx, payment.order_id, PaymentStatus::Expired, None).await?;
-            PaymentEvent::PaymentFailed(PaymentFailed {
-                order_id: payment.order_id,
-                reason: "the checkout session expired before payment".into(),
-            })
-        }
-    };
-    let written = outbox::push(&mut tx, event, &correlation).await?;
-    service.relay.commit(tx, written).await?;
+    store::set_status(&mut tx, payment.order_id, status, payment_ref.as_deref()).await?;
+    let mut outgoing = Outgoing::default();
+    if let Some(published) = published {
+        outgoing.push(published, &payment.order_id.to_string());
+    }
+    service.relay.commit_outgoing(tx, outgoing).await?;
     Ok(Outcome::Processed)
 }

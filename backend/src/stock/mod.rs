@@ -2,32 +2,37 @@
 //! reserves all-or-nothing, releases, sells, and prices orders.
 //!
 //! - [`catalog`]: the catalogue seeded on first start.
-//! - [`reservation`]: the pure all-or-nothing decision.
-//! - [`handler`]: the consumer of stock commands.
+//! - [`domain`]: the pure quantities, per-order lifecycle and the
+//!   all-or-nothing reservation decision.
+//! - [`handler`]: the unit of work applied to stock commands.
 //! - [`store`]: the tables.
 
 pub mod catalog;
+pub mod domain;
 pub mod handler;
-pub mod reservation;
 pub mod store;
 
 use std::sync::Arc;
 
 use shop_shared::events::{ProductEvent, topic};
 
-use crate::app::Runtime;
 use crate::bus::Subscription;
-use crate::db::outbox::{self, start_relay};
-use crate::db::{Db, Service};
-use crate::metrics::{GaugeSource, Sample};
+use crate::db::Db;
+use crate::messaging::Transactional;
+use crate::messaging::outbox::{self, start_relay};
+use crate::metrics::{self, GaugeSource, Sample};
+use crate::runtime::Runtime;
+use crate::service::Service;
 use catalog::CatalogProduct;
-
-/// The consumer group of the stock service.
-pub const GROUP: &str = "stock";
 
 /// Starts the stock service. `catalog` is the file's products, if one was
 /// given: they are added (or their names and prices updated). Without one,
 /// an empty database gets the reference shop.
+///
+/// # Errors
+///
+/// The schema could not be migrated, the catalogue not seeded or
+/// published, or the bus refused the subscription.
 pub async fn start(
     runtime: &Runtime,
     db: Db,
@@ -38,15 +43,17 @@ pub async fn start(
     seed(&db, catalog).await?;
     // Publish the catalogue before anyone reads it.
     outbox::flush(&db, bus.as_ref()).await?;
-    let relay = start_relay("stock", db.clone(), bus.clone(), spawner).await?;
-    let handler = handler::StockHandler {
+    let relay = start_relay(Service::Stock, db.clone(), bus.clone(), spawner).await?;
+    let consumer = Transactional {
         db: db.clone(),
         relay,
-        metrics: runtime.metrics.clone(),
+        unit: handler::StockHandler {
+            metrics: runtime.metrics.clone(),
+        },
     };
     bus.subscribe(
-        Subscription::group(GROUP, &[topic::STOCK_COMMANDS]),
-        Arc::new(handler),
+        Subscription::group(Service::Stock.group(), &[topic::STOCK_COMMANDS]),
+        Arc::new(consumer),
     )
     .await?;
     Ok(gauges(db))
@@ -54,9 +61,9 @@ pub async fn start(
 
 /// Units available, reserved and sold per product, read when scraped.
 fn gauges(db: Db) -> GaugeSource {
-    Arc::new(move || {
+    metrics::source(move || {
         let db = db.clone();
-        Box::pin(async move {
+        async move {
             let products = store::all(&db).await.unwrap_or_else(|error| {
                 tracing::warn!(%error, "cannot read stock for metrics");
                 Vec::new()
@@ -85,7 +92,7 @@ fn gauges(db: Db) -> GaugeSource {
                 }
             }
             samples
-        })
+        }
     })
 }
 

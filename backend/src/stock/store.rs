@@ -3,80 +3,21 @@
 
 use std::collections::HashMap;
 
-use shop_shared::domain::Product;
-use shop_shared::money::Currency;
 use shop_shared::time::Timestamp;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 use uuid::Uuid;
 
 use super::catalog::CatalogProduct;
-use crate::db::batch::{self, Placeholders};
-use crate::db::{Db, Tx, parse_column};
-
-/// A product row.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProductRow {
-    pub sku: String,
-    pub name: String,
-    pub unit_price: i64,
-    pub currency: Currency,
-    pub available: i64,
-    pub reserved: i64,
-    pub sold: i64,
-    pub version: i64,
-}
-
-impl ProductRow {
-    pub fn view(&self) -> Product {
-        Product {
-            sku: self.sku.clone(),
-            name: self.name.clone(),
-            unit_price: self.unit_price,
-            currency: self.currency,
-            available: self.available,
-            version: self.version,
-        }
-    }
-}
-
-/// Where the stock service stands with one order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OrderStock {
-    Reserved,
-    Rejected,
-    Released,
-    Committed,
-}
-
-impl OrderStock {
-    fn as_str(self) -> &'static str {
-        match self {
-            OrderStock::Reserved => "RESERVED",
-            OrderStock::Rejected => "REJECTED",
-            OrderStock::Released => "RELEASED",
-            OrderStock::Committed => "COMMITTED",
-        }
-    }
-
-    fn parse(text: &str) -> Result<Self, sqlx::Error> {
-        match text {
-            "RESERVED" => Ok(OrderStock::Reserved),
-            "REJECTED" => Ok(OrderStock::Rejected),
-            "RELEASED" => Ok(OrderStock::Released),
-            "COMMITTED" => Ok(OrderStock::Committed),
-            other => Err(sqlx::Error::Decode(
-                format!("unknown stock order state {other}").into(),
-            )),
-        }
-    }
-}
+use super::domain::{Delta, OrderStock, ProductStock, Reserved};
+use crate::db::batch;
+use crate::db::{Db, StoreError, Tx, parse_column};
 
 const PRODUCT_COLUMNS: &str = "sku, name, unit_price, currency, available, reserved, sold, version";
 
-fn product_from_row(row: &AnyRow) -> Result<ProductRow, sqlx::Error> {
+fn product_from_row(row: &AnyRow) -> Result<ProductStock, sqlx::Error> {
     let currency: String = row.try_get("currency")?;
-    Ok(ProductRow {
+    Ok(ProductStock {
         sku: row.try_get("sku")?,
         name: row.try_get("name")?,
         unit_price: row.try_get("unit_price")?,
@@ -89,63 +30,54 @@ fn product_from_row(row: &AnyRow) -> Result<ProductRow, sqlx::Error> {
 }
 
 /// Every product, by sku.
-pub async fn all(db: &Db) -> Result<Vec<ProductRow>, sqlx::Error> {
+///
+/// # Errors
+///
+/// The select failed or a row cannot be read.
+pub async fn all(db: &Db) -> Result<Vec<ProductStock>, StoreError> {
     let sql = format!("SELECT {PRODUCT_COLUMNS} FROM products ORDER BY sku");
-    sqlx::query(sqlx::AssertSqlSafe(sql))
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
         .fetch_all(db.pool())
-        .await?
+        .await?;
+    Ok(rows
         .iter()
         .map(product_from_row)
-        .collect()
+        .collect::<Result<_, _>>()?)
 }
 
 /// The products among `skus`, locked for this transaction in sku order
 /// (so concurrent transactions cannot deadlock) where the dialect can.
+///
+/// # Errors
+///
+/// The select failed or a row cannot be read.
 pub async fn products(
-    db: &Db,
     tx: &mut Tx,
     skus: &[&str],
-) -> Result<HashMap<String, ProductRow>, sqlx::Error> {
-    let mut skus = skus.to_vec();
-    skus.sort_unstable();
-    skus.dedup();
-    let mut products = HashMap::with_capacity(skus.len());
-    for range in batch::chunks(skus.len()) {
-        let sql = format!(
-            "SELECT {PRODUCT_COLUMNS} FROM products WHERE sku IN ({}) ORDER BY sku{}",
-            batch::in_list(range.len(), Placeholders::of(tx)),
-            db.for_update()
-        );
-        let mut select = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for sku in &skus[range] {
-            select = select.bind(*sku);
-        }
-        for row in select.fetch_all(&mut **tx).await? {
-            let product = product_from_row(&row)?;
-            products.insert(product.sku.clone(), product);
-        }
-    }
-    Ok(products)
-}
-
-/// A change to one product's quantities, made by a batch of orders. The
-/// three deltas sum to zero: units only move between available, reserved
-/// and sold.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Delta {
-    pub available: i64,
-    pub reserved: i64,
-    pub sold: i64,
-    /// How many visible changes (the version moves by this much).
-    pub versions: i64,
+) -> Result<HashMap<String, ProductStock>, StoreError> {
+    let lock = tx.for_update();
+    let rows = batch::fetch_in(tx, skus.iter().map(|sku| (*sku).to_owned()), |list| {
+        format!("SELECT {PRODUCT_COLUMNS} FROM products WHERE sku IN ({list}) ORDER BY sku{lock}")
+    })
+    .await?;
+    rows.iter()
+        .map(|row| {
+            let product = product_from_row(row)?;
+            Ok((product.sku.clone(), product))
+        })
+        .collect()
 }
 
 /// Applies `deltas` with one guarded update: a product changes only if
 /// neither its available nor its reserved units would go below zero (the
 /// guard that makes overselling impossible). Returns false, having changed
 /// nothing the caller may keep, if any guard refused; the caller rolls back.
-pub async fn apply(tx: &mut Tx, deltas: &[(&str, &Delta)]) -> Result<bool, sqlx::Error> {
-    let style = Placeholders::of(tx);
+///
+/// # Errors
+///
+/// The update failed.
+pub async fn apply(tx: &mut Tx, deltas: &[(String, Delta)]) -> Result<bool, StoreError> {
+    let style = tx.placeholders();
     for range in batch::chunks(deltas.len()) {
         let rows = (0..range.len())
             .map(|row| {
@@ -176,7 +108,7 @@ pub async fn apply(tx: &mut Tx, deltas: &[(&str, &Delta)]) -> Result<bool, sqlx:
         let mut update = sqlx::query(sqlx::AssertSqlSafe(sql));
         for (sku, delta) in &deltas[range.clone()] {
             update = update
-                .bind(*sku)
+                .bind(sku.as_str())
                 .bind(delta.available)
                 .bind(delta.reserved)
                 .bind(delta.sold)
@@ -192,46 +124,49 @@ pub async fn apply(tx: &mut Tx, deltas: &[(&str, &Delta)]) -> Result<bool, sqlx:
 
 /// Where the service stands with each of `order_ids` it has seen, locked
 /// where the dialect can.
+///
+/// # Errors
+///
+/// The select failed or a row cannot be read.
 pub async fn order_states(
-    db: &Db,
     tx: &mut Tx,
     order_ids: &[Uuid],
-) -> Result<HashMap<Uuid, OrderStock>, sqlx::Error> {
-    let mut ids: Vec<String> = order_ids.iter().map(Uuid::to_string).collect();
-    ids.sort_unstable();
-    ids.dedup();
-    let mut states = HashMap::with_capacity(ids.len());
-    for range in batch::chunks(ids.len()) {
-        let sql = format!(
-            "SELECT order_id, state FROM stock_orders WHERE order_id IN ({}) ORDER BY order_id{}",
-            batch::in_list(range.len(), Placeholders::of(tx)),
-            db.for_update()
-        );
-        let mut select = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for id in &ids[range] {
-            select = select.bind(id);
-        }
-        for row in select.fetch_all(&mut **tx).await? {
+) -> Result<HashMap<Uuid, OrderStock>, StoreError> {
+    let lock = tx.for_update();
+    let rows = batch::fetch_in(tx, order_ids.iter().map(Uuid::to_string), |list| {
+        format!(
+            "SELECT order_id, state FROM stock_orders WHERE order_id IN ({list}) ORDER BY order_id{lock}"
+        )
+    })
+    .await?;
+    rows.iter()
+        .map(|row| {
             let id: String = row.try_get("order_id")?;
             let state: String = row.try_get("state")?;
-            states.insert(parse_column(&id, "order_id")?, OrderStock::parse(&state)?);
-        }
-    }
-    Ok(states)
+            Ok((
+                parse_column(&id, "order_id")?,
+                parse_column(&state, "state")?,
+            ))
+        })
+        .collect()
 }
 
 /// Records where the service stands with each order.
+///
+/// # Errors
+///
+/// The upsert failed.
 pub async fn set_order_states(
     tx: &mut Tx,
     states: &[(Uuid, OrderStock)],
-) -> Result<(), sqlx::Error> {
+) -> Result<(), StoreError> {
     let now = Timestamp::now().as_millis();
     for range in batch::chunks(states.len()) {
         let sql = format!(
             "INSERT INTO stock_orders (order_id, state, updated_at) VALUES {}
              ON CONFLICT (order_id)
              DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
-            batch::values(range.len(), 3, Placeholders::of(tx))
+            batch::values(range.len(), 3, tx.placeholders())
         );
         let mut upsert = sqlx::query(sqlx::AssertSqlSafe(sql));
         for (order_id, state) in &states[range] {
@@ -245,22 +180,19 @@ pub async fn set_order_states(
     Ok(())
 }
 
-/// One line of an order's reservation.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Reserved {
-    pub sku: String,
-    pub quantity: i64,
-    pub unit_price: i64,
-}
-
+/// Stores new reservation lines.
+///
+/// # Errors
+///
+/// The insert failed.
 pub async fn add_reservations(
     tx: &mut Tx,
     reservations: &[(Uuid, Reserved)],
-) -> Result<(), sqlx::Error> {
+) -> Result<(), StoreError> {
     for range in batch::chunks(reservations.len()) {
         let sql = format!(
             "INSERT INTO reservations (order_id, sku, quantity, unit_price) VALUES {}",
-            batch::values(range.len(), 4, Placeholders::of(tx))
+            batch::values(range.len(), 4, tx.placeholders())
         );
         let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql));
         for (order_id, line) in &reservations[range] {
@@ -276,35 +208,32 @@ pub async fn add_reservations(
 }
 
 /// The reservation lines of each of `order_ids`, by sku.
+///
+/// # Errors
+///
+/// The select failed or a row cannot be read.
 pub async fn reservations(
     tx: &mut Tx,
     order_ids: &[Uuid],
-) -> Result<HashMap<Uuid, Vec<Reserved>>, sqlx::Error> {
-    let mut ids: Vec<String> = order_ids.iter().map(Uuid::to_string).collect();
-    ids.sort_unstable();
-    ids.dedup();
-    let mut reservations: HashMap<Uuid, Vec<Reserved>> = HashMap::new();
-    for range in batch::chunks(ids.len()) {
-        let sql = format!(
+) -> Result<HashMap<Uuid, Vec<Reserved>>, StoreError> {
+    let rows = batch::fetch_in(tx, order_ids.iter().map(Uuid::to_string), |list| {
+        format!(
             "SELECT order_id, sku, quantity, unit_price FROM reservations
-             WHERE order_id IN ({}) ORDER BY order_id, sku",
-            batch::in_list(range.len(), Placeholders::of(tx))
-        );
-        let mut select = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for id in &ids[range] {
-            select = select.bind(id);
-        }
-        for row in select.fetch_all(&mut **tx).await? {
-            let id: String = row.try_get("order_id")?;
-            reservations
-                .entry(parse_column(&id, "order_id")?)
-                .or_default()
-                .push(Reserved {
-                    sku: row.try_get("sku")?,
-                    quantity: row.try_get("quantity")?,
-                    unit_price: row.try_get("unit_price")?,
-                });
-        }
+             WHERE order_id IN ({list}) ORDER BY order_id, sku"
+        )
+    })
+    .await?;
+    let mut reservations: HashMap<Uuid, Vec<Reserved>> = HashMap::new();
+    for row in rows {
+        let id: String = row.try_get("order_id")?;
+        reservations
+            .entry(parse_column(&id, "order_id")?)
+            .or_default()
+            .push(Reserved {
+                sku: row.try_get("sku")?,
+                quantity: row.try_get("quantity")?,
+                unit_price: row.try_get("unit_price")?,
+            });
     }
     Ok(reservations)
 }
@@ -312,7 +241,11 @@ pub async fn reservations(
 /// Adds catalogue products that are missing, and updates names and prices
 /// of those present. Quantities of existing products are left alone: only a
 /// restock may change them. Returns how many products were added.
-pub async fn seed(tx: &mut Tx, catalog: &[CatalogProduct]) -> Result<usize, sqlx::Error> {
+///
+/// # Errors
+///
+/// An insert or update failed.
+pub async fn seed(tx: &mut Tx, catalog: &[CatalogProduct]) -> Result<usize, StoreError> {
     let mut added = 0;
     for product in catalog {
         let inserted = sqlx::query(
@@ -346,7 +279,11 @@ pub async fn seed(tx: &mut Tx, catalog: &[CatalogProduct]) -> Result<usize, sqlx
 }
 
 /// Whether the database is empty of products (first start).
-pub async fn is_empty(tx: &mut Tx) -> Result<bool, sqlx::Error> {
+///
+/// # Errors
+///
+/// The count failed.
+pub async fn is_empty(tx: &mut Tx) -> Result<bool, StoreError> {
     let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM products")
         .fetch_one(&mut **tx)
         .await?;

@@ -14,20 +14,26 @@ use shop_shared::time::Timestamp;
 use sqlx::{AnyConnection, AnyPool, Connection, Row};
 use tokio::sync::Notify;
 
-use super::batch::{self, Placeholders};
-use super::{Db, Dialect, Tx, inbox};
+use super::inbox;
 use crate::bus::{Bus, OutgoingRecord};
+use crate::db::batch;
+use crate::db::{Db, Dialect, StoreError, Tx};
+use crate::service::Service;
 use crate::tasks::{Shutdown, Spawner};
 
 /// Most outbox rows published in one go.
 const BATCH: i64 = 512;
 
 /// Adds `message` in a fresh envelope to the outbox, inside `tx`.
+///
+/// # Errors
+///
+/// The insert failed.
 pub async fn push<M: Message>(
     tx: &mut Tx,
     message: M,
     correlation_id: &str,
-) -> Result<Written, sqlx::Error> {
+) -> Result<Written, StoreError> {
     let mut outgoing = Outgoing::default();
     outgoing.push(message, correlation_id);
     outgoing.write(tx).await
@@ -62,15 +68,24 @@ impl Outgoing {
         self.records.is_empty()
     }
 
+    /// Moves every message of `other` after these.
+    pub fn append(&mut self, mut other: Outgoing) {
+        self.records.append(&mut other.records);
+    }
+
     /// Writes the messages to the outbox, inside `tx`.
-    pub async fn write(self, tx: &mut Tx) -> Result<Written, sqlx::Error> {
+    ///
+    /// # Errors
+    ///
+    /// An insert failed, or the database returned fewer ids than rows.
+    pub async fn write(self, tx: &mut Tx) -> Result<Written, StoreError> {
         let now = Timestamp::now().as_millis();
         let mut rows = Vec::with_capacity(self.records.len());
         let mut records = self.records.into_iter();
         for range in batch::chunks(records.len()) {
             let sql = format!(
                 "INSERT INTO outbox (topic, msg_key, headers, payload, created_at) VALUES {} RETURNING id",
-                batch::values(range.len(), 5, Placeholders::of(tx))
+                batch::values(range.len(), 5, tx.placeholders())
             );
             let chunk: Vec<OutgoingRecord> = records.by_ref().take(range.len()).collect();
             let mut insert = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql));
@@ -87,11 +102,11 @@ impl Outgoing {
             let mut ids = insert.fetch_all(&mut **tx).await?;
             if ids.len() != chunk.len() {
                 // Never hand the relay fewer rows than were written.
-                return Err(sqlx::Error::Protocol(format!(
+                return Err(StoreError::Corrupt(sqlx::Error::Protocol(format!(
                     "the outbox returned {} ids for {} rows",
                     ids.len(),
                     chunk.len()
-                )));
+                ))));
             }
             // Rows get ascending ids in the order of the VALUES list; the
             // order RETURNING lists them in is unspecified.
@@ -134,9 +149,25 @@ struct Pending {
 }
 
 impl RelayHandle {
+    /// Writes `outgoing` to the outbox inside `tx`, commits, and has the
+    /// relay publish the messages.
+    ///
+    /// # Errors
+    ///
+    /// As [`Outgoing::write`] and [`RelayHandle::commit`].
+    pub async fn commit_outgoing(&self, mut tx: Tx, outgoing: Outgoing) -> Result<(), StoreError> {
+        let written = outgoing.write(&mut tx).await?;
+        self.commit(tx, written).await
+    }
+
     /// Commits `tx`, which wrote `written` to the outbox, and has the relay
     /// publish those rows.
-    pub async fn commit(&self, tx: Tx, written: Written) -> Result<(), sqlx::Error> {
+    ///
+    /// # Errors
+    ///
+    /// The commit failed; whether it took effect is unknown, so the relay
+    /// reads the outbox itself next time.
+    pub async fn commit(&self, tx: Tx, written: Written) -> Result<(), StoreError> {
         let Some(queue) = &self.queue else {
             tx.commit().await?;
             self.wake.notify_one();
@@ -159,8 +190,13 @@ impl RelayHandle {
 /// Starts the relay of `db`'s outbox onto `bus`, once it has published what
 /// the outbox holds (rows an earlier run left behind, or rows written
 /// before the service started).
+///
+/// # Errors
+///
+/// On SQLite, what an earlier run left in the outbox could not be read or
+/// published.
 pub async fn start_relay(
-    service: &'static str,
+    service: Service,
     db: Db,
     bus: Arc<dyn Bus>,
     spawner: &Spawner,
@@ -191,7 +227,7 @@ pub async fn start_relay(
 }
 
 struct Relay {
-    service: &'static str,
+    service: Service,
     db: Db,
     bus: Arc<dyn Bus>,
     wake: Arc<Notify>,
@@ -306,7 +342,7 @@ impl Relay {
 
     fn failed(&self, error: &anyhow::Error) {
         tracing::warn!(
-            service = self.service,
+            service = %self.service,
             error = format!("{error:#}"),
             "outbox relay failed; retrying"
         );
@@ -316,7 +352,7 @@ impl Relay {
         if last_prune.elapsed() > Duration::from_secs(3600) {
             *last_prune = std::time::Instant::now();
             if let Err(error) = inbox::prune(&self.db).await {
-                tracing::warn!(service = self.service, %error, "cannot prune processed message ids");
+                tracing::warn!(service = %self.service, %error, "cannot prune processed message ids");
             }
         }
     }
@@ -345,7 +381,7 @@ impl Relay {
                 .execute(&mut connection)
                 .await?;
             tracing::info!(
-                service = self.service,
+                service = %self.service,
                 "this instance now relays the outbox"
             );
             *leader = Some(connection);
@@ -376,7 +412,7 @@ async fn delete(db: &Db, ids: &mut Vec<i64>) -> Result<(), sqlx::Error> {
 }
 
 /// The advisory lock key of a service's relay.
-fn lock_key(service: &str) -> i64 {
+fn lock_key(service: Service) -> i64 {
     let mut hash: i64 = 0x4f55_5442_4f58; // "OUTBOX"
     for byte in format!("outbox-relay:{service}").bytes() {
         hash = hash.wrapping_mul(31).wrapping_add(i64::from(byte));
@@ -387,6 +423,10 @@ fn lock_key(service: &str) -> i64 {
 /// Publishes every row in `db`'s outbox to `bus`, oldest first, deleting
 /// what was published. Queries go through the pool, so no connection is
 /// held while publishing (a SQLite pool has only one).
+///
+/// # Errors
+///
+/// The outbox could not be read or emptied, or the bus refused a record.
 pub async fn flush(db: &Db, bus: &dyn Bus) -> anyhow::Result<()> {
     flush_from(Source::Pool(db.pool()), bus).await
 }
@@ -445,10 +485,14 @@ async fn flush_from(mut source: Source<'_>, bus: &dyn Bus) -> anyhow::Result<()>
 }
 
 /// How many messages wait in `db`'s outbox (for tests and health).
-pub async fn pending(db: &Db) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM outbox")
+///
+/// # Errors
+///
+/// The count failed.
+pub async fn pending(db: &Db) -> Result<i64, StoreError> {
+    Ok(sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM outbox")
         .fetch_one(db.pool())
-        .await
+        .await?)
 }
 
 #[cfg(test)]
@@ -456,7 +500,6 @@ mod tests {
     use super::*;
     use crate::bus::TopicSpec;
     use crate::bus::memory::MemoryBus;
-    use crate::db::Service;
     use crate::metrics::Metrics;
     use crate::tasks::Supervisor;
     use shop_shared::events::{CancelOrder, OrderCommand, topic};
@@ -516,7 +559,7 @@ mod tests {
         let _ = push(&mut tx, cancel(left), "left").await.expect("push");
         tx.commit().await.expect("commit");
 
-        let relay = start_relay("order", db.clone(), Arc::new(bus.clone()), &spawner)
+        let relay = start_relay(Service::Order, db.clone(), Arc::new(bus.clone()), &spawner)
             .await
             .expect("relay");
         assert_eq!(
@@ -576,7 +619,7 @@ mod tests {
         let (supervisor, spawner) = Supervisor::new();
         // No topics yet: every publish fails.
         let bus = MemoryBus::volatile(1, Metrics::default(), &spawner);
-        let relay = start_relay("order", db.clone(), Arc::new(bus.clone()), &spawner)
+        let relay = start_relay(Service::Order, db.clone(), Arc::new(bus.clone()), &spawner)
             .await
             .expect("relay");
         let ids: Vec<Uuid> = (0..3).map(|_| Uuid::new_v4()).collect();

@@ -6,35 +6,22 @@ use std::collections::HashSet;
 use shop_shared::time::Timestamp;
 use uuid::Uuid;
 
-use super::batch::{self, Placeholders};
-use super::{Tx, parse_column};
+use crate::db::batch;
+use crate::db::{Db, StoreError, Tx, parse_column};
 
 /// How long applied message ids are remembered: longer than any bus keeps
 /// a message for redelivery (Kafka's default retention is 7 days).
 pub const REMEMBER_FOR: std::time::Duration = std::time::Duration::from_secs(14 * 24 * 3600);
 
-/// Records `event_id` as applied. Returns false when it already was: the
-/// message is a redelivery and must change nothing.
-pub async fn first_time(tx: &mut Tx, event_id: Uuid) -> Result<bool, sqlx::Error> {
-    let inserted = sqlx::query(
-        "INSERT INTO processed_messages (event_id, processed_at) VALUES ($1, $2)
-         ON CONFLICT (event_id) DO NOTHING",
-    )
-    .bind(event_id.to_string())
-    .bind(Timestamp::now().as_millis())
-    .execute(&mut **tx)
-    .await?;
-    Ok(inserted.rows_affected() == 1)
-}
-
 /// Records every id of `event_ids` as applied, in as few statements as
 /// possible, and returns those applied for the first time now; the others
 /// are redeliveries and must change nothing. An id given twice is new at
 /// most once: the caller applies only its first occurrence.
-pub async fn first_time_many(
-    tx: &mut Tx,
-    event_ids: &[Uuid],
-) -> Result<HashSet<Uuid>, sqlx::Error> {
+///
+/// # Errors
+///
+/// The insert failed; nothing is recorded then.
+pub async fn first_time_many(tx: &mut Tx, event_ids: &[Uuid]) -> Result<HashSet<Uuid>, StoreError> {
     let mut unique: Vec<Uuid> = event_ids.to_vec();
     unique.sort_unstable();
     unique.dedup();
@@ -44,7 +31,7 @@ pub async fn first_time_many(
         let sql = format!(
             "INSERT INTO processed_messages (event_id, processed_at) VALUES {}
              ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
-            batch::values(range.len(), 2, Placeholders::of(tx))
+            batch::values(range.len(), 2, tx.placeholders())
         );
         let mut insert = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql));
         for id in &unique[range] {
@@ -57,8 +44,35 @@ pub async fn first_time_many(
     Ok(fresh)
 }
 
+/// Which of `event_ids` were applied already, read without locking or
+/// recording anything: for work that must happen before its transaction
+/// (a provider call) and is skipped for redeliveries.
+///
+/// # Errors
+///
+/// The select failed.
+pub async fn applied(db: &Db, event_ids: &[Uuid]) -> Result<HashSet<Uuid>, StoreError> {
+    let mut connection = db.pool().acquire().await?;
+    let rows = batch::fetch_in(
+        &mut connection,
+        event_ids.iter().map(Uuid::to_string),
+        |list| format!("SELECT event_id FROM processed_messages WHERE event_id IN ({list})"),
+    )
+    .await?;
+    rows.iter()
+        .map(|row| {
+            let id: String = sqlx::Row::try_get(row, "event_id")?;
+            Ok(parse_column(&id, "event_id")?)
+        })
+        .collect()
+}
+
 /// Forgets ids older than [`REMEMBER_FOR`].
-pub async fn prune(db: &super::Db) -> Result<u64, sqlx::Error> {
+///
+/// # Errors
+///
+/// The delete failed.
+pub async fn prune(db: &Db) -> Result<u64, StoreError> {
     let cutoff = Timestamp::now().as_millis() - REMEMBER_FOR.as_millis() as i64;
     let deleted = sqlx::query("DELETE FROM processed_messages WHERE processed_at < $1")
         .bind(cutoff)

@@ -1,0 +1,739 @@
+//! The stock service's domain, pure: products and their quantities, where
+//! the service stands with each order (reserved, rejected, released, sold),
+//! and the transitions between, tested without a database. The handler
+//! loads a [`StockBook`] for a batch, applies the commands to it, and
+//! writes back what changed.
+//!
+//! Units only move between available, reserved and sold; none is created
+//! or lost, and no product ever has fewer than zero available or reserved.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+
+use shop_shared::domain::{Product, UnknownName};
+use shop_shared::events::{
+    LineItem, PricedLine, ProductEvent, ReserveStock, StockEvent, StockRejected, StockReserved,
+};
+use shop_shared::money::Currency;
+use uuid::Uuid;
+
+/// A product with its quantities.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProductStock {
+    pub sku: String,
+    pub name: String,
+    /// Price of one unit, in minor units of `currency`.
+    pub unit_price: i64,
+    pub currency: Currency,
+    /// Units that can be reserved.
+    pub available: i64,
+    /// Units held by unpaid orders.
+    pub reserved: i64,
+    pub sold: i64,
+    /// Moves up with every change customers can see.
+    pub version: i64,
+}
+
+impl ProductStock {
+    /// The product as customers see it.
+    pub fn view(&self) -> Product {
+        Product {
+            sku: self.sku.clone(),
+            name: self.name.clone(),
+            unit_price: self.unit_price,
+            currency: self.currency,
+            available: self.available,
+            version: self.version,
+        }
+    }
+}
+
+/// Where the stock service stands with one order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OrderStock {
+    /// Its units are held.
+    Reserved,
+    /// There were not enough units; nothing was held.
+    Rejected,
+    /// Its units went back (or it was cancelled before a reservation came,
+    /// which then is not taken).
+    Released,
+    /// Its units are sold.
+    Committed,
+}
+
+impl OrderStock {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OrderStock::Reserved => "RESERVED",
+            OrderStock::Rejected => "REJECTED",
+            OrderStock::Released => "RELEASED",
+            OrderStock::Committed => "COMMITTED",
+        }
+    }
+}
+
+impl FromStr for OrderStock {
+    type Err = UnknownName;
+    fn from_str(text: &str) -> Result<Self, UnknownName> {
+        match text {
+            "RESERVED" => Ok(OrderStock::Reserved),
+            "REJECTED" => Ok(OrderStock::Rejected),
+            "RELEASED" => Ok(OrderStock::Released),
+            "COMMITTED" => Ok(OrderStock::Committed),
+            other => Err(UnknownName(other.to_owned())),
+        }
+    }
+}
+
+/// A change to one product's quantities. The three deltas sum to zero:
+/// units only move between available, reserved and sold.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Delta {
+    pub available: i64,
+    pub reserved: i64,
+    pub sold: i64,
+    /// How many visible changes (the version moves by this much).
+    pub versions: i64,
+}
+
+/// One line of an order's reservation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reserved {
+    pub sku: String,
+    pub quantity: i64,
+    /// In minor units.
+    pub unit_price: i64,
+}
+
+/// A message a transition causes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Published {
+    Stock(StockEvent),
+    Product(ProductEvent),
+}
+
+/// What a reserve command came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReserveOutcome {
+    Reserved,
+    Rejected,
+    /// The order was reserved, rejected or released before: at most once.
+    AlreadyDecided,
+}
+
+/// A command that would break the stock's rules; the batch is not applied.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StockError {
+    #[error("order {order_id} holds units of {sku}, which is not in the catalogue")]
+    UnknownProduct { order_id: Uuid, sku: String },
+    #[error("order {order_id} moves more units of {sku} than there are")]
+    NotEnoughUnits { order_id: Uuid, sku: String },
+}
+
+/// The products and orders one batch works on, changed in memory one
+/// command at a time.
+#[derive(Debug, Default)]
+pub struct StockBook {
+    products: HashMap<String, ProductStock>,
+    states: HashMap<Uuid, OrderStock>,
+    reservations: HashMap<Uuid, Vec<Reserved>>,
+    changes: Changes,
+}
+
+/// What a batch changed, to write back.
+#[derive(Debug, Default, PartialEq)]
+pub struct Changes {
+    /// Orders whose state changed, in the order they first changed.
+    pub states: Vec<(Uuid, OrderStock)>,
+    pub new_reservations: Vec<(Uuid, Reserved)>,
+    /// Per product, by sku.
+    pub deltas: Vec<(String, Delta)>,
+    /// With the order each is about, in the order they happened.
+    pub published: Vec<(Uuid, Published)>,
+}
+
+impl StockBook {
+    /// A book of `products` (by sku), the `states` of the orders the batch
+    /// names, and the `reservations` of those that hold units.
+    pub fn new(
+        products: HashMap<String, ProductStock>,
+        states: HashMap<Uuid, OrderStock>,
+        reservations: HashMap<Uuid, Vec<Reserved>>,
+    ) -> StockBook {
+        StockBook {
+            products,
+            states,
+            reservations,
+            changes: Changes::default(),
+        }
+    }
+
+    /// Where the service stands with `order_id`, as changed so far.
+    pub fn state(&self, order_id: Uuid) -> Option<OrderStock> {
+        self.states.get(&order_id).copied()
+    }
+
+    /// A product as changed so far.
+    pub fn product(&self, sku: &str) -> Option<&ProductStock> {
+        self.products.get(sku)
+    }
+
+    /// Reserves every line of the order or none, at most once per order:
+    /// an order seen before (reserved, rejected, or released before its
+    /// reservation came) is left alone.
+    pub fn reserve(&mut self, command: &ReserveStock) -> ReserveOutcome {
+        let order_id = command.order_id;
+        if self.states.contains_key(&order_id) {
+            return ReserveOutcome::AlreadyDecided;
+        }
+        match decide(&command.lines, &self.products) {
+            Reservation::Reject { unavailable } => {
+                self.set_state(order_id, OrderStock::Rejected);
+                let event = StockEvent::StockRejected(StockRejected {
+                    order_id,
+                    unavailable,
+                });
+                self.changes
+                    .published
+                    .push((order_id, Published::Stock(event)));
+                ReserveOutcome::Rejected
+            }
+            Reservation::Accept {
+                currency,
+                mut lines,
+            } => {
+                self.set_state(order_id, OrderStock::Reserved);
+                lines.sort_by(|a, b| a.sku.cmp(&b.sku));
+                for line in &lines {
+                    let taken = Delta {
+                        available: -line.quantity,
+                        reserved: line.quantity,
+                        sold: 0,
+                        versions: 1,
+                    };
+                    // The decision saw enough units of every line.
+                    let _ = self.change(order_id, &line.sku, taken);
+                    let reserved = Reserved {
+                        sku: line.sku.clone(),
+                        quantity: line.quantity,
+                        unit_price: line.unit_price,
+                    };
+                    self.reservations
+                        .entry(order_id)
+                        .or_default()
+                        .push(reserved.clone());
+                    self.changes.new_reservations.push((order_id, reserved));
+                }
+                let event = StockEvent::StockReserved(StockReserved {
+                    order_id,
+                    currency,
+                    lines,
+                });
+                self.changes
+                    .published
+                    .push((order_id, Published::Stock(event)));
+                ReserveOutcome::Reserved
+            }
+        }
+    }
+
+    /// Gives an order's reserved units back. An order never reserved is
+    /// marked released, so a reservation arriving late is not taken.
+    /// Returns whether units went back.
+    ///
+    /// # Errors
+    ///
+    /// A reservation line names a product that is gone, or more units than
+    /// it holds.
+    pub fn release(&mut self, order_id: Uuid) -> Result<bool, StockError> {
+        match self.states.get(&order_id) {
+            Some(OrderStock::Reserved) => {}
+            None => {
+                self.set_state(order_id, OrderStock::Released);
+                return Ok(false);
+            }
+            Some(_) => return Ok(false),
+        }
+        for line in self.held(order_id) {
+            let back = Delta {
+                available: line.quantity,
+                reserved: -line.quantity,
+                sold: 0,
+                versions: 1,
+            };
+            self.change(order_id, &line.sku, back)?;
+        }
+        self.set_state(order_id, OrderStock::Released);
+        Ok(true)
+    }
+
+    /// Turns an order's reserved units into sold ones; an order not
+    /// reserved is left alone. Returns whether units were sold.
+    ///
+    /// # Errors
+    ///
+    /// As [`StockBook::release`].
+    pub fn commit(&mut self, order_id: Uuid) -> Result<bool, StockError> {
+        if self.states.get(&order_id) != Some(&OrderStock::Reserved) {
+            return Ok(false);
+        }
+        for line in self.held(order_id) {
+            let sold = Delta {
+                available: 0,
+                reserved: -line.quantity,
+                sold: line.quantity,
+                versions: 0,
+            };
+            self.change(order_id, &line.sku, sold)?;
+        }
+        self.set_state(order_id, OrderStock::Committed);
+        Ok(true)
+    }
+
+    /// What changed, deltas in sku order (the order rows are updated in).
+    pub fn into_changes(self) -> Changes {
+        let mut changes = self.changes;
+        changes.deltas.sort_by(|(a, _), (b, _)| a.cmp(b));
+        changes
+    }
+
+    fn held(&self, order_id: Uuid) -> Vec<Reserved> {
+        self.reservations
+            .get(&order_id)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    fn set_state(&mut self, order_id: Uuid, state: OrderStock) {
+        if self.states.insert(order_id, state) == Some(state) {
+            return;
+        }
+        match self
+            .changes
+            .states
+            .iter_mut()
+            .find(|(id, _)| *id == order_id)
+        {
+            Some(entry) => entry.1 = state,
+            None => self.changes.states.push((order_id, state)),
+        }
+    }
+
+    /// Moves units of `sku`, and sends the product's new quantity when the
+    /// available units changed.
+    fn change(&mut self, order_id: Uuid, sku: &str, moved: Delta) -> Result<(), StockError> {
+        let Some(product) = self.products.get_mut(sku) else {
+            return Err(StockError::UnknownProduct {
+                order_id,
+                sku: sku.to_owned(),
+            });
+        };
+        if product.available + moved.available < 0 || product.reserved + moved.reserved < 0 {
+            return Err(StockError::NotEnoughUnits {
+                order_id,
+                sku: sku.to_owned(),
+            });
+        }
+        product.available += moved.available;
+        product.reserved += moved.reserved;
+        product.sold += moved.sold;
+        product.version += moved.versions;
+        if moved.available != 0 {
+            let view = product.view();
+            self.changes.published.push((
+                order_id,
+                Published::Product(ProductEvent::ProductUpdated(view)),
+            ));
+        }
+        let deltas = &mut self.changes.deltas;
+        let index = match deltas.iter().position(|(known, _)| known == sku) {
+            Some(index) => index,
+            None => {
+                deltas.push((sku.to_owned(), Delta::default()));
+                deltas.len() - 1
+            }
+        };
+        let delta = &mut deltas[index].1;
+        delta.available += moved.available;
+        delta.reserved += moved.reserved;
+        delta.sold += moved.sold;
+        delta.versions += moved.versions;
+        Ok(())
+    }
+}
+
+/// What the stock service answers to a reservation request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reservation {
+    /// Every line can be reserved, at these prices.
+    Accept {
+        currency: Currency,
+        lines: Vec<PricedLine>,
+    },
+    /// These skus are missing or have too few units; nothing is reserved.
+    Reject { unavailable: Vec<String> },
+}
+
+/// Decides on `lines` given the current `products` (by sku).
+pub fn decide(lines: &[LineItem], products: &HashMap<String, ProductStock>) -> Reservation {
+    let unavailable: Vec<String> = lines
+        .iter()
+        .filter(|line| {
+            products
+                .get(&line.sku)
+                .is_none_or(|product| line.quantity <= 0 || product.available < line.quantity)
+        })
+        .map(|line| line.sku.clone())
+        .collect();
+    if !unavailable.is_empty() {
+        return Reservation::Reject { unavailable };
+    }
+    let priced: Vec<PricedLine> = lines
+        .iter()
+        .filter_map(|line| {
+            products.get(&line.sku).map(|product| PricedLine {
+                sku: line.sku.clone(),
+                name: product.name.clone(),
+                quantity: line.quantity,
+                unit_price: product.unit_price,
+            })
+        })
+        .collect();
+    let currency = lines
+        .first()
+        .and_then(|line| products.get(&line.sku))
+        .map_or(Currency::EUR, |product| product.currency);
+    if priced.iter().any(|line| {
+        products
+            .get(&line.sku)
+            .is_some_and(|product| product.currency != currency)
+    }) {
+        // One order is paid in one currency; a mixed catalogue cannot sell
+        // these products together.
+        return Reservation::Reject {
+            unavailable: lines.iter().map(|line| line.sku.clone()).collect(),
+        };
+    }
+    Reservation::Accept {
+        currency,
+        lines: priced,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn products(stock: &[(&str, i64)]) -> HashMap<String, ProductStock> {
+        stock
+            .iter()
+            .map(|(sku, available)| {
+                (
+                    (*sku).to_owned(),
+                    ProductStock {
+                        sku: (*sku).to_owned(),
+                        name: format!("{sku} name"),
+                        unit_price: 1_000,
+                        currency: Currency::EUR,
+                        available: *available,
+                        reserved: 0,
+                        sold: 0,
+                        version: 1,
+                    },
+                )
+            })
+            .collect()
+    }
+
+    fn line(sku: &str, quantity: i64) -> LineItem {
+        LineItem {
+            sku: sku.into(),
+            quantity,
+        }
+    }
+
+    #[test]
+    fn accepts_when_every_line_has_enough_units_and_prices_them() {
+        let decision = decide(
+            &[line("A", 2), line("B", 1)],
+            &products(&[("A", 2), ("B", 5)]),
+        );
+        let Reservation::Accept { currency, lines } = decision else {
+            panic!("{decision:?}")
+        };
+        assert_eq!(currency, Currency::EUR);
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[0].unit_price, 1_000);
+        assert_eq!(lines[1].name, "B name");
+    }
+
+    #[test]
+    fn rejects_everything_when_one_line_is_short_and_names_it() {
+        let decision = decide(
+            &[line("A", 1), line("B", 6)],
+            &products(&[("A", 2), ("B", 5)]),
+        );
+        assert_eq!(
+            decision,
+            Reservation::Reject {
+                unavailable: vec!["B".into()]
+            }
+        );
+    }
+
+    #[test]
+    fn unknown_skus_and_non_positive_quantities_are_unavailable() {
+        let decision = decide(&[line("Z", 1), line("A", 0)], &products(&[("A", 2)]));
+        assert_eq!(
+            decision,
+            Reservation::Reject {
+                unavailable: vec!["Z".into(), "A".into()]
+            }
+        );
+    }
+
+    // The order's lifecycle in the book: given a state, when a command
+    // comes, then these units move and these messages go.
+
+    fn order(n: u128) -> Uuid {
+        Uuid::from_u128(n)
+    }
+
+    fn reserve_command(order_id: Uuid, lines: &[(&str, i64)]) -> ReserveStock {
+        ReserveStock {
+            order_id,
+            lines: lines.iter().map(|(sku, n)| line(sku, *n)).collect(),
+        }
+    }
+
+    /// A book holding products A (2 units) and B (5 units), and order 1
+    /// with 1 A and 2 B reserved.
+    fn book_with_order_one_reserved() -> StockBook {
+        let mut products = products(&[("A", 1), ("B", 3)]);
+        for (sku, held) in [("A", 1), ("B", 2)] {
+            products.get_mut(sku).expect("product").reserved = held;
+        }
+        StockBook::new(
+            products,
+            HashMap::from([(order(1), OrderStock::Reserved)]),
+            HashMap::from([(
+                order(1),
+                vec![
+                    Reserved {
+                        sku: "A".into(),
+                        quantity: 1,
+                        unit_price: 1_000,
+                    },
+                    Reserved {
+                        sku: "B".into(),
+                        quantity: 2,
+                        unit_price: 1_000,
+                    },
+                ],
+            )]),
+        )
+    }
+
+    fn units(book: &StockBook, sku: &str) -> (i64, i64, i64) {
+        let product = book.product(sku).expect("product");
+        (product.available, product.reserved, product.sold)
+    }
+
+    fn stock_events(changes: &Changes) -> Vec<&StockEvent> {
+        changes
+            .published
+            .iter()
+            .filter_map(|(_, published)| match published {
+                Published::Stock(event) => Some(event),
+                Published::Product(_) => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn given_a_new_order_when_every_line_has_units_then_they_are_held_and_stock_reserved_goes_out()
+    {
+        let mut book = StockBook::new(
+            products(&[("A", 2), ("B", 5)]),
+            HashMap::new(),
+            HashMap::new(),
+        );
+        let outcome = book.reserve(&reserve_command(order(7), &[("B", 2), ("A", 2)]));
+        assert_eq!(outcome, ReserveOutcome::Reserved);
+        assert_eq!(book.state(order(7)), Some(OrderStock::Reserved));
+        assert_eq!(units(&book, "A"), (0, 2, 0));
+        assert_eq!(units(&book, "B"), (3, 2, 0));
+        let changes = book.into_changes();
+        assert_eq!(changes.states, vec![(order(7), OrderStock::Reserved)]);
+        assert_eq!(changes.new_reservations.len(), 2);
+        let skus: Vec<&str> = changes.deltas.iter().map(|(sku, _)| sku.as_str()).collect();
+        assert_eq!(skus, ["A", "B"], "rows are updated in sku order");
+        let [StockEvent::StockReserved(reserved)] = stock_events(&changes)[..] else {
+            panic!("one StockReserved: {:?}", changes.published)
+        };
+        let lines: Vec<(&str, i64)> = reserved
+            .lines
+            .iter()
+            .map(|line| (line.sku.as_str(), line.quantity))
+            .collect();
+        assert_eq!(lines, [("A", 2), ("B", 2)]);
+        let products = changes
+            .published
+            .iter()
+            .filter(|(_, p)| matches!(p, Published::Product(_)))
+            .count();
+        assert_eq!(products, 2, "each product's new quantity is published");
+    }
+
+    #[test]
+    fn given_a_new_order_when_a_line_is_short_then_nothing_is_held_and_stock_rejected_names_it() {
+        let mut book = StockBook::new(
+            products(&[("A", 2), ("B", 5)]),
+            HashMap::new(),
+            HashMap::new(),
+        );
+        let outcome = book.reserve(&reserve_command(order(7), &[("A", 1), ("B", 6)]));
+        assert_eq!(outcome, ReserveOutcome::Rejected);
+        assert_eq!(book.state(order(7)), Some(OrderStock::Rejected));
+        assert_eq!(units(&book, "A"), (2, 0, 0));
+        let changes = book.into_changes();
+        assert!(changes.deltas.is_empty() && changes.new_reservations.is_empty());
+        assert_eq!(
+            stock_events(&changes),
+            [&StockEvent::StockRejected(StockRejected {
+                order_id: order(7),
+                unavailable: vec!["B".into()],
+            })]
+        );
+    }
+
+    #[test]
+    fn given_a_reserved_order_when_reserve_comes_again_then_nothing_changes() {
+        let mut book = book_with_order_one_reserved();
+        let outcome = book.reserve(&reserve_command(order(1), &[("A", 1)]));
+        assert_eq!(outcome, ReserveOutcome::AlreadyDecided);
+        assert_eq!(units(&book, "A"), (1, 1, 0));
+        assert_eq!(book.into_changes(), Changes::default());
+    }
+
+    #[test]
+    fn given_a_reserved_order_when_released_then_its_units_are_available_again() {
+        let mut book = book_with_order_one_reserved();
+        assert_eq!(book.release(order(1)), Ok(true));
+        assert_eq!(book.state(order(1)), Some(OrderStock::Released));
+        assert_eq!(units(&book, "A"), (2, 0, 0));
+        assert_eq!(units(&book, "B"), (5, 0, 0));
+        let changes = book.into_changes();
+        assert_eq!(changes.states, vec![(order(1), OrderStock::Released)]);
+        assert!(stock_events(&changes).is_empty(), "the order service asked");
+    }
+
+    #[test]
+    fn given_a_released_order_when_released_or_committed_again_then_nothing_changes() {
+        let mut book = book_with_order_one_reserved();
+        book.release(order(1)).expect("released");
+        assert_eq!(book.release(order(1)), Ok(false));
+        assert_eq!(book.commit(order(1)), Ok(false));
+        assert_eq!(book.state(order(1)), Some(OrderStock::Released));
+        assert_eq!(units(&book, "A"), (2, 0, 0));
+    }
+
+    #[test]
+    fn given_an_unseen_order_when_released_then_a_late_reservation_is_not_taken() {
+        let mut book = StockBook::new(products(&[("A", 2)]), HashMap::new(), HashMap::new());
+        assert_eq!(book.release(order(9)), Ok(false));
+        assert_eq!(book.state(order(9)), Some(OrderStock::Released));
+        let outcome = book.reserve(&reserve_command(order(9), &[("A", 1)]));
+        assert_eq!(outcome, ReserveOutcome::AlreadyDecided);
+        assert_eq!(units(&book, "A"), (2, 0, 0));
+        assert_eq!(
+            book.into_changes().states,
+            vec![(order(9), OrderStock::Released)]
+        );
+    }
+
+    #[test]
+    fn given_a_reserved_order_when_committed_then_its_units_are_sold() {
+        let mut book = book_with_order_one_reserved();
+        assert_eq!(book.commit(order(1)), Ok(true));
+        assert_eq!(book.state(order(1)), Some(OrderStock::Committed));
+        assert_eq!(units(&book, "A"), (1, 0, 1));
+        assert_eq!(units(&book, "B"), (3, 0, 2));
+        let changes = book.into_changes();
+        assert!(
+            changes.published.is_empty(),
+            "available units did not change: nothing to tell customers"
+        );
+        assert_eq!(changes.deltas[0].1.sold, 1);
+    }
+
+    #[test]
+    fn given_a_sold_order_when_released_then_the_sale_stands() {
+        let mut book = book_with_order_one_reserved();
+        book.commit(order(1)).expect("sold");
+        assert_eq!(book.release(order(1)), Ok(false));
+        assert_eq!(units(&book, "B"), (3, 0, 2));
+    }
+
+    #[test]
+    fn given_a_rejected_order_when_committed_then_nothing_is_sold() {
+        let mut book = StockBook::new(
+            products(&[("A", 2)]),
+            HashMap::from([(order(3), OrderStock::Rejected)]),
+            HashMap::new(),
+        );
+        assert_eq!(book.commit(order(3)), Ok(false));
+        assert_eq!(book.state(order(3)), Some(OrderStock::Rejected));
+        assert_eq!(book.into_changes(), Changes::default());
+    }
+
+    #[test]
+    fn given_a_reservation_of_a_product_that_is_gone_when_released_then_it_is_an_error() {
+        let mut book = StockBook::new(
+            HashMap::new(),
+            HashMap::from([(order(4), OrderStock::Reserved)]),
+            HashMap::from([(
+                order(4),
+                vec![Reserved {
+                    sku: "GONE".into(),
+                    quantity: 1,
+                    unit_price: 1,
+                }],
+            )]),
+        );
+        assert_eq!(
+            book.release(order(4)),
+            Err(StockError::UnknownProduct {
+                order_id: order(4),
+                sku: "GONE".into()
+            })
+        );
+    }
+
+    #[test]
+    fn given_fewer_reserved_units_than_a_reservation_holds_when_released_then_it_is_an_error() {
+        let mut book = book_with_order_one_reserved();
+        book.products.get_mut("B").expect("B").reserved = 1;
+        assert_eq!(
+            book.release(order(1)),
+            Err(StockError::NotEnoughUnits {
+                order_id: order(1),
+                sku: "B".into()
+            })
+        );
+    }
+
+    #[test]
+    fn order_states_are_stored_by_their_names() {
+        for state in [
+            OrderStock::Reserved,
+            OrderStock::Rejected,
+            OrderStock::Released,
+            OrderStock::Committed,
+        ] {
+            assert_eq!(state.as_str().parse::<OrderStock>(), Ok(state));
+        }
+        assert!("SOLD".parse::<OrderStock>().is_err());
+    }
+}

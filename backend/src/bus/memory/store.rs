@@ -13,7 +13,7 @@ use super::writer::{Placed, TopicCreation};
 use super::{Shared, TopicLog};
 use crate::bus::{Partitioner, Record};
 use crate::db::batch::{self, Placeholders};
-use crate::db::checkpoint;
+use crate::db::{Dialect, checkpoint, migrate};
 
 /// The SQLite file behind the log.
 pub(super) struct LogStore {
@@ -22,55 +22,14 @@ pub(super) struct LogStore {
 }
 
 impl LogStore {
+    /// Brings the log's schema up to date (`migrations/bus`).
     pub(super) async fn migrate(&mut self) -> Result<(), sqlx::Error> {
-        sqlx::raw_sql(
-            "CREATE TABLE IF NOT EXISTS bus_topics (
-                name TEXT PRIMARY KEY,
-                partitions INTEGER NOT NULL,
-                compacted INTEGER NOT NULL,
-                partitioner TEXT NOT NULL
-            );
-            CREATE TABLE IF NOT EXISTS bus_records (
-                topic TEXT NOT NULL,
-                part INTEGER NOT NULL,
-                record_offset INTEGER NOT NULL,
-                record_key TEXT NOT NULL,
-                headers TEXT NOT NULL,
-                payload BLOB NOT NULL,
-                created_at INTEGER NOT NULL,
-                PRIMARY KEY (topic, part, record_offset)
-            ) WITHOUT ROWID;
-            CREATE TABLE IF NOT EXISTS bus_log_end (
-                topic TEXT NOT NULL,
-                part INTEGER NOT NULL,
-                next_offset INTEGER NOT NULL,
-                PRIMARY KEY (topic, part)
-            ) WITHOUT ROWID;
-            CREATE TABLE IF NOT EXISTS bus_group_offsets (
-                group_id TEXT NOT NULL,
-                topic TEXT NOT NULL,
-                part INTEGER NOT NULL,
-                next_offset INTEGER NOT NULL,
-                PRIMARY KEY (group_id, topic, part)
-            ) WITHOUT ROWID;",
+        migrate::run::<sqlx::Sqlite>(
+            &mut self.connection,
+            Dialect::Sqlite,
+            &[("bus", migrate::BUS)],
         )
-        .execute(&mut self.connection)
-        .await?;
-        // A log written before topics named their partitioner placed every
-        // key with FNV-1a: its topics keep doing so.
-        let has_partitioner: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM pragma_table_info('bus_topics') WHERE name = 'partitioner'",
-        )
-        .fetch_one(&mut self.connection)
-        .await?;
-        if has_partitioner == 0 {
-            sqlx::raw_sql(
-                "ALTER TABLE bus_topics ADD COLUMN partitioner TEXT NOT NULL DEFAULT 'fnv1a'",
-            )
-            .execute(&mut self.connection)
-            .await?;
-        }
-        Ok(())
+        .await
     }
 
     pub(super) async fn load(&mut self) -> anyhow::Result<Shared> {

@@ -520,3 +520,257 @@ async fn publishing_to_an_unknown_topic_is_refused() {
     let refused = bus.publish(vec![record("nope", "k", "v")]).await;
     assert!(matches!(refused, Err(BusError::UnknownTopic(name)) if name == "nope"));
 }
+
+/// The schema of the bus log as the first version of the bus wrote it,
+/// before topics named their partitioner and before `schema_migrations`.
+const FIRST_LOG_SCHEMA: &str = "
+    CREATE TABLE IF NOT EXISTS bus_topics (
+        name TEXT PRIMARY KEY,
+        partitions INTEGER NOT NULL,
+        compacted INTEGER NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS bus_records (
+        topic TEXT NOT NULL,
+        part INTEGER NOT NULL,
+        record_offset INTEGER NOT NULL,
+        record_key TEXT NOT NULL,
+        headers TEXT NOT NULL,
+        payload BLOB NOT NULL,
+        created_at INTEGER NOT NULL,
+        PRIMARY KEY (topic, part, record_offset)
+    ) WITHOUT ROWID;
+    CREATE TABLE IF NOT EXISTS bus_log_end (
+        topic TEXT NOT NULL,
+        part INTEGER NOT NULL,
+        next_offset INTEGER NOT NULL,
+        PRIMARY KEY (topic, part)
+    ) WITHOUT ROWID;
+    CREATE TABLE IF NOT EXISTS bus_group_offsets (
+        group_id TEXT NOT NULL,
+        topic TEXT NOT NULL,
+        part INTEGER NOT NULL,
+        next_offset INTEGER NOT NULL,
+        PRIMARY KEY (group_id, topic, part)
+    ) WITHOUT ROWID;";
+
+/// The table of topics as the bus wrote it once topics named their
+/// partitioner, still without `schema_migrations`; its other tables were
+/// those of [`FIRST_LOG_SCHEMA`].
+const PARTITIONER_TOPICS: &str = "
+    CREATE TABLE bus_topics (
+        name TEXT PRIMARY KEY,
+        partitions INTEGER NOT NULL,
+        compacted INTEGER NOT NULL,
+        partitioner TEXT NOT NULL
+    );";
+
+/// Runs `sql` on the SQLite file at `path`, creating it if needed.
+async fn write_log(path: &Path, sql: &'static str) {
+    let options = SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true);
+    let mut connection = SqliteConnection::connect_with(&options)
+        .await
+        .expect("log file");
+    sqlx::raw_sql(sql)
+        .execute(&mut connection)
+        .await
+        .expect("log written");
+    connection.close().await.expect("closed");
+}
+
+/// What the log file at `path` says: each topic's stored partitioner, and
+/// the bus migrations it records, in order.
+async fn stored(path: &Path) -> (Vec<(String, String)>, Vec<(i64, String)>) {
+    let options = SqliteConnectOptions::new().filename(path);
+    let mut connection = SqliteConnection::connect_with(&options)
+        .await
+        .expect("log file");
+    let partitioners = sqlx::query_as("SELECT name, partitioner FROM bus_topics ORDER BY name")
+        .fetch_all(&mut connection)
+        .await
+        .expect("topics");
+    let migrations = sqlx::query_as(
+        "SELECT version, name FROM schema_migrations WHERE scope = 'bus' ORDER BY version",
+    )
+    .fetch_all(&mut connection)
+    .await
+    .expect("migrations");
+    connection.close().await.expect("closed");
+    (partitioners, migrations)
+}
+
+/// Both bus migrations, as `schema_migrations` lists them.
+fn bus_migrations() -> Vec<(i64, String)> {
+    vec![
+        (1, "0001_log".to_owned()),
+        (2, "0002_topic_partitioner".to_owned()),
+    ]
+}
+
+/// The partitioner topic `name` of `bus` places keys with.
+fn partitioner_of(bus: &MemoryBus, name: &str) -> Partitioner {
+    bus.inner.shared.topic(name).expect("topic").partitioner
+}
+
+#[tokio::test]
+async fn a_log_of_the_first_schema_keeps_its_records_offsets_and_fnv1a_placement() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let path = dir.path().join("bus.sqlite");
+    write_log(&path, FIRST_LOG_SCHEMA).await;
+    write_log(
+        &path,
+        "INSERT INTO bus_topics VALUES ('old', 4, 0);
+         INSERT INTO bus_records VALUES
+             ('old', 0, 0, 'a', '[]', X'6669727374', 1700000000000),
+             ('old', 0, 1, 'a', '[[\"trace\",\"t-1\"]]', X'7365636F6E64', 1700000000001),
+             ('old', 3, 0, 'b', '[]', X'7468697264', 1700000000002);
+         INSERT INTO bus_log_end VALUES ('old', 2, 5);
+         INSERT INTO bus_group_offsets VALUES ('g', 'old', 2, 5);",
+    )
+    .await;
+
+    let (bus, supervisor) = open(&path, 4).await;
+    let kept: Vec<_> = bus
+        .records("old")
+        .iter()
+        .map(|record| {
+            (
+                record.partition,
+                record.offset,
+                record.key.clone(),
+                record.headers.clone(),
+                String::from_utf8_lossy(&record.payload).into_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        kept,
+        vec![
+            (0, 0, "a".to_owned(), vec![], "first".to_owned()),
+            (
+                0,
+                1,
+                "a".to_owned(),
+                vec![("trace".to_owned(), "t-1".to_owned())],
+                "second".to_owned()
+            ),
+            (3, 0, "b".to_owned(), vec![], "third".to_owned()),
+        ],
+        "every record survives the upgrade"
+    );
+    assert_eq!(
+        lock(&bus.inner.shared.committed)
+            .get(&("g".to_owned(), "old".to_owned(), 2))
+            .copied(),
+        Some(5),
+        "committed offsets survive the upgrade"
+    );
+    let topic = bus.inner.shared.topic("old").expect("topic");
+    assert_eq!(
+        *topic.partitions[2].end.borrow(),
+        5,
+        "a partition trimmed empty still ends where it did"
+    );
+    assert_eq!(partitioner_of(&bus, "old"), Partitioner::Fnv1a);
+    bus.publish(vec![record("old", "order-7", "fourth")])
+        .await
+        .expect("published");
+    let appended = bus
+        .records("old")
+        .into_iter()
+        .find(|record| record.key == "order-7")
+        .expect("appended");
+    assert_eq!(
+        appended.partition,
+        Partitioner::Fnv1a.partition("order-7", 4),
+        "new records of an old topic are placed as before"
+    );
+    drop(bus);
+    stop(supervisor).await;
+
+    let (partitioners, migrations) = stored(&path).await;
+    assert_eq!(partitioners, vec![("old".to_owned(), "fnv1a".to_owned())]);
+    assert_eq!(migrations, bus_migrations());
+
+    // Opened again, nothing is migrated twice and nothing is lost.
+    let (bus, supervisor) = open(&path, 4).await;
+    assert_eq!(bus.records("old").len(), 4);
+    assert_eq!(partitioner_of(&bus, "old"), Partitioner::Fnv1a);
+    drop(bus);
+    stop(supervisor).await;
+    assert_eq!(stored(&path).await.1, bus_migrations());
+}
+
+#[tokio::test]
+async fn a_log_whose_topics_name_their_partitioner_is_recognised_without_migrating_it_again() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let path = dir.path().join("bus.sqlite");
+    write_log(&path, PARTITIONER_TOPICS).await;
+    write_log(&path, FIRST_LOG_SCHEMA).await;
+    write_log(
+        &path,
+        "INSERT INTO bus_topics VALUES ('new', 2, 0, 'murmur2'), ('old', 2, 1, 'fnv1a');
+         INSERT INTO bus_records VALUES ('new', 1, 5, 'k', '[]', X'76', 1700000000000);
+         INSERT INTO bus_log_end VALUES ('old', 0, 9);",
+    )
+    .await;
+
+    let (bus, supervisor) = open(&path, 2).await;
+    assert_eq!(partitioner_of(&bus, "new"), Partitioner::Murmur2);
+    assert_eq!(partitioner_of(&bus, "old"), Partitioner::Fnv1a);
+    let kept = bus.records("new");
+    assert_eq!(kept.len(), 1);
+    assert_eq!((kept[0].partition, kept[0].offset), (1, 5));
+    // A key of partition 0, which a trim emptied at offset 9.
+    let key = (0..)
+        .map(|n| format!("k{n}"))
+        .find(|key| Partitioner::Fnv1a.partition(key, 2) == 0)
+        .expect("a key of partition 0");
+    bus.publish(vec![record("old", &key, "v")])
+        .await
+        .expect("published");
+    let appended = bus.records("old");
+    assert_eq!(appended.len(), 1);
+    assert_eq!(
+        (appended[0].partition, appended[0].offset),
+        (0, 9),
+        "an old topic places keys with FNV-1a and goes on from where it ended"
+    );
+    drop(bus);
+    stop(supervisor).await;
+
+    let (partitioners, migrations) = stored(&path).await;
+    assert_eq!(
+        partitioners,
+        vec![
+            ("new".to_owned(), "murmur2".to_owned()),
+            ("old".to_owned(), "fnv1a".to_owned())
+        ]
+    );
+    assert_eq!(migrations, bus_migrations());
+}
+
+#[tokio::test]
+async fn a_fresh_log_creates_its_topics_with_murmur2() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let path = dir.path().join("bus.sqlite");
+    let (bus, supervisor) = open(&path, 4).await;
+    bus.ensure_topics(&[topic("fresh", false)])
+        .await
+        .expect("topic");
+    assert_eq!(partitioner_of(&bus, "fresh"), Partitioner::Murmur2);
+    drop(bus);
+    stop(supervisor).await;
+
+    let (partitioners, migrations) = stored(&path).await;
+    assert_eq!(
+        partitioners,
+        vec![("fresh".to_owned(), "murmur2".to_owned())]
+    );
+    assert_eq!(migrations, bus_migrations());
+    let (bus, supervisor) = open(&path, 4).await;
+    assert_eq!(partitioner_of(&bus, "fresh"), Partitioner::Murmur2);
+    drop(bus);
+    stop(supervisor).await;
+}

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use ratatui::layout::Rect;
 use shop_shared::domain::{MAX_LINES, MAX_QUANTITY, Order, OrderStatus, Product};
+use shop_shared::money::Money;
 use shop_shared::time::Timestamp;
 use uuid::Uuid;
 
@@ -214,7 +215,7 @@ impl App {
     }
 
     /// The cart's total, if every line is priced in one currency.
-    pub fn cart_total(&self) -> Option<(i64, shop_shared::money::Currency)> {
+    pub fn cart_total(&self) -> Option<Money> {
         let mut total = 0i64;
         let mut currency = None;
         for (sku, quantity) in &self.cart {
@@ -225,7 +226,7 @@ impl App {
             currency = Some(product.currency);
             total = total.saturating_add(product.unit_price.saturating_mul(*quantity));
         }
-        currency.map(|currency| (total, currency))
+        currency.map(|currency| Money::new(total, currency))
     }
 
     fn rows(&self, pane: Pane) -> usize {
@@ -740,7 +741,10 @@ mod tests {
         );
         assert_eq!(
             app.cart_total(),
-            Some((450_000 + 220_000, shop_shared::money::Currency::EUR))
+            Some(Money::new(
+                450_000 + 220_000,
+                shop_shared::money::Currency::EUR
+            ))
         );
         keys(
             &mut app,

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use clap::CommandFactory;
 use shop_shared::client::{Client, ClientError, Push, websocket_url};
-use shop_shared::domain::{Order, OrderStatus, Product, TimelineEvent};
+use shop_shared::domain::{
+    Order, OrderLines, OrderLinesError, OrderStatus, Product, TimelineEvent,
+};
 use shop_shared::protocol::ErrorCode;
 use shop_shared::time::Timestamp;
 use shop_shared::tokens::Tokens;
@@ -130,8 +132,16 @@ async fn products(context: &Context) -> Result<(), CliError> {
     Ok(())
 }
 
-/// Reads `SKU[:QTY]` arguments; the same sku twice adds up.
-pub fn parse_lines(arguments: &[String]) -> Result<Vec<(String, i64)>, CliError> {
+/// Reads `SKU[:QTY]` arguments as the lines of an order; the same sku twice
+/// adds up.
+///
+/// # Errors
+///
+/// A usage error for an argument that is not `SKU[:QTY]` with a whole
+/// quantity of at least 1, and, with the gateway's message, for lines that
+/// are not an order ([`OrderLines::parse`]): a sku of the wrong shape, more
+/// than `MAX_LINES` skus, more than `MAX_QUANTITY` of one sku.
+pub fn parse_lines(arguments: &[String]) -> Result<OrderLines, CliError> {
     let mut lines: BTreeMap<String, (usize, i64)> = BTreeMap::new();
     for (position, argument) in arguments.iter().enumerate() {
         let (sku, quantity) = match argument.split_once(':') {
@@ -158,10 +168,20 @@ pub fn parse_lines(arguments: &[String]) -> Result<Vec<(String, i64)>, CliError>
         .map(|(sku, (position, quantity))| (position, sku, quantity))
         .collect();
     ordered.sort();
-    Ok(ordered
-        .into_iter()
-        .map(|(_, sku, quantity)| (sku, quantity))
-        .collect())
+    OrderLines::parse(
+        ordered
+            .iter()
+            .map(|(_, sku, quantity)| (sku.as_str(), *quantity)),
+    )
+    .map_err(|error| match error {
+        OrderLinesError::InvalidSku(_) | OrderLinesError::UnknownSku(_) => unknown_sku(error),
+        other => CliError::usage(other.to_string()),
+    })
+}
+
+/// The shop sells no such sku.
+fn unknown_sku(message: impl std::fmt::Display) -> CliError {
+    CliError::usage(format!("{message}; `shop products` lists what is for sale"))
 }
 
 async fn order(
@@ -174,7 +194,7 @@ async fn order(
     let key = key.unwrap_or_else(|| Uuid::new_v4().to_string());
     let borrowed: Vec<(&str, i64)> = lines
         .iter()
-        .map(|(sku, quantity)| (sku.as_str(), *quantity))
+        .map(|(sku, quantity)| (sku.as_str(), quantity.get()))
         .collect();
     let placed = client
         .place_order(&borrowed, &key)
@@ -183,7 +203,7 @@ async fn order(
             ClientError::Server {
                 code: ErrorCode::UnknownSku,
                 message,
-            } => CliError::usage(format!("{message}; `shop products` lists what is for sale")),
+            } => unknown_sku(message),
             other => context.fail(other),
         })?;
     let order = match client.wait_for_checkout(placed.id, context.timeout()).await {
@@ -631,10 +651,34 @@ mod tests {
     #[test]
     fn lines_take_optional_quantities_and_add_up_repeats() {
         let lines = parse_lines(&args(&["SKU-002", "SKU-001:2", "SKU-002:3"])).expect("valid");
+        let lines: Vec<(String, i64)> = lines
+            .iter()
+            .map(|(sku, quantity)| (sku.to_string(), quantity.get()))
+            .collect();
         assert_eq!(
             lines,
             vec![("SKU-002".to_owned(), 4), ("SKU-001".to_owned(), 2)]
         );
+    }
+
+    #[test]
+    fn lines_the_shop_would_refuse_are_usage_errors_with_the_gateways_message() {
+        let message = |list: &[&str]| {
+            let error = parse_lines(&args(list)).expect_err("refused");
+            assert_eq!(error.exit, Exit::Usage, "{list:?}");
+            error.message
+        };
+        assert_eq!(
+            message(&["SKU 001"]),
+            "unknown sku \"SKU 001\"; `shop products` lists what is for sale"
+        );
+        assert_eq!(
+            message(&["SKU-001:600", "SKU-001:401"]),
+            "quantity of SKU-001 must be between 1 and 1000, not 1001"
+        );
+        let many: Vec<String> = (0..21).map(|n| format!("SKU-{n:03}")).collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        assert_eq!(message(&many), "an order has at most 20 lines, not 21");
     }
 
     #[test]

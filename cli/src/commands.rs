@@ -1,17 +1,17 @@
 //! What each command does. Every command speaks only the gateway's
-//! WebSocket protocol, through the client of `shop-shared`.
+//! WebSocket protocol, through the client of `shop-client`.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use clap::CommandFactory;
-use shop_shared::client::{Client, ClientError, Push, websocket_url};
+use shop_client::tokens::Tokens;
+use shop_client::{Client, ClientError, Push, websocket_url};
 use shop_shared::domain::{
     Order, OrderLines, OrderLinesError, OrderStatus, Product, TimelineEvent,
 };
 use shop_shared::protocol::ErrorCode;
 use shop_shared::time::Timestamp;
-use shop_shared::tokens::Tokens;
 use uuid::Uuid;
 
 use crate::args::{Cli, Command, Global};
@@ -468,7 +468,7 @@ async fn pay(context: &Context, text: &str, open: bool, wait: bool) -> Result<()
     if !context.global.json {
         println!("{url}");
     }
-    if open && let Err(problem) = shop_shared::browser::open(&url) {
+    if open && let Err(problem) = shop_client::browser::open(&url) {
         eprintln!("shop: could not open a browser ({problem}); open the URL above yourself");
     }
     if !wait {

@@ -1,5 +1,5 @@
 //! Starts the real shop and drives it as customers do: through the
-//! WebSocket client of `shop-shared` and plain HTTP.
+//! WebSocket client of `shop-client` and plain HTTP.
 //!
 //! - Embedded mode: one `shop-backend` process on a free port with a fresh
 //!   data directory.
@@ -19,7 +19,7 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
-use shop_shared::client::{Client, Push, websocket_url};
+use shop_client::{Client, Push, websocket_url};
 use shop_shared::domain::{CancelReason, Order, OrderStatus, Product, TimelineEvent};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};

@@ -5,21 +5,20 @@
 //! method sends one frame and awaits the reply with the same request id.
 //! Pushes (product and order changes) arrive on [`Client::subscribe`].
 
-use crate::sync::lock;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
+use shop_shared::domain::{Order, OrderStatus, Product};
+use shop_shared::protocol::{
+    ClientMessage, ErrorCode, OrderLineRequest, PROTOCOL_VERSION, ServerMessage,
+};
+use shop_shared::sync::lock;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use uuid::Uuid;
-
-use crate::domain::{Order, OrderStatus, Product};
-use crate::protocol::{
-    ClientMessage, ErrorCode, OrderLineRequest, PROTOCOL_VERSION, ServerMessage,
-};
 
 /// How long a command waits for its reply unless told otherwise.
 pub const DEFAULT_REPLY_TIMEOUT: Duration = Duration::from_secs(30);

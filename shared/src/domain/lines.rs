@@ -425,16 +425,13 @@ mod tests {
     #[test]
     fn given_the_lines_of_a_place_order_command_when_parsed_then_they_become_line_items_again() {
         use crate::events::LineItem;
-        let items = vec![
-            LineItem {
-                sku: "SKU-001".into(),
-                quantity: 2,
-            },
-            LineItem {
-                sku: "SKU-002".into(),
-                quantity: 1,
-            },
-        ];
+        let items: Vec<LineItem> = [("SKU-001", 2), ("SKU-002", 1)]
+            .into_iter()
+            .map(|(sku, quantity)| LineItem {
+                sku: sku.into(),
+                quantity,
+            })
+            .collect();
         let lines = OrderLines::parse(&items).expect("valid");
         assert_eq!(Vec::<LineItem>::from(lines), items);
     }

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use shop_shared::client::{Client, ClientError, Push};
+use shop_client::{Client, ClientError, Push};
 use shop_shared::domain::{Order, OrderStatus};
 use tokio::sync::{broadcast, oneshot};
 use tokio::time::Instant;

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use clap::error::ErrorKind;
-use shop_shared::client::websocket_url;
+use shop_client::websocket_url;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
@@ -222,7 +222,7 @@ async fn run(args: &RunArgs) -> Result<ExitCode, Failure> {
 
 /// Opens `count` customer connections, 32 at a time.
 async fn connect(url: &str, count: u32) -> Result<Vec<Connection>, Failure> {
-    let unreachable = |error: shop_shared::client::ClientError| {
+    let unreachable = |error: shop_client::ClientError| {
         (
             EXIT_UNREACHABLE,
             format!(

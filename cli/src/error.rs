@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use shop_shared::client::ClientError;
+use shop_client::ClientError;
 use shop_shared::protocol::ErrorCode;
 
 /// Exit codes, documented in `shop --help` and the README.

@@ -1,5 +1,5 @@
 //! `shop`: the scriptable command-line client of the shop. It speaks only
-//! the gateway's WebSocket protocol, through the client of `shop-shared`.
+//! the gateway's WebSocket protocol, through the client of `shop-client`.
 
 mod args;
 mod commands;

@@ -5,7 +5,7 @@ use std::io::IsTerminal;
 use std::time::Duration;
 
 use shop_shared::domain::{Order, OrderStatus};
-use shop_shared::money::Currency;
+use shop_shared::money::{Currency, Money};
 use shop_shared::time::Timestamp;
 
 /// Whether to paint.
@@ -71,10 +71,11 @@ pub fn status_text(order: &Order) -> String {
     }
 }
 
-/// Money for people, or `-` when there is none yet.
+/// Money for people, or `-` when there is none yet. `amount` is in minor
+/// units of `currency`.
 pub fn money(amount: Option<i64>, currency: Option<Currency>) -> String {
     match (amount, currency) {
-        (Some(amount), Some(currency)) => currency.format(amount),
+        (Some(amount), Some(currency)) => Money::new(amount, currency).to_string(),
         _ => "-".to_owned(),
     }
 }

@@ -1,5 +1,8 @@
 //! The domain vocabulary every part of shop speaks: products, orders, their
 //! statuses, and the limits on what a customer may ask for.
+//!
+//! [`Sku`], [`Quantity`] and [`OrderLines`] (in `domain/lines.rs`) hold
+//! those limits: input becomes one of them at the edge.
 
 use std::fmt;
 use std::str::FromStr;
@@ -9,6 +12,10 @@ use uuid::Uuid;
 
 use crate::money::Currency;
 use crate::time::Timestamp;
+
+mod lines;
+
+pub use lines::{OrderLines, OrderLinesError, Quantity, QuantityError, Sku, SkuError};
 
 /// Most lines one order may have.
 pub const MAX_LINES: usize = 20;
@@ -235,7 +242,7 @@ pub fn short_id(id: &Uuid) -> String {
 }
 
 /// Whether `sku` has the shape of a sku: 1 to 64 letters, digits, `-`, `_`
-/// or `.`.
+/// or `.`. The rule [`Sku::parse`] applies; at an edge, parse instead.
 pub fn is_valid_sku(sku: &str) -> bool {
     !sku.is_empty()
         && sku.len() <= MAX_SKU_LEN

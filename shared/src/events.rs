@@ -10,7 +10,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::domain::{Order, Product};
+use crate::domain::{Order, OrderLines, Product};
 use crate::money::Currency;
 use crate::time::Timestamp;
 
@@ -121,6 +121,25 @@ impl<M: Message> Envelope<M> {
 pub struct LineItem {
     pub sku: String,
     pub quantity: i64,
+}
+
+/// Lets [`OrderLines::parse`] read a `&[LineItem]`.
+impl<'a> From<&'a LineItem> for (&'a str, i64) {
+    fn from(line: &'a LineItem) -> Self {
+        (line.sku.as_str(), line.quantity)
+    }
+}
+
+impl From<OrderLines> for Vec<LineItem> {
+    fn from(lines: OrderLines) -> Self {
+        lines
+            .into_iter()
+            .map(|(sku, quantity)| LineItem {
+                sku: sku.into_string(),
+                quantity: quantity.get(),
+            })
+            .collect()
+    }
 }
 
 /// A line as the stock service priced it when reserving.

@@ -2,7 +2,8 @@
 //!
 //! Amounts travel as `i64` minor units (cents for EUR); this module parses
 //! decimal strings such as `"4500.00"` exactly and formats amounts for people
-//! (`4,500.00 EUR`).
+//! (`4,500.00 EUR`). [`Money`] keeps an amount with its currency, so the two
+//! cannot be shown apart.
 
 use std::fmt;
 
@@ -103,12 +104,13 @@ impl Currency {
         Ok(minor)
     }
 
-    /// Formats minor units for people: `4,500.00 EUR`.
+    /// Formats `minor` (minor units) for people: `4,500.00 EUR`; the same
+    /// as [`Money`]'s `Display`.
     pub fn format(&self, minor: i64) -> String {
-        format!("{} {}", self.format_number(minor), self.as_str())
+        Money::new(minor, *self).to_string()
     }
 
-    /// Formats minor units without the code: `4,500.00`.
+    /// Formats `minor` (minor units) without the code: `4,500.00`.
     pub fn format_number(&self, minor: i64) -> String {
         let decimals = self.decimals();
         let scale = 10_u64.pow(decimals);
@@ -165,6 +167,44 @@ impl fmt::Debug for Currency {
     }
 }
 
+/// An amount of money: integer minor units of one currency.
+///
+/// Shown to people as `4,500.00 EUR`. It has no serde form: events and the
+/// protocol carry the amount and the currency as separate fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Money {
+    /// Minor units of `currency` (cents for EUR); negative for a refund.
+    minor: i64,
+    currency: Currency,
+}
+
+impl Money {
+    /// `minor` minor units of `currency`.
+    pub const fn new(minor: i64, currency: Currency) -> Self {
+        Money { minor, currency }
+    }
+
+    /// The amount in minor units.
+    pub const fn minor(self) -> i64 {
+        self.minor
+    }
+
+    pub const fn currency(self) -> Currency {
+        self.currency
+    }
+}
+
+impl fmt::Display for Money {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} {}",
+            self.currency.format_number(self.minor),
+            self.currency
+        )
+    }
+}
+
 /// The amount of one order line: unit price × quantity, or `None` when it
 /// does not fit in `i64` minor units.
 pub fn line_amount(unit_price: i64, quantity: u32) -> Option<i64> {
@@ -209,6 +249,28 @@ mod tests {
         assert_eq!(eur.format(-1_000), "-10.00 EUR");
         let jpy = Currency::new("JPY").expect("valid code");
         assert_eq!(jpy.format(1_234_567), "1,234,567 JPY");
+    }
+
+    #[test]
+    fn given_minor_units_when_money_is_displayed_then_it_reads_like_an_amount_with_its_code() {
+        assert_eq!(
+            Money::new(450_000, Currency::EUR).to_string(),
+            "4,500.00 EUR"
+        );
+        assert_eq!(Money::new(5, Currency::EUR).to_string(), "0.05 EUR");
+        assert_eq!(Money::new(-1_000, Currency::EUR).to_string(), "-10.00 EUR");
+        let jpy = Currency::new("JPY").expect("valid code");
+        assert_eq!(Money::new(1_234_567, jpy).to_string(), "1,234,567 JPY");
+        let bhd = Currency::new("BHD").expect("valid code");
+        assert_eq!(Money::new(1_500, bhd).to_string(), "1.500 BHD");
+    }
+
+    #[test]
+    fn given_money_when_taken_apart_then_it_gives_back_its_minor_units_and_currency() {
+        let money = Money::new(1_999, Currency::EUR);
+        assert_eq!(money.minor(), 1_999);
+        assert_eq!(money.currency(), Currency::EUR);
+        assert_eq!(money.to_string(), Currency::EUR.format(1_999));
     }
 
     #[test]

@@ -177,6 +177,14 @@ pub struct OrderLineRequest {
     pub quantity: i64,
 }
 
+/// Lets [`OrderLines::parse`](crate::domain::OrderLines::parse) read a
+/// `&[OrderLineRequest]`.
+impl<'a> From<&'a OrderLineRequest> for (&'a str, i64) {
+    fn from(line: &'a OrderLineRequest) -> Self {
+        (line.sku.as_str(), line.quantity)
+    }
+}
+
 /// A frame from the gateway.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]

@@ -9,7 +9,10 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use ratatui::layout::Rect;
-use shop_shared::domain::{MAX_LINES, MAX_QUANTITY, Order, OrderStatus, Product};
+use shop_shared::domain::{
+    MAX_LINES, MAX_QUANTITY, Order, OrderLines, OrderLinesError, OrderStatus, Product,
+};
+use shop_shared::money::Money;
 use shop_shared::time::Timestamp;
 use uuid::Uuid;
 
@@ -214,7 +217,7 @@ impl App {
     }
 
     /// The cart's total, if every line is priced in one currency.
-    pub fn cart_total(&self) -> Option<(i64, shop_shared::money::Currency)> {
+    pub fn cart_total(&self) -> Option<Money> {
         let mut total = 0i64;
         let mut currency = None;
         for (sku, quantity) in &self.cart {
@@ -225,7 +228,7 @@ impl App {
             currency = Some(product.currency);
             total = total.saturating_add(product.unit_price.saturating_mul(*quantity));
         }
-        currency.map(|currency| (total, currency))
+        currency.map(|currency| Money::new(total, currency))
     }
 
     fn rows(&self, pane: Pane) -> usize {
@@ -551,7 +554,8 @@ impl App {
         Vec::new()
     }
 
-    /// One more of `sku` in the cart, if the shop has it.
+    /// One more of `sku` in the cart, if the shop has it and would take the
+    /// cart as an order.
     fn add(&mut self, sku: &str) {
         let Some(product) = self.product(sku).cloned() else {
             return;
@@ -565,25 +569,26 @@ impl App {
             self.tell(NoticeKind::Error, text);
             return;
         }
-        if wanted > MAX_QUANTITY {
-            self.tell(
-                NoticeKind::Error,
-                format!("at most {MAX_QUANTITY} of one item per order"),
-            );
+        let mut cart = self.cart.clone();
+        match cart.iter_mut().find(|(line, _)| line == sku) {
+            Some((_, quantity)) => *quantity = wanted,
+            None => cart.push((sku.to_owned(), wanted)),
+        }
+        let lines = cart.iter().map(|(sku, quantity)| (sku.as_str(), *quantity));
+        if let Err(error) = OrderLines::parse(lines) {
+            let text = match error {
+                OrderLinesError::InvalidQuantity { .. } => {
+                    format!("at most {MAX_QUANTITY} of one item per order")
+                }
+                OrderLinesError::TooMany(_) => {
+                    format!("an order has at most {MAX_LINES} different items")
+                }
+                other => other.to_string(),
+            };
+            self.tell(NoticeKind::Error, text);
             return;
         }
-        let lines = self.cart.len();
-        match self.cart.iter_mut().find(|(line, _)| line == sku) {
-            Some((_, quantity)) => *quantity = wanted,
-            None if lines >= MAX_LINES => {
-                self.tell(
-                    NoticeKind::Error,
-                    format!("an order has at most {MAX_LINES} different items"),
-                );
-                return;
-            }
-            None => self.cart.push((sku.to_owned(), 1)),
-        }
+        self.cart = cart;
         self.tell(
             NoticeKind::Info,
             format!("{wanted} × {} in the cart · o to order", product.name),
@@ -728,6 +733,35 @@ mod tests {
     }
 
     #[test]
+    fn the_cart_stops_at_the_most_one_order_may_hold_and_says_why() {
+        let mut app = App::new("ws://127.0.0.1:8080/ws", NOW);
+        let products = (0..=MAX_LINES)
+            .map(|n| product(&format!("SKU-{n:03}"), &format!("Item {n}"), 100, 5_000))
+            .collect();
+        app.update(Action::Online {
+            customer_id: fixtures::CUSTOMER,
+            products,
+            orders: Vec::new(),
+        });
+        for _ in 0..=MAX_QUANTITY {
+            app.update(Action::More);
+        }
+        assert_eq!(app.cart, vec![("SKU-000".to_owned(), MAX_QUANTITY)]);
+        let notice = app.notice.clone().expect("a notice");
+        assert_eq!(notice.kind, NoticeKind::Error);
+        assert_eq!(notice.text, "at most 1000 of one item per order");
+        for _ in 1..=MAX_LINES {
+            app.update(Action::Down);
+            app.update(Action::More);
+        }
+        assert_eq!(app.cart.len(), MAX_LINES);
+        assert!(!app.cart.iter().any(|(sku, _)| sku == "SKU-020"));
+        let notice = app.notice.clone().expect("a notice");
+        assert_eq!(notice.kind, NoticeKind::Error);
+        assert_eq!(notice.text, "an order has at most 20 different items");
+    }
+
+    #[test]
     fn the_cart_totals_its_lines_and_edits_quantities_in_its_pane() {
         let mut app = online(Vec::new());
         keys(
@@ -740,7 +774,10 @@ mod tests {
         );
         assert_eq!(
             app.cart_total(),
-            Some((450_000 + 220_000, shop_shared::money::Currency::EUR))
+            Some(Money::new(
+                450_000 + 220_000,
+                shop_shared::money::Currency::EUR
+            ))
         );
         keys(
             &mut app,

@@ -29,9 +29,9 @@ use futures_util::StreamExt;
 use ratatui::Terminal;
 use ratatui::backend::CrosstermBackend;
 use ratatui::layout::Rect;
-use shop_shared::client::websocket_url;
+use shop_client::tokens::{Tokens, is_valid_profile};
+use shop_client::websocket_url;
 use shop_shared::time::Timestamp;
-use shop_shared::tokens::{Tokens, is_valid_profile};
 use tokio::sync::mpsc;
 
 use app::{Action, App, Effect};
@@ -202,7 +202,7 @@ fn carry_out(effect: Effect, commands: &mpsc::UnboundedSender<Command>, app: &mu
             let _ = commands.send(Command::Cancel(id));
         }
         Effect::OpenBrowser(url) => {
-            if let Err(problem) = shop_shared::browser::open(&url) {
+            if let Err(problem) = shop_client::browser::open(&url) {
                 app.update(Action::Failed(format!(
                     "could not open a browser ({problem}); the link is in the pay box"
                 )));

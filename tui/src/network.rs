@@ -5,9 +5,9 @@
 
 use std::time::Duration;
 
-use shop_shared::client::{Client, ClientError, Push};
+use shop_client::tokens::Tokens;
+use shop_client::{Client, ClientError, Push};
 use shop_shared::protocol::ErrorCode;
-use shop_shared::tokens::Tokens;
 use tokio::sync::{broadcast, mpsc};
 use uuid::Uuid;
 

@@ -9,6 +9,7 @@ use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Cell, Clear, Paragraph, Row, Table, Wrap};
 use shop_shared::domain::{Order, OrderStatus};
+use shop_shared::money::Money;
 use shop_shared::time::countdown;
 
 use crate::app::{App, Connection, NoticeKind, Overlay, Pane};
@@ -109,7 +110,10 @@ fn draw_stock(app: &App, frame: &mut Frame, area: Rect) {
             let mut row = Row::new(vec![
                 Cell::from(product.sku.clone()),
                 Cell::from(product.name.clone()),
-                Cell::from(Line::from(product.currency.format(product.unit_price)).right_aligned()),
+                Cell::from(
+                    Line::from(Money::new(product.unit_price, product.currency).to_string())
+                        .right_aligned(),
+                ),
                 available,
                 Cell::from(
                     Line::from(if in_cart > 0 {
@@ -164,9 +168,11 @@ fn draw_cart(app: &App, frame: &mut Frame, area: Rect) {
             let name = product.map_or_else(|| sku.clone(), |product| product.name.clone());
             let amount = product
                 .map(|product| {
-                    product
-                        .currency
-                        .format(product.unit_price.saturating_mul(*quantity))
+                    Money::new(
+                        product.unit_price.saturating_mul(*quantity),
+                        product.currency,
+                    )
+                    .to_string()
                 })
                 .unwrap_or_default();
             let short = product.is_some_and(|product| product.available < *quantity);
@@ -185,9 +191,7 @@ fn draw_cart(app: &App, frame: &mut Frame, area: Rect) {
         })
         .collect();
     let total = match app.cart_total() {
-        Some((total, currency)) if !app.cart.is_empty() => {
-            format!(" Total {} ", currency.format(total))
-        }
+        Some(total) if !app.cart.is_empty() => format!(" Total {total} "),
         _ => String::new(),
     };
     let title = if app.placing {
@@ -245,7 +249,7 @@ fn status_style(status: OrderStatus) -> Style {
 
 fn money(order: &Order) -> String {
     match (order.total, order.currency) {
-        (Some(total), Some(currency)) => currency.format(total),
+        (Some(total), Some(currency)) => Money::new(total, currency).to_string(),
         _ => "-".to_owned(),
     }
 }
@@ -425,7 +429,7 @@ fn draw_detail(app: &App, order: &Order, frame: &mut Frame, screen: Rect) {
     lines.push(Line::from(""));
     for line in &order.lines {
         let amount = match (line.amount, order.currency) {
-            (Some(amount), Some(currency)) => currency.format(amount),
+            (Some(amount), Some(currency)) => Money::new(amount, currency).to_string(),
             _ => String::new(),
         };
         lines.push(Line::from(format!(

@@ -13,7 +13,7 @@ use std::time::Duration;
 use portable_pty::{CommandBuilder, PtySize, native_pty_system};
 use shop_backend::config::EmbeddedArgs;
 use shop_backend::{Application, Running};
-use shop_shared::client::{Client, websocket_url};
+use shop_client::{Client, websocket_url};
 
 const WAIT: Duration = Duration::from_secs(30);
 

@@ -12,7 +12,6 @@ pub mod read_model;
 pub mod token;
 pub mod ws;
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
@@ -20,7 +19,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::routing::get;
 use shop_shared::domain::{
-    MAX_IDEMPOTENCY_KEY_LEN, MAX_LINES, MAX_QUANTITY, Order, OrderStatus, is_valid_sku,
+    MAX_IDEMPOTENCY_KEY_LEN, Order, OrderLines, OrderLinesError, OrderStatus,
 };
 use shop_shared::events::{CancelOrder, LineItem, OrderCommand, OrderState, PlaceOrder, topic};
 use shop_shared::protocol::{ErrorCode, OrderLineRequest, ProtocolError, ServerMessage};
@@ -343,6 +342,12 @@ fn not_cancellable(order: &Order) -> Refusal {
 }
 
 /// Checks a place command; returns its lines as the bus carries them.
+///
+/// # Errors
+///
+/// A [`Refusal`] with the code of the first thing wrong: the idempotency
+/// key, then the lines as [`OrderLines::parse_known`] reads them, where
+/// `known_sku` says which skus the shop sells.
 pub fn validate_order(
     idempotency_key: &str,
     lines: &[OrderLineRequest],
@@ -359,52 +364,24 @@ pub fn validate_order(
             ),
         ));
     }
-    if lines.is_empty() {
-        return Err(Refusal::new(
-            ErrorCode::EmptyOrder,
-            "an order needs at least one line",
-        ));
+    let lines = OrderLines::parse_known(lines, |sku| known_sku(sku.as_str()))?;
+    Ok(lines.into())
+}
+
+/// Every way the lines of an order can be wrong has its own code.
+impl From<OrderLinesError> for Refusal {
+    fn from(error: OrderLinesError) -> Self {
+        let code = match &error {
+            OrderLinesError::Empty => ErrorCode::EmptyOrder,
+            OrderLinesError::TooMany(_) => ErrorCode::TooManyLines,
+            OrderLinesError::InvalidSku(_) | OrderLinesError::UnknownSku(_) => {
+                ErrorCode::UnknownSku
+            }
+            OrderLinesError::DuplicateSku(_) => ErrorCode::DuplicateSku,
+            OrderLinesError::InvalidQuantity { .. } => ErrorCode::InvalidQuantity,
+        };
+        Refusal::new(code, error.to_string())
     }
-    if lines.len() > MAX_LINES {
-        return Err(Refusal::new(
-            ErrorCode::TooManyLines,
-            format!(
-                "an order has at most {MAX_LINES} lines, not {}",
-                lines.len()
-            ),
-        ));
-    }
-    let mut seen = HashSet::new();
-    let mut items = Vec::with_capacity(lines.len());
-    for line in lines {
-        let shown: String = line.sku.chars().take(64).collect();
-        if !is_valid_sku(&line.sku) || !known_sku(&line.sku) {
-            return Err(Refusal::new(
-                ErrorCode::UnknownSku,
-                format!("unknown sku {shown:?}"),
-            ));
-        }
-        if !seen.insert(line.sku.as_str()) {
-            return Err(Refusal::new(
-                ErrorCode::DuplicateSku,
-                format!("sku {shown} appears on two lines; put the whole quantity on one line"),
-            ));
-        }
-        if !(1..=MAX_QUANTITY).contains(&line.quantity) {
-            return Err(Refusal::new(
-                ErrorCode::InvalidQuantity,
-                format!(
-                    "quantity of {shown} must be between 1 and {MAX_QUANTITY}, not {}",
-                    line.quantity
-                ),
-            ));
-        }
-        items.push(LineItem {
-            sku: line.sku.clone(),
-            quantity: line.quantity,
-        });
-    }
-    Ok(items)
 }
 
 #[cfg(test)]
@@ -462,12 +439,63 @@ mod tests {
         let many: Vec<_> = (0..21).map(|n| line(&format!("SKU-{n}"), 1)).collect();
         assert_eq!(code_of("k", &many), Some(ErrorCode::TooManyLines));
         assert_eq!(
+            code_of("k", &[line("SKU 001", 1)]),
+            Some(ErrorCode::UnknownSku)
+        );
+        assert_eq!(
+            code_of("k", &[line("NOPE", 0)]),
+            Some(ErrorCode::UnknownSku),
+            "an unknown sku is reported before its quantity"
+        );
+        assert_eq!(
             code_of("", &[line("SKU-001", 1)]),
             Some(ErrorCode::InvalidIdempotencyKey)
         );
         assert_eq!(
             code_of(&"k".repeat(129), &[line("SKU-001", 1)]),
             Some(ErrorCode::InvalidIdempotencyKey)
+        );
+    }
+
+    #[test]
+    fn a_bad_order_is_refused_with_a_message_that_names_what_is_wrong() {
+        let message_of = |lines: &[OrderLineRequest]| {
+            validate_order("k", lines, |sku| sku.starts_with("SKU-"))
+                .err()
+                .map(|refusal| refusal.message)
+        };
+        assert_eq!(
+            message_of(&[]).as_deref(),
+            Some("an order needs at least one line")
+        );
+        let many: Vec<_> = (0..21).map(|n| line(&format!("SKU-{n}"), 1)).collect();
+        assert_eq!(
+            message_of(&many).as_deref(),
+            Some("an order has at most 20 lines, not 21")
+        );
+        assert_eq!(
+            message_of(&[line("NOPE", 1)]).as_deref(),
+            Some("unknown sku \"NOPE\"")
+        );
+        let long = format!("SKU {}", "x".repeat(100));
+        assert_eq!(
+            message_of(&[line(&long, 1)]),
+            Some(format!("unknown sku {:?}", &long[..64]))
+        );
+        assert_eq!(
+            message_of(&[line("SKU-001", 1), line("SKU-001", 1)]).as_deref(),
+            Some("sku SKU-001 appears on two lines; put the whole quantity on one line")
+        );
+        assert_eq!(
+            message_of(&[line("SKU-001", 1001)]).as_deref(),
+            Some("quantity of SKU-001 must be between 1 and 1000, not 1001")
+        );
+        assert_eq!(
+            validate_order("", &[line("SKU-001", 1)], |_| true)
+                .err()
+                .map(|refusal| refusal.message)
+                .as_deref(),
+            Some("the idempotency key must be 1 to 128 printable characters")
         );
     }
 }

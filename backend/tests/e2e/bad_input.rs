@@ -6,7 +6,7 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use shop_backend::payment::signature;
-use shop_shared::client::{Client, Push};
+use shop_client::{Client, Push};
 use shop_shared::domain::{OrderStatus, TimelineEvent};
 use shop_shared::protocol::ErrorCode;
 use shop_shared::time::Timestamp;

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use shop_shared::client::Client;
+use shop_client::Client;
 use shop_shared::domain::{CancelReason, Order, OrderStatus, TimelineEvent};
 
 use crate::harness::{

@@ -12,7 +12,7 @@ use shop_backend::config::EmbeddedArgs;
 use shop_backend::metrics::Metrics;
 use shop_backend::tasks::Supervisor;
 use shop_backend::{Application, Running};
-use shop_shared::client::{Client, websocket_url};
+use shop_client::{Client, websocket_url};
 use shop_shared::domain::OrderStatus;
 use shop_shared::events::topic;
 

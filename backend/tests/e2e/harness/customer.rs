@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use shop_shared::client::{Client, Push};
+use shop_client::{Client, Push};
 use shop_shared::domain::{CancelReason, Order, OrderStatus, Product, TimelineEvent};
 use tokio::sync::broadcast;
 use uuid::Uuid;

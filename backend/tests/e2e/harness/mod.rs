@@ -1,5 +1,5 @@
 //! Starts the real shop and drives it as customers do: through the
-//! WebSocket client of `shop-shared` and plain HTTP.
+//! WebSocket client of `shop-client` and plain HTTP.
 //!
 //! - Embedded mode: one `shop-backend` process on a free port with a fresh
 //!   data directory.
@@ -25,7 +25,7 @@ mod process;
 use std::ffi::OsString;
 use std::time::Duration;
 
-use shop_shared::client::websocket_url;
+use shop_client::websocket_url;
 use uuid::Uuid;
 
 pub use customer::{

@@ -27,6 +27,10 @@ pub fn is_valid_profile(name: &str) -> bool {
 
 impl Tokens {
     /// The token store of this user.
+    ///
+    /// # Errors
+    ///
+    /// [`NoConfigDir`] when neither `XDG_CONFIG_HOME` nor `HOME` is set.
     pub fn locate() -> Result<Tokens, NoConfigDir> {
         let base = std::env::var_os("XDG_CONFIG_HOME")
             .filter(|dir| !dir.is_empty())
@@ -64,6 +68,11 @@ impl Tokens {
     }
 
     /// Saves the token of `profile` for `gateway`.
+    ///
+    /// # Errors
+    ///
+    /// The I/O error of creating the directory or writing the file, with a
+    /// message that names the file.
     pub fn save(&self, profile: &str, gateway: &str, token: &str) -> std::io::Result<()> {
         let path = self.path(profile, gateway);
         write_private(&path, token).map_err(|error| {

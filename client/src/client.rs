@@ -5,21 +5,20 @@
 //! method sends one frame and awaits the reply with the same request id.
 //! Pushes (product and order changes) arrive on [`Client::subscribe`].
 
-use crate::sync::lock;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
+use shop_shared::domain::{Order, OrderStatus, Product};
+use shop_shared::protocol::{
+    ClientMessage, ErrorCode, OrderLineRequest, PROTOCOL_VERSION, ServerMessage,
+};
+use shop_shared::sync::lock;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use uuid::Uuid;
-
-use crate::domain::{Order, OrderStatus, Product};
-use crate::protocol::{
-    ClientMessage, ErrorCode, OrderLineRequest, PROTOCOL_VERSION, ServerMessage,
-};
 
 /// How long a command waits for its reply unless told otherwise.
 pub const DEFAULT_REPLY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -86,6 +85,13 @@ pub struct Client {
 impl Client {
     /// Connects to `url` (such as `ws://127.0.0.1:8080/ws`) and says hello,
     /// as the customer of `token` or, without one, as a new customer.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Connect`] when the WebSocket cannot be opened;
+    /// [`ClientError::Server`] when the gateway refuses the hello
+    /// (`invalid_token` for a token it does not know,
+    /// `unsupported_protocol`); otherwise those of [`Client::request`].
     pub async fn connect(url: &str, token: Option<&str>) -> Result<Client, ClientError> {
         // Commands and replies are small frames: send them at once rather
         // than let Nagle's algorithm hold them for the peer's delayed ACK.
@@ -196,6 +202,11 @@ impl Client {
         self.pushes.subscribe()
     }
 
+    /// What the shop sells, with the quantities available now.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`Client::request`].
     pub async fn products(&self) -> Result<Vec<Product>, ClientError> {
         let request_id = self.next_request_id();
         match self
@@ -208,7 +219,14 @@ impl Client {
     }
 
     /// Places an order of `(sku, quantity)` lines. The same
-    /// `idempotency_key` always names the same order.
+    /// `idempotency_key` always names the same order. The lines go as they
+    /// are, unchecked, so that tests can send what a gateway must refuse.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Server`] with the gateway's code when it refuses the
+    /// order (`unknown_sku`, `invalid_quantity`, …); otherwise those of
+    /// [`Client::request`].
     pub async fn place_order(
         &self,
         lines: &[(&str, i64)],
@@ -234,6 +252,10 @@ impl Client {
     }
 
     /// This customer's orders, newest first.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`Client::request`].
     pub async fn orders(&self) -> Result<Vec<Order>, ClientError> {
         let request_id = self.next_request_id();
         match self
@@ -245,6 +267,12 @@ impl Client {
         }
     }
 
+    /// One order of this customer.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Server`] with `order_not_found` when this customer has
+    /// no such order; otherwise those of [`Client::request`].
     pub async fn order(&self, order_id: &str) -> Result<Order, ClientError> {
         let request_id = self.next_request_id();
         let command = ClientMessage::GetOrder {
@@ -258,6 +286,12 @@ impl Client {
     }
 
     /// Cancels an unpaid order and returns it as cancelled.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Server`] with `order_not_found` or
+    /// `order_not_cancellable` (paid or cancelled already); otherwise those
+    /// of [`Client::request`].
     pub async fn cancel_order(&self, order_id: &str) -> Result<Order, ClientError> {
         let request_id = self.next_request_id();
         let command = ClientMessage::CancelOrder {
@@ -270,6 +304,11 @@ impl Client {
         }
     }
 
+    /// Checks that the gateway answers.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`Client::request`].
     pub async fn ping(&self) -> Result<(), ClientError> {
         let request_id = self.next_request_id();
         match self.request(ClientMessage::Ping { request_id }).await? {
@@ -281,6 +320,13 @@ impl Client {
     /// Waits until order `order_id` satisfies `done`, or `timeout` passes.
     /// Looks at the current state first, so an update that came before the
     /// call is not missed.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Timeout`] when `timeout` passes first,
+    /// [`ClientError::Closed`] when the connection ends, and those of
+    /// [`Client::order`] but `order_not_found` (an order not stored yet is
+    /// waited for).
     pub async fn wait_for_order(
         &self,
         order_id: Uuid,
@@ -324,6 +370,10 @@ impl Client {
     }
 
     /// Waits until the order is RESERVED with a checkout URL, or final.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`Client::wait_for_order`].
     pub async fn wait_for_checkout(
         &self,
         order_id: Uuid,
@@ -336,6 +386,10 @@ impl Client {
     }
 
     /// Waits until the order has a status in `statuses`.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`Client::wait_for_order`].
     pub async fn wait_for_status(
         &self,
         order_id: Uuid,
@@ -348,6 +402,10 @@ impl Client {
 
     /// Sends a raw text frame, for testing how the gateway treats bad input.
     /// Any reply arrives as a [`Push::Error`] or through a pending command.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Closed`] when the connection has ended.
     pub fn send_raw(&self, text: impl Into<String>) -> Result<(), ClientError> {
         self.outgoing
             .send(WsMessage::text(text.into()))
@@ -363,6 +421,16 @@ impl Client {
 
     /// Sends one command and awaits its reply; an `error` reply becomes
     /// [`ClientError::Server`].
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Closed`] when the connection has ended or ends before
+    /// the reply; [`ClientError::Timeout`] when no reply comes within the
+    /// reply timeout ([`Client::with_reply_timeout`]);
+    /// [`ClientError::Server`] when the reply is an `error` frame;
+    /// [`ClientError::Protocol`] when the command cannot be encoded. The
+    /// command methods add [`ClientError::Protocol`] for a reply of the
+    /// wrong type.
     pub async fn request(&self, command: ClientMessage) -> Result<ServerMessage, ClientError> {
         let request_id = command.request_id().to_owned();
         let (reply_tx, reply_rx) = oneshot::channel();

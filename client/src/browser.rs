@@ -1,6 +1,10 @@
 //! Opening a checkout page in the user's browser, for the CLI and the TUI.
 
 /// Opens `url` with `$BROWSER` or the platform's opener.
+///
+/// # Errors
+///
+/// When no opener starts: each one's failure, in one line.
 pub fn open(url: &str) -> Result<(), String> {
     let mut candidates: Vec<(String, Vec<String>)> = Vec::new();
     if let Ok(browser) = std::env::var("BROWSER")

@@ -1,0 +1,186 @@
+//! What each command does, a file per command. Every command speaks only
+//! the gateway's WebSocket protocol, through the client of `shop-client`.
+//!
+//! This file holds what they share: the [`Context`] (connecting as the
+//! profile's customer, printing JSON), [`run`], which picks the command,
+//! and the helpers of several commands (finding an order by id prefix,
+//! saying why an order was cancelled).
+
+mod cancel;
+mod order;
+mod orders;
+mod pay;
+mod products;
+mod status;
+mod watch;
+
+use std::time::Duration;
+
+use clap::CommandFactory;
+use shop_client::tokens::Tokens;
+use shop_client::{Client, ClientError, websocket_url};
+use shop_shared::domain::{Order, TimelineEvent};
+use shop_shared::protocol::ErrorCode;
+
+use crate::args::{Cli, Command, Global};
+use crate::error::{CliError, Exit};
+use crate::output::Style;
+use cancel::cancel;
+use order::order;
+use orders::orders;
+use pay::pay;
+use products::products;
+use status::status;
+use watch::watch;
+
+/// The wait when no `--timeout` is given.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What every command needs.
+struct Context {
+    global: Global,
+    gateway: String,
+    style: Style,
+}
+
+impl Context {
+    fn timeout(&self) -> Duration {
+        self.global.timeout.unwrap_or(DEFAULT_TIMEOUT)
+    }
+
+    fn fail(&self, error: ClientError) -> CliError {
+        CliError::from_client(error, &self.gateway)
+    }
+
+    /// Connects as this profile's customer, keeping a new customer's token.
+    async fn connect(&self) -> Result<Client, CliError> {
+        let tokens = Tokens::locate().map_err(|error| CliError::usage(error.to_string()))?;
+        let profile = &self.global.profile;
+        let saved = tokens.get(profile, &self.gateway);
+        let client = match self.connect_as(saved.as_deref()).await {
+            Err(ClientError::Server {
+                code: ErrorCode::InvalidToken,
+                ..
+            }) => {
+                eprintln!(
+                    "shop: the saved customer of profile `{profile}` is unknown to this shop (was its data reset?); \
+                     continuing as a new customer"
+                );
+                self.connect_as(None).await
+            }
+            other => other,
+        }
+        .map_err(|error| self.fail(error))?;
+        if saved.as_deref() != Some(client.token()) {
+            tokens
+                .save(profile, &self.gateway, client.token())
+                .map_err(|error| CliError::usage(error.to_string()))?;
+        }
+        Ok(client.with_reply_timeout(self.timeout()))
+    }
+
+    async fn connect_as(&self, token: Option<&str>) -> Result<Client, ClientError> {
+        let timeout = self.timeout();
+        tokio::time::timeout(timeout, Client::connect(&self.gateway, token))
+            .await
+            .unwrap_or(Err(ClientError::Timeout(timeout)))
+    }
+
+    /// Prints `value` as one JSON object.
+    fn json(&self, value: &impl serde::Serialize) {
+        println!("{}", serde_json::to_string(value).unwrap_or_default());
+    }
+}
+
+pub async fn run(cli: Cli) -> Result<(), CliError> {
+    let context = Context {
+        gateway: websocket_url(&cli.global.gateway),
+        global: cli.global,
+        style: Style::detect(),
+    };
+    match cli.command {
+        Command::Products => products(&context).await,
+        Command::Order {
+            lines,
+            idempotency_key,
+        } => order(&context, &lines, idempotency_key).await,
+        Command::Orders => orders(&context).await,
+        Command::Status { order } => status(&context, &order).await,
+        Command::Pay { order, open, wait } => pay(&context, &order, open, wait).await,
+        Command::Cancel { order } => cancel(&context, &order).await,
+        Command::Watch => watch(&context).await,
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "shop", &mut std::io::stdout());
+            Ok(())
+        }
+    }
+}
+
+/// The error for a cancelled order, saying why.
+fn cancelled(order: &Order) -> CliError {
+    let reason = order
+        .cancel_reason
+        .map_or("cancelled", |reason| reason.describe());
+    let detail = order
+        .timeline
+        .iter()
+        .rev()
+        .find(|entry| entry.event == TimelineEvent::Cancelled)
+        .and_then(|entry| entry.detail.clone())
+        .filter(|detail| detail != reason);
+    let detail = detail
+        .map(|detail| format!(" ({detail})"))
+        .unwrap_or_default();
+    let refunded = if order.refunded {
+        "; the payment was refunded"
+    } else {
+        ""
+    };
+    CliError::new(
+        Exit::Cancelled,
+        format!(
+            "order {} was cancelled: {reason}{detail}{refunded}",
+            order.short_id()
+        ),
+    )
+}
+
+/// The order an id or unique id prefix names, among this customer's.
+async fn resolve(context: &Context, client: &Client, text: &str) -> Result<Order, CliError> {
+    let wanted: String = text
+        .trim()
+        .to_ascii_lowercase()
+        .chars()
+        .filter(|c| *c != '-')
+        .collect();
+    if wanted.is_empty() || !wanted.chars().all(|c| c.is_ascii_hexdigit()) || wanted.len() > 32 {
+        return Err(CliError::usage(format!(
+            "`{text}` is not an order id; `shop orders` lists yours"
+        )));
+    }
+    let orders = client.orders().await.map_err(|error| context.fail(error))?;
+    let matching: Vec<Order> = orders
+        .into_iter()
+        .filter(|order| order.id.simple().to_string().starts_with(&wanted))
+        .collect();
+    match matching.len() {
+        0 => Err(CliError::usage(format!(
+            "no order of yours starts with `{text}`; `shop orders` lists them"
+        ))),
+        1 => Ok(matching
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| unreachable!("one element"))),
+        many => {
+            let ids: Vec<String> = matching
+                .iter()
+                .take(5)
+                .map(|order| order.id.simple().to_string()[..12].to_owned())
+                .collect();
+            Err(CliError::usage(format!(
+                "`{text}` matches {many} of your orders ({}…); type more of the id",
+                ids.join(", ")
+            )))
+        }
+    }
+}

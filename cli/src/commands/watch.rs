@@ -1,0 +1,107 @@
+//! `shop watch`: stock and order changes as they happen, one per line,
+//! reconnecting when the connection drops.
+
+use std::time::Duration;
+
+use shop_client::{Client, Push};
+use shop_shared::domain::{Order, OrderStatus, Product};
+use shop_shared::time::Timestamp;
+
+use super::Context;
+use crate::error::{CliError, Exit};
+use crate::output::{money, time_left};
+
+pub(super) async fn watch(context: &Context) -> Result<(), CliError> {
+    let mut client = context.connect().await?;
+    if !context.global.json {
+        eprintln!(
+            "Watching the shop at {} (times in UTC; Ctrl-C to stop)…",
+            context.gateway
+        );
+    }
+    loop {
+        let mut pushes = client.subscribe();
+        loop {
+            let push = tokio::select! {
+                push = pushes.recv() => push,
+                _ = tokio::signal::ctrl_c() => return Ok(()),
+            };
+            match push {
+                Ok(Push::Product(product)) => print_product(context, &product),
+                Ok(Push::Order(order)) => print_order(context, &order),
+                Ok(Push::Disconnected) | Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                    break;
+                }
+                Ok(Push::Error { .. })
+                | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+            }
+        }
+        eprintln!("shop: lost the connection to the shop; reconnecting…");
+        client = reconnect(context).await?;
+        eprintln!("shop: reconnected");
+    }
+}
+
+/// Connects again with growing pauses, until it works or Ctrl-C.
+async fn reconnect(context: &Context) -> Result<Client, CliError> {
+    let mut pause = Duration::from_millis(250);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = tokio::signal::ctrl_c() => std::process::exit(0),
+        }
+        match context.connect().await {
+            Ok(client) => return Ok(client),
+            Err(error) if error.exit == Exit::Unreachable || error.exit == Exit::Timeout => {
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+            Err(error) => return Err(error),
+        }
+    }
+}
+
+fn clock() -> String {
+    let now = Timestamp::now().to_string();
+    now.get(11..19).unwrap_or(&now).to_owned()
+}
+
+fn print_product(context: &Context, product: &Product) {
+    if context.global.json {
+        context.json(&serde_json::json!({ "type": "product_updated", "product": product }));
+    } else {
+        println!(
+            "{}  stock  {}  {}: {} available",
+            context.style.dim(&clock()),
+            product.sku,
+            product.name,
+            product.available
+        );
+    }
+}
+
+fn print_order(context: &Context, order: &Order) {
+    if context.global.json {
+        context.json(&serde_json::json!({ "type": "order_updated", "order": order }));
+        return;
+    }
+    let status = context.style.status(order);
+    let mut line = format!(
+        "{}  order  {}  {}",
+        context.style.dim(&clock()),
+        order.short_id(),
+        status.shown()
+    );
+    if let Some(total) = order.total {
+        line.push_str(&format!("  {}", money(Some(total), order.currency)));
+    }
+    if order.status == OrderStatus::Reserved {
+        line.push_str(&format!(
+            "  pay within {}",
+            time_left(order, Timestamp::now())
+        ));
+        if let Some(url) = &order.checkout_url {
+            line.push_str(&format!("  {url}"));
+        }
+    }
+    println!("{line}");
+}

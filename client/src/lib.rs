@@ -1,0 +1,16 @@
+//! `shop-client`: the client side of shop, used by the CLI, the TUI, the
+//! benchmark and the backend's tests.
+//!
+//! - [`Client`]: the async client of the gateway's WebSocket protocol
+//!   (with [`ClientError`], [`Push`] and [`websocket_url`]).
+//! - [`tokens`]: where clients keep customer tokens between runs.
+//! - [`browser`]: opening a checkout page in the user's browser.
+//!
+//! The words it speaks (domain types, the protocol) are `shop-shared`'s;
+//! the backend itself does not depend on this crate.
+
+pub mod browser;
+mod client;
+pub mod tokens;
+
+pub use client::{Client, ClientError, DEFAULT_REPLY_TIMEOUT, Push, websocket_url};

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use shop_shared::domain::{MAX_LINES, MAX_QUANTITY, is_valid_sku};
+use shop_shared::domain::OrderLines;
 use shop_shared::events::{
     CancelOrder, Envelope, OrderCommand, OrderEvent, PaymentEvent, PlaceOrder, StockEvent, topic,
 };
@@ -272,23 +272,7 @@ fn publish(outgoing: &mut Outgoing, order: &OrderRecord, effects: Vec<Effect>) {
 /// The gateway checks all of this; a command that still breaks it was not
 /// sent by a gateway and is dead-lettered.
 fn validate(command: &PlaceOrder) -> Result<(), String> {
-    if command.lines.is_empty() || command.lines.len() > MAX_LINES {
-        return Err(format!(
-            "an order has 1 to {MAX_LINES} lines, not {}",
-            command.lines.len()
-        ));
-    }
-    let mut skus = std::collections::HashSet::new();
-    for line in &command.lines {
-        if !is_valid_sku(&line.sku) || !skus.insert(line.sku.as_str()) {
-            return Err(format!("invalid or repeated sku {:?}", line.sku));
-        }
-        if !(1..=MAX_QUANTITY).contains(&line.quantity) {
-            return Err(format!(
-                "quantity {} of {} is outside 1..={MAX_QUANTITY}",
-                line.quantity, line.sku
-            ));
-        }
-    }
-    Ok(())
+    OrderLines::parse(&command.lines)
+        .map(drop)
+        .map_err(|error| error.to_string())
 }

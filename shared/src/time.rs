@@ -23,6 +23,17 @@ impl Timestamp {
         self.0
     }
 
+    /// Whole seconds since the Unix epoch, rounded down: how Stripe writes
+    /// times (`created`, `expires_at`, the `t=` of a webhook signature).
+    pub const fn as_unix_seconds(self) -> i64 {
+        self.0.div_euclid(1000)
+    }
+
+    /// The instant `seconds` after the Unix epoch.
+    pub const fn from_unix_seconds(seconds: i64) -> Self {
+        Timestamp(seconds.saturating_mul(1000))
+    }
+
     pub fn to_system_time(self) -> SystemTime {
         UNIX_EPOCH + Duration::from_millis(self.0.max(0) as u64)
     }
@@ -110,6 +121,19 @@ impl<'de> Deserialize<'de> for Timestamp {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unix_seconds_round_down_and_come_back_whole() {
+        assert_eq!(
+            Timestamp::from_millis(1_795_000_000_999).as_unix_seconds(),
+            1_795_000_000
+        );
+        assert_eq!(Timestamp::from_millis(-1).as_unix_seconds(), -1);
+        assert_eq!(
+            Timestamp::from_unix_seconds(1_795_000_000),
+            Timestamp::from_millis(1_795_000_000_000)
+        );
+    }
 
     #[test]
     fn round_trips_through_rfc3339_with_milliseconds() {

@@ -5,11 +5,11 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use hmac::{Hmac, KeyInit, Mac};
+use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use uuid::Uuid;
 
-use crate::secrets::Secret;
+use crate::secrets::{Secret, hmac_sha256};
 
 /// Issues and verifies customer tokens.
 #[derive(Clone, Debug)]
@@ -28,10 +28,7 @@ impl TokenSigner {
     }
 
     fn mac(&self, body: &str) -> Hmac<Sha256> {
-        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(self.secret.expose().as_bytes())
-            .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"));
-        mac.update(body.as_bytes());
-        mac
+        hmac_sha256(self.secret.expose().as_bytes(), &[body.as_bytes()])
     }
 
     /// A token for `customer_id`.

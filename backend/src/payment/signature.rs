@@ -6,8 +6,10 @@
 
 use std::time::Duration;
 
-use hmac::{Hmac, KeyInit, Mac};
+use hmac::{Hmac, Mac};
 use sha2::Sha256;
+
+use crate::secrets::hmac_sha256;
 
 /// Stripe's default tolerance.
 pub const TOLERANCE: Duration = Duration::from_secs(300);
@@ -43,13 +45,8 @@ impl SignatureError {
 }
 
 fn mac(secret: &str, timestamp: i64, payload: &[u8]) -> Hmac<Sha256> {
-    // HMAC takes keys of any length, so this cannot fail.
-    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(secret.as_bytes())
-        .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"));
-    mac.update(timestamp.to_string().as_bytes());
-    mac.update(b".");
-    mac.update(payload);
-    mac
+    let timestamp = timestamp.to_string();
+    hmac_sha256(secret.as_bytes(), &[timestamp.as_bytes(), b".", payload])
 }
 
 /// The `Stripe-Signature` header for `payload` signed at `timestamp`.

@@ -184,7 +184,7 @@ impl PaymentProvider for StripeProvider {
             "{}/orders/{order_id}/return?session_id={{CHECKOUT_SESSION_ID}}",
             self.return_url
         );
-        let expires_at = session_expiry(request.pay_until, requested_at).as_millis() / 1000;
+        let expires_at = session_expiry(request.pay_until, requested_at).as_unix_seconds();
         let metadata = HashMap::from([("order_id".to_owned(), order_id.clone())]);
         let create = CreateCheckoutSession::new()
             .mode(stripe_shared::CheckoutSessionMode::Payment)

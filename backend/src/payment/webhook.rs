@@ -86,7 +86,7 @@ async fn answer(
     let header = headers
         .get("stripe-signature")
         .and_then(|value| value.to_str().ok());
-    let now = Timestamp::now().as_millis() / 1000;
+    let now = Timestamp::now().as_unix_seconds();
     if let Err(error) = signature::verify(
         header,
         body,

@@ -271,7 +271,7 @@ fn completed(event_id: &str, session_id: &str, order_id: &str, amount: i64) -> S
         "id": event_id,
         "object": "event",
         "type": "checkout.session.completed",
-        "created": Timestamp::now().as_millis() / 1000,
+        "created": Timestamp::now().as_unix_seconds(),
         "data": { "object": {
             "id": session_id,
             "object": "checkout.session",
@@ -288,7 +288,7 @@ fn completed(event_id: &str, session_id: &str, order_id: &str, amount: i64) -> S
 async fn forged_stale_malformed_unknown_and_replayed_webhooks_change_nothing(mode: Mode) {
     let shop = Shop::start(mode).await;
     let secret = shop.webhook_secret();
-    let now = Timestamp::now().as_millis() / 1000;
+    let now = Timestamp::now().as_unix_seconds();
     let sign = |body: &str, at: i64| Some(signature::header(&secret, at, body.as_bytes()));
     let client = shop.customer().await;
     let order = reserve(&client, &[("SKU-001", 1)]).await;

@@ -49,7 +49,7 @@ async fn deliver_processed(stub: &StripeStub, shop: &Shop, event: &str) {
 }
 
 fn now_seconds() -> i64 {
-    Timestamp::now().as_millis() / 1000
+    Timestamp::now().as_unix_seconds()
 }
 
 async fn a_session_carries_the_order_exactly_and_completing_it_pays(mode: Mode) {

@@ -219,7 +219,7 @@ impl StripeStub {
             "id": format!("evt_test_stub_{}", state.counter),
             "object": "event",
             "api_version": "2024-06-20",
-            "created": Timestamp::now().as_millis() / 1000,
+            "created": Timestamp::now().as_unix_seconds(),
             "livemode": false,
             "pending_webhooks": 1,
             "type": kind,
@@ -230,7 +230,7 @@ impl StripeStub {
 
     /// The `Stripe-Signature` header Stripe would send with `event` now.
     pub fn sign(&self, event: &str) -> String {
-        let now = Timestamp::now().as_millis() / 1000;
+        let now = Timestamp::now().as_unix_seconds();
         signature::header(&self.webhook_secret, now, event.as_bytes())
     }
 
@@ -431,7 +431,7 @@ async fn create_session(
         format!("cs_test_stub_{:04}", state.counter)
     };
     let metadata = metadata(&params);
-    let now = Timestamp::now().as_millis() / 1000;
+    let now = Timestamp::now().as_unix_seconds();
     let session = json!({
         "id": id,
         "object": "checkout.session",
@@ -532,7 +532,7 @@ async fn create_refund(
             "id": format!("re_test_stub_{}", state.counter),
             "object": "refund",
             "amount": session["amount_total"],
-            "created": Timestamp::now().as_millis() / 1000,
+            "created": Timestamp::now().as_unix_seconds(),
             "currency": session["currency"],
             "metadata": metadata(&params),
             "payment_intent": intent,

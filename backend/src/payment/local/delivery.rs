@@ -108,7 +108,7 @@ impl LocalCheckout {
 
     async fn send(&self, payload: &str) -> Result<(), String> {
         let config = &self.inner.config;
-        let timestamp = Timestamp::now().as_millis() / 1000;
+        let timestamp = Timestamp::now().as_unix_seconds();
         let signature = signature::header(
             config.webhook_secret.expose(),
             timestamp,
@@ -149,7 +149,7 @@ fn event(event_id: &str, kind: &str, session: &Session, now: Timestamp) -> serde
         "id": event_id,
         "object": "event",
         "api_version": "2024-06-20",
-        "created": now.as_millis() / 1000,
+        "created": now.as_unix_seconds(),
         "livemode": false,
         "pending_webhooks": 1,
         "request": { "id": null, "idempotency_key": null },
@@ -167,7 +167,7 @@ fn event(event_id: &str, kind: &str, session: &Session, now: Timestamp) -> serde
                 "payment_status": session.state.stripe_payment_status(),
                 "status": session.state.stripe_status(),
                 "success_url": session.success_url,
-                "expires_at": session.expires_at.as_millis() / 1000,
+                "expires_at": session.expires_at.as_unix_seconds(),
             }
         }
     })

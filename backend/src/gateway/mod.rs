@@ -268,7 +268,9 @@ impl Gateway {
         }
     }
 
+    #[tracing::instrument(name = "gateway", skip(self, command), fields(%order_id))]
     async fn send(&self, command: OrderCommand, order_id: Uuid) -> Result<(), Refusal> {
+        tracing::info!(%order_id, command = shop_shared::events::Message::type_name(&command), "client command sent to the order service");
         bus::publish_messages(
             self.inner.bus.as_ref(),
             vec![(command, order_id.to_string())],

@@ -66,7 +66,6 @@ impl UnitOfWork for OrderHandler {
                         continue;
                     };
                     if claimed.contains(&order.id) && !work.contains(order.id) {
-                        tracing::info!(order_id = %order.id, customer_id = %order.customer_id, "order placed");
                         work.place(order, effects);
                     } else {
                         tracing::debug!(order_id = %order.id, "order exists already; place command ignored");
@@ -197,7 +196,9 @@ impl Orders {
     }
 
     /// Adds a new order and sends what placing it causes.
+    #[tracing::instrument(name = "order", skip_all, fields(order_id = %order.id))]
     fn place(&mut self, order: OrderRecord, effects: Vec<Effect>) {
+        tracing::info!(order_id = %order.id, customer_id = %order.customer_id, "order placed");
         publish(&mut self.outgoing, &order, effects);
         self.changed.push(order.id);
         self.orders.insert(order.id, order);
@@ -209,6 +210,7 @@ impl Orders {
     /// # Errors
     ///
     /// [`UnknownOrder`] when `id` was not loaded.
+    #[tracing::instrument(name = "order", skip(self, decide), fields(order_id = %id))]
     pub fn decide(
         &mut self,
         id: Uuid,

@@ -99,26 +99,8 @@ impl UnitOfWork for PaymentHandler {
             }
         }
         for command in &commands {
-            let Some(payment) = payments.get(&command.order_id()) else {
-                continue;
-            };
-            let call = match &command.command {
-                PaymentCommand::CreatePayment(_) => None,
-                PaymentCommand::CancelPayment(_) => payment.cancel_call(),
-                PaymentCommand::RefundPayment(_) => payment.refund_call(),
-            };
-            match call {
-                Some(ProviderCall::ExpireSession { session_id }) => service
-                    .provider
-                    .expire_session(&session_id)
-                    .await
-                    .map_err(provider_failure)?,
-                Some(ProviderCall::Refund) => service
-                    .provider
-                    .refund(payment)
-                    .await
-                    .map_err(provider_failure)?,
-                Some(ProviderCall::OpenSession) | None => {}
+            if let Some(payment) = payments.get(&command.order_id()) {
+                self.call_provider(command, payment).await?;
             }
         }
         Ok(opened)
@@ -132,7 +114,7 @@ impl UnitOfWork for PaymentHandler {
         outgoing: &mut Outgoing,
     ) -> Result<(), HandlerError> {
         let provider = self.service.provider.name();
-        let mut new = Vec::new();
+        let mut new: Vec<(PaymentRecord, PaymentEvent)> = Vec::new();
         for command in &commands {
             if let (PaymentCommand::CreatePayment(create), Some(Opened::Session(session))) =
                 (&command.command, opened.0.get(&command.order_id()))
@@ -147,37 +129,16 @@ impl UnitOfWork for PaymentHandler {
         let mut changed: Vec<Uuid> = Vec::new();
         for command in &commands {
             let order_id = command.order_id();
-            let correlation = order_id.to_string();
-            match &command.command {
-                PaymentCommand::CreatePayment(_) => match opened.0.get(&order_id) {
-                    Some(Opened::Session(_)) if inserted.contains(&order_id) => {
-                        if let Some((_, event)) =
-                            new.iter().find(|(payment, _)| payment.order_id == order_id)
-                        {
-                            outgoing.push(event.clone(), &correlation);
-                            tracing::info!(%order_id, provider, "checkout session opened");
-                        }
-                    }
-                    Some(Opened::Failed(event)) => outgoing.push(event.clone(), &correlation),
-                    _ => {}
-                },
-                PaymentCommand::CancelPayment(_) => {
-                    if let Some(payment) = current.get_mut(&order_id)
-                        && payment.cancel()
-                    {
-                        changed.push(order_id);
-                        tracing::info!(%order_id, "checkout session closed");
-                    }
-                }
-                PaymentCommand::RefundPayment(refund) => {
-                    if let Some(payment) = current.get_mut(&order_id)
-                        && let Some(event) = payment.refund()
-                    {
-                        changed.push(order_id);
-                        outgoing.push(event, &correlation);
-                        tracing::warn!(%order_id, reason = %refund.reason, "late payment refunded");
-                    }
-                }
+            let event = match opened.0.get(&order_id) {
+                Some(Opened::Session(_)) if inserted.contains(&order_id) => new
+                    .iter()
+                    .find(|(payment, _)| payment.order_id == order_id)
+                    .map(|(_, event)| event),
+                Some(Opened::Failed(event)) => Some(event),
+                _ => None,
+            };
+            if self.record(command, event, current.get_mut(&order_id), outgoing) {
+                changed.push(order_id);
             }
         }
         changed.dedup();
@@ -191,6 +152,71 @@ impl UnitOfWork for PaymentHandler {
 }
 
 impl PaymentHandler {
+    /// Makes the provider call `command` asks for, if any.
+    #[tracing::instrument(name = "payment", skip_all, fields(order_id = %command.order_id()))]
+    async fn call_provider(
+        &self,
+        command: &Command,
+        payment: &PaymentRecord,
+    ) -> Result<(), HandlerError> {
+        let provider = &self.service.provider;
+        let call = match &command.command {
+            PaymentCommand::CreatePayment(_) => None,
+            PaymentCommand::CancelPayment(_) => payment.cancel_call(),
+            PaymentCommand::RefundPayment(_) => payment.refund_call(),
+        };
+        match call {
+            Some(ProviderCall::ExpireSession { session_id }) => provider
+                .expire_session(&session_id)
+                .await
+                .map_err(provider_failure),
+            Some(ProviderCall::Refund) => provider.refund(payment).await.map_err(provider_failure),
+            Some(ProviderCall::OpenSession) | None => Ok(()),
+        }
+    }
+
+    /// Records what `command` did: publishes the event of a create command
+    /// (`opened`), and moves `payment` for a cancel or refund. Returns
+    /// whether the payment changed.
+    #[tracing::instrument(name = "payment", skip_all, fields(order_id = %command.order_id()))]
+    fn record(
+        &self,
+        command: &Command,
+        opened: Option<&PaymentEvent>,
+        payment: Option<&mut PaymentRecord>,
+        outgoing: &mut Outgoing,
+    ) -> bool {
+        let order_id = command.order_id();
+        let correlation = order_id.to_string();
+        match (&command.command, payment) {
+            (PaymentCommand::CreatePayment(_), _) => {
+                if let Some(event) = opened {
+                    if matches!(event, PaymentEvent::CheckoutReady(_)) {
+                        tracing::info!(%order_id, provider = self.service.provider.name(), "checkout session opened");
+                    }
+                    outgoing.push(event.clone(), &correlation);
+                }
+                false
+            }
+            (PaymentCommand::CancelPayment(_), Some(payment)) => {
+                let closed = payment.cancel();
+                if closed {
+                    tracing::info!(%order_id, "checkout session closed");
+                }
+                closed
+            }
+            (PaymentCommand::RefundPayment(refund), Some(payment)) => match payment.refund() {
+                Some(event) => {
+                    outgoing.push(event, &correlation);
+                    tracing::warn!(%order_id, reason = %refund.reason, "late payment refunded");
+                    true
+                }
+                None => false,
+            },
+            _ => false,
+        }
+    }
+
     /// Opens a session for every create command of an order without a
     /// payment, in one provider call; an order past its deadline gets none.
     async fn open(

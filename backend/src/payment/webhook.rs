@@ -149,6 +149,11 @@ enum ProcessError {
     Storage(#[from] StoreError),
 }
 
+#[tracing::instrument(
+    name = "webhook",
+    skip_all,
+    fields(event_id = %event.id, order_id = tracing::field::Empty)
+)]
 async fn process(service: &PaymentService, event: &Event) -> Result<Outcome, ProcessError> {
     let Some(kind) = WebhookKind::from_type(&event.kind) else {
         return Ok(Outcome::Ignored("unhandled_event_type"));
@@ -164,6 +169,7 @@ async fn process(service: &PaymentService, event: &Event) -> Result<Outcome, Pro
     let Some(payment) = store::by_session(&mut tx, &session.id).await? else {
         return Ok(Outcome::Ignored("unknown_session"));
     };
+    tracing::Span::current().record("order_id", tracing::field::display(payment.order_id));
     if let Some(order_id) = session.metadata.get("order_id")
         && order_id != &payment.order_id.to_string()
     {

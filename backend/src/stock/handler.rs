@@ -41,32 +41,7 @@ impl UnitOfWork for StockHandler {
     ) -> Result<(), HandlerError> {
         let mut book = load(tx, &commands).await?;
         for command in &commands {
-            match command {
-                StockCommand::ReserveStock(command) => {
-                    let order_id = command.order_id;
-                    match book.reserve(command) {
-                        ReserveOutcome::Reserved => {
-                            tracing::info!(%order_id, lines = command.lines.len(), "stock reserved");
-                            self.metrics.reservation("reserved");
-                        }
-                        ReserveOutcome::Rejected => {
-                            tracing::info!(%order_id, "reservation rejected: not enough stock");
-                            self.metrics.reservation("rejected");
-                        }
-                        ReserveOutcome::AlreadyDecided => {}
-                    }
-                }
-                StockCommand::ReleaseStock(order) => {
-                    if book.release(order.order_id).map_err(failed)? {
-                        tracing::info!(order_id = %order.order_id, "stock released");
-                    }
-                }
-                StockCommand::CommitStock(order) => {
-                    if book.commit(order.order_id).map_err(failed)? {
-                        tracing::info!(order_id = %order.order_id, "stock sold");
-                    }
-                }
-            }
+            self.apply_command(&mut book, command)?;
         }
         let changes = book.into_changes();
         store::set_order_states(tx, &changes.states).await?;
@@ -84,6 +59,41 @@ impl UnitOfWork for StockHandler {
             match message {
                 Published::Stock(event) => outgoing.push(event, &correlation),
                 Published::Product(event) => outgoing.push(event, &correlation),
+            }
+        }
+        Ok(())
+    }
+}
+
+impl StockHandler {
+    /// Applies one command to the book, in a span naming its order.
+    #[tracing::instrument(name = "stock", skip_all, fields(order_id = %order_of(command)))]
+    fn apply_command(
+        &self,
+        book: &mut StockBook,
+        command: &StockCommand,
+    ) -> Result<(), HandlerError> {
+        match command {
+            StockCommand::ReserveStock(command) => match book.reserve(command) {
+                ReserveOutcome::Reserved => {
+                    tracing::info!(order_id = %command.order_id, lines = command.lines.len(), "stock reserved");
+                    self.metrics.reservation("reserved");
+                }
+                ReserveOutcome::Rejected => {
+                    tracing::info!(order_id = %command.order_id, "reservation rejected: not enough stock");
+                    self.metrics.reservation("rejected");
+                }
+                ReserveOutcome::AlreadyDecided => {}
+            },
+            StockCommand::ReleaseStock(order) => {
+                if book.release(order.order_id).map_err(failed)? {
+                    tracing::info!(order_id = %order.order_id, "stock released");
+                }
+            }
+            StockCommand::CommitStock(order) => {
+                if book.commit(order.order_id).map_err(failed)? {
+                    tracing::info!(order_id = %order.order_id, "stock sold");
+                }
             }
         }
         Ok(())

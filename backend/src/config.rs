@@ -210,6 +210,11 @@ impl Default for StripeArgs {
 impl StripeArgs {
     /// The Stripe key and webhook secret, when Stripe is configured; an
     /// error when only one of them is, or one is not what Stripe issues.
+    ///
+    /// # Errors
+    ///
+    /// Only one of the two keys is set, or a key does not look like one Stripe
+    /// issues (`sk_…`, `whsec_…`); the message says which.
     pub fn keys(&self) -> Result<Option<(Secret, Secret)>, String> {
         let nonempty =
             |secret: &Option<Secret>| secret.clone().filter(|secret| !secret.expose().is_empty());
@@ -264,6 +269,11 @@ impl StripeArgs {
 }
 
 /// Reads a pay TTL: at least a second, at most a day.
+///
+/// # Errors
+///
+/// A message for a duration humantime cannot read, or one below a second or
+/// above a day.
 pub fn parse_ttl(text: &str) -> Result<Duration, String> {
     let ttl = humantime::parse_duration(text)
         .map_err(|error| format!("`{text}` is not a duration such as 5m, 90s or 3s: {error}"))?;
@@ -277,6 +287,10 @@ pub fn parse_ttl(text: &str) -> Result<Duration, String> {
 }
 
 /// Reads a Kafka fetch wait: from 1ms to 5s.
+///
+/// # Errors
+///
+/// A message for a duration humantime cannot read, or one outside 1ms to 5s.
 pub fn parse_fetch_wait(text: &str) -> Result<Duration, String> {
     let wait = humantime::parse_duration(text)
         .map_err(|error| format!("`{text}` is not a duration such as 20ms or 1s: {error}"))?;
@@ -291,6 +305,10 @@ pub fn parse_fetch_wait(text: &str) -> Result<Duration, String> {
 /// Reads a topic prefix: what Kafka allows in a topic name (letters,
 /// digits, `.`, `_`, `-`; `org.apache.kafka.common.internals.Topic`), at
 /// most 100 characters so that every prefixed name stays under Kafka's 249.
+///
+/// # Errors
+///
+/// A message naming the first character Kafka refuses, or the length.
 pub fn parse_topic_prefix(text: &str) -> Result<String, String> {
     if text.len() > 100 {
         return Err(format!(
@@ -310,6 +328,10 @@ pub fn parse_topic_prefix(text: &str) -> Result<String, String> {
 }
 
 /// Reads a base URL: http(s), no trailing slash.
+///
+/// # Errors
+///
+/// A message when the text is not an http(s) URL.
 pub fn parse_url(text: &str) -> Result<String, String> {
     let trimmed = text.trim().trim_end_matches('/');
     if !(trimmed.starts_with("http://") || trimmed.starts_with("https://")) || trimmed.len() < 10 {

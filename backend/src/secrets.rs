@@ -29,6 +29,10 @@ impl Secret {
     }
 
     /// A new random secret: `prefix` then 64 hex digits.
+    ///
+    /// # Errors
+    ///
+    /// The operating system's random source failed.
     pub fn generate(prefix: &str) -> anyhow::Result<Self> {
         let mut bytes = [0u8; 32];
         getrandom::fill(&mut bytes).map_err(|error| anyhow::anyhow!("no randomness: {error}"))?;

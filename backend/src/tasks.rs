@@ -120,6 +120,11 @@ impl Supervisor {
 
     /// Watches the tasks until shutdown, then waits up to `drain` for them to
     /// finish. Returns an error naming the first task that failed.
+    ///
+    /// # Errors
+    ///
+    /// The first task that failed (by name), or tasks still running after
+    /// `drain`.
     pub async fn run(mut self, drain: Duration) -> anyhow::Result<()> {
         let mut running = FuturesUnordered::new();
         let mut failure: Option<anyhow::Error> = None;

@@ -104,6 +104,12 @@ impl<M: Message> Envelope<M> {
         serde_json::to_vec(self).unwrap_or_default()
     }
 
+    /// Reads an envelope from its JSON bytes.
+    ///
+    /// # Errors
+    ///
+    /// [`DecodeError`] when the bytes are not an envelope of this topic's
+    /// messages, or carry a schema version newer than this build reads.
     pub fn from_json(bytes: &[u8]) -> Result<Self, DecodeError> {
         let envelope: Envelope<M> = serde_json::from_slice(bytes)?;
         if envelope.version > M::SCHEMA_VERSION {

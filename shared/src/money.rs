@@ -36,6 +36,10 @@ impl Currency {
     pub const EUR: Currency = Currency(*b"EUR");
 
     /// Reads a three-letter code, in either case.
+    ///
+    /// # Errors
+    ///
+    /// [`MoneyError::BadCurrency`] unless `code` is three ASCII letters.
     pub fn new(code: &str) -> Result<Self, MoneyError> {
         let bytes = code.as_bytes();
         if bytes.len() != 3 || !bytes.iter().all(u8::is_ascii_alphabetic) {
@@ -67,6 +71,11 @@ impl Currency {
     /// Parses a decimal amount such as `"4500.00"` or `"4500"` into minor
     /// units, exactly. More decimals than the currency has is an error, not
     /// a rounding.
+    ///
+    /// # Errors
+    ///
+    /// [`MoneyError::BadAmount`] for anything but digits with at most the
+    /// currency's decimals, [`MoneyError::Overflow`] beyond `i64` minor units.
     pub fn parse_amount(&self, text: &str) -> Result<i64, MoneyError> {
         let decimals = self.decimals();
         let bad = || MoneyError::BadAmount {

@@ -98,6 +98,11 @@ impl ClientMessage {
 
     /// Reads one text frame. On failure the error keeps whatever
     /// `request_id` could be read, so the reply can still be matched.
+    ///
+    /// # Errors
+    ///
+    /// [`ProtocolError`] for a frame over [`MAX_FRAME_BYTES`], text that is not
+    /// JSON, an unknown `type`, or fields that do not fit it.
     pub fn parse(text: &str) -> Result<ClientMessage, ProtocolError> {
         if text.len() > MAX_FRAME_BYTES {
             return Err(ProtocolError::new(

@@ -51,6 +51,10 @@ impl Timestamp {
 
     /// Reads an RFC 3339 timestamp (`2026-11-24T10:00:00Z`, with or without
     /// fractions of a second).
+    ///
+    /// # Errors
+    ///
+    /// [`TimestampError`] when the text is not an RFC 3339 timestamp.
     pub fn parse(text: &str) -> Result<Self, TimestampError> {
         humantime::parse_rfc3339_weak(text.trim_end_matches('Z').trim_end_matches('z'))
             .map(Timestamp::from)

@@ -182,6 +182,10 @@ impl Node {
     }
 
     /// Serves until `shutdown` completes (or a task fails), then stops.
+    ///
+    /// # Errors
+    ///
+    /// A service's task failed, or stopping left tasks running.
     pub async fn run_until_stopped(
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,

@@ -41,6 +41,13 @@ pub struct Application {
 }
 
 impl Application {
+    /// Prepares every service and binds the port, without serving yet.
+    ///
+    /// # Errors
+    ///
+    /// The data directory cannot be created or locked (another backend uses
+    /// it), the catalogue or secrets cannot be read, the port cannot be bound,
+    /// or a database, the bus log or a service cannot start.
     pub async fn build(config: EmbeddedArgs) -> anyhow::Result<Application> {
         let data_dir = &config.data_dir;
         std::fs::create_dir_all(data_dir)
@@ -137,6 +144,10 @@ impl Application {
     }
 
     /// Serves until `shutdown` completes (or a task fails), then stops.
+    ///
+    /// # Errors
+    ///
+    /// A service's task failed, or stopping left tasks running.
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -164,6 +175,11 @@ pub struct Running {
 
 impl Running {
     /// Stops the application and waits until it has.
+    ///
+    /// # Errors
+    ///
+    /// The application failed while running or stopping (as
+    /// [`Application::run_until_stopped`]), or its task panicked.
     pub async fn stop(self) -> anyhow::Result<()> {
         let Running { stop, done } = self;
         drop(stop);

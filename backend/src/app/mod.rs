@@ -55,6 +55,10 @@ impl Server {
 
     /// Serves until `shutdown` completes (or a task fails), then stops every
     /// service, finishing the work in hand.
+    ///
+    /// # Errors
+    ///
+    /// A supervised task failed, or stopping took longer than the drain time.
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -246,6 +250,10 @@ pub async fn compose(
 
 /// Binds `listen` and returns the listener with the base URL of its pages:
 /// `public_url` when set, otherwise the address bound (port 0 resolved).
+///
+/// # Errors
+///
+/// The address cannot be bound (in use, or not this machine's).
 pub async fn bind(
     listen: SocketAddr,
     public_url: Option<&str>,

@@ -100,6 +100,12 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 const TOPIC_PROPAGATION: Duration = Duration::from_secs(30);
 
 impl KafkaBus {
+    /// A bus on the cluster of `config`; connects lazily.
+    ///
+    /// # Errors
+    ///
+    /// [`BusError::Broker`] when rdkafka refuses the configuration (a malformed
+    /// broker list, for instance).
     pub fn new(config: KafkaConfig, metrics: Metrics, spawner: &Spawner) -> Result<Self, BusError> {
         let producer: FutureProducer = base_config(&config)
             .set("enable.idempotence", "true")

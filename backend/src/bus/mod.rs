@@ -261,6 +261,11 @@ pub trait Bus: Send + Sync + 'static {
 }
 
 /// Publishes typed messages, each in a fresh envelope.
+///
+/// # Errors
+///
+/// As [`Bus::publish`]: an unknown topic, a closed bus, or a broker or storage
+/// failure.
 pub async fn publish_messages<M: Message>(
     bus: &dyn Bus,
     messages: Vec<(M, String)>,

@@ -31,6 +31,10 @@ pub struct Checkpointer {
 
 /// Opens a second connection to the database of `options` and checkpoints
 /// its log every [`EVERY`] until the returned handle is dropped.
+///
+/// # Errors
+///
+/// The second connection cannot be opened.
 pub async fn start(options: &SqliteConnectOptions) -> Result<Checkpointer, sqlx::Error> {
     let mut connection: SqliteConnection = options.connect().await?;
     let (stop, mut stopped) = oneshot::channel::<()>();

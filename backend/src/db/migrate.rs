@@ -114,6 +114,11 @@ const MIGRATION_LOCK: i64 = 0x5348_4f50_0001;
 
 impl Db {
     /// Brings the schema of `service` up to date.
+    ///
+    /// # Errors
+    ///
+    /// A migration failed (it is rolled back and not recorded), or the database
+    /// cannot be reached.
     pub async fn migrate(&self, service: Service) -> Result<(), sqlx::Error> {
         let mut connection = self.pool().acquire().await?;
         if self.dialect() == Dialect::Postgres {

@@ -179,6 +179,10 @@ impl Db {
     /// One connection: SQLite has one writer anyway, and a single connection
     /// never meets a busy database. A second one checkpoints the log in the
     /// background ([`checkpoint`]).
+    ///
+    /// # Errors
+    ///
+    /// The file cannot be opened or created, or a pragma is refused.
     pub async fn sqlite(path: &Path) -> Result<Db, sqlx::Error> {
         sqlx::any::install_default_drivers();
         let url = format!("sqlite://{}?mode=rwc", encode_path(path));
@@ -219,6 +223,11 @@ impl Db {
     /// Connects to PostgreSQL at `url` with at most `max_connections`, with
     /// every table in `schema` (created if missing), so that services
     /// sharing a database never share a table.
+    ///
+    /// # Errors
+    ///
+    /// `schema` is not a plain identifier ([`sqlx::Error::Configuration`]), the
+    /// URL is malformed, or the server cannot be reached or refuses the login.
     pub async fn postgres(
         url: &str,
         schema: &str,
@@ -403,6 +412,11 @@ pub async fn count_by(
 }
 
 /// Reads a column that must hold one of a closed set of names.
+///
+/// # Errors
+///
+/// [`sqlx::Error::ColumnDecode`] naming `column` when the value is not one of
+/// the names.
 pub fn parse_column<T: std::str::FromStr>(value: &str, column: &str) -> Result<T, sqlx::Error>
 where
     T::Err: std::error::Error + Send + Sync + 'static,

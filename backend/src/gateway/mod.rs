@@ -30,6 +30,7 @@ use crate::bus::{self, Bus, Subscription, SubscriptionHandle};
 use crate::metrics::{GaugeSource, Metrics, Sample};
 use crate::runtime::Runtime;
 use crate::secrets::Secret;
+use crate::service::Service;
 use crate::tasks::Shutdown;
 use read_model::{ReadModel, ReadModelHandler};
 use token::TokenSigner;
@@ -79,12 +80,16 @@ impl Refusal {
 }
 
 /// Starts the gateway: subscribes its read model to the state topics.
+///
+/// # Errors
+///
+/// The bus refused the read model's subscription.
 pub async fn start(runtime: &Runtime, token_secret: Secret) -> anyhow::Result<Gateway> {
     let read_model = ReadModel::default();
     let bus = runtime.bus.clone();
     let loaded = bus
         .subscribe(
-            Subscription::broadcast("gateway", &[topic::ORDERS, topic::PRODUCTS]),
+            Subscription::broadcast(Service::Gateway.group(), &[topic::ORDERS, topic::PRODUCTS]),
             Arc::new(ReadModelHandler {
                 model: read_model.clone(),
             }),
@@ -180,6 +185,11 @@ impl Gateway {
     }
 
     /// `customer`'s order named by `order_id`.
+    ///
+    /// # Errors
+    ///
+    /// `order_not_found` when `order_id` is not an order id, or names no order
+    /// of `customer`'s.
     pub fn find_order(&self, customer: Uuid, order_id: &str) -> Result<Arc<OrderState>, Refusal> {
         Uuid::try_parse(order_id.trim())
             .ok()
@@ -188,6 +198,13 @@ impl Gateway {
     }
 
     /// Places an order and returns it once the order service has stored it.
+    ///
+    /// # Errors
+    ///
+    /// A refusal with the code the client sees: invalid lines (`invalid_order`,
+    /// with the first rule broken), an idempotency key that is too long, or
+    /// `unavailable` when the order service has not stored the order in time or
+    /// the bus refuses the command.
     pub async fn place_order(
         &self,
         customer: Uuid,
@@ -243,6 +260,11 @@ impl Gateway {
     }
 
     /// Cancels an unpaid order and returns it once cancelled.
+    ///
+    /// # Errors
+    ///
+    /// `order_not_found`, `not_cancellable` for a paid or cancelled order, or
+    /// `unavailable` when the order service has not confirmed in time.
     pub async fn cancel_order(&self, customer: Uuid, order_id: &str) -> Result<Order, Refusal> {
         let state = self.find_order(customer, order_id)?;
         let order = &state.order;

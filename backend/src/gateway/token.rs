@@ -39,6 +39,11 @@ impl TokenSigner {
     }
 
     /// The customer a token names, if this gateway's secret signed it.
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidToken`] for a token this shop did not sign, an altered one, or
+    /// one that is not a token.
     pub fn verify(&self, token: &str) -> Result<Uuid, InvalidToken> {
         let (body, signature) = token.rsplit_once('.').ok_or(InvalidToken)?;
         let customer = body.strip_prefix("v1.").ok_or(InvalidToken)?;

@@ -21,6 +21,12 @@ const BATCH: i64 = 200;
 /// Longest sleep between sweeps; a restart or a new deadline is found by then.
 const MAX_SLEEP: Duration = Duration::from_secs(1);
 
+/// Runs the sweep until `shutdown`.
+///
+/// # Errors
+///
+/// Never while running: failed sweeps are logged and retried with backoff;
+/// returns when `shutdown` comes.
 pub async fn run(db: Db, relay: RelayHandle, shutdown: Shutdown) -> anyhow::Result<()> {
     let mut backoff = Duration::from_millis(100);
     loop {

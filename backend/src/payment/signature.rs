@@ -56,6 +56,11 @@ pub fn header(secret: &str, timestamp: i64, payload: &[u8]) -> String {
 }
 
 /// Checks `header` against `payload`; returns the signed timestamp.
+///
+/// # Errors
+///
+/// [`SignatureError`]: the header is missing or malformed, no `v1` signature
+/// matches, or the timestamp is further than `tolerance` from `now`.
 pub fn verify(
     header: Option<&str>,
     payload: &[u8],

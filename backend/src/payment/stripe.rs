@@ -65,6 +65,12 @@ pub struct StripeProvider {
 }
 
 impl StripeProvider {
+    /// A Stripe Checkout client for `config`.
+    ///
+    /// # Errors
+    ///
+    /// [`ProviderError::Refused`] when the API base is not a URL the client can
+    /// use.
     pub fn new(config: &StripeConfig) -> Result<StripeProvider, ProviderError> {
         let base = format!("{}/", config.api_base.trim_end_matches('/'));
         let client = ClientBuilder::new(config.secret_key.expose())

@@ -81,6 +81,11 @@ pub fn default_catalog() -> Vec<CatalogProduct> {
 }
 
 /// Reads and checks a catalogue file.
+///
+/// # Errors
+///
+/// [`CatalogError`]: the file cannot be read, or its text is not a valid
+/// catalogue (the message names the entry).
 pub fn load(path: &Path) -> Result<Vec<CatalogProduct>, CatalogError> {
     let text = std::fs::read_to_string(path).map_err(|source| CatalogError::Read {
         path: path.display().to_string(),
@@ -93,6 +98,11 @@ pub fn load(path: &Path) -> Result<Vec<CatalogProduct>, CatalogError> {
 }
 
 /// Parses and checks catalogue text.
+///
+/// # Errors
+///
+/// A message naming the first problem: not TOML, no products, or an entry whose
+/// sku, name, price, currency or stock breaks a rule.
 pub fn parse(text: &str) -> Result<Vec<CatalogProduct>, String> {
     let file: CatalogFile = toml::from_str(text).map_err(|error| error.to_string())?;
     let currency = Currency::new(&file.currency).map_err(|error| error.to_string())?;

@@ -106,6 +106,10 @@ struct PartitionState {
 impl MemoryBus {
     /// Opens (or creates) the durable log at `path`. New topics get
     /// `partitions` partitions.
+    ///
+    /// # Errors
+    ///
+    /// The log file cannot be opened, created or migrated.
     pub async fn open(
         path: &Path,
         partitions: u32,

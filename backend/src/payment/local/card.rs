@@ -32,6 +32,12 @@ pub enum CardOutcome {
 
 /// Checks the form and answers as Stripe's test mode does for its test
 /// cards. `Err` is a message about a field the customer must fix.
+///
+/// # Errors
+///
+/// A message about the field the customer must fix: a missing or invalid card
+/// number (Luhn), an unreadable or past expiry, an incomplete security code, or
+/// no name.
 pub fn check_card(form: &CardForm, today: (i32, u32)) -> Result<CardOutcome, String> {
     let number: String = form
         .card_number

@@ -195,7 +195,7 @@ impl Shop {
                 let env = [env, stripe_env.unwrap_or_default()].concat();
                 let mut services: Vec<(Service, Process)> = Vec::new();
                 let mut gateway_url = String::new();
-                for service in Service::ALL {
+                for service in process::START_ORDER {
                     let mut args: Vec<OsString> = vec![service.name().into()];
                     if service == Service::Stock {
                         args.extend(catalog_args.iter().cloned());

@@ -12,32 +12,15 @@ use tokio::process::{Child, Command};
 use super::infrastructure::Broker;
 use super::{Backend, Shop, WAIT};
 
-/// A service of distributed mode.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Service {
-    Gateway,
-    Order,
-    Stock,
-    Payment,
-}
+pub use shop_backend::Service;
 
-impl Service {
-    pub const ALL: [Service; 4] = [
-        Service::Gateway,
-        Service::Stock,
-        Service::Order,
-        Service::Payment,
-    ];
-
-    pub(super) fn name(self) -> &'static str {
-        match self {
-            Service::Gateway => "gateway",
-            Service::Order => "order",
-            Service::Stock => "stock",
-            Service::Payment => "payment",
-        }
-    }
-}
+/// The order a distributed shop's processes start in.
+pub const START_ORDER: [Service; 4] = [
+    Service::Gateway,
+    Service::Stock,
+    Service::Order,
+    Service::Payment,
+];
 
 /// One `shop-backend` process, restartable on the same port.
 pub(super) struct Process {

@@ -154,6 +154,7 @@ pub struct PricedLine {
     pub sku: String,
     pub name: String,
     pub quantity: i64,
+    /// Price of one unit at reservation, in minor units.
     pub unit_price: i64,
 }
 
@@ -300,6 +301,7 @@ pub struct CheckoutReady {
 pub struct PaymentSucceeded {
     pub order_id: Uuid,
     pub session_id: String,
+    /// In minor units of `currency`.
     pub amount: i64,
     pub currency: Currency,
 }
@@ -314,6 +316,7 @@ pub struct PaymentFailed {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PaymentRefunded {
     pub order_id: Uuid,
+    /// In minor units of `currency`.
     pub amount: i64,
     pub currency: Currency,
 }

@@ -33,6 +33,7 @@ pub struct OrderRecord {
     pub status: OrderStatus,
     pub cancel_reason: Option<CancelReason>,
     pub currency: Option<Currency>,
+    /// The sum of the priced lines, in minor units of `currency`; known once reserved.
     pub total: Option<i64>,
     pub pay_until: Option<Timestamp>,
     pub checkout_url: Option<String>,

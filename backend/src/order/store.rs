@@ -26,6 +26,7 @@ struct StoredLine {
     sku: String,
     quantity: i64,
     name: Option<String>,
+    /// In minor units.
     unit_price: Option<i64>,
 }
 

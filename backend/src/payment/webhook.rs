@@ -47,6 +47,7 @@ struct SessionObject {
     id: String,
     #[serde(default)]
     payment_status: Option<String>,
+    /// In minor units.
     #[serde(default)]
     amount_total: Option<i64>,
     #[serde(default)]

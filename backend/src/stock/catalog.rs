@@ -29,6 +29,7 @@ pub const MAX_UNIT_PRICE: i64 = 1_000_000_000_000;
 pub struct CatalogProduct {
     pub sku: String,
     pub name: String,
+    /// Price of one unit, in minor units of `currency`.
     pub unit_price: i64,
     pub currency: Currency,
     pub stock: i64,

@@ -62,10 +62,6 @@ pub struct Tx {
 }
 
 impl Tx {
-    pub fn dialect(&self) -> Dialect {
-        self.dialect
-    }
-
     /// ` FOR UPDATE` where the dialect has row locks; SQLite serializes
     /// writers instead.
     pub fn for_update(&self) -> &'static str {
@@ -161,10 +157,6 @@ impl From<sqlx::Error> for StoreError {
 }
 
 impl StoreError {
-    pub fn is_transient(&self) -> bool {
-        matches!(self, StoreError::Transient(_))
-    }
-
     /// A stored value that cannot be read back.
     pub fn corrupt(column: &str, problem: impl Into<String>) -> StoreError {
         StoreError::Corrupt(sqlx::Error::ColumnDecode {

@@ -27,7 +27,7 @@ use tokio::sync::broadcast;
 use uuid::Uuid;
 
 use crate::bus::{self, Bus, Subscription, SubscriptionHandle};
-use crate::metrics::{GaugeSource, Metrics, Sample};
+use crate::metrics::{self, GaugeSource, Metrics, Sample};
 use crate::runtime::Runtime;
 use crate::secrets::Secret;
 use crate::service::Service;
@@ -147,9 +147,9 @@ impl Gateway {
     /// Open connections and what the read models hold, read when scraped.
     pub fn gauges(&self) -> GaugeSource {
         let gateway = self.clone();
-        Arc::new(move || {
+        metrics::source(move || {
             let gateway = gateway.clone();
-            Box::pin(async move {
+            async move {
                 let model = gateway.read_model();
                 vec![
                     Sample {
@@ -171,7 +171,7 @@ impl Gateway {
                         value: model.products().len() as f64,
                     },
                 ]
-            })
+            }
         })
     }
 

@@ -64,10 +64,6 @@ impl Outgoing {
         self.records.push(OutgoingRecord::from_envelope(envelope));
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.records.is_empty()
-    }
-
     /// Moves every message of `other` after these.
     pub fn append(&mut self, mut other: Outgoing) {
         self.records.append(&mut other.records);

@@ -16,7 +16,7 @@ use shop_shared::domain::{
     CancelReason, Order, OrderLine, OrderStatus, TimelineEntry, TimelineEvent,
 };
 use shop_shared::events::{
-    CheckoutReady, CreatePayment, LineItem, OrderRef, OrderState, PaymentCommand, PaymentFailed,
+    CheckoutReady, CreatePayment, OrderRef, OrderState, PaymentCommand, PaymentFailed,
     PaymentRefunded, PaymentSucceeded, PlaceOrder, RefundPayment, ReserveStock, StockCommand,
     StockRejected, StockReserved,
 };
@@ -321,22 +321,11 @@ impl OrderRecord {
             order: self.view(),
         }
     }
-
-    /// The requested lines, as the place command named them.
-    pub fn requested_lines(&self) -> Vec<LineItem> {
-        self.lines
-            .iter()
-            .map(|line| LineItem {
-                sku: line.sku.clone(),
-                quantity: line.quantity,
-            })
-            .collect()
-    }
 }
 
 #[cfg(test)]
 mod tests {
-    use shop_shared::events::PricedLine;
+    use shop_shared::events::{LineItem, PricedLine};
 
     use super::*;
 

@@ -275,15 +275,6 @@ pub async fn next_deadline(db: &Db) -> Result<Option<Timestamp>, StoreError> {
     Ok(next.map(Timestamp::from_millis))
 }
 
-/// How many orders have each status.
-///
-/// # Errors
-///
-/// The count failed.
-pub async fn count_by_status(db: &Db) -> Result<Vec<(String, i64)>, StoreError> {
-    crate::db::count_by(db, "orders", "status").await
-}
-
 #[cfg(test)]
 mod tests {
     use shop_shared::domain::{OrderStatus, TimelineEvent};

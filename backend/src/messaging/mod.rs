@@ -112,3 +112,167 @@ impl From<StoreError> for HandlerError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
+
+    use shop_shared::events::{CancelOrder, Envelope, OrderCommand, topic};
+    use shop_shared::sync::lock;
+    use shop_shared::time::Timestamp;
+
+    use super::*;
+    use crate::bus::memory::MemoryBus;
+    use crate::bus::{Bus, TopicSpec};
+    use crate::db::Tx;
+    use crate::metrics::Metrics;
+    use crate::service::Service;
+    use crate::tasks::Supervisor;
+
+    /// Reads a record's payload as a message id, applies it by noting it
+    /// and sending a cancel command for it; fails on demand.
+    #[derive(Default)]
+    struct Noting {
+        applied: Mutex<Vec<Uuid>>,
+        fail: AtomicBool,
+    }
+
+    #[async_trait]
+    impl UnitOfWork for Arc<Noting> {
+        type Message = Uuid;
+        type Prepared = ();
+
+        fn decode(&self, record: &Record) -> Result<(Uuid, Uuid), HandlerError> {
+            let text = String::from_utf8_lossy(&record.payload);
+            let id = text
+                .parse()
+                .map_err(|_| HandlerError::Malformed(format!("not an id: {text}")))?;
+            Ok((id, id))
+        }
+
+        async fn apply(
+            &self,
+            _tx: &mut Tx,
+            messages: Vec<Uuid>,
+            _prepared: (),
+            outgoing: &mut Outgoing,
+        ) -> Result<(), HandlerError> {
+            if self.fail.load(Ordering::SeqCst) {
+                return Err(HandlerError::Failed(anyhow::anyhow!("refused on purpose")));
+            }
+            for id in &messages {
+                let command = OrderCommand::CancelOrder(CancelOrder {
+                    order_id: *id,
+                    customer_id: Uuid::nil(),
+                });
+                outgoing.push(command, &id.to_string());
+            }
+            lock(&self.applied).extend(messages);
+            Ok(())
+        }
+    }
+
+    fn records(ids: &[Uuid]) -> Vec<Arc<Record>> {
+        ids.iter()
+            .enumerate()
+            .map(|(offset, id)| {
+                Arc::new(Record {
+                    topic: "in".into(),
+                    partition: 0,
+                    offset: offset as u64,
+                    key: id.to_string(),
+                    headers: Vec::new(),
+                    payload: id.to_string().into_bytes(),
+                    timestamp: Timestamp::now(),
+                })
+            })
+            .collect()
+    }
+
+    fn published(bus: &MemoryBus) -> Vec<Uuid> {
+        bus.records(topic::ORDER_COMMANDS)
+            .iter()
+            .map(|record| {
+                let envelope = Envelope::<OrderCommand>::from_json(&record.payload).expect("json");
+                let OrderCommand::CancelOrder(command) = envelope.message else {
+                    panic!("not a cancel command")
+                };
+                command.order_id
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn each_message_is_applied_once_and_what_it_causes_is_published_after_commit() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = Db::sqlite(&dir.path().join("order.sqlite"))
+            .await
+            .expect("db");
+        db.migrate(Service::Order).await.expect("migrate");
+        let (supervisor, spawner) = Supervisor::new();
+        let bus = MemoryBus::volatile(1, Metrics::default(), &spawner);
+        bus.ensure_topics(&TopicSpec::all()).await.expect("topics");
+        let relay =
+            outbox::start_relay(Service::Order, db.clone(), Arc::new(bus.clone()), &spawner)
+                .await
+                .expect("relay");
+        let unit = Arc::new(Noting::default());
+        let consumer = Transactional {
+            db: db.clone(),
+            relay,
+            unit: unit.clone(),
+        };
+        let [a, b, c, d] = [1, 2, 3, 4].map(Uuid::from_u128);
+
+        // Given a batch naming `a` twice, then a redelivery of `b` with `c`.
+        consumer
+            .handle(&records(&[a, a, b]))
+            .await
+            .expect("first batch");
+        consumer
+            .handle(&records(&[b, c]))
+            .await
+            .expect("second batch");
+        assert_eq!(*lock(&unit.applied), vec![a, b, c], "each id applied once");
+
+        // A batch whose work fails leaves no trace: applied when it works.
+        unit.fail.store(true, Ordering::SeqCst);
+        assert!(matches!(
+            consumer.handle(&records(&[d])).await,
+            Err(HandlerError::Failed(_))
+        ));
+        unit.fail.store(false, Ordering::SeqCst);
+        consumer
+            .handle(&records(&[d]))
+            .await
+            .expect("retried batch");
+        assert_eq!(*lock(&unit.applied), vec![a, b, c, d]);
+
+        // A record that cannot be read fails the batch as malformed.
+        let mut bad = records(&[a]);
+        bad.push(Arc::new(Record {
+            payload: b"not an id".to_vec(),
+            ..(*bad[0]).clone()
+        }));
+        assert!(matches!(
+            consumer.handle(&bad).await,
+            Err(HandlerError::Malformed(_))
+        ));
+
+        for _ in 0..300 {
+            if published(&bus).len() >= 4 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(
+            published(&bus),
+            vec![a, b, c, d],
+            "caused messages, in order"
+        );
+        supervisor.trigger().trigger();
+        supervisor.run(Duration::from_secs(5)).await.expect("stops");
+    }
+}

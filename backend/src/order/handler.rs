@@ -210,7 +210,7 @@ impl Orders {
     /// # Errors
     ///
     /// [`UnknownOrder`] when `id` was not loaded.
-    #[tracing::instrument(name = "order", skip(self, decide), fields(order_id = %id))]
+    #[tracing::instrument(name = "order", skip_all, fields(order_id = %id))]
     pub fn decide(
         &mut self,
         id: Uuid,

@@ -102,11 +102,10 @@ pub struct PaymentRecord {
     pub payment_ref: Option<String>,
 }
 
-/// What a command asks of the provider, decided before any call is made.
+/// What a cancel or refund asks of the provider, decided before the call
+/// is made (opening a session is decided by [`create`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProviderCall {
-    /// Open a checkout session for the order.
-    OpenSession,
     /// Close the open session, so it takes no payment.
     ExpireSession { session_id: String },
     /// Give the captured payment back.

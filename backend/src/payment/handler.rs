@@ -171,7 +171,7 @@ impl PaymentHandler {
                 .await
                 .map_err(provider_failure),
             Some(ProviderCall::Refund) => provider.refund(payment).await.map_err(provider_failure),
-            Some(ProviderCall::OpenSession) | None => Ok(()),
+            None => Ok(()),
         }
     }
 

@@ -79,6 +79,12 @@ pub async fn receive(
 }
 
 /// The response to a webhook, with a short name of its outcome for metrics.
+/// Runs in a span that names the event and, once known, its order.
+#[tracing::instrument(
+    name = "webhook",
+    skip_all,
+    fields(event_id = tracing::field::Empty, order_id = tracing::field::Empty)
+)]
 async fn answer(
     service: &PaymentService,
     headers: &HeaderMap,
@@ -105,6 +111,7 @@ async fn answer(
             return ("malformed_event", refuse("malformed_event", &message));
         }
     };
+    tracing::Span::current().record("event_id", event.id.as_str());
     match process(service, &event).await {
         Ok(outcome) => {
             tracing::info!(event_id = %event.id, event_type = %event.kind, ?outcome, "webhook handled");
@@ -150,11 +157,6 @@ enum ProcessError {
     Storage(#[from] StoreError),
 }
 
-#[tracing::instrument(
-    name = "webhook",
-    skip_all,
-    fields(event_id = %event.id, order_id = tracing::field::Empty)
-)]
 async fn process(service: &PaymentService, event: &Event) -> Result<Outcome, ProcessError> {
     let Some(kind) = WebhookKind::from_type(&event.kind) else {
         return Ok(Outcome::Ignored("unhandled_event_type"));

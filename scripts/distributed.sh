@@ -339,7 +339,11 @@ fi
 case "${1:-}" in
     up) up ;;
     down) down ;;
-    status) status || exit 3 ;;
+    status)
+        rc=0
+        status || rc=$?
+        exit "$rc"
+        ;;
     reset)
         if [ ! -e "$STATE" ]; then
             exit 0

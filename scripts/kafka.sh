@@ -30,7 +30,9 @@ KAFKA_POM="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/kafka/pom.xml"
 # The version is the pom's, which docker-compose.yml runs too.
 KAFKA_VERSION=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$KAFKA_POM")
 
-kafka_say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+kafka_say() {
+    if [ -t 2 ]; then printf '\033[1m==> %s\033[0m\n' "$*" >&2; else printf '==> %s\n' "$*" >&2; fi
+}
 
 kafka_home() {
     printf '%s\n' "${SHOP_KAFKA_HOME:-$HOME/.cache/shop/kafka-$KAFKA_VERSION}"

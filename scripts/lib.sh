@@ -3,7 +3,10 @@
 # runs need and was not there (cargo-nextest, Apache Kafka, PostgreSQL,
 # Chromium). Source it from the repository's root.
 
-say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+# Bold only on a terminal, so that logs and pipes get plain text.
+say() {
+    if [ -t 2 ]; then printf '\033[1m==> %s\033[0m\n' "$*" >&2; else printf '==> %s\n' "$*" >&2; fi
+}
 
 . scripts/kafka.sh
 

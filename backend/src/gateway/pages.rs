@@ -15,7 +15,7 @@ use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use futures_util::Stream;
 use serde::Deserialize;
 use shop_shared::domain::{Order, OrderStatus};
@@ -44,10 +44,10 @@ async fn order_for(gateway: &Gateway, id: &str, session: &SessionQuery) -> Optio
 fn unknown() -> Response {
     (
         StatusCode::NOT_FOUND,
-        Html(page(
+        page(
             "Unknown order",
             "<h1>Unknown order</h1><p>This link does not name an order of this shop.</p>",
-        )),
+        ),
     )
         .into_response()
 }
@@ -155,7 +155,7 @@ source.addEventListener('order', (event) => {{
         message = escape(&message(order)),
         events_url = serde_json::to_string(&events_url).unwrap_or_else(|_| "\"\"".into()),
     );
-    Html(page(&format!("Order {}", order.short_id()), &body)).into_response()
+    page(&format!("Order {}", order.short_id()), &body).into_response()
 }
 
 pub async fn status(

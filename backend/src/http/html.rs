@@ -1,5 +1,36 @@
 //! Small helpers for the few HTML pages the backend serves (checkout,
-//! payment return): escaping and one shared page frame.
+//! payment return, index): escaping and one shared page frame, sent with
+//! the same security headers everywhere.
+
+use axum::http::HeaderValue;
+use axum::http::header;
+use axum::response::{Html, IntoResponse, Response};
+
+/// A whole HTML page. As a response it carries the headers every page of
+/// the shop needs: it may not be framed by another site (clickjacking:
+/// `X-Frame-Options: DENY` and CSP `frame-ancestors 'none'`, per the OWASP
+/// clickjacking cheat sheet), kept by caches (`Cache-Control: no-store`:
+/// pages show orders and payments), or leak its URL, which holds a
+/// checkout session id, to other sites (`Referrer-Policy: no-referrer`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page(pub String);
+
+impl IntoResponse for Page {
+    fn into_response(self) -> Response {
+        let mut response = Html(self.0).into_response();
+        let headers = response.headers_mut();
+        for (name, value) in [
+            (header::X_FRAME_OPTIONS, "DENY"),
+            (header::CONTENT_SECURITY_POLICY, "frame-ancestors 'none'"),
+            (header::CACHE_CONTROL, "no-store"),
+            (header::REFERRER_POLICY, "no-referrer"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ] {
+            headers.insert(name, HeaderValue::from_static(value));
+        }
+        response
+    }
+}
 
 /// Escapes text for HTML element content and attribute values.
 pub fn escape(text: &str) -> String {
@@ -18,8 +49,8 @@ pub fn escape(text: &str) -> String {
 }
 
 /// A whole page around `body` (already HTML). `title` is plain text.
-pub fn page(title: &str, body: &str) -> String {
-    format!(
+pub fn page(title: &str, body: &str) -> Page {
+    Page(format!(
         r#"<!doctype html>
 <html lang="en">
 <head>
@@ -47,12 +78,31 @@ pub fn page(title: &str, body: &str) -> String {
 </html>
 "#,
         title = escape(title),
-    )
+    ))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_page_forbids_framing_caching_and_referrers() {
+        let response = page("t", "<p>x</p>").into_response();
+        let header = |name| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|value| value.to_str().ok())
+        };
+        assert_eq!(header(header::X_FRAME_OPTIONS), Some("DENY"));
+        assert_eq!(
+            header(header::CONTENT_SECURITY_POLICY),
+            Some("frame-ancestors 'none'")
+        );
+        assert_eq!(header(header::CACHE_CONTROL), Some("no-store"));
+        assert_eq!(header(header::REFERRER_POLICY), Some("no-referrer"));
+        assert!(header(header::CONTENT_TYPE).is_some_and(|value| value.starts_with("text/html")));
+    }
 
     #[test]
     fn escapes_markup_and_quotes() {

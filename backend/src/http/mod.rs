@@ -12,7 +12,7 @@ use axum::Json;
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::json;
 
@@ -66,14 +66,14 @@ pub fn index_router() -> Router {
     Router::new().route(
         "/",
         get(|| async {
-            Html(html::page(
+            html::page(
                 "shop",
                 "<h1>shop backend</h1>\
                  <p>This is the backend of <b>shop</b>. Clients connect to the WebSocket at <code>/ws</code>: \
                  use the <code>shop</code> command-line client or the <code>shop-tui</code> terminal shop, \
                  or speak the protocol described in <code>docs/protocol.md</code>.</p>\
                  <p>Health: <a href=\"/healthz\">/healthz</a></p>",
-            ))
+            )
         }),
     )
 }

@@ -14,6 +14,11 @@ use crate::secrets::hmac_sha256;
 /// Stripe's default tolerance.
 pub const TOLERANCE: Duration = Duration::from_secs(300);
 
+/// Most `v1` values a header may carry. Stripe sends one, or two while a
+/// secret is rolled; a header with more is refused before anything is
+/// hashed, so a forged request cannot buy CPU by the value.
+pub const MAX_SIGNATURES: usize = 8;
+
 /// Why a signature was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SignatureError {
@@ -21,6 +26,8 @@ pub enum SignatureError {
     Missing,
     #[error("the Stripe-Signature header is malformed: expected t=<timestamp>,v1=<signature>")]
     Malformed,
+    #[error("the Stripe-Signature header carries more than {MAX_SIGNATURES} v1 signatures")]
+    TooManySignatures,
     #[error("no v1 signature matches the payload")]
     Mismatch,
     #[error(
@@ -38,6 +45,7 @@ impl SignatureError {
         match self {
             SignatureError::Missing => "missing_signature",
             SignatureError::Malformed => "malformed_signature",
+            SignatureError::TooManySignatures => "too_many_signatures",
             SignatureError::Mismatch => "invalid_signature",
             SignatureError::Stale { .. } => "stale_timestamp",
         }
@@ -45,6 +53,8 @@ impl SignatureError {
 }
 
 fn mac(secret: &str, timestamp: i64, payload: &[u8]) -> Hmac<Sha256> {
+    #[cfg(test)]
+    tests::MACS.with(|macs| macs.set(macs.get() + 1));
     let timestamp = timestamp.to_string();
     hmac_sha256(secret.as_bytes(), &[timestamp.as_bytes(), b".", payload])
 }
@@ -59,8 +69,12 @@ pub fn header(secret: &str, timestamp: i64, payload: &[u8]) -> String {
 ///
 /// # Errors
 ///
-/// [`SignatureError`]: the header is missing or malformed, no `v1` signature
-/// matches, or the timestamp is further than `tolerance` from `now`.
+/// [`SignatureError`]: the header is missing or malformed, carries more than
+/// [`MAX_SIGNATURES`] `v1` values, no `v1` signature matches, or the
+/// timestamp is further than `tolerance` from `now`.
+///
+/// The payload is hashed once, whatever the number of `v1` values, and
+/// each is compared in constant time.
 pub fn verify(
     header: Option<&str>,
     payload: &[u8],
@@ -83,7 +97,12 @@ pub fn verify(
                         .map_err(|_| SignatureError::Malformed)?,
                 )
             }
-            "v1" => signatures.push(hex::decode(value).map_err(|_| SignatureError::Malformed)?),
+            "v1" => {
+                if signatures.len() == MAX_SIGNATURES {
+                    return Err(SignatureError::TooManySignatures);
+                }
+                signatures.push(hex::decode(value).map_err(|_| SignatureError::Malformed)?);
+            }
             _ => {}
         }
     }
@@ -91,11 +110,12 @@ pub fn verify(
     if signatures.is_empty() {
         return Err(SignatureError::Malformed);
     }
-    let matches = signatures.iter().any(|signature| {
-        mac(secret, timestamp, payload)
-            .verify_slice(signature)
-            .is_ok()
-    });
+    let signed = mac(secret, timestamp, payload);
+    // Each candidate finishes a copy of the one hash of the payload;
+    // `verify_slice` compares in constant time.
+    let matches = signatures
+        .iter()
+        .any(|signature| signed.clone().verify_slice(signature).is_ok());
     if !matches {
         return Err(SignatureError::Mismatch);
     }
@@ -111,7 +131,47 @@ pub fn verify(
 
 #[cfg(test)]
 mod tests {
+    use std::cell::Cell;
+
     use super::*;
+
+    thread_local! {
+        /// How many times this thread hashed a payload.
+        pub(super) static MACS: Cell<usize> = const { Cell::new(0) };
+    }
+
+    fn hashed() -> usize {
+        MACS.with(Cell::get)
+    }
+
+    #[test]
+    fn a_header_with_thousands_of_v1_values_is_refused_before_any_hashing() {
+        let bogus = format!("v1={}", "ab".repeat(32));
+        let header = format!("t=1000,{}", vec![bogus.as_str(); 5_000].join(","));
+        let body = vec![b'x'; 2 * 1024 * 1024];
+        let before = hashed();
+        assert_eq!(
+            verify(Some(&header), &body, SECRET, 1_000, TOLERANCE),
+            Err(SignatureError::TooManySignatures)
+        );
+        assert_eq!(hashed(), before, "nothing hashed");
+    }
+
+    #[test]
+    fn the_payload_is_hashed_once_however_many_v1_values_are_tried() {
+        let bogus = format!("v1={}", "ab".repeat(32));
+        let mut values = vec![bogus; MAX_SIGNATURES - 1];
+        let signed = header(SECRET, 1_000, BODY);
+        values.push(format!("v1={}", signed.split(",v1=").nth(1).expect("v1")));
+        let header = format!("t=1000,{}", values.join(","));
+        let before = hashed();
+        assert_eq!(
+            verify(Some(&header), BODY, SECRET, 1_000, TOLERANCE),
+            Ok(1_000),
+            "the last of {MAX_SIGNATURES} values matches"
+        );
+        assert_eq!(hashed() - before, 1);
+    }
 
     const SECRET: &str = "whsec_test_secret";
     const BODY: &[u8] = br#"{"id":"evt_1","type":"checkout.session.completed"}"#;

@@ -17,6 +17,17 @@ const DELAYED_FAILING_CARD: &str = "4000 0000 0000 2008";
 /// What the checkout page at `url` says about its session.
 async fn checkout_state(shop: &Shop, url: &str) -> String {
     let page = shop.http().get(url).send().await.expect("checkout page");
+    let header = |name: &str| {
+        page.headers()
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned)
+    };
+    assert_eq!(
+        (header("x-frame-options"), header("cache-control")),
+        (Some("DENY".into()), Some("no-store".into())),
+        "checkout pages may not be framed or cached"
+    );
     let html = page.text().await.expect("html");
     let start = html.find("id=\"state\">").expect("a state on the page") + "id=\"state\">".len();
     let end = html[start..].find('<').expect("state ends") + start;

@@ -3,7 +3,7 @@
 
 use axum::extract::{Form, Path, State};
 use axum::http::StatusCode;
-use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Redirect, Response};
 use shop_shared::domain::short_id;
 use shop_shared::time::Timestamp;
 
@@ -132,7 +132,7 @@ fn render(session: &Session, error: Option<&str>, form: &CardForm) -> Response {
                 r#"{summary}{error}
 <form method="post" id="pay">
   <label for="card_number">Card number</label>
-  <input id="card_number" name="card_number" inputmode="numeric" autocomplete="cc-number" placeholder="4242 4242 4242 4242" value="{number}" required>
+  <input id="card_number" name="card_number" inputmode="numeric" autocomplete="cc-number" placeholder="4242 4242 4242 4242" required>
   <label for="expiry">Expiry (MM/YY)</label>
   <input id="expiry" name="expiry" autocomplete="cc-exp" placeholder="12/34" value="{expiry}" required>
   <label for="cvc">CVC</label>
@@ -144,7 +144,6 @@ fn render(session: &Session, error: Option<&str>, form: &CardForm) -> Response {
 <p class="note">Local test checkout: no money moves. 4242 4242 4242 4242 succeeds, 4000 0000 0000 0002 is declined;
 4000 0000 0000 1000 and 4000 0000 0000 2008 act as delayed payment methods that settle, or fail, a few seconds later.
 Any future expiry and any CVC. Pay before {deadline}.</p>"#,
-                number = escape(&form.card_number),
                 expiry = escape(&form.expiry),
                 name = escape(&form.name),
                 total = escape(&session.currency.format(session.amount)),
@@ -152,16 +151,16 @@ Any future expiry and any CVC. Pay before {deadline}.</p>"#,
             ),
         )
     };
-    (status, Html(page(&format!("Pay order {order}"), &body))).into_response()
+    (status, page(&format!("Pay order {order}"), &body)).into_response()
 }
 
 fn not_found() -> Response {
     (
         StatusCode::NOT_FOUND,
-        Html(page(
+        page(
             "No such checkout",
             "<h1>No such checkout</h1><p>This checkout link is not known here.</p>",
-        )),
+        ),
     )
         .into_response()
 }
@@ -170,10 +169,10 @@ fn server_error(error: StoreError) -> Response {
     tracing::error!(%error, "local checkout page failed");
     (
         StatusCode::INTERNAL_SERVER_ERROR,
-        Html(page(
+        page(
             "Something went wrong",
             "<h1>Something went wrong</h1><p>Try again in a moment.</p>",
-        )),
+        ),
     )
         .into_response()
 }

@@ -8,15 +8,17 @@
 //! the reader ends, every other task of the connection is stopped.
 //!
 //! Bad frames get an `error` frame and change nothing; the connection stays
-//! open. Only a frame beyond the socket's hard limit (1 MiB) closes it,
-//! with close code 1009, as WebSocket prescribes.
+//! open. Only what breaks the WebSocket protocol itself closes it, with the
+//! close code RFC 6455 (section 7.4.1) gives the violation: 1009 for a
+//! message beyond the socket's hard limit (1 MiB), 1007 for a text frame
+//! that is not UTF-8, 1002 for any other protocol error.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
 use axum::response::Response;
 use futures_util::{SinkExt, StreamExt};
 use shop_shared::domain::Product;
@@ -47,6 +49,10 @@ async fn serve(gateway: Gateway, socket: WebSocket) {
     let _counted = gateway.connected();
     let (mut sink, mut stream) = socket.split();
     let (out, mut outgoing) = mpsc::channel::<ServerMessage>(256);
+    // The reader hands the writer the close frame of a protocol violation;
+    // dropped unused, the writer closes without a code.
+    let (close, closing) = tokio::sync::oneshot::channel::<CloseFrame>();
+    let mut close = Some(close);
     let writer = tokio::spawn(async move {
         // Everything queued goes out in one write: fewer system calls, and
         // a busy connection catches up faster.
@@ -67,6 +73,9 @@ async fn serve(gateway: Gateway, socket: WebSocket) {
             if sink.flush().await.is_err() {
                 break;
             }
+        }
+        if let Ok(frame) = closing.await {
+            let _ = sink.send(Message::Close(Some(frame))).await;
         }
         let _ = sink.close().await;
     });
@@ -100,6 +109,9 @@ async fn serve(gateway: Gateway, socket: WebSocket) {
             Ok(Message::Ping(_) | Message::Pong(_)) => {}
             Err(error) => {
                 tracing::debug!(%error, "connection ended");
+                if let (Some(frame), Some(close)) = (violation(error), close.take()) {
+                    let _ = close.send(frame);
+                }
                 break;
             }
         }
@@ -108,7 +120,24 @@ async fn serve(gateway: Gateway, socket: WebSocket) {
     }
     connection.tasks.abort_all();
     drop(connection);
+    drop(close);
     let _ = writer.await;
+}
+
+/// The close frame for a read that broke the WebSocket protocol; `None`
+/// when the connection was lost rather than misused.
+fn violation(error: axum::Error) -> Option<CloseFrame> {
+    let error = error.into_inner().downcast::<tungstenite::Error>().ok()?;
+    let (code, reason) = match *error {
+        tungstenite::Error::Capacity(_) => (close_code::SIZE, "message too big"),
+        tungstenite::Error::Utf8(_) => (close_code::INVALID, "text frame is not UTF-8"),
+        tungstenite::Error::Protocol(_) => (close_code::PROTOCOL, "WebSocket protocol error"),
+        _ => return None,
+    };
+    Some(CloseFrame {
+        code,
+        reason: reason.into(),
+    })
 }
 
 struct Connection {

@@ -427,9 +427,59 @@ async fn the_checkout_form_refuses_bad_card_details_without_charging(mode: Mode)
     );
 }
 
+/// The close code the gateway ends a connection with after `frame`.
+async fn close_code_after(shop: &Shop, frame: Message) -> Option<u16> {
+    let (mut socket, _) = tokio_tungstenite::connect_async(shop.ws_url.as_str())
+        .await
+        .expect("connects");
+    socket.send(frame).await.expect("sent");
+    tokio::time::timeout(WAIT, async {
+        while let Some(Ok(message)) = socket.next().await {
+            if let Message::Close(frame) = message {
+                return frame.map(|frame| u16::from(frame.code));
+            }
+        }
+        None
+    })
+    .await
+    .expect("the gateway closes the connection")
+}
+
+async fn protocol_violations_close_with_the_codes_rfc_6455_gives_them(mode: Mode) {
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+
+    let shop = Shop::start(mode).await;
+    assert_eq!(
+        close_code_after(&shop, Message::text("x".repeat(2 << 20))).await,
+        Some(1009),
+        "a message beyond 1 MiB: message too big"
+    );
+    let not_utf8 = Frame::message(vec![0xff, 0xfe, b'{'], OpCode::Data(Data::Text), true);
+    assert_eq!(
+        close_code_after(&shop, Message::Frame(not_utf8)).await,
+        Some(1007),
+        "a text frame that is not UTF-8: invalid payload"
+    );
+    let mut reserved = Frame::message(b"{}".to_vec(), OpCode::Data(Data::Text), true);
+    reserved.header_mut().rsv1 = true;
+    assert_eq!(
+        close_code_after(&shop, Message::Frame(reserved)).await,
+        Some(1002),
+        "a reserved bit set without an extension: protocol error"
+    );
+    let other = shop.customer().await;
+    assert_eq!(
+        other.products().await.expect("products").len(),
+        3,
+        "the backend still serves"
+    );
+}
+
 crate::in_both_modes!(
     malformed_frames_get_typed_errors_and_the_connection_stays_usable,
     a_frame_beyond_the_socket_limit_closes_only_that_connection,
+    protocol_violations_close_with_the_codes_rfc_6455_gives_them,
     bad_orders_are_refused_with_their_own_codes_and_change_nothing,
     commands_before_hello_wrong_versions_and_forged_tokens_are_refused,
     forged_stale_malformed_unknown_and_replayed_webhooks_change_nothing,

@@ -432,7 +432,10 @@ async fn close_code_after(shop: &Shop, frame: Message) -> Option<u16> {
     let (mut socket, _) = tokio_tungstenite::connect_async(shop.ws_url.as_str())
         .await
         .expect("connects");
-    socket.send(frame).await.expect("sent");
+    // The gateway may close before it has read all of an oversized message,
+    // and the rest of it then meets a closed socket: what counts is the
+    // close frame that arrived first.
+    let _ = socket.send(frame).await;
     tokio::time::timeout(WAIT, async {
         while let Some(Ok(message)) = socket.next().await {
             if let Message::Close(frame) = message {
@@ -451,7 +454,7 @@ async fn protocol_violations_close_with_the_codes_rfc_6455_gives_them(mode: Mode
 
     let shop = Shop::start(mode).await;
     assert_eq!(
-        close_code_after(&shop, Message::text("x".repeat(2 << 20))).await,
+        close_code_after(&shop, Message::text("x".repeat((1 << 20) + 16))).await,
         Some(1009),
         "a message beyond 1 MiB: message too big"
     );

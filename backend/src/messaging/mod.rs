@@ -119,10 +119,10 @@ mod tests {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::time::Duration;
 
-    use shop_shared::events::{CancelOrder, Envelope, OrderCommand, topic};
     use shop_shared::sync::lock;
     use shop_shared::time::Timestamp;
 
+    use super::outbox::tests::{cancel, published, wait_until};
     use super::*;
     use crate::bus::memory::MemoryBus;
     use crate::bus::{Bus, TopicSpec};
@@ -163,11 +163,7 @@ mod tests {
                 return Err(HandlerError::Failed(anyhow::anyhow!("refused on purpose")));
             }
             for id in &messages {
-                let command = OrderCommand::CancelOrder(CancelOrder {
-                    order_id: *id,
-                    customer_id: Uuid::nil(),
-                });
-                outgoing.push(command, &id.to_string());
+                outgoing.push(cancel(*id), &id.to_string());
             }
             lock(&self.applied).extend(messages);
             Ok(())
@@ -187,19 +183,6 @@ mod tests {
                     payload: id.to_string().into_bytes(),
                     timestamp: Timestamp::now(),
                 })
-            })
-            .collect()
-    }
-
-    fn published(bus: &MemoryBus) -> Vec<Uuid> {
-        bus.records(topic::ORDER_COMMANDS)
-            .iter()
-            .map(|record| {
-                let envelope = Envelope::<OrderCommand>::from_json(&record.payload).expect("json");
-                let OrderCommand::CancelOrder(command) = envelope.message else {
-                    panic!("not a cancel command")
-                };
-                command.order_id
             })
             .collect()
     }
@@ -261,12 +244,10 @@ mod tests {
             Err(HandlerError::Malformed(_))
         ));
 
-        for _ in 0..300 {
-            if published(&bus).len() >= 4 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        wait_until("the caused messages are published", async || {
+            published(&bus).len() >= 4
+        })
+        .await;
         assert_eq!(
             published(&bus),
             vec![a, b, c, d],

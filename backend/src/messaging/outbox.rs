@@ -492,7 +492,7 @@ pub async fn pending(db: &Db) -> Result<i64, StoreError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::bus::TopicSpec;
     use crate::bus::memory::MemoryBus;
@@ -501,7 +501,8 @@ mod tests {
     use shop_shared::events::{CancelOrder, OrderCommand, topic};
     use uuid::Uuid;
 
-    fn cancel(order_id: Uuid) -> OrderCommand {
+    /// A cancel command for `order_id`: a message to publish in tests.
+    pub(in crate::messaging) fn cancel(order_id: Uuid) -> OrderCommand {
         OrderCommand::CancelOrder(CancelOrder {
             order_id,
             customer_id: Uuid::nil(),
@@ -509,7 +510,7 @@ mod tests {
     }
 
     /// The order ids of the commands on the bus, in log order.
-    fn published(bus: &MemoryBus) -> Vec<Uuid> {
+    pub(in crate::messaging) fn published(bus: &MemoryBus) -> Vec<Uuid> {
         bus.records(topic::ORDER_COMMANDS)
             .iter()
             .map(|record| {
@@ -522,7 +523,7 @@ mod tests {
             .collect()
     }
 
-    async fn wait_until(what: &str, mut done: impl AsyncFnMut() -> bool) {
+    pub(in crate::messaging) async fn wait_until(what: &str, mut done: impl AsyncFnMut() -> bool) {
         for _ in 0..300 {
             if done().await {
                 return;

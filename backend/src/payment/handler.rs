@@ -137,11 +137,12 @@ impl UnitOfWork for PaymentHandler {
                 Some(Opened::Failed(event)) => Some(event),
                 _ => None,
             };
-            if self.record(command, event, current.get_mut(&order_id), outgoing) {
+            if self.record(command, event, current.get_mut(&order_id), outgoing)
+                && !changed.contains(&order_id)
+            {
                 changed.push(order_id);
             }
         }
-        changed.dedup();
         for order_id in changed {
             if let Some(payment) = current.get(&order_id) {
                 store::set_status(tx, order_id, payment.status, None).await?;

@@ -90,6 +90,12 @@ pub struct DistributedArgs {
     #[arg(long, env = "SHOP_PAY_TTL", default_value = "5m", value_parser = parse_ttl)]
     pub pay_ttl: Duration,
 
+    /// Order service: how long after the pay-until deadline an order still waits for a payment
+    /// the provider accepted in time (a delayed payment settling, or its webhook late) before it
+    /// is cancelled and such a payment refunded, such as 5m.
+    #[arg(long, env = "SHOP_SETTLE_GRACE", default_value = "5m", value_parser = parse_grace)]
+    pub settle_grace: Duration,
+
     /// Stock service: TOML catalogue to seed; without it, an empty shop gets three products.
     #[arg(long, env = "SHOP_CATALOG")]
     pub catalog: Option<PathBuf>,
@@ -133,6 +139,12 @@ pub struct EmbeddedArgs {
     #[arg(long, env = "SHOP_PAY_TTL", default_value = "5m", value_parser = parse_ttl)]
     pub pay_ttl: Duration,
 
+    /// How long after the pay-until deadline an order still waits for a payment the provider
+    /// accepted in time (a delayed payment settling, or its webhook late) before it is cancelled
+    /// and such a payment refunded, such as 5m.
+    #[arg(long, env = "SHOP_SETTLE_GRACE", default_value = "5m", value_parser = parse_grace)]
+    pub settle_grace: Duration,
+
     /// TOML catalogue to seed (see README); without it, an empty shop gets
     /// three products.
     #[arg(long, env = "SHOP_CATALOG")]
@@ -167,6 +179,7 @@ impl EmbeddedArgs {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             data_dir,
             pay_ttl: Duration::from_secs(5 * 60),
+            settle_grace: Duration::from_secs(5 * 60),
             catalog: None,
             public_url: None,
             partitions: 4,
@@ -286,6 +299,24 @@ pub fn parse_ttl(text: &str) -> Result<Duration, String> {
     Ok(ttl)
 }
 
+/// Reads a settle grace: a duration from 1s to 7 days (Stripe's delayed
+/// payment methods take days to settle).
+///
+/// # Errors
+///
+/// A message for a duration humantime cannot read, or one outside 1s to 7
+/// days.
+pub fn parse_grace(text: &str) -> Result<Duration, String> {
+    let grace = humantime::parse_duration(text)
+        .map_err(|error| format!("`{text}` is not a duration such as 5m or 30s: {error}"))?;
+    if grace < Duration::from_secs(1) || grace > Duration::from_secs(7 * 24 * 3600) {
+        return Err(format!(
+            "`{text}` is out of range: the settle grace is from 1s to 7 days"
+        ));
+    }
+    Ok(grace)
+}
+
 /// Reads a Kafka fetch wait: from 1ms to 5s.
 ///
 /// # Errors
@@ -367,6 +398,9 @@ mod tests {
         assert!(parse_ttl("500ms").is_err());
         assert!(parse_ttl("2days").is_err());
         assert!(parse_ttl("soon").is_err());
+        assert_eq!(parse_grace("30s"), Ok(Duration::from_secs(30)));
+        assert!(parse_grace("500ms").is_err());
+        assert!(parse_grace("8days").is_err());
     }
 
     #[test]

@@ -97,6 +97,9 @@ pub enum CancelReason {
     ByCustomer,
     /// The payment provider refused or failed the payment.
     PaymentFailed,
+    /// The pay-until deadline passed before the payment provider could
+    /// open a checkout session: nobody was ever offered a way to pay.
+    ProviderUnavailable,
 }
 
 impl CancelReason {
@@ -106,6 +109,7 @@ impl CancelReason {
             CancelReason::NotPaid => "NOT_PAID",
             CancelReason::ByCustomer => "BY_CUSTOMER",
             CancelReason::PaymentFailed => "PAYMENT_FAILED",
+            CancelReason::ProviderUnavailable => "PROVIDER_UNAVAILABLE",
         }
     }
 
@@ -116,6 +120,9 @@ impl CancelReason {
             CancelReason::NotPaid => "the order was not paid before its deadline",
             CancelReason::ByCustomer => "cancelled by the customer",
             CancelReason::PaymentFailed => "the payment failed",
+            CancelReason::ProviderUnavailable => {
+                "the payment provider was unavailable until the deadline, so no checkout was offered"
+            }
         }
     }
 }
@@ -128,6 +135,7 @@ impl FromStr for CancelReason {
             "NOT_PAID" => Ok(CancelReason::NotPaid),
             "BY_CUSTOMER" => Ok(CancelReason::ByCustomer),
             "PAYMENT_FAILED" => Ok(CancelReason::PaymentFailed),
+            "PROVIDER_UNAVAILABLE" => Ok(CancelReason::ProviderUnavailable),
             other => Err(UnknownName(other.to_owned())),
         }
     }
@@ -167,6 +175,10 @@ pub enum TimelineEvent {
     Paid,
     Cancelled,
     Refunded,
+    /// The pay-until deadline passed with a checkout session open: the
+    /// session is being closed, and a payment the provider accepted before
+    /// it closed still counts.
+    DeadlinePassed,
 }
 
 impl TimelineEvent {
@@ -178,6 +190,7 @@ impl TimelineEvent {
             TimelineEvent::Paid => "paid",
             TimelineEvent::Cancelled => "cancelled",
             TimelineEvent::Refunded => "refunded",
+            TimelineEvent::DeadlinePassed => "deadline_passed",
         }
     }
 }
@@ -192,6 +205,7 @@ impl FromStr for TimelineEvent {
             "paid" => Ok(TimelineEvent::Paid),
             "cancelled" => Ok(TimelineEvent::Cancelled),
             "refunded" => Ok(TimelineEvent::Refunded),
+            "deadline_passed" => Ok(TimelineEvent::DeadlinePassed),
             other => Err(UnknownName(other.to_owned())),
         }
     }
@@ -282,6 +296,7 @@ mod tests {
             CancelReason::NotPaid,
             CancelReason::ByCustomer,
             CancelReason::PaymentFailed,
+            CancelReason::ProviderUnavailable,
         ] {
             assert_eq!(reason.as_str().parse(), Ok(reason));
         }

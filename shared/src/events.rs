@@ -288,6 +288,13 @@ message_enum!(PaymentCommand, topic::PAYMENT_COMMANDS, key: |m| m.order_id.to_st
     /// The order no longer takes payment: close its checkout session.
     CancelPayment(OrderRef),
     RefundPayment(RefundPayment),
+    /// The order's pay-until deadline passed: close its checkout session
+    /// with the provider and say how it closed, [`CheckoutExpired`] when
+    /// unpaid, [`PaymentSucceeded`] when the customer paid in time. As
+    /// Stripe advises, the order is not cancelled before the provider
+    /// confirms that nothing was paid
+    /// (<https://docs.stripe.com/api/checkout/sessions/expire>).
+    ExpireCheckout(OrderRef),
 });
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -313,6 +320,14 @@ pub struct PaymentFailed {
     pub reason: String,
 }
 
+/// The provider confirmed that the order's checkout session closed
+/// unpaid: it takes no payment any more.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckoutExpired {
+    pub order_id: Uuid,
+    pub session_id: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PaymentRefunded {
     pub order_id: Uuid,
@@ -326,6 +341,7 @@ message_enum!(PaymentEvent, topic::PAYMENT_EVENTS, key: |m| m.order_id.to_string
     PaymentSucceeded(PaymentSucceeded),
     PaymentFailed(PaymentFailed),
     PaymentRefunded(PaymentRefunded),
+    CheckoutExpired(CheckoutExpired),
 });
 
 #[cfg(test)]

@@ -231,6 +231,7 @@ fn status_label(order: &Order) -> String {
                 shop_shared::domain::CancelReason::NotPaid => "unpaid",
                 shop_shared::domain::CancelReason::ByCustomer => "by you",
                 shop_shared::domain::CancelReason::PaymentFailed => "failed",
+                shop_shared::domain::CancelReason::ProviderUnavailable => "no checkout",
             };
             format!("CANCELLED ({reason})")
         }

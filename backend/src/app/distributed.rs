@@ -142,6 +142,7 @@ impl Node {
             },
             Settings {
                 pay_ttl: args.pay_ttl,
+                settle_grace: args.settle_grace,
                 catalog,
                 stripe: args.stripe.clone(),
                 token_secret: token_secret.unwrap_or_else(|| Secret::new("")),

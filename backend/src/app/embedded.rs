@@ -86,6 +86,7 @@ impl Application {
             },
             Settings {
                 pay_ttl: config.pay_ttl,
+                settle_grace: config.settle_grace,
                 catalog,
                 stripe: config.stripe.clone(),
                 token_secret,

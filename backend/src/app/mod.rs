@@ -157,6 +157,8 @@ async fn connect_postgres(
 pub struct Settings {
     /// How long customers have to pay a reserved order.
     pub pay_ttl: Duration,
+    /// How long after the deadline an order waits for a payment made in time.
+    pub settle_grace: Duration,
     /// The catalogue file's products, if one was given.
     pub catalog: Option<Vec<CatalogProduct>>,
     pub stripe: StripeArgs,
@@ -215,7 +217,9 @@ pub async fn compose(
                 gauges.push(stock::start(runtime, db, settings.catalog.take()).await?);
             }
             (Service::Order, Some(db)) => {
-                gauges.push(order::start(runtime, db, settings.pay_ttl).await?);
+                gauges.push(
+                    order::start(runtime, db, settings.pay_ttl, settings.settle_grace).await?,
+                );
             }
             (Service::Payment, Some(db)) => {
                 let choice =

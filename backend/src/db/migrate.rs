@@ -90,6 +90,7 @@ const COMMON: &[Migration] = &[per_dialect!("common", 1, "0001_outbox_inbox")];
 const ORDER: &[Migration] = &[
     portable!("order", 1, "0001_orders"),
     per_dialect!("order", 2, "0002_order_documents"),
+    portable!("order", 3, "0003_order_due_at"),
 ];
 const STOCK: &[Migration] = &[portable!("stock", 1, "0001_products")];
 const PAYMENT: &[Migration] = &[

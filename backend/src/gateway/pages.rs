@@ -131,6 +131,7 @@ const reasons = {{
   NOT_PAID: 'the order was not paid before its deadline',
   BY_CUSTOMER: 'cancelled by the customer',
   PAYMENT_FAILED: 'the payment failed',
+  PROVIDER_UNAVAILABLE: 'the payment provider was unavailable until the deadline, so no checkout was offered',
 }};
 function describe(order) {{
   switch (order.status) {{

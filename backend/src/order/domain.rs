@@ -3,12 +3,19 @@
 //! handlers load, decide, then store the order and its effects together.
 //!
 //! ```text
-//! NEW ──stock reserved──▶ RESERVED ──paid──▶ PAID
-//!  │                         │
-//!  ├─out of stock──▶ CANCELLED ◀─┤ deadline passed / customer / payment failed
-//!  └─customer─────▶ CANCELLED
+//! NEW ──stock reserved──▶ RESERVED ──paid──────────────────────────▶ PAID
+//!  │                         │  └─deadline passed─▶ RESERVED, closing ─┘ paid in time
+//!  │                         │                        │
+//!  ├─out of stock──▶ CANCELLED ◀─┤ customer /          │ closed unpaid /
+//!  └─customer─────▶ CANCELLED    │ payment failed      │ grace ran out
+//!                                ◀─────────────────────┘
 //! ```
-//! A payment that lands on a CANCELLED order is refunded.
+//! At the deadline the order is not cancelled on its own clock: it asks the
+//! payment service to close the checkout session, and is cancelled only when
+//! the provider confirms the session closed unpaid. A payment the provider
+//! accepted before it closed makes the order PAID, however late its news
+//! arrives, within a grace period. Only a payment that lands on a CANCELLED
+//! order is refunded.
 
 use std::time::Duration;
 
@@ -16,9 +23,9 @@ use shop_shared::domain::{
     CancelReason, Order, OrderLine, OrderStatus, TimelineEntry, TimelineEvent,
 };
 use shop_shared::events::{
-    CheckoutReady, CreatePayment, OrderRef, OrderState, PaymentCommand, PaymentFailed,
-    PaymentRefunded, PaymentSucceeded, PlaceOrder, RefundPayment, ReserveStock, StockCommand,
-    StockRejected, StockReserved,
+    CheckoutExpired, CheckoutReady, CreatePayment, OrderRef, OrderState, PaymentCommand,
+    PaymentFailed, PaymentRefunded, PaymentSucceeded, PlaceOrder, RefundPayment, ReserveStock,
+    StockCommand, StockRejected, StockReserved,
 };
 use shop_shared::money::{Currency, line_amount};
 use shop_shared::time::Timestamp;
@@ -36,6 +43,10 @@ pub struct OrderRecord {
     /// The sum of the priced lines, in minor units of `currency`; known once reserved.
     pub total: Option<i64>,
     pub pay_until: Option<Timestamp>,
+    /// Set when the deadline passed with a checkout session open: the
+    /// session is being closed, and a payment made in time may settle
+    /// until then. Past it, the order is cancelled.
+    pub settle_by: Option<Timestamp>,
     pub checkout_url: Option<String>,
     pub checkout_session_id: Option<String>,
     pub refunded: bool,
@@ -84,6 +95,7 @@ impl OrderRecord {
             currency: None,
             total: None,
             pay_until: None,
+            settle_by: None,
             checkout_url: None,
             checkout_session_id: None,
             refunded: false,
@@ -192,6 +204,7 @@ impl OrderRecord {
             OrderStatus::Reserved => {
                 self.status = OrderStatus::Paid;
                 self.pay_until = None;
+                self.settle_by = None;
                 self.record(now, TimelineEvent::Paid, None);
                 Decision::Changed(vec![Effect::Stock(StockCommand::CommitStock(OrderRef {
                     order_id: self.id,
@@ -222,6 +235,7 @@ impl OrderRecord {
         self.status = OrderStatus::Cancelled;
         self.cancel_reason = Some(CancelReason::PaymentFailed);
         self.pay_until = None;
+        self.settle_by = None;
         self.record(now, TimelineEvent::Cancelled, Some(event.reason.clone()));
         Decision::Changed(vec![Effect::Stock(StockCommand::ReleaseStock(OrderRef {
             order_id: self.id,
@@ -247,13 +261,70 @@ impl OrderRecord {
         self.cancel(CancelReason::ByCustomer, now)
     }
 
-    /// The pay-until deadline passed (checked against `now`).
-    pub fn expire(&mut self, now: Timestamp) -> Decision {
-        match (self.status, self.pay_until) {
-            (OrderStatus::Reserved, Some(deadline)) if deadline <= now => {
-                self.cancel(CancelReason::NotPaid, now)
+    /// When the deadline sweep acts on this order next: its pay-until
+    /// deadline, then the end of its grace period. `None` once it is not
+    /// RESERVED.
+    pub fn due_at(&self) -> Option<Timestamp> {
+        if self.status != OrderStatus::Reserved {
+            return None;
+        }
+        self.settle_by.or(self.pay_until)
+    }
+
+    /// The deadline sweep's decision at `now`.
+    ///
+    /// - The pay-until deadline passed and a checkout session was offered:
+    ///   the payment service is asked to close it ([`PaymentCommand::ExpireCheckout`]);
+    ///   a payment made in time may settle until `now + grace`.
+    /// - It passed and no session was ever offered (the provider was
+    ///   unavailable throughout): cancelled, `PROVIDER_UNAVAILABLE`.
+    /// - The grace period ran out without news of the session: cancelled,
+    ///   `NOT_PAID`; the session is closed, and a payment that still
+    ///   arrives is refunded.
+    pub fn deadline(&mut self, now: Timestamp, grace: Duration) -> Decision {
+        if self.status != OrderStatus::Reserved {
+            return Decision::Unchanged;
+        }
+        match (self.settle_by, self.pay_until) {
+            (Some(settle_by), _) if settle_by <= now => self.cancel(CancelReason::NotPaid, now),
+            (None, Some(deadline)) if deadline <= now => {
+                if self.checkout_session_id.is_none() {
+                    return self.cancel(CancelReason::ProviderUnavailable, now);
+                }
+                let settle_by = now.plus(grace);
+                self.settle_by = Some(settle_by);
+                self.record(
+                    now,
+                    TimelineEvent::DeadlinePassed,
+                    Some(format!(
+                        "closing the checkout session; a payment made in time still counts until {settle_by}"
+                    )),
+                );
+                Decision::Changed(vec![Effect::Payment(PaymentCommand::ExpireCheckout(
+                    OrderRef { order_id: self.id },
+                ))])
             }
             _ => Decision::Unchanged,
+        }
+    }
+
+    /// The provider confirmed the checkout session closed unpaid: nobody
+    /// can pay any more, so the order is cancelled (`NOT_PAID`) and its
+    /// stock released.
+    pub fn checkout_expired(&mut self, _event: &CheckoutExpired, now: Timestamp) -> Decision {
+        if self.status != OrderStatus::Reserved {
+            return Decision::Unchanged;
+        }
+        let decision = self.cancel(CancelReason::NotPaid, now);
+        // The session is closed already; only the stock has to come back.
+        match decision {
+            Decision::Changed(effects) => Decision::Changed(
+                effects
+                    .into_iter()
+                    .filter(|effect| !matches!(effect, Effect::Payment(_)))
+                    .collect(),
+            ),
+            other => other,
         }
     }
 
@@ -265,6 +336,7 @@ impl OrderRecord {
         self.status = OrderStatus::Cancelled;
         self.cancel_reason = Some(reason);
         self.pay_until = None;
+        self.settle_by = None;
         self.record(
             now,
             TimelineEvent::Cancelled,
@@ -474,30 +546,135 @@ mod tests {
         );
     }
 
-    #[test]
-    fn deadline_cancels_only_once_it_has_passed_and_releases_stock_and_payment() {
+    const GRACE: Duration = Duration::from_secs(60);
+
+    /// A reserved order whose checkout session was offered.
+    fn offered() -> OrderRecord {
         let mut order = reserved();
-        assert_eq!(order.expire(at(300)), Decision::Unchanged);
-        assert_eq!(order.status, OrderStatus::Reserved);
-        let Decision::Changed(effects) = order.expire(at(301)) else {
-            panic!("not expired")
+        let ready = CheckoutReady {
+            order_id: order.id,
+            session_id: "cs_1".into(),
+            checkout_url: "https://pay/cs_1".into(),
         };
+        assert!(matches!(
+            order.checkout_ready(&ready, at(2)),
+            Decision::Changed(_)
+        ));
+        order
+    }
+
+    fn expired_event(order: &OrderRecord) -> CheckoutExpired {
+        CheckoutExpired {
+            order_id: order.id,
+            session_id: "cs_1".into(),
+        }
+    }
+
+    #[test]
+    fn given_an_offered_session_when_the_deadline_passes_then_the_session_is_closed_before_anything_is_cancelled()
+     {
+        let mut order = offered();
+        assert_eq!(order.deadline(at(300), GRACE), Decision::Unchanged);
+        assert_eq!(order.due_at(), Some(at(301)));
+        let decision = order.deadline(at(301), GRACE);
+        assert_eq!(
+            decision,
+            Decision::Changed(vec![Effect::Payment(PaymentCommand::ExpireCheckout(
+                OrderRef { order_id: order.id }
+            ))])
+        );
+        assert_eq!(order.status, OrderStatus::Reserved);
+        assert_eq!(order.cancel_reason, None);
+        assert_eq!(order.due_at(), Some(at(361)));
+        assert_eq!(
+            order.timeline.last().map(|entry| entry.event),
+            Some(TimelineEvent::DeadlinePassed)
+        );
+        // The sweep finding it again before the grace ends changes nothing.
+        assert_eq!(order.deadline(at(330), GRACE), Decision::Unchanged);
+    }
+
+    #[test]
+    fn given_a_closing_session_when_the_provider_confirms_it_closed_unpaid_then_the_order_is_cancelled_and_its_stock_released()
+     {
+        let mut order = offered();
+        order.deadline(at(301), GRACE);
+        let decision = order.checkout_expired(&expired_event(&order), at(302));
+        assert_eq!(order.status, OrderStatus::Cancelled);
+        assert_eq!(order.cancel_reason, Some(CancelReason::NotPaid));
+        assert_eq!(order.due_at(), None);
+        assert_eq!(
+            decision,
+            Decision::Changed(vec![Effect::Stock(StockCommand::ReleaseStock(OrderRef {
+                order_id: order.id
+            }))])
+        );
+        assert_eq!(
+            order.checkout_expired(&expired_event(&order), at(303)),
+            Decision::Unchanged
+        );
+    }
+
+    #[test]
+    fn given_a_closing_session_when_a_payment_made_in_time_arrives_then_the_order_is_paid_and_nothing_refunded()
+     {
+        let mut order = offered();
+        order.deadline(at(301), GRACE);
+        let decision = order.payment_succeeded(&paid_event(&order), at(340));
+        assert_eq!(order.status, OrderStatus::Paid);
+        assert_eq!(
+            decision,
+            Decision::Changed(vec![Effect::Stock(StockCommand::CommitStock(OrderRef {
+                order_id: order.id
+            }))])
+        );
+        assert_eq!(order.due_at(), None);
+        assert_eq!(order.deadline(at(400), GRACE), Decision::Unchanged);
+    }
+
+    #[test]
+    fn given_a_closing_session_when_the_grace_runs_out_then_the_order_is_cancelled_and_the_session_closed()
+     {
+        let mut order = offered();
+        order.deadline(at(301), GRACE);
+        assert_eq!(order.deadline(at(360), GRACE), Decision::Unchanged);
+        let decision = order.deadline(at(361), GRACE);
+        assert_eq!(order.status, OrderStatus::Cancelled);
         assert_eq!(order.cancel_reason, Some(CancelReason::NotPaid));
         assert_eq!(
-            effects,
-            vec![
+            decision,
+            Decision::Changed(vec![
                 Effect::Stock(StockCommand::ReleaseStock(OrderRef { order_id: order.id })),
                 Effect::Payment(PaymentCommand::CancelPayment(OrderRef {
                     order_id: order.id
                 })),
-            ]
+            ])
+        );
+    }
+
+    #[test]
+    fn given_no_session_ever_offered_when_the_deadline_passes_then_the_reason_says_the_provider_was_unavailable()
+     {
+        let mut order = reserved();
+        let decision = order.deadline(at(301), GRACE);
+        assert_eq!(order.status, OrderStatus::Cancelled);
+        assert_eq!(order.cancel_reason, Some(CancelReason::ProviderUnavailable));
+        assert_eq!(
+            decision,
+            Decision::Changed(vec![
+                Effect::Stock(StockCommand::ReleaseStock(OrderRef { order_id: order.id })),
+                Effect::Payment(PaymentCommand::CancelPayment(OrderRef {
+                    order_id: order.id
+                })),
+            ])
         );
     }
 
     #[test]
     fn payment_after_cancellation_is_refunded_and_the_order_stays_cancelled() {
-        let mut order = reserved();
-        order.expire(at(400));
+        let mut order = offered();
+        order.deadline(at(301), GRACE);
+        order.checkout_expired(&expired_event(&order), at(302));
         let decision = order.payment_succeeded(&paid_event(&order), at(401));
         assert_eq!(order.status, OrderStatus::Cancelled);
         let Decision::Changed(effects) = decision else {

@@ -1,5 +1,8 @@
-//! The deadline sweep: RESERVED orders whose pay-until deadline has passed
-//! become CANCELLED (NOT_PAID), releasing their stock.
+//! The deadline sweep: a RESERVED order whose pay-until deadline has passed
+//! asks the payment service to close its checkout session (and is cancelled
+//! when the provider confirms nothing was paid); one whose grace period ran
+//! out is cancelled (NOT_PAID). See
+//! [`OrderRecord::deadline`](super::domain::OrderRecord::deadline).
 //!
 //! Deadlines live in the database, so they hold across restarts: the sweep
 //! finds every passed deadline, including those that passed while the
@@ -21,16 +24,22 @@ const BATCH: i64 = 200;
 /// Longest sleep between sweeps; a restart or a new deadline is found by then.
 const MAX_SLEEP: Duration = Duration::from_secs(1);
 
-/// Runs the sweep until `shutdown`.
+/// Runs the sweep until `shutdown`; `grace` is how long after its deadline
+/// an order waits for a payment made in time.
 ///
 /// # Errors
 ///
 /// Never while running: failed sweeps are logged and retried with backoff;
 /// returns when `shutdown` comes.
-pub async fn run(db: Db, relay: RelayHandle, shutdown: Shutdown) -> anyhow::Result<()> {
+pub async fn run(
+    db: Db,
+    relay: RelayHandle,
+    grace: Duration,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
     let mut backoff = Duration::from_millis(100);
     loop {
-        let pause = match sweep(&db, &relay).await {
+        let pause = match sweep(&db, &relay, grace).await {
             Ok(true) => Duration::ZERO,
             Ok(false) => {
                 backoff = Duration::from_millis(100);
@@ -58,9 +67,9 @@ pub async fn run(db: Db, relay: RelayHandle, shutdown: Shutdown) -> anyhow::Resu
     }
 }
 
-/// Expires one batch of orders. Returns true when the batch was full, so
-/// more may be waiting.
-async fn sweep(db: &Db, relay: &RelayHandle) -> anyhow::Result<bool> {
+/// Acts on one batch of due orders. Returns true when the batch was full,
+/// so more may be waiting.
+async fn sweep(db: &Db, relay: &RelayHandle, grace: Duration) -> anyhow::Result<bool> {
     let now = Timestamp::now();
     let mut tx = db.begin().await?;
     let ids = store::expired(&mut tx, now, BATCH).await?;
@@ -70,10 +79,10 @@ async fn sweep(db: &Db, relay: &RelayHandle) -> anyhow::Result<bool> {
     }
     let mut orders = Orders::load(&mut tx, &ids).await?;
     for id in &ids {
-        orders.decide(*id, |order| order.expire(now))?;
+        orders.decide(*id, |order| order.deadline(now, grace))?;
     }
     let outgoing = orders.write(&mut tx).await?;
     relay.commit_outgoing(tx, outgoing).await?;
-    tracing::info!(expired = ids.len(), "expired unpaid orders");
+    tracing::info!(due = ids.len(), "orders past their deadline");
     Ok(ids.len() as i64 == BATCH)
 }

@@ -94,6 +94,8 @@ impl UnitOfWork for OrderHandler {
                         }
                         PaymentEvent::PaymentRefunded(event) => work
                             .decide(event.order_id, |order| order.payment_refunded(&event, now))?,
+                        PaymentEvent::CheckoutExpired(event) => work
+                            .decide(event.order_id, |order| order.checkout_expired(&event, now))?,
                     }
                 }
             }
@@ -150,6 +152,7 @@ impl Message {
             Message::Payment(PaymentEvent::PaymentSucceeded(event)) => Some(event.order_id),
             Message::Payment(PaymentEvent::PaymentFailed(event)) => Some(event.order_id),
             Message::Payment(PaymentEvent::PaymentRefunded(event)) => Some(event.order_id),
+            Message::Payment(PaymentEvent::CheckoutExpired(event)) => Some(event.order_id),
         }
     }
 }

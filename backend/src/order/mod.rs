@@ -25,13 +25,19 @@ use crate::runtime::Runtime;
 use crate::service::Service;
 
 /// Starts the order service on `db`, with `pay_ttl` for customers to pay
-/// a reserved order; returns its gauges.
+/// a reserved order and `settle_grace` after it for a payment made in time
+/// to arrive; returns its gauges.
 ///
 /// # Errors
 ///
 /// The schema could not be migrated, the outbox relay could not start, or
 /// the bus refused the subscription.
-pub async fn start(runtime: &Runtime, db: Db, pay_ttl: Duration) -> anyhow::Result<GaugeSource> {
+pub async fn start(
+    runtime: &Runtime,
+    db: Db,
+    pay_ttl: Duration,
+    settle_grace: Duration,
+) -> anyhow::Result<GaugeSource> {
     let (bus, spawner) = (&runtime.bus, &runtime.spawner);
     db.migrate(Service::Order).await?;
     let relay = start_relay(Service::Order, db.clone(), bus.clone(), spawner).await?;
@@ -54,7 +60,7 @@ pub async fn start(runtime: &Runtime, db: Db, pay_ttl: Duration) -> anyhow::Resu
     .await?;
     spawner.spawn(
         "order-expiry-sweep",
-        expiry::run(db.clone(), relay, spawner.shutdown().clone()),
+        expiry::run(db.clone(), relay, settle_grace, spawner.shutdown().clone()),
     );
     Ok(metrics::rows_by(
         db,

@@ -17,8 +17,8 @@ use crate::db::{Db, StoreError, Tx, parse_column};
 
 const ORDER_COLUMNS: &str = "id, customer_id, idempotency_key, status, cancel_reason, currency,
     total, pay_until, checkout_url, checkout_session_id, refunded, created_at, updated_at, version,
-    lines, timeline";
-const COLUMN_COUNT: usize = 16;
+    lines, timeline, settle_by, due_at";
+const COLUMN_COUNT: usize = 18;
 
 /// An order line as the `lines` document stores it.
 #[derive(Serialize, Deserialize)]
@@ -95,6 +95,8 @@ fn bind_order<'q>(
         .bind(order.version)
         .bind(lines_document(order))
         .bind(timeline_document(order))
+        .bind(order.settle_by.map(Timestamp::as_millis))
+        .bind(order.due_at().map(Timestamp::as_millis))
 }
 
 /// Claims the ids of new orders: inserts their rows unless an order with
@@ -140,7 +142,8 @@ pub async fn write(tx: &mut Tx, orders: &[&OrderRecord]) -> Result<(), StoreErro
                 checkout_session_id = excluded.checkout_session_id,
                 refunded = excluded.refunded, updated_at = excluded.updated_at,
                 version = excluded.version, lines = excluded.lines,
-                timeline = excluded.timeline",
+                timeline = excluded.timeline, settle_by = excluded.settle_by,
+                due_at = excluded.due_at",
             batch::values(range.len(), COLUMN_COUNT, tx.placeholders())
         );
         let mut upsert = sqlx::query(sqlx::AssertSqlSafe(sql));
@@ -185,6 +188,7 @@ fn order_from_row(row: &AnyRow) -> Result<OrderRecord, sqlx::Error> {
     let currency: Option<String> = row.try_get("currency")?;
     let refunded: i64 = row.try_get("refunded")?;
     let pay_until: Option<i64> = row.try_get("pay_until")?;
+    let settle_by: Option<i64> = row.try_get("settle_by")?;
     let lines: String = row.try_get("lines")?;
     let lines: Vec<StoredLine> =
         serde_json::from_str(&lines).map_err(|error| decode_error("lines", error))?;
@@ -214,6 +218,7 @@ fn order_from_row(row: &AnyRow) -> Result<OrderRecord, sqlx::Error> {
             .transpose()?,
         total: row.try_get("total")?,
         pay_until: pay_until.map(Timestamp::from_millis),
+        settle_by: settle_by.map(Timestamp::from_millis),
         checkout_url: row.try_get("checkout_url")?,
         checkout_session_id: row.try_get("checkout_session_id")?,
         refunded: refunded != 0,
@@ -236,8 +241,9 @@ fn order_from_row(row: &AnyRow) -> Result<OrderRecord, sqlx::Error> {
     })
 }
 
-/// Ids of RESERVED orders whose deadline is at or before `now`, oldest
-/// deadline first, locked for this transaction where the dialect can (other
+/// Ids of RESERVED orders due at or before `now` (their pay-until deadline
+/// or the end of their grace period, see [`OrderRecord::due_at`]), earliest
+/// first, locked for this transaction where the dialect can (other
 /// instances skip them).
 ///
 /// # Errors
@@ -245,8 +251,8 @@ fn order_from_row(row: &AnyRow) -> Result<OrderRecord, sqlx::Error> {
 /// The select failed or an id cannot be read.
 pub async fn expired(tx: &mut Tx, now: Timestamp, limit: i64) -> Result<Vec<Uuid>, StoreError> {
     let sql = format!(
-        "SELECT id FROM orders WHERE status = 'RESERVED' AND pay_until <= $1
-         ORDER BY pay_until LIMIT $2{}",
+        "SELECT id FROM orders WHERE status = 'RESERVED' AND due_at <= $1
+         ORDER BY due_at LIMIT $2{}",
         tx.for_update_skip_locked()
     );
     let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -262,14 +268,14 @@ pub async fn expired(tx: &mut Tx, now: Timestamp, limit: i64) -> Result<Vec<Uuid
         .collect()
 }
 
-/// The earliest deadline of any RESERVED order.
+/// When the earliest RESERVED order falls due.
 ///
 /// # Errors
 ///
 /// The select failed.
 pub async fn next_deadline(db: &Db) -> Result<Option<Timestamp>, StoreError> {
     let next: Option<i64> =
-        sqlx::query_scalar("SELECT MIN(pay_until) FROM orders WHERE status = 'RESERVED'")
+        sqlx::query_scalar("SELECT MIN(due_at) FROM orders WHERE status = 'RESERVED'")
             .fetch_one(db.pool())
             .await?;
     Ok(next.map(Timestamp::from_millis))

@@ -20,7 +20,8 @@ use std::str::FromStr;
 
 use shop_shared::domain::UnknownName;
 use shop_shared::events::{
-    CheckoutReady, CreatePayment, PaymentEvent, PaymentFailed, PaymentRefunded, PaymentSucceeded,
+    CheckoutExpired, CheckoutReady, CreatePayment, PaymentEvent, PaymentFailed, PaymentRefunded,
+    PaymentSucceeded,
 };
 use shop_shared::money::Currency;
 use shop_shared::time::Timestamp;
@@ -120,8 +121,9 @@ pub enum Create {
     /// The order has a payment already: a redelivered command.
     Exists,
     /// Nobody could pay a session opened now: the deadline passed while the
-    /// provider was unavailable. The order service is told why.
-    TooLate(PaymentEvent),
+    /// provider was unavailable. None is opened; the order's own deadline
+    /// sweep cancels the order, saying the provider was unavailable.
+    TooLate,
 }
 
 /// Decides a create command at `now`.
@@ -129,10 +131,7 @@ pub fn create(payment: Option<&PaymentRecord>, command: &CreatePayment, now: Tim
     if payment.is_some() {
         Create::Exists
     } else if now >= command.pay_until {
-        Create::TooLate(PaymentEvent::PaymentFailed(PaymentFailed {
-            order_id: command.order_id,
-            reason: "the deadline to pay passed before a checkout could be opened".into(),
-        }))
+        Create::TooLate
     } else {
         Create::Open
     }
@@ -174,22 +173,12 @@ pub fn refused(order_id: Uuid, reason: &str) -> PaymentEvent {
 }
 
 impl PaymentRecord {
-    /// The order was cancelled: an open session must be closed with the
-    /// provider. `None` when there is nothing to close.
+    /// The order was cancelled, or its deadline passed: an open session must
+    /// be closed with the provider. `None` when there is nothing to close.
     pub fn cancel_call(&self) -> Option<ProviderCall> {
         (self.status == PaymentStatus::Open).then(|| ProviderCall::ExpireSession {
             session_id: self.session_id.clone(),
         })
-    }
-
-    /// The session was closed: OPEN becomes CANCELLED. False, changing
-    /// nothing, when the payment was no longer open (paid meanwhile).
-    pub fn cancel(&mut self) -> bool {
-        let closing = self.cancel_call().is_some();
-        if closing {
-            self.status = PaymentStatus::Cancelled;
-        }
-        closing
     }
 
     /// A payment came after its order was cancelled: a captured payment
@@ -208,6 +197,94 @@ impl PaymentRecord {
             amount: self.amount,
             currency: self.currency,
         }))
+    }
+}
+
+/// How the provider answered a request to close a checkout session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionClosed {
+    /// The session took no payment and takes none any more.
+    Unpaid,
+    /// The customer completed the session before it could be closed: paid,
+    /// or paid with a delayed method that is still settling. As the
+    /// session's completion webhook would say.
+    Completed(SessionReport),
+}
+
+/// What closing a session did to its payment: its new status and
+/// provider payment, and what the order service hears.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Closing {
+    pub status: PaymentStatus,
+    pub payment_ref: Option<String>,
+    pub event: Option<PaymentEvent>,
+}
+
+/// Why a session is closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseFor {
+    /// The order was cancelled (by its customer, or its payment failed).
+    Cancel,
+    /// The order's deadline passed: the order waits for the answer.
+    Deadline,
+}
+
+impl PaymentRecord {
+    /// The session closed as `closed` says, for `why`.
+    ///
+    /// - Unpaid: an open payment becomes CANCELLED (the order was
+    ///   cancelled) or EXPIRED (its deadline passed), and at the deadline
+    ///   the order hears [`CheckoutExpired`], so it can be cancelled.
+    /// - Completed: exactly as the session's `checkout.session.completed`
+    ///   webhook would have it: PAID with [`PaymentSucceeded`], or waiting
+    ///   for a delayed payment to settle. The webhook, when it comes, finds
+    ///   the payment settled and changes nothing.
+    pub fn closed(&self, closed: &SessionClosed, why: CloseFor) -> Closing {
+        let unchanged = Closing {
+            status: self.status,
+            payment_ref: self.payment_ref.clone(),
+            event: None,
+        };
+        match closed {
+            SessionClosed::Unpaid => {
+                let status = match (self.status, why) {
+                    (PaymentStatus::Open, CloseFor::Cancel) => PaymentStatus::Cancelled,
+                    (PaymentStatus::Open, CloseFor::Deadline) => PaymentStatus::Expired,
+                    (status, _) => status,
+                };
+                let event = (why == CloseFor::Deadline
+                    && !matches!(status, PaymentStatus::Paid | PaymentStatus::Refunded))
+                .then(|| {
+                    PaymentEvent::CheckoutExpired(CheckoutExpired {
+                        order_id: self.order_id,
+                        session_id: self.session_id.clone(),
+                    })
+                });
+                Closing {
+                    status,
+                    event,
+                    ..unchanged
+                }
+            }
+            SessionClosed::Completed(report) => {
+                match self.webhook(WebhookKind::Completed, report) {
+                    WebhookDecision::Ignore(_) => unchanged,
+                    WebhookDecision::AwaitSettlement { payment_ref } => Closing {
+                        payment_ref: payment_ref.or(unchanged.payment_ref),
+                        ..unchanged
+                    },
+                    WebhookDecision::Settle {
+                        status,
+                        payment_ref,
+                        event,
+                    } => Closing {
+                        status,
+                        payment_ref: payment_ref.or(unchanged.payment_ref),
+                        event: Some(event),
+                    },
+                }
+            }
+        }
     }
 }
 
@@ -376,14 +453,11 @@ mod tests {
     }
 
     #[test]
-    fn given_no_payment_when_create_comes_at_the_deadline_then_the_order_hears_it_is_too_late() {
-        let Create::TooLate(PaymentEvent::PaymentFailed(failed)) =
-            create(None, &command(10_000), Timestamp::from_millis(10_000))
-        else {
-            panic!("too late")
-        };
-        assert_eq!(failed.order_id, ORDER);
-        assert!(failed.reason.contains("deadline"), "{}", failed.reason);
+    fn given_no_payment_when_create_comes_at_the_deadline_then_no_session_is_opened() {
+        assert_eq!(
+            create(None, &command(10_000), Timestamp::from_millis(10_000)),
+            Create::TooLate
+        );
     }
 
     #[test]
@@ -420,15 +494,16 @@ mod tests {
 
     #[test]
     fn given_an_open_payment_when_cancelled_then_the_session_is_closed_and_it_is_cancelled() {
-        let mut open = payment(PaymentStatus::Open);
+        let open = payment(PaymentStatus::Open);
         assert_eq!(
             open.cancel_call(),
             Some(ProviderCall::ExpireSession {
                 session_id: "cs_1".into()
             })
         );
-        assert!(open.cancel());
-        assert_eq!(open.status, PaymentStatus::Cancelled);
+        let closing = open.closed(&SessionClosed::Unpaid, CloseFor::Cancel);
+        assert_eq!(closing.status, PaymentStatus::Cancelled);
+        assert_eq!(closing.event, None, "the cancelled order needs no news");
     }
 
     #[test]
@@ -440,11 +515,63 @@ mod tests {
             PaymentStatus::Refunded,
             PaymentStatus::Expired,
         ] {
-            let mut settled = payment(status);
+            let settled = payment(status);
             assert_eq!(settled.cancel_call(), None, "{status:?}");
-            assert!(!settled.cancel());
-            assert_eq!(settled.status, status);
+            let closing = settled.closed(&SessionClosed::Unpaid, CloseFor::Cancel);
+            assert_eq!(closing.status, status);
+            assert_eq!(closing.event, None);
         }
+    }
+
+    #[test]
+    fn given_an_open_payment_when_its_deadline_closes_the_session_unpaid_then_the_order_hears_it_expired()
+     {
+        let open = payment(PaymentStatus::Open);
+        let closing = open.closed(&SessionClosed::Unpaid, CloseFor::Deadline);
+        assert_eq!(closing.status, PaymentStatus::Expired);
+        assert_eq!(
+            closing.event,
+            Some(PaymentEvent::CheckoutExpired(CheckoutExpired {
+                order_id: ORDER,
+                session_id: "cs_1".into(),
+            }))
+        );
+    }
+
+    #[test]
+    fn given_a_session_paid_before_its_deadline_when_it_is_closed_then_the_payment_succeeds_without_waiting_for_the_webhook()
+     {
+        let open = payment(PaymentStatus::Open);
+        let closing = open.closed(
+            &SessionClosed::Completed(report("paid")),
+            CloseFor::Deadline,
+        );
+        assert_eq!(closing.status, PaymentStatus::Paid);
+        assert_eq!(closing.payment_ref.as_deref(), Some("pi_1"));
+        assert!(
+            matches!(closing.event, Some(PaymentEvent::PaymentSucceeded(ref paid)) if paid.amount == 4_500),
+            "{closing:?}"
+        );
+        // The completion webhook arriving afterwards changes nothing.
+        let mut paid = open.clone();
+        paid.status = closing.status;
+        assert_eq!(
+            paid.webhook(WebhookKind::Completed, &report("paid")),
+            WebhookDecision::Ignore("payment_already_settled")
+        );
+    }
+
+    #[test]
+    fn given_a_delayed_payment_settling_when_the_session_is_closed_then_the_order_hears_nothing_yet()
+     {
+        let open = payment(PaymentStatus::Open);
+        let closing = open.closed(
+            &SessionClosed::Completed(report("unpaid")),
+            CloseFor::Deadline,
+        );
+        assert_eq!(closing.status, PaymentStatus::Open);
+        assert_eq!(closing.payment_ref.as_deref(), Some("pi_1"));
+        assert_eq!(closing.event, None, "the order waits for the settlement");
     }
 
     #[test]

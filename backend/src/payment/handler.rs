@@ -1,6 +1,7 @@
 //! The payment service's unit of work: open a checkout session for each
-//! RESERVED order, close it when the order is cancelled, refund a payment
-//! that came too late.
+//! RESERVED order, close it when the order is cancelled or its deadline
+//! passes (and say whether the customer paid before it closed), refund a
+//! payment that came too late.
 //!
 //! Provider calls happen before the transaction (in
 //! [`UnitOfWork::prepare`]) and are safe to repeat (providers key their
@@ -18,7 +19,9 @@ use shop_shared::time::Timestamp;
 use uuid::Uuid;
 
 use super::PaymentService;
-use super::domain::{self, CheckoutSession, Create, PaymentRecord, ProviderCall};
+use super::domain::{
+    self, CheckoutSession, CloseFor, Create, PaymentRecord, ProviderCall, SessionClosed,
+};
 use super::provider::ProviderError;
 use super::store;
 use crate::bus::{HandlerError, Record};
@@ -42,6 +45,7 @@ impl Command {
             PaymentCommand::CreatePayment(command) => command.order_id,
             PaymentCommand::CancelPayment(order) => order.order_id,
             PaymentCommand::RefundPayment(command) => command.order_id,
+            PaymentCommand::ExpireCheckout(order) => order.order_id,
         }
     }
 }
@@ -54,9 +58,14 @@ enum Opened {
     Failed(PaymentEvent),
 }
 
-/// The sessions a batch's create commands opened (or failed to), by order.
+/// What a batch's provider calls came to, by order: the sessions its
+/// create commands opened (or failed to), and how the sessions its cancel
+/// and expire commands closed.
 #[derive(Default)]
-pub struct Sessions(HashMap<Uuid, Opened>);
+pub struct Sessions {
+    opened: HashMap<Uuid, Opened>,
+    closed: HashMap<Uuid, SessionClosed>,
+}
 
 #[async_trait]
 impl UnitOfWork for PaymentHandler {
@@ -89,8 +98,8 @@ impl UnitOfWork for PaymentHandler {
         }
         let order_ids: Vec<Uuid> = commands.iter().map(|command| command.order_id()).collect();
         let mut payments = store::by_orders(&service.db, &order_ids).await?;
-        let opened = self.open(&commands, &payments).await?;
-        for (order_id, opened) in &opened.0 {
+        let mut sessions = self.open(&commands, &payments).await?;
+        for (order_id, opened) in &sessions.opened {
             if let (Opened::Session(session), Some(create)) =
                 (opened, create_of(&commands, *order_id))
             {
@@ -99,25 +108,27 @@ impl UnitOfWork for PaymentHandler {
             }
         }
         for command in &commands {
-            if let Some(payment) = payments.get(&command.order_id()) {
-                self.call_provider(command, payment).await?;
+            if let Some(payment) = payments.get(&command.order_id())
+                && let Some(closed) = self.call_provider(command, payment).await?
+            {
+                sessions.closed.insert(command.order_id(), closed);
             }
         }
-        Ok(opened)
+        Ok(sessions)
     }
 
     async fn apply(
         &self,
         tx: &mut Tx,
         commands: Vec<Command>,
-        opened: Sessions,
+        sessions: Sessions,
         outgoing: &mut Outgoing,
     ) -> Result<(), HandlerError> {
         let provider = self.service.provider.name();
         let mut new: Vec<(PaymentRecord, PaymentEvent)> = Vec::new();
         for command in &commands {
             if let (PaymentCommand::CreatePayment(create), Some(Opened::Session(session))) =
-                (&command.command, opened.0.get(&command.order_id()))
+                (&command.command, sessions.opened.get(&command.order_id()))
             {
                 new.push(domain::opened(create, provider, session));
             }
@@ -129,7 +140,7 @@ impl UnitOfWork for PaymentHandler {
         let mut changed: Vec<Uuid> = Vec::new();
         for command in &commands {
             let order_id = command.order_id();
-            let event = match opened.0.get(&order_id) {
+            let event = match sessions.opened.get(&order_id) {
                 Some(Opened::Session(_)) if inserted.contains(&order_id) => new
                     .iter()
                     .find(|(payment, _)| payment.order_id == order_id)
@@ -137,7 +148,8 @@ impl UnitOfWork for PaymentHandler {
                 Some(Opened::Failed(event)) => Some(event),
                 _ => None,
             };
-            if self.record(command, event, current.get_mut(&order_id), outgoing)
+            let closed = sessions.closed.get(&order_id);
+            if self.record(command, event, closed, current.get_mut(&order_id), outgoing)
                 && !changed.contains(&order_id)
             {
                 changed.push(order_id);
@@ -145,7 +157,8 @@ impl UnitOfWork for PaymentHandler {
         }
         for order_id in changed {
             if let Some(payment) = current.get(&order_id) {
-                store::set_status(tx, order_id, payment.status, None).await?;
+                store::set_status(tx, order_id, payment.status, payment.payment_ref.as_deref())
+                    .await?;
             }
         }
         Ok(())
@@ -153,37 +166,46 @@ impl UnitOfWork for PaymentHandler {
 }
 
 impl PaymentHandler {
-    /// Makes the provider call `command` asks for, if any.
+    /// Makes the provider call `command` asks for, if any; says how a
+    /// session it closed had closed.
     #[tracing::instrument(name = "payment", skip_all, fields(order_id = %command.order_id()))]
     async fn call_provider(
         &self,
         command: &Command,
         payment: &PaymentRecord,
-    ) -> Result<(), HandlerError> {
+    ) -> Result<Option<SessionClosed>, HandlerError> {
         let provider = &self.service.provider;
         let call = match &command.command {
             PaymentCommand::CreatePayment(_) => None,
-            PaymentCommand::CancelPayment(_) => payment.cancel_call(),
+            PaymentCommand::CancelPayment(_) | PaymentCommand::ExpireCheckout(_) => {
+                payment.cancel_call()
+            }
             PaymentCommand::RefundPayment(_) => payment.refund_call(),
         };
         match call {
             Some(ProviderCall::ExpireSession { session_id }) => provider
-                .expire_session(&session_id)
+                .close_session(&session_id)
                 .await
+                .map(Some)
                 .map_err(provider_failure),
-            Some(ProviderCall::Refund) => provider.refund(payment).await.map_err(provider_failure),
-            None => Ok(()),
+            Some(ProviderCall::Refund) => provider
+                .refund(payment)
+                .await
+                .map(|()| None)
+                .map_err(provider_failure),
+            None => Ok(None),
         }
     }
 
     /// Records what `command` did: publishes the event of a create command
-    /// (`opened`), and moves `payment` for a cancel or refund. Returns
-    /// whether the payment changed.
+    /// (`opened`), and moves `payment` for a cancel, expire (as the
+    /// session `closed`) or refund. Returns whether the payment changed.
     #[tracing::instrument(name = "payment", skip_all, fields(order_id = %command.order_id()))]
     fn record(
         &self,
         command: &Command,
         opened: Option<&PaymentEvent>,
+        closed: Option<&SessionClosed>,
         payment: Option<&mut PaymentRecord>,
         outgoing: &mut Outgoing,
     ) -> bool {
@@ -200,11 +222,10 @@ impl PaymentHandler {
                 false
             }
             (PaymentCommand::CancelPayment(_), Some(payment)) => {
-                let closed = payment.cancel();
-                if closed {
-                    tracing::info!(%order_id, "checkout session closed");
-                }
-                closed
+                close(payment, closed, CloseFor::Cancel, outgoing)
+            }
+            (PaymentCommand::ExpireCheckout(_), Some(payment)) => {
+                close(payment, closed, CloseFor::Deadline, outgoing)
             }
             (PaymentCommand::RefundPayment(refund), Some(payment)) => match payment.refund() {
                 Some(event) => {
@@ -241,14 +262,17 @@ impl PaymentHandler {
             }
             match domain::create(payments.get(&create.order_id), create, now) {
                 Create::Exists => {}
-                Create::TooLate(event) => {
-                    opened.insert(create.order_id, Opened::Failed(event));
+                Create::TooLate => {
+                    tracing::info!(order_id = %create.order_id, "deadline passed before a checkout session could be opened; none is opened");
                 }
                 Create::Open => wanted.push((create, command.requested_at)),
             }
         }
         if wanted.is_empty() {
-            return Ok(Sessions(opened));
+            return Ok(Sessions {
+                opened,
+                ..Sessions::default()
+            });
         }
         let sessions = self.service.provider.create_sessions(&wanted).await;
         for ((create, _), session) in wanted.iter().zip(sessions) {
@@ -262,8 +286,45 @@ impl PaymentHandler {
             };
             opened.insert(create.order_id, outcome);
         }
-        Ok(Sessions(opened))
+        Ok(Sessions {
+            opened,
+            ..Sessions::default()
+        })
     }
+}
+
+/// Moves `payment` as closing its session came out (`closed`, when a
+/// session was closed now) and queues what the order service hears.
+/// Returns whether the payment changed.
+fn close(
+    payment: &mut PaymentRecord,
+    closed: Option<&SessionClosed>,
+    why: CloseFor,
+    outgoing: &mut Outgoing,
+) -> bool {
+    let Some(closed) = closed else {
+        return false;
+    };
+    let closing = payment.closed(closed, why);
+    let order_id = payment.order_id;
+    match (&closing.event, closed) {
+        (Some(PaymentEvent::PaymentSucceeded(_)), _) => {
+            tracing::info!(%order_id, ?why, "checkout session was paid before it closed");
+        }
+        (_, SessionClosed::Unpaid) => {
+            tracing::info!(%order_id, ?why, "checkout session closed unpaid")
+        }
+        (_, SessionClosed::Completed(_)) => {
+            tracing::info!(%order_id, ?why, "checkout session completed before it closed; payment settling");
+        }
+    }
+    let changed = closing.status != payment.status || closing.payment_ref != payment.payment_ref;
+    payment.status = closing.status;
+    payment.payment_ref = closing.payment_ref;
+    if let Some(event) = closing.event {
+        outgoing.push(event, &order_id.to_string());
+    }
+    changed
 }
 
 /// The create command of `order_id` in the batch.

@@ -10,6 +10,7 @@ use shop_shared::time::Timestamp;
 
 pub use super::domain::CheckoutSession;
 use super::domain::PaymentRecord;
+pub use super::domain::{SessionClosed, SessionReport};
 
 /// Why a provider call failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -52,8 +53,11 @@ pub trait PaymentProvider: Send + Sync + 'static {
         sessions
     }
 
-    /// Closes a session so it takes no payment any more.
-    async fn expire_session(&self, session_id: &str) -> Result<(), ProviderError>;
+    /// Closes a session so it takes no payment any more (Stripe: expire
+    /// it), and says how it closed: unpaid, or completed by the customer
+    /// before it could be closed. Closing a closed session answers how it
+    /// closed then.
+    async fn close_session(&self, session_id: &str) -> Result<SessionClosed, ProviderError>;
 
     /// Gives a captured payment back.
     async fn refund(&self, payment: &PaymentRecord) -> Result<(), ProviderError>;

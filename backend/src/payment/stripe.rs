@@ -27,12 +27,15 @@ use shop_shared::time::Timestamp;
 use stripe::{Client, ClientBuilder, IdempotencyKey, RequestStrategy, StripeError, StripeRequest};
 use stripe_checkout::checkout_session::{
     CreateCheckoutSession, CreateCheckoutSessionLineItems, CreateCheckoutSessionLineItemsPriceData,
-    ExpireCheckoutSession, ProductData,
+    ExpireCheckoutSession, ProductData, RetrieveCheckoutSession,
 };
 use stripe_core::refund::CreateRefund;
+use stripe_shared::CheckoutSessionStatus;
 
 use super::domain::PaymentRecord;
-use super::provider::{CheckoutSession, PaymentProvider, ProviderError};
+use super::provider::{
+    CheckoutSession, PaymentProvider, ProviderError, SessionClosed, SessionReport,
+};
 use crate::secrets::Secret;
 
 /// The shortest session, counted from when the order asked for payment.
@@ -86,20 +89,32 @@ impl StripeProvider {
         })
     }
 
-    /// Sends a request with idempotency `key`, retrying what is worth
-    /// retrying with the same key. `send` sends it once with the strategy
+    /// Sends a request with idempotency `key` (none for a read, which
+    /// Stripe does not key), retrying what is worth retrying with the same
+    /// key. `send` sends it once with the strategy
     /// it is given.
-    async fn send<T, F, Fut>(&self, what: &str, key: &str, send: F) -> Result<T, ProviderError>
+    async fn send<T, F, Fut>(
+        &self,
+        what: &str,
+        key: Option<&str>,
+        send: F,
+    ) -> Result<T, ProviderError>
     where
         F: Fn(RequestStrategy) -> Fut,
         Fut: Future<Output = Result<T, StripeError>>,
     {
-        let key =
-            IdempotencyKey::new(key).map_err(|error| ProviderError::Refused(error.to_string()))?;
+        let key = key
+            .map(IdempotencyKey::new)
+            .transpose()
+            .map_err(|error| ProviderError::Refused(error.to_string()))?;
         let mut pause = FIRST_PAUSE;
         let mut attempt = 1;
         loop {
-            let outcome = send(RequestStrategy::Idempotent(key.clone())).await;
+            let strategy = match &key {
+                Some(key) => RequestStrategy::Idempotent(key.clone()),
+                None => RequestStrategy::Once,
+            };
+            let outcome = send(strategy).await;
             let error = match outcome {
                 Ok(value) => return Ok(value),
                 Err(error) => error,
@@ -202,7 +217,7 @@ impl PaymentProvider for StripeProvider {
             .expires_at(expires_at);
         let key = format!("shop-checkout-{order_id}");
         let session = self
-            .send("create checkout session", &key, |strategy| {
+            .send("create checkout session", Some(&key), |strategy| {
                 create
                     .customize()
                     .request_strategy(strategy)
@@ -218,11 +233,15 @@ impl PaymentProvider for StripeProvider {
         })
     }
 
-    async fn expire_session(&self, session_id: &str) -> Result<(), ProviderError> {
+    /// Expires the session; when Stripe refuses because it is not open any
+    /// more, retrieves it to learn whether it was paid or expired
+    /// (<https://docs.stripe.com/api/checkout/sessions/expire>: "A Checkout
+    /// Session can only be expired when it's in the open state").
+    async fn close_session(&self, session_id: &str) -> Result<SessionClosed, ProviderError> {
         let expire = ExpireCheckoutSession::new(session_id);
         let key = format!("shop-expire-{session_id}");
         let expired = self
-            .send("expire checkout session", &key, |strategy| {
+            .send("expire checkout session", Some(&key), |strategy| {
                 expire
                     .customize()
                     .request_strategy(strategy)
@@ -230,13 +249,36 @@ impl PaymentProvider for StripeProvider {
             })
             .await;
         match expired {
-            Ok(_) => Ok(()),
-            // Paid or expired already: it takes no payment either way.
+            Ok(_) => return Ok(SessionClosed::Unpaid),
             Err(ProviderError::Refused(reason)) => {
                 tracing::info!(session_id, %reason, "checkout session not expired: it is closed already");
-                Ok(())
             }
-            Err(error) => Err(error),
+            Err(error) => return Err(error),
+        }
+        let retrieve = RetrieveCheckoutSession::new(session_id);
+        let session = self
+            .send("retrieve checkout session", None, |strategy| {
+                retrieve
+                    .customize()
+                    .request_strategy(strategy)
+                    .send(&self.client)
+            })
+            .await?;
+        match session.status {
+            Some(CheckoutSessionStatus::Expired) => Ok(SessionClosed::Unpaid),
+            Some(CheckoutSessionStatus::Complete) => Ok(SessionClosed::Completed(SessionReport {
+                session_id: session.id.to_string(),
+                payment_status: Some(session.payment_status.as_str().to_owned()),
+                amount_total: session.amount_total,
+                currency: session.currency.map(|currency| currency.to_string()),
+                payment_intent: session.payment_intent.map(|intent| intent.id().to_string()),
+            })),
+            other => Err(ProviderError::Unavailable(format!(
+                "Stripe refused to expire session {session_id} but reports it {}",
+                other
+                    .as_ref()
+                    .map_or("without a status", |status| status.as_str())
+            ))),
         }
     }
 
@@ -252,7 +294,7 @@ impl PaymentProvider for StripeProvider {
             .payment_intent(payment_intent)
             .metadata(metadata);
         let key = format!("shop-refund-{}", payment.order_id);
-        self.send("refund", &key, |strategy| {
+        self.send("refund", Some(&key), |strategy| {
             refund
                 .customize()
                 .request_strategy(strategy)

@@ -1,6 +1,7 @@
 //! The branches of Stripe's state machine, shown offline by the local
 //! checkout: delayed payments that settle or fail, sessions expired when an
-//! order is cancelled, and a payment that settles too late being refunded.
+//! order is cancelled, a payment made in time winning however late its news
+//! comes, and a payment that settles too late being refunded.
 
 use std::time::Duration;
 
@@ -87,20 +88,80 @@ async fn a_delayed_card_that_fails_cancels_the_order_and_releases_stock(mode: Mo
     assert_eq!(checkout_state(&shop, url).await, "Payment failed");
 }
 
-async fn a_payment_settling_after_the_deadline_is_refunded(mode: Mode) {
+async fn a_card_paid_before_the_deadline_wins_though_its_webhook_is_held_back(mode: Mode) {
+    let shop = Shop::start_with(
+        mode,
+        Options {
+            webhook_delay: Some("30s"),
+            ..Options::paying_within("3s")
+        },
+    )
+    .await;
+    let client = shop.customer().await;
+    let order = reserve(&client, &[("SKU-001", 1)]).await;
+    let url = order.checkout_url.clone().expect("checkout URL");
+    // The checkout takes the card before the deadline, but its webhook is
+    // held back far beyond it: the order learns of the payment only by
+    // asking the provider at the deadline.
+    let answer = shop.pay(&url, GOOD_CARD).await;
+    assert_eq!(answer.status(), 303, "checkout accepts the card in time");
+    let pending = client.order(&order.id.to_string()).await.expect("order");
+    assert_eq!(pending.status, OrderStatus::Reserved, "no webhook yet");
+
+    let paid = wait_status(&client, &order, OrderStatus::Paid).await;
+    let events: Vec<TimelineEvent> = paid.timeline.iter().map(|entry| entry.event).collect();
+    assert!(
+        events.ends_with(&[TimelineEvent::DeadlinePassed, TimelineEvent::Paid]),
+        "the deadline passed before the payment was known: {events:?}"
+    );
+    assert!(!paid.refunded);
+    wait_available(&client, "SKU-001", 9).await;
+    assert_eq!(checkout_state(&shop, &url).await, "Paid");
+}
+
+async fn a_delayed_payment_made_before_the_deadline_settles_after_it_and_is_paid(mode: Mode) {
     let shop = Shop::start_with(mode, Options::paying_within("2s")).await;
+    let client = shop.customer().await;
+    let order = reserve(&client, &[("SKU-002", 1)]).await;
+    let answer = shop
+        .pay(order.checkout_url.as_deref().expect("url"), DELAYED_CARD)
+        .await;
+    assert_eq!(answer.status(), 303);
+    // Settlement comes after the deadline, within the grace period.
+    let paid = wait_status(&client, &order, OrderStatus::Paid).await;
+    assert!(
+        paid.timeline
+            .iter()
+            .any(|entry| entry.event == TimelineEvent::DeadlinePassed),
+        "{:?}",
+        paid.timeline
+    );
+    assert!(!paid.refunded);
+    wait_available(&client, "SKU-002", 9).await;
+}
+
+async fn a_payment_settling_after_the_grace_period_is_refunded(mode: Mode) {
+    let shop = Shop::start_with(
+        mode,
+        Options {
+            settle_grace: "1s",
+            webhook_delay: Some("5s"),
+            ..Options::paying_within("2s")
+        },
+    )
+    .await;
     let client = shop.customer().await;
     let mut pushes = Pushes::new(&client);
     let order = reserve(&client, &[("SKU-003", 1)]).await;
-    // Paid with a delayed method just in time; it settles after the
-    // deadline has cancelled the order.
+    // Paid with a delayed method in time; at the deadline it is still
+    // settling, and the news of its settlement comes only after the grace
+    // period has cancelled the order.
     let answer = shop
         .pay(order.checkout_url.as_deref().expect("url"), DELAYED_CARD)
         .await;
     assert_eq!(answer.status(), 303);
     let cancelled = wait_status(&client, &order, OrderStatus::Cancelled).await;
     assert_eq!(cancelled.cancel_reason, Some(CancelReason::NotPaid));
-    assert!(!cancelled.refunded, "nothing to refund before settlement");
 
     let refunded = wait_refunded(&client, order.id).await;
     assert_eq!(refunded.status, OrderStatus::Cancelled);
@@ -141,6 +202,8 @@ async fn cancelling_an_order_expires_its_session_and_announces_it(mode: Mode) {
 crate::in_both_modes!(
     a_delayed_card_settles_a_few_seconds_after_checkout,
     a_delayed_card_that_fails_cancels_the_order_and_releases_stock,
-    a_payment_settling_after_the_deadline_is_refunded,
+    a_card_paid_before_the_deadline_wins_though_its_webhook_is_held_back,
+    a_delayed_payment_made_before_the_deadline_settles_after_it_and_is_paid,
+    a_payment_settling_after_the_grace_period_is_refunded,
     cancelling_an_order_expires_its_session_and_announces_it,
 );

@@ -140,19 +140,55 @@ async fn a_session_carries_the_order_exactly_and_completing_it_pays(mode: Mode) 
     );
 }
 
-async fn a_payment_completed_after_cancellation_is_refunded_and_shown_live(mode: Mode) {
+async fn a_payment_made_before_the_deadline_wins_though_its_webhook_never_came(mode: Mode) {
+    let (stub, shop) = stripe_shop(mode, Options::paying_within("2s")).await;
+    let client = shop.customer().await;
+    let order = reserve(&client, &[("SKU-001", 1)]).await;
+    let session_id = session_of(&order);
+    // The customer pays on Stripe's page in time; its webhook is lost. At
+    // the deadline the shop asks Stripe to expire the session, Stripe
+    // refuses (it is complete), and the shop reads that it was paid.
+    let paid = stub.complete(&session_id, true);
+    let order = wait_status(&client, &order, OrderStatus::Paid).await;
+    let events: Vec<TimelineEvent> = order.timeline.iter().map(|entry| entry.event).collect();
+    assert!(
+        events.ends_with(&[TimelineEvent::DeadlinePassed, TimelineEvent::Paid]),
+        "{events:?}"
+    );
+    assert_eq!(
+        stub.requests(&format!("{SESSIONS}/{session_id}")).len(),
+        1,
+        "the session was read once, after Stripe refused to expire it"
+    );
+    assert!(stub.requests("/v1/refunds").is_empty(), "nothing refunded");
+    wait_available(&client, "SKU-001", 9).await;
+
+    // The webhook arriving after all changes nothing.
+    let event = stub.event("checkout.session.completed", &paid);
+    let (status, answer) = stub.deliver(&shop.webhook_url(), &event).await;
+    assert_eq!(
+        (status, answer["reason"].as_str()),
+        (200, Some("payment_already_settled"))
+    );
+    let still = client.order(&order.id.to_string()).await.expect("order");
+    assert_eq!((still.status, still.refunded), (OrderStatus::Paid, false));
+}
+
+async fn a_payment_completed_after_the_session_expired_is_refunded_and_shown_live(mode: Mode) {
     let (stub, shop) = stripe_shop(mode, Options::paying_within("2s")).await;
     let client = shop.customer().await;
     let mut pushes = Pushes::new(&client);
     let order = reserve(&client, &[("SKU-001", 1)]).await;
     let session_id = session_of(&order);
-    // The customer pays on Stripe's page at the last moment; the webhook
-    // arrives after the order has expired.
-    let paid = stub.complete(&session_id, true);
+    // Nobody pays in time: the session is expired at Stripe first, and only
+    // then is the order cancelled.
     let cancelled = wait_status(&client, &order, OrderStatus::Cancelled).await;
     assert_eq!(cancelled.cancel_reason, Some(CancelReason::NotPaid));
+    assert_eq!(stub.session(&session_id)["status"], "expired");
     wait_available(&client, "SKU-001", 10).await;
 
+    // A payment Stripe still reports for it is truly late: refunded.
+    let paid = stub.complete(&session_id, true);
     let event = stub.event("checkout.session.completed", &paid);
     deliver_processed(&stub, &shop, &event).await;
     let refunded = wait_refunded(&client, order.id).await;
@@ -196,11 +232,6 @@ async fn a_payment_completed_after_cancellation_is_refunded_and_shown_live(mode:
         "the refund was pushed live"
     );
     assert_eq!(stub.requests("/v1/refunds").len(), 1, "refunded once");
-    assert_eq!(
-        stub.session(&session_id)["status"],
-        "complete",
-        "the paid session was not expired"
-    );
     wait_available(&client, "SKU-001", 10).await;
 }
 
@@ -453,12 +484,10 @@ async fn an_outage_outlasting_the_deadline_stops_the_retries() {
     let client = shop.customer().await;
     let stuck = place(&client, &[("SKU-001", 2)]).await;
     let cancelled = wait_status(&client, &stuck, OrderStatus::Cancelled).await;
-    assert!(
-        matches!(
-            cancelled.cancel_reason,
-            Some(CancelReason::NotPaid | CancelReason::PaymentFailed)
-        ),
-        "{cancelled:?}"
+    assert_eq!(
+        cancelled.cancel_reason,
+        Some(CancelReason::ProviderUnavailable),
+        "the reason says no checkout was ever offered: {cancelled:?}"
     );
     wait_available(&client, "SKU-001", 10).await;
     // Past the deadline nobody could pay a session: the service stops
@@ -512,5 +541,6 @@ async fn a_refused_checkout_cancels_the_order_with_stripes_reason() {
 
 crate::in_both_modes!(
     a_session_carries_the_order_exactly_and_completing_it_pays,
-    a_payment_completed_after_cancellation_is_refunded_and_shown_live,
+    a_payment_made_before_the_deadline_wins_though_its_webhook_never_came,
+    a_payment_completed_after_the_session_expired_is_refunded_and_shown_live,
 );

@@ -21,7 +21,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use serde_json::{Value, json};
 use shop_backend::payment::signature;
 use shop_shared::time::Timestamp;
@@ -104,6 +104,7 @@ impl StripeStub {
         };
         let router = Router::new()
             .route("/v1/checkout/sessions", post(create_session))
+            .route("/v1/checkout/sessions/{id}", get(retrieve_session))
             .route("/v1/checkout/sessions/{id}/expire", post(expire_session))
             .route("/v1/refunds", post(create_refund))
             .with_state(stub.clone());
@@ -459,6 +460,28 @@ async fn create_session(
     });
     stub.lock().sessions.insert(id, session.clone());
     stub.finish(path, params, key, 200, session).await
+}
+
+/// `GET /v1/checkout/sessions/{id}`: the session as it is now.
+async fn retrieve_session(
+    State(stub): State<StripeStub>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let path = format!("/v1/checkout/sessions/{id}");
+    let (params, key) = match stub.admit(&path, &headers, &Bytes::new()) {
+        Admission::Run { params, key } => (params, key),
+        Admission::Answer(response) => return response,
+    };
+    let session = stub.lock().sessions.get(&id).cloned();
+    match session {
+        Some(session) => stub.finish(&path, params, key, 200, session).await,
+        None => {
+            let message = format!("No such checkout.session: '{id}'");
+            let body = json!({ "error": { "type": "invalid_request_error", "message": message } });
+            stub.finish(&path, params, key, 404, body).await
+        }
+    }
 }
 
 async fn expire_session(

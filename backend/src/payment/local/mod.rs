@@ -44,7 +44,7 @@ use shop_shared::time::Timestamp;
 use tokio::sync::Notify;
 
 use super::domain::PaymentRecord;
-use super::provider::{CheckoutSession, PaymentProvider, ProviderError};
+use super::provider::{CheckoutSession, PaymentProvider, ProviderError, SessionClosed};
 use crate::db::{Db, StoreError};
 use crate::secrets::Secret;
 use crate::tasks::Spawner;
@@ -151,9 +151,8 @@ impl PaymentProvider for LocalCheckout {
         }
     }
 
-    async fn expire_session(&self, session_id: &str) -> Result<(), ProviderError> {
-        self.expire(Some(session_id)).await.map_err(unavailable)?;
-        Ok(())
+    async fn close_session(&self, session_id: &str) -> Result<SessionClosed, ProviderError> {
+        self.close(session_id).await.map_err(unavailable)
     }
 
     async fn refund(&self, payment: &PaymentRecord) -> Result<(), ProviderError> {

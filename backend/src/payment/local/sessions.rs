@@ -11,7 +11,7 @@ use uuid::Uuid;
 use super::delivery::enqueue;
 use super::{DELAYED_SETTLEMENT, EXPIRY_GRACE, LocalCheckout};
 use crate::db::{StoreError, batch, parse_column};
-use crate::payment::provider::CheckoutSession;
+use crate::payment::provider::{CheckoutSession, SessionClosed, SessionReport};
 
 /// Where a session stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,6 +118,17 @@ impl Session {
 
     pub(super) fn success_url(&self) -> String {
         self.success_url.replace("{CHECKOUT_SESSION_ID}", &self.id)
+    }
+
+    /// What the session says, as its webhooks would.
+    pub(super) fn report(&self) -> SessionReport {
+        SessionReport {
+            session_id: self.id.clone(),
+            payment_status: Some(self.state.stripe_payment_status().to_owned()),
+            amount_total: Some(self.amount),
+            currency: Some(self.currency.as_str().to_ascii_lowercase()),
+            payment_intent: self.payment_intent.clone(),
+        }
     }
 }
 
@@ -237,6 +248,26 @@ impl LocalCheckout {
         self.inner.wake_delivery.notify_one();
         tracing::info!(order_id = %session.order_id, session_id = %session.id, ?settlement, "local checkout completed");
         Ok(true)
+    }
+
+    /// Closes session `id`, as Stripe's expire call does: an open session
+    /// expires (its `checkout.session.expired` event queued with it), and a
+    /// session the customer completed first says so.
+    pub(super) async fn close(&self, id: &str) -> Result<SessionClosed, StoreError> {
+        if self.expire(Some(id)).await? == 1 {
+            return Ok(SessionClosed::Unpaid);
+        }
+        let Some(session) = self.session(id).await? else {
+            // Never opened here: nobody can pay it.
+            return Ok(SessionClosed::Unpaid);
+        };
+        Ok(match session.state {
+            // `Open` cannot be read after `expire`: no session reopens.
+            SessionState::Open | SessionState::Expired => SessionClosed::Unpaid,
+            SessionState::Paid | SessionState::Settling { .. } | SessionState::Failed => {
+                SessionClosed::Completed(session.report())
+            }
+        })
     }
 
     /// Expires open sessions, each with a `checkout.session.expired` event

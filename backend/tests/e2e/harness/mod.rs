@@ -65,6 +65,10 @@ pub struct Options {
     /// Distributed mode: a Kafka broker of the test's own, which it may stop
     /// and start, instead of the test run's shared one.
     pub own_broker: bool,
+    /// How long after the deadline an order waits for a payment made in time.
+    pub settle_grace: &'static str,
+    /// Holds the local checkout's webhooks back by this long (`"5s"`, …).
+    pub webhook_delay: Option<&'static str>,
 }
 
 impl Options {
@@ -105,6 +109,8 @@ impl Default for Options {
             catalog: None,
             stripe: None,
             own_broker: false,
+            settle_grace: "5m",
+            webhook_delay: None,
         }
     }
 }
@@ -150,6 +156,16 @@ impl Shop {
             std::fs::write(&path, catalog).expect("catalogue written");
             catalog_args = vec!["--catalog".into(), path.into()];
         }
+        let mut settings = vec![(
+            "SHOP_SETTLE_GRACE".to_owned(),
+            options.settle_grace.to_owned(),
+        )];
+        if let Some(delay) = options.webhook_delay {
+            settings.push((
+                "SHOP_LOCAL_CHECKOUT_WEBHOOK_DELAY".to_owned(),
+                delay.to_owned(),
+            ));
+        }
         let backend = match mode {
             Mode::Embedded => {
                 let mut args: Vec<OsString> = vec![
@@ -163,7 +179,7 @@ impl Shop {
                 let mut process = Process {
                     name: "shop-backend".into(),
                     args,
-                    env: env.unwrap_or_default(),
+                    env: [settings, env.unwrap_or_default()].concat(),
                     port: 0,
                     log: dir.path().join("backend.log"),
                     child: None,
@@ -192,7 +208,7 @@ impl Shop {
                     ("SHOP_PAY_TTL".to_owned(), options.pay_ttl.to_owned()),
                 ];
                 let stripe_env = options.stripe.as_ref().map(StripeKeys::env);
-                let env = [env, stripe_env.unwrap_or_default()].concat();
+                let env = [env, settings, stripe_env.unwrap_or_default()].concat();
                 let mut services: Vec<(Service, Process)> = Vec::new();
                 let mut gateway_url = String::new();
                 for service in process::START_ORDER {

@@ -65,9 +65,18 @@ pub struct Options {
     /// Distributed mode: a Kafka broker of the test's own, which it may stop
     /// and start, instead of the test run's shared one.
     pub own_broker: bool,
+    /// More settings, as `SHOP_…` environment variables of every process.
+    pub env: Vec<(&'static str, String)>,
 }
 
 impl Options {
+    fn extra_env(&self) -> Vec<(String, String)> {
+        self.env
+            .iter()
+            .map(|(name, value)| ((*name).to_owned(), value.clone()))
+            .collect()
+    }
+
     /// The defaults, with orders payable for `ttl` (`"2s"`, …).
     pub fn paying_within(ttl: &'static str) -> Options {
         Options {
@@ -105,6 +114,7 @@ impl Default for Options {
             catalog: None,
             stripe: None,
             own_broker: false,
+            env: Vec::new(),
         }
     }
 }
@@ -163,7 +173,7 @@ impl Shop {
                 let mut process = Process {
                     name: "shop-backend".into(),
                     args,
-                    env: env.unwrap_or_default(),
+                    env: [env.unwrap_or_default(), options.extra_env()].concat(),
                     port: 0,
                     log: dir.path().join("backend.log"),
                     child: None,
@@ -192,7 +202,7 @@ impl Shop {
                     ("SHOP_PAY_TTL".to_owned(), options.pay_ttl.to_owned()),
                 ];
                 let stripe_env = options.stripe.as_ref().map(StripeKeys::env);
-                let env = [env, stripe_env.unwrap_or_default()].concat();
+                let env = [env, stripe_env.unwrap_or_default(), options.extra_env()].concat();
                 let mut services: Vec<(Service, Process)> = Vec::new();
                 let mut gateway_url = String::new();
                 for service in process::START_ORDER {

@@ -1,5 +1,7 @@
-//! The per-customer limits on placing orders: units held in unpaid orders
-//! and orders per minute. A refusal has its own code and changes nothing.
+//! Bounds on what one client can make the shop hold: the per-customer
+//! limits on placing orders (units held in unpaid orders, orders per
+//! minute), whose refusals have their own codes and change nothing, and
+//! the webhook's body limit.
 
 use shop_client::{Client, ClientError};
 use shop_shared::protocol::ErrorCode;
@@ -9,10 +11,7 @@ use crate::harness::{Mode, Options, Shop, available, place, reserve, wait_availa
 
 /// Places `lines` and returns the error the gateway refuses them with.
 async fn refusal(client: &Client, lines: &[(&str, i64)]) -> (ErrorCode, String) {
-    match client
-        .place_order(lines, &Uuid::new_v4().to_string())
-        .await
-    {
+    match client.place_order(lines, &Uuid::new_v4().to_string()).await {
         Err(ClientError::Server { code, message }) => (code, message),
         other => panic!("expected a refusal, got {other:?}"),
     }
@@ -97,7 +96,23 @@ async fn the_order_rate_refuses_the_order_over_the_limit_with_rate_limited(mode:
     place(&other, &[("SKU-003", 1)]).await;
 }
 
+/// A webhook body is buffered up to a limit before the signature is
+/// checked, so a forged request cannot make the shop hash megabytes.
+async fn a_webhook_body_over_the_limit_is_refused_before_its_signature_is_checked(mode: Mode) {
+    let shop = Shop::start(mode).await;
+    let response = shop
+        .http()
+        .post(shop.webhook_url())
+        .header("stripe-signature", "t=1,v1=00")
+        .body(vec![b'x'; 3 * 1024 * 1024])
+        .send()
+        .await
+        .expect("the payment service answers");
+    assert_eq!(response.status(), 413, "payload too large");
+}
+
 crate::in_both_modes!(
     the_hold_limit_refuses_with_its_code_and_moves_no_stock,
     the_order_rate_refuses_the_order_over_the_limit_with_rate_limited,
+    a_webhook_body_over_the_limit_is_refused_before_its_signature_is_checked,
 );

@@ -26,17 +26,18 @@ impl Shop {
 
     async fn start_with(pay_ttl: &str) -> Shop {
         let home = tempfile::tempdir().expect("temporary directory");
-        Shop::start_configured(EmbeddedArgs {
-            pay_ttl: humantime::parse_duration(pay_ttl).expect("duration"),
-            ..EmbeddedArgs::local(home.path().join("data"))
-        }, home)
+        Shop::start_configured(
+            EmbeddedArgs {
+                pay_ttl: humantime::parse_duration(pay_ttl).expect("duration"),
+                ..EmbeddedArgs::local(home.path().join("data"))
+            },
+            home,
+        )
         .await
     }
 
     async fn start_configured(args: EmbeddedArgs, home: tempfile::TempDir) -> Shop {
-        let app = Application::build(args)
-        .await
-        .expect("backend builds");
+        let app = Application::build(args).await.expect("backend builds");
         Shop {
             gateway: format!("http://{}", app.local_addr()),
             home,
@@ -212,12 +213,21 @@ async fn an_order_over_a_limit_says_which_limit_and_how_to_get_under_it_and_exit
         ..EmbeddedArgs::local(home.path().join("data"))
     };
     let shop = Shop::start_configured(args, home).await;
-    let first = shop.run(&["order", "SKU-001:3", "--json"]).await.ok().json();
+    let first = shop
+        .run(&["order", "SKU-001:3", "--json"])
+        .await
+        .ok()
+        .json();
 
     let held = shop.run(&["order", "SKU-002:3"]).await;
     assert_eq!(held.code, 5, "{}", held.stderr);
     assert!(held.stdout.is_empty(), "{}", held.stdout);
-    for words in ["at most 5 units", "you hold 3", "shop pay ORDER", "shop cancel ORDER"] {
+    for words in [
+        "at most 5 units",
+        "you hold 3",
+        "shop pay ORDER",
+        "shop cancel ORDER",
+    ] {
         assert!(held.stderr.contains(words), "{words}: {}", held.stderr);
     }
     assert_eq!(held.stderr.lines().count(), 1, "one line: {}", held.stderr);
@@ -231,7 +241,11 @@ async fn an_order_over_a_limit_says_which_limit_and_how_to_get_under_it_and_exit
         assert!(rated.stderr.contains(words), "{words}: {}", rated.stderr);
     }
     let orders = shop.run(&["orders", "--json"]).await.ok().json();
-    assert_eq!(orders.as_array().map(Vec::len), Some(2), "refusals store no order");
+    assert_eq!(
+        orders.as_array().map(Vec::len),
+        Some(2),
+        "refusals store no order"
+    );
 }
 
 #[tokio::test]

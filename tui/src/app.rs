@@ -851,7 +851,9 @@ mod tests {
         let mut app = online(Vec::new());
         app.update(Action::More);
         assert_eq!(keys(&mut app, &[Action::PlaceOrder]).len(), 1);
-        app.update(Action::Refused("At most 2 orders a minute; wait 30 s.".into()));
+        app.update(Action::Refused(
+            "At most 2 orders a minute; wait 30 s.".into(),
+        ));
         assert_eq!(app.overlay, Overlay::Refused);
         assert!(!app.placing);
         assert_eq!(app.cart, vec![("SKU-001".to_owned(), 1)]);

@@ -232,12 +232,21 @@ mod tests {
              this order of 3 would go 1 over (2 more fit). Pay or cancel an unpaid order, or \
              order fewer units",
         );
-        assert!(held.starts_with("A customer may hold at most 5 units"), "{held}");
-        assert!(held.contains("(p in My orders)") && held.contains("cancel one (c)"), "{held}");
+        assert!(
+            held.starts_with("A customer may hold at most 5 units"),
+            "{held}"
+        );
+        assert!(
+            held.contains("(p in My orders)") && held.contains("cancel one (c)"),
+            "{held}"
+        );
         let rated = refusal_text(
             ErrorCode::RateLimited,
             "a customer may place at most 2 orders a minute; wait 30 s and place the order again",
         );
-        assert!(rated.contains("wait 30 s") && rated.ends_with("Press o again once the wait is over."), "{rated}");
+        assert!(
+            rated.contains("wait 30 s") && rated.ends_with("Press o again once the wait is over."),
+            "{rated}"
+        );
     }
 }

@@ -233,7 +233,8 @@ pub async fn compose(
                 gauges.push(started.gauges);
             }
             (Service::Gateway, _) => {
-                let gateway = gateway::start(runtime, settings.token_secret.clone(), settings.limits).await?;
+                let gateway =
+                    gateway::start(runtime, settings.token_secret.clone(), settings.limits).await?;
                 router = router.merge(gateway.router()).merge(index_router());
                 gauges.push(gateway.gauges());
                 let ready = gateway.clone();

@@ -1,11 +1,13 @@
 //! Command-line flags and environment variables of `shop-backend`.
 
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::gateway::limits::LimitSettings;
 use crate::secrets::Secret;
 
 const EXAMPLES: &str = "\
@@ -121,6 +123,9 @@ pub struct DistributedArgs {
     pub webhook_secret: Option<Secret>,
 
     #[command(flatten)]
+    pub limits: LimitArgs,
+
+    #[command(flatten)]
     pub stripe: StripeArgs,
 }
 
@@ -168,6 +173,9 @@ pub struct EmbeddedArgs {
     pub webhook_secret: Option<Secret>,
 
     #[command(flatten)]
+    pub limits: LimitArgs,
+
+    #[command(flatten)]
     pub stripe: StripeArgs,
 }
 
@@ -185,7 +193,43 @@ impl EmbeddedArgs {
             partitions: 4,
             token_secret: None,
             webhook_secret: None,
+            limits: LimitArgs::default(),
             stripe: StripeArgs::default(),
+        }
+    }
+}
+
+/// How much one customer may hold and how often they may order (the
+/// gateway checks both; see docs/security.md).
+#[derive(Debug, Clone, Copy, Args)]
+pub struct LimitArgs {
+    /// Gateway: most units one customer may hold at once in unpaid (NEW or RESERVED) orders;
+    /// an order that would go over is refused with `hold_limit`. 0 switches the limit off.
+    #[arg(long, env = "SHOP_HOLD_LIMIT", default_value_t = 100)]
+    pub hold_limit: u32,
+
+    /// Gateway: most orders one customer may place per minute on each gateway instance (a burst
+    /// of that many, then one every 60/N seconds); more are refused with `rate_limited`.
+    /// 0 switches the limit off.
+    #[arg(long, env = "SHOP_ORDER_RATE", default_value_t = 30)]
+    pub order_rate: u32,
+}
+
+impl Default for LimitArgs {
+    /// The flags' defaults.
+    fn default() -> Self {
+        LimitArgs {
+            hold_limit: 100,
+            order_rate: 30,
+        }
+    }
+}
+
+impl LimitArgs {
+    pub fn settings(&self) -> LimitSettings {
+        LimitSettings {
+            hold_limit: NonZeroU32::new(self.hold_limit),
+            orders_per_minute: NonZeroU32::new(self.order_rate),
         }
     }
 }
@@ -409,6 +453,36 @@ mod tests {
         assert_eq!(cli.embedded.listen, "127.0.0.1:8080".parse().expect("addr"));
         assert_eq!(cli.embedded.pay_ttl, Duration::from_secs(300));
         assert_eq!(cli.embedded.data_dir, PathBuf::from("./data"));
+        assert_eq!(
+            cli.embedded.limits.settings(),
+            LimitSettings {
+                hold_limit: NonZeroU32::new(100),
+                orders_per_minute: NonZeroU32::new(30),
+            }
+        );
+    }
+
+    #[test]
+    fn order_limits_are_settings_of_both_modes_and_zero_switches_them_off() {
+        let cli = Cli::try_parse_from(["shop-backend", "--hold-limit", "5", "--order-rate", "0"])
+            .expect("parses");
+        assert_eq!(
+            cli.embedded.limits.settings(),
+            LimitSettings {
+                hold_limit: NonZeroU32::new(5),
+                orders_per_minute: None,
+            }
+        );
+        let Some(Command::Gateway(args)) =
+            Cli::try_parse_from(["shop-backend", "gateway", "--order-rate", "2"])
+                .expect("parses")
+                .command
+        else {
+            panic!("gateway")
+        };
+        assert_eq!(args.limits.order_rate, 2);
+        assert_eq!(args.limits.hold_limit, 100, "default");
+        assert!(Cli::try_parse_from(["shop-backend", "--hold-limit", "-1"]).is_err());
     }
 
     #[test]

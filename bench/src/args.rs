@@ -19,7 +19,7 @@ pub struct Cli {
 const EXAMPLES: &str = "\
 Examples:
   shop-bench catalog --skus 1000 --stock 1000000 > bench-catalog.toml
-  shop-backend --catalog bench-catalog.toml --pay-ttl 10m &
+  shop-backend --catalog bench-catalog.toml --pay-ttl 10m --hold-limit 0 --order-rate 0 &
   shop-bench run --rate 200 --duration 30s          # latency at a fixed rate
   shop-bench run --duration 30s --json              # throughput, as JSON
 

@@ -16,7 +16,8 @@ pub enum Exit {
     Cancelled = 3,
     /// The wait for the shop timed out.
     Timeout = 4,
-    /// The shop refused the command (the order is paid already, …).
+    /// The shop refused the command (the order is paid already, the
+    /// customer holds or orders too much, …).
     Refused = 5,
     /// The shop is up but cannot serve now, or failed.
     Unavailable = 6,
@@ -60,6 +61,26 @@ impl CliError {
                 format!(
                     "the shop did not answer within {}; try again or pass a longer --timeout",
                     humantime::format_duration(after)
+                ),
+            ),
+            ClientError::Server {
+                code: ErrorCode::HoldLimit,
+                message,
+            } => CliError::new(
+                Exit::Refused,
+                format!(
+                    "the shop refused the order: {message}. `shop orders` lists your unpaid \
+                     orders; `shop pay ORDER` pays one, `shop cancel ORDER` cancels one"
+                ),
+            ),
+            ClientError::Server {
+                code: ErrorCode::RateLimited,
+                message,
+            } => CliError::new(
+                Exit::Refused,
+                format!(
+                    "the shop refused the order: {message}; nothing was ordered, so running \
+                     the same command then orders it once"
                 ),
             ),
             ClientError::Server { code, message } => {

@@ -7,7 +7,7 @@ use std::process::Output;
 use std::time::Duration;
 
 use serde_json::Value;
-use shop_backend::config::EmbeddedArgs;
+use shop_backend::config::{EmbeddedArgs, LimitArgs};
 use shop_backend::{Application, Running};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
@@ -26,12 +26,18 @@ impl Shop {
 
     async fn start_with(pay_ttl: &str) -> Shop {
         let home = tempfile::tempdir().expect("temporary directory");
-        let app = Application::build(EmbeddedArgs {
-            pay_ttl: humantime::parse_duration(pay_ttl).expect("duration"),
-            ..EmbeddedArgs::local(home.path().join("data"))
-        })
+        Shop::start_configured(
+            EmbeddedArgs {
+                pay_ttl: humantime::parse_duration(pay_ttl).expect("duration"),
+                ..EmbeddedArgs::local(home.path().join("data"))
+            },
+            home,
+        )
         .await
-        .expect("backend builds");
+    }
+
+    async fn start_configured(args: EmbeddedArgs, home: tempfile::TempDir) -> Shop {
+        let app = Application::build(args).await.expect("backend builds");
         Shop {
             gateway: format!("http://{}", app.local_addr()),
             home,
@@ -194,6 +200,52 @@ async fn an_order_that_cannot_be_reserved_says_why_and_exits_3() {
     let json = shop.run(&["order", "SKU-003:99", "--json"]).await;
     assert_eq!(json.code, 3);
     assert_eq!(json.json()["cancel_reason"], "OUT_OF_STOCK");
+}
+
+#[tokio::test]
+async fn an_order_over_a_limit_says_which_limit_and_how_to_get_under_it_and_exits_5() {
+    let home = tempfile::tempdir().expect("temporary directory");
+    let args = EmbeddedArgs {
+        limits: LimitArgs {
+            hold_limit: 5,
+            order_rate: 2,
+        },
+        ..EmbeddedArgs::local(home.path().join("data"))
+    };
+    let shop = Shop::start_configured(args, home).await;
+    let first = shop
+        .run(&["order", "SKU-001:3", "--json"])
+        .await
+        .ok()
+        .json();
+
+    let held = shop.run(&["order", "SKU-002:3"]).await;
+    assert_eq!(held.code, 5, "{}", held.stderr);
+    assert!(held.stdout.is_empty(), "{}", held.stdout);
+    for words in [
+        "at most 5 units",
+        "you hold 3",
+        "shop pay ORDER",
+        "shop cancel ORDER",
+    ] {
+        assert!(held.stderr.contains(words), "{words}: {}", held.stderr);
+    }
+    assert_eq!(held.stderr.lines().count(), 1, "one line: {}", held.stderr);
+
+    let id = first["id"].as_str().expect("id");
+    shop.run(&["cancel", &id[..8]]).await.ok();
+    shop.run(&["order", "SKU-002:3"]).await.ok();
+    let rated = shop.run(&["order", "SKU-003"]).await;
+    assert_eq!(rated.code, 5, "{}", rated.stderr);
+    for words in ["at most 2 orders a minute", "wait", "nothing was ordered"] {
+        assert!(rated.stderr.contains(words), "{words}: {}", rated.stderr);
+    }
+    let orders = shop.run(&["orders", "--json"]).await.ok().json();
+    assert_eq!(
+        orders.as_array().map(Vec::len),
+        Some(2),
+        "refusals store no order"
+    );
 }
 
 #[tokio::test]

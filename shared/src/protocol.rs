@@ -286,6 +286,13 @@ pub enum ErrorCode {
     OrderNotCancellable,
     /// Too many commands in flight on this connection.
     TooManyRequests,
+    /// The order would take this customer's units in unpaid (`NEW` or
+    /// `RESERVED`) orders over the shop's hold limit; paying or cancelling
+    /// one gets under it.
+    HoldLimit,
+    /// This customer placed as many orders as the shop allows per minute;
+    /// the message says how many seconds to wait.
+    RateLimited,
     /// The backend is starting or a service is not answering; retry.
     Unavailable,
     Internal,
@@ -310,6 +317,8 @@ impl ErrorCode {
             ErrorCode::OrderNotFound => "order_not_found",
             ErrorCode::OrderNotCancellable => "order_not_cancellable",
             ErrorCode::TooManyRequests => "too_many_requests",
+            ErrorCode::HoldLimit => "hold_limit",
+            ErrorCode::RateLimited => "rate_limited",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
         }

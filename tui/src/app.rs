@@ -64,6 +64,9 @@ pub enum Overlay {
     Pay(Uuid),
     /// "Cancel this order?"
     ConfirmCancel(Uuid),
+    /// Why the shop refused the last order: over one of the customer's
+    /// limits ([`App::refusal`]).
+    Refused,
 }
 
 /// The link to the shop.
@@ -144,6 +147,9 @@ pub enum Action {
     Placed(Order),
     Cancelled(Order),
     Failed(String),
+    /// The shop refused the order over one of the customer's limits (hold
+    /// limit, order rate): which limit and how to get under it, in words.
+    Refused(String),
 }
 
 /// Something the terminal loop must do.
@@ -176,6 +182,8 @@ pub struct App {
     pub notice: Option<Notice>,
     /// An order is on its way; the cart waits for the answer.
     pub placing: bool,
+    /// Why the last order was refused, while [`Overlay::Refused`] shows it.
+    pub refusal: Option<String>,
     pub now: Timestamp,
     pub size: (u16, u16),
     pub quit: bool,
@@ -195,6 +203,7 @@ impl App {
             connection: Connection::Connecting { attempt: 1 },
             notice: None,
             placing: false,
+            refusal: None,
             now,
             size: (80, 24),
             quit: false,
@@ -335,6 +344,13 @@ impl App {
                 self.placing = false;
                 self.tell(NoticeKind::Error, reason);
             }
+            Action::Refused(explanation) => {
+                // The cart stays, to send again once under the limit.
+                self.placing = false;
+                self.notice = None;
+                self.refusal = Some(explanation);
+                self.overlay = Overlay::Refused;
+            }
             Action::Click { column, row } => self.click(column, row),
             other => return self.key(other),
         }
@@ -444,6 +460,13 @@ impl App {
             Overlay::Help | Overlay::Detail(_) => {
                 if matches!(action, Action::Back | Action::Activate) {
                     self.overlay = Overlay::None;
+                }
+                return Vec::new();
+            }
+            Overlay::Refused => {
+                if matches!(action, Action::Back | Action::Activate) {
+                    self.overlay = Overlay::None;
+                    self.refusal = None;
                 }
                 return Vec::new();
             }
@@ -821,6 +844,31 @@ mod tests {
         assert!(!app.placing && app.cart.is_empty());
         assert_eq!(app.pane, Pane::Orders);
         assert_eq!(app.selected_order().map(|o| o.id), Some(placed.id));
+    }
+
+    #[test]
+    fn an_order_over_a_limit_is_explained_and_the_cart_kept_to_send_again() {
+        let mut app = online(Vec::new());
+        app.update(Action::More);
+        assert_eq!(keys(&mut app, &[Action::PlaceOrder]).len(), 1);
+        app.update(Action::Refused(
+            "At most 2 orders a minute; wait 30 s.".into(),
+        ));
+        assert_eq!(app.overlay, Overlay::Refused);
+        assert!(!app.placing);
+        assert_eq!(app.cart, vec![("SKU-001".to_owned(), 1)]);
+        assert!(
+            keys(&mut app, &[Action::PlaceOrder]).is_empty(),
+            "keys go to the explanation while it shows"
+        );
+        app.update(Action::Back);
+        assert_eq!(app.overlay, Overlay::None);
+        assert_eq!(app.refusal, None);
+        assert_eq!(
+            keys(&mut app, &[Action::PlaceOrder]).len(),
+            1,
+            "the kept cart goes out again"
+        );
     }
 
     #[test]

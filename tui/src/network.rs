@@ -176,6 +176,24 @@ async fn resync(
     Ok(())
 }
 
+/// The words for an order refused over one of the customer's limits: the
+/// gateway's message (which limit, the numbers), then what to do here.
+pub fn refusal_text(code: ErrorCode, message: &str) -> String {
+    let what_to_do = match code {
+        ErrorCode::HoldLimit => {
+            "Pay an unpaid order (p in My orders) or cancel one (c), or take units out of \
+             the cart (-), then press o again."
+        }
+        ErrorCode::RateLimited => "Press o again once the wait is over.",
+        _ => "",
+    };
+    let mut message = message.trim_end_matches('.').to_owned();
+    if let Some(first) = message.get(..1) {
+        message.replace_range(..1, &first.to_uppercase());
+    }
+    format!("{message}.\n\n{what_to_do}")
+}
+
 async fn execute(client: &Client, command: Command) -> Action {
     match command {
         Command::Place {
@@ -188,6 +206,10 @@ async fn execute(client: &Client, command: Command) -> Action {
                 .collect();
             match client.place_order(&borrowed, &idempotency_key).await {
                 Ok(order) => Action::Placed(order),
+                Err(ClientError::Server {
+                    code: code @ (ErrorCode::HoldLimit | ErrorCode::RateLimited),
+                    message,
+                }) => Action::Refused(refusal_text(code, &message)),
                 Err(error) => Action::Failed(format!("the order was not placed: {error}")),
             }
         }
@@ -195,5 +217,36 @@ async fn execute(client: &Client, command: Command) -> Action {
             Ok(order) => Action::Cancelled(order),
             Err(error) => Action::Failed(format!("the order was not cancelled: {error}")),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refusal_over_a_limit_says_the_limit_and_what_to_do_here() {
+        let held = refusal_text(
+            ErrorCode::HoldLimit,
+            "a customer may hold at most 5 units in unpaid orders at once; you hold 3, so \
+             this order of 3 would go 1 over (2 more fit). Pay or cancel an unpaid order, or \
+             order fewer units",
+        );
+        assert!(
+            held.starts_with("A customer may hold at most 5 units"),
+            "{held}"
+        );
+        assert!(
+            held.contains("(p in My orders)") && held.contains("cancel one (c)"),
+            "{held}"
+        );
+        let rated = refusal_text(
+            ErrorCode::RateLimited,
+            "a customer may place at most 2 orders a minute; wait 30 s and place the order again",
+        );
+        assert!(
+            rated.contains("wait 30 s") && rated.ends_with("Press o again once the wait is over."),
+            "{rated}"
+        );
     }
 }

@@ -60,6 +60,11 @@ pub fn draw(app: &App, frame: &mut Frame) {
                 draw_confirm(order, frame, screen);
             }
         }
+        Overlay::Refused => {
+            if let Some(explanation) = &app.refusal {
+                draw_refused(explanation, frame, screen);
+            }
+        }
     }
 }
 
@@ -618,6 +623,24 @@ fn draw_confirm(order: &Order, frame: &mut Frame, screen: Rect) {
     );
 }
 
+/// Why the shop refused an order, wrapped to fit.
+fn draw_refused(explanation: &str, frame: &mut Frame, screen: Rect) {
+    let mut lines: Vec<Line> = explanation.lines().map(Line::from).collect();
+    lines.push(Line::from(""));
+    lines.push(Line::from(vec![
+        Span::styled("Esc", Style::new().fg(ACCENT).add_modifier(Modifier::BOLD)),
+        Span::raw(" close; the cart is kept"),
+    ]));
+    let area = centred(screen, 60, 12);
+    frame.render_widget(Clear, area);
+    frame.render_widget(
+        Paragraph::new(lines)
+            .wrap(Wrap { trim: true })
+            .block(overlay_block(" Order not placed ".into())),
+        area,
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -683,6 +706,15 @@ mod tests {
         let mut confirm = reserved.clone();
         confirm.update(Action::Cancel);
 
+        let mut over_limit = cart.clone();
+        over_limit.update(Action::PlaceOrder);
+        over_limit.update(Action::Refused(crate::network::refusal_text(
+            shop_shared::protocol::ErrorCode::HoldLimit,
+            "a customer may hold at most 100 units in unpaid orders at once; you hold 90, \
+             so this order of 20 would go 10 over (10 more fit). Pay or cancel an unpaid \
+             order, or order fewer units",
+        )));
+
         // A payment that arrived after the order was cancelled, refunded:
         // pushed live while the customer looks at the order.
         let mut refunded = online(vec![order(1, OrderStatus::Cancelled)]);
@@ -711,6 +743,7 @@ mod tests {
             ("pay", pay),
             ("detail", detail),
             ("confirm_cancel", confirm),
+            ("over_hold_limit", over_limit),
             ("refunded_detail", refunded),
         ]
     }

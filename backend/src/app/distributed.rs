@@ -146,6 +146,7 @@ impl Node {
                 catalog,
                 stripe: args.stripe.clone(),
                 token_secret: token_secret.unwrap_or_else(|| Secret::new("")),
+                limits: args.limits.settings(),
                 local_checkout: LocalCheckoutConfig {
                     public_url: public_url.clone(),
                     return_url: gateway_url,

@@ -90,6 +90,7 @@ impl Application {
                 catalog,
                 stripe: config.stripe.clone(),
                 token_secret,
+                limits: config.limits.settings(),
                 local_checkout: LocalCheckoutConfig {
                     public_url: public_url.clone(),
                     return_url: public_url.clone(),

@@ -25,6 +25,7 @@ use axum::serve::ListenerExt;
 
 use crate::config::StripeArgs;
 use crate::db::{Db, redact};
+use crate::gateway::limits::LimitSettings;
 use crate::http::{Health, index_router};
 use crate::metrics;
 use crate::payment::local::LocalCheckoutConfig;
@@ -164,6 +165,8 @@ pub struct Settings {
     pub stripe: StripeArgs,
     /// Signs the gateway's session tokens.
     pub token_secret: Secret,
+    /// What one customer may hold and how often they may order.
+    pub limits: LimitSettings,
     /// Where the local checkout lives and whom it tells (when Stripe is not
     /// configured).
     pub local_checkout: LocalCheckoutConfig,
@@ -234,7 +237,8 @@ pub async fn compose(
                 gauges.push(started.gauges);
             }
             (Service::Gateway, _) => {
-                let gateway = gateway::start(runtime, settings.token_secret.clone()).await?;
+                let gateway =
+                    gateway::start(runtime, settings.token_secret.clone(), settings.limits).await?;
                 router = router.merge(gateway.router()).merge(index_router());
                 gauges.push(gateway.gauges());
                 let ready = gateway.clone();

@@ -3,10 +3,12 @@
 //! commands and answers from in-memory read models built from state events.
 //!
 //! - [`ws`]: one client connection.
+//! - [`limits`]: how much one customer may hold and how often order.
 //! - [`read_model`]: products and orders, and the channels that push them.
 //! - [`pages`]: the payment-return page and its live updates.
 //! - [`token`]: signed customer tokens.
 
+pub mod limits;
 pub mod pages;
 pub mod read_model;
 pub mod token;
@@ -32,6 +34,7 @@ use crate::runtime::Runtime;
 use crate::secrets::Secret;
 use crate::service::Service;
 use crate::tasks::Shutdown;
+use limits::{LimitSettings, OrderLimits};
 use read_model::{ReadModel, ReadModelHandler};
 use token::TokenSigner;
 
@@ -53,6 +56,7 @@ struct Inner {
     tokens: TokenSigner,
     loaded: SubscriptionHandle,
     metrics: Metrics,
+    limits: OrderLimits,
     /// Open client connections, for metrics.
     connections: AtomicI64,
     /// Connections close (1001, going away) when the process stops.
@@ -79,12 +83,17 @@ impl Refusal {
     }
 }
 
-/// Starts the gateway: subscribes its read model to the state topics.
+/// Starts the gateway: subscribes its read model to the state topics, and
+/// has the order limits forget idle customers every minute.
 ///
 /// # Errors
 ///
 /// The bus refused the read model's subscription.
-pub async fn start(runtime: &Runtime, token_secret: Secret) -> anyhow::Result<Gateway> {
+pub async fn start(
+    runtime: &Runtime,
+    token_secret: Secret,
+    limits: LimitSettings,
+) -> anyhow::Result<Gateway> {
     let read_model = ReadModel::default();
     let bus = runtime.bus.clone();
     let loaded = bus
@@ -95,17 +104,29 @@ pub async fn start(runtime: &Runtime, token_secret: Secret) -> anyhow::Result<Ga
             }),
         )
         .await?;
-    Ok(Gateway {
+    let gateway = Gateway {
         inner: Arc::new(Inner {
             bus,
             read_model,
             tokens: TokenSigner::new(token_secret),
             loaded,
             metrics: runtime.metrics.clone(),
+            limits: OrderLimits::new(limits),
             connections: AtomicI64::new(0),
             shutdown: runtime.spawner.shutdown().clone(),
         }),
-    })
+    };
+    let forgetting = gateway.clone();
+    let shutdown = runtime.spawner.shutdown().clone();
+    runtime
+        .spawner
+        .spawn("gateway-order-limits-forget-idle", async move {
+            while shutdown.sleep(limits::FORGET_IDLE_EVERY).await {
+                forgetting.inner.limits.forget_idle();
+            }
+            Ok(())
+        });
+    Ok(gateway)
 }
 
 impl Gateway {
@@ -165,6 +186,12 @@ impl Gateway {
                         value: if gateway.is_ready() { 1.0 } else { 0.0 },
                     },
                     Sample {
+                        name: "shop_gateway_rate_limited_customers",
+                        help: "Customers the order rate limiter keeps state for (those who ordered within the last minute or so).",
+                        labels: vec![],
+                        value: gateway.inner.limits.rate_limited_customers() as f64,
+                    },
+                    Sample {
                         name: "shop_gateway_products",
                         help: "Products in the read model.",
                         labels: vec![],
@@ -202,9 +229,11 @@ impl Gateway {
     /// # Errors
     ///
     /// A refusal with the code the client sees: invalid lines (`invalid_order`,
-    /// with the first rule broken), an idempotency key that is too long, or
-    /// `unavailable` when the order service has not stored the order in time or
-    /// the bus refuses the command.
+    /// with the first rule broken), an idempotency key that is too long,
+    /// `hold_limit` or `rate_limited` when the order is over one of the
+    /// customer's [`limits`] (nothing is sent then), or `unavailable` when the
+    /// order service has not stored the order in time or the bus refuses the
+    /// command.
     pub async fn place_order(
         &self,
         customer: Uuid,
@@ -238,6 +267,15 @@ impl Gateway {
                 Err(reused())
             };
         }
+        // A retry of a stored order (above) is answered whatever the limits.
+        let units = lines
+            .iter()
+            .map(|line| u64::try_from(line.quantity).unwrap_or(0))
+            .sum();
+        let _hold = self
+            .inner
+            .limits
+            .admit(customer, model.held_units(customer), units)?;
         let changes = model.customer_changes(customer);
         let command = OrderCommand::PlaceOrder(PlaceOrder {
             order_id,

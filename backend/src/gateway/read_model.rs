@@ -86,6 +86,23 @@ impl ReadModel {
         list
     }
 
+    /// Units of `customer_id`'s unpaid (`NEW` or `RESERVED`) orders: what
+    /// the customer holds against the hold limit.
+    pub fn held_units(&self, customer_id: Uuid) -> u64 {
+        // One lock at a time: `apply_order` takes them in the other order.
+        let ids = read(&self.inner.by_customer)
+            .get(&customer_id)
+            .cloned()
+            .unwrap_or_default();
+        let orders = read(&self.inner.orders);
+        ids.iter()
+            .filter_map(|id| orders.get(id))
+            .filter(|state| !state.order.status.is_final())
+            .flat_map(|state| &state.order.lines)
+            .map(|line| u64::try_from(line.quantity).unwrap_or(0))
+            .sum()
+    }
+
     /// Changes of any product from now on.
     pub fn product_changes(&self) -> broadcast::Receiver<Product> {
         self.inner.product_changes.subscribe()
@@ -229,6 +246,31 @@ mod tests {
     }
 
     #[test]
+    fn a_customer_holds_the_units_of_their_unpaid_orders_only() {
+        let model = ReadModel::default();
+        let alice = Uuid::from_u128(1);
+        let with_lines = |id: u128, version: i64, status: OrderStatus, quantity: i64| {
+            let mut state = order(alice, version, status);
+            state.order.id = Uuid::from_u128(id);
+            state.order.lines = vec![shop_shared::domain::OrderLine {
+                sku: "A".into(),
+                quantity,
+                name: None,
+                unit_price: None,
+                amount: None,
+            }];
+            state
+        };
+        model.apply_order(with_lines(10, 1, OrderStatus::New, 3));
+        model.apply_order(with_lines(11, 1, OrderStatus::Reserved, 4));
+        model.apply_order(with_lines(12, 1, OrderStatus::Paid, 50));
+        model.apply_order(with_lines(13, 1, OrderStatus::Cancelled, 60));
+        assert_eq!(model.held_units(alice), 7);
+        model.apply_order(with_lines(11, 2, OrderStatus::Paid, 4));
+        assert_eq!(model.held_units(alice), 3, "a paid order holds nothing");
+    }
+
+    #[test]
     fn orders_reach_only_their_customer() {
         let model = ReadModel::default();
         let (alice, bob) = (Uuid::from_u128(1), Uuid::from_u128(2));
@@ -248,6 +290,7 @@ mod tests {
         assert_eq!(model.customer_orders(alice).len(), 1);
         assert!(model.customer_orders(bob).is_empty());
         assert!(model.customer_order(bob, Uuid::from_u128(5)).is_none());
+        assert_eq!(model.held_units(bob), 0);
         assert_eq!(
             model
                 .customer_order(alice, Uuid::from_u128(5))

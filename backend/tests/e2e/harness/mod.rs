@@ -69,9 +69,18 @@ pub struct Options {
     pub settle_grace: &'static str,
     /// Holds the local checkout's webhooks back by this long (`"5s"`, …).
     pub webhook_delay: Option<&'static str>,
+    /// More settings, as `SHOP_…` environment variables of every process.
+    pub env: Vec<(&'static str, String)>,
 }
 
 impl Options {
+    fn extra_env(&self) -> Vec<(String, String)> {
+        self.env
+            .iter()
+            .map(|(name, value)| ((*name).to_owned(), value.clone()))
+            .collect()
+    }
+
     /// The defaults, with orders payable for `ttl` (`"2s"`, …).
     pub fn paying_within(ttl: &'static str) -> Options {
         Options {
@@ -111,6 +120,7 @@ impl Default for Options {
             own_broker: false,
             settle_grace: "5m",
             webhook_delay: None,
+            env: Vec::new(),
         }
     }
 }
@@ -179,7 +189,7 @@ impl Shop {
                 let mut process = Process {
                     name: "shop-backend".into(),
                     args,
-                    env: [settings, env.unwrap_or_default()].concat(),
+                    env: [settings, env.unwrap_or_default(), options.extra_env()].concat(),
                     port: 0,
                     log: dir.path().join("backend.log"),
                     child: None,
@@ -208,7 +218,13 @@ impl Shop {
                     ("SHOP_PAY_TTL".to_owned(), options.pay_ttl.to_owned()),
                 ];
                 let stripe_env = options.stripe.as_ref().map(StripeKeys::env);
-                let env = [env, settings, stripe_env.unwrap_or_default()].concat();
+                let env = [
+                    env,
+                    settings,
+                    stripe_env.unwrap_or_default(),
+                    options.extra_env(),
+                ]
+                .concat();
                 let mut services: Vec<(Service, Process)> = Vec::new();
                 let mut gateway_url = String::new();
                 for service in process::START_ORDER {

@@ -151,6 +151,7 @@ impl Node {
                     webhook_url,
                     webhook_secret: webhook_secret.unwrap_or_else(|| Secret::new("")),
                 },
+                connections: args.connections.clone(),
             },
         )
         .await?;
@@ -162,6 +163,7 @@ impl Node {
                 spawner,
                 address,
                 databases: composed.databases,
+                connections: composed.connections,
             },
             label,
             metrics,

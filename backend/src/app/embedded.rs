@@ -95,6 +95,7 @@ impl Application {
                     webhook_url: format!("http://{}/stripe/webhook", loopback(address)),
                     webhook_secret,
                 },
+                connections: config.connections.clone(),
             },
         )
         .await?;
@@ -107,6 +108,7 @@ impl Application {
                 spawner,
                 address,
                 databases: composed.databases,
+                connections: composed.connections,
             },
             public_url,
             bus,

@@ -32,7 +32,7 @@ use crate::runtime::Runtime;
 use crate::secrets::Secret;
 use crate::service::Service;
 use crate::tasks::Shutdown;
-use read_model::{ReadModel, ReadModelHandler};
+use read_model::{CustomerChanges, ReadModel, ReadModelHandler};
 use token::TokenSigner;
 
 /// How long a command waits for the services to act on it.
@@ -57,6 +57,8 @@ struct Inner {
     connections: AtomicI64,
     /// Connections close (1001, going away) when the process stops.
     shutdown: Shutdown,
+    /// How long a connection may take to say hello, or stay silent.
+    timeouts: ws::Timeouts,
 }
 
 /// A command the gateway refuses, with the code clients see.
@@ -80,11 +82,16 @@ impl Refusal {
 }
 
 /// Starts the gateway: subscribes its read model to the state topics.
+/// Its WebSocket connections get `timeouts`.
 ///
 /// # Errors
 ///
 /// The bus refused the read model's subscription.
-pub async fn start(runtime: &Runtime, token_secret: Secret) -> anyhow::Result<Gateway> {
+pub async fn start(
+    runtime: &Runtime,
+    token_secret: Secret,
+    timeouts: ws::Timeouts,
+) -> anyhow::Result<Gateway> {
     let read_model = ReadModel::default();
     let bus = runtime.bus.clone();
     let loaded = bus
@@ -104,6 +111,7 @@ pub async fn start(runtime: &Runtime, token_secret: Secret) -> anyhow::Result<Ga
             metrics: runtime.metrics.clone(),
             connections: AtomicI64::new(0),
             shutdown: runtime.spawner.shutdown().clone(),
+            timeouts,
         }),
     })
 }
@@ -136,6 +144,10 @@ impl Gateway {
         &self.inner.shutdown
     }
 
+    pub fn timeouts(&self) -> ws::Timeouts {
+        self.inner.timeouts
+    }
+
     /// Counts a connection while the returned guard lives.
     pub fn connected(&self) -> ConnectionGuard {
         self.inner.connections.fetch_add(1, Ordering::Relaxed);
@@ -163,6 +175,12 @@ impl Gateway {
                         help: "1 once the read models hold everything published before start.",
                         labels: vec![],
                         value: if gateway.is_ready() { 1.0 } else { 0.0 },
+                    },
+                    Sample {
+                        name: "shop_gateway_customer_channels",
+                        help: "Customers with a change channel: someone listens for their orders now.",
+                        labels: vec![],
+                        value: model.customer_channels() as f64,
                     },
                     Sample {
                         name: "shop_gateway_products",
@@ -310,7 +328,7 @@ impl Gateway {
     /// Waits up to [`COMMAND_TIMEOUT`] until order `id` satisfies `done`.
     async fn await_order(
         &self,
-        mut changes: broadcast::Receiver<Arc<OrderState>>,
+        mut changes: CustomerChanges,
         id: Uuid,
         done: impl Fn(&OrderState) -> bool,
     ) -> Option<Arc<OrderState>> {

@@ -7,6 +7,7 @@ mod browser;
 mod faults;
 mod harness;
 mod kafka;
+mod limits;
 mod local_checkout;
 mod pages;
 mod race;

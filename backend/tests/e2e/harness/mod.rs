@@ -65,6 +65,9 @@ pub struct Options {
     /// Distributed mode: a Kafka broker of the test's own, which it may stop
     /// and start, instead of the test run's shared one.
     pub own_broker: bool,
+    /// More settings, as environment variables of every backend process
+    /// (`SHOP_MAX_CONNECTIONS`, …).
+    pub env: Vec<(&'static str, String)>,
 }
 
 impl Options {
@@ -74,6 +77,24 @@ impl Options {
             pay_ttl: ttl,
             ..Options::default()
         }
+    }
+
+    /// The defaults, with more settings as environment variables.
+    pub fn with_env(env: &[(&'static str, &str)]) -> Options {
+        Options {
+            env: env
+                .iter()
+                .map(|(name, value)| (*name, (*value).to_owned()))
+                .collect(),
+            ..Options::default()
+        }
+    }
+
+    fn settings_env(&self) -> Vec<(String, String)> {
+        self.env
+            .iter()
+            .map(|(name, value)| ((*name).to_owned(), value.clone()))
+            .collect()
     }
 }
 
@@ -105,6 +126,7 @@ impl Default for Options {
             catalog: None,
             stripe: None,
             own_broker: false,
+            env: Vec::new(),
         }
     }
 }
@@ -159,11 +181,11 @@ impl Shop {
                     options.pay_ttl.into(),
                 ];
                 args.extend(catalog_args);
-                let env = options.stripe.as_ref().map(StripeKeys::env);
+                let stripe_env = options.stripe.as_ref().map(StripeKeys::env);
                 let mut process = Process {
                     name: "shop-backend".into(),
                     args,
-                    env: env.unwrap_or_default(),
+                    env: [stripe_env.unwrap_or_default(), options.settings_env()].concat(),
                     port: 0,
                     log: dir.path().join("backend.log"),
                     child: None,
@@ -192,7 +214,7 @@ impl Shop {
                     ("SHOP_PAY_TTL".to_owned(), options.pay_ttl.to_owned()),
                 ];
                 let stripe_env = options.stripe.as_ref().map(StripeKeys::env);
-                let env = [env, stripe_env.unwrap_or_default()].concat();
+                let env = [env, stripe_env.unwrap_or_default(), options.settings_env()].concat();
                 let mut services: Vec<(Service, Process)> = Vec::new();
                 let mut gateway_url = String::new();
                 for service in process::START_ORDER {

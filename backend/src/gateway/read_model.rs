@@ -322,7 +322,11 @@ mod tests {
         for _ in 0..1000 {
             drop(model.customer_changes(Uuid::new_v4()));
         }
-        assert_eq!(model.customer_channels(), 0, "hello and leave costs nothing");
+        assert_eq!(
+            model.customer_channels(),
+            0,
+            "hello and leave costs nothing"
+        );
 
         let connection = model.customer_changes(alice);
         let mut command = model.customer_changes(alice);

@@ -12,6 +12,11 @@
 //! close code RFC 6455 (section 7.4.1) gives the violation: 1009 for a
 //! message beyond the socket's hard limit (1 MiB), 1007 for a text frame
 //! that is not UTF-8, 1002 for any other protocol error.
+//!
+//! A connection must also do its part in time ([`Timeouts`]): say hello
+//! (else 1008, policy violation) and send something, if only the pong to
+//! the ping a silent connection gets (else 1001, going away). How many
+//! connections there may be is the listener's business (`http::server`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -145,6 +150,12 @@ async fn serve(gateway: Gateway, socket: WebSocket) {
             () = connection.out.closed() => break,
             _ = stopping.triggered() => {
                 connection.close_going_away().await;
+                if let Some(close) = close.take() {
+                    let _ = close.send(CloseFrame {
+                        code: close_code::AWAY,
+                        reason: "the shop is stopping".into(),
+                    });
+                }
                 break;
             }
         };

@@ -25,8 +25,8 @@ use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::{Pin, pin};
-use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -91,7 +91,9 @@ impl Refusal {
 
     fn message(self) -> &'static str {
         match self {
-            Refusal::Total => "the shop is serving as many connections as it can; try again shortly\n",
+            Refusal::Total => {
+                "the shop is serving as many connections as it can; try again shortly\n"
+            }
             Refusal::PerAddress => {
                 "too many connections from your address; close some or try again shortly\n"
             }
@@ -367,7 +369,10 @@ mod tests {
         );
         assert_eq!(open(&connections), (3, 2));
         drop(first);
-        assert!(connections.admit(a).is_ok(), "a slot freed, and freed again");
+        assert!(
+            connections.admit(a).is_ok(),
+            "a slot freed, and freed again"
+        );
         drop((second, third));
         assert_eq!(open(&connections), (0, 0), "no address is remembered");
     }

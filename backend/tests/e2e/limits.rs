@@ -1,8 +1,9 @@
 //! What an unauthenticated client can make the shop hold is bounded:
 //! customers who said hello and left leave nothing behind; connections
 //! beyond the caps are refused with 503 and served again once idle ones
-//! time out; a socket that never sends a request, and a WebSocket that
-//! never says hello or goes silent, are closed.
+//! time out; a socket that never sends a request is closed, a request
+//! whose body stops coming gets 408, and a WebSocket that never says hello
+//! or goes silent is closed with its documented code.
 //!
 //! Nothing here is timed: tests set short timeouts and wait, within a
 //! generous bound, for what a client would notice.
@@ -145,7 +146,10 @@ async fn tokenless_hellos_from_closed_connections_leave_no_customer_state_behind
         value <= before
     })
     .await;
-    assert_eq!(after, before, "only the customer still connected has a channel");
+    assert_eq!(
+        after, before,
+        "only the customer still connected has a channel"
+    );
     let order = reserve(&staying, &[("SKU-001", 1)]).await;
     assert_eq!(
         order.status,
@@ -284,6 +288,28 @@ async fn sockets_that_never_finish_a_request_head_are_closed(mode: Mode) {
     assert!(shop.all_healthy().await, "the shop still serves");
 }
 
+async fn a_request_whose_body_stops_coming_gets_408(mode: Mode) {
+    let shop = Shop::start_with(mode, Options::with_env(&[("SHOP_REQUEST_TIMEOUT", "1s")])).await;
+    let url = shop.webhook_url();
+    let (address, path) = url
+        .trim_start_matches("http://")
+        .split_once('/')
+        .expect("a URL with a path");
+    let mut slow = TcpStream::connect(address).await.expect("connects");
+    let head = format!(
+        "POST /{path} HTTP/1.1\r\nhost: shop\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n{{\"id\""
+    );
+    slow.write_all(head.as_bytes())
+        .await
+        .expect("the head and a little of the body sent");
+    let answer = read_until_closed(&mut slow).await;
+    assert!(
+        answer.starts_with("HTTP/1.1 408 Request Timeout"),
+        "a body that stops coming is given up on: {answer:?}"
+    );
+    assert!(shop.all_healthy().await, "the shop still serves");
+}
+
 type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
@@ -335,11 +361,7 @@ async fn a_websocket_that_never_says_hello_is_closed_with_1008(mode: Mode) {
 }
 
 async fn a_silent_websocket_is_closed_with_1001_and_one_that_answers_pings_stays(mode: Mode) {
-    let shop = Shop::start_with(
-        mode,
-        Options::with_env(&[("SHOP_WS_IDLE_TIMEOUT", "1s")]),
-    )
-    .await;
+    let shop = Shop::start_with(mode, Options::with_env(&[("SHOP_WS_IDLE_TIMEOUT", "1s")])).await;
     // The client library answers the gateway's pings; it sends nothing else.
     let answering = shop.customer().await;
     let (mut silent, _) = tokio_tungstenite::connect_async(shop.ws_url.as_str())
@@ -352,7 +374,10 @@ async fn a_silent_websocket_is_closed_with_1001_and_one_that_answers_pings_stays
         .expect("hello sent");
     // The silent socket is not read (so it answers no ping) until the
     // gateway has let it go.
-    wait_gauge(&shop, "shop_gateway_connections", WAIT, |value| value <= 1.0).await;
+    wait_gauge(&shop, "shop_gateway_connections", WAIT, |value| {
+        value <= 1.0
+    })
+    .await;
     let mut pinged = false;
     let code = tokio::time::timeout(WAIT, async {
         while let Some(Ok(message)) = silent.next().await {
@@ -379,6 +404,7 @@ crate::in_both_modes!(
     beyond_the_connection_cap_sockets_are_refused_with_503_until_idle_ones_time_out,
     one_address_cannot_take_the_connections_of_others,
     sockets_that_never_finish_a_request_head_are_closed,
+    a_request_whose_body_stops_coming_gets_408,
     a_websocket_that_never_says_hello_is_closed_with_1008,
     a_silent_websocket_is_closed_with_1001_and_one_that_answers_pings_stays,
 );

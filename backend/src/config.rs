@@ -127,6 +127,9 @@ pub struct DistributedArgs {
 
     #[command(flatten)]
     pub stripe: StripeArgs,
+
+    #[command(flatten)]
+    pub connections: ConnectionArgs,
 }
 
 /// Settings of embedded mode: all four services in one process.
@@ -177,6 +180,9 @@ pub struct EmbeddedArgs {
 
     #[command(flatten)]
     pub stripe: StripeArgs,
+
+    #[command(flatten)]
+    pub connections: ConnectionArgs,
 }
 
 impl EmbeddedArgs {
@@ -195,6 +201,58 @@ impl EmbeddedArgs {
             webhook_secret: None,
             limits: LimitArgs::default(),
             stripe: StripeArgs::default(),
+            connections: ConnectionArgs::default(),
+        }
+    }
+}
+
+/// Bounds on what clients can make a process hold: connections, and how
+/// long a connection may stay without doing its part. Every process
+/// applies them to its one listener (WebSocket, pages, webhook, health and
+/// metrics alike); the WebSocket ones matter only where the gateway runs.
+#[derive(Debug, Clone, PartialEq, Eq, Args)]
+pub struct ConnectionArgs {
+    /// Most connections (HTTP and WebSocket) served at once; more are refused with
+    /// 503 Service Unavailable. Keep it below the open-files limit (ulimit -n).
+    #[arg(long, env = "SHOP_MAX_CONNECTIONS", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_connections: u32,
+
+    /// Most connections from one IP address at once; more are refused with 503. Behind a
+    /// reverse proxy every client has the proxy's address: set it to --max-connections there.
+    #[arg(long, env = "SHOP_MAX_CONNECTIONS_PER_ADDRESS", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_connections_per_address: u32,
+
+    /// How long a connection may take to send a request's headers; it also closes a
+    /// keep-alive connection that sends no next request, and one that never sends a byte.
+    #[arg(long, env = "SHOP_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_limit_timeout)]
+    pub header_read_timeout: Duration,
+
+    /// How long an HTTP request may take, its body read and answered; then it gets
+    /// 408 Request Timeout. (A WebSocket or an event stream, once open, is not a request.)
+    #[arg(long, env = "SHOP_REQUEST_TIMEOUT", default_value = "30s", value_parser = parse_limit_timeout)]
+    pub request_timeout: Duration,
+
+    /// How long a new WebSocket connection has to say hello; then it is closed with 1008
+    /// (policy violation).
+    #[arg(long, env = "SHOP_HELLO_TIMEOUT", default_value = "10s", value_parser = parse_limit_timeout)]
+    pub hello_timeout: Duration,
+
+    /// How long a WebSocket connection may send nothing at all: after half of it the gateway
+    /// pings, and with no frame (not even the pong) by the end, closes it with 1001 (going away).
+    #[arg(long, env = "SHOP_WS_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_limit_timeout)]
+    pub ws_idle_timeout: Duration,
+}
+
+impl Default for ConnectionArgs {
+    /// The flags' defaults (a test checks that the two agree).
+    fn default() -> Self {
+        ConnectionArgs {
+            max_connections: 1000,
+            max_connections_per_address: 100,
+            header_read_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
+            hello_timeout: Duration::from_secs(10),
+            ws_idle_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -361,6 +419,23 @@ pub fn parse_grace(text: &str) -> Result<Duration, String> {
     Ok(grace)
 }
 
+/// Reads a connection timeout: from 100ms to an hour.
+///
+/// # Errors
+///
+/// A message for a duration humantime cannot read, or one outside 100ms to
+/// 1h.
+pub fn parse_limit_timeout(text: &str) -> Result<Duration, String> {
+    let timeout = humantime::parse_duration(text)
+        .map_err(|error| format!("`{text}` is not a duration such as 10s or 1m: {error}"))?;
+    if timeout < Duration::from_millis(100) || timeout > Duration::from_secs(3600) {
+        return Err(format!(
+            "`{text}` is out of range: a connection timeout is from 100ms to 1h"
+        ));
+    }
+    Ok(timeout)
+}
+
 /// Reads a Kafka fetch wait: from 1ms to 5s.
 ///
 /// # Errors
@@ -483,6 +558,54 @@ mod tests {
         assert_eq!(args.limits.order_rate, 2);
         assert_eq!(args.limits.hold_limit, 100, "default");
         assert!(Cli::try_parse_from(["shop-backend", "--hold-limit", "-1"]).is_err());
+    }
+
+    #[test]
+    fn connection_limits_have_defaults_in_both_modes_and_refuse_nonsense() {
+        let embedded = Cli::try_parse_from(["shop-backend"]).expect("no flags needed");
+        assert_eq!(embedded.embedded.connections, ConnectionArgs::default());
+        let Some(Command::Gateway(args)) = Cli::try_parse_from([
+            "shop-backend",
+            "gateway",
+            "--max-connections",
+            "100",
+            "--max-connections-per-address",
+            "10",
+            "--header-read-timeout",
+            "2s",
+            "--hello-timeout",
+            "500ms",
+            "--ws-idle-timeout",
+            "1m",
+        ])
+        .expect("parses")
+        .command
+        else {
+            panic!("gateway")
+        };
+        assert_eq!(
+            args.connections,
+            ConnectionArgs {
+                max_connections: 100,
+                max_connections_per_address: 10,
+                header_read_timeout: Duration::from_secs(2),
+                request_timeout: Duration::from_secs(30),
+                hello_timeout: Duration::from_millis(500),
+                ws_idle_timeout: Duration::from_secs(60),
+            }
+        );
+        for bad in [
+            ["--max-connections", "0"],
+            ["--max-connections-per-address", "0"],
+            ["--header-read-timeout", "10ms"],
+            ["--ws-idle-timeout", "2h"],
+            ["--hello-timeout", "never"],
+        ] {
+            assert!(
+                Cli::try_parse_from(["shop-backend", bad[0], bad[1]]).is_err(),
+                "{bad:?} is refused"
+            );
+        }
     }
 
     #[test]

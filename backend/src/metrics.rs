@@ -114,6 +114,10 @@ const COUNTERS: &[(&str, &str)] = &[
         "shop_gateway_commands_total",
         "Client commands, by type and outcome (ok or the error code).",
     ),
+    (
+        "shop_http_connections_refused_total",
+        "Connections refused with 503, by the limit they met (total, per_address).",
+    ),
 ];
 
 impl Metrics {
@@ -165,6 +169,15 @@ impl Metrics {
         self.add(
             "shop_gateway_commands_total",
             &[("type", kind), ("outcome", outcome)],
+            1,
+        );
+    }
+
+    /// A connection refused for meeting `limit`.
+    pub fn connection_refused(&self, limit: &str) {
+        self.add(
+            "shop_http_connections_refused_total",
+            &[("reason", limit)],
             1,
         );
     }

@@ -153,6 +153,7 @@ impl Node {
                     webhook_url,
                     webhook_secret: webhook_secret.unwrap_or_else(|| Secret::new("")),
                 },
+                connections: args.connections.clone(),
             },
         )
         .await?;
@@ -164,6 +165,7 @@ impl Node {
                 spawner,
                 address,
                 databases: composed.databases,
+                connections: composed.connections,
             },
             label,
             metrics,

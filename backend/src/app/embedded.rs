@@ -97,6 +97,7 @@ impl Application {
                     webhook_url: format!("http://{}/stripe/webhook", loopback(address)),
                     webhook_secret,
                 },
+                connections: config.connections.clone(),
             },
         )
         .await?;
@@ -109,6 +110,7 @@ impl Application {
                 spawner,
                 address,
                 databases: composed.databases,
+                connections: composed.connections,
             },
             public_url,
             bus,

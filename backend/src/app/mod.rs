@@ -21,11 +21,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 use axum::Router;
-use axum::serve::ListenerExt;
 
-use crate::config::StripeArgs;
+use crate::config::{ConnectionArgs, StripeArgs};
 use crate::db::{Db, redact};
 use crate::gateway::limits::LimitSettings;
+use crate::http::server::{self, Connections};
 use crate::http::{Health, index_router};
 use crate::metrics;
 use crate::payment::local::LocalCheckoutConfig;
@@ -47,6 +47,8 @@ pub struct Server {
     spawner: Spawner,
     address: SocketAddr,
     databases: Vec<Db>,
+    /// Counts connections and refuses those beyond the limits.
+    connections: Connections,
 }
 
 impl Server {
@@ -70,23 +72,16 @@ impl Server {
             shutdown.await;
             trigger.trigger();
         });
-        let server = tokio::spawn(
-            // Pushes and replies are small frames: send each at once rather
-            // than let Nagle's algorithm hold it for the client's delayed ACK.
-            axum::serve(
-                self.listener.tap_io(|tcp| {
-                    let _ = tcp.set_nodelay(true);
-                }),
-                self.router,
-            )
-            .with_graceful_shutdown(async move { stopping.triggered().await })
-            .into_future(),
-        );
+        let server = tokio::spawn(server::serve(
+            self.listener,
+            self.router,
+            self.connections,
+            async move { stopping.triggered().await },
+        ));
         let supervised = self.supervisor.run(DRAIN).await;
         outside.abort();
-        match tokio::time::timeout(Duration::from_secs(5), server).await {
-            Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(error))) => tracing::warn!(%error, "HTTP server stopped with an error"),
+        match tokio::time::timeout(server::STOP_TIMEOUT, server).await {
+            Ok(Ok(())) => {}
             Ok(Err(error)) => tracing::warn!(%error, "HTTP server task failed"),
             Err(_) => tracing::warn!("HTTP server did not stop in time"),
         }
@@ -170,6 +165,8 @@ pub struct Settings {
     /// Where the local checkout lives and whom it tells (when Stripe is not
     /// configured).
     pub local_checkout: LocalCheckoutConfig,
+    /// The process's connection limits and timeouts.
+    pub connections: ConnectionArgs,
 }
 
 /// The services of a process, started.
@@ -177,6 +174,8 @@ pub struct Composed {
     /// Every route: the services', `/healthz` and `/metrics`.
     pub router: Router,
     pub databases: Vec<Db>,
+    /// Admits connections within the limits; its gauges are in `/metrics`.
+    pub connections: Connections,
 }
 
 /// Starts `services`, in the order of [`Service::ALL`], on `runtime` and
@@ -193,7 +192,8 @@ pub async fn compose(
     mut settings: Settings,
 ) -> anyhow::Result<Composed> {
     let mut router = Router::new();
-    let mut gauges = Vec::new();
+    let connections = Connections::new(settings.connections.clone(), runtime.metrics.clone());
+    let mut gauges = vec![connections.gauges()];
     let mut health = Health::default();
     let mut databases = Vec::new();
     let bus = runtime.bus.clone();
@@ -237,8 +237,17 @@ pub async fn compose(
                 gauges.push(started.gauges);
             }
             (Service::Gateway, _) => {
-                let gateway =
-                    gateway::start(runtime, settings.token_secret.clone(), settings.limits).await?;
+                let timeouts = gateway::ws::Timeouts {
+                    hello: settings.connections.hello_timeout,
+                    idle: settings.connections.ws_idle_timeout,
+                };
+                let gateway = gateway::start(
+                    runtime,
+                    settings.token_secret.clone(),
+                    settings.limits,
+                    timeouts,
+                )
+                .await?;
                 router = router.merge(gateway.router()).merge(index_router());
                 gauges.push(gateway.gauges());
                 let ready = gateway.clone();
@@ -253,7 +262,11 @@ pub async fn compose(
     let router = router
         .merge(health.router())
         .merge(metrics::router(runtime.metrics.clone(), gauges));
-    Ok(Composed { router, databases })
+    Ok(Composed {
+        router,
+        databases,
+        connections,
+    })
 }
 
 /// Binds `listen` and returns the listener with the base URL of its pages:

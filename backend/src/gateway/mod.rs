@@ -35,7 +35,7 @@ use crate::secrets::Secret;
 use crate::service::Service;
 use crate::tasks::Shutdown;
 use limits::{LimitSettings, OrderLimits};
-use read_model::{ReadModel, ReadModelHandler};
+use read_model::{CustomerChanges, ReadModel, ReadModelHandler};
 use token::TokenSigner;
 
 /// How long a command waits for the services to act on it.
@@ -61,6 +61,8 @@ struct Inner {
     connections: AtomicI64,
     /// Connections close (1001, going away) when the process stops.
     shutdown: Shutdown,
+    /// How long a connection may take to say hello, or stay silent.
+    timeouts: ws::Timeouts,
 }
 
 /// A command the gateway refuses, with the code clients see.
@@ -84,7 +86,8 @@ impl Refusal {
 }
 
 /// Starts the gateway: subscribes its read model to the state topics, and
-/// has the order limits forget idle customers every minute.
+/// has the order limits forget idle customers every minute. Its WebSocket
+/// connections get `timeouts`.
 ///
 /// # Errors
 ///
@@ -93,6 +96,7 @@ pub async fn start(
     runtime: &Runtime,
     token_secret: Secret,
     limits: LimitSettings,
+    timeouts: ws::Timeouts,
 ) -> anyhow::Result<Gateway> {
     let read_model = ReadModel::default();
     let bus = runtime.bus.clone();
@@ -114,6 +118,7 @@ pub async fn start(
             limits: OrderLimits::new(limits),
             connections: AtomicI64::new(0),
             shutdown: runtime.spawner.shutdown().clone(),
+            timeouts,
         }),
     };
     let forgetting = gateway.clone();
@@ -157,6 +162,10 @@ impl Gateway {
         &self.inner.shutdown
     }
 
+    pub fn timeouts(&self) -> ws::Timeouts {
+        self.inner.timeouts
+    }
+
     /// Counts a connection while the returned guard lives.
     pub fn connected(&self) -> ConnectionGuard {
         self.inner.connections.fetch_add(1, Ordering::Relaxed);
@@ -190,6 +199,12 @@ impl Gateway {
                         help: "Customers the order rate limiter keeps state for (those who ordered within the last minute or so).",
                         labels: vec![],
                         value: gateway.inner.limits.rate_limited_customers() as f64,
+                    },
+                    Sample {
+                        name: "shop_gateway_customer_channels",
+                        help: "Customers with a change channel: someone listens for their orders now.",
+                        labels: vec![],
+                        value: model.customer_channels() as f64,
                     },
                     Sample {
                         name: "shop_gateway_products",
@@ -348,7 +363,7 @@ impl Gateway {
     /// Waits up to [`COMMAND_TIMEOUT`] until order `id` satisfies `done`.
     async fn await_order(
         &self,
-        mut changes: broadcast::Receiver<Arc<OrderState>>,
+        mut changes: CustomerChanges,
         id: Uuid,
         done: impl Fn(&OrderState) -> bool,
     ) -> Option<Arc<OrderState>> {

@@ -24,6 +24,7 @@ use tokio::sync::broadcast;
 use uuid::Uuid;
 
 use super::Gateway;
+use super::read_model::CustomerChanges;
 use crate::http::html::{escape, page};
 
 #[derive(Debug, Deserialize)]
@@ -195,7 +196,7 @@ pub async fn events(
 fn order_events(
     gateway: Gateway,
     first: Arc<OrderState>,
-    changes: broadcast::Receiver<Arc<OrderState>>,
+    changes: CustomerChanges,
 ) -> impl Stream<Item = Result<Event, Infallible>> {
     let id = first.order.id;
     let start = (Some(first.order.clone()), changes, false);

@@ -5,6 +5,11 @@
 //! A gateway replays those topics from the start when it starts, so it
 //! holds the current state after any restart; snapshots carry versions, so
 //! a redelivered or older snapshot changes nothing.
+//!
+//! A customer's change channel lives only while something listens to it (a
+//! connection, a command awaiting its order, a return page's event
+//! stream): the last [`CustomerChanges`] dropped removes it, so customers
+//! who said hello and left cost nothing.
 
 use shop_shared::sync::{lock, read, write};
 use std::collections::{BTreeMap, HashMap};
@@ -108,12 +113,24 @@ impl ReadModel {
         self.inner.product_changes.subscribe()
     }
 
-    /// Changes of `customer_id`'s orders from now on.
-    pub fn customer_changes(&self, customer_id: Uuid) -> broadcast::Receiver<Arc<OrderState>> {
-        lock(&self.inner.customer_changes)
+    /// Changes of `customer_id`'s orders from now on, until dropped.
+    pub fn customer_changes(&self, customer_id: Uuid) -> CustomerChanges {
+        let receiver = lock(&self.inner.customer_changes)
             .entry(customer_id)
             .or_insert_with(|| broadcast::channel(CHANNEL_CAPACITY).0)
-            .subscribe()
+            .subscribe();
+        CustomerChanges {
+            receiver,
+            _channel: ChannelUse {
+                inner: self.inner.clone(),
+                customer_id,
+            },
+        }
+    }
+
+    /// Customers with a change channel: those someone listens for now.
+    pub fn customer_channels(&self) -> usize {
+        lock(&self.inner.customer_changes).len()
     }
 
     /// Takes a product snapshot unless an equal or newer one is known.
@@ -147,13 +164,55 @@ impl ReadModel {
             }
             orders.insert(id, state.clone());
         }
+        if let Some(channel) = lock(&self.inner.customer_changes).get(&state.customer_id) {
+            let _ = channel.send(state);
+        }
+    }
+}
+
+/// A subscription to one customer's order changes; the customer's channel
+/// goes with the last one dropped.
+pub struct CustomerChanges {
+    // Fields drop in order: the receiver first, so that `ChannelUse` sees
+    // whether any other remains.
+    receiver: broadcast::Receiver<Arc<OrderState>>,
+    _channel: ChannelUse,
+}
+
+impl CustomerChanges {
+    /// The next change, as [`broadcast::Receiver::recv`] gives it.
+    ///
+    /// # Errors
+    ///
+    /// `Lagged` when this subscriber fell more than the channel's capacity
+    /// behind (the missed changes are gone; read the current state),
+    /// `Closed` when the read model is gone.
+    pub async fn recv(&mut self) -> Result<Arc<OrderState>, broadcast::error::RecvError> {
+        self.receiver.recv().await
+    }
+
+    #[cfg(test)]
+    fn try_recv(&mut self) -> Result<Arc<OrderState>, broadcast::error::TryRecvError> {
+        self.receiver.try_recv()
+    }
+}
+
+/// Removes a customer's channel when its last receiver is gone.
+struct ChannelUse {
+    inner: Arc<Inner>,
+    customer_id: Uuid,
+}
+
+impl Drop for ChannelUse {
+    fn drop(&mut self) {
+        // Subscribing happens under this lock too, so no receiver can be
+        // added between the count and the removal.
         let mut channels = lock(&self.inner.customer_changes);
-        if let Some(channel) = channels.get(&state.customer_id) {
-            if channel.receiver_count() == 0 {
-                channels.remove(&state.customer_id);
-            } else {
-                let _ = channel.send(state);
-            }
+        if channels
+            .get(&self.customer_id)
+            .is_some_and(|channel| channel.receiver_count() == 0)
+        {
+            channels.remove(&self.customer_id);
         }
     }
 }
@@ -297,5 +356,37 @@ mod tests {
                 .map(|s| s.order.status),
             Some(OrderStatus::Reserved)
         );
+    }
+
+    #[test]
+    fn a_customer_channel_lives_only_while_someone_listens() {
+        let model = ReadModel::default();
+        let (alice, bob) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        for _ in 0..1000 {
+            drop(model.customer_changes(Uuid::new_v4()));
+        }
+        assert_eq!(
+            model.customer_channels(),
+            0,
+            "hello and leave costs nothing"
+        );
+
+        let connection = model.customer_changes(alice);
+        let mut command = model.customer_changes(alice);
+        let _bob = model.customer_changes(bob);
+        assert_eq!(model.customer_channels(), 2);
+        drop(connection);
+        assert_eq!(model.customer_channels(), 2, "a command still listens");
+        model.apply_order(order(alice, 1, OrderStatus::New));
+        assert_eq!(
+            command.try_recv().map(|s| s.order.version).ok(),
+            Some(1),
+            "the remaining listener still hears"
+        );
+        drop(command);
+        assert_eq!(model.customer_channels(), 1, "only bob's is left");
+        model.apply_order(order(alice, 2, OrderStatus::Reserved));
+        assert_eq!(model.customer_channels(), 1, "orders alone keep no channel");
+        assert_eq!(model.customer_orders(alice).len(), 1, "the order is kept");
     }
 }

@@ -12,6 +12,11 @@
 //! close code RFC 6455 (section 7.4.1) gives the violation: 1009 for a
 //! message beyond the socket's hard limit (1 MiB), 1007 for a text frame
 //! that is not UTF-8, 1002 for any other protocol error.
+//!
+//! A connection must also do its part in time ([`Timeouts`]): say hello
+//! (else 1008, policy violation) and send something, if only the pong to
+//! the ping a silent connection gets (else 1001, going away). How many
+//! connections there may be is the listener's business (`http::server`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -22,15 +27,16 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_
 use axum::response::Response;
 use futures_util::{SinkExt, StreamExt};
 use shop_shared::domain::Product;
-use shop_shared::events::OrderState;
 use shop_shared::protocol::{
     ClientMessage, ErrorCode, PROTOCOL_VERSION, ProtocolError, ServerMessage,
 };
 use tokio::sync::{Semaphore, broadcast, mpsc};
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 use uuid::Uuid;
 
 use super::Gateway;
+use super::read_model::CustomerChanges;
 
 /// Largest WebSocket message the socket reads at all.
 const MAX_SOCKET_MESSAGE: usize = 1 << 20;
@@ -38,6 +44,18 @@ const MAX_SOCKET_MESSAGE: usize = 1 << 20;
 const MAX_IN_FLIGHT: usize = 32;
 /// How long commands wait for a starting gateway to load its read model.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a connection may go without doing its part.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// From the upgrade to a successful `hello`; then the connection is
+    /// closed with 1008 (policy violation).
+    pub hello: Duration,
+    /// With no frame at all from the client: after half of it the gateway
+    /// pings, at the end it closes with 1001 (going away). A client that
+    /// takes none of the frames sent to it for this long is dropped too.
+    pub idle: Duration,
+}
 
 pub async fn upgrade(ws: WebSocketUpgrade, State(gateway): State<Gateway>) -> Response {
     ws.max_message_size(MAX_SOCKET_MESSAGE)
@@ -47,21 +65,38 @@ pub async fn upgrade(ws: WebSocketUpgrade, State(gateway): State<Gateway>) -> Re
 
 async fn serve(gateway: Gateway, socket: WebSocket) {
     let _counted = gateway.connected();
+    let timeouts = gateway.timeouts();
     let (mut sink, mut stream) = socket.split();
     let (out, mut outgoing) = mpsc::channel::<ServerMessage>(256);
-    // The reader hands the writer the close frame of a protocol violation;
-    // dropped unused, the writer closes without a code.
+    // The reader asks the writer to ping a client that has gone quiet.
+    let (ping, mut pings) = mpsc::channel::<()>(1);
+    // The reader hands the writer the close frame of a protocol violation
+    // or a timeout; dropped unused, the writer closes without a code.
     let (close, closing) = tokio::sync::oneshot::channel::<CloseFrame>();
     let mut close = Some(close);
     let writer = tokio::spawn(async move {
-        // Everything queued goes out in one write: fewer system calls, and
-        // a busy connection catches up faster.
-        'writing: while let Some(first) = outgoing.recv().await {
+        // A client that takes nothing for the idle timeout is given up on.
+        let limit = timeouts.idle;
+        'writing: loop {
+            let first = tokio::select! {
+                message = outgoing.recv() => match message {
+                    Some(message) => message,
+                    None => break,
+                },
+                Some(()) = pings.recv() => {
+                    if sent(limit, sink.send(Message::Ping(Default::default()))).await {
+                        continue;
+                    }
+                    break;
+                }
+            };
+            // Everything queued goes out in one write: fewer system calls,
+            // and a busy connection catches up faster.
             let mut next = Some(first);
             let mut queued = 0;
             while let Some(message) = next.take() {
                 if let Ok(text) = serde_json::to_string(&message)
-                    && sink.feed(Message::Text(text.into())).await.is_err()
+                    && !sent(limit, sink.feed(Message::Text(text.into()))).await
                 {
                     break 'writing;
                 }
@@ -70,14 +105,16 @@ async fn serve(gateway: Gateway, socket: WebSocket) {
                     next = outgoing.try_recv().ok();
                 }
             }
-            if sink.flush().await.is_err() {
+            if !sent(limit, sink.flush()).await {
                 break;
             }
         }
+        // The reader ends when this task does (its channel closes).
+        drop(outgoing);
         if let Ok(frame) = closing.await {
-            let _ = sink.send(Message::Close(Some(frame))).await;
+            sent(limit, sink.send(Message::Close(Some(frame)))).await;
         }
-        let _ = sink.close().await;
+        sent(limit, sink.close()).await;
     });
     let mut connection = Connection {
         gateway,
@@ -87,17 +124,42 @@ async fn serve(gateway: Gateway, socket: WebSocket) {
         in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
     };
     let stopping = connection.gateway.shutdown().clone();
+    let mut quiet = Quiet::new(timeouts);
     loop {
         let frame = tokio::select! {
             frame = stream.next() => match frame {
                 Some(frame) => frame,
                 None => break,
             },
+            () = tokio::time::sleep_until(quiet.next_check(connection.customer.is_some())) => {
+                match quiet.check(connection.customer.is_some()) {
+                    Some(Overdue::Ping) => {
+                        let _ = ping.try_send(());
+                        continue;
+                    }
+                    Some(overdue) => {
+                        tracing::debug!(?overdue, "closing a connection that kept quiet");
+                        if let (Some(frame), Some(close)) = (overdue.close_frame(timeouts), close.take()) {
+                            let _ = close.send(frame);
+                        }
+                        break;
+                    }
+                    None => continue,
+                }
+            },
+            () = connection.out.closed() => break,
             _ = stopping.triggered() => {
                 connection.close_going_away().await;
+                if let Some(close) = close.take() {
+                    let _ = close.send(CloseFrame {
+                        code: close_code::AWAY,
+                        reason: "the shop is stopping".into(),
+                    });
+                }
                 break;
             }
         };
+        quiet.heard();
         match frame {
             Ok(Message::Text(text)) => connection.on_text(text.as_str()).await,
             Ok(Message::Binary(_)) => {
@@ -120,8 +182,116 @@ async fn serve(gateway: Gateway, socket: WebSocket) {
     }
     connection.tasks.abort_all();
     drop(connection);
+    drop(ping);
     drop(close);
     let _ = writer.await;
+}
+
+/// Whether `write` succeeded within `limit`.
+async fn sent<E>(limit: Duration, write: impl Future<Output = Result<(), E>>) -> bool {
+    matches!(tokio::time::timeout(limit, write).await, Ok(Ok(())))
+}
+
+/// What a connection that kept quiet is due.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Overdue {
+    /// Half the idle timeout without a frame: a ping asks for a pong.
+    Ping,
+    /// No `hello` within the hello timeout.
+    Hello,
+    /// No frame at all within the idle timeout.
+    Idle,
+}
+
+impl Overdue {
+    fn close_frame(self, timeouts: Timeouts) -> Option<CloseFrame> {
+        let (code, reason) = match self {
+            Overdue::Ping => return None,
+            Overdue::Hello => (
+                close_code::POLICY,
+                format!(
+                    "no hello within {}",
+                    humantime::format_duration(timeouts.hello)
+                ),
+            ),
+            Overdue::Idle => (
+                close_code::AWAY,
+                format!(
+                    "nothing received for {}",
+                    humantime::format_duration(timeouts.idle)
+                ),
+            ),
+        };
+        Some(CloseFrame {
+            code,
+            reason: reason.into(),
+        })
+    }
+}
+
+/// When a connection last sent anything, and what its silence is due.
+struct Quiet {
+    timeouts: Timeouts,
+    opened: Instant,
+    heard: Instant,
+    pinged: bool,
+}
+
+impl Quiet {
+    fn new(timeouts: Timeouts) -> Self {
+        let now = Instant::now();
+        Quiet {
+            timeouts,
+            opened: now,
+            heard: now,
+            pinged: false,
+        }
+    }
+
+    /// A frame arrived.
+    fn heard(&mut self) {
+        self.heard = Instant::now();
+        self.pinged = false;
+    }
+
+    fn hello_by(&self) -> Instant {
+        self.opened + self.timeouts.hello
+    }
+
+    fn idle_by(&self) -> Instant {
+        self.heard + self.timeouts.idle
+    }
+
+    fn ping_at(&self) -> Instant {
+        self.heard + self.timeouts.idle / 2
+    }
+
+    /// When [`Quiet::check`] may next find something due.
+    fn next_check(&self, said_hello: bool) -> Instant {
+        let mut next = self.idle_by();
+        if !said_hello {
+            next = next.min(self.hello_by());
+        }
+        if !self.pinged {
+            next = next.min(self.ping_at());
+        }
+        next
+    }
+
+    /// What is due now, if anything; a ping is due once per silence.
+    fn check(&mut self, said_hello: bool) -> Option<Overdue> {
+        let now = Instant::now();
+        if !said_hello && now >= self.hello_by() {
+            Some(Overdue::Hello)
+        } else if now >= self.idle_by() {
+            Some(Overdue::Idle)
+        } else if !self.pinged && now >= self.ping_at() {
+            self.pinged = true;
+            Some(Overdue::Ping)
+        } else {
+            None
+        }
+    }
 }
 
 /// The close frame for a read that broke the WebSocket protocol; `None`
@@ -348,10 +518,7 @@ const WRITE_BATCH: usize = 64;
 async fn push_changes(
     gateway: Gateway,
     customer: Uuid,
-    (mut products, mut orders): (
-        broadcast::Receiver<Product>,
-        broadcast::Receiver<Arc<OrderState>>,
-    ),
+    (mut products, mut orders): (broadcast::Receiver<Product>, CustomerChanges),
     out: mpsc::Sender<ServerMessage>,
 ) {
     let model = gateway.read_model().clone();

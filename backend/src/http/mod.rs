@@ -1,8 +1,11 @@
-//! HTTP plumbing shared by the services: the health check and the index
-//! page. Each service contributes its own routes (the gateway its WebSocket
-//! and return pages, the payment service its webhook and checkout pages).
+//! HTTP plumbing shared by the services: the health check, the index
+//! page, and the server that serves every route within the connection
+//! limits ([`server`]). Each service contributes its own routes (the
+//! gateway its WebSocket and return pages, the payment service its webhook
+//! and checkout pages).
 
 pub mod html;
+pub mod server;
 
 use std::future::Future;
 use std::pin::Pin;

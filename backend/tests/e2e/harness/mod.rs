@@ -69,7 +69,8 @@ pub struct Options {
     pub settle_grace: &'static str,
     /// Holds the local checkout's webhooks back by this long (`"5s"`, …).
     pub webhook_delay: Option<&'static str>,
-    /// More settings, as `SHOP_…` environment variables of every process.
+    /// More settings, as environment variables of every backend process
+    /// (`SHOP_MAX_CONNECTIONS`, …).
     pub env: Vec<(&'static str, String)>,
 }
 
@@ -85,6 +86,17 @@ impl Options {
     pub fn paying_within(ttl: &'static str) -> Options {
         Options {
             pay_ttl: ttl,
+            ..Options::default()
+        }
+    }
+
+    /// The defaults, with more settings as environment variables.
+    pub fn with_env(env: &[(&'static str, &str)]) -> Options {
+        Options {
+            env: env
+                .iter()
+                .map(|(name, value)| (*name, (*value).to_owned()))
+                .collect(),
             ..Options::default()
         }
     }
@@ -185,11 +197,16 @@ impl Shop {
                     options.pay_ttl.into(),
                 ];
                 args.extend(catalog_args);
-                let env = options.stripe.as_ref().map(StripeKeys::env);
+                let stripe_env = options.stripe.as_ref().map(StripeKeys::env);
                 let mut process = Process {
                     name: "shop-backend".into(),
                     args,
-                    env: [settings, env.unwrap_or_default(), options.extra_env()].concat(),
+                    env: [
+                        settings,
+                        stripe_env.unwrap_or_default(),
+                        options.extra_env(),
+                    ]
+                    .concat(),
                     port: 0,
                     log: dir.path().join("backend.log"),
                     child: None,

@@ -403,6 +403,31 @@ async fn failed_calls_are_retried_with_one_key_and_open_one_session() {
 }
 
 #[tokio::test]
+async fn html_error_pages_from_a_proxy_are_retried_and_the_order_is_then_paid() {
+    let (stub, shop) = stripe_shop(Mode::Embedded, Options::default()).await;
+    // A proxy in front of Stripe answers with its own HTML pages while it
+    // cannot reach Stripe: unavailable, not a refusal.
+    stub.fail_next_with_page(SESSIONS, 503, 2);
+    stub.fail_next_with_page(SESSIONS, 502, 1);
+    let client = shop.customer().await;
+    let order = reserve(&client, &[("SKU-002", 1)]).await;
+    assert_eq!(order.cancel_reason, None, "{order:?}");
+    assert_eq!(
+        stub.requests(SESSIONS).len(),
+        4,
+        "three error pages, then Stripe"
+    );
+    assert_eq!(stub.session_count(), 1);
+
+    let paid = stub.complete(&session_of(&order), true);
+    let event = stub.event("checkout.session.completed", &paid);
+    deliver_processed(&stub, &shop, &event).await;
+    let order = wait_status(&client, &order, OrderStatus::Paid).await;
+    assert_eq!(order.total, Some(110_000));
+    wait_available(&client, "SKU-002", 9).await;
+}
+
+#[tokio::test]
 async fn a_command_redelivered_after_a_crash_repeats_the_request_exactly() {
     let (stub, mut shop) = stripe_shop(Mode::Embedded, Options::default()).await;
     // Stripe opens the session, but the shop dies before the answer comes.

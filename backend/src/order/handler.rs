@@ -94,6 +94,11 @@ impl UnitOfWork for OrderHandler {
                         }
                         PaymentEvent::PaymentRefunded(event) => work
                             .decide(event.order_id, |order| order.payment_refunded(&event, now))?,
+                        PaymentEvent::CheckoutDelayed(event) => work
+                            .decide(event.order_id, |order| order.checkout_delayed(&event, now))?,
+                        PaymentEvent::RefundFailed(event) => {
+                            work.decide(event.order_id, |order| order.refund_failed(&event, now))?
+                        }
                     }
                 }
             }
@@ -150,6 +155,8 @@ impl Message {
             Message::Payment(PaymentEvent::PaymentSucceeded(event)) => Some(event.order_id),
             Message::Payment(PaymentEvent::PaymentFailed(event)) => Some(event.order_id),
             Message::Payment(PaymentEvent::PaymentRefunded(event)) => Some(event.order_id),
+            Message::Payment(PaymentEvent::CheckoutDelayed(event)) => Some(event.order_id),
+            Message::Payment(PaymentEvent::RefundFailed(event)) => Some(event.order_id),
         }
     }
 }

@@ -266,6 +266,18 @@ impl PaymentProvider for StripeProvider {
     }
 
     async fn refund(&self, payment: &PaymentRecord) -> Result<(), ProviderError> {
+        self.refund_again(payment, 0).await
+    }
+
+    /// Stripe saves a refused request's answer under its idempotency key
+    /// and replays it for a day: after a refusal, the next attempt goes
+    /// under `shop-refund-<order>-<refusals>`. An attempt whose outcome is
+    /// unknown is repeated under its key, so a refund is never made twice.
+    async fn refund_again(
+        &self,
+        payment: &PaymentRecord,
+        refusals: u32,
+    ) -> Result<(), ProviderError> {
         let Some(payment_intent) = payment.payment_ref.clone() else {
             return Err(ProviderError::Refused(format!(
                 "order {} has no payment intent to refund",
@@ -276,7 +288,10 @@ impl PaymentProvider for StripeProvider {
         let refund = CreateRefund::new()
             .payment_intent(payment_intent)
             .metadata(metadata);
-        let key = format!("shop-refund-{}", payment.order_id);
+        let key = match refusals {
+            0 => format!("shop-refund-{}", payment.order_id),
+            n => format!("shop-refund-{}-{n}", payment.order_id),
+        };
         self.send("refund", &key, |strategy| {
             refund
                 .customize()

@@ -283,14 +283,14 @@ pub enum RefundState {
 }
 
 impl RefundState {
-    /// `refund pending`, `refund pending (refused: …; retrying)`,
-    /// `refund failed: …`.
+    /// `refund pending`, `refund pending (<the provider's answer>;
+    /// retrying)`, `refund failed: <the provider's answer>`.
     pub fn describe(&self) -> String {
         match self {
             RefundState::Pending { reason: None } => "refund pending".to_owned(),
             RefundState::Pending {
                 reason: Some(reason),
-            } => format!("refund pending (refused: {reason}; retrying)"),
+            } => format!("refund pending ({reason}; retrying)"),
             RefundState::Failed { reason } => format!("refund failed: {reason}"),
         }
     }
@@ -377,7 +377,7 @@ mod tests {
         );
         assert_eq!(
             pending.describe(),
-            "refund pending (refused: charge disputed; retrying)"
+            "refund pending (charge disputed; retrying)"
         );
         let failed = RefundState::Failed {
             reason: "charge disputed".into(),

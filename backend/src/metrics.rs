@@ -84,6 +84,21 @@ pub fn rows_by(
     })
 }
 
+/// One [`GaugeSource`] reading all of `sources`, in order.
+pub fn combine(sources: Vec<GaugeSource>) -> GaugeSource {
+    let sources = Arc::new(sources);
+    source(move || {
+        let sources = Arc::clone(&sources);
+        async move {
+            let mut samples = Vec::new();
+            for read in sources.iter() {
+                samples.extend(read().await);
+            }
+            samples
+        }
+    })
+}
+
 /// Help text of each counter.
 const COUNTERS: &[(&str, &str)] = &[
     (
@@ -117,6 +132,10 @@ const COUNTERS: &[(&str, &str)] = &[
     (
         "shop_http_connections_refused_total",
         "Connections refused with 503, by the limit they met (total, per_address).",
+    ),
+    (
+        "shop_refund_failures_total",
+        "Refund attempts that did not go through and are retried, by outcome (refused by the provider, provider unavailable).",
     ),
 ];
 
@@ -152,6 +171,11 @@ impl Metrics {
 
     pub fn reservation(&self, outcome: &str) {
         self.add("shop_reservations_total", &[("outcome", outcome)], 1);
+    }
+
+    /// A refund attempt did not go through (`refused` or `unavailable`).
+    pub fn refund_failed(&self, outcome: &str) {
+        self.add("shop_refund_failures_total", &[("outcome", outcome)], 1);
     }
 
     pub fn webhook(&self, outcome: &str) {

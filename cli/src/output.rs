@@ -4,7 +4,7 @@
 use std::io::IsTerminal;
 use std::time::Duration;
 
-use shop_shared::domain::{Order, OrderStatus};
+use shop_shared::domain::{Order, OrderStatus, RefundState};
 use shop_shared::money::{Currency, Money};
 use shop_shared::time::Timestamp;
 
@@ -60,12 +60,21 @@ impl Style {
     }
 }
 
-/// `CANCELLED (NOT_PAID)`, `PAID`, …
+/// `CANCELLED (NOT_PAID)`, `CANCELLED (NOT_PAID, refund pending)`,
+/// `RESERVED (waiting for the payment provider)`, `PAID`, …
 pub fn status_text(order: &Order) -> String {
     match (order.status, order.cancel_reason) {
         (OrderStatus::Cancelled, Some(reason)) => {
-            let refunded = if order.refunded { ", refunded" } else { "" };
-            format!("CANCELLED ({reason}{refunded})")
+            let refund = match &order.refund {
+                _ if order.refunded => ", refunded",
+                Some(RefundState::Pending { .. }) => ", refund pending",
+                Some(RefundState::Failed { .. }) => ", refund failed",
+                None => "",
+            };
+            format!("CANCELLED ({reason}{refund})")
+        }
+        (OrderStatus::Reserved, _) if order.checkout_delay.is_some() => {
+            "RESERVED (waiting for the payment provider)".to_owned()
         }
         (status, _) => status.to_string(),
     }

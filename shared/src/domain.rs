@@ -179,6 +179,14 @@ pub enum TimelineEvent {
     /// session is being closed, and a payment the provider accepted before
     /// it closed still counts.
     DeadlinePassed,
+    /// The payment provider could not open a checkout session yet.
+    CheckoutDelayed,
+    /// A payment came after the order was cancelled; it is being given back.
+    RefundRequested,
+    /// The provider refused to give the payment back; it is tried again.
+    RefundRefused,
+    /// The provider kept refusing; the shop stopped trying.
+    RefundFailed,
 }
 
 impl TimelineEvent {
@@ -191,6 +199,10 @@ impl TimelineEvent {
             TimelineEvent::Cancelled => "cancelled",
             TimelineEvent::Refunded => "refunded",
             TimelineEvent::DeadlinePassed => "deadline_passed",
+            TimelineEvent::CheckoutDelayed => "checkout_delayed",
+            TimelineEvent::RefundRequested => "refund_requested",
+            TimelineEvent::RefundRefused => "refund_refused",
+            TimelineEvent::RefundFailed => "refund_failed",
         }
     }
 }
@@ -206,6 +218,10 @@ impl FromStr for TimelineEvent {
             "cancelled" => Ok(TimelineEvent::Cancelled),
             "refunded" => Ok(TimelineEvent::Refunded),
             "deadline_passed" => Ok(TimelineEvent::DeadlinePassed),
+            "checkout_delayed" => Ok(TimelineEvent::CheckoutDelayed),
+            "refund_requested" => Ok(TimelineEvent::RefundRequested),
+            "refund_refused" => Ok(TimelineEvent::RefundRefused),
+            "refund_failed" => Ok(TimelineEvent::RefundFailed),
             other => Err(UnknownName(other.to_owned())),
         }
     }
@@ -241,12 +257,56 @@ pub struct Order {
     /// Grows with every change; a consumer keeps the newest.
     pub version: i64,
     pub timeline: Vec<TimelineEntry>,
+    /// Why a RESERVED order has no checkout page yet: what the payment
+    /// provider answered while it could not open one (the shop keeps
+    /// trying). `None` otherwise.
+    #[serde(default)]
+    pub checkout_delay: Option<String>,
+    /// A refund of a late payment that has not gone through (yet); `None`
+    /// when there is none or once `refunded`.
+    #[serde(default)]
+    pub refund: Option<RefundState>,
 }
 
 impl Order {
     /// The order id in the short form people type (first 8 hex digits).
     pub fn short_id(&self) -> String {
         short_id(&self.id)
+    }
+
+    /// `waiting for the payment provider: <reason>` while no checkout page
+    /// can be opened.
+    pub fn provider_wait(&self) -> Option<String> {
+        self.checkout_delay
+            .as_deref()
+            .map(|reason| format!("waiting for the payment provider: {reason}"))
+    }
+}
+
+/// Where giving back a payment that came after its order was cancelled
+/// stands, while it has not gone through.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum RefundState {
+    /// Under way; `reason` is what the provider answered when it refused
+    /// the last attempt, if it did. The shop tries again.
+    Pending { reason: Option<String> },
+    /// The provider kept refusing and the shop stopped trying: the money
+    /// was not given back, a person has to.
+    Failed { reason: String },
+}
+
+impl RefundState {
+    /// `refund pending`, `refund pending (<the provider's answer>;
+    /// retrying)`, `refund failed: <the provider's answer>`.
+    pub fn describe(&self) -> String {
+        match self {
+            RefundState::Pending { reason: None } => "refund pending".to_owned(),
+            RefundState::Pending {
+                reason: Some(reason),
+            } => format!("refund pending ({reason}; retrying)"),
+            RefundState::Failed { reason } => format!("refund failed: {reason}"),
+        }
     }
 }
 
@@ -301,6 +361,47 @@ mod tests {
             assert_eq!(reason.as_str().parse(), Ok(reason));
         }
         assert!("SHIPPED".parse::<OrderStatus>().is_err());
+        for event in [
+            TimelineEvent::Created,
+            TimelineEvent::Reserved,
+            TimelineEvent::CheckoutReady,
+            TimelineEvent::Paid,
+            TimelineEvent::Cancelled,
+            TimelineEvent::Refunded,
+            TimelineEvent::CheckoutDelayed,
+            TimelineEvent::RefundRequested,
+            TimelineEvent::RefundRefused,
+            TimelineEvent::RefundFailed,
+        ] {
+            assert_eq!(event.as_str().parse(), Ok(event));
+            assert_eq!(
+                serde_json::to_string(&event).ok(),
+                Some(format!("\"{}\"", event.as_str()))
+            );
+        }
+    }
+
+    #[test]
+    fn refund_states_read_as_their_documented_json_and_describe_themselves() {
+        let pending = RefundState::Pending {
+            reason: Some("charge disputed".into()),
+        };
+        assert_eq!(
+            serde_json::to_value(&pending).ok(),
+            Some(serde_json::json!({"state": "PENDING", "reason": "charge disputed"}))
+        );
+        assert_eq!(
+            pending.describe(),
+            "refund pending (charge disputed; retrying)"
+        );
+        let failed = RefundState::Failed {
+            reason: "charge disputed".into(),
+        };
+        assert_eq!(failed.describe(), "refund failed: charge disputed");
+        assert_eq!(
+            RefundState::Pending { reason: None }.describe(),
+            "refund pending"
+        );
     }
 
     #[test]

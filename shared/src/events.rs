@@ -336,12 +336,34 @@ pub struct PaymentRefunded {
     pub currency: Currency,
 }
 
+/// The payment provider could not open a checkout session (it is
+/// unavailable); the payment service keeps trying and says so once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckoutDelayed {
+    pub order_id: Uuid,
+    /// For the customer: what the provider answered.
+    pub reason: String,
+}
+
+/// The provider did not give a late payment back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefundFailed {
+    pub order_id: Uuid,
+    /// For the customer: what the provider answered.
+    pub reason: String,
+    /// When the payment service tries again; `None` once it has stopped
+    /// trying and the refund needs a person.
+    pub retry_at: Option<Timestamp>,
+}
+
 message_enum!(PaymentEvent, topic::PAYMENT_EVENTS, key: |m| m.order_id.to_string(), {
     CheckoutReady(CheckoutReady),
     PaymentSucceeded(PaymentSucceeded),
     PaymentFailed(PaymentFailed),
     PaymentRefunded(PaymentRefunded),
     CheckoutExpired(CheckoutExpired),
+    CheckoutDelayed(CheckoutDelayed),
+    RefundFailed(RefundFailed),
 });
 
 #[cfg(test)]

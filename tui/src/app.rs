@@ -406,6 +406,14 @@ impl App {
                     Some(format!(
                         "order {short}: your payment came after it was cancelled and was refunded"
                     ))
+                } else if known.refund != order.refund
+                    && let Some(refund) = order.refund.as_ref().filter(|_| !order.refunded)
+                {
+                    Some(format!("order {short}: {}", refund.describe()))
+                } else if known.checkout_delay.is_none()
+                    && let Some(wait) = order.provider_wait()
+                {
+                    Some(format!("order {short}: {wait}"))
                 } else {
                     None
                 };

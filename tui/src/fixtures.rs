@@ -64,6 +64,8 @@ pub fn order(id: u128, status: OrderStatus) -> Order {
         updated_at: at(-59),
         version: 3,
         timeline: Vec::new(),
+        checkout_delay: None,
+        refund: None,
     };
     match status {
         OrderStatus::Reserved => {

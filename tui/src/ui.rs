@@ -230,6 +230,15 @@ fn draw_cart(app: &App, frame: &mut Frame, area: Rect) {
 fn status_label(order: &Order) -> String {
     match (order.status, order.cancel_reason) {
         (OrderStatus::Cancelled, _) if order.refunded => "CANCELLED (refunded)".to_owned(),
+        (OrderStatus::Cancelled, _) if order.refund.is_some() => match order.refund {
+            Some(shop_shared::domain::RefundState::Failed { .. }) => {
+                "CANCELLED (refund failed)".to_owned()
+            }
+            _ => "CANCELLED (refund pending)".to_owned(),
+        },
+        (OrderStatus::Reserved, _) if order.checkout_delay.is_some() => {
+            "RESERVED (provider down)".to_owned()
+        }
         (OrderStatus::Cancelled, Some(reason)) => {
             let reason = match reason {
                 shop_shared::domain::CancelReason::OutOfStock => "sold out",
@@ -426,11 +435,27 @@ fn draw_detail(app: &App, order: &Order, frame: &mut Frame, screen: Rect) {
             ),
         ]));
     }
+    if let Some(refund) = order.refund.as_ref().filter(|_| !order.refunded) {
+        let colour = match refund {
+            shop_shared::domain::RefundState::Pending { .. } => Color::Yellow,
+            shop_shared::domain::RefundState::Failed { .. } => Color::Red,
+        };
+        lines.push(Line::from(vec![
+            Span::raw("Refund  "),
+            Span::styled(refund.describe(), Style::new().fg(colour)),
+        ]));
+    }
     if let (OrderStatus::Reserved, Some(deadline)) = (order.status, order.pay_until) {
         lines.push(Line::from(format!(
             "Pay in  {} (until {deadline})",
             countdown(deadline, app.now)
         )));
+    }
+    if let Some(wait) = order.provider_wait() {
+        lines.push(Line::from(vec![
+            Span::raw("Pay     "),
+            Span::styled(wait, Style::new().fg(Color::Yellow)),
+        ]));
     }
     lines.push(Line::from(""));
     for line in &order.lines {
@@ -799,6 +824,52 @@ mod tests {
             terminal.backend().buffer()[(2, first + 1)].bg,
             Color::Reset,
             "the highlight fades"
+        );
+    }
+
+    /// The text of every row of `terminal`.
+    fn rows(terminal: &Terminal<TestBackend>) -> String {
+        let buffer = terminal.backend().buffer();
+        let area = buffer.area;
+        (area.y..area.y + area.height)
+            .map(|y| {
+                (area.x..area.x + area.width)
+                    .map(|x| buffer[(x, y)].symbol().to_owned())
+                    .collect::<String>()
+                    + "\n"
+            })
+            .collect()
+    }
+
+    #[test]
+    fn provider_trouble_shows_in_the_orders_pane_and_in_the_detail() {
+        let mut waiting = order(1, OrderStatus::Reserved);
+        waiting.checkout_url = None;
+        waiting.checkout_delay = Some("payment provider unavailable: HTTP 503".into());
+        let mut app = online(vec![waiting]);
+        app.pane = crate::app::Pane::Orders;
+        let text = rows(&render(&app, 120, 40));
+        assert!(text.contains("RESERVED (provider down)"), "{text}");
+        app.update(Action::Activate);
+        let text = rows(&render(&app, 120, 40));
+        assert!(
+            text.contains("Pay     waiting for the payment provider: payment provider"),
+            "{text}"
+        );
+
+        let mut refusing = order(1, OrderStatus::Cancelled);
+        refusing.refund = Some(shop_shared::domain::RefundState::Pending {
+            reason: Some("charge disputed".into()),
+        });
+        let mut app = online(vec![refusing]);
+        app.pane = crate::app::Pane::Orders;
+        let text = rows(&render(&app, 120, 40));
+        assert!(text.contains("CANCELLED (refund pending)"), "{text}");
+        app.update(Action::Activate);
+        let text = rows(&render(&app, 120, 40));
+        assert!(
+            text.contains("refund pending (charge disputed; retrying)"),
+            "{text}"
         );
     }
 

@@ -285,6 +285,8 @@ mod tests {
                 updated_at: Timestamp::from_millis(0),
                 version,
                 timeline: vec![],
+                checkout_delay: None,
+                refund: None,
             },
         }
     }

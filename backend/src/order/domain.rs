@@ -20,12 +20,12 @@
 use std::time::Duration;
 
 use shop_shared::domain::{
-    CancelReason, Order, OrderLine, OrderStatus, TimelineEntry, TimelineEvent,
+    CancelReason, Order, OrderLine, OrderStatus, RefundState, TimelineEntry, TimelineEvent,
 };
 use shop_shared::events::{
-    CheckoutExpired, CheckoutReady, CreatePayment, OrderRef, OrderState, PaymentCommand,
-    PaymentFailed, PaymentRefunded, PaymentSucceeded, PlaceOrder, RefundPayment, ReserveStock,
-    StockCommand, StockRejected, StockReserved,
+    CheckoutDelayed, CheckoutExpired, CheckoutReady, CreatePayment, OrderRef, OrderState,
+    PaymentCommand, PaymentFailed, PaymentRefunded, PaymentSucceeded, PlaceOrder, RefundFailed,
+    RefundPayment, ReserveStock, StockCommand, StockRejected, StockReserved,
 };
 use shop_shared::money::{Currency, line_amount};
 use shop_shared::time::Timestamp;
@@ -215,6 +215,9 @@ impl OrderRecord {
                     "payment of session {} arrived after the order was cancelled",
                     event.session_id
                 );
+                if self.refund_state().is_none() {
+                    self.record(now, TimelineEvent::RefundRequested, Some(reason.clone()));
+                }
                 Decision::Changed(vec![Effect::Payment(PaymentCommand::RefundPayment(
                     RefundPayment {
                         order_id: self.id,
@@ -251,6 +254,75 @@ impl OrderRecord {
         let detail = format!("{} refunded", event.currency.format(event.amount));
         self.record(now, TimelineEvent::Refunded, Some(detail));
         Decision::Changed(Vec::new())
+    }
+
+    /// The payment provider cannot open a checkout session yet (it is
+    /// unavailable; the payment service keeps trying): a RESERVED order
+    /// without a checkout page says so until it gets one.
+    pub fn checkout_delayed(&mut self, event: &CheckoutDelayed, now: Timestamp) -> Decision {
+        if self.status != OrderStatus::Reserved
+            || self.checkout_url.is_some()
+            || self.checkout_delay().is_some()
+        {
+            return Decision::Unchanged;
+        }
+        self.record(
+            now,
+            TimelineEvent::CheckoutDelayed,
+            Some(event.reason.clone()),
+        );
+        Decision::Changed(Vec::new())
+    }
+
+    /// The provider did not give a late payment back: the refund is pending
+    /// (the payment service tries again) or, once it stopped trying, failed.
+    pub fn refund_failed(&mut self, event: &RefundFailed, now: Timestamp) -> Decision {
+        if self.refunded {
+            return Decision::Unchanged;
+        }
+        let kind = if event.retry_at.is_some() {
+            TimelineEvent::RefundRefused
+        } else {
+            TimelineEvent::RefundFailed
+        };
+        self.record(now, kind, Some(event.reason.clone()));
+        Decision::Changed(Vec::new())
+    }
+
+    /// What the provider answered while no checkout page could be opened,
+    /// as long as the order waits for one.
+    fn checkout_delay(&self) -> Option<String> {
+        if self.status != OrderStatus::Reserved || self.checkout_url.is_some() {
+            return None;
+        }
+        self.timeline
+            .iter()
+            .rev()
+            .find(|entry| entry.event == TimelineEvent::CheckoutDelayed)
+            .map(|entry| entry.detail.clone().unwrap_or_default())
+    }
+
+    /// Where the refund of a late payment stands, read from the timeline,
+    /// while it has not gone through.
+    fn refund_state(&self) -> Option<RefundState> {
+        if self.refunded {
+            return None;
+        }
+        let mut state = None;
+        for entry in &self.timeline {
+            state = match entry.event {
+                TimelineEvent::RefundRequested => Some(RefundState::Pending { reason: None }),
+                TimelineEvent::RefundRefused => Some(RefundState::Pending {
+                    reason: entry.detail.clone(),
+                }),
+                TimelineEvent::RefundFailed => Some(RefundState::Failed {
+                    reason: entry.detail.clone().unwrap_or_default(),
+                }),
+                TimelineEvent::Refunded => None,
+                _ => state,
+            };
+        }
+        state
     }
 
     /// The customer cancels.
@@ -382,6 +454,8 @@ impl OrderRecord {
             updated_at: self.updated_at,
             version: self.version,
             timeline: self.timeline.clone(),
+            checkout_delay: self.checkout_delay(),
+            refund: self.refund_state(),
         }
     }
 
@@ -697,6 +771,105 @@ mod tests {
         assert_eq!(
             order.payment_succeeded(&paid_event(&order), at(403)),
             Decision::Unchanged
+        );
+    }
+
+    #[test]
+    fn a_delayed_checkout_is_shown_once_until_the_checkout_page_comes() {
+        let mut order = reserved();
+        let delayed = CheckoutDelayed {
+            order_id: order.id,
+            reason: "payment provider unavailable: HTTP 503".into(),
+        };
+        assert_eq!(
+            order.checkout_delayed(&delayed, at(2)),
+            Decision::Changed(vec![])
+        );
+        assert_eq!(
+            order.view().checkout_delay.as_deref(),
+            Some("payment provider unavailable: HTTP 503")
+        );
+        assert_eq!(
+            order.checkout_delayed(&delayed, at(3)),
+            Decision::Unchanged,
+            "said once"
+        );
+        order.checkout_ready(
+            &CheckoutReady {
+                order_id: order.id,
+                session_id: "cs_1".into(),
+                checkout_url: "http://x/checkout/cs_1".into(),
+            },
+            at(4),
+        );
+        let view = order.view();
+        assert_eq!(view.checkout_delay, None);
+        assert_eq!(
+            view.timeline.last().map(|entry| entry.event),
+            Some(TimelineEvent::CheckoutReady)
+        );
+        // Once cancelled there is nothing to wait for.
+        let mut cancelled = reserved();
+        cancelled.checkout_delayed(&delayed, at(2));
+        cancelled.cancel_by_customer(cancelled.customer_id, at(3));
+        assert_eq!(cancelled.view().checkout_delay, None);
+    }
+
+    #[test]
+    fn a_refused_refund_is_pending_while_retried_failed_when_given_up_and_gone_once_refunded() {
+        let mut order = reserved();
+        order.cancel_by_customer(order.customer_id, at(400));
+        order.payment_succeeded(&paid_event(&order), at(401));
+        assert_eq!(
+            order.view().refund,
+            Some(RefundState::Pending { reason: None })
+        );
+        let order_id = order.id;
+        let refused = |retry_at: Option<Timestamp>| RefundFailed {
+            order_id,
+            reason: "charge disputed".into(),
+            retry_at,
+        };
+        let retrying = refused(Some(at(402)));
+        assert!(matches!(
+            order.refund_failed(&retrying, at(401)),
+            Decision::Changed(_)
+        ));
+        assert_eq!(
+            order.view().refund,
+            Some(RefundState::Pending {
+                reason: Some("charge disputed".into())
+            })
+        );
+        let given_up = refused(None);
+        order.refund_failed(&given_up, at(500));
+        assert_eq!(
+            order.view().refund,
+            Some(RefundState::Failed {
+                reason: "charge disputed".into()
+            })
+        );
+        order.payment_refunded(
+            &PaymentRefunded {
+                order_id: order.id,
+                amount: 1_010_000,
+                currency: Currency::EUR,
+            },
+            at(600),
+        );
+        let view = order.view();
+        assert!(view.refunded);
+        assert_eq!(view.refund, None);
+        assert_eq!(order.refund_failed(&given_up, at(601)), Decision::Unchanged);
+        let events: Vec<_> = view.timeline.iter().map(|entry| entry.event).collect();
+        assert_eq!(
+            events[events.len() - 4..],
+            [
+                TimelineEvent::RefundRequested,
+                TimelineEvent::RefundRefused,
+                TimelineEvent::RefundFailed,
+                TimelineEvent::Refunded
+            ]
         );
     }
 

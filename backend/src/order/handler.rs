@@ -96,6 +96,11 @@ impl UnitOfWork for OrderHandler {
                             .decide(event.order_id, |order| order.payment_refunded(&event, now))?,
                         PaymentEvent::CheckoutExpired(event) => work
                             .decide(event.order_id, |order| order.checkout_expired(&event, now))?,
+                        PaymentEvent::CheckoutDelayed(event) => work
+                            .decide(event.order_id, |order| order.checkout_delayed(&event, now))?,
+                        PaymentEvent::RefundFailed(event) => {
+                            work.decide(event.order_id, |order| order.refund_failed(&event, now))?
+                        }
                     }
                 }
             }
@@ -153,6 +158,8 @@ impl Message {
             Message::Payment(PaymentEvent::PaymentFailed(event)) => Some(event.order_id),
             Message::Payment(PaymentEvent::PaymentRefunded(event)) => Some(event.order_id),
             Message::Payment(PaymentEvent::CheckoutExpired(event)) => Some(event.order_id),
+            Message::Payment(PaymentEvent::CheckoutDelayed(event)) => Some(event.order_id),
+            Message::Payment(PaymentEvent::RefundFailed(event)) => Some(event.order_id),
         }
     }
 }

@@ -3,6 +3,12 @@
 //! passes (and say whether the customer paid before it closed), refund a
 //! payment that came too late.
 //!
+//! When the provider is unavailable, a create command is retried until it
+//! answers (or the deadline passes), and the order service is told once
+//! (`CheckoutDelayed`) so the customer sees why no checkout page comes. A
+//! refund that does not go through is handed to the [`super::refunds`]
+//! sweep instead of failing the command.
+//!
 //! Provider calls happen before the transaction (in
 //! [`UnitOfWork::prepare`]) and are safe to repeat (providers key their
 //! work by order), so a crash between the call and the commit only repeats
@@ -14,7 +20,7 @@
 use std::collections::HashMap;
 
 use async_trait::async_trait;
-use shop_shared::events::{CreatePayment, Envelope, PaymentCommand, PaymentEvent};
+use shop_shared::events::{CheckoutDelayed, CreatePayment, Envelope, PaymentCommand, PaymentEvent};
 use shop_shared::time::Timestamp;
 use uuid::Uuid;
 
@@ -23,6 +29,7 @@ use super::domain::{
     self, CheckoutSession, CloseFor, Create, PaymentRecord, ProviderCall, SessionClosed,
 };
 use super::provider::ProviderError;
+use super::refunds::{self, RefundRetry};
 use super::store;
 use crate::bus::{HandlerError, Record};
 use crate::db::Tx;
@@ -59,13 +66,17 @@ enum Opened {
 }
 
 /// What a batch's provider calls came to, by order: the sessions its
-/// create commands opened (or failed to), and how the sessions its cancel
-/// and expire commands closed.
+/// create commands opened (or failed to), how the sessions its cancel and
+/// expire commands closed, and what its refund attempts came to.
 #[derive(Default)]
 pub struct Sessions {
     opened: HashMap<Uuid, Opened>,
     closed: HashMap<Uuid, SessionClosed>,
+    refunds: Refunds,
 }
+
+/// What the first attempt at each refund of a batch came to, by order.
+type Refunds = HashMap<Uuid, Result<(), ProviderError>>;
 
 #[async_trait]
 impl UnitOfWork for PaymentHandler {
@@ -98,6 +109,7 @@ impl UnitOfWork for PaymentHandler {
         }
         let order_ids: Vec<Uuid> = commands.iter().map(|command| command.order_id()).collect();
         let mut payments = store::by_orders(&service.db, &order_ids).await?;
+        let retried = store::refund_retried(&service.db, &order_ids).await?;
         let mut sessions = self.open(&commands, &payments).await?;
         for (order_id, opened) in &sessions.opened {
             if let (Opened::Session(session), Some(create)) =
@@ -108,11 +120,25 @@ impl UnitOfWork for PaymentHandler {
             }
         }
         for command in &commands {
-            if let Some(payment) = payments.get(&command.order_id())
-                && let Some(closed) = self.call_provider(command, payment).await?
-            {
-                sessions.closed.insert(command.order_id(), closed);
+            let order_id = command.order_id();
+            let Some(payment) = payments.get(&order_id) else {
+                continue;
+            };
+            if let PaymentCommand::RefundPayment(_) = &command.command {
+                // The sweep owns a refund it retries.
+                if payment.refund_call().is_some()
+                    && !retried.contains(&order_id)
+                    && !sessions.refunds.contains_key(&order_id)
+                {
+                    let outcome = self.service.provider.refund(payment).await;
+                    sessions.refunds.insert(order_id, outcome);
+                }
+                continue;
             }
+            if let Some(closed) = self.call_provider(command, payment).await? {
+                sessions.closed.insert(order_id, closed);
+            }
+            self.call_provider(command, payment).await?;
         }
         Ok(sessions)
     }
@@ -149,9 +175,21 @@ impl UnitOfWork for PaymentHandler {
                 _ => None,
             };
             let closed = sessions.closed.get(&order_id);
-            if self.record(command, event, closed, current.get_mut(&order_id), outgoing)
-                && !changed.contains(&order_id)
-            {
+            let payment = current.get_mut(&order_id);
+            let changed_now = match &command.command {
+                PaymentCommand::RefundPayment(_) => {
+                    self.record_refund(
+                        tx,
+                        order_id,
+                        sessions.refunds.get(&order_id),
+                        payment,
+                        outgoing,
+                    )
+                    .await?
+                }
+                _ => self.record(command, event, closed, payment, outgoing),
+            };
+            if changed_now && !changed.contains(&order_id) {
                 changed.push(order_id);
             }
         }
@@ -188,12 +226,8 @@ impl PaymentHandler {
                 .await
                 .map(Some)
                 .map_err(provider_failure),
-            Some(ProviderCall::Refund) => provider
-                .refund(payment)
-                .await
-                .map(|()| None)
-                .map_err(provider_failure),
-            None => Ok(None),
+            // Refunds are tried in `prepare` and retried by the refund sweep.
+            Some(ProviderCall::Refund) | None => Ok(None),
         }
     }
 
@@ -227,15 +261,46 @@ impl PaymentHandler {
             (PaymentCommand::ExpireCheckout(_), Some(payment)) => {
                 close(payment, closed, CloseFor::Deadline, outgoing)
             }
-            (PaymentCommand::RefundPayment(refund), Some(payment)) => match payment.refund() {
+            _ => false,
+        }
+    }
+
+    /// Records what the first attempt at a refund came to (`outcome`;
+    /// `None` when none was made): a refund that went through moves
+    /// `payment` to REFUNDED and the order service hears of it; one that
+    /// did not is handed to the refund sweep, and the order service hears
+    /// why. Returns whether the payment changed.
+    #[tracing::instrument(name = "payment", skip_all, fields(order_id = %order_id))]
+    async fn record_refund(
+        &self,
+        tx: &mut Tx,
+        order_id: Uuid,
+        outcome: Option<&Result<(), ProviderError>>,
+        payment: Option<&mut PaymentRecord>,
+        outgoing: &mut Outgoing,
+    ) -> Result<bool, HandlerError> {
+        let correlation = order_id.to_string();
+        match (outcome, payment) {
+            (Some(Ok(())), Some(payment)) => match payment.refund() {
                 Some(event) => {
                     outgoing.push(event, &correlation);
-                    tracing::warn!(%order_id, reason = %refund.reason, "late payment refunded");
-                    true
+                    tracing::warn!(%order_id, "late payment refunded");
+                    Ok(true)
                 }
-                None => false,
+                None => Ok(false),
             },
-            _ => false,
+            (Some(Err(error)), Some(payment)) if payment.refund_call().is_some() => {
+                self.service
+                    .metrics
+                    .refund_failed(refunds::failure_outcome(error));
+                let (retry, event) = RefundRetry::start(order_id, error, Timestamp::now());
+                if store::insert_refund_retry(tx, &retry).await? {
+                    tracing::warn!(%order_id, %error, next = %retry.next_attempt_at, "refund did not go through; retrying later");
+                    outgoing.push(event, &correlation);
+                }
+                Ok(false)
+            }
+            _ => Ok(false),
         }
     }
 
@@ -275,6 +340,8 @@ impl PaymentHandler {
             });
         }
         let sessions = self.service.provider.create_sessions(&wanted).await;
+        let mut delayed: Vec<(Uuid, String)> = Vec::new();
+        let mut unavailable = None;
         for ((create, _), session) in wanted.iter().zip(sessions) {
             let outcome = match session {
                 Ok(session) => Opened::Session(session),
@@ -282,14 +349,45 @@ impl PaymentHandler {
                     tracing::warn!(order_id = %create.order_id, %reason, "provider refused the checkout session");
                     Opened::Failed(domain::refused(create.order_id, &reason))
                 }
-                Err(error) => return Err(provider_failure(error)),
+                Err(error) => {
+                    delayed.push((create.order_id, error.to_string()));
+                    unavailable = Some(error);
+                    continue;
+                }
             };
             opened.insert(create.order_id, outcome);
+        }
+        if let Some(error) = unavailable {
+            self.announce_delays(&delayed).await?;
+            return Err(provider_failure(error));
         }
         Ok(Sessions {
             opened,
             ..Sessions::default()
         })
+    }
+
+    /// Tells the order service, once per order, that no checkout session
+    /// can be opened yet for `delayed` (order, what the provider answered),
+    /// in a transaction of its own: the create commands themselves are
+    /// retried until the provider answers.
+    async fn announce_delays(&self, delayed: &[(Uuid, String)]) -> Result<(), HandlerError> {
+        let service = &self.service;
+        let mut tx = service.db.begin().await?;
+        let first = store::insert_checkout_delays(&mut tx, delayed).await?;
+        let mut outgoing = Outgoing::default();
+        for (order_id, reason) in delayed {
+            if first.contains(order_id) {
+                tracing::warn!(%order_id, %reason, "no checkout session yet: the provider is unavailable; retrying");
+                let event = PaymentEvent::CheckoutDelayed(CheckoutDelayed {
+                    order_id: *order_id,
+                    reason: reason.clone(),
+                });
+                outgoing.push(event, &order_id.to_string());
+            }
+        }
+        service.relay.commit_outgoing(tx, outgoing).await?;
+        Ok(())
     }
 }
 
@@ -335,8 +433,9 @@ fn create_of<'a>(commands: &[&'a Command], order_id: Uuid) -> Option<&'a CreateP
     })
 }
 
-/// An unavailable provider is retried until it answers; a refusal fails
-/// the record (and, after retries, dead-letters it for an operator).
+/// An unavailable provider is retried until it answers; a refusal (of
+/// closing a session) fails the record (and, after retries, dead-letters
+/// it for an operator).
 fn provider_failure(error: ProviderError) -> HandlerError {
     match error {
         ProviderError::Unavailable(_) => HandlerError::Transient(anyhow::anyhow!(error)),

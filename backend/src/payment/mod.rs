@@ -7,6 +7,8 @@
 //! - [`provider`]: the provider seam; [`local`]: the local checkout;
 //!   [`stripe`]: Stripe Checkout.
 //! - [`handler`]: the unit of work applied to payment commands.
+//! - [`refunds`]: refunds that did not go through at once, retried by a
+//!   durable sweep with growing pauses.
 //! - [`webhook`]: `POST /stripe/webhook`; [`signature`]: Stripe's scheme.
 //! - [`store`]: the tables.
 
@@ -14,6 +16,7 @@ pub mod domain;
 pub mod handler;
 pub mod local;
 pub mod provider;
+pub mod refunds;
 pub mod signature;
 pub mod store;
 pub mod stripe;
@@ -133,17 +136,30 @@ pub async fn start(
         Arc::new(consumer),
     )
     .await?;
+    spawner.spawn(
+        "payment-refund-sweep",
+        refunds::run(service.clone(), spawner.shutdown().clone()),
+    );
     let routes = Router::new()
         .route("/stripe/webhook", post(webhook::receive))
         .with_state(service);
     Ok(Started {
         routes,
-        gauges: metrics::rows_by(
-            db,
-            "payments",
-            "status",
-            "shop_payments",
-            "Payments by status.",
-        ),
+        gauges: metrics::combine(vec![
+            metrics::rows_by(
+                db.clone(),
+                "payments",
+                "status",
+                "shop_payments",
+                "Payments by status.",
+            ),
+            metrics::rows_by(
+                db,
+                "refund_retries",
+                "status",
+                "shop_refund_retries",
+                "Refunds retried after a first failure, by status (PENDING, REFUNDED, FAILED: given up, to be refunded by hand).",
+            ),
+        ]),
     })
 }

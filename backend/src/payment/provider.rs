@@ -61,4 +61,18 @@ pub trait PaymentProvider: Send + Sync + 'static {
 
     /// Gives a captured payment back.
     async fn refund(&self, payment: &PaymentRecord) -> Result<(), ProviderError>;
+
+    /// [`PaymentProvider::refund`] again, after the provider definitely
+    /// refused `refusals` earlier attempts. A provider that keeps a refused
+    /// request's answer under its idempotency key (Stripe does) sends this
+    /// one under a key of its own; with `refusals` 0 it is the first
+    /// attempt's request exactly. By default the same as `refund`.
+    async fn refund_again(
+        &self,
+        payment: &PaymentRecord,
+        refusals: u32,
+    ) -> Result<(), ProviderError> {
+        let _ = refusals;
+        self.refund(payment).await
+    }
 }

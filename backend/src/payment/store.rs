@@ -1,5 +1,6 @@
-//! The payment service's tables: one payment per order, and the webhook
-//! events already handled.
+//! The payment service's tables: one payment per order, the webhook
+//! events already handled, the orders told their checkout is delayed, and
+//! the refunds retried after a first failure.
 
 use std::collections::{HashMap, HashSet};
 
@@ -9,6 +10,7 @@ use sqlx::any::AnyRow;
 use uuid::Uuid;
 
 use super::domain::{PaymentRecord, PaymentStatus};
+use super::refunds::RefundRetry;
 use crate::db::batch;
 use crate::db::{Db, StoreError, Tx, parse_column};
 
@@ -198,4 +200,171 @@ pub async fn webhook_seen(tx: &mut Tx, event_id: &str) -> Result<bool, StoreErro
         .fetch_optional(&mut **tx)
         .await?;
     Ok(found.is_some())
+}
+
+/// Records that the provider could not open a checkout session for these
+/// orders (with its answer); returns the orders recorded now, which the
+/// order service has not heard about yet.
+///
+/// # Errors
+///
+/// The insert failed.
+pub async fn insert_checkout_delays(
+    tx: &mut Tx,
+    delays: &[(Uuid, String)],
+) -> Result<HashSet<Uuid>, StoreError> {
+    let now = Timestamp::now().as_millis();
+    let mut inserted = HashSet::with_capacity(delays.len());
+    for (order_id, reason) in delays {
+        let recorded: Option<String> = sqlx::query_scalar(
+            "INSERT INTO checkout_delays (order_id, reason, created_at) VALUES ($1, $2, $3)
+             ON CONFLICT (order_id) DO NOTHING RETURNING order_id",
+        )
+        .bind(order_id.to_string())
+        .bind(reason)
+        .bind(now)
+        .fetch_optional(&mut **tx)
+        .await?;
+        if recorded.is_some() {
+            inserted.insert(*order_id);
+        }
+    }
+    Ok(inserted)
+}
+
+const RETRY_COLUMNS: &str = "order_id, status, attempts, refusals, next_attempt_at, last_error";
+
+fn retry_from_row(row: &AnyRow) -> Result<RefundRetry, sqlx::Error> {
+    let order_id: String = row.try_get("order_id")?;
+    let status: String = row.try_get("status")?;
+    let attempts: i64 = row.try_get("attempts")?;
+    let refusals: i64 = row.try_get("refusals")?;
+    Ok(RefundRetry {
+        order_id: parse_column(&order_id, "order_id")?,
+        status: parse_column(&status, "status")?,
+        attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+        refusals: u32::try_from(refusals).unwrap_or(u32::MAX),
+        next_attempt_at: Timestamp::from_millis(row.try_get("next_attempt_at")?),
+        last_error: row.try_get("last_error")?,
+    })
+}
+
+/// The orders among `order_ids` whose refund is retried by the sweep (in
+/// any state): a refund command for them changes nothing.
+///
+/// # Errors
+///
+/// The select failed or a row cannot be read.
+pub async fn refund_retried(db: &Db, order_ids: &[Uuid]) -> Result<HashSet<Uuid>, StoreError> {
+    let mut connection = db.pool().acquire().await?;
+    let rows = batch::fetch_in(
+        &mut connection,
+        order_ids.iter().map(Uuid::to_string),
+        |list| format!("SELECT order_id FROM refund_retries WHERE order_id IN ({list})"),
+    )
+    .await?;
+    rows.iter()
+        .map(|row| {
+            let id: String = row.try_get("order_id")?;
+            Ok(parse_column(&id, "order_id")?)
+        })
+        .collect()
+}
+
+/// Stores a refund retried from now on, unless the order has one already;
+/// returns whether it was stored now.
+///
+/// # Errors
+///
+/// The insert failed.
+pub async fn insert_refund_retry(tx: &mut Tx, retry: &RefundRetry) -> Result<bool, StoreError> {
+    let now = Timestamp::now().as_millis();
+    let stored: Option<String> = sqlx::query_scalar(
+        "INSERT INTO refund_retries (order_id, status, attempts, refusals, next_attempt_at,
+            last_error, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $7)
+         ON CONFLICT (order_id) DO NOTHING RETURNING order_id",
+    )
+    .bind(retry.order_id.to_string())
+    .bind(retry.status.as_str())
+    .bind(i64::from(retry.attempts))
+    .bind(i64::from(retry.refusals))
+    .bind(retry.next_attempt_at.as_millis())
+    .bind(&retry.last_error)
+    .bind(now)
+    .fetch_optional(&mut **tx)
+    .await?;
+    Ok(stored.is_some())
+}
+
+/// Saves a retried refund as it is now.
+///
+/// # Errors
+///
+/// The update failed.
+pub async fn save_refund_retry(tx: &mut Tx, retry: &RefundRetry) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE refund_retries SET status = $2, attempts = $3, refusals = $4,
+            next_attempt_at = $5, last_error = $6, updated_at = $7
+         WHERE order_id = $1",
+    )
+    .bind(retry.order_id.to_string())
+    .bind(retry.status.as_str())
+    .bind(i64::from(retry.attempts))
+    .bind(i64::from(retry.refusals))
+    .bind(retry.next_attempt_at.as_millis())
+    .bind(&retry.last_error)
+    .bind(Timestamp::now().as_millis())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Pending refunds whose next attempt is due at `now`, the most overdue
+/// first.
+///
+/// # Errors
+///
+/// The select failed or a row cannot be read.
+pub async fn due_refund_retries(
+    db: &Db,
+    now: Timestamp,
+    limit: i64,
+) -> Result<Vec<RefundRetry>, StoreError> {
+    let sql = format!(
+        "SELECT {RETRY_COLUMNS} FROM refund_retries
+         WHERE status = 'PENDING' AND next_attempt_at <= $1
+         ORDER BY next_attempt_at LIMIT $2"
+    );
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(now.as_millis())
+        .bind(limit)
+        .fetch_all(db.pool())
+        .await?;
+    Ok(rows.iter().map(retry_from_row).collect::<Result<_, _>>()?)
+}
+
+/// Claims `retry` for an attempt by this instance: moves its next attempt
+/// to `until` unless another instance claimed it first. Returns whether
+/// this one did; an attempt that ends without saving (a crash) is tried
+/// again once `until` passes.
+///
+/// # Errors
+///
+/// The update failed.
+pub async fn claim_refund_retry(
+    db: &Db,
+    retry: &RefundRetry,
+    until: Timestamp,
+) -> Result<bool, StoreError> {
+    let claimed = sqlx::query(
+        "UPDATE refund_retries SET next_attempt_at = $3
+         WHERE order_id = $1 AND status = 'PENDING' AND next_attempt_at = $2",
+    )
+    .bind(retry.order_id.to_string())
+    .bind(retry.next_attempt_at.as_millis())
+    .bind(until.as_millis())
+    .execute(db.pool())
+    .await?;
+    Ok(claimed.rows_affected() == 1)
 }

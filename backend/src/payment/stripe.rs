@@ -7,8 +7,11 @@
 //!   payment-return page with `{CHECKOUT_SESSION_ID}`.
 //! - Every call carries an `Idempotency-Key` derived from the order (or
 //!   session), so a redelivered command or a retry never does the work twice.
-//! - Network errors, 429 and 5xx are retried with backoff and the same key;
-//!   any other error ends the attempt with Stripe's message.
+//! - Network errors, 429 and 5xx are retried with backoff and the same key,
+//!   and so is an error answer that is not Stripe's JSON (an HTML page from
+//!   a proxy or gateway in front of the API): the provider is unavailable,
+//!   it did not refuse. Any other error ends the attempt with Stripe's
+//!   message.
 //! - Stripe refuses `expires_at` under 30 minutes away, while our pay-until
 //!   deadline may be sooner: the session expires at the later of the two and
 //!   is expired through the API as soon as the order is cancelled. Every
@@ -136,18 +139,40 @@ impl StripeProvider {
     }
 }
 
-/// Network trouble, rate limits and Stripe's own failures pass; anything
-/// else (a 4xx) will fail the same way again.
+/// What async-stripe reports for an error answer (a status other than
+/// 2xx) whose body is not a Stripe error object, such as the HTML page of a
+/// proxy, load balancer or CDN answering 502, 503 or 504 in front of the
+/// API (`send_inner` in async-stripe's `hyper/client.rs`; the status itself
+/// is dropped there). Stripe's API answers every error in JSON, so such an
+/// answer says the way to Stripe failed, not that Stripe refused.
+const FOREIGN_ERROR_ANSWERS: &[&str] = &[
+    "error deserializing Stripe error",
+    "Response was not valid UTF-8",
+];
+
+/// Whether `error` is an error answer that did not come from Stripe's API.
+fn is_foreign_error_answer(error: &StripeError) -> bool {
+    matches!(error, StripeError::JSONDeserialize(message) if FOREIGN_ERROR_ANSWERS.contains(&message.as_str()))
+}
+
+/// Network trouble, rate limits, Stripe's own failures and error pages
+/// from something in front of Stripe pass; anything else (a 4xx, or a
+/// success whose body is not what was asked for) will fail the same way
+/// again.
 fn is_transient(error: &StripeError) -> bool {
     match error {
         StripeError::Stripe(_, status) => *status == 429 || *status == 409 || *status >= 500,
         StripeError::ClientError(_) | StripeError::Timeout => true,
-        StripeError::JSONDeserialize(_) | StripeError::ConfigError(_) => false,
+        StripeError::JSONDeserialize(_) => is_foreign_error_answer(error),
+        StripeError::ConfigError(_) => false,
     }
 }
 
 /// Stripe's message for people, without the noise.
 fn describe(error: &StripeError) -> String {
+    if is_foreign_error_answer(error) {
+        return "an error answer that is not Stripe's (an HTML page from a proxy or gateway in front of the API)".into();
+    }
     match error {
         StripeError::Stripe(details, status) => {
             let message = details
@@ -283,6 +308,18 @@ impl PaymentProvider for StripeProvider {
     }
 
     async fn refund(&self, payment: &PaymentRecord) -> Result<(), ProviderError> {
+        self.refund_again(payment, 0).await
+    }
+
+    /// Stripe saves a refused request's answer under its idempotency key
+    /// and replays it for a day: after a refusal, the next attempt goes
+    /// under `shop-refund-<order>-<refusals>`. An attempt whose outcome is
+    /// unknown is repeated under its key, so a refund is never made twice.
+    async fn refund_again(
+        &self,
+        payment: &PaymentRecord,
+        refusals: u32,
+    ) -> Result<(), ProviderError> {
         let Some(payment_intent) = payment.payment_ref.clone() else {
             return Err(ProviderError::Refused(format!(
                 "order {} has no payment intent to refund",
@@ -293,7 +330,10 @@ impl PaymentProvider for StripeProvider {
         let refund = CreateRefund::new()
             .payment_intent(payment_intent)
             .metadata(metadata);
-        let key = format!("shop-refund-{}", payment.order_id);
+        let key = match refusals {
+            0 => format!("shop-refund-{}", payment.order_id),
+            n => format!("shop-refund-{}-{n}", payment.order_id),
+        };
         self.send("refund", Some(&key), |strategy| {
             refund
                 .customize()
@@ -308,6 +348,19 @@ impl PaymentProvider for StripeProvider {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_error_page_from_in_front_of_stripe_is_unavailability_not_a_refusal() {
+        for message in FOREIGN_ERROR_ANSWERS {
+            let error = StripeError::JSONDeserialize((*message).to_owned());
+            assert!(is_transient(&error), "{message}");
+            assert!(describe(&error).contains("not Stripe's"), "{message}");
+        }
+        // A success whose body does not read is not retried.
+        let unreadable = StripeError::JSONDeserialize("missing field `id`".into());
+        assert!(!is_transient(&unreadable));
+        assert!(!is_transient(&StripeError::ConfigError("bad".into())));
+    }
 
     #[test]
     fn sessions_live_at_least_40_minutes_from_the_request_and_at_most_a_day() {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use shop_backend::payment::signature;
-use shop_shared::domain::{CancelReason, Order, OrderStatus, TimelineEvent};
+use shop_shared::domain::{CancelReason, Order, OrderStatus, RefundState, TimelineEvent};
 use shop_shared::time::Timestamp;
 
 use crate::harness::{
@@ -17,6 +17,7 @@ use crate::harness::{
 use crate::stripe_stub::StripeStub;
 
 const SESSIONS: &str = "/v1/checkout/sessions";
+const REFUNDS: &str = "/v1/refunds";
 
 /// A shop paying through the stand-in.
 async fn stripe_shop(mode: Mode, options: Options) -> (StripeStub, Shop) {
@@ -431,6 +432,155 @@ async fn failed_calls_are_retried_with_one_key_and_open_one_session() {
             .contains("retrying with the same idempotency key"),
         "the retries were logged"
     );
+}
+
+#[tokio::test]
+async fn html_error_pages_from_a_proxy_are_retried_and_the_order_is_then_paid() {
+    let (stub, shop) = stripe_shop(Mode::Embedded, Options::default()).await;
+    // A proxy in front of Stripe answers with its own HTML pages while it
+    // cannot reach Stripe: unavailable, not a refusal.
+    stub.fail_next_with_page(SESSIONS, 503, 2);
+    stub.fail_next_with_page(SESSIONS, 502, 1);
+    let client = shop.customer().await;
+    let order = reserve(&client, &[("SKU-002", 1)]).await;
+    assert_eq!(order.cancel_reason, None, "{order:?}");
+    assert_eq!(
+        stub.requests(SESSIONS).len(),
+        4,
+        "three error pages, then Stripe"
+    );
+    assert_eq!(stub.session_count(), 1);
+
+    let paid = stub.complete(&session_of(&order), true);
+    let event = stub.event("checkout.session.completed", &paid);
+    deliver_processed(&stub, &shop, &event).await;
+    let order = wait_status(&client, &order, OrderStatus::Paid).await;
+    assert_eq!(order.total, Some(110_000));
+    wait_available(&client, "SKU-002", 9).await;
+}
+
+#[tokio::test]
+async fn a_refused_refund_is_shown_counted_and_retried_until_it_goes_through() {
+    let (stub, shop) = stripe_shop(Mode::Embedded, Options::paying_within("2s")).await;
+    let client = shop.customer().await;
+    let mut pushes = Pushes::new(&client);
+    let order = reserve(&client, &[("SKU-001", 1)]).await;
+    let paid = stub.complete(&session_of(&order), true);
+    wait_status(&client, &order, OrderStatus::Cancelled).await;
+    // The payment arrives after the deadline; Stripe refuses to refund it
+    // twice, then gives the money back.
+    stub.refuse_next(
+        REFUNDS,
+        2,
+        "charge_disputed",
+        "This charge is disputed and cannot be refunded now.",
+    );
+    let event = stub.event("checkout.session.completed", &paid);
+    deliver_processed(&stub, &shop, &event).await;
+
+    let refunded = wait_refunded(&client, order.id).await;
+    assert_eq!(refunded.status, OrderStatus::Cancelled);
+    assert_eq!(refunded.refund, None, "nothing pending any more");
+    let events: Vec<(TimelineEvent, String)> = refunded
+        .timeline
+        .iter()
+        .map(|entry| (entry.event, entry.detail.clone().unwrap_or_default()))
+        .collect();
+    let refused = events
+        .iter()
+        .find(|(event, _)| *event == TimelineEvent::RefundRefused)
+        .unwrap_or_else(|| panic!("the refusal is in the timeline: {events:?}"));
+    assert!(
+        refused.1.contains("This charge is disputed") && refused.1.contains("charge_disputed"),
+        "{refused:?}"
+    );
+    let kinds: Vec<TimelineEvent> = events.iter().map(|(event, _)| *event).collect();
+    assert_eq!(
+        kinds[kinds.len() - 3..],
+        [
+            TimelineEvent::RefundRequested,
+            TimelineEvent::RefundRefused,
+            TimelineEvent::Refunded
+        ],
+        "{events:?}"
+    );
+
+    pushes.collect(Duration::from_millis(300)).await;
+    assert!(
+        pushes.orders(order.id).iter().any(|pushed| matches!(
+            &pushed.refund,
+            Some(RefundState::Pending { reason: Some(reason) }) if reason.contains("disputed")
+        )),
+        "the customer saw the refund pending with Stripe's reason"
+    );
+    assert_eq!(
+        shop.metric("shop_refund_failures_total", &[("outcome", "refused")])
+            .await,
+        2.0
+    );
+    let attempts = stub.requests(REFUNDS);
+    let keys: Vec<Option<&str>> = attempts
+        .iter()
+        .map(|request| request.idempotency_key.as_deref())
+        .collect();
+    let first = format!("shop-refund-{}", order.id);
+    assert_eq!(
+        keys,
+        vec![
+            Some(first.as_str()),
+            Some(format!("{first}-1").as_str()),
+            Some(format!("{first}-2").as_str())
+        ],
+        "each attempt after a refusal goes under a key of its own"
+    );
+    assert_eq!(stub.refunds().len(), 1, "refunded once");
+}
+
+#[tokio::test]
+async fn while_stripe_is_down_the_order_waits_for_the_provider_then_gets_its_checkout() {
+    let (stub, shop) = stripe_shop(Mode::Embedded, Options::default()).await;
+    stub.fail_next(SESSIONS, &[(503, "api_error"); 1000]);
+    let client = shop.customer().await;
+    let placed = place(&client, &[("SKU-003", 1)]).await;
+    let waiting = client
+        .wait_for_order(placed.id, WAIT, |order| order.checkout_delay.is_some())
+        .await
+        .expect("the order says it waits for the provider");
+    assert_eq!(waiting.status, OrderStatus::Reserved);
+    assert_eq!(waiting.checkout_url, None);
+    let wait = waiting.provider_wait().expect("waiting");
+    assert!(
+        wait.starts_with("waiting for the payment provider: payment provider unavailable")
+            && wait.contains("HTTP 503"),
+        "{wait}"
+    );
+    assert_eq!(
+        waiting.timeline.last().map(|entry| entry.event),
+        Some(TimelineEvent::CheckoutDelayed)
+    );
+
+    stub.recover(SESSIONS);
+    let ready = client
+        .wait_for_checkout(placed.id, WAIT)
+        .await
+        .expect("checkout once Stripe is back");
+    assert_eq!(ready.status, OrderStatus::Reserved);
+    assert_eq!(ready.checkout_delay, None);
+    assert_eq!(
+        ready.checkout_url.as_deref(),
+        stub.session(&session_of(&ready))["url"].as_str()
+    );
+    let delays = ready
+        .timeline
+        .iter()
+        .filter(|entry| entry.event == TimelineEvent::CheckoutDelayed)
+        .count();
+    assert_eq!(delays, 1, "told once, however often it was retried");
+
+    let paid = stub.complete(&session_of(&ready), true);
+    let event = stub.event("checkout.session.completed", &paid);
+    deliver_processed(&stub, &shop, &event).await;
+    wait_status(&client, &ready, OrderStatus::Paid).await;
 }
 
 #[tokio::test]

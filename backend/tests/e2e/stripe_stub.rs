@@ -60,6 +60,19 @@ struct Saved {
     body: String,
 }
 
+/// An answer given instead of running a request.
+#[derive(Clone)]
+enum Failure {
+    /// Stripe's JSON error with this status and error type.
+    Stripe(u16, &'static str),
+    /// An HTML page with this status, as a proxy or load balancer in front
+    /// of Stripe sends.
+    Page(u16),
+    /// Stripe refuses the request: a 400 `invalid_request_error` with this
+    /// code and message.
+    Refusal(&'static str, &'static str),
+}
+
 /// What the checks every endpoint applies decided.
 enum Admission {
     /// Run the request.
@@ -75,8 +88,8 @@ struct StubState {
     saved: HashMap<String, Saved>,
     sessions: HashMap<String, Value>,
     refunds: Vec<Value>,
-    /// Statuses to answer the next requests to a path with, before they run.
-    failures: HashMap<String, VecDeque<(u16, &'static str)>>,
+    /// Answers to give the next requests to a path, before they run.
+    failures: HashMap<String, VecDeque<Failure>>,
     /// Paths whose next completed request loses its response on the way
     /// back: the work is done and saved, the client sees a 502.
     lose: HashMap<String, usize>,
@@ -154,7 +167,32 @@ impl StripeStub {
             .failures
             .entry(path.to_owned())
             .or_default()
-            .extend(failures.iter().copied());
+            .extend(
+                failures
+                    .iter()
+                    .map(|(status, kind)| Failure::Stripe(*status, kind)),
+            );
+    }
+
+    /// Answers the next `count` requests to `path` with an HTML error page
+    /// of `status`, as a proxy in front of Stripe does while Stripe is out
+    /// of its reach.
+    pub fn fail_next_with_page(&self, path: &str, status: u16, count: usize) {
+        self.lock()
+            .failures
+            .entry(path.to_owned())
+            .or_default()
+            .extend(std::iter::repeat_n(Failure::Page(status), count));
+    }
+
+    /// Refuses the next `count` requests to `path` with Stripe's 400, this
+    /// error code and message (a refund of a disputed charge, say).
+    pub fn refuse_next(&self, path: &str, count: usize, code: &'static str, message: &'static str) {
+        self.lock()
+            .failures
+            .entry(path.to_owned())
+            .or_default()
+            .extend(std::iter::repeat_n(Failure::Refusal(code, message), count));
     }
 
     /// Stripe recovers: `path` stops failing.
@@ -282,15 +320,27 @@ impl StripeStub {
                 "Invalid API Key provided.",
             ));
         }
-        if let Some((status, kind)) = state.failures.get_mut(path).and_then(VecDeque::pop_front) {
-            let message = match status {
-                429 => {
-                    "Request rate limit exceeded. You can learn more about rate limits here https://stripe.com/docs/rate-limits."
-                }
-                _ => "An unknown error occurred",
-            };
-            let code = (status == 429).then_some("rate_limit");
-            return Admission::Answer(stripe_error(status, kind, code, message));
+        match state.failures.get_mut(path).and_then(VecDeque::pop_front) {
+            Some(Failure::Stripe(status, kind)) => {
+                let message = match status {
+                    429 => {
+                        "Request rate limit exceeded. You can learn more about rate limits here https://stripe.com/docs/rate-limits."
+                    }
+                    _ => "An unknown error occurred",
+                };
+                let code = (status == 429).then_some("rate_limit");
+                return Admission::Answer(stripe_error(status, kind, code, message));
+            }
+            Some(Failure::Page(status)) => return Admission::Answer(error_page(status)),
+            Some(Failure::Refusal(code, message)) => {
+                return Admission::Answer(stripe_error(
+                    400,
+                    "invalid_request_error",
+                    Some(code),
+                    message,
+                ));
+            }
+            None => {}
         }
         if let Some(key) = &key
             && let Some(saved) = state.saved.get(key)
@@ -368,6 +418,20 @@ fn stripe_error(status: u16, kind: &str, code: Option<&str>, message: &str) -> R
     response
         .headers_mut()
         .insert("content-type", "application/json".parse().expect("header"));
+    response
+}
+
+/// The HTML error page a proxy in front of an API answers with.
+fn error_page(status: u16) -> Response {
+    let code = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+    let reason = code.canonical_reason().unwrap_or("Error");
+    let body = format!(
+        "<html>\r\n<head><title>{status} {reason}</title></head>\r\n<body>\r\n<center><h1>{status} {reason}</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n"
+    );
+    let mut response = (code, body).into_response();
+    response
+        .headers_mut()
+        .insert("content-type", "text/html".parse().expect("header"));
     response
 }
 

@@ -19,7 +19,7 @@ use std::time::Duration;
 use clap::CommandFactory;
 use shop_client::tokens::Tokens;
 use shop_client::{Client, ClientError, websocket_url};
-use shop_shared::domain::{Order, TimelineEvent};
+use shop_shared::domain::{Order, RefundState, TimelineEvent};
 use shop_shared::protocol::ErrorCode;
 
 use crate::args::{Cli, Command, Global};
@@ -116,8 +116,24 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
     }
 }
 
-/// The error for a cancelled order, saying why.
+/// The error for a cancelled order, saying why, and what became of a
+/// payment that came anyway.
 fn cancelled(order: &Order) -> CliError {
+    cancelled_with(order, "")
+}
+
+/// The error for a cancelled order the customer may have paid for: says
+/// why, and whether money was or will be given back.
+fn cancelled_after_paying(order: &Order) -> CliError {
+    cancelled_with(
+        order,
+        "; no payment reached the shop, so nothing is refunded (a payment still on its way would be)",
+    )
+}
+
+/// The error for a cancelled order; `unpaid` is said when no payment is
+/// known.
+fn cancelled_with(order: &Order, unpaid: &str) -> CliError {
     let reason = order
         .cancel_reason
         .map_or("cancelled", |reason| reason.describe());
@@ -131,10 +147,20 @@ fn cancelled(order: &Order) -> CliError {
     let detail = detail
         .map(|detail| format!(" ({detail})"))
         .unwrap_or_default();
-    let refunded = if order.refunded {
-        "; the payment was refunded"
-    } else {
-        ""
+    let refunded = match &order.refund {
+        _ if order.refunded => "; the payment was refunded".to_owned(),
+        Some(RefundState::Pending { .. }) => format!(
+            "; your payment will be refunded: {}",
+            order
+                .refund
+                .as_ref()
+                .map(RefundState::describe)
+                .unwrap_or_default()
+        ),
+        Some(RefundState::Failed { reason }) => format!(
+            "; your payment was NOT refunded: the refund failed ({reason}) and the shop has to give it back by hand"
+        ),
+        None => unpaid.to_owned(),
     };
     CliError::new(
         Exit::Cancelled,
@@ -182,5 +208,50 @@ async fn resolve(context: &Context, client: &Client, text: &str) -> Result<Order
                 ids.join(", ")
             )))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cancelled_order() -> Order {
+        serde_json::from_value(serde_json::json!({
+            "id": "0b5e6f1a-7c2d-5e3f-9a4b-6c7d8e9f0a1b", "status": "CANCELLED",
+            "cancel_reason": "NOT_PAID", "lines": [], "currency": "EUR", "total": 450000,
+            "pay_until": null, "checkout_url": null, "refunded": false,
+            "created_at": "2026-11-24T10:00:00.000Z", "updated_at": "2026-11-24T10:00:00.000Z",
+            "version": 3, "timeline": []
+        }))
+        .expect("an order")
+    }
+
+    #[test]
+    fn pay_wait_ending_cancelled_says_whether_money_was_or_will_be_refunded() {
+        let mut order = cancelled_order();
+        let message = cancelled_after_paying(&order).message;
+        assert!(
+            message.ends_with("no payment reached the shop, so nothing is refunded (a payment still on its way would be)"),
+            "{message}"
+        );
+        order.refund = Some(RefundState::Pending { reason: None });
+        let message = cancelled_after_paying(&order).message;
+        assert!(
+            message.ends_with("; your payment will be refunded: refund pending"),
+            "{message}"
+        );
+        order.refund = Some(RefundState::Failed {
+            reason: "charge disputed".into(),
+        });
+        let message = cancelled_after_paying(&order).message;
+        assert!(
+            message.contains("your payment was NOT refunded: the refund failed (charge disputed)"),
+            "{message}"
+        );
+        order.refund = None;
+        order.refunded = true;
+        let message = cancelled_after_paying(&order).message;
+        assert!(message.ends_with("; the payment was refunded"), "{message}");
+        assert_eq!(cancelled(&order).exit, Exit::Cancelled);
     }
 }

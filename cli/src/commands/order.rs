@@ -90,10 +90,15 @@ pub(super) async fn order(
     let order = match client.wait_for_checkout(placed.id, context.timeout()).await {
         Ok(order) => order,
         Err(ClientError::Timeout(after)) => {
+            let latest = client.order(&placed.id.to_string()).await.ok();
+            let state = match latest.as_ref().and_then(|order| order.provider_wait()) {
+                Some(wait) => format!("is reserved but has no checkout page yet ({wait})"),
+                None => "is not reserved".to_owned(),
+            };
             return Err(CliError::new(
                 Exit::Timeout,
                 format!(
-                    "order {} was placed but is not reserved after {}; follow it with `shop status {}`",
+                    "order {} was placed but {state} after {}; follow it with `shop status {}`",
                     placed.short_id(),
                     duration(after),
                     placed.short_id()

@@ -7,7 +7,7 @@ use shop_client::ClientError;
 use shop_shared::domain::OrderStatus;
 use shop_shared::time::Timestamp;
 
-use super::{Context, DEFAULT_TIMEOUT, cancelled, resolve};
+use super::{Context, DEFAULT_TIMEOUT, cancelled, cancelled_after_paying, resolve};
 use crate::error::{CliError, Exit};
 use crate::output::{countdown, duration, money};
 
@@ -26,10 +26,26 @@ pub(super) async fn pay(
     if order.status == OrderStatus::New
         || (order.status == OrderStatus::Reserved && order.checkout_url.is_none())
     {
-        order = client
-            .wait_for_checkout(order.id, context.timeout())
-            .await
-            .map_err(|error| context.fail(error))?;
+        order = match client.wait_for_checkout(order.id, context.timeout()).await {
+            Ok(order) => order,
+            Err(ClientError::Timeout(_)) => {
+                let latest = client
+                    .order(&order.id.to_string())
+                    .await
+                    .map_err(|error| context.fail(error))?;
+                let why = latest
+                    .provider_wait()
+                    .unwrap_or_else(|| "it is not reserved yet".to_owned());
+                return Err(CliError::new(
+                    Exit::Timeout,
+                    format!(
+                        "order {} has no checkout page yet ({why}); try again shortly",
+                        order.short_id()
+                    ),
+                ));
+            }
+            Err(error) => return Err(context.fail(error)),
+        };
     }
     match order.status {
         OrderStatus::Paid => {
@@ -115,6 +131,6 @@ pub(super) async fn pay(
             }
             Ok(())
         }
-        _ => Err(cancelled(&order)),
+        _ => Err(cancelled_after_paying(&order)),
     }
 }

@@ -36,6 +36,14 @@ pub fn describe(order: &Order, style: Style, now: Timestamp) -> String {
     if let (OrderStatus::Reserved, Some(url)) = (order.status, &order.checkout_url) {
         out.push_str(&format!("Checkout    {url}\n"));
     }
+    if let Some(wait) = order.provider_wait() {
+        out.push_str(&format!("Checkout    {wait}\n"));
+    }
+    if order.refunded {
+        out.push_str("Refund      refunded\n");
+    } else if let Some(refund) = &order.refund {
+        out.push_str(&format!("Refund      {}\n", refund.describe()));
+    }
     out.push_str("Lines\n");
     let mut lines = Table::new(&[
         ("QTY", Align::Right),
@@ -70,4 +78,73 @@ pub fn describe(order: &Order, style: Style, now: Timestamp) -> String {
         ));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use shop_shared::domain::RefundState;
+
+    use super::*;
+    use crate::output::status_text;
+
+    fn order(status: &str, reason: Option<&str>) -> Order {
+        serde_json::from_value(serde_json::json!({
+            "id": "0b5e6f1a-7c2d-5e3f-9a4b-6c7d8e9f0a1b", "status": status, "cancel_reason": reason,
+            "lines": [], "currency": "EUR", "total": 450000, "pay_until": null,
+            "checkout_url": null, "refunded": false,
+            "created_at": "2026-11-24T10:00:00.000Z", "updated_at": "2026-11-24T10:00:00.000Z",
+            "version": 3, "timeline": []
+        }))
+        .expect("an order")
+    }
+
+    #[test]
+    fn an_order_waiting_for_the_provider_says_so_instead_of_a_checkout() {
+        let mut waiting = order("RESERVED", None);
+        waiting.checkout_delay = Some("payment provider unavailable: HTTP 503".into());
+        assert_eq!(
+            status_text(&waiting),
+            "RESERVED (waiting for the payment provider)"
+        );
+        let text = describe(&waiting, Style::plain(), Timestamp::now());
+        assert!(
+            text.contains(
+                "Checkout    waiting for the payment provider: payment provider unavailable: HTTP 503\n"
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_cancelled_order_says_where_its_refund_stands() {
+        let mut pending = order("CANCELLED", Some("NOT_PAID"));
+        pending.refund = Some(RefundState::Pending {
+            reason: Some("charge disputed".into()),
+        });
+        assert_eq!(
+            status_text(&pending),
+            "CANCELLED (NOT_PAID, refund pending)"
+        );
+        let text = describe(&pending, Style::plain(), Timestamp::now());
+        assert!(
+            text.contains("Refund      refund pending (charge disputed; retrying)\n"),
+            "{text}"
+        );
+
+        let mut failed = pending.clone();
+        failed.refund = Some(RefundState::Failed {
+            reason: "charge disputed".into(),
+        });
+        assert_eq!(status_text(&failed), "CANCELLED (NOT_PAID, refund failed)");
+        let text = describe(&failed, Style::plain(), Timestamp::now());
+        assert!(
+            text.contains("Refund      refund failed: charge disputed\n"),
+            "{text}"
+        );
+
+        let mut refunded = pending;
+        refunded.refund = None;
+        refunded.refunded = true;
+        assert_eq!(status_text(&refunded), "CANCELLED (NOT_PAID, refunded)");
+    }
 }

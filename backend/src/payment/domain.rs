@@ -361,10 +361,15 @@ impl PaymentRecord {
                     // Closed on our request (the order was cancelled) or settled.
                     return WebhookDecision::Ignore("session_already_closed");
                 }
+                // Nobody paid before the session closed: the order is
+                // cancelled as unpaid, as when the shop closes it itself.
                 return WebhookDecision::Settle {
                     status: PaymentStatus::Expired,
                     payment_ref: None,
-                    event: self.failed("the checkout session expired before payment"),
+                    event: PaymentEvent::CheckoutExpired(CheckoutExpired {
+                        order_id: self.order_id,
+                        session_id: self.session_id.clone(),
+                    }),
                 };
             }
         };
@@ -690,17 +695,21 @@ mod tests {
     }
 
     #[test]
-    fn given_an_open_payment_when_the_provider_expires_the_session_then_the_order_hears_it_failed()
-    {
-        let WebhookDecision::Settle {
-            status: PaymentStatus::Expired,
-            event: PaymentEvent::PaymentFailed(failed),
-            ..
-        } = payment(PaymentStatus::Open).webhook(WebhookKind::Expired, &report("unpaid"))
-        else {
-            panic!("expired")
-        };
-        assert!(failed.reason.contains("expired"));
+    fn given_an_open_payment_when_the_provider_expires_the_session_then_the_order_hears_it_closed_unpaid()
+     {
+        let decision =
+            payment(PaymentStatus::Open).webhook(WebhookKind::Expired, &report("unpaid"));
+        assert_eq!(
+            decision,
+            WebhookDecision::Settle {
+                status: PaymentStatus::Expired,
+                payment_ref: None,
+                event: PaymentEvent::CheckoutExpired(CheckoutExpired {
+                    order_id: ORDER,
+                    session_id: "cs_1".into(),
+                }),
+            }
+        );
     }
 
     #[test]

@@ -69,11 +69,20 @@ async fn a_customer_pays_in_a_browser_and_the_page_turns_paid_by_itself(mode: Mo
 
 async fn a_refund_after_the_deadline_reaches_the_open_return_page(mode: Mode) {
     let browser = Browser::start().await;
-    let shop = Shop::start_with(mode, Options::paying_within("3s")).await;
+    let shop = Shop::start_with(
+        mode,
+        Options {
+            settle_grace: "1s",
+            webhook_delay: Some("5s"),
+            ..Options::paying_within("3s")
+        },
+    )
+    .await;
     let client = shop.customer().await;
     let order = reserve(&client, &[("SKU-002", 1)]).await;
 
-    // Paid just in time with a method that settles after the deadline.
+    // Paid in time with a method whose settlement is known only after the
+    // deadline and its grace period: refunded.
     browser
         .goto(order.checkout_url.as_deref().expect("url"))
         .await;

@@ -1,6 +1,7 @@
 //! The branches of Stripe's state machine, shown offline by the local
 //! checkout: delayed payments that settle or fail, sessions expired when an
-//! order is cancelled, and a payment that settles too late being refunded.
+//! order is cancelled, and a payment that settles too late being refunded;
+//! a closed checkout answers `410 Gone`.
 
 use std::time::Duration;
 
@@ -16,7 +17,14 @@ const DELAYED_FAILING_CARD: &str = "4000 0000 0000 2008";
 
 /// What the checkout page at `url` says about its session.
 async fn checkout_state(shop: &Shop, url: &str) -> String {
+    checkout_page(shop, url).await.1
+}
+
+/// The status the checkout page at `url` answers with, and what it says
+/// about its session.
+async fn checkout_page(shop: &Shop, url: &str) -> (u16, String) {
     let page = shop.http().get(url).send().await.expect("checkout page");
+    let status = page.status().as_u16();
     let header = |name: &str| {
         page.headers()
             .get(name)
@@ -31,7 +39,7 @@ async fn checkout_state(shop: &Shop, url: &str) -> String {
     let html = page.text().await.expect("html");
     let start = html.find("id=\"state\">").expect("a state on the page") + "id=\"state\">".len();
     let end = html[start..].find('<').expect("state ends") + start;
-    html[start..end].to_owned()
+    (status, html[start..end].to_owned())
 }
 
 async fn a_delayed_card_settles_a_few_seconds_after_checkout(mode: Mode) {
@@ -84,7 +92,22 @@ async fn a_delayed_card_that_fails_cancels_the_order_and_releases_stock(mode: Mo
     );
     wait_available(&client, "SKU-002", 10).await;
     let url = order.checkout_url.as_deref().expect("url");
-    assert_eq!(checkout_state(&shop, url).await, "Payment failed");
+    assert_eq!(
+        checkout_page(&shop, url).await,
+        (410, "Payment failed".to_owned()),
+        "the checkout of a cancelled order is gone"
+    );
+    let again = shop.pay(url, GOOD_CARD).await;
+    assert_eq!(again.status(), 410, "a failed checkout takes no other card");
+    let still = client.order(&order.id.to_string()).await.expect("order");
+    assert_eq!(
+        (still.status, still.cancel_reason, still.refunded),
+        (
+            OrderStatus::Cancelled,
+            Some(CancelReason::PaymentFailed),
+            false
+        )
+    );
 }
 
 async fn a_payment_settling_after_the_deadline_is_refunded(mode: Mode) {
@@ -138,9 +161,42 @@ async fn cancelling_an_order_expires_its_session_and_announces_it(mode: Mode) {
     );
 }
 
+async fn a_payment_refunded_after_cancelling_shows_refunded_and_takes_no_card(mode: Mode) {
+    let shop = Shop::start(mode).await;
+    let client = shop.customer().await;
+    let order = reserve(&client, &[("SKU-002", 1)]).await;
+    let url = order.checkout_url.clone().expect("url");
+    // A delayed payment is on its way when the customer cancels; it
+    // settles into a cancelled order and is refunded.
+    assert_eq!(shop.pay(&url, DELAYED_CARD).await.status(), 303);
+    client
+        .cancel_order(&order.id.to_string())
+        .await
+        .expect("cancelled");
+    let refunded = wait_refunded(&client, order.id).await;
+    assert_eq!(
+        (refunded.status, refunded.cancel_reason),
+        (OrderStatus::Cancelled, Some(CancelReason::ByCustomer))
+    );
+
+    assert_eq!(
+        checkout_page(&shop, &url).await,
+        (410, "Refunded".to_owned()),
+        "the page does not call a refunded payment paid"
+    );
+    let again = shop.pay(&url, GOOD_CARD).await;
+    assert_eq!(again.status(), 410, "a cancelled order's checkout is gone");
+    let after = client.order(&order.id.to_string()).await.expect("order");
+    assert_eq!(
+        (after.status, after.refunded),
+        (OrderStatus::Cancelled, true)
+    );
+}
+
 crate::in_both_modes!(
     a_delayed_card_settles_a_few_seconds_after_checkout,
     a_delayed_card_that_fails_cancels_the_order_and_releases_stock,
     a_payment_settling_after_the_deadline_is_refunded,
     cancelling_an_order_expires_its_session_and_announces_it,
+    a_payment_refunded_after_cancelling_shows_refunded_and_takes_no_card,
 );

@@ -157,8 +157,13 @@ impl PaymentProvider for LocalCheckout {
     }
 
     async fn refund(&self, payment: &PaymentRecord) -> Result<(), ProviderError> {
-        // No money moved; the refund is recorded by the payment service.
-        tracing::info!(order_id = %payment.order_id, session_id = %payment.session_id, "local checkout refund");
+        // No money moved; the session remembers the refund so that its page
+        // tells the truth, and the payment service records it.
+        let marked = self
+            .refunded(&payment.session_id)
+            .await
+            .map_err(unavailable)?;
+        tracing::info!(order_id = %payment.order_id, session_id = %payment.session_id, marked, "local checkout refund");
         Ok(())
     }
 }

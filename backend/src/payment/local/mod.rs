@@ -82,8 +82,12 @@ struct Inner {
 
 impl LocalCheckout {
     pub fn new(db: Db, config: LocalCheckoutConfig) -> Self {
+        // One client for every delivery, so that connections to the
+        // webhook endpoint are kept and reused: as many as are in flight.
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
+            .pool_max_idle_per_host(delivery::CONCURRENCY)
+            .tcp_nodelay(true)
             .build()
             .unwrap_or_default();
         LocalCheckout {

@@ -1,7 +1,7 @@
 //! The branches of Stripe's state machine, shown offline by the local
 //! checkout: delayed payments that settle or fail, sessions expired when an
-//! order is cancelled, and a payment that settles too late being refunded;
-//! a closed checkout answers `410 Gone`.
+//! order is cancelled, a payment that settles too late being refunded, and
+//! webhooks that arrive late; a closed checkout answers `410 Gone`.
 
 use std::time::Duration;
 
@@ -193,10 +193,59 @@ async fn a_payment_refunded_after_cancelling_shows_refunded_and_takes_no_card(mo
     );
 }
 
+async fn a_held_back_webhook_leaves_the_paid_order_reserved_until_it_arrives(mode: Mode) {
+    let shop = Shop::start_with(
+        mode,
+        Options {
+            webhook_delay: Some("4s"),
+            ..Options::default()
+        },
+    )
+    .await;
+    let client = shop.customer().await;
+    let mut pushes = Pushes::new(&client);
+    let order = reserve(&client, &[("SKU-001", 1)]).await;
+    let url = order.checkout_url.clone().expect("url");
+
+    assert_eq!(shop.pay(&url, GOOD_CARD).await.status(), 303);
+    assert_eq!(
+        checkout_page(&shop, &url).await,
+        (200, "Paid".to_owned()),
+        "the checkout took the card"
+    );
+    let held = client.order(&order.id.to_string()).await.expect("order");
+    assert_eq!(
+        held.status,
+        OrderStatus::Reserved,
+        "the shop has not heard of the payment yet"
+    );
+    assert_eq!(
+        shop.metric("shop_webhooks_total", &[]).await,
+        0.0,
+        "no webhook has been delivered yet"
+    );
+
+    let paid = wait_status(&client, &order, OrderStatus::Paid).await;
+    assert!(!paid.refunded);
+    assert_eq!(
+        shop.metric("shop_webhooks_total", &[("outcome", "processed")])
+            .await,
+        1.0,
+        "the held webhook arrived once"
+    );
+    pushes.collect(Duration::from_millis(300)).await;
+    assert_eq!(
+        pushes.statuses(order.id).last(),
+        Some(&OrderStatus::Paid),
+        "the customer saw it paid"
+    );
+}
+
 crate::in_both_modes!(
     a_delayed_card_settles_a_few_seconds_after_checkout,
     a_delayed_card_that_fails_cancels_the_order_and_releases_stock,
     a_payment_settling_after_the_deadline_is_refunded,
     cancelling_an_order_expires_its_session_and_announces_it,
     a_payment_refunded_after_cancelling_shows_refunded_and_takes_no_card,
+    a_held_back_webhook_leaves_the_paid_order_reserved_until_it_arrives,
 );

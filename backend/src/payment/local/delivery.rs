@@ -151,16 +151,20 @@ impl LocalCheckout {
     }
 
     /// Leases up to `limit` due deliveries to this instance, oldest first,
-    /// in one statement.
+    /// in one statement. A delivery is due once its next attempt's time has
+    /// come and it has been held back for the configured webhook delay.
     async fn claim(&self, limit: usize) -> Result<Vec<Claimed>, StoreError> {
         let db = &self.inner.db;
         let now = Timestamp::now();
+        let held_since = now
+            .as_millis()
+            .saturating_sub(millis(self.inner.config.webhook_delay));
         let sql = format!(
             "UPDATE local_webhook_deliveries SET next_attempt_at = $1
              WHERE event_id IN (
                  SELECT event_id FROM local_webhook_deliveries
-                 WHERE delivered_at IS NULL AND next_attempt_at <= $2
-                 ORDER BY next_attempt_at LIMIT $3{}
+                 WHERE delivered_at IS NULL AND next_attempt_at <= $2 AND created_at <= $3
+                 ORDER BY next_attempt_at LIMIT $4{}
              ) AND delivered_at IS NULL AND next_attempt_at <= $2
              RETURNING event_id, payload, attempts",
             db.dialect().for_update_skip_locked()
@@ -168,6 +172,7 @@ impl LocalCheckout {
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(now.plus(LEASE).as_millis())
             .bind(now.as_millis())
+            .bind(held_since)
             .bind(i64::try_from(limit).unwrap_or(i64::MAX))
             .fetch_all(db.pool())
             .await?;
@@ -183,11 +188,15 @@ impl LocalCheckout {
     }
 
     /// How long until the next queued delivery is due (a retry, a delayed
-    /// settlement, or a lease that runs out), at most [`IDLE_LOOK`].
+    /// settlement, one held back, or a lease that runs out), at most
+    /// [`IDLE_LOOK`].
     async fn next_due(&self) -> Result<Duration, StoreError> {
         let next: Option<i64> = sqlx::query_scalar(
-            "SELECT MIN(next_attempt_at) FROM local_webhook_deliveries WHERE delivered_at IS NULL",
+            "SELECT MIN(CASE WHEN next_attempt_at > created_at + $1 THEN next_attempt_at
+                             ELSE created_at + $1 END)
+             FROM local_webhook_deliveries WHERE delivered_at IS NULL",
         )
+        .bind(millis(self.inner.config.webhook_delay))
         .fetch_one(self.inner.db.pool())
         .await?;
         Ok(next.map_or(IDLE_LOOK, |next| {
@@ -382,6 +391,10 @@ fn numbered(style: Placeholders, first: usize, count: usize) -> String {
         .join(", ")
 }
 
+fn millis(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
+
 /// Stripe's retry schedule, compressed for a local demo: 1 s, 2 s, 4 s, …
 /// up to 10 minutes.
 fn retry_delay(attempts: i64) -> Duration {
@@ -535,6 +548,7 @@ mod tests {
             return_url: "http://127.0.0.1:1".into(),
             webhook_url: format!("http://{address}/stripe/webhook"),
             webhook_secret: Secret::new(SECRET),
+            webhook_delay: Duration::ZERO,
         };
         let (trigger, shutdown) = Shutdown::new();
         let mut instances = Vec::new();

@@ -65,6 +65,9 @@ pub struct LocalCheckoutConfig {
     /// Where webhooks are delivered (the payment service's `/stripe/webhook`).
     pub webhook_url: String,
     pub webhook_secret: Secret,
+    /// Every webhook is held back until this long after it was queued: a
+    /// test hook that makes delivery lag on purpose. Zero in normal use.
+    pub webhook_delay: Duration,
 }
 
 /// The local checkout provider and its pages. Cheap to clone.

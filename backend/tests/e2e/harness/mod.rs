@@ -65,6 +65,9 @@ pub struct Options {
     /// Distributed mode: a Kafka broker of the test's own, which it may stop
     /// and start, instead of the test run's shared one.
     pub own_broker: bool,
+    /// Hold every local checkout webhook back this long after it is queued
+    /// (`"3s"`, …): the backend's hidden test hook for lagging delivery.
+    pub webhook_delay: Option<&'static str>,
 }
 
 impl Options {
@@ -105,6 +108,7 @@ impl Default for Options {
             catalog: None,
             stripe: None,
             own_broker: false,
+            webhook_delay: None,
         }
     }
 }
@@ -150,6 +154,16 @@ impl Shop {
             std::fs::write(&path, catalog).expect("catalogue written");
             catalog_args = vec!["--catalog".into(), path.into()];
         }
+        let delay_env: Vec<(String, String)> = options
+            .webhook_delay
+            .map(|delay| {
+                (
+                    "SHOP_LOCAL_CHECKOUT_WEBHOOK_DELAY".to_owned(),
+                    delay.to_owned(),
+                )
+            })
+            .into_iter()
+            .collect();
         let backend = match mode {
             Mode::Embedded => {
                 let mut args: Vec<OsString> = vec![
@@ -163,7 +177,7 @@ impl Shop {
                 let mut process = Process {
                     name: "shop-backend".into(),
                     args,
-                    env: env.unwrap_or_default(),
+                    env: [env.unwrap_or_default(), delay_env].concat(),
                     port: 0,
                     log: dir.path().join("backend.log"),
                     child: None,
@@ -192,7 +206,7 @@ impl Shop {
                     ("SHOP_PAY_TTL".to_owned(), options.pay_ttl.to_owned()),
                 ];
                 let stripe_env = options.stripe.as_ref().map(StripeKeys::env);
-                let env = [env, stripe_env.unwrap_or_default()].concat();
+                let env = [env, stripe_env.unwrap_or_default(), delay_env].concat();
                 let mut services: Vec<(Service, Process)> = Vec::new();
                 let mut gateway_url = String::new();
                 for service in process::START_ORDER {

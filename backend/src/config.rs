@@ -122,6 +122,11 @@ pub struct DistributedArgs {
     #[arg(long, env = "SHOP_WEBHOOK_SECRET", hide_env_values = true)]
     pub webhook_secret: Option<Secret>,
 
+    /// Payment service, test hook: holds every local checkout webhook back until this long after it was queued
+    /// (such as 2s), to show what happens while delivery lags. 0 (the default) sends at once.
+    #[arg(long, env = "SHOP_LOCAL_CHECKOUT_WEBHOOK_DELAY", default_value = "0s", value_parser = parse_webhook_delay, hide = true)]
+    pub local_checkout_webhook_delay: Duration,
+
     #[command(flatten)]
     pub limits: LimitArgs,
 
@@ -175,6 +180,11 @@ pub struct EmbeddedArgs {
     #[arg(long, env = "SHOP_WEBHOOK_SECRET", hide_env_values = true)]
     pub webhook_secret: Option<Secret>,
 
+    /// Test hook: holds every local checkout webhook back until this long after it was queued
+    /// (such as 2s), to show what happens while delivery lags. 0 (the default) sends at once.
+    #[arg(long, env = "SHOP_LOCAL_CHECKOUT_WEBHOOK_DELAY", default_value = "0s", value_parser = parse_webhook_delay, hide = true)]
+    pub local_checkout_webhook_delay: Duration,
+
     #[command(flatten)]
     pub limits: LimitArgs,
 
@@ -200,6 +210,7 @@ impl EmbeddedArgs {
             token_secret: None,
             webhook_secret: None,
             limits: LimitArgs::default(),
+            local_checkout_webhook_delay: Duration::ZERO,
             stripe: StripeArgs::default(),
             connections: ConnectionArgs::default(),
         }
@@ -452,6 +463,22 @@ pub fn parse_fetch_wait(text: &str) -> Result<Duration, String> {
     Ok(wait)
 }
 
+/// Reads the local checkout's webhook delay: from 0 to an hour.
+///
+/// # Errors
+///
+/// A message for a duration humantime cannot read, or one above an hour.
+pub fn parse_webhook_delay(text: &str) -> Result<Duration, String> {
+    let delay = humantime::parse_duration(text)
+        .map_err(|error| format!("`{text}` is not a duration such as 0s, 500ms or 2s: {error}"))?;
+    if delay > Duration::from_secs(3600) {
+        return Err(format!(
+            "`{text}` is too long: the webhook delay is at most 1h"
+        ));
+    }
+    Ok(delay)
+}
+
 /// Reads a topic prefix: what Kafka allows in a topic name (letters,
 /// digits, `.`, `_`, `-`; `org.apache.kafka.common.internals.Topic`), at
 /// most 100 characters so that every prefixed name stays under Kafka's 249.
@@ -520,6 +547,41 @@ mod tests {
         assert_eq!(parse_grace("30s"), Ok(Duration::from_secs(30)));
         assert!(parse_grace("500ms").is_err());
         assert!(parse_grace("8days").is_err());
+    }
+
+    #[test]
+    fn the_webhook_delay_is_hidden_and_off_unless_asked_for() {
+        use clap::CommandFactory;
+        let cli = Cli::try_parse_from(["shop-backend"]).expect("no flags needed");
+        assert_eq!(cli.embedded.local_checkout_webhook_delay, Duration::ZERO);
+        let cli = Cli::try_parse_from(["shop-backend", "--local-checkout-webhook-delay", "2s"])
+            .expect("parses");
+        assert_eq!(
+            cli.embedded.local_checkout_webhook_delay,
+            Duration::from_secs(2)
+        );
+        let Some(Command::Payment(args)) = Cli::try_parse_from([
+            "shop-backend",
+            "payment",
+            "--local-checkout-webhook-delay",
+            "1500ms",
+        ])
+        .expect("parses")
+        .command
+        else {
+            panic!("payment")
+        };
+        assert_eq!(
+            args.local_checkout_webhook_delay,
+            Duration::from_millis(1500)
+        );
+        assert!(parse_webhook_delay("2h").is_err());
+        assert!(parse_webhook_delay("later").is_err());
+        let help = Cli::command().render_long_help().to_string();
+        assert!(
+            !help.contains("webhook-delay"),
+            "a test hook stays out of --help"
+        );
     }
 
     #[test]

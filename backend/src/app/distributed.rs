@@ -152,6 +152,7 @@ impl Node {
                     return_url: gateway_url,
                     webhook_url,
                     webhook_secret: webhook_secret.unwrap_or_else(|| Secret::new("")),
+                    webhook_delay: args.local_checkout_webhook_delay,
                 },
                 connections: args.connections.clone(),
             },

@@ -96,6 +96,7 @@ impl Application {
                     return_url: public_url.clone(),
                     webhook_url: format!("http://{}/stripe/webhook", loopback(address)),
                     webhook_secret,
+                    webhook_delay: config.local_checkout_webhook_delay,
                 },
                 connections: config.connections.clone(),
             },

@@ -33,6 +33,16 @@ impl Dialect {
         }
     }
 
+    /// ` FOR UPDATE SKIP LOCKED` where the dialect has it, so that several
+    /// instances sweeping the same table split the rows; SQLite serializes
+    /// writers instead.
+    pub fn for_update_skip_locked(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "",
+            Dialect::Postgres => " FOR UPDATE SKIP LOCKED",
+        }
+    }
+
     /// The dialect of the database behind `connection`.
     pub fn of(connection: &sqlx::AnyConnection) -> Dialect {
         if connection.backend_name() == <sqlx::Sqlite as sqlx::Database>::NAME {
@@ -71,10 +81,7 @@ impl Tx {
     /// ` FOR UPDATE SKIP LOCKED` where the dialect has it, so that several
     /// instances sweeping the same table split the rows.
     pub fn for_update_skip_locked(&self) -> &'static str {
-        match self.dialect {
-            Dialect::Sqlite => "",
-            Dialect::Postgres => " FOR UPDATE SKIP LOCKED",
-        }
+        self.dialect.for_update_skip_locked()
     }
 
     /// How the statements of multi-row [`batch`]es spell placeholders.

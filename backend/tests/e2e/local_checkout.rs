@@ -1,7 +1,8 @@
 //! The branches of Stripe's state machine, shown offline by the local
 //! checkout: delayed payments that settle or fail, sessions expired when an
 //! order is cancelled, a payment made in time winning however late its news
-//! comes, and a payment that settles too late being refunded.
+//! comes, a payment that settles too late being refunded, and webhooks that
+//! arrive late; a closed checkout answers `410 Gone`.
 
 use std::time::Duration;
 
@@ -17,7 +18,14 @@ const DELAYED_FAILING_CARD: &str = "4000 0000 0000 2008";
 
 /// What the checkout page at `url` says about its session.
 async fn checkout_state(shop: &Shop, url: &str) -> String {
+    checkout_page(shop, url).await.1
+}
+
+/// The status the checkout page at `url` answers with, and what it says
+/// about its session.
+async fn checkout_page(shop: &Shop, url: &str) -> (u16, String) {
     let page = shop.http().get(url).send().await.expect("checkout page");
+    let status = page.status().as_u16();
     let header = |name: &str| {
         page.headers()
             .get(name)
@@ -32,7 +40,7 @@ async fn checkout_state(shop: &Shop, url: &str) -> String {
     let html = page.text().await.expect("html");
     let start = html.find("id=\"state\">").expect("a state on the page") + "id=\"state\">".len();
     let end = html[start..].find('<').expect("state ends") + start;
-    html[start..end].to_owned()
+    (status, html[start..end].to_owned())
 }
 
 async fn a_delayed_card_settles_a_few_seconds_after_checkout(mode: Mode) {
@@ -85,7 +93,22 @@ async fn a_delayed_card_that_fails_cancels_the_order_and_releases_stock(mode: Mo
     );
     wait_available(&client, "SKU-002", 10).await;
     let url = order.checkout_url.as_deref().expect("url");
-    assert_eq!(checkout_state(&shop, url).await, "Payment failed");
+    assert_eq!(
+        checkout_page(&shop, url).await,
+        (410, "Payment failed".to_owned()),
+        "the checkout of a cancelled order is gone"
+    );
+    let again = shop.pay(url, GOOD_CARD).await;
+    assert_eq!(again.status(), 410, "a failed checkout takes no other card");
+    let still = client.order(&order.id.to_string()).await.expect("order");
+    assert_eq!(
+        (still.status, still.cancel_reason, still.refunded),
+        (
+            OrderStatus::Cancelled,
+            Some(CancelReason::PaymentFailed),
+            false
+        )
+    );
 }
 
 async fn a_card_paid_before_the_deadline_wins_though_its_webhook_is_held_back(mode: Mode) {
@@ -199,6 +222,86 @@ async fn cancelling_an_order_expires_its_session_and_announces_it(mode: Mode) {
     );
 }
 
+async fn a_payment_refunded_after_cancelling_shows_refunded_and_takes_no_card(mode: Mode) {
+    let shop = Shop::start(mode).await;
+    let client = shop.customer().await;
+    let order = reserve(&client, &[("SKU-002", 1)]).await;
+    let url = order.checkout_url.clone().expect("url");
+    // A delayed payment is on its way when the customer cancels; it
+    // settles into a cancelled order and is refunded.
+    assert_eq!(shop.pay(&url, DELAYED_CARD).await.status(), 303);
+    client
+        .cancel_order(&order.id.to_string())
+        .await
+        .expect("cancelled");
+    let refunded = wait_refunded(&client, order.id).await;
+    assert_eq!(
+        (refunded.status, refunded.cancel_reason),
+        (OrderStatus::Cancelled, Some(CancelReason::ByCustomer))
+    );
+
+    assert_eq!(
+        checkout_page(&shop, &url).await,
+        (410, "Refunded".to_owned()),
+        "the page does not call a refunded payment paid"
+    );
+    let again = shop.pay(&url, GOOD_CARD).await;
+    assert_eq!(again.status(), 410, "a cancelled order's checkout is gone");
+    let after = client.order(&order.id.to_string()).await.expect("order");
+    assert_eq!(
+        (after.status, after.refunded),
+        (OrderStatus::Cancelled, true)
+    );
+}
+
+async fn a_held_back_webhook_leaves_the_paid_order_reserved_until_it_arrives(mode: Mode) {
+    let shop = Shop::start_with(
+        mode,
+        Options {
+            webhook_delay: Some("4s"),
+            ..Options::default()
+        },
+    )
+    .await;
+    let client = shop.customer().await;
+    let mut pushes = Pushes::new(&client);
+    let order = reserve(&client, &[("SKU-001", 1)]).await;
+    let url = order.checkout_url.clone().expect("url");
+
+    assert_eq!(shop.pay(&url, GOOD_CARD).await.status(), 303);
+    assert_eq!(
+        checkout_page(&shop, &url).await,
+        (200, "Paid".to_owned()),
+        "the checkout took the card"
+    );
+    let held = client.order(&order.id.to_string()).await.expect("order");
+    assert_eq!(
+        held.status,
+        OrderStatus::Reserved,
+        "the shop has not heard of the payment yet"
+    );
+    assert_eq!(
+        shop.metric("shop_webhooks_total", &[]).await,
+        0.0,
+        "no webhook has been delivered yet"
+    );
+
+    let paid = wait_status(&client, &order, OrderStatus::Paid).await;
+    assert!(!paid.refunded);
+    assert_eq!(
+        shop.metric("shop_webhooks_total", &[("outcome", "processed")])
+            .await,
+        1.0,
+        "the held webhook arrived once"
+    );
+    pushes.collect(Duration::from_millis(300)).await;
+    assert_eq!(
+        pushes.statuses(order.id).last(),
+        Some(&OrderStatus::Paid),
+        "the customer saw it paid"
+    );
+}
+
 crate::in_both_modes!(
     a_delayed_card_settles_a_few_seconds_after_checkout,
     a_delayed_card_that_fails_cancels_the_order_and_releases_stock,
@@ -206,4 +309,6 @@ crate::in_both_modes!(
     a_delayed_payment_made_before_the_deadline_settles_after_it_and_is_paid,
     a_payment_settling_after_the_grace_period_is_refunded,
     cancelling_an_order_expires_its_session_and_announces_it,
+    a_payment_refunded_after_cancelling_shows_refunded_and_takes_no_card,
+    a_held_back_webhook_leaves_the_paid_order_reserved_until_it_arrives,
 );

@@ -65,6 +65,9 @@ pub struct LocalCheckoutConfig {
     /// Where webhooks are delivered (the payment service's `/stripe/webhook`).
     pub webhook_url: String,
     pub webhook_secret: Secret,
+    /// Every webhook is held back until this long after it was queued: a
+    /// test hook that makes delivery lag on purpose. Zero in normal use.
+    pub webhook_delay: Duration,
 }
 
 /// The local checkout provider and its pages. Cheap to clone.
@@ -82,8 +85,12 @@ struct Inner {
 
 impl LocalCheckout {
     pub fn new(db: Db, config: LocalCheckoutConfig) -> Self {
+        // One client for every delivery, so that connections to the
+        // webhook endpoint are kept and reused: as many as are in flight.
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
+            .pool_max_idle_per_host(delivery::CONCURRENCY)
+            .tcp_nodelay(true)
             .build()
             .unwrap_or_default();
         LocalCheckout {
@@ -156,8 +163,13 @@ impl PaymentProvider for LocalCheckout {
     }
 
     async fn refund(&self, payment: &PaymentRecord) -> Result<(), ProviderError> {
-        // No money moved; the refund is recorded by the payment service.
-        tracing::info!(order_id = %payment.order_id, session_id = %payment.session_id, "local checkout refund");
+        // No money moved; the session remembers the refund so that its page
+        // tells the truth, and the payment service records it.
+        let marked = self
+            .refunded(&payment.session_id)
+            .await
+            .map_err(unavailable)?;
+        tracing::info!(order_id = %payment.order_id, session_id = %payment.session_id, marked, "local checkout refund");
         Ok(())
     }
 }

@@ -1,5 +1,7 @@
 //! The checkout page: `GET /checkout/{id}` shows it in whatever state the
-//! session is; `POST` takes the card form.
+//! session is; `POST` takes the card form. A session that is closed for
+//! good (expired, its payment failed or refunded: the order is cancelled)
+//! answers `410 Gone` to both, as docs/protocol.md promises.
 
 use axum::extract::{Form, Path, State};
 use axum::http::StatusCode;
@@ -86,11 +88,21 @@ fn render(session: &Session, error: Option<&str>, form: &CardForm) -> Response {
     ));
     let summary = format!("<h1>Pay order {order}</h1><table>{rows}</table>");
     let now = Timestamp::now();
+    // A session closed without a payment that stands belongs to a
+    // cancelled order: `410 Gone`, for the page and for a card posted to it.
     let (status, body) = if session.state == SessionState::Failed {
         (
-            StatusCode::OK,
+            StatusCode::GONE,
             format!(
                 "{summary}<p class=\"status\" id=\"state\">Payment failed</p><p>The payment did not go through, so nothing was charged and the order was cancelled. <a href=\"{}\">See the order</a>.</p>",
+                escape(&session.success_url())
+            ),
+        )
+    } else if session.state == SessionState::Refunded {
+        (
+            StatusCode::GONE,
+            format!(
+                "{summary}<p class=\"status\" id=\"state\">Refunded</p><p>The payment arrived after the order was cancelled, so it was refunded in full. <a href=\"{}\">See the order</a>.</p>",
                 escape(&session.success_url())
             ),
         )

@@ -28,8 +28,13 @@ pub(super) enum SessionState {
     Settling { succeeds: bool },
     /// A delayed payment that failed.
     Failed,
+    /// Paid, then refunded: the payment reached a cancelled order.
+    Refunded,
 }
 
+/// Stored `payment_status` of a paid session whose payment was refunded
+/// (Stripe keeps such a session `paid`: the refund belongs to the payment).
+const REFUNDED: &str = "refunded";
 /// Stored `payment_status` of a delayed payment: what it settles to.
 const SETTLES_PAID: &str = "settles:paid";
 const SETTLES_FAILED: &str = "settles:failed";
@@ -49,6 +54,7 @@ impl SessionState {
             ("open", _) => SessionState::Open,
             ("expired", _) => SessionState::Expired,
             ("complete", "paid") => SessionState::Paid,
+            ("complete", REFUNDED) => SessionState::Refunded,
             ("complete", SETTLES_PAID) if settled => SessionState::Paid,
             ("complete", SETTLES_FAILED) if settled => SessionState::Failed,
             ("complete", SETTLES_PAID) => SessionState::Settling { succeeds: true },
@@ -66,6 +72,7 @@ impl SessionState {
     fn stored_payment_status(self) -> &'static str {
         match self {
             SessionState::Paid => "paid",
+            SessionState::Refunded => REFUNDED,
             SessionState::Settling { succeeds: true } => SETTLES_PAID,
             SessionState::Settling { succeeds: false } | SessionState::Failed => SETTLES_FAILED,
             SessionState::Open | SessionState::Expired => "unpaid",
@@ -77,14 +84,17 @@ impl SessionState {
         match self {
             SessionState::Open => "open",
             SessionState::Expired => "expired",
-            SessionState::Paid | SessionState::Settling { .. } | SessionState::Failed => "complete",
+            SessionState::Paid
+            | SessionState::Refunded
+            | SessionState::Settling { .. }
+            | SessionState::Failed => "complete",
         }
     }
 
     /// Stripe's `payment_status` of the session: `paid` or `unpaid`.
     pub(super) fn stripe_payment_status(self) -> &'static str {
         match self {
-            SessionState::Paid => "paid",
+            SessionState::Paid | SessionState::Refunded => "paid",
             _ => "unpaid",
         }
     }
@@ -264,10 +274,25 @@ impl LocalCheckout {
         Ok(match session.state {
             // `Open` cannot be read after `expire`: no session reopens.
             SessionState::Open | SessionState::Expired => SessionClosed::Unpaid,
-            SessionState::Paid | SessionState::Settling { .. } | SessionState::Failed => {
-                SessionClosed::Completed(session.report())
-            }
+            SessionState::Paid
+            | SessionState::Refunded
+            | SessionState::Settling { .. }
+            | SessionState::Failed => SessionClosed::Completed(session.report()),
         })
+    }
+
+    /// Marks the paid session `id` refunded, so that its page says so.
+    /// False if it is not a completed session.
+    pub(super) async fn refunded(&self, id: &str) -> Result<bool, StoreError> {
+        let updated = sqlx::query(
+            "UPDATE local_checkout_sessions SET payment_status = $2 WHERE id = $1 AND status = $3",
+        )
+        .bind(id)
+        .bind(SessionState::Refunded.stored_payment_status())
+        .bind(SessionState::Refunded.stripe_status())
+        .execute(self.inner.db.pool())
+        .await?;
+        Ok(updated.rows_affected() == 1)
     }
 
     /// Expires open sessions, each with a `checkout.session.expired` event
@@ -406,6 +431,7 @@ mod tests {
             SessionState::Expired,
             SessionState::Paid,
             SessionState::Failed,
+            SessionState::Refunded,
         ] {
             let read = SessionState::read(
                 state.stripe_status(),
@@ -423,7 +449,7 @@ mod tests {
             now,
         );
         assert_eq!(read.ok(), Some(settling));
-        assert!(SessionState::read("complete", "refunded", None, now).is_err());
+        assert!(SessionState::read("complete", "chargeback", None, now).is_err());
         assert_eq!(settling.stripe_status(), "complete");
         assert_eq!(SessionState::Expired.stripe_status(), "expired");
     }

@@ -119,6 +119,7 @@ impl UnitOfWork for PaymentHandler {
                 payments.insert(*order_id, payment);
             }
         }
+        let mut closing: Vec<(Uuid, String)> = Vec::new();
         for command in &commands {
             let order_id = command.order_id();
             let Some(payment) = payments.get(&order_id) else {
@@ -135,10 +136,20 @@ impl UnitOfWork for PaymentHandler {
                 }
                 continue;
             }
-            if let Some(closed) = self.call_provider(command, payment).await? {
-                sessions.closed.insert(order_id, closed);
+            if let Some(session_id) = close_call(command, payment)
+                && !closing.iter().any(|(order, _)| *order == order_id)
+            {
+                closing.push((order_id, session_id));
             }
-            self.call_provider(command, payment).await?;
+        }
+        if !closing.is_empty() {
+            let ids: Vec<String> = closing.iter().map(|(_, id)| id.clone()).collect();
+            let outcomes = self.service.provider.close_sessions(&ids).await;
+            for ((order_id, _), outcome) in closing.into_iter().zip(outcomes) {
+                sessions
+                    .closed
+                    .insert(order_id, outcome.map_err(provider_failure)?);
+            }
         }
         Ok(sessions)
     }
@@ -204,33 +215,6 @@ impl UnitOfWork for PaymentHandler {
 }
 
 impl PaymentHandler {
-    /// Makes the provider call `command` asks for, if any; says how a
-    /// session it closed had closed.
-    #[tracing::instrument(name = "payment", skip_all, fields(order_id = %command.order_id()))]
-    async fn call_provider(
-        &self,
-        command: &Command,
-        payment: &PaymentRecord,
-    ) -> Result<Option<SessionClosed>, HandlerError> {
-        let provider = &self.service.provider;
-        let call = match &command.command {
-            PaymentCommand::CreatePayment(_) => None,
-            PaymentCommand::CancelPayment(_) | PaymentCommand::ExpireCheckout(_) => {
-                payment.cancel_call()
-            }
-            PaymentCommand::RefundPayment(_) => payment.refund_call(),
-        };
-        match call {
-            Some(ProviderCall::ExpireSession { session_id }) => provider
-                .close_session(&session_id)
-                .await
-                .map(Some)
-                .map_err(provider_failure),
-            // Refunds are tried in `prepare` and retried by the refund sweep.
-            Some(ProviderCall::Refund) | None => Ok(None),
-        }
-    }
-
     /// Records what `command` did: publishes the event of a create command
     /// (`opened`), and moves `payment` for a cancel, expire (as the
     /// session `closed`) or refund. Returns whether the payment changed.
@@ -388,6 +372,20 @@ impl PaymentHandler {
         }
         service.relay.commit_outgoing(tx, outgoing).await?;
         Ok(())
+    }
+}
+
+/// The session `command` asks to close with the provider, if any: a
+/// cancel or expire command of an open payment.
+fn close_call(command: &Command, payment: &PaymentRecord) -> Option<String> {
+    match &command.command {
+        PaymentCommand::CancelPayment(_) | PaymentCommand::ExpireCheckout(_) => {
+            match payment.cancel_call() {
+                Some(ProviderCall::ExpireSession { session_id }) => Some(session_id),
+                _ => None,
+            }
+        }
+        _ => None,
     }
 }
 

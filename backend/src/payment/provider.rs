@@ -59,6 +59,19 @@ pub trait PaymentProvider: Send + Sync + 'static {
     /// closed then.
     async fn close_session(&self, session_id: &str) -> Result<SessionClosed, ProviderError>;
 
+    /// [`PaymentProvider::close_session`] for several sessions (distinct
+    /// ones), in order; providers that can do it in one go do.
+    async fn close_sessions(
+        &self,
+        session_ids: &[String],
+    ) -> Vec<Result<SessionClosed, ProviderError>> {
+        let mut closed = Vec::with_capacity(session_ids.len());
+        for session_id in session_ids {
+            closed.push(self.close_session(session_id).await);
+        }
+        closed
+    }
+
     /// Gives a captured payment back.
     async fn refund(&self, payment: &PaymentRecord) -> Result<(), ProviderError>;
 

@@ -92,7 +92,7 @@ impl LocalCheckout {
         loop {
             let now = Instant::now();
             if now >= next_sweep {
-                if let Err(error) = self.expire(None).await {
+                if let Err(error) = self.expire_lapsed().await {
                     tracing::warn!(%error, "local checkout cannot expire old sessions");
                 }
                 next_sweep = now + EXPIRY_SWEEP;

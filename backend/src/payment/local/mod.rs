@@ -159,7 +159,22 @@ impl PaymentProvider for LocalCheckout {
     }
 
     async fn close_session(&self, session_id: &str) -> Result<SessionClosed, ProviderError> {
-        self.close(session_id).await.map_err(unavailable)
+        let ids = [session_id.to_owned()];
+        let mut closed = self.close(&ids).await.map_err(unavailable)?;
+        Ok(closed.pop().unwrap_or(SessionClosed::Unpaid))
+    }
+
+    async fn close_sessions(
+        &self,
+        session_ids: &[String],
+    ) -> Vec<Result<SessionClosed, ProviderError>> {
+        match self.close(session_ids).await {
+            Ok(closed) => closed.into_iter().map(Ok).collect(),
+            Err(error) => {
+                let error = unavailable(error);
+                session_ids.iter().map(|_| Err(error.clone())).collect()
+            }
+        }
     }
 
     async fn refund(&self, payment: &PaymentRecord) -> Result<(), ProviderError> {

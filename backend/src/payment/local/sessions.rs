@@ -1,6 +1,6 @@
 //! Checkout sessions: their states, typed, and their rows.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use shop_shared::events::{CreatePayment, PricedLine};
 use shop_shared::money::Currency;
@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use super::delivery::enqueue;
 use super::{DELAYED_SETTLEMENT, EXPIRY_GRACE, LocalCheckout};
-use crate::db::{StoreError, batch, parse_column};
+use crate::db::{StoreError, Tx, batch, parse_column};
 use crate::payment::provider::{CheckoutSession, SessionClosed, SessionReport};
 
 /// Where a session stands.
@@ -260,27 +260,74 @@ impl LocalCheckout {
         Ok(true)
     }
 
-    /// Closes session `id`, as Stripe's expire call does: an open session
-    /// expires (its `checkout.session.expired` event queued with it), and a
-    /// session the customer completed first says so.
-    pub(super) async fn close(&self, id: &str) -> Result<SessionClosed, StoreError> {
-        if self.expire(Some(id)).await? == 1 {
-            return Ok(SessionClosed::Unpaid);
+    /// Closes sessions `ids` in one transaction, as Stripe's expire call
+    /// does each: an open session expires (its `checkout.session.expired`
+    /// event queued with it), and a session the customer completed first
+    /// says so. The answers are in the order of `ids`.
+    pub(super) async fn close(&self, ids: &[String]) -> Result<Vec<SessionClosed>, StoreError> {
+        let mut tx = self.inner.db.begin().await?;
+        let expired = self
+            .expire_in(&mut tx, ids.to_vec(), Timestamp::now())
+            .await?;
+        let mut closed = Vec::with_capacity(ids.len());
+        for id in ids {
+            if expired.contains(id) {
+                closed.push(SessionClosed::Unpaid);
+                continue;
+            }
+            let session = read_session(&mut tx, id).await?;
+            closed.push(session.map_or(SessionClosed::Unpaid, Session::closed));
         }
-        let Some(session) = self.session(id).await? else {
-            // Never opened here: nobody can pay it.
-            return Ok(SessionClosed::Unpaid);
-        };
-        Ok(match session.state {
+        tx.commit().await?;
+        if !expired.is_empty() {
+            self.inner.wake_delivery.notify_one();
+            tracing::debug!(expired = expired.len(), "local checkout sessions closed");
+        }
+        Ok(closed)
+    }
+
+    /// Expires the open sessions among `ids` inside `tx`, queueing a
+    /// `checkout.session.expired` event for each; returns those it expired.
+    async fn expire_in(
+        &self,
+        tx: &mut Tx,
+        ids: Vec<String>,
+        now: Timestamp,
+    ) -> Result<HashSet<String>, StoreError> {
+        let mut expired = HashSet::new();
+        for id in &ids {
+            let updated = sqlx::query(
+                "UPDATE local_checkout_sessions SET status = 'expired' WHERE id = $1 AND status = 'open'",
+            )
+            .bind(id)
+            .execute(&mut **tx)
+            .await?;
+            if updated.rows_affected() == 1
+                && let Some(session) = read_session(tx, id).await?
+            {
+                enqueue(tx, "checkout.session.expired", &session, now).await?;
+                expired.insert(id.clone());
+            }
+        }
+        Ok(expired)
+    }
+}
+
+impl Session {
+    /// How this session, found not open when it was to be closed, had closed.
+    fn closed(self) -> SessionClosed {
+        match self.state {
             // `Open` cannot be read after `expire`: no session reopens.
             SessionState::Open | SessionState::Expired => SessionClosed::Unpaid,
             SessionState::Paid
             | SessionState::Refunded
             | SessionState::Settling { .. }
-            | SessionState::Failed => SessionClosed::Completed(session.report()),
-        })
+            | SessionState::Failed => SessionClosed::Completed(self.report()),
+        }
     }
+}
 
+impl LocalCheckout {
     /// Marks the paid session `id` refunded, so that its page says so.
     /// False if it is not a completed session.
     pub(super) async fn refunded(&self, id: &str) -> Result<bool, StoreError> {
@@ -295,43 +342,20 @@ impl LocalCheckout {
         Ok(updated.rows_affected() == 1)
     }
 
-    /// Expires open sessions, each with a `checkout.session.expired` event
-    /// queued in the same transaction: session `id` if given (the order was
-    /// cancelled), otherwise every open session past its deadline and grace.
-    pub(super) async fn expire(&self, id: Option<&str>) -> Result<usize, StoreError> {
+    /// Expires every open session past its deadline and grace, each with a
+    /// `checkout.session.expired` event queued in the same transaction, at
+    /// most 100 at a time; returns how many it expired.
+    pub(super) async fn expire_lapsed(&self) -> Result<usize, StoreError> {
         let now = Timestamp::now();
         let cutoff = now.as_millis() - EXPIRY_GRACE.as_millis() as i64;
         let mut tx = self.inner.db.begin().await?;
-        let ids: Vec<String> = match id {
-            Some(id) => {
-                sqlx::query_scalar("SELECT id FROM local_checkout_sessions WHERE id = $1 AND status = 'open'")
-                    .bind(id)
-                    .fetch_all(&mut *tx)
-                    .await?
-            }
-            None => {
-                sqlx::query_scalar(
-                    "SELECT id FROM local_checkout_sessions WHERE status = 'open' AND expires_at <= $1 LIMIT 100",
-                )
-                .bind(cutoff)
-                .fetch_all(&mut *tx)
-                .await?
-            }
-        };
-        let mut expired = 0;
-        for id in &ids {
-            let updated =
-                sqlx::query("UPDATE local_checkout_sessions SET status = 'expired' WHERE id = $1 AND status = 'open'")
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await?;
-            if updated.rows_affected() == 1
-                && let Some(session) = read_session(&mut tx, id).await?
-            {
-                enqueue(&mut tx, "checkout.session.expired", &session, now).await?;
-                expired += 1;
-            }
-        }
+        let ids: Vec<String> = sqlx::query_scalar(
+            "SELECT id FROM local_checkout_sessions WHERE status = 'open' AND expires_at <= $1 LIMIT 100",
+        )
+        .bind(cutoff)
+        .fetch_all(&mut *tx)
+        .await?;
+        let expired = self.expire_in(&mut tx, ids, now).await?.len();
         tx.commit().await?;
         if expired > 0 {
             self.inner.wake_delivery.notify_one();

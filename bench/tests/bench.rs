@@ -7,7 +7,7 @@ use std::process::Output;
 use std::time::Duration;
 
 use serde_json::Value;
-use shop_backend::config::EmbeddedArgs;
+use shop_backend::config::{ConnectionArgs, EmbeddedArgs, LimitArgs};
 use shop_backend::{Application, Running};
 use tokio::process::Command;
 
@@ -29,10 +29,22 @@ impl Shop {
             .await
             .expect("shop-bench runs");
         assert!(written.status.success(), "catalog: {written:?}");
+        // Each bench connection is one customer ordering far past the
+        // per-customer limits, all from one address: lift them, as
+        // scripts/bench.sh does.
+        let local = EmbeddedArgs::local(dir.path().join("data"));
         let app = Application::build(EmbeddedArgs {
             pay_ttl: Duration::from_secs(600),
             catalog: Some(catalog),
-            ..EmbeddedArgs::local(dir.path().join("data"))
+            limits: LimitArgs {
+                hold_limit: 0,
+                order_rate: 0,
+            },
+            connections: ConnectionArgs {
+                max_connections_per_address: local.connections.max_connections,
+                ..local.connections.clone()
+            },
+            ..local
         })
         .await
         .expect("backend builds");

@@ -557,7 +557,19 @@ async fn watch_streams_stock_and_order_changes_one_per_line() {
 
 #[tokio::test]
 async fn a_payment_settling_after_the_deadline_shows_as_refunded_live() {
-    let shop = Shop::start_with("2s").await;
+    // Its settlement is known only after the deadline and the grace period
+    // (the checkout's webhooks held back): a payment that truly came late.
+    let home = tempfile::tempdir().expect("temporary directory");
+    let shop = Shop::start_configured(
+        EmbeddedArgs {
+            pay_ttl: Duration::from_secs(2),
+            settle_grace: Duration::from_secs(1),
+            local_checkout_webhook_delay: Duration::from_secs(5),
+            ..EmbeddedArgs::local(home.path().join("data"))
+        },
+        home,
+    )
+    .await;
     let mut watch = shop
         .command(&["watch"])
         .stdout(std::process::Stdio::piped())
@@ -567,7 +579,8 @@ async fn a_payment_settling_after_the_deadline_shows_as_refunded_live() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let order = shop.run(&["order", "SKU-002", "--json"]).await.ok().json();
     let id = order["id"].as_str().expect("id").to_owned();
-    // A delayed payment method: it settles after the 2 s deadline.
+    // A delayed payment method: it settles 3 s after checkout, after the
+    // 2 s deadline.
     pay_with_card(
         order["checkout_url"].as_str().expect("url"),
         "4000 0000 0000 1000",

@@ -140,9 +140,15 @@ pub async fn start(
         "payment-refund-sweep",
         refunds::run(service.clone(), spawner.shutdown().clone()),
     );
+    let (queue, queued) = webhook::WebhookQueue::new();
+    let (batches, shutdown) = (service.clone(), spawner.shutdown().clone());
+    spawner.spawn("payment-webhooks", async move {
+        webhook::run_batches(batches, queued, shutdown).await;
+        Ok(())
+    });
     let routes = Router::new()
         .route("/stripe/webhook", post(webhook::receive))
-        .with_state(service);
+        .with_state(webhook::Webhooks { service, queue });
     Ok(Started {
         routes,
         gauges: metrics::combine(vec![

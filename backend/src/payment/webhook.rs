@@ -24,8 +24,11 @@ use super::PaymentService;
 use super::domain::{SessionReport, WebhookDecision, WebhookKind};
 use super::signature::{self, TOLERANCE};
 use super::store;
-use crate::db::StoreError;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::db::{StoreError, Tx};
 use crate::messaging::outbox::Outgoing;
+use crate::tasks::Shutdown;
 
 /// The parts of a Stripe event this service reads.
 #[derive(Debug, Deserialize)]
@@ -69,27 +72,27 @@ pub enum Outcome {
 }
 
 pub async fn receive(
-    State(service): State<PaymentService>,
+    State(webhooks): State<Webhooks>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let (outcome, response) = answer(&service, &headers, &body).await;
-    service.metrics.webhook(outcome);
+    let (outcome, response) = answer(&webhooks, &headers, &body).await;
+    webhooks.service.metrics.webhook(outcome);
     response
 }
 
+/// What `POST /stripe/webhook` needs: the service (secret, metrics) and the
+/// queue its events are processed from. Cheap to clone.
+#[derive(Clone)]
+pub struct Webhooks {
+    pub service: PaymentService,
+    pub queue: WebhookQueue,
+}
+
 /// The response to a webhook, with a short name of its outcome for metrics.
-/// Runs in a span that names the event and, once known, its order.
-#[tracing::instrument(
-    name = "webhook",
-    skip_all,
-    fields(event_id = tracing::field::Empty, order_id = tracing::field::Empty)
-)]
-async fn answer(
-    service: &PaymentService,
-    headers: &HeaderMap,
-    body: &[u8],
-) -> (&'static str, Response) {
+/// Runs in a span that names the event.
+#[tracing::instrument(name = "webhook", skip_all, fields(event_id = tracing::field::Empty))]
+async fn answer(webhooks: &Webhooks, headers: &HeaderMap, body: &[u8]) -> (&'static str, Response) {
     let header = headers
         .get("stripe-signature")
         .and_then(|value| value.to_str().ok());
@@ -97,7 +100,7 @@ async fn answer(
     if let Err(error) = signature::verify(
         header,
         body,
-        service.webhook_secret.expose(),
+        webhooks.service.webhook_secret.expose(),
         now,
         TOLERANCE,
     ) {
@@ -112,9 +115,13 @@ async fn answer(
         }
     };
     tracing::Span::current().record("event_id", event.id.as_str());
-    match process(service, &event).await {
+    let outcome = match Received::read(event) {
+        Ok(Some(received)) => webhooks.queue.process(received).await,
+        Ok(None) => Ok(Outcome::Ignored("unhandled_event_type")),
+        Err(message) => return ("malformed_event", refuse("malformed_event", &message)),
+    };
+    match outcome {
         Ok(outcome) => {
-            tracing::info!(event_id = %event.id, event_type = %event.kind, ?outcome, "webhook handled");
             let (name, reason) = match outcome {
                 Outcome::Processed => ("processed", None),
                 Outcome::Duplicate => ("duplicate", None),
@@ -126,11 +133,8 @@ async fn answer(
                 (StatusCode::OK, body).into_response(),
             )
         }
-        Err(ProcessError::Malformed(message)) => {
-            ("malformed_event", refuse("malformed_event", &message))
-        }
-        Err(ProcessError::Storage(error)) => {
-            tracing::error!(event_id = %event.id, %error, "webhook could not be stored; the provider will retry");
+        Err(error) => {
+            tracing::error!(%error, "webhook could not be stored; the provider will retry");
             let body =
                 Json(json!({ "error": { "type": "unavailable", "message": "try again later" } }));
             (
@@ -149,27 +153,167 @@ fn refuse(code: &str, message: &str) -> Response {
         .into_response()
 }
 
-#[derive(Debug, thiserror::Error)]
-enum ProcessError {
-    #[error("{0}")]
-    Malformed(String),
-    #[error(transparent)]
-    Storage(#[from] StoreError),
+/// A valid event of a type this service handles, read.
+#[derive(Debug)]
+pub struct Received {
+    id: String,
+    /// The event's `type`, as recorded.
+    kind_name: String,
+    kind: WebhookKind,
+    session: SessionObject,
 }
 
-async fn process(service: &PaymentService, event: &Event) -> Result<Outcome, ProcessError> {
-    let Some(kind) = WebhookKind::from_type(&event.kind) else {
-        return Ok(Outcome::Ignored("unhandled_event_type"));
-    };
-    let session: SessionObject =
-        serde_json::from_value(event.data.object.clone()).map_err(|error| {
-            ProcessError::Malformed(format!("data.object is not a checkout session: {error}"))
-        })?;
+impl Received {
+    /// `None` for an event type this service does not handle.
+    fn read(event: Event) -> Result<Option<Received>, String> {
+        let Some(kind) = WebhookKind::from_type(&event.kind) else {
+            return Ok(None);
+        };
+        let session: SessionObject = serde_json::from_value(event.data.object)
+            .map_err(|error| format!("data.object is not a checkout session: {error}"))?;
+        Ok(Some(Received {
+            id: event.id,
+            kind_name: event.kind,
+            kind,
+            session,
+        }))
+    }
+}
+
+/// How many events at most share one transaction.
+const BATCH: usize = 64;
+/// How many events may wait for their batch; a request beyond waits to
+/// queue (the connection limits bound how many can wait).
+const QUEUED: usize = 1024;
+
+/// Why an event could not be processed now: the store failed, or the
+/// service is stopping. The provider retries either.
+#[derive(Debug, thiserror::Error)]
+pub enum Unprocessed {
+    #[error(transparent)]
+    Storage(#[from] StoreError),
+    #[error("the payment service is stopping")]
+    Stopping,
+}
+
+type Reply = oneshot::Sender<Result<Outcome, Unprocessed>>;
+
+/// Events on their way to [`run_batches`], which processes those that
+/// wait together in one transaction. Cheap to clone.
+#[derive(Clone)]
+pub struct WebhookQueue {
+    sender: mpsc::Sender<(Received, Reply)>,
+}
+
+impl WebhookQueue {
+    /// A queue, and what [`run_batches`] takes from it.
+    pub fn new() -> (WebhookQueue, mpsc::Receiver<(Received, Reply)>) {
+        let (sender, receiver) = mpsc::channel(QUEUED);
+        (WebhookQueue { sender }, receiver)
+    }
+
+    /// Processes `received` in the next batch and returns its outcome.
+    async fn process(&self, received: Received) -> Result<Outcome, Unprocessed> {
+        let (reply, outcome) = oneshot::channel();
+        self.sender
+            .send((received, reply))
+            .await
+            .map_err(|_| Unprocessed::Stopping)?;
+        outcome.await.unwrap_or(Err(Unprocessed::Stopping))
+    }
+}
+
+/// Takes queued events until shutdown: every event waiting when a batch
+/// begins (up to [`BATCH`]) goes in one transaction, in the order they
+/// came. When that transaction fails, each of its events is tried again in
+/// a transaction of its own, so that one event the store refuses does not
+/// hold back the others.
+pub async fn run_batches(
+    service: PaymentService,
+    mut queue: mpsc::Receiver<(Received, Reply)>,
+    shutdown: Shutdown,
+) {
+    let mut batch = Vec::with_capacity(BATCH);
+    loop {
+        let count = tokio::select! {
+            count = queue.recv_many(&mut batch, BATCH) => count,
+            () = shutdown.triggered() => return,
+        };
+        if count == 0 {
+            return;
+        }
+        let events: Vec<&Received> = batch.iter().map(|(received, _)| received).collect();
+        match process_batch(&service, &events).await {
+            Ok(outcomes) => {
+                for ((_, reply), outcome) in batch.drain(..).zip(outcomes) {
+                    let _ = reply.send(Ok(outcome));
+                }
+            }
+            Err(error) if batch.len() == 1 => {
+                if let Some((_, reply)) = batch.pop() {
+                    let _ = reply.send(Err(error.into()));
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, events = batch.len(), "a batch of webhooks failed; trying each alone");
+                for (received, reply) in batch.drain(..) {
+                    let outcome = process_batch(&service, &[&received]).await;
+                    let _ = reply.send(
+                        outcome
+                            .map(|mut outcomes| outcomes.pop().unwrap_or(Outcome::Duplicate))
+                            .map_err(Unprocessed::from),
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Processes `events` in one transaction, in order; their outcomes in the
+/// same order.
+async fn process_batch(
+    service: &PaymentService,
+    events: &[&Received],
+) -> Result<Vec<Outcome>, StoreError> {
     let mut tx = service.db.begin().await?;
-    if store::webhook_seen(&mut tx, &event.id).await? {
+    let mut outgoing = Outgoing::default();
+    let mut outcomes = Vec::with_capacity(events.len());
+    for event in events {
+        outcomes.push(process(&mut tx, event, &mut outgoing).await?);
+    }
+    if outcomes.contains(&Outcome::Processed) {
+        service.relay.commit_outgoing(tx, outgoing).await?;
+    }
+    Ok(outcomes)
+}
+
+/// Decides what `event` does and writes it in `tx`, adding what it
+/// publishes to `outgoing`. Runs in a span naming the event and its order.
+#[tracing::instrument(
+    name = "webhook",
+    skip_all,
+    fields(event_id = %event.id, order_id = tracing::field::Empty)
+)]
+async fn process(
+    tx: &mut Tx,
+    event: &Received,
+    outgoing: &mut Outgoing,
+) -> Result<Outcome, StoreError> {
+    let outcome = decide(tx, event, outgoing).await?;
+    tracing::info!(event_type = %event.kind_name, ?outcome, "webhook handled");
+    Ok(outcome)
+}
+
+async fn decide(
+    tx: &mut Tx,
+    event: &Received,
+    outgoing: &mut Outgoing,
+) -> Result<Outcome, StoreError> {
+    let session = &event.session;
+    if store::webhook_seen(tx, &event.id).await? {
         return Ok(Outcome::Duplicate);
     }
-    let Some(payment) = store::by_session(&mut tx, &session.id).await? else {
+    let Some(payment) = store::by_session(tx, &session.id).await? else {
         return Ok(Outcome::Ignored("unknown_session"));
     };
     tracing::Span::current().record("order_id", tracing::field::display(payment.order_id));
@@ -179,13 +323,13 @@ async fn process(service: &PaymentService, event: &Event) -> Result<Outcome, Pro
         return Ok(Outcome::Ignored("order_mismatch"));
     }
     let report = SessionReport {
-        session_id: session.id,
-        payment_status: session.payment_status,
+        session_id: session.id.clone(),
+        payment_status: session.payment_status.clone(),
         amount_total: session.amount_total,
-        currency: session.currency,
-        payment_intent: session.payment_intent,
+        currency: session.currency.clone(),
+        payment_intent: session.payment_intent.clone(),
     };
-    let (status, payment_ref, published) = match payment.webhook(kind, &report) {
+    let (status, payment_ref, published) = match payment.webhook(event.kind, &report) {
         WebhookDecision::Ignore(reason) => {
             if reason == "amount_mismatch" {
                 tracing::error!(order_id = %payment.order_id, session_id = %report.session_id, "paid amount differs from the order total");
@@ -199,14 +343,12 @@ async fn process(service: &PaymentService, event: &Event) -> Result<Outcome, Pro
             event,
         } => (status, payment_ref, Some(event)),
     };
-    if !store::record_webhook(&mut tx, &event.id, &event.kind).await? {
+    if !store::record_webhook(tx, &event.id, &event.kind_name).await? {
         return Ok(Outcome::Duplicate);
     }
-    store::set_status(&mut tx, payment.order_id, status, payment_ref.as_deref()).await?;
-    let mut outgoing = Outgoing::default();
+    store::set_status(tx, payment.order_id, status, payment_ref.as_deref()).await?;
     if let Some(published) = published {
         outgoing.push(published, &payment.order_id.to_string());
     }
-    service.relay.commit_outgoing(tx, outgoing).await?;
     Ok(Outcome::Processed)
 }

@@ -34,7 +34,7 @@ use crate::tasks::Shutdown;
 /// trip, so a few dozen keep up with hundreds of payments a second while
 /// bounding what a slow endpoint holds open. With 8, at 200 orders/s and
 /// half of them paid, deliveries fell seconds behind (docs/performance.md).
-pub(super) const CONCURRENCY: usize = 32;
+pub(super) const CONCURRENCY: usize = 64;
 /// How long a claimed delivery belongs to this instance: well above the
 /// HTTP client's timeout, so that a delivery is never sent twice at once.
 const LEASE: Duration = Duration::from_secs(30);

@@ -30,10 +30,12 @@ use crate::payment::signature;
 use crate::tasks::Shutdown;
 
 /// Deliveries in flight at once. Each is a request to the payment service,
-/// whose handling is one short transaction; the wait is mostly the round
-/// trip, so a few dozen keep up with hundreds of payments a second while
-/// bounding what a slow endpoint holds open. With 8, at 200 orders/s and
-/// half of them paid, deliveries fell seconds behind (docs/performance.md).
+/// which processes the webhooks that arrive together in one transaction,
+/// so more in flight make bigger batches rather than a longer wait; the
+/// number bounds what a slow endpoint holds open, and stays below the
+/// default per-address connection cap (100) that the deliveries, coming
+/// from this machine, share with local clients. At full speed with half
+/// the orders paid, 32 left the queue seconds behind (docs/performance.md).
 pub(super) const CONCURRENCY: usize = 64;
 /// How long a claimed delivery belongs to this instance: well above the
 /// HTTP client's timeout, so that a delivery is never sent twice at once.

@@ -127,7 +127,7 @@ fn cancelled(order: &Order) -> CliError {
 fn cancelled_after_paying(order: &Order) -> CliError {
     cancelled_with(
         order,
-        "; no payment reached the shop, so nothing is refunded (a payment still on its way would be)",
+        "; no payment has reached the shop so far; a payment still on its way (one settling after the deadline) is refunded when it comes",
     )
 }
 
@@ -231,7 +231,7 @@ mod tests {
         let mut order = cancelled_order();
         let message = cancelled_after_paying(&order).message;
         assert!(
-            message.ends_with("no payment reached the shop, so nothing is refunded (a payment still on its way would be)"),
+            message.ends_with("no payment has reached the shop so far; a payment still on its way (one settling after the deadline) is refunded when it comes"),
             "{message}"
         );
         order.refund = Some(RefundState::Pending { reason: None });

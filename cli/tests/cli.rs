@@ -473,6 +473,34 @@ async fn profiles_keep_customers_apart_and_tokens_persist() {
 }
 
 #[tokio::test]
+async fn commands_started_together_on_a_new_profile_are_one_customer() {
+    let shop = Shop::start().await;
+    // All six start before any has saved a token.
+    let running: Vec<_> = (0..6)
+        .map(|_| {
+            shop.command(&["--profile", "fresh", "order", "SKU-002"])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("shop starts")
+        })
+        .collect();
+    for child in running {
+        Run::of(child.wait_with_output().await.expect("shop runs")).ok();
+    }
+    let orders = shop
+        .run(&["orders", "--json", "--profile", "fresh"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(
+        orders.as_array().map(Vec::len),
+        Some(6),
+        "every order placed at once is the profile's: {orders}"
+    );
+}
+
+#[tokio::test]
 async fn an_unreachable_gateway_is_one_clear_line_and_exit_2() {
     let home = tempfile::tempdir().expect("dir");
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("port");

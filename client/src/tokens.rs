@@ -11,6 +11,13 @@ pub struct Tokens {
     dir: PathBuf,
 }
 
+/// A profile's token held by this process ([`Tokens::claim`]); dropped,
+/// it lets the next client take it.
+#[derive(Debug)]
+pub struct TokenClaim {
+    _file: std::fs::File,
+}
+
 /// Neither `XDG_CONFIG_HOME` nor `HOME` says where to keep tokens.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot tell where to keep the customer token: set HOME or XDG_CONFIG_HOME")]
@@ -65,6 +72,41 @@ impl Tokens {
             .ok()
             .map(|text| text.trim().to_owned())
             .filter(|token| !token.is_empty())
+    }
+
+    /// Waits until this process alone holds the token of `profile` for
+    /// `gateway`, and holds it until the returned claim is dropped: clients
+    /// started together on a profile without a token then become one
+    /// customer (the first saves its token, the others read it) rather
+    /// than one customer each. An advisory lock on a file beside the token
+    /// (`flock(2)` on Unix).
+    ///
+    /// # Errors
+    ///
+    /// The I/O error of creating the directory or the lock file, or of
+    /// locking it, with a message that names the file.
+    pub async fn claim(&self, profile: &str, gateway: &str) -> std::io::Result<TokenClaim> {
+        let path = self.path(profile, gateway).with_extension("lock");
+        let named = |error: std::io::Error| {
+            std::io::Error::new(
+                error.kind(),
+                format!("cannot lock {}: {error}", path.display()),
+            )
+        };
+        let dir = path.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir).map_err(named)?;
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(named)?;
+        let file = tokio::task::spawn_blocking(move || file.lock().map(|()| file))
+            .await
+            .map_err(std::io::Error::other)
+            .and_then(|locked| locked)
+            .map_err(named)?;
+        Ok(TokenClaim { _file: file })
     }
 
     /// Saves the token of `profile` for `gateway`.

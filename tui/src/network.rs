@@ -97,7 +97,22 @@ async fn run(
 
 /// Connects as the profile's customer, keeping a new customer's token.
 async fn connect(settings: &Settings) -> Result<Client, ClientError> {
-    let saved = settings.tokens.get(&settings.profile, &settings.gateway);
+    let mut saved = settings.tokens.get(&settings.profile, &settings.gateway);
+    // Without a token, a new customer is made once: clients started
+    // together on the profile wait for the first one's token. A lock that
+    // cannot be taken only loses that guarantee.
+    let _claim = match saved {
+        Some(_) => None,
+        None => {
+            let claim = settings
+                .tokens
+                .claim(&settings.profile, &settings.gateway)
+                .await
+                .ok();
+            saved = settings.tokens.get(&settings.profile, &settings.gateway);
+            claim
+        }
+    };
     let client = match Client::connect(&settings.gateway, saved.as_deref()).await {
         Err(ClientError::Server {
             code: ErrorCode::InvalidToken,

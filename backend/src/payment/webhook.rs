@@ -269,17 +269,21 @@ pub async fn run_batches(
     }
 }
 
-/// Processes `events` in one transaction, in order; their outcomes in the
-/// same order.
+/// Processes `events` in one transaction; their outcomes in the order of
+/// `events`. Events are taken by session id (those of one session in the
+/// order they came), so that two instances' batches lock payments in the
+/// same order on PostgreSQL and never wait for each other in a cycle.
 async fn process_batch(
     service: &PaymentService,
     events: &[&Received],
 ) -> Result<Vec<Outcome>, StoreError> {
+    let mut order: Vec<usize> = (0..events.len()).collect();
+    order.sort_by(|a, b| events[*a].session.id.cmp(&events[*b].session.id));
     let mut tx = service.db.begin().await?;
     let mut outgoing = Outgoing::default();
-    let mut outcomes = Vec::with_capacity(events.len());
-    for event in events {
-        outcomes.push(process(&mut tx, event, &mut outgoing).await?);
+    let mut outcomes = vec![Outcome::Duplicate; events.len()];
+    for index in order {
+        outcomes[index] = process(&mut tx, events[index], &mut outgoing).await?;
     }
     if outcomes.contains(&Outcome::Processed) {
         service.relay.commit_outgoing(tx, outgoing).await?;

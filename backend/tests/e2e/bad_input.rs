@@ -377,6 +377,69 @@ async fn forged_stale_malformed_unknown_and_replayed_webhooks_change_nothing(mod
     wait_available(&client, "SKU-001", 9).await;
 }
 
+/// Webhooks that arrive together share a transaction in the payment
+/// service: each event still counts once, however many copies come at once.
+async fn webhooks_arriving_together_are_each_applied_once(mode: Mode) {
+    const COPIES: usize = 4;
+    let shop = Shop::start(mode).await;
+    let secret = shop.webhook_secret();
+    let now = Timestamp::now().as_unix_seconds();
+    let client = shop.customer().await;
+    let mut orders = Vec::new();
+    let mut bodies = Vec::new();
+    for n in 0..5 {
+        let order = reserve(&client, &[("SKU-002", 1)]).await;
+        let url = order.checkout_url.clone().expect("url");
+        let session = url.rsplit('/').next().expect("session id").to_owned();
+        let id = order.id.to_string();
+        bodies.push(completed(
+            &format!("evt_together_{n}"),
+            &session,
+            &id,
+            110_000,
+        ));
+        orders.push(order.id);
+    }
+    let sends = bodies
+        .iter()
+        .flat_map(|body| std::iter::repeat_n(body, COPIES))
+        .map(|body| {
+            let signed = signature::header(&secret, now, body.as_bytes());
+            webhook(&shop, body, Some(signed))
+        });
+    let answers = futures_util::future::join_all(sends).await;
+    for copies in answers.chunks(COPIES) {
+        let outcomes: Vec<(u16, &str)> = copies
+            .iter()
+            .map(|(status, answer)| (*status, answer["outcome"].as_str().unwrap_or_default()))
+            .collect();
+        let count = |wanted: &str| {
+            outcomes
+                .iter()
+                .filter(|(status, outcome)| *status == 200 && *outcome == wanted)
+                .count()
+        };
+        assert_eq!(
+            (count("processed"), count("duplicate")),
+            (1, COPIES - 1),
+            "one copy of each event is processed: {outcomes:?}"
+        );
+    }
+    for id in orders {
+        let paid = client
+            .wait_for_status(id, &[OrderStatus::Paid], WAIT)
+            .await
+            .expect("paid");
+        let payments = paid
+            .timeline
+            .iter()
+            .filter(|entry| entry.event == TimelineEvent::Paid)
+            .count();
+        assert_eq!(payments, 1, "paid once: {:?}", paid.timeline);
+    }
+    wait_available(&client, "SKU-002", 5).await;
+}
+
 async fn the_checkout_form_refuses_bad_card_details_without_charging(mode: Mode) {
     let shop = Shop::start(mode).await;
     let client = shop.customer().await;
@@ -486,5 +549,6 @@ crate::in_both_modes!(
     bad_orders_are_refused_with_their_own_codes_and_change_nothing,
     commands_before_hello_wrong_versions_and_forged_tokens_are_refused,
     forged_stale_malformed_unknown_and_replayed_webhooks_change_nothing,
+    webhooks_arriving_together_are_each_applied_once,
     the_checkout_form_refuses_bad_card_details_without_charging,
 );

@@ -38,7 +38,8 @@ pub struct CatalogProduct {
 /// Why a catalogue file was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
-    #[error("cannot read catalogue {path}: {source}")]
+    /// Shown with its cause, as anyhow's alternate form prints chains.
+    #[error("cannot read catalogue {path}")]
     Read {
         path: String,
         source: std::io::Error,

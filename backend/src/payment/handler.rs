@@ -69,7 +69,7 @@ enum Opened {
 /// create commands opened (or failed to), how the sessions its cancel and
 /// expire commands closed, and what its refund attempts came to.
 #[derive(Default)]
-pub struct Sessions {
+pub struct ProviderCalls {
     opened: HashMap<Uuid, Opened>,
     closed: HashMap<Uuid, SessionClosed>,
     refunds: Refunds,
@@ -81,7 +81,7 @@ type Refunds = HashMap<Uuid, Result<(), ProviderError>>;
 #[async_trait]
 impl UnitOfWork for PaymentHandler {
     type Message = Command;
-    type Prepared = Sessions;
+    type Prepared = ProviderCalls;
 
     fn decode(&self, record: &Record) -> Result<(Uuid, Command), HandlerError> {
         let envelope = Envelope::<PaymentCommand>::from_json(&record.payload)?;
@@ -95,7 +95,7 @@ impl UnitOfWork for PaymentHandler {
     }
 
     /// Makes the provider calls, for the commands not applied before.
-    async fn prepare(&self, messages: &[(Uuid, Command)]) -> Result<Sessions, HandlerError> {
+    async fn prepare(&self, messages: &[(Uuid, Command)]) -> Result<ProviderCalls, HandlerError> {
         let service = &self.service;
         let ids: Vec<Uuid> = messages.iter().map(|(id, _)| *id).collect();
         let applied = inbox::applied(&service.db, &ids).await?;
@@ -105,13 +105,13 @@ impl UnitOfWork for PaymentHandler {
             .map(|(_, command)| command)
             .collect();
         if commands.is_empty() {
-            return Ok(Sessions::default());
+            return Ok(ProviderCalls::default());
         }
         let order_ids: Vec<Uuid> = commands.iter().map(|command| command.order_id()).collect();
         let mut payments = store::by_orders(&service.db, &order_ids).await?;
         let retried = store::refund_retried(&service.db, &order_ids).await?;
-        let mut sessions = self.open(&commands, &payments).await?;
-        for (order_id, opened) in &sessions.opened {
+        let mut calls = self.open(&commands, &payments).await?;
+        for (order_id, opened) in &calls.opened {
             if let (Opened::Session(session), Some(create)) =
                 (opened, create_of(&commands, *order_id))
             {
@@ -129,10 +129,10 @@ impl UnitOfWork for PaymentHandler {
                 // The sweep owns a refund it retries.
                 if payment.refund_call().is_some()
                     && !retried.contains(&order_id)
-                    && !sessions.refunds.contains_key(&order_id)
+                    && !calls.refunds.contains_key(&order_id)
                 {
                     let outcome = self.service.provider.refund(payment).await;
-                    sessions.refunds.insert(order_id, outcome);
+                    calls.refunds.insert(order_id, outcome);
                 }
                 continue;
             }
@@ -146,26 +146,26 @@ impl UnitOfWork for PaymentHandler {
             let ids: Vec<String> = closing.iter().map(|(_, id)| id.clone()).collect();
             let outcomes = self.service.provider.close_sessions(&ids).await;
             for ((order_id, _), outcome) in closing.into_iter().zip(outcomes) {
-                sessions
+                calls
                     .closed
                     .insert(order_id, outcome.map_err(provider_failure)?);
             }
         }
-        Ok(sessions)
+        Ok(calls)
     }
 
     async fn apply(
         &self,
         tx: &mut Tx,
         commands: Vec<Command>,
-        sessions: Sessions,
+        calls: ProviderCalls,
         outgoing: &mut Outgoing,
     ) -> Result<(), HandlerError> {
         let provider = self.service.provider.name();
         let mut new: Vec<(PaymentRecord, PaymentEvent)> = Vec::new();
         for command in &commands {
             if let (PaymentCommand::CreatePayment(create), Some(Opened::Session(session))) =
-                (&command.command, sessions.opened.get(&command.order_id()))
+                (&command.command, calls.opened.get(&command.order_id()))
             {
                 new.push(domain::opened(create, provider, session));
             }
@@ -177,7 +177,7 @@ impl UnitOfWork for PaymentHandler {
         let mut changed: Vec<Uuid> = Vec::new();
         for command in &commands {
             let order_id = command.order_id();
-            let event = match sessions.opened.get(&order_id) {
+            let event = match calls.opened.get(&order_id) {
                 Some(Opened::Session(_)) if inserted.contains(&order_id) => new
                     .iter()
                     .find(|(payment, _)| payment.order_id == order_id)
@@ -185,14 +185,14 @@ impl UnitOfWork for PaymentHandler {
                 Some(Opened::Failed(event)) => Some(event),
                 _ => None,
             };
-            let closed = sessions.closed.get(&order_id);
+            let closed = calls.closed.get(&order_id);
             let payment = current.get_mut(&order_id);
             let changed_now = match &command.command {
                 PaymentCommand::RefundPayment(_) => {
                     self.record_refund(
                         tx,
                         order_id,
-                        sessions.refunds.get(&order_id),
+                        calls.refunds.get(&order_id),
                         payment,
                         outgoing,
                     )
@@ -294,7 +294,7 @@ impl PaymentHandler {
         &self,
         commands: &[&Command],
         payments: &HashMap<Uuid, PaymentRecord>,
-    ) -> Result<Sessions, HandlerError> {
+    ) -> Result<ProviderCalls, HandlerError> {
         let mut opened = HashMap::new();
         let mut wanted: Vec<(&CreatePayment, Timestamp)> = Vec::new();
         let now = Timestamp::now();
@@ -318,9 +318,9 @@ impl PaymentHandler {
             }
         }
         if wanted.is_empty() {
-            return Ok(Sessions {
+            return Ok(ProviderCalls {
                 opened,
-                ..Sessions::default()
+                ..ProviderCalls::default()
             });
         }
         let sessions = self.service.provider.create_sessions(&wanted).await;
@@ -345,9 +345,9 @@ impl PaymentHandler {
             self.announce_delays(&delayed).await?;
             return Err(provider_failure(error));
         }
-        Ok(Sessions {
+        Ok(ProviderCalls {
             opened,
-            ..Sessions::default()
+            ..ProviderCalls::default()
         })
     }
 

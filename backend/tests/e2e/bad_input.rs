@@ -12,7 +12,7 @@ use shop_shared::protocol::ErrorCode;
 use shop_shared::time::Timestamp;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::harness::{Mode, Shop, WAIT, reserve, wait_available};
+use crate::harness::{Mode, Shop, Socket, WAIT, close_code, reserve, wait_available};
 
 /// Sends `frame` raw and returns the error frame the gateway answers with.
 async fn refused(client: &Client, frame: impl Into<String>) -> (ErrorCode, Option<String>, String) {
@@ -176,9 +176,6 @@ async fn bad_orders_are_refused_with_their_own_codes_and_change_nothing(mode: Mo
         "no stock moved"
     );
 }
-
-type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// The next text frame, as JSON.
 async fn next_json(socket: &mut Socket) -> Value {
@@ -499,16 +496,7 @@ async fn close_code_after(shop: &Shop, frame: Message) -> Option<u16> {
     // and the rest of it then meets a closed socket: what counts is the
     // close frame that arrived first.
     let _ = socket.send(frame).await;
-    tokio::time::timeout(WAIT, async {
-        while let Some(Ok(message)) = socket.next().await {
-            if let Message::Close(frame) = message {
-                return frame.map(|frame| u16::from(frame.code));
-            }
-        }
-        None
-    })
-    .await
-    .expect("the gateway closes the connection")
+    close_code(&mut socket).await
 }
 
 async fn protocol_violations_close_with_the_codes_rfc_6455_gives_them(mode: Mode) {

@@ -19,7 +19,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::harness::{Mode, Options, Shop, WAIT, reserve};
+use crate::harness::{Mode, Options, Shop, WAIT, close_code, reserve};
 
 /// A second loopback address: its connections are only this test's.
 const OTHER_LOOPBACK: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
@@ -308,24 +308,6 @@ async fn a_request_whose_body_stops_coming_gets_408(mode: Mode) {
         "a body that stops coming is given up on: {answer:?}"
     );
     assert!(shop.all_healthy().await, "the shop still serves");
-}
-
-type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-/// The code of the close frame the gateway ends `socket` with, reading
-/// (and answering pings) until then.
-async fn close_code(socket: &mut Socket) -> Option<u16> {
-    tokio::time::timeout(WAIT, async {
-        while let Some(Ok(message)) = socket.next().await {
-            if let Message::Close(frame) = message {
-                return frame.map(|frame| u16::from(frame.code));
-            }
-        }
-        None
-    })
-    .await
-    .expect("the gateway closes the connection")
 }
 
 async fn a_websocket_that_never_says_hello_is_closed_with_1008(mode: Mode) {

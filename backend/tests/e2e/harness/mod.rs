@@ -21,6 +21,7 @@
 mod customer;
 mod infrastructure;
 mod process;
+mod socket;
 
 use std::ffi::OsString;
 use std::time::Duration;
@@ -36,6 +37,7 @@ use infrastructure::TestDatabase;
 pub use infrastructure::{Broker, Tap};
 use process::Process;
 pub use process::Service;
+pub use socket::{Socket, close_code};
 
 /// How long a test waits for the shop to reach an expected state.
 pub const WAIT: Duration = Duration::from_secs(30);

@@ -83,6 +83,14 @@ pub enum Refusal {
     NotOwner,
 }
 
+/// Whether a cancelled order's checkout session still has to be closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Session {
+    Open,
+    /// The provider reported it closed.
+    Closed,
+}
+
 impl OrderRecord {
     /// A new order for `command`, and the reservation to ask for.
     pub fn place(command: &PlaceOrder, now: Timestamp) -> (OrderRecord, Vec<Effect>) {
@@ -387,20 +395,18 @@ impl OrderRecord {
         if self.status != OrderStatus::Reserved {
             return Decision::Unchanged;
         }
-        let decision = self.cancel(CancelReason::NotPaid, now);
         // The session is closed already; only the stock has to come back.
-        match decision {
-            Decision::Changed(effects) => Decision::Changed(
-                effects
-                    .into_iter()
-                    .filter(|effect| !matches!(effect, Effect::Payment(_)))
-                    .collect(),
-            ),
-            other => other,
-        }
+        self.cancel_with(CancelReason::NotPaid, Session::Closed, now)
     }
 
+    /// Cancels the order; a reserved order's checkout session is closed too.
     fn cancel(&mut self, reason: CancelReason, now: Timestamp) -> Decision {
+        self.cancel_with(reason, Session::Open, now)
+    }
+
+    /// Cancels the order, releasing its stock, and closing its checkout
+    /// session when the order was reserved and `session` is still open.
+    fn cancel_with(&mut self, reason: CancelReason, session: Session, now: Timestamp) -> Decision {
         let was = self.status;
         if was.is_final() {
             return Decision::Refused(Refusal::NotCancellable(was));
@@ -420,7 +426,7 @@ impl OrderRecord {
         let mut effects = vec![Effect::Stock(StockCommand::ReleaseStock(OrderRef {
             order_id,
         }))];
-        if was == OrderStatus::Reserved {
+        if was == OrderStatus::Reserved && session == Session::Open {
             effects.push(Effect::Payment(PaymentCommand::CancelPayment(OrderRef {
                 order_id,
             })));

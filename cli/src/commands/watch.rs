@@ -95,10 +95,12 @@ fn print_order(context: &Context, order: &Order) {
         line.push_str(&format!("  {}", money(Some(total), order.currency)));
     }
     if order.status == OrderStatus::Reserved {
-        line.push_str(&format!(
-            "  pay within {}",
-            time_left(order, Timestamp::now())
-        ));
+        let now = Timestamp::now();
+        if order.pay_until.is_some_and(|deadline| deadline <= now) {
+            line.push_str("  deadline passed, a payment made in time still counts");
+        } else {
+            line.push_str(&format!("  pay within {}", time_left(order, now)));
+        }
         if let Some(url) = &order.checkout_url {
             line.push_str(&format!("  {url}"));
         }

@@ -15,6 +15,7 @@ mod network;
 mod qr;
 mod ui;
 
+use std::io::IsTerminal;
 use std::io::{Stdout, Write};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -70,6 +71,12 @@ fn parse_profile(text: &str) -> Result<String, String> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if !(std::io::stdin().is_terminal() && std::io::stdout().is_terminal()) {
+        eprintln!(
+            "shop-tui: needs a terminal: its input and output must be one (for scripts and pipes, use `shop`)"
+        );
+        return ExitCode::FAILURE;
+    }
     let tokens = match Tokens::locate() {
         Ok(tokens) => tokens,
         Err(error) => {

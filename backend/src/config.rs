@@ -168,7 +168,8 @@ pub struct EmbeddedArgs {
     #[arg(long, env = "SHOP_PUBLIC_URL", value_parser = parse_url)]
     pub public_url: Option<String>,
 
-    /// Partitions of each bus topic; more lets consumers work in parallel.
+    /// Partitions of each bus topic when it is created; more lets consumers
+    /// work in parallel. A topic keeps its count afterwards, as in Kafka.
     #[arg(long, env = "SHOP_PARTITIONS", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub partitions: u32,
 

@@ -217,7 +217,19 @@ impl MemoryBus {
 impl Bus for MemoryBus {
     async fn ensure_topics(&self, topics: &[TopicSpec]) -> Result<(), BusError> {
         for spec in topics {
-            if self.inner.shared.topic(&spec.name).is_some() {
+            if let Some(topic) = self.inner.shared.topic(&spec.name) {
+                let kept = topic.partitions.len();
+                if kept != self.inner.partitions.max(1) as usize {
+                    // As in Kafka, a topic keeps the partitions it was
+                    // created with; moving records between partitions
+                    // would break the order of each key.
+                    tracing::warn!(
+                        topic = %spec.name,
+                        kept,
+                        asked = self.inner.partitions,
+                        "the topic keeps the partitions it was created with; --partitions applies to new topics only"
+                    );
+                }
                 continue;
             }
             let (done, created) = oneshot::channel();

@@ -224,8 +224,8 @@ impl WebhookQueue {
 }
 
 /// Takes queued events until shutdown: every event waiting when a batch
-/// begins (up to [`BATCH`]) goes in one transaction, in the order they
-/// came. When that transaction fails, each of its events is tried again in
+/// begins (up to [`BATCH`]) goes in one transaction ([`process_batch`]
+/// says in which order). When that transaction fails, each of its events is tried again in
 /// a transaction of its own, so that one event the store refuses does not
 /// hold back the others.
 pub async fn run_batches(

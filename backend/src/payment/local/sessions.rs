@@ -266,9 +266,7 @@ impl LocalCheckout {
     /// says so. The answers are in the order of `ids`.
     pub(super) async fn close(&self, ids: &[String]) -> Result<Vec<SessionClosed>, StoreError> {
         let mut tx = self.inner.db.begin().await?;
-        let expired = self
-            .expire_in(&mut tx, ids.to_vec(), Timestamp::now())
-            .await?;
+        let expired = self.expire_in(&mut tx, ids, Timestamp::now()).await?;
         let mut closed = Vec::with_capacity(ids.len());
         for id in ids {
             if expired.contains(id) {
@@ -291,11 +289,11 @@ impl LocalCheckout {
     async fn expire_in(
         &self,
         tx: &mut Tx,
-        ids: Vec<String>,
+        ids: &[String],
         now: Timestamp,
     ) -> Result<HashSet<String>, StoreError> {
         let mut expired = HashSet::new();
-        for id in &ids {
+        for id in ids {
             let updated = sqlx::query(
                 "UPDATE local_checkout_sessions SET status = 'expired' WHERE id = $1 AND status = 'open'",
             )
@@ -355,7 +353,7 @@ impl LocalCheckout {
         .bind(cutoff)
         .fetch_all(&mut *tx)
         .await?;
-        let expired = self.expire_in(&mut tx, ids, now).await?.len();
+        let expired = self.expire_in(&mut tx, &ids, now).await?.len();
         tx.commit().await?;
         if expired > 0 {
             self.inner.wake_delivery.notify_one();

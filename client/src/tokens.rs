@@ -11,7 +11,7 @@ pub struct Tokens {
     dir: PathBuf,
 }
 
-/// A profile's token held by this process ([`Tokens::claim`]); dropped,
+/// A profile's token held by this process ([`Tokens::get_or_claim`]); dropped,
 /// it lets the next client take it.
 #[derive(Debug)]
 pub struct TokenClaim {
@@ -85,7 +85,7 @@ impl Tokens {
     ///
     /// The I/O error of creating the directory or the lock file, or of
     /// locking it, with a message that names the file.
-    pub async fn claim(&self, profile: &str, gateway: &str) -> std::io::Result<TokenClaim> {
+    async fn claim(&self, profile: &str, gateway: &str) -> std::io::Result<TokenClaim> {
         let path = self.path(profile, gateway).with_extension("lock");
         let named = |error: std::io::Error| {
             std::io::Error::new(
@@ -107,6 +107,28 @@ impl Tokens {
             .and_then(|locked| locked)
             .map_err(named)?;
         Ok(TokenClaim { _file: file })
+    }
+
+    /// The saved token of `profile` for `gateway`; when there is none,
+    /// first waits to hold the profile's token alone and reads again, and
+    /// returns the claim too: the caller holds it until it has saved the
+    /// new customer's token, so that clients started together become one
+    /// customer.
+    ///
+    /// # Errors
+    ///
+    /// Creating the directory or the lock file beside the token, or locking
+    /// it, failed; the message names the file.
+    pub async fn get_or_claim(
+        &self,
+        profile: &str,
+        gateway: &str,
+    ) -> std::io::Result<(Option<String>, Option<TokenClaim>)> {
+        if let Some(saved) = self.get(profile, gateway) {
+            return Ok((Some(saved), None));
+        }
+        let claim = self.claim(profile, gateway).await?;
+        Ok((self.get(profile, gateway), Some(claim)))
     }
 
     /// Saves the token of `profile` for `gateway`.

@@ -97,22 +97,13 @@ async fn run(
 
 /// Connects as the profile's customer, keeping a new customer's token.
 async fn connect(settings: &Settings) -> Result<Client, ClientError> {
-    let mut saved = settings.tokens.get(&settings.profile, &settings.gateway);
-    // Without a token, a new customer is made once: clients started
-    // together on the profile wait for the first one's token. A lock that
-    // cannot be taken only loses that guarantee.
-    let _claim = match saved {
-        Some(_) => None,
-        None => {
-            let claim = settings
-                .tokens
-                .claim(&settings.profile, &settings.gateway)
-                .await
-                .ok();
-            saved = settings.tokens.get(&settings.profile, &settings.gateway);
-            claim
-        }
-    };
+    let (tokens, profile, gateway) = (&settings.tokens, &settings.profile, &settings.gateway);
+    // A claim that cannot be taken only loses the guarantee that clients
+    // started together become one customer.
+    let (saved, _claim) = tokens
+        .get_or_claim(profile, gateway)
+        .await
+        .unwrap_or_else(|_| (tokens.get(profile, gateway), None));
     let client = match Client::connect(&settings.gateway, saved.as_deref()).await {
         Err(ClientError::Server {
             code: ErrorCode::InvalidToken,

@@ -56,20 +56,10 @@ impl Context {
     async fn connect(&self) -> Result<Client, CliError> {
         let tokens = Tokens::locate().map_err(|error| CliError::usage(error.to_string()))?;
         let profile = &self.global.profile;
-        let mut saved = tokens.get(profile, &self.gateway);
-        // Without a token, a new customer is made once: clients started
-        // together on the profile wait for the first one's token.
-        let _claim = match saved {
-            Some(_) => None,
-            None => {
-                let claim = tokens
-                    .claim(profile, &self.gateway)
-                    .await
-                    .map_err(|error| CliError::usage(error.to_string()))?;
-                saved = tokens.get(profile, &self.gateway);
-                Some(claim)
-            }
-        };
+        let (saved, _claim) = tokens
+            .get_or_claim(profile, &self.gateway)
+            .await
+            .map_err(|error| CliError::usage(error.to_string()))?;
         let client = match self.connect_as(saved.as_deref()).await {
             Err(ClientError::Server {
                 code: ErrorCode::InvalidToken,

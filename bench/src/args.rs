@@ -29,7 +29,7 @@ counts every unit of the skus it ordered.
 Exit codes: 0 all orders reached RESERVED or a clean cancellation and stock
 was conserved; 1 bad arguments or a file that cannot be written; 2 the
 gateway cannot be reached; 3 some orders failed or timed out; 4 stock was
-not conserved.";
+not conserved; 141 the reader of the report went away.";
 
 #[derive(Debug, Subcommand)]
 pub enum Command {

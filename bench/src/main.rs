@@ -11,7 +11,7 @@ mod stats;
 mod trace;
 
 use std::collections::BTreeMap;
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -32,6 +32,10 @@ const EXIT_USAGE: u8 = 1;
 const EXIT_UNREACHABLE: u8 = 2;
 const EXIT_FAILED_ORDERS: u8 = 3;
 const EXIT_NOT_CONSERVED: u8 = 4;
+/// The reader of stdout went away (`shop-bench catalog | head`): 128 +
+/// `SIGPIPE`, what a shell reports for a program that pipe stopped. The run
+/// ends quietly.
+const EXIT_BROKEN_PIPE: u8 = 141;
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -51,14 +55,28 @@ async fn main() -> ExitCode {
     };
     match outcome {
         Ok(code) => code,
+        Err((EXIT_BROKEN_PIPE, _)) => ExitCode::from(EXIT_BROKEN_PIPE),
         Err((code, message)) => {
-            eprintln!("shop-bench: {message}");
+            let _ = writeln!(std::io::stderr(), "shop-bench: {message}");
             ExitCode::from(code)
         }
     }
 }
 
 type Failure = (u8, String);
+
+/// Writes `text` to stdout; a closed pipe or another write failure ends the
+/// run instead of panicking as `print!` does.
+fn print_out(text: &str) -> Result<(), Failure> {
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+        .map_err(|error| match error.kind() {
+            std::io::ErrorKind::BrokenPipe => (EXIT_BROKEN_PIPE, String::new()),
+            _ => (EXIT_USAGE, format!("cannot write the report: {error}")),
+        })
+}
 
 fn cannot_write(path: &std::path::Path, error: &std::io::Error) -> String {
     format!("cannot write {}: {error}", path.display())
@@ -70,7 +88,7 @@ fn write_catalog(args: &CatalogArgs) -> Result<ExitCode, Failure> {
         Some(path) => {
             std::fs::write(path, text).map_err(|error| (EXIT_USAGE, cannot_write(path, &error)))?
         }
-        None => print!("{text}"),
+        None => print_out(&text)?,
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -193,15 +211,16 @@ async fn run(args: &RunArgs) -> Result<ExitCode, Failure> {
     for connection in &connections {
         connection.client.close();
     }
-    if args.json {
-        println!(
-            "{}",
+    let printed = if args.json {
+        print_out(&format!(
+            "{}\n",
             serde_json::to_string_pretty(&report).unwrap_or_default()
-        );
+        ))
     } else {
-        print!("{}", report.human());
-    }
-    // The report is out even when the orders file cannot be finished.
+        print_out(&report.human())
+    };
+    // The report is out even when the orders file cannot be finished, and
+    // the file is written even when nobody reads the report.
     let mut written = true;
     if let (Some(mut file), Some(path)) = (orders_file, &args.orders)
         && let Err(error) = trace::write(&mut file, &mut traces, measure_from, clock)
@@ -209,6 +228,7 @@ async fn run(args: &RunArgs) -> Result<ExitCode, Failure> {
         eprintln!("shop-bench: {}", cannot_write(path, &error));
         written = false;
     }
+    printed?;
     Ok(if !report.conservation.ok {
         ExitCode::from(EXIT_NOT_CONSERVED)
     } else if report.errors > 0 {

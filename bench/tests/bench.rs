@@ -273,3 +273,44 @@ async fn an_unreachable_gateway_and_bad_arguments_get_clear_errors() {
     assert_eq!(catalog.matches("[[products]]").count(), 3, "{catalog}");
     assert!(catalog.contains("\"X-"), "{catalog}");
 }
+
+/// Runs `command` with its stdout a pipe whose reader has already gone, as
+/// in `shop-bench catalog | head -1` once `head` has its line.
+async fn into_closed_pipe(mut command: Command) -> Output {
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    command
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("shop-bench runs")
+        .wait_with_output()
+        .await
+        .expect("shop-bench runs")
+}
+
+#[tokio::test]
+async fn a_closed_pipe_ends_quietly_and_the_orders_file_is_still_written() {
+    let output = into_closed_pipe(bench(&["catalog", "--skus", "1000"])).await;
+    assert_eq!(output.status.code(), Some(141));
+    assert_eq!(String::from_utf8_lossy(&output.stderr), "");
+
+    let shop = Shop::start(&["--skus", "2", "--stock", "1000"]).await;
+    let orders = shop.dir.path().join("orders.csv");
+    let mut run = bench(&[
+        "run",
+        "--rate",
+        "20",
+        "--duration",
+        "1s",
+        "--connections",
+        "2",
+    ]);
+    run.args(["--quiet", "--orders", path(&orders)])
+        .env("SHOP_GATEWAY", &shop.gateway);
+    let output = into_closed_pipe(run).await;
+    assert_eq!(output.status.code(), Some(141));
+    assert_eq!(String::from_utf8_lossy(&output.stderr), "");
+    let written = std::fs::read_to_string(&orders).expect("the orders file");
+    assert!(written.lines().count() > 1, "{written}");
+}

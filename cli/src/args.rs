@@ -16,7 +16,7 @@ Examples:
 
 Exit codes: 0 success, 1 usage or input error, 2 cannot reach the gateway,
 3 order cancelled or expired, 4 timed out waiting, 5 refused by the shop,
-6 the shop is unavailable.";
+6 the shop is unavailable, 141 the reader of the output went away.";
 
 /// Shop from the terminal: browse, order, pay and watch it happen live.
 #[derive(Debug, Parser)]

@@ -21,6 +21,9 @@ pub enum Exit {
     Refused = 5,
     /// The shop is up but cannot serve now, or failed.
     Unavailable = 6,
+    /// The reader of the output went away (`shop watch | head -1`): 128 +
+    /// `SIGPIPE` (13), what a shell reports for a program that pipe stopped.
+    BrokenPipe = 141,
 }
 
 /// A failed command.

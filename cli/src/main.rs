@@ -6,6 +6,7 @@ mod commands;
 mod error;
 mod output;
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -26,7 +27,10 @@ async fn main() -> ExitCode {
     match commands::run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
-            eprintln!("shop: {failure}");
+            if failure.exit != error::Exit::BrokenPipe {
+                // Nothing more can be done when stderr is closed as well.
+                let _ = writeln!(std::io::stderr(), "shop: {failure}");
+            }
             ExitCode::from(failure.exit as u8)
         }
     }

@@ -1,12 +1,43 @@
 //! Human output: aligned tables, money as `4,500.00 EUR`, deadlines as a
 //! countdown, and colour only on a terminal and never with `NO_COLOR`.
 
-use std::io::IsTerminal;
+use std::fmt;
+use std::io::{IsTerminal, Write};
 use std::time::Duration;
 
 use shop_shared::domain::{Order, OrderStatus, RefundState};
 use shop_shared::money::{Currency, Money};
 use shop_shared::time::Timestamp;
+
+use crate::error::{CliError, Exit};
+
+/// Prints a formatted line to standard output, as `println!` does, but
+/// returns a [`CliError`] instead of panicking when the output is gone.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::output::write(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+pub(crate) use out;
+
+/// Writes `text` to standard output.
+///
+/// # Errors
+///
+/// [`Exit::BrokenPipe`], without a message, when the reader has closed the
+/// pipe (`shop watch | head -1`): the command ends quietly, with the status
+/// a shell shows for a process stopped by `SIGPIPE`. Any other write
+/// failure (a full disk) is a usage error saying so.
+pub fn write(text: fmt::Arguments<'_>) -> Result<(), CliError> {
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_fmt(text)
+        .and_then(|()| stdout.flush())
+        .map_err(|error| match error.kind() {
+            std::io::ErrorKind::BrokenPipe => CliError::new(Exit::BrokenPipe, ""),
+            _ => CliError::usage(format!("cannot write the output: {error}")),
+        })
+}
 
 /// Whether to paint.
 #[derive(Debug, Clone, Copy)]

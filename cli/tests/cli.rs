@@ -583,6 +583,68 @@ async fn watch_streams_stock_and_order_changes_one_per_line() {
     let _ = json.kill().await;
 }
 
+/// `shop` writing into a pipe whose reader has already gone, as in
+/// `shop watch | head -1` once `head` has its line.
+fn into_closed_pipe(mut command: Command) -> tokio::process::Child {
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    command
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("shop runs")
+}
+
+#[tokio::test]
+async fn every_printing_command_into_a_closed_pipe_ends_quietly_with_141() {
+    let shop = Shop::start().await;
+    let mut watch = into_closed_pipe(shop.command(&["watch"]));
+    let mut watch_json = into_closed_pipe(shop.command(&["watch", "--json"]));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let order = shop.run(&["order", "SKU-003", "--json"]).await.ok().json();
+    let id = order["id"].as_str().expect("id").to_owned();
+
+    for args in [
+        vec!["products"],
+        vec!["products", "--json"],
+        vec!["order", "SKU-003"],
+        vec!["orders"],
+        vec!["orders", "--json"],
+        vec!["status", &id],
+        vec!["pay", &id],
+        vec!["completions", "bash"],
+        vec!["cancel", &id],
+    ] {
+        let run = Run::of(
+            into_closed_pipe(shop.command(&args))
+                .wait_with_output()
+                .await
+                .expect("shop runs"),
+        );
+        assert_eq!(
+            (run.code, run.stderr.as_str()),
+            (141, ""),
+            "`shop {}` into a closed pipe",
+            args.join(" ")
+        );
+    }
+    for (name, watch) in [("watch", &mut watch), ("watch --json", &mut watch_json)] {
+        let status = tokio::time::timeout(Duration::from_secs(15), watch.wait())
+            .await
+            .unwrap_or_else(|_| panic!("`shop {name}` kept running with nobody reading"))
+            .expect("watch ends");
+        let mut stderr = String::new();
+        tokio::io::AsyncReadExt::read_to_string(
+            watch.stderr.as_mut().expect("stderr"),
+            &mut stderr,
+        )
+        .await
+        .expect("stderr");
+        assert_eq!(status.code(), Some(141), "`shop {name}`: {stderr}");
+        assert!(!stderr.contains("panicked"), "`shop {name}`: {stderr}");
+    }
+}
+
 #[tokio::test]
 async fn a_payment_settling_after_the_deadline_shows_as_refunded_live() {
     // Its settlement is known only after the deadline and the grace period

@@ -2,6 +2,7 @@
 
 use super::{Context, resolve};
 use crate::error::CliError;
+use crate::output::out;
 
 pub(super) async fn cancel(context: &Context, text: &str) -> Result<(), CliError> {
     let client = context.connect().await?;
@@ -11,12 +12,12 @@ pub(super) async fn cancel(context: &Context, text: &str) -> Result<(), CliError
         .await
         .map_err(|error| context.fail(error))?;
     if context.global.json {
-        context.json(&order);
+        context.json(&order)?;
     } else {
-        println!(
+        out!(
             "Order {} is cancelled; its items are back in stock.",
             order.short_id()
-        );
+        )?;
     }
     Ok(())
 }

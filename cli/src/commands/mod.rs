@@ -24,7 +24,7 @@ use shop_shared::protocol::ErrorCode;
 
 use crate::args::{Cli, Command, Global};
 use crate::error::{CliError, Exit};
-use crate::output::Style;
+use crate::output::{Style, out};
 use cancel::cancel;
 use order::order;
 use orders::orders;
@@ -90,8 +90,8 @@ impl Context {
     }
 
     /// Prints `value` as one JSON object.
-    fn json(&self, value: &impl serde::Serialize) {
-        println!("{}", serde_json::to_string(value).unwrap_or_default());
+    fn json(&self, value: &impl serde::Serialize) -> Result<(), CliError> {
+        out!("{}", serde_json::to_string(value).unwrap_or_default())
     }
 }
 
@@ -113,8 +113,9 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Cancel { order } => cancel(&context, &order).await,
         Command::Watch => watch(&context).await,
         Command::Completions { shell } => {
-            clap_complete::generate(shell, &mut Cli::command(), "shop", &mut std::io::stdout());
-            Ok(())
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "shop", &mut script);
+            crate::output::write(format_args!("{}", String::from_utf8_lossy(&script)))
         }
     }
 }

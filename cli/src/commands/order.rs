@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use super::{Context, cancelled};
 use crate::error::{CliError, Exit};
-use crate::output::{countdown, duration, money};
+use crate::output::{countdown, duration, money, out};
 
 /// Reads `SKU[:QTY]` arguments as the lines of an order; the same sku twice
 /// adds up.
@@ -108,7 +108,7 @@ pub(super) async fn order(
         Err(error) => return Err(context.fail(error)),
     };
     if context.global.json {
-        context.json(&order);
+        context.json(&order)?;
     }
     if order.status == OrderStatus::Cancelled {
         return Err(cancelled(&order));
@@ -126,20 +126,20 @@ pub(super) async fn order(
             })
             .collect();
         let now = Timestamp::now();
-        println!(
+        out!(
             "Order {} {}: {}",
             context.style.bold(&order.short_id()),
             order.status,
             items.join(", ")
-        );
-        println!(
+        )?;
+        out!(
             "Total {}, pay within {}",
             money(order.total, order.currency),
             order
                 .pay_until
                 .map_or("-".into(), |deadline| countdown(deadline, now))
-        );
-        println!("{}", order.checkout_url.as_deref().unwrap_or_default());
+        )?;
+        out!("{}", order.checkout_url.as_deref().unwrap_or_default())?;
     }
     Ok(())
 }

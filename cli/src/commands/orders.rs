@@ -5,17 +5,17 @@ use shop_shared::time::Timestamp;
 
 use super::Context;
 use crate::error::CliError;
-use crate::output::{Align, Cell, Table, money, time_left};
+use crate::output::{Align, Cell, Table, money, out, time_left};
 
 pub(super) async fn orders(context: &Context) -> Result<(), CliError> {
     let client = context.connect().await?;
     let orders = client.orders().await.map_err(|error| context.fail(error))?;
     if context.global.json {
-        context.json(&orders);
+        context.json(&orders)?;
         return Ok(());
     }
     if orders.is_empty() {
-        println!("No orders yet. Place one with `shop order SKU-001`.");
+        out!("No orders yet. Place one with `shop order SKU-001`.")?;
         return Ok(());
     }
     let now = Timestamp::now();
@@ -39,6 +39,6 @@ pub(super) async fn orders(context: &Context) -> Result<(), CliError> {
             Cell::from(checkout),
         ]);
     }
-    print!("{}", table.render(context.style));
+    crate::output::write(format_args!("{}", table.render(context.style)))?;
     Ok(())
 }

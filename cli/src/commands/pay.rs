@@ -9,7 +9,7 @@ use shop_shared::time::Timestamp;
 
 use super::{Context, DEFAULT_TIMEOUT, cancelled, cancelled_after_paying, resolve};
 use crate::error::{CliError, Exit};
-use crate::output::{countdown, duration, money};
+use crate::output::{countdown, duration, money, out};
 
 /// How long `pay --wait` keeps waiting after the deadline for the shop to
 /// record the expiry.
@@ -50,15 +50,15 @@ pub(super) async fn pay(
     match order.status {
         OrderStatus::Paid => {
             if context.global.json {
-                context.json(&order);
+                context.json(&order)?;
             } else {
-                println!("Order {} is already paid.", order.short_id());
+                out!("Order {} is already paid.", order.short_id())?;
             }
             return Ok(());
         }
         OrderStatus::Cancelled => {
             if context.global.json {
-                context.json(&order);
+                context.json(&order)?;
             }
             return Err(cancelled(&order));
         }
@@ -74,14 +74,14 @@ pub(super) async fn pay(
         ));
     };
     if !context.global.json {
-        println!("{url}");
+        out!("{url}")?;
     }
     if open && let Err(problem) = shop_client::browser::open(&url) {
         eprintln!("shop: could not open a browser ({problem}); open the URL above yourself");
     }
     if !wait {
         if context.global.json {
-            context.json(&order);
+            context.json(&order)?;
         }
         return Ok(());
     }
@@ -118,16 +118,16 @@ pub(super) async fn pay(
         Err(error) => return Err(context.fail(error)),
     };
     if context.global.json {
-        context.json(&order);
+        context.json(&order)?;
     }
     match order.status {
         OrderStatus::Paid => {
             if !context.global.json {
-                println!(
+                out!(
                     "Order {} is paid: {}.",
                     order.short_id(),
                     money(order.total, order.currency)
-                );
+                )?;
             }
             Ok(())
         }

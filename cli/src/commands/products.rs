@@ -11,7 +11,7 @@ pub(super) async fn products(context: &Context) -> Result<(), CliError> {
         .await
         .map_err(|error| context.fail(error))?;
     if context.global.json {
-        context.json(&products);
+        context.json(&products)?;
         return Ok(());
     }
     let mut table = Table::new(&[
@@ -28,6 +28,6 @@ pub(super) async fn products(context: &Context) -> Result<(), CliError> {
             product.available.to_string().into(),
         ]);
     }
-    print!("{}", table.render(context.style));
+    crate::output::write(format_args!("{}", table.render(context.style)))?;
     Ok(())
 }

@@ -11,10 +11,13 @@ pub(super) async fn status(context: &Context, text: &str) -> Result<(), CliError
     let client = context.connect().await?;
     let order = resolve(context, &client, text).await?;
     if context.global.json {
-        context.json(&order);
+        context.json(&order)?;
         return Ok(());
     }
-    print!("{}", describe(&order, context.style, Timestamp::now()));
+    crate::output::write(format_args!(
+        "{}",
+        describe(&order, context.style, Timestamp::now())
+    ))?;
     Ok(())
 }
 

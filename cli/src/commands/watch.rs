@@ -9,7 +9,7 @@ use shop_shared::time::Timestamp;
 
 use super::Context;
 use crate::error::{CliError, Exit};
-use crate::output::{money, time_left};
+use crate::output::{money, out, time_left};
 
 pub(super) async fn watch(context: &Context) -> Result<(), CliError> {
     let mut client = context.connect().await?;
@@ -27,8 +27,8 @@ pub(super) async fn watch(context: &Context) -> Result<(), CliError> {
                 _ = tokio::signal::ctrl_c() => return Ok(()),
             };
             match push {
-                Ok(Push::Product(product)) => print_product(context, &product),
-                Ok(Push::Order(order)) => print_order(context, &order),
+                Ok(Push::Product(product)) => print_product(context, &product)?,
+                Ok(Push::Order(order)) => print_order(context, &order)?,
                 Ok(Push::Disconnected) | Err(tokio::sync::broadcast::error::RecvError::Closed) => {
                     break;
                 }
@@ -65,24 +65,23 @@ fn clock() -> String {
     now.get(11..19).unwrap_or(&now).to_owned()
 }
 
-fn print_product(context: &Context, product: &Product) {
+fn print_product(context: &Context, product: &Product) -> Result<(), CliError> {
     if context.global.json {
-        context.json(&serde_json::json!({ "type": "product_updated", "product": product }));
+        context.json(&serde_json::json!({ "type": "product_updated", "product": product }))
     } else {
-        println!(
+        out!(
             "{}  stock  {}  {}: {} available",
             context.style.dim(&clock()),
             product.sku,
             product.name,
             product.available
-        );
+        )
     }
 }
 
-fn print_order(context: &Context, order: &Order) {
+fn print_order(context: &Context, order: &Order) -> Result<(), CliError> {
     if context.global.json {
-        context.json(&serde_json::json!({ "type": "order_updated", "order": order }));
-        return;
+        return context.json(&serde_json::json!({ "type": "order_updated", "order": order }));
     }
     let status = context.style.status(order);
     let mut line = format!(
@@ -105,5 +104,5 @@ fn print_order(context: &Context, order: &Order) {
             line.push_str(&format!("  {url}"));
         }
     }
-    println!("{line}");
+    out!("{line}")
 }

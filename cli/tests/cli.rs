@@ -473,6 +473,35 @@ async fn profiles_keep_customers_apart_and_tokens_persist() {
 }
 
 #[tokio::test]
+async fn every_spelling_of_the_shop_address_is_the_same_customer() {
+    let shop = Shop::start().await;
+    let port = shop.gateway.rsplit(':').next().expect("a port").to_owned();
+    let placed = shop
+        .run(&[
+            "order",
+            "SKU-003",
+            "--json",
+            "--gateway",
+            &format!("localhost:{port}"),
+        ])
+        .await
+        .ok()
+        .json();
+    for spelling in [
+        format!("127.0.0.1:{port}"),
+        format!("http://LOCALHOST:{port}/"),
+        format!("ws://127.0.0.1:{port}/ws"),
+    ] {
+        let orders = shop
+            .run(&["orders", "--json", "--gateway", &spelling])
+            .await
+            .ok()
+            .json();
+        assert_eq!(orders[0]["id"], placed["id"], "--gateway {spelling}");
+    }
+}
+
+#[tokio::test]
 async fn commands_started_together_on_a_new_profile_are_one_customer() {
     let shop = Shop::start().await;
     // All six start before any has saved a token.

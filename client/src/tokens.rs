@@ -1,6 +1,6 @@
 //! Where clients keep customer tokens, so that successive runs of `shop`
-//! and `shop-tui` act as the same customer: one file per profile and
-//! gateway, under `$XDG_CONFIG_HOME/shop` (or `~/.config/shop`), readable by
+//! and `shop-tui` act as the same customer: one file per profile and shop
+//! (however its address is spelled: [`canonical_address`]), under `$XDG_CONFIG_HOME/shop` (or `~/.config/shop`), readable by
 //! the user only.
 
 use std::io::Write;
@@ -49,8 +49,21 @@ impl Tokens {
         })
     }
 
+    /// The token file of `profile` for the shop at `gateway`, named by the
+    /// shop's [`canonical_address`], so that every spelling of one shop's
+    /// address is one customer.
     fn path(&self, profile: &str, gateway: &str) -> PathBuf {
-        let name: String = gateway
+        self.path_named(profile, &canonical_address(gateway))
+    }
+
+    /// The file name of earlier versions, made from the address as spelled;
+    /// still read so that a saved customer is not lost.
+    fn spelled_path(&self, profile: &str, gateway: &str) -> PathBuf {
+        self.path_named(profile, gateway)
+    }
+
+    fn path_named(&self, profile: &str, address: &str) -> PathBuf {
+        let name: String = address
             .chars()
             .map(|c| {
                 if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
@@ -68,10 +81,14 @@ impl Tokens {
 
     /// The token of `profile` for `gateway`, if one was saved.
     pub fn get(&self, profile: &str, gateway: &str) -> Option<String> {
-        std::fs::read_to_string(self.path(profile, gateway))
-            .ok()
-            .map(|text| text.trim().to_owned())
-            .filter(|token| !token.is_empty())
+        [
+            self.path(profile, gateway),
+            self.spelled_path(profile, gateway),
+        ]
+        .iter()
+        .filter_map(|path| std::fs::read_to_string(path).ok())
+        .map(|text| text.trim().to_owned())
+        .find(|token| !token.is_empty())
     }
 
     /// Waits until this process alone holds the token of `profile` for
@@ -151,6 +168,35 @@ impl Tokens {
     }
 }
 
+/// One name for each shop however its WebSocket address is spelled:
+/// `ws://localhost:8080/ws`, `ws://127.0.0.1:8080/ws` and
+/// `ws://[::1]:8080/ws` are the same shop (`ws_localhost_8080/ws`), the
+/// host's case and a trailing dot do not count, and a missing port is the
+/// scheme's default (80 for `ws`, 443 for `wss`, RFC 6455 §3). An address
+/// that does not parse is its own name.
+pub fn canonical_address(gateway: &str) -> String {
+    let Ok(uri) = gateway.parse::<http::Uri>() else {
+        return gateway.to_owned();
+    };
+    let (Some(scheme), Some(host)) = (uri.scheme_str(), uri.host()) else {
+        return gateway.to_owned();
+    };
+    let scheme = scheme.to_ascii_lowercase();
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let loopback = bare == "localhost"
+        || bare.ends_with(".localhost")
+        || bare
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback() || ip.is_unspecified());
+    let host = if loopback { "localhost" } else { host.as_str() };
+    let port = uri.port_u16().unwrap_or(match scheme.as_str() {
+        "wss" | "https" => 443,
+        _ => 80,
+    });
+    format!("{scheme}_{host}_{port}{}", uri.path())
+}
+
 /// Writes `text` to `path` readable by the user only, atomically.
 fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
@@ -204,6 +250,40 @@ mod tests {
                 .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn every_spelling_of_a_loopback_address_is_one_shop() {
+        let local = canonical_address("ws://127.0.0.1:8080/ws");
+        for spelling in [
+            "ws://localhost:8080/ws",
+            "ws://LOCALHOST.:8080/ws",
+            "ws://[::1]:8080/ws",
+            "ws://127.0.0.2:8080/ws",
+            "ws://0.0.0.0:8080/ws",
+        ] {
+            assert_eq!(canonical_address(spelling), local, "{spelling}");
+        }
+        assert_ne!(canonical_address("ws://localhost:8081/ws"), local);
+        assert_ne!(canonical_address("wss://localhost:8080/ws"), local);
+        assert_eq!(
+            canonical_address("wss://Shop.Example/ws"),
+            canonical_address("wss://shop.example:443/ws")
+        );
+        assert_ne!(
+            canonical_address("ws://shop.example/ws"),
+            canonical_address("ws://other.example/ws")
+        );
+    }
+
+    #[test]
+    fn a_token_saved_under_the_address_as_spelled_is_still_found() {
+        let dir = std::env::temp_dir().join(format!("shop-tokens-spelled-{}", std::process::id()));
+        let tokens = Tokens { dir: dir.clone() };
+        let gateway = "ws://127.0.0.1:8080/ws";
+        write_private(&tokens.spelled_path("alice", gateway), "t-old").expect("saved");
+        assert_eq!(tokens.get("alice", gateway).as_deref(), Some("t-old"));
         let _ = std::fs::remove_dir_all(dir);
     }
 

@@ -96,6 +96,35 @@ fn gauges(db: Db) -> GaugeSource {
     })
 }
 
+/// A shop sells in one currency: an order's lines are priced and paid
+/// together, so a catalogue in another currency than the products already
+/// on sale (`selling`, their codes) is refused before anything changes.
+///
+/// # Errors
+///
+/// The catalogue's currency differs from what the shop sells, or the shop
+/// already sells in several (a data directory of an earlier version).
+fn one_currency(selling: &[String], catalog: &[CatalogProduct]) -> anyhow::Result<()> {
+    let Some(wanted) = catalog.first().map(|product| product.currency.to_string()) else {
+        return Ok(());
+    };
+    let other: Vec<&str> = selling
+        .iter()
+        .map(String::as_str)
+        .filter(|code| *code != wanted)
+        .collect();
+    if other.is_empty() {
+        return Ok(());
+    }
+    anyhow::bail!(
+        "the catalogue is in {wanted}, but this shop already sells in {}: a shop has one \
+         currency, since an order's lines are paid together. Keep the catalogue's currency \
+         as {}, or start a shop in {wanted} on a new data directory",
+        selling.join(" and "),
+        selling.join(" and ")
+    )
+}
+
 /// Seeds the catalogue and republishes every product, so read models that
 /// start empty learn the whole catalogue.
 async fn seed(db: &Db, catalog: Option<Vec<CatalogProduct>>) -> anyhow::Result<()> {
@@ -106,6 +135,7 @@ async fn seed(db: &Db, catalog: Option<Vec<CatalogProduct>>) -> anyhow::Result<(
         None => None,
     };
     if let Some(products) = products {
+        one_currency(&store::currencies(&mut tx).await?, &products)?;
         let added = store::seed(&mut tx, &products).await?;
         tracing::info!(added, listed = products.len(), "catalogue seeded");
     }
@@ -124,4 +154,34 @@ async fn seed(db: &Db, catalog: Option<Vec<CatalogProduct>>) -> anyhow::Result<(
     }
     tx.commit().await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shop_shared::money::Currency;
+
+    fn in_currency(code: &str) -> Vec<CatalogProduct> {
+        vec![CatalogProduct {
+            sku: "MUG".into(),
+            name: "Mug".into(),
+            unit_price: 1_250,
+            currency: Currency::new(code).expect("a currency"),
+            stock: 3,
+        }]
+    }
+
+    #[test]
+    fn a_catalogue_in_another_currency_than_the_shop_sells_in_is_refused() {
+        assert!(one_currency(&[], &in_currency("USD")).is_ok());
+        assert!(one_currency(&["EUR".into()], &in_currency("EUR")).is_ok());
+        let refused = one_currency(&["EUR".into()], &in_currency("USD"))
+            .expect_err("EUR shop, USD catalogue")
+            .to_string();
+        assert!(
+            refused.starts_with("the catalogue is in USD, but this shop already sells in EUR"),
+            "{refused}"
+        );
+        assert!(one_currency(&["EUR".into(), "USD".into()], &in_currency("EUR")).is_err());
+    }
 }

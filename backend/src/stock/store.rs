@@ -278,6 +278,19 @@ pub async fn seed(tx: &mut Tx, catalog: &[CatalogProduct]) -> Result<usize, Stor
     Ok(added)
 }
 
+/// The currencies of the products on sale, as ISO 4217 codes in order.
+///
+/// # Errors
+///
+/// The query failed.
+pub async fn currencies(tx: &mut Tx) -> Result<Vec<String>, StoreError> {
+    Ok(
+        sqlx::query_scalar("SELECT DISTINCT currency FROM products ORDER BY currency")
+            .fetch_all(&mut **tx)
+            .await?,
+    )
+}
+
 /// Whether the database is empty of products (first start).
 ///
 /// # Errors

@@ -63,6 +63,44 @@ async fn a_catalogue_file_seeds_a_different_shop(mode: Mode) {
     assert_eq!(order.total, Some(2_500));
 }
 
+#[tokio::test]
+async fn a_catalogue_in_another_currency_is_refused_at_start_up_and_changes_nothing() {
+    let mut shop = Shop::start(Mode::Embedded).await;
+    shop.stop().await;
+    let catalog = shop.data_dir().with_file_name("dollars.toml");
+    std::fs::write(
+        &catalog,
+        "currency = \"USD\"\n[[products]]\nsku = \"MUG\"\nname = \"Mug\"\nprice = \"9.00\"\nstock = 5\n",
+    )
+    .expect("catalogue written");
+    let refused = tokio::time::timeout(
+        WAIT,
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_shop-backend"))
+            .arg("--data-dir")
+            .arg(shop.data_dir())
+            .arg("--catalog")
+            .arg(&catalog)
+            .args(["--listen", "127.0.0.1:0"])
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("shop-backend refuses at once instead of serving")
+    .expect("shop-backend runs");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("the catalogue is in USD, but this shop already sells in EUR"),
+        "{stderr}"
+    );
+
+    shop.restart().await;
+    let client = shop.customer().await;
+    let products = client.products().await.expect("products");
+    assert_eq!(products.len(), 3, "no product of the refused catalogue");
+    assert!(products.iter().all(|p| p.currency == Currency::EUR));
+}
+
 async fn paid_path_reserves_prices_sells_and_pushes_every_step(mode: Mode) {
     let shop = Shop::start(mode).await;
     let client = shop.customer().await;

@@ -349,6 +349,12 @@ impl Shop {
         format!("{base}/stripe/webhook")
     }
 
+    /// The data directory of the embedded backend.
+    pub fn data_dir(&self) -> std::path::PathBuf {
+        assert_eq!(self.mode, Mode::Embedded, "one data directory per shop");
+        self.dir.path().join("data")
+    }
+
     pub fn http(&self) -> &reqwest::Client {
         &self.http
     }

@@ -502,6 +502,36 @@ async fn every_spelling_of_the_shop_address_is_the_same_customer() {
 }
 
 #[tokio::test]
+async fn pay_open_without_a_working_browser_says_so_and_gives_the_url() {
+    let shop = Shop::start().await;
+    let order = shop.run(&["order", "SKU-003", "--json"]).await.ok().json();
+    let id = order["id"].as_str().expect("id");
+    let url = order["checkout_url"].as_str().expect("a checkout URL");
+    // No opener on the PATH, as on a server without a desktop.
+    let path = shop.home.path().join("empty-path");
+    std::fs::create_dir_all(&path).expect("directory");
+    for browser in ["/bin/false", "/nonexistent/browser"] {
+        let run = Run::of(
+            shop.command(&["pay", id, "--open", "--json"])
+                .env("BROWSER", browser)
+                .env("PATH", &path)
+                .output()
+                .await
+                .expect("shop runs"),
+        )
+        .ok();
+        assert!(
+            run.stderr.contains("could not open a browser")
+                && run
+                    .stderr
+                    .contains(&format!("open this URL yourself: {url}")),
+            "BROWSER={browser}: {}",
+            run.stderr
+        );
+    }
+}
+
+#[tokio::test]
 async fn commands_started_together_on_a_new_profile_are_one_customer() {
     let shop = Shop::start().await;
     // All six start before any has saved a token.

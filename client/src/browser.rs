@@ -1,11 +1,28 @@
 //! Opening a checkout page in the user's browser, for the CLI and the TUI.
 
-/// Opens `url` with `$BROWSER` or the platform's opener.
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::process::Command;
+
+/// How long an opener has to fail before it counts as started. `xdg-open`
+/// and `open` hand the URL over and exit at once; a browser named by
+/// `$BROWSER` may run until it is closed, and is left running.
+const FAILS_WITHIN: Duration = Duration::from_secs(3);
+
+/// Opens `url` with `$BROWSER` or the platform's opener (`xdg-open`,
+/// `open`, `start`), trying the next when one fails.
+///
+/// Every opener started is waited for, so none is left a zombie: one that
+/// exits within three seconds is reaped then (success only with status 0),
+/// one still running after that (a browser itself) is reaped by the
+/// runtime when it exits.
 ///
 /// # Errors
 ///
-/// When no opener starts: each one's failure, in one line.
-pub fn open(url: &str) -> Result<(), String> {
+/// When no opener exists or every one failed: each one's failure, in one
+/// line. The caller shows the URL to copy.
+pub async fn open(url: &str) -> Result<(), String> {
     let mut candidates: Vec<(String, Vec<String>)> = Vec::new();
     if let Ok(browser) = std::env::var("BROWSER")
         && !browser.trim().is_empty()
@@ -22,19 +39,96 @@ pub fn open(url: &str) -> Result<(), String> {
     } else {
         candidates.push(("xdg-open".into(), Vec::new()));
     }
+    open_with(url, &candidates, FAILS_WITHIN).await
+}
+
+/// Opens `url` with the first of `candidates` (program and arguments before
+/// the URL) that starts and does not fail within `fails_within`.
+async fn open_with(
+    url: &str,
+    candidates: &[(String, Vec<String>)],
+    fails_within: Duration,
+) -> Result<(), String> {
     let mut problems = Vec::new();
     for (program, args) in candidates {
-        let spawned = std::process::Command::new(&program)
-            .args(&args)
+        let spawned = Command::new(program)
+            .args(args)
             .arg(url)
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(false)
             .spawn();
-        match spawned {
-            Ok(_) => return Ok(()),
-            Err(error) => problems.push(format!("{program}: {error}")),
+        let mut child = match spawned {
+            Ok(child) => child,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                problems.push(format!("{program} not found"));
+                continue;
+            }
+            Err(error) => {
+                problems.push(format!("{program}: {error}"));
+                continue;
+            }
+        };
+        match tokio::time::timeout(fails_within, child.wait()).await {
+            Ok(Ok(status)) if status.success() => return Ok(()),
+            Ok(Ok(status)) => problems.push(format!("{program} failed ({status})")),
+            Ok(Err(error)) => problems.push(format!("{program}: {error}")),
+            // Still running: a browser itself. Dropped, tokio reaps it.
+            Err(_) => return Ok(()),
         }
     }
     Err(problems.join("; "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn program(name: &str, args: &[&str]) -> (String, Vec<String>) {
+        (
+            name.to_owned(),
+            args.iter().map(|arg| (*arg).to_owned()).collect(),
+        )
+    }
+
+    #[tokio::test]
+    async fn an_opener_that_fails_or_is_missing_is_reported_and_the_next_is_tried() {
+        let url = "http://127.0.0.1:8080/checkout/x";
+        let failed = open_with(
+            url,
+            &[program("false", &[]), program("/nonexistent/opener", &[])],
+            FAILS_WITHIN,
+        )
+        .await
+        .expect_err("nothing opened");
+        assert!(
+            failed.starts_with("false failed (exit status: 1)"),
+            "{failed}"
+        );
+        assert!(
+            failed.ends_with("/nonexistent/opener not found"),
+            "{failed}"
+        );
+        assert_eq!(
+            open_with(
+                url,
+                &[program("false", &[]), program("true", &[])],
+                FAILS_WITHIN
+            )
+            .await,
+            Ok(())
+        );
+    }
+
+    #[tokio::test]
+    async fn a_browser_that_keeps_running_counts_as_opened() {
+        let started = open_with(
+            "http://127.0.0.1:8080/checkout/x",
+            &[program("sh", &["-c", "sleep 5", "browser"])],
+            Duration::from_millis(200),
+        )
+        .await;
+        assert_eq!(started, Ok(()));
+    }
 }

@@ -185,7 +185,7 @@ async fn run(args: Args, tokens: Tokens) -> std::io::Result<()> {
         }
         for action in batch {
             for effect in app.update(action) {
-                carry_out(effect, &commands, &mut app);
+                carry_out(effect, &commands, &actions);
             }
         }
         if app.quit {
@@ -194,7 +194,11 @@ async fn run(args: Args, tokens: Tokens) -> std::io::Result<()> {
     }
 }
 
-fn carry_out(effect: Effect, commands: &mpsc::UnboundedSender<Command>, app: &mut App) {
+fn carry_out(
+    effect: Effect,
+    commands: &mpsc::UnboundedSender<Command>,
+    actions: &mpsc::UnboundedSender<Action>,
+) {
     match effect {
         Effect::PlaceOrder {
             lines,
@@ -209,11 +213,14 @@ fn carry_out(effect: Effect, commands: &mpsc::UnboundedSender<Command>, app: &mu
             let _ = commands.send(Command::Cancel(id));
         }
         Effect::OpenBrowser(url) => {
-            if let Err(problem) = shop_client::browser::open(&url) {
-                app.update(Action::Failed(format!(
-                    "could not open a browser ({problem}); the link is in the pay box"
-                )));
-            }
+            let actions = actions.clone();
+            tokio::spawn(async move {
+                if let Err(problem) = shop_client::browser::open(&url).await {
+                    let _ = actions.send(Action::Failed(format!(
+                        "could not open a browser ({problem}); copy the link from the pay box"
+                    )));
+                }
+            });
         }
     }
 }

@@ -54,6 +54,17 @@ struct Tui {
 
 impl Tui {
     fn start(gateway: &str, config: &Path, columns: u16, rows: u16) -> Tui {
+        Tui::start_with_env(gateway, config, columns, rows, &[])
+    }
+
+    /// [`Tui::start`] with more environment variables.
+    fn start_with_env(
+        gateway: &str,
+        config: &Path,
+        columns: u16,
+        rows: u16,
+        env: &[(&str, &str)],
+    ) -> Tui {
         let pty = native_pty_system()
             .openpty(PtySize {
                 rows,
@@ -67,6 +78,9 @@ impl Tui {
         command.env("XDG_CONFIG_HOME", config);
         command.env("TERM", "xterm-256color");
         command.env_remove("SHOP_PROFILE");
+        for (name, value) in env {
+            command.env(name, value);
+        }
         let child = pty.slave.spawn_command(command).expect("shop-tui starts");
         drop(pty.slave);
         let mut output = pty.master.try_clone_reader().expect("reader");
@@ -345,5 +359,43 @@ async fn it_works_at_80_by_24_and_follows_a_resize_and_the_help_lists_every_key(
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    backend.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opening_the_browser_says_when_it_failed() {
+    let home = tempfile::tempdir().expect("dir");
+    let mut backend = Backend::start(
+        &home.path().join("data"),
+        "127.0.0.1:0".parse().expect("address"),
+    )
+    .await;
+    let gateway = format!("http://{}", backend.address);
+    // No opener on the PATH, and a $BROWSER that fails.
+    let path = home.path().join("empty-path");
+    std::fs::create_dir_all(&path).expect("directory");
+    let mut tui = Tui::start_with_env(
+        &gateway,
+        &home.path().join("config"),
+        100,
+        30,
+        &[
+            ("BROWSER", "/bin/false"),
+            ("PATH", path.to_str().expect("path")),
+        ],
+    );
+    tui.wait_for("● online").await;
+    tui.press("a");
+    tui.wait_for_line("the cart line", |line| line.contains("MacBook Pro"))
+        .await;
+    tui.press("\t");
+    tui.press("o");
+    tui.wait_for_line("a reserved order", |line| line.contains("RESERVED"))
+        .await;
+    tui.press("p");
+    tui.wait_for_line("the checkout link", |line| url_in(line).is_some())
+        .await;
+    tui.press("O");
+    tui.wait_for("could not open a browser").await;
     backend.stop().await;
 }

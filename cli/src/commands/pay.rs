@@ -76,8 +76,8 @@ pub(super) async fn pay(
     if !context.global.json {
         out!("{url}")?;
     }
-    if open && let Err(problem) = shop_client::browser::open(&url) {
-        eprintln!("shop: could not open a browser ({problem}); open the URL above yourself");
+    if open && let Err(problem) = shop_client::browser::open(&url).await {
+        eprintln!("shop: could not open a browser ({problem}); open this URL yourself: {url}");
     }
     if !wait {
         if context.global.json {

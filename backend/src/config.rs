@@ -253,6 +253,23 @@ pub struct ConnectionArgs {
     /// pings, and with no frame (not even the pong) by the end, closes it with 1001 (going away).
     #[arg(long, env = "SHOP_WS_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_limit_timeout)]
     pub ws_idle_timeout: Duration,
+
+    #[command(flatten)]
+    pub tls: TlsArgs,
+}
+
+/// Serving TLS on the process's listener (HTTPS and WSS), for a shop
+/// without a TLS-terminating proxy in front.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Args)]
+pub struct TlsArgs {
+    /// Serve HTTPS and WSS with this certificate chain (PEM, the server's certificate first);
+    /// needs --tls-key. The listener then speaks only TLS, and links default to https://.
+    #[arg(long, env = "SHOP_TLS_CERT", value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "SHOP_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Default for ConnectionArgs {
@@ -265,6 +282,7 @@ impl Default for ConnectionArgs {
             request_timeout: Duration::from_secs(30),
             hello_timeout: Duration::from_secs(10),
             ws_idle_timeout: Duration::from_secs(60),
+            tls: TlsArgs::default(),
         }
     }
 }
@@ -655,9 +673,12 @@ mod tests {
                 request_timeout: Duration::from_secs(30),
                 hello_timeout: Duration::from_millis(500),
                 ws_idle_timeout: Duration::from_secs(60),
+                tls: TlsArgs::default(),
             }
         );
         for bad in [
+            ["--tls-cert", "cert.pem"],
+            ["--tls-key", "key.pem"],
             ["--max-connections", "0"],
             ["--max-connections-per-address", "0"],
             ["--header-read-timeout", "10ms"],

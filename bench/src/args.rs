@@ -46,6 +46,11 @@ pub struct RunArgs {
     #[arg(long, env = "SHOP_GATEWAY", default_value = "http://127.0.0.1:8080")]
     pub gateway: String,
 
+    /// Also trust the certificate authority in this PEM file, for a shop served over TLS
+    /// with a certificate from a private CA. Mozilla's roots are always trusted.
+    #[arg(long, env = "SHOP_CA_CERT", value_name = "FILE")]
+    pub ca_cert: Option<std::path::PathBuf>,
+
     /// Customer connections to open; each is a customer of its own.
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub connections: u32,

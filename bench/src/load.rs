@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use shop_client::{Client, ClientError, Push};
+use shop_client::{Client, ClientError, Push, Trust};
 use shop_shared::domain::{Order, OrderStatus};
 use tokio::sync::{broadcast, oneshot};
 use tokio::time::Instant;
@@ -143,8 +143,8 @@ pub struct Connection {
 }
 
 impl Connection {
-    pub async fn open(url: &str) -> Result<Connection, ClientError> {
-        let client = Client::connect(url, None)
+    pub async fn open(url: &str, trust: &Trust) -> Result<Connection, ClientError> {
+        let client = Client::connect_with(url, None, trust)
             .await?
             .with_reply_timeout(Duration::from_secs(30));
         let tracker = Arc::new(Tracker::default());
@@ -424,7 +424,7 @@ async fn pay(
         ])
         .send()
         .await
-        .map_err(|error| format!("paying at {url}: {error}"))?;
+        .map_err(|error| format!("paying at {url}: {}", with_causes(&error)))?;
     if response.status() != reqwest::StatusCode::SEE_OTHER {
         return Err(format!(
             "the checkout at {url} answered {} instead of taking the payment \
@@ -440,6 +440,19 @@ async fn pay(
         return Err(format!("the paid order became {}", seen.status));
     }
     Ok(seen.at.saturating_duration_since(started))
+}
+
+/// `error` and each error that caused it, joined with `: ` (reqwest's own
+/// message leaves out why, such as an untrusted certificate).
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        cause = inner.source();
+    }
+    text
 }
 
 #[cfg(test)]
@@ -474,3 +487,4 @@ mod tests {
         assert!((0..1000).all(|_| random.chance(1.0)));
     }
 }
+

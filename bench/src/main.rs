@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use clap::error::ErrorKind;
-use shop_client::websocket_url;
+use shop_client::{Trust, websocket_url};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
@@ -104,8 +104,10 @@ async fn run(args: &RunArgs) -> Result<ExitCode, Failure> {
                 .map_err(|error| (EXIT_USAGE, cannot_write(path, &error)))
         })
         .transpose()?;
+    let trust =
+        Trust::new(args.ca_cert.as_deref()).map_err(|error| (EXIT_USAGE, error.to_string()))?;
     let url = websocket_url(&args.gateway);
-    let connections = connect(&url, args.connections).await?;
+    let connections = connect(&url, &trust, args.connections).await?;
     let products = connections[0]
         .client
         .products()
@@ -146,6 +148,7 @@ async fn run(args: &RunArgs) -> Result<ExitCode, Failure> {
     let progress = (!args.quiet).then(|| tokio::spawn(progress(shared.clone(), start)));
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
+        .tls_backend_preconfigured(trust.rustls_config())
         .build()
         .map_err(|error| (EXIT_USAGE, format!("HTTP client: {error}")))?;
     let seed = args.seed.unwrap_or_else(|| {
@@ -241,7 +244,7 @@ async fn run(args: &RunArgs) -> Result<ExitCode, Failure> {
 }
 
 /// Opens `count` customer connections, 32 at a time.
-async fn connect(url: &str, count: u32) -> Result<Vec<Connection>, Failure> {
+async fn connect(url: &str, trust: &Trust, count: u32) -> Result<Vec<Connection>, Failure> {
     let unreachable = |error: shop_client::ClientError| {
         (
             EXIT_UNREACHABLE,
@@ -256,8 +259,8 @@ async fn connect(url: &str, count: u32) -> Result<Vec<Connection>, Failure> {
     let mut started = 0;
     while connections.len() < count as usize {
         while started < count && opening.len() < 32 {
-            let url = url.to_owned();
-            opening.spawn(async move { Connection::open(&url).await });
+            let (url, trust) = (url.to_owned(), trust.clone());
+            opening.spawn(async move { Connection::open(&url, &trust).await });
             started += 1;
         }
         let Some(opened) = opening.join_next().await else {

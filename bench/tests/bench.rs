@@ -7,7 +7,7 @@ use std::process::Output;
 use std::time::Duration;
 
 use serde_json::Value;
-use shop_backend::config::{ConnectionArgs, EmbeddedArgs, LimitArgs};
+use shop_backend::config::{ConnectionArgs, EmbeddedArgs, LimitArgs, TlsArgs};
 use shop_backend::{Application, Running};
 use tokio::process::Command;
 
@@ -21,6 +21,11 @@ struct Shop {
 impl Shop {
     /// A shop selling the catalogue `shop-bench catalog` writes for `args`.
     async fn start(catalog_args: &[&str]) -> Shop {
+        Shop::start_serving(catalog_args, TlsArgs::default()).await
+    }
+
+    /// [`Shop::start`], serving TLS with `tls`.
+    async fn start_serving(catalog_args: &[&str], tls: TlsArgs) -> Shop {
         let dir = tempfile::tempdir().expect("temporary directory");
         let catalog = dir.path().join("catalog.toml");
         let written = bench(&["catalog", "--out", path(&catalog)])
@@ -42,6 +47,7 @@ impl Shop {
             },
             connections: ConnectionArgs {
                 max_connections_per_address: local.connections.max_connections,
+                tls,
                 ..local.connections.clone()
             },
             ..local
@@ -313,4 +319,59 @@ async fn a_closed_pipe_ends_quietly_and_the_orders_file_is_still_written() {
     assert_eq!(String::from_utf8_lossy(&output.stderr), "");
     let written = std::fs::read_to_string(&orders).expect("the orders file");
     assert!(written.lines().count() > 1, "{written}");
+}
+
+#[tokio::test]
+async fn a_run_over_tls_orders_and_pays_trusting_the_ca_it_is_given() {
+    let certificates = tempfile::tempdir().expect("temporary directory");
+    let issued =
+        // The names of the gateway URL and of the checkout links (the
+        // address bound).
+        rcgen::generate_simple_self_signed(["localhost".to_owned(), "127.0.0.1".to_owned()])
+            .expect("a certificate");
+    let (certificate, key) = (
+        certificates.path().join("cert.pem"),
+        certificates.path().join("key.pem"),
+    );
+    std::fs::write(&certificate, issued.cert.pem()).expect("written");
+    std::fs::write(&key, issued.signing_key.serialize_pem()).expect("written");
+    let shop = Shop::start_serving(
+        &["--skus", "5", "--stock", "1000"],
+        TlsArgs {
+            tls_cert: Some(certificate.clone()),
+            tls_key: Some(key),
+        },
+    )
+    .await;
+    let port = shop.gateway.rsplit(':').next().expect("a port");
+    let gateway = format!("https://localhost:{port}");
+    let run = [
+        "run",
+        "--gateway",
+        &gateway,
+        "--rate",
+        "20",
+        "--duration",
+        "2s",
+    ];
+    let rest = ["--connections", "2", "--pay", "1", "--json", "--quiet"];
+
+    let untrusted = bench(&run)
+        .args(rest)
+        .output()
+        .await
+        .expect("shop-bench runs");
+    assert_eq!(untrusted.status.code(), Some(2), "{untrusted:?}");
+
+    let output = bench(&run)
+        .args(rest)
+        .args(["--ca-cert", path(&certificate)])
+        .output()
+        .await
+        .expect("shop-bench runs");
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    let report = report(&output);
+    let placed = count(&report, "placed");
+    assert!(placed > 0, "{report}");
+    assert_eq!(count(&report, "paid"), placed, "paid over HTTPS: {report}");
 }

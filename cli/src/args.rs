@@ -1,5 +1,6 @@
 //! Command-line arguments of `shop`.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
@@ -43,6 +44,11 @@ pub struct Global {
     /// Which customer to be: each profile keeps its own customer token.
     #[arg(long, global = true, env = "SHOP_PROFILE", default_value = "default", value_parser = parse_profile)]
     pub profile: String,
+
+    /// Also trust the certificate authority in this PEM file, for a shop served over TLS
+    /// (https:// or wss://) with a certificate from a private CA. Mozilla's roots are always trusted.
+    #[arg(long, global = true, env = "SHOP_CA_CERT", value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
 
     /// Print machine-readable JSON (one object; one per line for `watch`).
     #[arg(long, global = true)]

@@ -55,6 +55,14 @@ impl CliError {
                      `cargo run --release -p shop-backend`, or point --gateway or SHOP_GATEWAY at a running one"
                 ),
             ),
+            ClientError::Tls { reason, .. } => CliError::new(
+                Exit::Unreachable,
+                format!(
+                    "no secure connection to the shop at {gateway} ({reason}); if its certificate \
+                     comes from a private certificate authority, pass that CA's certificate with \
+                     --ca-cert FILE or SHOP_CA_CERT"
+                ),
+            ),
             ClientError::Closed => CliError::new(
                 Exit::Unreachable,
                 format!("the connection to the shop at {gateway} was lost; try again"),

@@ -7,7 +7,7 @@ use std::process::Output;
 use std::time::Duration;
 
 use serde_json::Value;
-use shop_backend::config::{EmbeddedArgs, LimitArgs};
+use shop_backend::config::{ConnectionArgs, EmbeddedArgs, LimitArgs, TlsArgs};
 use shop_backend::{Application, Running};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
@@ -844,4 +844,132 @@ async fn the_demo_script_runs_unattended() {
         run.stdout
     );
     assert!(run.stdout.contains("Demo complete."));
+}
+
+/// A private certificate authority and a certificate it issued for
+/// `localhost` and `127.0.0.1`, written as PEM files in `dir`: the CA's
+/// certificate, the server's certificate and the server's key.
+fn private_ca(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let mut authority = rcgen::CertificateParams::default();
+    authority.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    authority
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "shop test CA");
+    let authority =
+        rcgen::CertifiedIssuer::self_signed(authority, rcgen::KeyPair::generate().expect("a key"))
+            .expect("a CA");
+    let key = rcgen::KeyPair::generate().expect("a key");
+    let certificate =
+        rcgen::CertificateParams::new(["localhost".to_owned(), "127.0.0.1".to_owned()])
+            .expect("names")
+            .signed_by(&key, &authority)
+            .expect("a certificate");
+    let paths = (
+        dir.join("ca.pem"),
+        dir.join("cert.pem"),
+        dir.join("key.pem"),
+    );
+    std::fs::write(&paths.0, authority.as_ref().pem()).expect("written");
+    std::fs::write(&paths.1, certificate.pem()).expect("written");
+    std::fs::write(&paths.2, key.serialize_pem()).expect("written");
+    paths
+}
+
+#[tokio::test]
+async fn every_command_works_over_tls_with_a_private_ca_and_says_what_to_do_without_it() {
+    let home = tempfile::tempdir().expect("temporary directory");
+    let (ca, certificate, key) = private_ca(home.path());
+    let local = EmbeddedArgs::local(home.path().join("data"));
+    let shop = Shop::start_configured(
+        EmbeddedArgs {
+            connections: ConnectionArgs {
+                tls: TlsArgs {
+                    tls_cert: Some(certificate),
+                    tls_key: Some(key),
+                },
+                ..local.connections.clone()
+            },
+            ..local
+        },
+        home,
+    )
+    .await;
+    let port = shop.gateway.rsplit(':').next().expect("a port").to_owned();
+    let ca = ca.to_str().expect("UTF-8 path").to_owned();
+
+    for gateway in [
+        format!("https://localhost:{port}"),
+        format!("wss://127.0.0.1:{port}/ws"),
+    ] {
+        let untrusted = shop.run(&["products", "--gateway", &gateway]).await;
+        assert_eq!(untrusted.code, 2, "{}", untrusted.stderr);
+        assert!(
+            untrusted.stderr.contains("no secure connection")
+                && untrusted.stderr.contains("--ca-cert FILE"),
+            "{}",
+            untrusted.stderr
+        );
+        let products = shop
+            .run(&["products", "--gateway", &gateway, "--ca-cert", &ca])
+            .await
+            .ok();
+        assert!(
+            products.stdout.contains("MacBook Pro"),
+            "{}",
+            products.stdout
+        );
+    }
+
+    let gateway = format!("https://localhost:{port}");
+    let order = shop
+        .run(&[
+            "order",
+            "SKU-003",
+            "--json",
+            "--gateway",
+            &gateway,
+            "--ca-cert",
+            &ca,
+        ])
+        .await
+        .ok()
+        .json();
+    let id = order["id"].as_str().expect("id").to_owned();
+    let url = order["checkout_url"]
+        .as_str()
+        .expect("a checkout URL")
+        .to_owned();
+    assert!(
+        url.starts_with(&format!("https://127.0.0.1:{port}/checkout/")),
+        "{url}"
+    );
+    let mut waiting = shop.command(&["pay", &id, "--wait", "--gateway", &gateway]);
+    waiting.env("SHOP_CA_CERT", &ca);
+    let waiting = waiting.output();
+    let pay = async {
+        let browser = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .tls_certs_only(
+                reqwest::Certificate::from_pem_bundle(&std::fs::read(&ca).expect("the CA"))
+                    .expect("PEM"),
+            )
+            .build()
+            .expect("HTTPS client");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let paid = browser
+            .post(&url)
+            .form(&[
+                ("card_number", "4242 4242 4242 4242"),
+                ("expiry", "12/34"),
+                ("cvc", "123"),
+                ("name", "Ada"),
+            ])
+            .send()
+            .await
+            .expect("the checkout answers over HTTPS");
+        assert_eq!(paid.status(), 303);
+    };
+    let (waited, ()) = tokio::join!(waiting, pay);
+    let waited = Run::of(waited.expect("shop runs")).ok();
+    assert!(waited.stdout.contains("is paid"), "{}", waited.stdout);
 }

@@ -18,6 +18,8 @@ use shop_shared::protocol::{
 use shop_shared::sync::lock;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+use crate::tls::Trust;
 use uuid::Uuid;
 
 /// How long a command waits for its reply unless told otherwise.
@@ -28,6 +30,10 @@ pub const DEFAULT_REPLY_TIMEOUT: Duration = Duration::from_secs(30);
 pub enum ClientError {
     #[error("cannot reach the gateway at {url}: {reason}")]
     Connect { url: String, reason: String },
+    /// The TLS handshake with the gateway failed: its certificate is not
+    /// trusted, has expired or names another host, or it does not speak TLS.
+    #[error("no secure connection to the gateway at {url}: {reason}")]
+    Tls { url: String, reason: String },
     #[error("the connection to the gateway closed")]
     Closed,
     #[error("no answer from the gateway within {0:?}")]
@@ -83,24 +89,53 @@ pub struct Client {
 }
 
 impl Client {
-    /// Connects to `url` (such as `ws://127.0.0.1:8080/ws`) and says hello,
-    /// as the customer of `token` or, without one, as a new customer.
+    /// Connects to `url` (such as `ws://127.0.0.1:8080/ws`, or
+    /// `wss://shop.example/ws` over TLS trusting Mozilla's root
+    /// certificates) and says hello, as the customer of `token` or, without
+    /// one, as a new customer.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::connect_with`].
+    pub async fn connect(url: &str, token: Option<&str>) -> Result<Client, ClientError> {
+        Client::connect_with(url, token, &Trust::default()).await
+    }
+
+    /// [`Client::connect`], trusting the certificates of `trust` for
+    /// `wss://` URLs.
     ///
     /// # Errors
     ///
     /// [`ClientError::Connect`] when the WebSocket cannot be opened;
-    /// [`ClientError::Server`] when the gateway refuses the hello
-    /// (`invalid_token` for a token it does not know,
-    /// `unsupported_protocol`); otherwise those of [`Client::request`].
-    pub async fn connect(url: &str, token: Option<&str>) -> Result<Client, ClientError> {
+    /// [`ClientError::Tls`] when the TLS handshake fails (most often: the
+    /// gateway's certificate is not trusted); [`ClientError::Server`] when
+    /// the gateway refuses the hello (`invalid_token` for a token it does
+    /// not know, `unsupported_protocol`); otherwise those of
+    /// [`Client::request`].
+    pub async fn connect_with(
+        url: &str,
+        token: Option<&str>,
+        trust: &Trust,
+    ) -> Result<Client, ClientError> {
         // Commands and replies are small frames: send them at once rather
         // than let Nagle's algorithm hold them for the peer's delayed ACK.
-        let (socket, _) = tokio_tungstenite::connect_async_with_config(url, None, true)
-            .await
-            .map_err(|error| ClientError::Connect {
+        let (socket, _) = tokio_tungstenite::connect_async_tls_with_config(
+            url,
+            None,
+            true,
+            Some(trust.connector()),
+        )
+        .await
+        .map_err(|error| match tls_failure(&error) {
+            Some(reason) => ClientError::Tls {
+                url: url.to_owned(),
+                reason,
+            },
+            None => ClientError::Connect {
                 url: url.to_owned(),
                 reason: error.to_string(),
-            })?;
+            },
+        })?;
         let (mut sink, mut stream) = socket.split();
         let (outgoing, mut outgoing_rx) = mpsc::unbounded_channel::<WsMessage>();
         let pending: Pending = Arc::default();
@@ -505,6 +540,19 @@ fn unexpected(reply: ServerMessage) -> ClientError {
 
 /// The WebSocket URL for a gateway given as `http://host:port`,
 /// `ws://host:port`, or `host:port` (with or without the `/ws` path).
+/// What went wrong in TLS, when `error` is a failed TLS handshake.
+fn tls_failure(error: &tokio_tungstenite::tungstenite::Error) -> Option<String> {
+    use tokio_tungstenite::tungstenite::Error;
+    match error {
+        Error::Tls(tls) => Some(tls.to_string()),
+        Error::Io(io) => io
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+            .map(ToString::to_string),
+        _ => None,
+    }
+}
+
 pub fn websocket_url(gateway: &str) -> String {
     let trimmed = gateway.trim().trim_end_matches('/');
     let with_scheme = if let Some(rest) = trimmed.strip_prefix("http://") {

@@ -5,12 +5,15 @@
 //!   (with [`ClientError`], [`Push`] and [`websocket_url`]).
 //! - [`tokens`]: where clients keep customer tokens between runs.
 //! - [`browser`]: opening a checkout page in the user's browser.
+//! - [`Trust`]: which certificates a client trusts over TLS.
 //!
 //! The words it speaks (domain types, the protocol) are `shop-shared`'s;
 //! the backend itself does not depend on this crate.
 
 pub mod browser;
 mod client;
+mod tls;
 pub mod tokens;
 
 pub use client::{Client, ClientError, DEFAULT_REPLY_TIMEOUT, Push, websocket_url};
+pub use tls::{Trust, TrustError};

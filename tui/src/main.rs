@@ -31,7 +31,7 @@ use ratatui::Terminal;
 use ratatui::backend::CrosstermBackend;
 use ratatui::layout::Rect;
 use shop_client::tokens::{Tokens, is_valid_profile};
-use shop_client::websocket_url;
+use shop_client::{Trust, websocket_url};
 use shop_shared::time::Timestamp;
 use tokio::sync::mpsc;
 
@@ -57,6 +57,11 @@ struct Args {
     /// Which customer to be; the same profiles as the `shop` command.
     #[arg(long, env = "SHOP_PROFILE", default_value = "default", value_parser = parse_profile)]
     profile: String,
+
+    /// Also trust the certificate authority in this PEM file, for a shop served over TLS
+    /// (https:// or wss://) with a certificate from a private CA. Mozilla's roots are always trusted.
+    #[arg(long, env = "SHOP_CA_CERT", value_name = "FILE")]
+    ca_cert: Option<std::path::PathBuf>,
 }
 
 fn parse_profile(text: &str) -> Result<String, String> {
@@ -77,6 +82,13 @@ fn main() -> ExitCode {
         );
         return ExitCode::FAILURE;
     }
+    let trust = match Trust::new(args.ca_cert.as_deref()) {
+        Ok(trust) => trust,
+        Err(error) => {
+            eprintln!("shop-tui: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
     let tokens = match Tokens::locate() {
         Ok(tokens) => tokens,
         Err(error) => {
@@ -95,7 +107,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(args, tokens)) {
+    match runtime.block_on(run(args, tokens, trust)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("shop-tui: {error}");
@@ -142,7 +154,7 @@ fn restore() {
     );
 }
 
-async fn run(args: Args, tokens: Tokens) -> std::io::Result<()> {
+async fn run(args: Args, tokens: Tokens, trust: Trust) -> std::io::Result<()> {
     let gateway = websocket_url(&args.gateway);
     let _guard = TerminalGuard::take()?;
     let mut terminal = Terminal::new(CrosstermBackend::new(std::io::stdout()))?;
@@ -157,6 +169,7 @@ async fn run(args: Args, tokens: Tokens) -> std::io::Result<()> {
             gateway: gateway.clone(),
             profile: args.profile,
             tokens,
+            trust,
         },
         actions.clone(),
     );

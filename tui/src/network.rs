@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use shop_client::tokens::Tokens;
-use shop_client::{Client, ClientError, Push};
+use shop_client::{Client, ClientError, Push, Trust};
 use shop_shared::protocol::ErrorCode;
 use tokio::sync::{broadcast, mpsc};
 use uuid::Uuid;
@@ -28,6 +28,8 @@ pub struct Settings {
     pub gateway: String,
     pub profile: String,
     pub tokens: Tokens,
+    /// The certificates trusted over TLS (`--ca-cert`).
+    pub trust: Trust,
 }
 
 const FIRST_PAUSE: Duration = Duration::from_millis(500);
@@ -64,6 +66,9 @@ async fn run(
                     Served::Lost(reason) => reason,
                     Served::AppGone => return,
                 }
+            }
+            Err(error @ ClientError::Tls { .. }) => {
+                format!("{error}; pass --ca-cert FILE if its certificate comes from a private CA")
             }
             Err(error) => error.to_string(),
         };
@@ -104,11 +109,12 @@ async fn connect(settings: &Settings) -> Result<Client, ClientError> {
         .get_or_claim(profile, gateway)
         .await
         .unwrap_or_else(|_| (tokens.get(profile, gateway), None));
-    let client = match Client::connect(&settings.gateway, saved.as_deref()).await {
+    let connect = |token| Client::connect_with(&settings.gateway, token, &settings.trust);
+    let client = match connect(saved.as_deref()).await {
         Err(ClientError::Server {
             code: ErrorCode::InvalidToken,
             ..
-        }) => Client::connect(&settings.gateway, None).await?,
+        }) => connect(None).await?,
         other => other?,
     };
     if saved.as_deref() != Some(client.token()) {

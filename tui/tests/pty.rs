@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use portable_pty::{CommandBuilder, PtySize, native_pty_system};
-use shop_backend::config::EmbeddedArgs;
+use shop_backend::config::{ConnectionArgs, EmbeddedArgs, TlsArgs};
 use shop_backend::{Application, Running};
 use shop_client::{Client, websocket_url};
 
@@ -25,12 +25,15 @@ struct Backend {
 
 impl Backend {
     async fn start(data: &Path, listen: SocketAddr) -> Backend {
-        let app = Application::build(EmbeddedArgs {
+        Backend::start_with(EmbeddedArgs {
             listen,
             ..EmbeddedArgs::local(data.to_owned())
         })
         .await
-        .expect("backend builds");
+    }
+
+    async fn start_with(args: EmbeddedArgs) -> Backend {
+        let app = Application::build(args).await.expect("backend builds");
         Backend {
             address: app.local_addr(),
             running: Some(app.spawn()),
@@ -397,5 +400,43 @@ async fn opening_the_browser_says_when_it_failed() {
         .await;
     tui.press("O");
     tui.wait_for("could not open a browser").await;
+    backend.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn it_shops_over_tls_trusting_the_ca_it_is_given() {
+    let home = tempfile::tempdir().expect("dir");
+    let issued =
+        rcgen::generate_simple_self_signed(["localhost".to_owned()]).expect("a certificate");
+    let (certificate, key) = (home.path().join("cert.pem"), home.path().join("key.pem"));
+    std::fs::write(&certificate, issued.cert.pem()).expect("written");
+    std::fs::write(&key, issued.signing_key.serialize_pem()).expect("written");
+    let local = EmbeddedArgs::local(home.path().join("data"));
+    let mut backend = Backend::start_with(EmbeddedArgs {
+        connections: ConnectionArgs {
+            tls: TlsArgs {
+                tls_cert: Some(certificate.clone()),
+                tls_key: Some(key),
+            },
+            ..local.connections.clone()
+        },
+        ..local
+    })
+    .await;
+    let gateway = format!("https://localhost:{}", backend.address.port());
+
+    let untrusted = Tui::start(&gateway, &home.path().join("config"), 160, 30);
+    untrusted.wait_for("pass --ca-cert FILE").await;
+    drop(untrusted);
+
+    let tui = Tui::start_with_env(
+        &gateway,
+        &home.path().join("config"),
+        100,
+        30,
+        &[("SHOP_CA_CERT", certificate.to_str().expect("UTF-8 path"))],
+    );
+    tui.wait_for("● online").await;
+    tui.wait_for("SKU-002").await;
     backend.stop().await;
 }

@@ -12,10 +12,11 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use super::{Server, Settings, Storage, loopback};
+use super::{Server, Settings, Storage};
 use crate::bus::kafka::{KafkaBus, KafkaConfig};
 use crate::bus::{Bus, TopicSpec};
 use crate::config::DistributedArgs;
+use crate::http::tls::Tls;
 use crate::metrics::Metrics;
 use crate::payment::local::LocalCheckoutConfig;
 use crate::runtime::Runtime;
@@ -97,8 +98,9 @@ impl Node {
         let listen = args
             .listen
             .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], port)));
+        let tls = Tls::load(&args.connections.tls)?;
         let (listener, address, public_url) =
-            super::bind(listen, args.public_url.as_deref()).await?;
+            super::bind(listen, args.public_url.as_deref(), tls.as_ref()).await?;
 
         let (supervisor, spawner) = Supervisor::new();
         let metrics = Metrics::default();
@@ -129,10 +131,10 @@ impl Node {
                 "http://127.0.0.1:8080".into()
             }
         });
-        let webhook_url = args
-            .webhook_url
-            .clone()
-            .unwrap_or_else(|| format!("http://{}/stripe/webhook", loopback(address)));
+        let (webhook_url, webhook_tls) = match &args.webhook_url {
+            Some(url) => (url.clone(), None),
+            None => super::own_webhook(address, tls.as_ref()),
+        };
         let composed = super::compose(
             services,
             &runtime,
@@ -151,6 +153,7 @@ impl Node {
                     public_url: public_url.clone(),
                     return_url: gateway_url,
                     webhook_url,
+                    webhook_tls,
                     webhook_secret: webhook_secret.unwrap_or_else(|| Secret::new("")),
                     webhook_delay: args.local_checkout_webhook_delay,
                 },
@@ -167,6 +170,7 @@ impl Node {
                 address,
                 databases: composed.databases,
                 connections: composed.connections,
+                tls,
             },
             label,
             metrics,

@@ -15,11 +15,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use super::{Server, Settings, Storage, loopback};
+use super::{Server, Settings, Storage};
 use crate::bus::memory::MemoryBus;
 use crate::bus::{Bus, TopicSpec};
 use crate::config::EmbeddedArgs;
 use crate::db::Db;
+use crate::http::tls::Tls;
 use crate::messaging::outbox;
 use crate::metrics::Metrics;
 use crate::payment::local::LocalCheckoutConfig;
@@ -58,8 +59,10 @@ impl Application {
         let token_secret = config.token_secret.clone().unwrap_or(stored.token);
         let webhook_secret = config.webhook_secret.clone().unwrap_or(stored.webhook);
 
+        let tls = Tls::load(&config.connections.tls)?;
         let (listener, address, public_url) =
-            super::bind(config.listen, config.public_url.as_deref()).await?;
+            super::bind(config.listen, config.public_url.as_deref(), tls.as_ref()).await?;
+        let (webhook_url, webhook_tls) = super::own_webhook(address, tls.as_ref());
 
         let (supervisor, spawner) = Supervisor::new();
         let metrics = Metrics::default();
@@ -94,7 +97,8 @@ impl Application {
                 local_checkout: LocalCheckoutConfig {
                     public_url: public_url.clone(),
                     return_url: public_url.clone(),
-                    webhook_url: format!("http://{}/stripe/webhook", loopback(address)),
+                    webhook_url,
+                    webhook_tls,
                     webhook_secret,
                     webhook_delay: config.local_checkout_webhook_delay,
                 },
@@ -112,6 +116,7 @@ impl Application {
                 address,
                 databases: composed.databases,
                 connections: composed.connections,
+                tls,
             },
             public_url,
             bus,

@@ -26,9 +26,10 @@ use crate::config::{ConnectionArgs, StripeArgs};
 use crate::db::{Db, redact};
 use crate::gateway::limits::LimitSettings;
 use crate::http::server::{self, Connections};
+use crate::http::tls::Tls;
 use crate::http::{Health, index_router};
 use crate::metrics;
-use crate::payment::local::LocalCheckoutConfig;
+use crate::payment::local::{LocalCheckoutConfig, WebhookTls};
 use crate::runtime::Runtime;
 use crate::secrets::Secret;
 use crate::service::Service;
@@ -49,6 +50,8 @@ pub struct Server {
     databases: Vec<Db>,
     /// Counts connections and refuses those beyond the limits.
     connections: Connections,
+    /// Serves TLS with this certificate, when given one.
+    tls: Option<Tls>,
 }
 
 impl Server {
@@ -76,6 +79,7 @@ impl Server {
             self.listener,
             self.router,
             self.connections,
+            self.tls.map(|tls| tls.acceptor),
             async move { stopping.triggered().await },
         ));
         let supervised = self.supervisor.run(DRAIN).await;
@@ -278,14 +282,29 @@ pub async fn compose(
 pub async fn bind(
     listen: SocketAddr,
     public_url: Option<&str>,
+    tls: Option<&Tls>,
 ) -> anyhow::Result<(tokio::net::TcpListener, SocketAddr, String)> {
     use anyhow::Context;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     let address = listener.local_addr()?;
-    let public_url = public_url.map_or_else(|| format!("http://{address}"), str::to_owned);
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let public_url = public_url.map_or_else(|| format!("{scheme}://{address}"), str::to_owned);
     Ok((listener, address, public_url))
+}
+
+/// Where the local checkout delivers webhooks when the endpoint is its own
+/// process (listening on `address`): the loopback address, over TLS when
+/// the process serves it, then trusting exactly the certificate it serves.
+pub fn own_webhook(address: SocketAddr, tls: Option<&Tls>) -> (String, Option<WebhookTls>) {
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    (
+        format!("{scheme}://{}/stripe/webhook", loopback(address)),
+        tls.map(|tls| WebhookTls {
+            certificate: tls.certificates[0].clone(),
+        }),
+    )
 }
 
 /// Where to reach `address` from this machine: the loopback address when

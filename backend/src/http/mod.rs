@@ -1,11 +1,12 @@
 //! HTTP plumbing shared by the services: the health check, the index
 //! page, and the server that serves every route within the connection
-//! limits ([`server`]). Each service contributes its own routes (the
+//! limits ([`server`]), over TLS when given a certificate ([`tls`]). Each service contributes its own routes (the
 //! gateway its WebSocket and return pages, the payment service its webhook
 //! and checkout pages).
 
 pub mod html;
 pub mod server;
+pub mod tls;
 
 use std::future::Future;
 use std::pin::Pin;

@@ -38,6 +38,7 @@ use shop_shared::sync::lock;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
 use tower_http::timeout::TimeoutLayer;
 
 use crate::config::ConnectionArgs;
@@ -261,13 +262,19 @@ impl AsyncWrite for Counted {
 }
 
 /// Serves `router` on `listener` within the limits `connections` keeps,
-/// until `shutdown` completes; then stops accepting, lets every
-/// connection finish its request in hand, and returns once they have
-/// (WebSockets end on the process's own shutdown signal).
+/// over TLS when `tls` is given, until `shutdown` completes; then stops
+/// accepting, lets every connection finish its request in hand, and
+/// returns once they have (WebSockets end on the process's own shutdown
+/// signal).
+///
+/// Over TLS a refused connection is closed without an answer (a `503`
+/// would first cost a handshake), and the handshake must be done within
+/// the header-read timeout, as a request head must.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     connections: Connections,
+    tls: Option<TlsAcceptor>,
     shutdown: impl Future<Output = ()> + Send,
 ) {
     let limits = connections.inner.limits.clone();
@@ -293,43 +300,78 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let admitted = match connections.admit(remote.ip()) {
             Ok(admitted) => admitted,
+            Err(why) if tls.is_some() => {
+                tracing::debug!(%remote, reason = why.label(), "TLS connection refused");
+                connections.inner.metrics.connection_refused(why.label());
+                continue;
+            }
             Err(why) => {
                 tracing::debug!(%remote, reason = why.label(), "connection refused");
                 connections.refuse(stream, why);
                 continue;
             }
         };
-        let io = TokioIo::new(Counted {
+        let counted = Counted {
             _admitted: admitted,
             stream,
-        });
-        let connection = http
-            .serve_connection(io, TowerToHyperService::new(router.clone()))
-            .with_upgrades();
-        let mut stopping = stopping.clone();
-        tokio::spawn(async move {
-            let mut connection = pin!(connection);
-            let mut finishing = false;
-            loop {
-                tokio::select! {
-                    result = connection.as_mut() => {
-                        if let Err(error) = result {
-                            tracing::debug!(%remote, %error, "connection ended with an error");
-                        }
-                        break;
-                    }
-                    _ = stopping.changed(), if !finishing => {
-                        finishing = true;
-                        connection.as_mut().graceful_shutdown();
-                    }
-                }
+        };
+        let (http, router, stopping) = (http.clone(), router.clone(), stopping.clone());
+        match &tls {
+            None => {
+                tokio::spawn(serve_connection(counted, http, router, stopping, remote));
             }
-        });
+            Some(acceptor) => {
+                let (acceptor, handshake) = (acceptor.clone(), limits.header_read_timeout);
+                tokio::spawn(async move {
+                    match tokio::time::timeout(handshake, acceptor.accept(counted)).await {
+                        Ok(Ok(secured)) => {
+                            serve_connection(secured, http, router, stopping, remote).await;
+                        }
+                        Ok(Err(error)) => {
+                            tracing::debug!(%remote, %error, "TLS handshake failed");
+                        }
+                        Err(_) => tracing::debug!(%remote, "TLS handshake timed out"),
+                    }
+                });
+            }
+        }
     }
     drop(listener);
     drop(stopping);
     let _ = stop.send(());
     stop.closed().await;
+}
+
+/// Serves one connection's requests (and a WebSocket it upgrades to) until
+/// it ends, finishing the request in hand when `stopping` changes.
+async fn serve_connection<I>(
+    io: I,
+    http: hyper::server::conn::http1::Builder,
+    router: Router,
+    mut stopping: watch::Receiver<()>,
+    remote: SocketAddr,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let connection = http
+        .serve_connection(TokioIo::new(io), TowerToHyperService::new(router))
+        .with_upgrades();
+    let mut connection = pin!(connection);
+    let mut finishing = false;
+    loop {
+        tokio::select! {
+            result = connection.as_mut() => {
+                if let Err(error) = result {
+                    tracing::debug!(%remote, %error, "connection ended with an error");
+                }
+                break;
+            }
+            _ = stopping.changed(), if !finishing => {
+                finishing = true;
+                connection.as_mut().graceful_shutdown();
+            }
+        }
+    }
 }
 
 /// How long [`serve`] may take to stop before it is left behind.

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use clap::CommandFactory;
 use shop_client::tokens::Tokens;
-use shop_client::{Client, ClientError, websocket_url};
+use shop_client::{Client, ClientError, Trust, websocket_url};
 use shop_shared::domain::{Order, RefundState, TimelineEvent};
 use shop_shared::protocol::ErrorCode;
 
@@ -41,6 +41,8 @@ struct Context {
     global: Global,
     gateway: String,
     style: Style,
+    /// The certificates trusted over TLS (`--ca-cert`).
+    trust: Trust,
 }
 
 impl Context {
@@ -84,9 +86,12 @@ impl Context {
 
     async fn connect_as(&self, token: Option<&str>) -> Result<Client, ClientError> {
         let timeout = self.timeout();
-        tokio::time::timeout(timeout, Client::connect(&self.gateway, token))
-            .await
-            .unwrap_or(Err(ClientError::Timeout(timeout)))
+        tokio::time::timeout(
+            timeout,
+            Client::connect_with(&self.gateway, token, &self.trust),
+        )
+        .await
+        .unwrap_or(Err(ClientError::Timeout(timeout)))
     }
 
     /// Prints `value` as one JSON object.
@@ -96,7 +101,10 @@ impl Context {
 }
 
 pub async fn run(cli: Cli) -> Result<(), CliError> {
+    let trust = Trust::new(cli.global.ca_cert.as_deref())
+        .map_err(|error| CliError::usage(error.to_string()))?;
     let context = Context {
+        trust,
         gateway: websocket_url(&cli.global.gateway),
         global: cli.global,
         style: Style::detect(),

@@ -550,6 +550,7 @@ mod tests {
             public_url: "http://127.0.0.1:1".into(),
             return_url: "http://127.0.0.1:1".into(),
             webhook_url: format!("http://{address}/stripe/webhook"),
+            webhook_tls: None,
             webhook_secret: Secret::new(SECRET),
             webhook_delay: Duration::ZERO,
         };

@@ -64,10 +64,21 @@ pub struct LocalCheckoutConfig {
     pub return_url: String,
     /// Where webhooks are delivered (the payment service's `/stripe/webhook`).
     pub webhook_url: String,
+    /// When `webhook_url` is this process itself serving TLS: how to reach
+    /// it and trust it.
+    pub webhook_tls: Option<WebhookTls>,
     pub webhook_secret: Secret,
     /// Every webhook is held back until this long after it was queued: a
     /// test hook that makes delivery lag on purpose. Zero in normal use.
     pub webhook_delay: Duration,
+}
+
+/// Delivering webhooks to this process over TLS: the certificate it
+/// serves, the only one trusted (whoever issued it, whichever host it
+/// names).
+#[derive(Debug, Clone)]
+pub struct WebhookTls {
+    pub certificate: rustls_pki_types::CertificateDer<'static>,
 }
 
 /// The local checkout provider and its pages. Cheap to clone.
@@ -87,12 +98,18 @@ impl LocalCheckout {
     pub fn new(db: Db, config: LocalCheckoutConfig) -> Self {
         // One client for every delivery, so that connections to the
         // webhook endpoint are kept and reused: as many as are in flight.
-        let http = reqwest::Client::builder()
+        let mut http = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .pool_max_idle_per_host(delivery::CONCURRENCY)
-            .tcp_nodelay(true)
-            .build()
-            .unwrap_or_default();
+            .tcp_nodelay(true);
+        if let Some(own) = &config.webhook_tls {
+            http =
+                http.tls_backend_preconfigured(crate::http::tls::pinned(own.certificate.clone()));
+        }
+        let http = http.build().unwrap_or_else(|error| {
+            tracing::error!(%error, "cannot configure the webhook client; delivering with the defaults");
+            reqwest::Client::new()
+        });
         LocalCheckout {
             inner: Arc::new(Inner {
                 db,

@@ -487,4 +487,3 @@ mod tests {
         assert!((0..1000).all(|_| random.chance(1.0)));
     }
 }
-

@@ -31,6 +31,16 @@ use crate::http::html::{escape, page};
 pub struct SessionQuery {
     #[serde(default)]
     session_id: Option<String>,
+    /// `complete` when the checkout sent the customer here after taking
+    /// the payment (its success URL; `payment::provider::ReturnUrls`).
+    #[serde(default)]
+    checkout: Option<String>,
+}
+
+impl SessionQuery {
+    fn paid_at_checkout(&self) -> bool {
+        self.checkout.as_deref() == Some("complete")
+    }
 }
 
 /// The order `id` if `session` is its checkout session.
@@ -53,10 +63,12 @@ fn unknown() -> Response {
         .into_response()
 }
 
-/// What the page says for each status.
-fn message(order: &Order) -> String {
+/// What the page says for each status; `paid_at_checkout` when the
+/// customer comes from paying (the payment is then being confirmed).
+fn message(order: &Order, paid_at_checkout: bool) -> String {
     match order.status {
         OrderStatus::New => "Reserving your items…".into(),
+        OrderStatus::Reserved if paid_at_checkout => "Payment received, confirming…".into(),
         OrderStatus::Reserved => "Waiting for your payment…".into(),
         OrderStatus::Paid => "Paid — thank you!".into(),
         OrderStatus::Cancelled => {
@@ -106,7 +118,7 @@ pub async fn return_page(
     let checkout = order
         .checkout_url
         .as_deref()
-        .filter(|_| order.status == OrderStatus::Reserved)
+        .filter(|_| order.status == OrderStatus::Reserved && !query.paid_at_checkout())
         .map(|url| format!("<a href=\"{}\">Back to the checkout</a>", escape(url)))
         .unwrap_or_default();
     let session = query.session_id.as_deref().unwrap_or_default();
@@ -127,6 +139,7 @@ pub async fn return_page(
 const statusEl = document.getElementById('status');
 const messageEl = document.getElementById('message');
 const checkoutEl = document.getElementById('checkout');
+const paidAtCheckout = {paid_at_checkout};
 const reasons = {{
   OUT_OF_STOCK: 'not enough stock for every line, so nothing was reserved',
   NOT_PAID: 'the order was not paid before its deadline',
@@ -137,7 +150,7 @@ const reasons = {{
 function describe(order) {{
   switch (order.status) {{
     case 'NEW': return 'Reserving your items…';
-    case 'RESERVED': return 'Waiting for your payment…';
+    case 'RESERVED': return paidAtCheckout ? 'Payment received, confirming…' : 'Waiting for your payment…';
     case 'PAID': return 'Paid — thank you!';
     default: return 'Cancelled: ' + (reasons[order.cancel_reason] || 'cancelled') + '.' +
       (order.refunded ? ' Your payment was refunded.' : '');
@@ -154,7 +167,8 @@ source.addEventListener('order', (event) => {{
 </script>"#,
         short = order.short_id(),
         status = order.status,
-        message = escape(&message(order)),
+        message = escape(&message(order, query.paid_at_checkout())),
+        paid_at_checkout = query.paid_at_checkout(),
         events_url = serde_json::to_string(&events_url).unwrap_or_else(|_| "\"\"".into()),
     );
     page(&format!("Order {}", order.short_id()), &body).into_response()

@@ -25,6 +25,30 @@ pub enum ProviderError {
     Refused(String),
 }
 
+/// Where a checkout sends the customer back: the gateway's payment-return
+/// page of the order, with the checkout session's id filled in by the
+/// provider (`{CHECKOUT_SESSION_ID}`, Stripe's template). `success` (after
+/// paying) carries `checkout=complete`, so that the page says the payment
+/// is being confirmed rather than waited for; `cancel` (leaving the
+/// checkout) does not. `base` is the gateway's public URL.
+pub struct ReturnUrls {
+    pub success: String,
+    pub cancel: String,
+}
+
+impl ReturnUrls {
+    pub fn of(base: &str, order_id: &str) -> ReturnUrls {
+        let cancel = format!(
+            "{}/orders/{order_id}/return?session_id={{CHECKOUT_SESSION_ID}}",
+            base.trim_end_matches('/')
+        );
+        ReturnUrls {
+            success: format!("{cancel}&checkout=complete"),
+            cancel,
+        }
+    }
+}
+
 #[async_trait]
 pub trait PaymentProvider: Send + Sync + 'static {
     /// Short name stored with each payment (`local`, `stripe`).

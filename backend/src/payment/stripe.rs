@@ -37,7 +37,7 @@ use stripe_shared::CheckoutSessionStatus;
 
 use super::domain::PaymentRecord;
 use super::provider::{
-    CheckoutSession, PaymentProvider, ProviderError, SessionClosed, SessionReport,
+    CheckoutSession, PaymentProvider, ProviderError, ReturnUrls, SessionClosed, SessionReport,
 };
 use crate::secrets::Secret;
 
@@ -226,10 +226,7 @@ impl PaymentProvider for StripeProvider {
                 item
             })
             .collect();
-        let return_page = format!(
-            "{}/orders/{order_id}/return?session_id={{CHECKOUT_SESSION_ID}}",
-            self.return_url
-        );
+        let back = ReturnUrls::of(&self.return_url, &order_id);
         let expires_at = session_expiry(request.pay_until, requested_at).as_unix_seconds();
         let metadata = HashMap::from([("order_id".to_owned(), order_id.clone())]);
         let create = CreateCheckoutSession::new()
@@ -237,8 +234,8 @@ impl PaymentProvider for StripeProvider {
             .line_items(line_items)
             .client_reference_id(order_id.clone())
             .metadata(metadata)
-            .success_url(return_page.clone())
-            .cancel_url(return_page)
+            .success_url(back.success)
+            .cancel_url(back.cancel)
             .expires_at(expires_at);
         let key = format!("shop-checkout-{order_id}");
         let session = self

@@ -52,10 +52,12 @@ async fn a_customer_pays_in_a_browser_and_the_page_turns_paid_by_itself(mode: Mo
         landing.contains(&format!("/orders/{}/return", order.id)),
         "{landing}"
     );
+    // It was paid: the page says so, and offers no way back to paying.
     browser.wait_text("#status", "RESERVED").await;
     browser
-        .wait_text("#message", "Waiting for your payment…")
+        .wait_text("#message", "Payment received, confirming…")
         .await;
+    assert_eq!(browser.text("#checkout").await.as_deref(), Some(""));
     browser.run("window.stillTheSamePage = true").await;
     browser.wait_text("#status", "PAID").await;
     browser.wait_text("#message", "Paid — thank you!").await;

@@ -76,11 +76,13 @@ async fn a_session_carries_the_order_exactly_and_completing_it_pays(mode: Mode) 
         shop.base, order.id
     );
     let id = order.id.to_string();
+    // After paying, the return page says the payment is being confirmed.
+    let paid_page = format!("{return_page}&checkout=complete");
     let mut expected: Vec<(&str, &str)> = vec![
         ("mode", "payment"),
         ("client_reference_id", &id),
         ("metadata[order_id]", &id),
-        ("success_url", &return_page),
+        ("success_url", &paid_page),
         ("cancel_url", &return_page),
         ("line_items[0][quantity]", "2"),
         ("line_items[0][price_data][currency]", "eur"),

@@ -11,7 +11,7 @@ use uuid::Uuid;
 use super::delivery::enqueue;
 use super::{DELAYED_SETTLEMENT, EXPIRY_GRACE, LocalCheckout};
 use crate::db::{StoreError, Tx, batch, parse_column};
-use crate::payment::provider::{CheckoutSession, SessionClosed, SessionReport};
+use crate::payment::provider::{CheckoutSession, ReturnUrls, SessionClosed, SessionReport};
 
 /// Where a session stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -163,11 +163,7 @@ impl LocalCheckout {
             );
             let mut upsert = sqlx::query(sqlx::AssertSqlSafe(sql));
             for (request, _) in &requests[range] {
-                let return_page = format!(
-                    "{}/orders/{}/return?session_id={{CHECKOUT_SESSION_ID}}",
-                    config.return_url.trim_end_matches('/'),
-                    request.order_id
-                );
+                let back = ReturnUrls::of(&config.return_url, &request.order_id.to_string());
                 upsert = upsert
                     .bind(format!("cs_local_{}", random_hex(12)))
                     .bind(request.order_id.to_string())
@@ -175,8 +171,8 @@ impl LocalCheckout {
                     .bind(request.currency.to_string())
                     .bind(serde_json::to_string(&request.lines).unwrap_or_else(|_| "[]".into()))
                     .bind(SessionState::Open.stripe_status())
-                    .bind(return_page.clone())
-                    .bind(return_page)
+                    .bind(back.success)
+                    .bind(back.cancel)
                     .bind(request.pay_until.as_millis())
                     .bind(now);
             }

@@ -8,6 +8,12 @@ say() {
     if [ -t 2 ]; then printf '\033[1m==> %s\033[0m\n' "$*" >&2; else printf '==> %s\n' "$*" >&2; fi
 }
 
+# Says what went wrong and stops the script.
+die() {
+    printf 'error: %s\n' "$*" >&2
+    exit 1
+}
+
 . scripts/kafka.sh
 
 ensure_nextest() {
@@ -121,4 +127,27 @@ ensure_chromium() {
     say "installing Chromium and chromedriver for the browser tests (Debian's chromium, chromium-driver)"
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+}
+
+# What the dependency tree promises: TLS through rustls only (building needs
+# no OpenSSL), and every package built alone with the same features as the
+# whole workspace (the workspace-hack crate, kept by `cargo hakari
+# generate`), so that `cargo run -p shop-backend` after a workspace build
+# reuses what was built.
+check_dependencies() {
+    if cargo tree --locked --workspace -i openssl-sys > /dev/null 2>&1; then
+        die "openssl-sys is in the dependency tree (cargo tree -i openssl-sys): use rustls"
+    fi
+    local tree=(--locked -e normal,build --prefix none -f '{p} {f}')
+    local all package extra
+    all=$(cargo tree "${tree[@]}" --workspace | sed 's/ (\*)$//' | sort -u)
+    for package in shop-backend shop-cli shop-tui shop-bench; do
+        extra=$(cargo tree "${tree[@]}" -p "$package" | sed 's/ (\*)$//' | sort -u \
+            | comm -23 - <(printf '%s\n' "$all"))
+        if [ -n "$extra" ]; then
+            die "$package alone builds dependencies with other features than the workspace \
+(run \`cargo hakari generate\` and \`cargo hakari manage-deps\`):
+$extra"
+        fi
+    done
 }

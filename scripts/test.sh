@@ -34,9 +34,11 @@ ensure_chromium
 
 say "formatting"
 cargo fmt --all --check
+say "dependencies"
+check_dependencies
 say "lints"
-cargo clippy --workspace --all-targets --quiet -- -D warnings
+cargo clippy --locked --workspace --all-targets --quiet -- -D warnings
 # Kafka starts last, so that a failed lint ends the run without it.
 ensure_test_kafka "$KAFKA_DIR"
 say "tests (PostgreSQL at ${SHOP_TEST_DATABASE_URL%%@*}@…, Kafka at $SHOP_TEST_KAFKA_BROKERS)"
-cargo nextest run --workspace --no-fail-fast "$@"
+cargo nextest run --locked --workspace --no-fail-fast "$@"

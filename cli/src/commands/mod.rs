@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use clap::CommandFactory;
 use shop_client::tokens::Tokens;
+use shop_client::words::Clock;
 use shop_client::{Client, ClientError, websocket_url};
 use shop_shared::domain::{Order, RefundState, TimelineEvent};
 use shop_shared::protocol::ErrorCode;
@@ -41,6 +42,8 @@ struct Context {
     global: Global,
     gateway: String,
     style: Style,
+    /// The user's time zone, for times shown to people.
+    clock: Clock,
 }
 
 impl Context {
@@ -95,8 +98,9 @@ impl Context {
     }
 }
 
-pub async fn run(cli: Cli) -> Result<(), CliError> {
+pub async fn run(cli: Cli, clock: Clock) -> Result<(), CliError> {
     let context = Context {
+        clock,
         gateway: websocket_url(&cli.global.gateway),
         global: cli.global,
         style: Style::detect(),
@@ -147,7 +151,8 @@ fn cancelled_with(order: &Order, unpaid: &str) -> CliError {
         .rev()
         .find(|entry| entry.event == TimelineEvent::Cancelled)
         .and_then(|entry| entry.detail.clone())
-        .filter(|detail| detail != reason);
+        .filter(|detail| detail != reason)
+        .map(|detail| crate::output::safe(&detail).into_owned());
     let detail = detail
         .map(|detail| format!(" ({detail})"))
         .unwrap_or_default();

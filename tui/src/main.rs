@@ -70,6 +70,8 @@ fn parse_profile(text: &str) -> Result<String, String> {
 }
 
 fn main() -> ExitCode {
+    // Before any thread exists: the only time the local offset can be read.
+    let clock = shop_client::words::Clock::local();
     let args = Args::parse();
     if !(std::io::stdin().is_terminal() && std::io::stdout().is_terminal()) {
         eprintln!(
@@ -95,7 +97,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(args, tokens)) {
+    match runtime.block_on(run(args, tokens, clock)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("shop-tui: {error}");
@@ -142,7 +144,7 @@ fn restore() {
     );
 }
 
-async fn run(args: Args, tokens: Tokens) -> std::io::Result<()> {
+async fn run(args: Args, tokens: Tokens, clock: shop_client::words::Clock) -> std::io::Result<()> {
     let gateway = websocket_url(&args.gateway);
     let _guard = TerminalGuard::take()?;
     let mut terminal = Terminal::new(CrosstermBackend::new(std::io::stdout()))?;
@@ -162,6 +164,9 @@ async fn run(args: Args, tokens: Tokens) -> std::io::Result<()> {
     );
 
     let mut app = App::new(&gateway, Timestamp::now());
+    app.clock = clock;
+    // https://no-color.org: set and not empty.
+    app.color = std::env::var_os("NO_COLOR").is_none_or(|value| value.is_empty());
     let size = terminal.size()?;
     app.update(Action::Resize {
         width: size.width,
@@ -173,7 +178,14 @@ async fn run(args: Args, tokens: Tokens) -> std::io::Result<()> {
         if let Some((column, row, url)) =
             ui::pay_link(&app, Rect::new(0, 0, size.width, size.height))
         {
-            write_hyperlink(terminal.backend_mut(), column, row, &url, size.width)?;
+            write_hyperlink(
+                terminal.backend_mut(),
+                column,
+                row,
+                &url,
+                size.width,
+                app.color,
+            )?;
         }
         let Some(first) = incoming.recv().await else {
             return Ok(());
@@ -233,18 +245,23 @@ fn write_hyperlink(
     row: u16,
     url: &str,
     width: u16,
+    color: bool,
 ) -> std::io::Result<()> {
     let room = usize::from(width.saturating_sub(column + 1));
     let shown: String = url.chars().take(room).collect();
+    queue!(backend, cursor::MoveTo(column, row))?;
+    if color {
+        queue!(backend, style::SetForegroundColor(style::Color::Cyan))?;
+    }
     queue!(
         backend,
-        cursor::MoveTo(column, row),
-        style::SetForegroundColor(style::Color::Cyan),
         style::SetAttribute(style::Attribute::Underlined),
         style::Print(format!("\x1b]8;;{url}\x1b\\{shown}\x1b]8;;\x1b\\")),
         style::SetAttribute(style::Attribute::Reset),
-        style::ResetColor,
     )?;
+    if color {
+        queue!(backend, style::ResetColor)?;
+    }
     backend.flush()
 }
 
@@ -253,9 +270,9 @@ fn spawn_input(actions: mpsc::UnboundedSender<Action>) {
         let mut events = EventStream::new();
         while let Some(event) = events.next().await {
             let Ok(event) = event else { break };
-            if let Some(action) = keys::action(event)
-                && actions.send(action).is_err()
-            {
+            // Keys become actions in the app, which knows whether the
+            // filter is taking text.
+            if actions.send(Action::Input(event)).is_err() {
                 break;
             }
         }

@@ -175,17 +175,10 @@ async fn run(args: Args, tokens: Tokens, clock: shop_client::words::Clock) -> st
     loop {
         terminal.draw(|frame| ui::draw(&app, frame))?;
         let size = terminal.size()?;
-        if let Some((column, row, url)) =
-            ui::pay_link(&app, Rect::new(0, 0, size.width, size.height))
-        {
-            write_hyperlink(
-                terminal.backend_mut(),
-                column,
-                row,
-                &url,
-                size.width,
-                app.color,
-            )?;
+        if let Some((url, pieces)) = ui::pay_link(&app, Rect::new(0, 0, size.width, size.height)) {
+            for (column, row, piece) in pieces {
+                write_hyperlink(terminal.backend_mut(), column, row, &url, &piece, app.color)?;
+            }
         }
         let Some(first) = incoming.recv().await else {
             return Ok(());
@@ -237,18 +230,17 @@ fn carry_out(
     }
 }
 
-/// Writes `url` at (column, row) again, wrapped in an OSC 8 hyperlink, so
-/// terminals that support it make it clickable.
+/// Writes `shown`, a piece of `url`, at (column, row) again, wrapped in an
+/// OSC 8 hyperlink to `url`, so terminals that support it make it
+/// clickable.
 fn write_hyperlink(
     backend: &mut CrosstermBackend<Stdout>,
     column: u16,
     row: u16,
     url: &str,
-    width: u16,
+    shown: &str,
     color: bool,
 ) -> std::io::Result<()> {
-    let room = usize::from(width.saturating_sub(column + 1));
-    let shown: String = url.chars().take(room).collect();
     queue!(backend, cursor::MoveTo(column, row))?;
     if color {
         queue!(backend, style::SetForegroundColor(style::Color::Cyan))?;

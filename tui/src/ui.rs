@@ -700,7 +700,10 @@ fn draw_detail(app: &App, order: &Order, frame: &mut Frame, screen: Rect) {
 /// the hyperlink over its URL.
 struct PayBox {
     area: Rect,
+    /// The first row of the URL.
     url_row: u16,
+    /// The URL, in pieces as wide as the box: it is never cut.
+    url: Vec<String>,
     qr: Option<Vec<String>>,
 }
 
@@ -711,39 +714,56 @@ fn pay_box(order: &Order, screen: Rect) -> PayBox {
     let qr_width = qr
         .as_ref()
         .map_or(0, |lines| lines[0].chars().count() as u16);
-    // Title row, URL, hint, then the code; the code only when it fits.
-    let text_rows = 3;
-    let fits = qr_height + text_rows + 2 <= screen.height && qr_width + 2 <= screen.width;
-    let width = (url.chars().count() as u16 + 4)
+    let box_width = (width(&url) as u16 + 4)
         .max(qr_width + 4)
         .max(44)
         .min(screen.width);
+    let inside = usize::from(box_width.saturating_sub(2)).max(1);
+    let chars: Vec<char> = url.chars().collect();
+    let pieces: Vec<String> = chars
+        .chunks(inside)
+        .map(|piece| piece.iter().collect())
+        .collect();
+    // State, URL, hint, then the code; the code only when it fits.
+    let text_rows = 2 + pieces.len() as u16;
+    let fits = qr_height + text_rows + 2 <= screen.height && qr_width + 2 <= screen.width;
     let height = if fits {
         qr_height + text_rows + 2
     } else {
         text_rows + 3
     };
-    let area = centred(screen, width, height);
+    let area = centred(screen, box_width, height);
     PayBox {
         area,
         url_row: area.y + 2,
+        url: pieces,
         qr: qr.filter(|_| fits),
     }
 }
 
-/// The checkout URL on screen, as (column, row, url), when the pay box
-/// shows one: the terminal loop writes it again as a hyperlink.
-pub fn pay_link(app: &App, screen: Rect) -> Option<(u16, u16, String)> {
+/// A piece of a text on screen: (column, row, text).
+pub type Placed = (u16, u16, String);
+
+/// The checkout URL on screen, when the pay box shows one: the whole URL
+/// and where each piece of it is drawn. The terminal loop writes the
+/// pieces again as hyperlinks to the URL.
+pub fn pay_link(app: &App, screen: Rect) -> Option<(String, Vec<Placed>)> {
     let Overlay::Pay(id) = app.overlay else {
         return None;
     };
     let order = app.order(id)?;
     let url = order.checkout_url.clone()?;
-    if order.status != OrderStatus::Reserved {
+    if order.status != OrderStatus::Reserved || layout::too_small(screen) {
         return None;
     }
     let geometry = pay_box(order, screen);
-    Some((geometry.area.x + 1, geometry.url_row, url))
+    let pieces = geometry
+        .url
+        .into_iter()
+        .zip(geometry.url_row..)
+        .map(|(piece, row)| (geometry.area.x + 1, row, piece))
+        .collect();
+    Some((url, pieces))
 }
 
 fn draw_pay(app: &App, order: &Order, frame: &mut Frame, screen: Rect) {
@@ -773,11 +793,12 @@ fn draw_pay(app: &App, order: &Order, frame: &mut Frame, screen: Rect) {
             theme.status(order.status),
         )),
     };
-    let url = order.checkout_url.clone().unwrap_or_default();
-    let hint = Line::from(Span::styled(
-        "o open in the browser · scan the code with a phone · Esc close",
-        theme.dim(),
-    ));
+    let hint = if inner.width >= 62 {
+        "o open in the browser · scan the code with a phone · Esc close"
+    } else {
+        "o open in the browser · Esc close"
+    };
+    let hint = Line::from(Span::styled(hint, theme.dim()));
     if order.status != OrderStatus::Reserved {
         frame.render_widget(
             Paragraph::new(vec![
@@ -789,14 +810,14 @@ fn draw_pay(app: &App, order: &Order, frame: &mut Frame, screen: Rect) {
         );
         return;
     }
-    let mut lines = vec![
-        state,
-        Line::from(Span::styled(
-            url,
+    let mut lines = vec![state];
+    for piece in &geometry.url {
+        lines.push(Line::from(Span::styled(
+            piece.clone(),
             theme.accent().add_modifier(Modifier::UNDERLINED),
-        )),
-        hint,
-    ];
+        )));
+    }
+    lines.push(hint);
     match &geometry.qr {
         Some(code) => {
             for row in code {
@@ -1338,17 +1359,24 @@ mod tests {
     }
 
     #[test]
-    fn the_pay_link_is_where_the_url_is_drawn() {
+    fn the_pay_link_is_where_the_url_is_drawn_whole_even_when_narrow() {
         let mut app = online(vec![order(1, OrderStatus::Reserved)]);
         app.pane = crate::app::Pane::Orders;
         app.update(Action::Pay);
-        let screen = Rect::new(0, 0, 80, 24);
-        let (column, row, url) = pay_link(&app, screen).expect("a link");
-        let terminal = render(&app, 80, 24);
-        let buffer = terminal.backend().buffer();
-        let drawn: String = (column..column + url.chars().count() as u16)
-            .map(|x| buffer[(x, row)].symbol().to_owned())
-            .collect();
-        assert_eq!(drawn, url);
+        for (width, height) in SIZES {
+            let screen = Rect::new(0, 0, width, height);
+            let (url, pieces) = pay_link(&app, screen).expect("a link");
+            let terminal = render(&app, width, height);
+            let buffer = terminal.backend().buffer();
+            let drawn: String = pieces
+                .iter()
+                .map(|(column, row, piece)| {
+                    (*column..*column + piece.chars().count() as u16)
+                        .map(|x| buffer[(x, *row)].symbol().to_owned())
+                        .collect::<String>()
+                })
+                .collect();
+            assert_eq!(drawn, url, "at {width}x{height}");
+        }
     }
 }

@@ -138,7 +138,7 @@ pub const BINDINGS: &[Binding] = &[
         "Enter",
         &[Enter],
         Action::Activate,
-        "order the cart too",
+        "order the cart (asks, as o does)",
         None,
     ),
     bind(
@@ -368,6 +368,28 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn the_readme_keys_table_is_these_bindings() {
+        let readme = include_str!("../../README.md");
+        for binding in BINDINGS {
+            let place = match binding.scope {
+                Everywhere => "everywhere",
+                In(Pane::Stock) => "Stock",
+                In(Pane::Cart) => "Cart",
+                In(Pane::Orders) => "My orders",
+            };
+            let row = format!("| `{}` | {place} | {} |", binding.keys, binding.does);
+            assert!(readme.contains(&row), "README.md lacks the row {row}");
+        }
+        let rows = readme
+            .lines()
+            .skip_while(|line| !line.starts_with("| keys | where | what |"))
+            .skip(2)
+            .take_while(|line| line.starts_with('|'))
+            .count();
+        assert_eq!(rows, BINDINGS.len(), "one README row per binding");
     }
 
     #[test]

@@ -47,7 +47,7 @@ const TICK: Duration = Duration::from_millis(250);
     name = "shop-tui",
     version,
     about,
-    after_help = "Examples:\n  shop-tui\n  shop-tui --gateway http://shop.example:8080 --profile bob\n\nPress ? inside for every key."
+    after_help = "Examples:\n  shop-tui\n  shop-tui --gateway http://shop.example:8080 --profile bob\n  NO_COLOR=1 shop-tui      states in reverse video and bold instead of colours\n\nNeeds a terminal of at least 60×16. Press ? inside for the keys of the\nfocused pane; the bottom line hints them. Placing an order shows the\ntotal and asks first. Times are in your local time zone (TZ)."
 )]
 struct Args {
     /// The shop's gateway: http://host:port, ws://host:port/ws or host:port.

@@ -1036,3 +1036,79 @@ async fn times_are_local_and_in_words_and_events_have_user_facing_names() {
         orders.stdout
     );
 }
+
+/// What `shop pay --wait` shows on a terminal now: its last line with text.
+fn waiting_line(screen: &std::sync::Mutex<vt100::Parser>) -> String {
+    let contents = screen.lock().expect("screen").screen().contents();
+    contents
+        .lines()
+        .rev()
+        .find(|line| line.contains("Waiting for the payment"))
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pay_wait_on_a_terminal_counts_down() {
+    use portable_pty::{CommandBuilder, PtySize, native_pty_system};
+    use std::io::Read;
+    use std::sync::{Arc, Mutex};
+
+    let shop = Shop::start().await;
+    let order = shop.run(&["order", "SKU-001", "--json"]).await.ok().json();
+    let id = order["id"].as_str().expect("id")[..8].to_owned();
+    let pty = native_pty_system()
+        .openpty(PtySize {
+            rows: 10,
+            cols: 120,
+            pixel_width: 0,
+            pixel_height: 0,
+        })
+        .expect("a pseudo-terminal");
+    let mut command = CommandBuilder::new(env!("CARGO_BIN_EXE_shop"));
+    command.args(["pay", &id, "--wait"]);
+    command.env("SHOP_GATEWAY", &shop.gateway);
+    command.env("XDG_CONFIG_HOME", shop.home.path().join("config"));
+    command.env("HOME", shop.home.path());
+    command.env_remove("SHOP_PROFILE");
+    let mut child = pty.slave.spawn_command(command).expect("shop starts");
+    drop(pty.slave);
+    let mut output = pty.master.try_clone_reader().expect("reader");
+    let size = |value: u16| std::num::NonZero::new(value).expect("not zero");
+    let screen = Arc::new(Mutex::new(vt100::Parser::new(size(10), size(120), 0)));
+    let feed = screen.clone();
+    std::thread::spawn(move || {
+        let mut buffer = [0u8; 4096];
+        while let Ok(read @ 1..) = output.read(&mut buffer) {
+            feed.lock().expect("screen").process(&buffer[..read]);
+        }
+    });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let first = loop {
+        let line = waiting_line(&screen);
+        if line.contains(" left") {
+            break line;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no countdown: {line:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let later = loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let line = waiting_line(&screen);
+        if line != first {
+            break line;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the countdown never moved from {first:?}"
+        );
+    };
+    assert!(
+        later.contains(" left") && later.contains("pay by today"),
+        "{later}"
+    );
+    let _ = child.kill();
+}

@@ -1015,10 +1015,10 @@ async fn times_are_local_and_in_words_and_events_have_user_facing_names() {
     assert!(
         waiting
             .stderr
-            .contains(&format!("(pay by today {local_clock})"))
+            .contains(&format!("(pay by today {local_clock}, in 5 min)"))
             || waiting
                 .stderr
-                .contains(&format!("(pay by tomorrow {local_clock})")),
+                .contains(&format!("(pay by tomorrow {local_clock}, in 5 min)")),
         "a pipe gets the deadline once, as a local time: {}",
         waiting.stderr
     );

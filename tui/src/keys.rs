@@ -10,6 +10,16 @@ use crossterm::event::{
 };
 
 use crate::app::{Action, Pane};
+use Action::{
+    Activate, Back, Cancel, Delete as Remove, Down as MoveDown, Fewer, Filter, First, Help, Last,
+    More, NextPane, No, Open, PageDown as NextPage, PageUp as PreviousPage, Pay, PlaceOrder,
+    PreviousPane, Quit, Up as MoveUp, Yes,
+};
+use KeyCode::{
+    BackTab, Backspace, Char, Delete, Down, End, Enter, Esc, Home, Left, PageDown, PageUp, Right,
+    Tab, Up,
+};
+use Scope::{Everywhere, In};
 
 /// Where a key does what its binding says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,8 +35,9 @@ pub struct Binding {
     pub scope: Scope,
     /// The keys, as the help shows them.
     pub keys: &'static str,
-    pub codes: &'static [KeyCode],
-    pub action: Action,
+    /// Each key and its action: one line of the help may hold a pair of
+    /// opposites (`g, G`: first, last).
+    pub actions: &'static [(KeyCode, Action)],
     /// What it does, for the help.
     pub does: &'static str,
     /// A word or two for the footer; `None` keeps it to the help.
@@ -36,223 +47,48 @@ pub struct Binding {
 const fn bind(
     scope: Scope,
     keys: &'static str,
-    codes: &'static [KeyCode],
-    action: Action,
+    actions: &'static [(KeyCode, Action)],
     does: &'static str,
     hint: Option<&'static str>,
 ) -> Binding {
     Binding {
         scope,
         keys,
-        codes,
-        action,
+        actions,
         does,
         hint,
     }
 }
 
-use KeyCode::{
-    BackTab, Backspace, Char, Delete, Down, End, Enter, Esc, Home, Left, PageDown, PageUp, Right,
-    Tab, Up,
-};
-use Scope::{Everywhere, In};
-
 /// Every key. A key that appears in several scopes means one action; the
 /// panes give it its meaning (Enter adds in the stock pane, orders in the
 /// cart, opens an order in the orders pane).
+#[rustfmt::skip]
 pub const BINDINGS: &[Binding] = &[
-    bind(
-        In(Pane::Stock),
-        "a, +",
-        &[Char('a'), Char('+'), Char('=')],
-        Action::More,
-        "add one to the cart",
-        Some("add"),
-    ),
-    bind(
-        In(Pane::Stock),
-        "Enter",
-        &[Enter],
-        Action::Activate,
-        "add one to the cart",
-        None,
-    ),
-    bind(
-        In(Pane::Stock),
-        "-",
-        &[Char('-')],
-        Action::Fewer,
-        "take one out of the cart",
-        None,
-    ),
-    bind(
-        In(Pane::Stock),
-        "/",
-        &[Char('/')],
-        Action::Filter,
-        "filter by sku or name (Esc clears)",
-        Some("filter"),
-    ),
-    bind(
-        In(Pane::Stock),
-        "o",
-        &[Char('o')],
-        Action::PlaceOrder,
-        "order the cart (shows the total, asks)",
-        Some("order"),
-    ),
-    bind(
-        In(Pane::Cart),
-        "a, +",
-        &[Char('a'), Char('+'), Char('=')],
-        Action::More,
-        "one more",
-        Some("more"),
-    ),
-    bind(
-        In(Pane::Cart),
-        "-",
-        &[Char('-')],
-        Action::Fewer,
-        "one fewer",
-        Some("fewer"),
-    ),
-    bind(
-        In(Pane::Cart),
-        "d, Delete",
-        &[Char('d'), Delete, Backspace],
-        Action::Delete,
-        "remove the line",
-        Some("remove"),
-    ),
-    bind(
-        In(Pane::Cart),
-        "o",
-        &[Char('o')],
-        Action::PlaceOrder,
-        "order the cart (shows the total, asks)",
-        Some("order"),
-    ),
-    bind(
-        In(Pane::Cart),
-        "Enter",
-        &[Enter],
-        Action::Activate,
-        "order the cart (asks, as o does)",
-        None,
-    ),
-    bind(
-        In(Pane::Orders),
-        "Enter",
-        &[Enter],
-        Action::Activate,
-        "the order in full",
-        Some("details"),
-    ),
-    bind(
-        In(Pane::Orders),
-        "p",
-        &[Char('p')],
-        Action::Pay,
-        "pay: link and QR code",
-        Some("pay"),
-    ),
-    bind(
-        In(Pane::Orders),
-        "O",
-        &[Char('O')],
-        Action::Open,
-        "open the checkout in the browser",
-        Some("open"),
-    ),
-    bind(
-        In(Pane::Orders),
-        "c",
-        &[Char('c')],
-        Action::Cancel,
-        "cancel (asks first)",
-        Some("cancel"),
-    ),
-    bind(
-        In(Pane::Orders),
-        "o",
-        &[Char('o')],
-        Action::PlaceOrder,
-        "order the cart (shows the total, asks)",
-        None,
-    ),
-    bind(
-        Everywhere,
-        "Tab, →, l",
-        &[Tab, Right, Char('l')],
-        Action::NextPane,
-        "next pane",
-        None,
-    ),
-    bind(
-        Everywhere,
-        "Shift-Tab, ←, h",
-        &[BackTab, Left, Char('h')],
-        Action::PreviousPane,
-        "previous pane",
-        None,
-    ),
-    bind(
-        Everywhere,
-        "↑ ↓, k j",
-        &[Up, Down, Char('k'), Char('j')],
-        Action::Up,
-        "move (a click selects too)",
-        None,
-    ),
-    bind(
-        Everywhere,
-        "g, G",
-        &[Char('g'), Home, Char('G'), End],
-        Action::First,
-        "first, last row",
-        None,
-    ),
-    bind(
-        Everywhere,
-        "PgUp, PgDn",
-        &[PageUp, PageDown],
-        Action::PageUp,
-        "a page up, down",
-        None,
-    ),
-    bind(
-        Everywhere,
-        "y, n",
-        &[Char('y'), Char('n')],
-        Action::Yes,
-        "answer a question",
-        None,
-    ),
-    bind(
-        Everywhere,
-        "Esc",
-        &[Esc],
-        Action::Back,
-        "close a box, clear the filter",
-        None,
-    ),
-    bind(
-        Everywhere,
-        "?",
-        &[Char('?')],
-        Action::Help,
-        "these keys",
-        Some("help"),
-    ),
-    bind(
-        Everywhere,
-        "q, Ctrl-C",
-        &[Char('q')],
-        Action::Quit,
-        "quit",
-        Some("quit"),
-    ),
+    bind(In(Pane::Stock), "a, +", &[(Char('a'), More), (Char('+'), More), (Char('='), More)], "add one to the cart", Some("add")),
+    bind(In(Pane::Stock), "Enter", &[(Enter, Activate)], "add one to the cart", None),
+    bind(In(Pane::Stock), "-", &[(Char('-'), Fewer)], "take one out of the cart", None),
+    bind(In(Pane::Stock), "/", &[(Char('/'), Filter)], "filter by sku or name (Esc clears)", Some("filter")),
+    bind(In(Pane::Stock), "o", &[(Char('o'), PlaceOrder)], "order the cart (shows the total, asks)", Some("order")),
+    bind(In(Pane::Cart), "a, +", &[(Char('a'), More), (Char('+'), More), (Char('='), More)], "one more", Some("more")),
+    bind(In(Pane::Cart), "-", &[(Char('-'), Fewer)], "one fewer", Some("fewer")),
+    bind(In(Pane::Cart), "d, Delete", &[(Char('d'), Remove), (Delete, Remove), (Backspace, Remove)], "remove the line", Some("remove")),
+    bind(In(Pane::Cart), "o", &[(Char('o'), PlaceOrder)], "order the cart (shows the total, asks)", Some("order")),
+    bind(In(Pane::Cart), "Enter", &[(Enter, Activate)], "order the cart (asks, as o does)", None),
+    bind(In(Pane::Orders), "Enter", &[(Enter, Activate)], "the order in full", Some("details")),
+    bind(In(Pane::Orders), "p", &[(Char('p'), Pay)], "pay: link and QR code", Some("pay")),
+    bind(In(Pane::Orders), "O", &[(Char('O'), Open)], "open the checkout in the browser", Some("open")),
+    bind(In(Pane::Orders), "c", &[(Char('c'), Cancel)], "cancel (asks first)", Some("cancel")),
+    bind(In(Pane::Orders), "o", &[(Char('o'), PlaceOrder)], "order the cart (shows the total, asks)", None),
+    bind(Everywhere, "Tab, →, l", &[(Tab, NextPane), (Right, NextPane), (Char('l'), NextPane)], "next pane", None),
+    bind(Everywhere, "Shift-Tab, ←, h", &[(BackTab, PreviousPane), (Left, PreviousPane), (Char('h'), PreviousPane)], "previous pane", None),
+    bind(Everywhere, "↑ ↓, k j", &[(Up, MoveUp), (Down, MoveDown), (Char('k'), MoveUp), (Char('j'), MoveDown)], "move (a click selects too)", None),
+    bind(Everywhere, "g, G", &[(Char('g'), First), (Home, First), (Char('G'), Last), (End, Last)], "first, last row", None),
+    bind(Everywhere, "PgUp, PgDn", &[(PageUp, PreviousPage), (PageDown, NextPage)], "a page up, down", None),
+    bind(Everywhere, "y, n", &[(Char('y'), Yes), (Char('n'), No)], "answer a question", None),
+    bind(Everywhere, "Esc", &[(Esc, Back)], "close a box, clear the filter", None),
+    bind(Everywhere, "?", &[(Char('?'), Help)], "these keys", Some("help")),
+    bind(Everywhere, "q, Ctrl-C", &[(Char('q'), Quit)], "quit", Some("quit")),
 ];
 
 /// The action of a terminal event. `typing` is true while the stock
@@ -293,17 +129,11 @@ fn key_action(key: KeyEvent, typing: bool) -> Option<Action> {
             _ => Action::Unknown,
         });
     }
-    // The keys that share a binding with their opposite.
-    let action = match key.code {
-        Down | Char('j') => Action::Down,
-        Char('G') | End => Action::Last,
-        PageDown => Action::PageDown,
-        Char('n') => Action::No,
-        code => BINDINGS
-            .iter()
-            .find(|binding| binding.codes.contains(&code))
-            .map_or(Action::Unknown, |binding| binding.action.clone()),
-    };
+    let action = BINDINGS
+        .iter()
+        .flat_map(|binding| binding.actions)
+        .find(|(code, _)| *code == key.code)
+        .map_or(Action::Unknown, |(_, action)| action.clone());
     Some(action)
 }
 
@@ -356,17 +186,12 @@ mod tests {
 
     #[test]
     fn a_key_means_one_action_wherever_it_is_bound() {
-        for binding in BINDINGS {
-            for code in binding.codes {
-                let pressed = press(*code, KeyModifiers::NONE);
-                assert_ne!(pressed, Some(Action::Unknown), "{code:?}");
-                for other in BINDINGS.iter().filter(|other| other.codes.contains(code)) {
-                    assert_eq!(
-                        other.action, binding.action,
-                        "{code:?} is bound to two actions"
-                    );
-                }
-            }
+        for (code, action) in BINDINGS.iter().flat_map(|binding| binding.actions) {
+            assert_eq!(
+                press(*code, KeyModifiers::NONE).as_ref(),
+                Some(action),
+                "{code:?} is bound to two actions"
+            );
         }
     }
 

@@ -133,7 +133,8 @@ pub(super) async fn pay(
 
 /// Runs `wait` while telling the user on stderr what it waits for: on a
 /// terminal, a line whose countdown moves every second (cleared at the
-/// end); otherwise, once, the deadline as a time of day.
+/// end); otherwise, once, the deadline as a time of day and how far off
+/// it is ("pay by today 14:05, in 5 min").
 async fn with_countdown<T>(context: &Context, order: &Order, wait: impl Future<Output = T>) -> T {
     let short = order.short_id();
     let mut stderr = std::io::stderr();
@@ -144,9 +145,10 @@ async fn with_countdown<T>(context: &Context, order: &Order, wait: impl Future<O
     };
     let until = context.clock.when(deadline, Timestamp::now(), false);
     if !stderr.is_terminal() {
+        let left = shop_client::words::relative(deadline, Timestamp::now());
         let _ = writeln!(
             stderr,
-            "Waiting for the payment of order {short} (pay by {until})…"
+            "Waiting for the payment of order {short} (pay by {until}, {left})…"
         );
         return wait.await;
     }

@@ -367,7 +367,7 @@ impl App {
                 }
             }
             Action::Resize { width, height } => self.size = (width, height),
-            Action::Help if !self.typing => {
+            Action::Help => {
                 self.overlay = if self.overlay == Overlay::Help {
                     Overlay::None
                 } else {

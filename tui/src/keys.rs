@@ -126,7 +126,8 @@ fn key_action(key: KeyEvent, typing: bool) -> Option<Action> {
             Backspace => Action::Erase,
             Enter | Tab | Down => Action::Activate,
             Esc => Action::Back,
-            _ => Action::Unknown,
+            // The footer says which keys work while typing.
+            _ => return None,
         });
     }
     let action = BINDINGS

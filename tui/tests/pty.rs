@@ -397,6 +397,8 @@ async fn opening_the_browser_says_when_it_failed() {
         &[
             ("BROWSER", "/bin/false"),
             ("PATH", path.to_str().expect("path")),
+            // Three hours east of UTC, as POSIX spells it.
+            ("TZ", "XYZ-3"),
         ],
     );
     tui.wait_for("● online").await;
@@ -414,6 +416,31 @@ async fn opening_the_browser_says_when_it_failed() {
         .await;
     tui.press("O");
     tui.wait_for("could not open a browser").await;
+
+    // The order in full: its timeline in the user's time zone, with
+    // user-facing event names.
+    tui.press("\x1b");
+    // Alone, so that Esc and Enter are not read as Alt-Enter.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    tui.press("\r");
+    let placed = tui.wait_for("order placed").await;
+    let local = |seconds_ago: u64| {
+        let at = std::time::SystemTime::now() + Duration::from_secs(3 * 3600)
+            - Duration::from_secs(seconds_ago);
+        humantime::format_rfc3339(at).to_string()[11..16].to_owned()
+    };
+    assert!(
+        placed.contains(&format!("today {}", local(0)))
+            || placed.contains(&format!("today {}", local(60))),
+        "the local time ({}) in {placed}",
+        local(0)
+    );
+    tui.wait_for("checkout page ready").await;
+    assert!(
+        !tui.contents().contains("checkout_ready"),
+        "{}",
+        tui.contents()
+    );
     backend.stop().await;
 }
 

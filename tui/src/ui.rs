@@ -825,8 +825,12 @@ fn draw_pay(app: &App, order: &Order, frame: &mut Frame, screen: Rect) {
                     Line::from(Span::styled(
                         row.clone(),
                         // Dark on light, as scanners expect; without
-                        // colours the terminal's own (often light on dark).
-                        Style::new().fg(Color::Black).bg(Color::White),
+                        // colours, reversed: dark modules on terminals with
+                        // a dark background, the most common.
+                        theme.pick(
+                            Style::new().fg(Color::Black).bg(Color::White),
+                            Modifier::REVERSED,
+                        ),
                     ))
                     .centered(),
                 );

@@ -15,6 +15,10 @@ Examples:
   shop watch --json                      live events, one JSON object per line
   shop --profile bob order SKU-003       act as another customer
 
+Human output shows text from the shop safely (control characters as ␛, ␊…),
+times in your local time zone (TZ) and statuses in words; --json keeps the
+shop's names and UTC times. Colour only on a terminal, never with NO_COLOR.
+
 Exit codes: 0 success, 1 usage or input error, 2 cannot reach the gateway,
 3 order cancelled or expired, 4 timed out waiting, 5 refused by the shop,
 6 the shop is unavailable, 141 the reader of the output went away.";
@@ -83,7 +87,8 @@ pub enum Command {
     #[command(after_help = "Example:\n  shop orders\n  shop orders --json")]
     Orders,
 
-    /// Show one order in full: lines, total, deadline, timeline.
+    /// Show one order in full: lines, total, deadline and timeline, in your
+    /// local time.
     #[command(after_help = "Example:\n  shop status 1a2b        (any unique prefix of the id)")]
     Status {
         /// Order id, or any unique prefix of it.
@@ -99,7 +104,8 @@ pub enum Command {
         /// Open the checkout page in the browser.
         #[arg(long)]
         open: bool,
-        /// Then wait until the order is PAID (exit 0), CANCELLED or past its deadline (exit 3).
+        /// Then wait until the order is PAID (exit 0), CANCELLED or past its deadline (exit 3);
+        /// on a terminal a countdown moves on stderr, otherwise the deadline is printed once.
         #[arg(long)]
         wait: bool,
     },

@@ -12,8 +12,23 @@ use std::process::ExitCode;
 use clap::Parser;
 use clap::error::ErrorKind;
 
-#[tokio::main(flavor = "current_thread")]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
+    // Before any thread exists: the only time the local offset can be read.
+    let clock = shop_client::words::Clock::local();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            let _ = writeln!(std::io::stderr(), "shop: cannot start: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(run(clock))
+}
+
+async fn run(clock: shop_client::words::Clock) -> ExitCode {
     let cli = match args::Cli::try_parse() {
         Ok(cli) => cli,
         Err(error) => {
@@ -24,12 +39,14 @@ async fn main() -> ExitCode {
             };
         }
     };
-    match commands::run(cli).await {
+    match commands::run(cli, clock).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
             if failure.exit != error::Exit::BrokenPipe {
                 // Nothing more can be done when stderr is closed as well.
-                let _ = writeln!(std::io::stderr(), "shop: {failure}");
+                // The message may quote the shop (a product name): shown safely.
+                let message = shop_client::text::visible(&failure.message);
+                let _ = writeln!(std::io::stderr(), "shop: {message}");
             }
             ExitCode::from(failure.exit as u8)
         }

@@ -1,11 +1,15 @@
 //! Human output: aligned tables, money as `4,500.00 EUR`, deadlines as a
 //! countdown, and colour only on a terminal and never with `NO_COLOR`.
+//! Text from the shop goes through [`safe`] (or into a [`Cell`], which
+//! does it), so a product name cannot drive the terminal, and columns are
+//! aligned on terminal columns, so wide characters do not shift them.
 
 use std::fmt;
 use std::io::{IsTerminal, Write};
 use std::time::Duration;
 
-use shop_shared::domain::{Order, OrderStatus, RefundState};
+use shop_client::text;
+use shop_shared::domain::{Order, OrderStatus};
 use shop_shared::money::{Currency, Money};
 use shop_shared::time::Timestamp;
 
@@ -91,24 +95,16 @@ impl Style {
     }
 }
 
-/// `CANCELLED (NOT_PAID)`, `CANCELLED (NOT_PAID, refund pending)`,
-/// `RESERVED (waiting for the payment provider)`, `PAID`, …
+/// `CANCELLED (unpaid)`, `CANCELLED (unpaid, refund pending)`, `PAID`, …:
+/// the words `shop-tui` uses too.
 pub fn status_text(order: &Order) -> String {
-    match (order.status, order.cancel_reason) {
-        (OrderStatus::Cancelled, Some(reason)) => {
-            let refund = match &order.refund {
-                _ if order.refunded => ", refunded",
-                Some(RefundState::Pending { .. }) => ", refund pending",
-                Some(RefundState::Failed { .. }) => ", refund failed",
-                None => "",
-            };
-            format!("CANCELLED ({reason}{refund})")
-        }
-        (OrderStatus::Reserved, _) if order.checkout_delay.is_some() => {
-            "RESERVED (waiting for the payment provider)".to_owned()
-        }
-        (status, _) => status.to_string(),
-    }
+    shop_client::words::status(order)
+}
+
+/// Text from the shop as it may be printed: control characters shown,
+/// not obeyed ([`text::visible`]).
+pub fn safe(text: &str) -> std::borrow::Cow<'_, str> {
+    text::visible(text)
 }
 
 /// Money for people, or `-` when there is none yet. `amount` is in minor
@@ -149,8 +145,10 @@ impl Cell {
     }
 }
 
+/// Text from anywhere, the shop included: shown safely.
 impl From<String> for Cell {
     fn from(plain: String) -> Self {
+        let plain = safe(&plain).into_owned();
         Cell {
             painted: plain.clone(),
             plain,
@@ -171,7 +169,7 @@ pub enum Align {
     Right,
 }
 
-/// Columns aligned on their widest cell.
+/// Columns aligned on their widest cell, measured in terminal columns.
 pub struct Table {
     columns: Vec<(String, Align)>,
     rows: Vec<Vec<Cell>>,
@@ -193,7 +191,7 @@ impl Table {
     }
 
     pub fn render(&self, style: Style) -> String {
-        let width = |text: &str| text.chars().count();
+        let width = text::width;
         let widths: Vec<usize> = self
             .columns
             .iter()
@@ -216,7 +214,7 @@ impl Table {
                 .zip(self.columns.iter().zip(&widths))
                 .enumerate()
             {
-                let pad = " ".repeat(width.saturating_sub(plain.chars().count()));
+                let pad = " ".repeat(width.saturating_sub(text::width(&plain)));
                 match align {
                     Align::Left if index == last => out.push_str(&painted),
                     Align::Left => out.push_str(&format!("{painted}{pad}")),
@@ -269,6 +267,19 @@ mod tests {
             "SKU             PRICE  NAME\n\
              SKU-001  4,500.00 EUR  MacBook Pro\n\
              X            5.00 EUR  Mug\n"
+        );
+    }
+
+    #[test]
+    fn tables_align_wide_characters_and_show_control_characters() {
+        let mut table = Table::new(&[("NAME", Align::Left), ("PRICE", Align::Right)]);
+        table.row(vec!["世界の時計".into(), "5.00 EUR".into()]);
+        table.row(vec!["Mug\x1b[31m\nX".into(), "12,000.00 EUR".into()]);
+        assert_eq!(
+            table.render(Style::plain()),
+            "NAME                PRICE\n\
+             世界の時計       5.00 EUR\n\
+             Mug␛[31m␊X  12,000.00 EUR\n"
         );
     }
 

@@ -748,14 +748,14 @@ async fn a_payment_settling_after_the_deadline_shows_as_refunded_live() {
     })
     .await;
     let line = refunded.unwrap_or_else(|_| panic!("watch never showed the refund: {seen:?}"));
-    assert!(line.contains("CANCELLED (NOT_PAID, refunded)"), "{line}");
+    assert!(line.contains("CANCELLED (unpaid, refunded)"), "{line}");
     let _ = watch.kill().await;
 
     let status = shop.run(&["status", &id]).await.ok();
     assert!(
         status
             .stdout
-            .contains("Status      CANCELLED (NOT_PAID, refunded)"),
+            .contains("Status      CANCELLED (unpaid, refunded)"),
         "{}",
         status.stdout
     );
@@ -838,11 +838,7 @@ async fn the_demo_script_runs_unattended() {
         "{}",
         run.stdout
     );
-    assert!(
-        run.stdout.contains("CANCELLED (NOT_PAID)"),
-        "{}",
-        run.stdout
-    );
+    assert!(run.stdout.contains("CANCELLED (unpaid)"), "{}", run.stdout);
     assert!(run.stdout.contains("Demo complete."));
 }
 
@@ -972,4 +968,275 @@ async fn every_command_works_over_tls_with_a_private_ca_and_says_what_to_do_with
     let (waited, ()) = tokio::join!(waiting, pay);
     let waited = Run::of(waited.expect("shop runs")).ok();
     assert!(waited.stdout.contains("is paid"), "{}", waited.stdout);
+}
+
+/// A shop selling a product whose name carries escape sequences, a
+/// newline and a bidi override, and one with a wide (CJK) name.
+async fn hostile_shop() -> Shop {
+    let home = tempfile::tempdir().expect("temporary directory");
+    let catalog = home.path().join("catalog.toml");
+    std::fs::write(
+        &catalog,
+        r#"currency = "EUR"
+
+[[products]]
+sku = "EVIL"
+name = "Mug\u001b[2J\u001b]0;pwned\u0007\nsecond line\u202eX"
+price = "12.50"
+stock = 40
+
+[[products]]
+sku = "WIDE"
+name = "世界の時計"
+price = "115620.00"
+stock = 3
+"#,
+    )
+    .expect("catalogue written");
+    Shop::start_configured(
+        EmbeddedArgs {
+            catalog: Some(catalog),
+            ..EmbeddedArgs::local(home.path().join("data"))
+        },
+        home,
+    )
+    .await
+}
+
+/// `shop` run with `NO_COLOR` set.
+async fn run_no_color(shop: &Shop, args: &[&str]) -> Run {
+    let output = shop
+        .command(args)
+        .env("NO_COLOR", "1")
+        .output()
+        .await
+        .expect("shop runs");
+    Run::of(output).ok()
+}
+
+#[tokio::test]
+async fn text_from_the_shop_is_shown_never_obeyed_and_tables_align_on_display_width() {
+    let shop = hostile_shop().await;
+    let products = run_no_color(&shop, &["products"]).await;
+    assert!(
+        !products.stdout.contains('\x1b') && !products.stdout.contains('\u{202e}'),
+        "{:?}",
+        products.stdout
+    );
+    let lines: Vec<&str> = products.stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "one line per product: {lines:?}");
+    assert!(
+        lines[1].contains("Mug␛[2J␛]0;pwned␇␊second line\\u{202e}X"),
+        "{}",
+        lines[1]
+    );
+    // Every row ends its PRICE column at the header's column, counted
+    // as the terminal draws it: 世 takes two columns.
+    let price_end = |line: &str| {
+        let at = line.find(" EUR").expect("a price") + " EUR".len();
+        unicode_width::UnicodeWidthStr::width(&line[..at])
+    };
+    let header_end = unicode_width::UnicodeWidthStr::width(
+        &lines[0][..lines[0].find("PRICE").expect("PRICE") + 5],
+    );
+    assert_eq!(price_end(lines[1]), header_end, "{lines:#?}");
+    assert_eq!(price_end(lines[2]), header_end, "{lines:#?}");
+    assert!(lines[2].contains("115,620.00 EUR"), "{}", lines[2]);
+
+    let mut watch = shop
+        .command(&["watch", "--profile", "carol"])
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("watch runs");
+    let mut watched = BufReader::new(watch.stdout.take().expect("stdout")).lines();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let order = run_no_color(&shop, &["order", "EVIL:2", "WIDE"]).await;
+    assert!(!order.stdout.contains('\x1b'), "{:?}", order.stdout);
+    assert!(order.stdout.contains("2 × Mug␛[2J"), "{}", order.stdout);
+    let orders = run_no_color(&shop, &["orders"]).await;
+    assert!(!orders.stdout.contains('\x1b'), "{:?}", orders.stdout);
+    assert!(
+        orders.stdout.contains("115,645.00 EUR"),
+        "{}",
+        orders.stdout
+    );
+    let id = orders
+        .stdout
+        .lines()
+        .nth(1)
+        .expect("an order")
+        .split(' ')
+        .next()
+        .expect("id")
+        .to_owned();
+    let status = run_no_color(&shop, &["status", &id]).await;
+    assert!(!status.stdout.contains('\x1b'), "{:?}", status.stdout);
+    assert!(
+        status.stdout.contains("Mug␛[2J␛]0;pwned␇␊second line"),
+        "{}",
+        status.stdout
+    );
+    let line = tokio::time::timeout(Duration::from_secs(15), async {
+        while let Ok(Some(line)) = watched.next_line().await {
+            if line.contains("EVIL") {
+                return line;
+            }
+        }
+        String::new()
+    })
+    .await
+    .expect("watch shows the stock change");
+    assert!(!line.contains('\x1b'), "{line:?}");
+    assert!(line.contains("Mug␛[2J␛]0;pwned␇␊second line"), "{line}");
+    let _ = watch.kill().await;
+}
+
+#[tokio::test]
+async fn times_are_local_and_in_words_and_events_have_user_facing_names() {
+    let shop = Shop::start().await;
+    // Three hours east of UTC, as POSIX spells it.
+    let order = shop.run(&["order", "SKU-001", "--json"]).await.ok().json();
+    let id = order["id"].as_str().expect("id");
+    let deadline =
+        shop_shared::time::Timestamp::parse(order["pay_until"].as_str().expect("pay_until"))
+            .expect("a time");
+    let local = deadline.plus(Duration::from_secs(3 * 3600)).to_string();
+    let local_clock = &local[11..16];
+    let status = Run::of(
+        shop.command(&["status", &id[..8]])
+            .env("TZ", "XYZ-3")
+            .output()
+            .await
+            .expect("shop runs"),
+    )
+    .ok();
+    assert!(
+        status.stdout.contains(&format!(" {local_clock})")),
+        "the deadline at {local_clock} local time: {}",
+        status.stdout
+    );
+    assert!(
+        !status.stdout.contains(":00.000Z") && !status.stdout.contains("Z\n"),
+        "no raw UTC: {}",
+        status.stdout
+    );
+    assert!(
+        status.stdout.contains("checkout page ready"),
+        "{}",
+        status.stdout
+    );
+    assert!(
+        !status.stdout.contains("checkout_ready"),
+        "{}",
+        status.stdout
+    );
+
+    let waiting = shop
+        .command(&["pay", &id[..8], "--wait", "--timeout", "1s"])
+        .env("TZ", "XYZ-3")
+        .output()
+        .await
+        .expect("shop runs");
+    let waiting = Run::of(waiting);
+    assert!(
+        waiting
+            .stderr
+            .contains(&format!("(pay by today {local_clock}, in 5 min)"))
+            || waiting
+                .stderr
+                .contains(&format!("(pay by tomorrow {local_clock}, in 5 min)")),
+        "a pipe gets the deadline once, as a local time: {}",
+        waiting.stderr
+    );
+
+    let cancelled = shop.run(&["cancel", &id[..8]]).await.ok();
+    assert!(
+        cancelled.stdout.contains("is cancelled"),
+        "{}",
+        cancelled.stdout
+    );
+    let orders = shop.run(&["orders"]).await.ok();
+    assert!(
+        orders.stdout.contains("CANCELLED (by you)"),
+        "{}",
+        orders.stdout
+    );
+}
+
+/// What `shop pay --wait` shows on a terminal now: its last line with text.
+fn waiting_line(screen: &std::sync::Mutex<vt100::Parser>) -> String {
+    let contents = screen.lock().expect("screen").screen().contents();
+    contents
+        .lines()
+        .rev()
+        .find(|line| line.contains("Waiting for the payment"))
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pay_wait_on_a_terminal_counts_down() {
+    use portable_pty::{CommandBuilder, PtySize, native_pty_system};
+    use std::io::Read;
+    use std::sync::{Arc, Mutex};
+
+    let shop = Shop::start().await;
+    let order = shop.run(&["order", "SKU-001", "--json"]).await.ok().json();
+    let id = order["id"].as_str().expect("id")[..8].to_owned();
+    let pty = native_pty_system()
+        .openpty(PtySize {
+            rows: 10,
+            cols: 120,
+            pixel_width: 0,
+            pixel_height: 0,
+        })
+        .expect("a pseudo-terminal");
+    let mut command = CommandBuilder::new(env!("CARGO_BIN_EXE_shop"));
+    command.args(["pay", &id, "--wait"]);
+    command.env("SHOP_GATEWAY", &shop.gateway);
+    command.env("XDG_CONFIG_HOME", shop.home.path().join("config"));
+    command.env("HOME", shop.home.path());
+    command.env_remove("SHOP_PROFILE");
+    let mut child = pty.slave.spawn_command(command).expect("shop starts");
+    drop(pty.slave);
+    let mut output = pty.master.try_clone_reader().expect("reader");
+    let size = |value: u16| std::num::NonZero::new(value).expect("not zero");
+    let screen = Arc::new(Mutex::new(vt100::Parser::new(size(10), size(120), 0)));
+    let feed = screen.clone();
+    std::thread::spawn(move || {
+        let mut buffer = [0u8; 4096];
+        while let Ok(read @ 1..) = output.read(&mut buffer) {
+            feed.lock().expect("screen").process(&buffer[..read]);
+        }
+    });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let first = loop {
+        let line = waiting_line(&screen);
+        if line.contains(" left") {
+            break line;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no countdown: {line:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let later = loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let line = waiting_line(&screen);
+        if line != first {
+            break line;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the countdown never moved from {first:?}"
+        );
+    };
+    assert!(
+        later.contains(" left") && later.contains("pay by today"),
+        "{later}"
+    );
+    let _ = child.kill();
 }

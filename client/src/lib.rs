@@ -5,6 +5,9 @@
 //!   (with [`ClientError`], [`Push`] and [`websocket_url`]).
 //! - [`tokens`]: where clients keep customer tokens between runs.
 //! - [`browser`]: opening a checkout page in the user's browser.
+//! - [`text`]: text from the server made safe for a terminal, and measured
+//!   in terminal columns.
+//! - [`words`]: statuses, timeline events and times as people read them.
 //! - [`Trust`]: which certificates a client trusts over TLS.
 //!
 //! The words it speaks (domain types, the protocol) are `shop-shared`'s;
@@ -12,8 +15,10 @@
 
 pub mod browser;
 mod client;
+pub mod text;
 mod tls;
 pub mod tokens;
+pub mod words;
 
 pub use client::{Client, ClientError, DEFAULT_REPLY_TIMEOUT, Push, websocket_url};
 pub use tls::{Trust, TrustError};

@@ -8,9 +8,12 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use crossterm::event::Event;
 use ratatui::layout::Rect;
+use shop_client::text::{visible, width};
+use shop_client::words::Clock;
 use shop_shared::domain::{
-    MAX_LINES, MAX_QUANTITY, Order, OrderLines, OrderLinesError, OrderStatus, Product,
+    MAX_LINES, MAX_QUANTITY, Order, OrderLines, OrderLinesError, OrderStatus, Product, RefundState,
 };
 use shop_shared::money::Money;
 use shop_shared::time::Timestamp;
@@ -64,6 +67,8 @@ pub enum Overlay {
     Pay(Uuid),
     /// "Cancel this order?"
     ConfirmCancel(Uuid),
+    /// "Place this order of … for <total>?"
+    ConfirmOrder,
     /// Why the shop refused the last order: over one of the customer's
     /// limits ([`App::refusal`]).
     Refused,
@@ -94,11 +99,18 @@ pub struct Notice {
 /// Something that happened.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
+    /// A key, a click or a resize, as the terminal reported it: turned
+    /// into one of the actions below by [`crate::keys`].
+    Input(Event),
     Up,
     Down,
-    /// `→`, `l`, `+`, `a`: one more.
+    First,
+    Last,
+    PageUp,
+    PageDown,
+    /// `+`, `a`: one more.
     More,
-    /// `←`, `h`, `-`: one fewer.
+    /// `-`: one fewer.
     Fewer,
     /// `d`, Delete: drop the cart line.
     Delete,
@@ -120,6 +132,14 @@ pub enum Action {
     Back,
     Help,
     Quit,
+    /// `/`: start filtering the stock pane.
+    Filter,
+    /// A character typed into the filter.
+    Type(char),
+    /// Backspace in the filter.
+    Erase,
+    /// A key no binding knows.
+    Unknown,
     Click {
         column: u16,
         row: u16,
@@ -187,6 +207,15 @@ pub struct App {
     pub now: Timestamp,
     pub size: (u16, u16),
     pub quit: bool,
+    /// What the stock pane shows: products whose sku or name contains it.
+    pub filter: String,
+    /// Keys go into [`App::filter`] until Enter or Esc.
+    pub typing: bool,
+    /// Colours; without them (`NO_COLOR`) states show in reverse video,
+    /// bold and markers.
+    pub color: bool,
+    /// The user's time zone.
+    pub clock: Clock,
 }
 
 impl App {
@@ -207,7 +236,24 @@ impl App {
             now,
             size: (80, 24),
             quit: false,
+            filter: String::new(),
+            typing: false,
+            color: true,
+            clock: Clock::fixed(0),
         }
+    }
+
+    /// The products the stock pane shows: all, or those the filter names.
+    pub fn stock(&self) -> Vec<&Product> {
+        let wanted = self.filter.to_lowercase();
+        self.products
+            .iter()
+            .filter(|product| {
+                wanted.is_empty()
+                    || product.sku.to_lowercase().contains(&wanted)
+                    || product.name.to_lowercase().contains(&wanted)
+            })
+            .collect()
     }
 
     pub fn product(&self, sku: &str) -> Option<&Product> {
@@ -240,9 +286,31 @@ impl App {
         currency.map(|currency| Money::new(total, currency))
     }
 
+    /// Columns the cart pane wants to show its lines whole: names up to
+    /// 24 columns, quantities and amounts; 0 when empty.
+    pub fn cart_width(&self) -> u16 {
+        if self.cart.is_empty() {
+            return 0;
+        }
+        let mut name = 4;
+        let mut quantity = 3;
+        let mut amount = 6;
+        for (sku, count) in &self.cart {
+            let product = self.product(sku);
+            name = name.max(width(product.map_or(sku.as_str(), |p| p.name.as_str())).min(24));
+            quantity = quantity.max(width(&count.to_string()));
+            if let Some(product) = product {
+                let money = Money::new(product.unit_price.saturating_mul(*count), product.currency);
+                amount = amount.max(width(&money.to_string()));
+            }
+        }
+        // Borders and a space between columns.
+        u16::try_from(name + quantity + amount + 4).unwrap_or(u16::MAX)
+    }
+
     fn rows(&self, pane: Pane) -> usize {
         match pane {
-            Pane::Stock => self.products.len(),
+            Pane::Stock => self.stock().len(),
             Pane::Cart => self.cart.len(),
             Pane::Orders => self.orders.len(),
         }
@@ -257,7 +325,7 @@ impl App {
     }
 
     pub fn selected_product(&self) -> Option<&Product> {
-        self.products.get(self.selection(Pane::Stock))
+        self.stock().get(self.selection(Pane::Stock)).copied()
     }
 
     pub fn selected_order(&self) -> Option<&Order> {
@@ -278,7 +346,14 @@ impl App {
 
     /// Applies `action`; returns what must be done outside.
     pub fn update(&mut self, action: Action) -> Vec<Effect> {
-        match action {
+        match made_safe(action) {
+            Action::Input(event) => {
+                return match crate::keys::action(event, self.typing) {
+                    Some(action) => self.update(action),
+                    None => Vec::new(),
+                };
+            }
+            Action::Unknown => self.tell(NoticeKind::Info, "unknown key: press ? for help"),
             Action::Quit => self.quit = true,
             Action::Tick(now) => {
                 self.now = now;
@@ -455,6 +530,17 @@ impl App {
                 }
                 return Vec::new();
             }
+            Overlay::ConfirmOrder => {
+                match action {
+                    Action::Yes => {
+                        self.overlay = Overlay::None;
+                        return self.place();
+                    }
+                    Action::No | Action::Back => self.overlay = Overlay::None,
+                    _ => {}
+                }
+                return Vec::new();
+            }
             Overlay::Pay(id) => {
                 return match action {
                     Action::PlaceOrder | Action::Open => self.open(id),
@@ -479,16 +565,40 @@ impl App {
                 return Vec::new();
             }
         }
+        if self.typing {
+            match action {
+                Action::Type(c) => self.filter.push(c),
+                Action::Erase => {
+                    self.filter.pop();
+                }
+                Action::Activate => self.typing = false,
+                Action::Back => {
+                    self.typing = false;
+                    self.filter.clear();
+                }
+                _ => {}
+            }
+            self.select(Pane::Stock, 0);
+            return Vec::new();
+        }
+        let page = layout::visible_rows(self.area(self.pane)).max(1);
+        let row = self.selection(self.pane);
         match action {
             Action::NextPane => self.pane = self.pane.next(),
             Action::PreviousPane => self.pane = self.pane.previous(),
-            Action::Up => {
-                let row = self.selection(self.pane).saturating_sub(1);
-                self.select(self.pane, row);
+            Action::Up => self.select(self.pane, row.saturating_sub(1)),
+            Action::Down => self.select(self.pane, row + 1),
+            Action::First => self.select(self.pane, 0),
+            Action::Last => self.select(self.pane, usize::MAX),
+            Action::PageUp => self.select(self.pane, row.saturating_sub(page)),
+            Action::PageDown => self.select(self.pane, row.saturating_add(page)),
+            Action::Filter if self.pane == Pane::Stock => {
+                self.typing = true;
+                self.select(Pane::Stock, 0);
             }
-            Action::Down => {
-                let row = self.selection(self.pane) + 1;
-                self.select(self.pane, row);
+            Action::Back if self.pane == Pane::Stock && !self.filter.is_empty() => {
+                self.filter.clear();
+                self.select(Pane::Stock, 0);
             }
             Action::Back => self.notice = None,
             _ => {
@@ -509,7 +619,7 @@ impl App {
         match action {
             Action::More | Action::Activate => self.add(&sku),
             Action::Fewer => self.remove_one(&sku),
-            Action::PlaceOrder => return self.place(),
+            Action::PlaceOrder => self.ask_to_place(),
             _ => {}
         }
         Vec::new()
@@ -533,7 +643,7 @@ impl App {
             Action::More => self.add(&sku),
             Action::Fewer => self.remove_one(&sku),
             Action::Delete => self.cart.retain(|(line, _)| *line != sku),
-            Action::Activate | Action::PlaceOrder => return self.place(),
+            Action::Activate | Action::PlaceOrder => self.ask_to_place(),
             _ => {}
         }
         let row = self.selection(Pane::Cart);
@@ -542,6 +652,10 @@ impl App {
     }
 
     fn orders_key(&mut self, action: Action) -> Vec<Effect> {
+        if action == Action::PlaceOrder {
+            self.ask_to_place();
+            return Vec::new();
+        }
         let Some(order) = self.selected_order().cloned() else {
             return Vec::new();
         };
@@ -579,10 +693,60 @@ impl App {
                     self.overlay = Overlay::ConfirmCancel(order.id);
                 }
             }
-            Action::PlaceOrder => return self.place(),
             _ => {}
         }
         Vec::new()
+    }
+
+    /// Where `pane` is on the screen.
+    fn area(&self, pane: Pane) -> Rect {
+        let areas = layout::areas(Rect::new(0, 0, self.size.0, self.size.1), self.cart_width());
+        match pane {
+            Pane::Stock => areas.stock,
+            Pane::Cart => areas.cart,
+            Pane::Orders => areas.orders,
+        }
+    }
+
+    /// Shows the cart's total and asks before placing it, if it could be
+    /// placed; says why not otherwise.
+    fn ask_to_place(&mut self) {
+        if self.can_place() {
+            self.overlay = Overlay::ConfirmOrder;
+        }
+    }
+
+    /// Whether the cart can go out as an order now; says why not.
+    fn can_place(&mut self) -> bool {
+        if self.placing {
+            return false;
+        }
+        if self.cart.is_empty() {
+            self.tell(
+                NoticeKind::Error,
+                "the cart is empty: add items in the stock pane with Enter or a",
+            );
+            return false;
+        }
+        if !self.is_online() {
+            self.tell(
+                NoticeKind::Error,
+                "not connected to the shop; the order can be placed once online",
+            );
+            return false;
+        }
+        if let Some((sku, quantity)) = self.cart.iter().find(|(sku, quantity)| {
+            self.product(sku)
+                .is_some_and(|product| product.available < *quantity)
+        }) {
+            let available = self.product(sku).map_or(0, |product| product.available);
+            self.tell(
+                NoticeKind::Error,
+                format!("only {available} of {sku} left, {quantity} in the cart: lower the quantity first"),
+            );
+            return false;
+        }
+        true
     }
 
     /// One more of `sku` in the cart, if the shop has it and would take the
@@ -633,33 +797,9 @@ impl App {
         self.cart.retain(|(_, quantity)| *quantity > 0);
     }
 
+    /// Sends the cart, once the customer said yes.
     fn place(&mut self) -> Vec<Effect> {
-        if self.placing {
-            return Vec::new();
-        }
-        if self.cart.is_empty() {
-            self.tell(
-                NoticeKind::Error,
-                "the cart is empty: add items in the stock pane with Enter or a",
-            );
-            return Vec::new();
-        }
-        if !self.is_online() {
-            self.tell(
-                NoticeKind::Error,
-                "not connected to the shop; the order can be placed once online",
-            );
-            return Vec::new();
-        }
-        if let Some((sku, quantity)) = self.cart.iter().find(|(sku, quantity)| {
-            self.product(sku)
-                .is_some_and(|product| product.available < *quantity)
-        }) {
-            let available = self.product(sku).map_or(0, |product| product.available);
-            self.tell(
-                NoticeKind::Error,
-                format!("only {available} of {sku} left, {quantity} in the cart: lower the quantity first"),
-            );
+        if !self.can_place() {
             return Vec::new();
         }
         self.placing = true;
@@ -706,7 +846,8 @@ impl App {
         if self.overlay != Overlay::None {
             return;
         }
-        let areas: Areas = layout::areas(Rect::new(0, 0, self.size.0, self.size.1));
+        let areas: Areas =
+            layout::areas(Rect::new(0, 0, self.size.0, self.size.1), self.cart_width());
         for (pane, area) in [
             (Pane::Stock, areas.stock),
             (Pane::Cart, areas.cart),
@@ -726,6 +867,90 @@ impl App {
                 }
             }
         }
+    }
+}
+
+/// `action` with the shop's text made safe to show: control characters in
+/// names, links, details and messages become visible
+/// ([`shop_client::text::visible`]), so nothing the shop sends can drive
+/// the terminal. Done here, at the edge, so every screen draws safe text.
+fn made_safe(action: Action) -> Action {
+    fn text(value: &mut String) {
+        if let std::borrow::Cow::Owned(shown) = visible(value) {
+            *value = shown;
+        }
+    }
+    fn product(product: &mut Product) {
+        text(&mut product.sku);
+        text(&mut product.name);
+    }
+    fn order(order: &mut Order) {
+        for line in &mut order.lines {
+            text(&mut line.sku);
+            line.name.iter_mut().for_each(text);
+        }
+        order.checkout_url.iter_mut().for_each(text);
+        order.checkout_delay.iter_mut().for_each(text);
+        match &mut order.refund {
+            Some(RefundState::Pending { reason }) => reason.iter_mut().for_each(text),
+            Some(RefundState::Failed { reason }) => text(reason),
+            None => {}
+        }
+        for entry in &mut order.timeline {
+            entry.detail.iter_mut().for_each(text);
+        }
+    }
+    match action {
+        Action::Online {
+            customer_id,
+            mut products,
+            mut orders,
+        } => {
+            products.iter_mut().for_each(product);
+            orders.iter_mut().for_each(order);
+            Action::Online {
+                customer_id,
+                products,
+                orders,
+            }
+        }
+        Action::ProductChanged(mut changed) => {
+            product(&mut changed);
+            Action::ProductChanged(changed)
+        }
+        Action::OrderChanged(mut changed) => {
+            order(&mut changed);
+            Action::OrderChanged(changed)
+        }
+        Action::Placed(mut placed) => {
+            order(&mut placed);
+            Action::Placed(placed)
+        }
+        Action::Cancelled(mut cancelled) => {
+            order(&mut cancelled);
+            Action::Cancelled(cancelled)
+        }
+        Action::Failed(mut message) => {
+            text(&mut message);
+            Action::Failed(message)
+        }
+        Action::Refused(mut message) => {
+            // Line breaks of the explanation are the TUI's own.
+            message = message
+                .split('\n')
+                .map(|line| visible(line).into_owned())
+                .collect::<Vec<_>>()
+                .join("\n");
+            Action::Refused(message)
+        }
+        Action::Offline {
+            mut reason,
+            retry_in,
+        } => {
+            text(&mut reason);
+            Action::Offline { reason, retry_in }
+        }
+        other => other,
     }
 }
 
@@ -831,7 +1056,15 @@ mod tests {
                 .is_some_and(|n| n.text.contains("cart is empty"))
         );
         app.update(Action::More);
-        let effects = keys(&mut app, &[Action::PlaceOrder, Action::PlaceOrder]);
+        let effects = keys(
+            &mut app,
+            &[
+                Action::PlaceOrder,
+                Action::Yes,
+                Action::PlaceOrder,
+                Action::Yes,
+            ],
+        );
         assert_eq!(
             effects.len(),
             1,
@@ -854,11 +1087,118 @@ mod tests {
         assert_eq!(app.selected_order().map(|o| o.id), Some(placed.id));
     }
 
+    /// Enter in the cart, or `o` anywhere, with the keys a user presses.
+    fn press(app: &mut App, keys: &str) -> Vec<Effect> {
+        use crossterm::event::{Event, KeyCode, KeyEvent, KeyModifiers};
+        keys.chars()
+            .flat_map(|key| {
+                let code = match key {
+                    '\n' => KeyCode::Enter,
+                    '\t' => KeyCode::Tab,
+                    '\x1b' => KeyCode::Esc,
+                    c => KeyCode::Char(c),
+                };
+                app.update(Action::Input(Event::Key(KeyEvent::new(
+                    code,
+                    KeyModifiers::NONE,
+                ))))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn placing_an_order_shows_the_total_and_asks_first_from_every_pane() {
+        let mut app = online(Vec::new());
+        press(&mut app, "aa");
+        assert!(press(&mut app, "o").is_empty(), "o asks first");
+        assert_eq!(app.overlay, Overlay::ConfirmOrder);
+        assert!(press(&mut app, "n").is_empty());
+        assert_eq!(app.overlay, Overlay::None);
+        assert_eq!(app.cart.len(), 1, "no keeps the cart");
+        assert!(
+            press(&mut app, "\t\n").is_empty(),
+            "Enter in the cart asks too"
+        );
+        assert_eq!(app.overlay, Overlay::ConfirmOrder);
+        assert!(press(&mut app, "\x1b").is_empty());
+        assert!(
+            press(&mut app, "\to").is_empty(),
+            "o in the orders pane asks too"
+        );
+        let effects = press(&mut app, "y");
+        assert!(
+            matches!(&effects[..], [Effect::PlaceOrder { lines, .. }] if lines == &vec![("SKU-001".to_owned(), 2)]),
+            "{effects:?}"
+        );
+    }
+
+    #[test]
+    fn h_and_l_never_change_quantities_and_unknown_keys_point_to_help() {
+        let mut app = online(Vec::new());
+        press(&mut app, "a");
+        press(&mut app, "lhhl");
+        assert_eq!(app.cart, vec![("SKU-001".to_owned(), 1)]);
+        assert_eq!(app.pane, Pane::Stock, "h and l move between panes");
+        press(&mut app, "z");
+        assert_eq!(
+            app.notice.as_ref().map(|notice| notice.text.as_str()),
+            Some("unknown key: press ? for help")
+        );
+    }
+
+    #[test]
+    fn slash_filters_the_stock_by_sku_or_name_and_esc_clears_it() {
+        let mut app = online(Vec::new());
+        press(&mut app, "/air");
+        let shown: Vec<&str> = app.stock().iter().map(|p| p.sku.as_str()).collect();
+        assert_eq!(shown, vec!["SKU-003"]);
+        press(&mut app, "\n");
+        assert!(
+            !app.typing,
+            "Enter keeps the filter and gives the keys back"
+        );
+        press(&mut app, "a");
+        assert_eq!(
+            app.cart,
+            vec![("SKU-003".to_owned(), 1)],
+            "a adds the filtered product"
+        );
+        press(&mut app, "\x1b");
+        assert_eq!(app.stock().len(), 3, "Esc clears the filter");
+        press(&mut app, "/sku-002\n");
+        assert_eq!(
+            app.selected_product().map(|p| p.name.as_str()),
+            Some("iPhone 16")
+        );
+        press(&mut app, "/\x1b");
+        assert_eq!(app.stock().len(), 3);
+    }
+
+    #[test]
+    fn g_and_shift_g_go_to_the_first_and_last_row_and_pages_move() {
+        use crossterm::event::{Event, KeyCode, KeyEvent, KeyModifiers};
+        let mut app = online(Vec::new());
+        press(&mut app, "G");
+        assert_eq!(app.selection(Pane::Stock), 2);
+        press(&mut app, "g");
+        assert_eq!(app.selection(Pane::Stock), 0);
+        app.update(Action::Input(Event::Key(KeyEvent::new(
+            KeyCode::PageDown,
+            KeyModifiers::NONE,
+        ))));
+        assert_eq!(app.selection(Pane::Stock), 2);
+        app.update(Action::Input(Event::Key(KeyEvent::new(
+            KeyCode::PageUp,
+            KeyModifiers::NONE,
+        ))));
+        assert_eq!(app.selection(Pane::Stock), 0);
+    }
+
     #[test]
     fn an_order_over_a_limit_is_explained_and_the_cart_kept_to_send_again() {
         let mut app = online(Vec::new());
         app.update(Action::More);
-        assert_eq!(keys(&mut app, &[Action::PlaceOrder]).len(), 1);
+        assert_eq!(keys(&mut app, &[Action::PlaceOrder, Action::Yes]).len(), 1);
         app.update(Action::Refused(
             "At most 2 orders a minute; wait 30 s.".into(),
         ));
@@ -873,7 +1213,7 @@ mod tests {
         assert_eq!(app.overlay, Overlay::None);
         assert_eq!(app.refusal, None);
         assert_eq!(
-            keys(&mut app, &[Action::PlaceOrder]).len(),
+            keys(&mut app, &[Action::PlaceOrder, Action::Yes]).len(),
             1,
             "the kept cart goes out again"
         );
@@ -893,6 +1233,7 @@ mod tests {
         let mut app = online(Vec::new());
         app.update(Action::More);
         app.update(Action::PlaceOrder);
+        app.update(Action::Yes);
         app.update(Action::Offline {
             reason: "lost".into(),
             retry_in: std::time::Duration::from_secs(1),
@@ -1020,7 +1361,8 @@ mod tests {
             width: 80,
             height: 24,
         });
-        let areas = crate::layout::areas(ratatui::layout::Rect::new(0, 0, 80, 24));
+        let areas =
+            crate::layout::areas(ratatui::layout::Rect::new(0, 0, 80, 24), app.cart_width());
         app.update(Action::Click {
             column: areas.orders.x + 3,
             row: areas.orders.y + crate::layout::FIRST_ROW + 1,

@@ -1,15 +1,101 @@
-//! Keys and mouse events as actions.
+//! Every key of the terminal shop, defined once.
+//!
+//! [`BINDINGS`] says which keys do what and where; the same table turns a
+//! key press into an [`Action`] ([`action`]), writes the `?` help and the
+//! footer of the focused pane's keys ([`help`], [`footer`]), so what the
+//! help says is what the keys do.
 
 use crossterm::event::{
     Event, KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseButton, MouseEventKind,
 };
 
-use crate::app::Action;
+use crate::app::{Action, Pane};
+use Action::{
+    Activate, Back, Cancel, Delete as Remove, Down as MoveDown, Fewer, Filter, First, Help, Last,
+    More, NextPane, No, Open, PageDown as NextPage, PageUp as PreviousPage, Pay, PlaceOrder,
+    PreviousPane, Quit, Up as MoveUp, Yes,
+};
+use KeyCode::{
+    BackTab, Backspace, Char, Delete, Down, End, Enter, Esc, Home, Left, PageDown, PageUp, Right,
+    Tab, Up,
+};
+use Scope::{Everywhere, In};
 
-/// The action of a terminal event, if it has one.
-pub fn action(event: Event) -> Option<Action> {
+/// Where a key does what its binding says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// In every pane.
+    Everywhere,
+    In(Pane),
+}
+
+/// Keys and what they do.
+#[derive(Debug, Clone)]
+pub struct Binding {
+    pub scope: Scope,
+    /// The keys, as the help shows them.
+    pub keys: &'static str,
+    /// Each key and its action: one line of the help may hold a pair of
+    /// opposites (`g, G`: first, last).
+    pub actions: &'static [(KeyCode, Action)],
+    /// What it does, for the help.
+    pub does: &'static str,
+    /// A word or two for the footer; `None` keeps it to the help.
+    pub hint: Option<&'static str>,
+}
+
+const fn bind(
+    scope: Scope,
+    keys: &'static str,
+    actions: &'static [(KeyCode, Action)],
+    does: &'static str,
+    hint: Option<&'static str>,
+) -> Binding {
+    Binding {
+        scope,
+        keys,
+        actions,
+        does,
+        hint,
+    }
+}
+
+/// Every key. A key that appears in several scopes means one action; the
+/// panes give it its meaning (Enter adds in the stock pane, orders in the
+/// cart, opens an order in the orders pane).
+#[rustfmt::skip]
+pub const BINDINGS: &[Binding] = &[
+    bind(In(Pane::Stock), "a, +", &[(Char('a'), More), (Char('+'), More), (Char('='), More)], "add one to the cart", Some("add")),
+    bind(In(Pane::Stock), "Enter", &[(Enter, Activate)], "add one to the cart", None),
+    bind(In(Pane::Stock), "-", &[(Char('-'), Fewer)], "take one out of the cart", None),
+    bind(In(Pane::Stock), "/", &[(Char('/'), Filter)], "filter by sku or name (Esc clears)", Some("filter")),
+    bind(In(Pane::Stock), "o", &[(Char('o'), PlaceOrder)], "order the cart (shows the total, asks)", Some("order")),
+    bind(In(Pane::Cart), "a, +", &[(Char('a'), More), (Char('+'), More), (Char('='), More)], "one more", Some("more")),
+    bind(In(Pane::Cart), "-", &[(Char('-'), Fewer)], "one fewer", Some("fewer")),
+    bind(In(Pane::Cart), "d, Delete", &[(Char('d'), Remove), (Delete, Remove), (Backspace, Remove)], "remove the line", Some("remove")),
+    bind(In(Pane::Cart), "o", &[(Char('o'), PlaceOrder)], "order the cart (shows the total, asks)", Some("order")),
+    bind(In(Pane::Cart), "Enter", &[(Enter, Activate)], "order the cart (asks, as o does)", None),
+    bind(In(Pane::Orders), "Enter", &[(Enter, Activate)], "the order in full", Some("details")),
+    bind(In(Pane::Orders), "p", &[(Char('p'), Pay)], "pay: link and QR code", Some("pay")),
+    bind(In(Pane::Orders), "O", &[(Char('O'), Open)], "open the checkout in the browser", Some("open")),
+    bind(In(Pane::Orders), "c", &[(Char('c'), Cancel)], "cancel (asks first)", Some("cancel")),
+    bind(In(Pane::Orders), "o", &[(Char('o'), PlaceOrder)], "order the cart (shows the total, asks)", None),
+    bind(Everywhere, "Tab, →, l", &[(Tab, NextPane), (Right, NextPane), (Char('l'), NextPane)], "next pane", None),
+    bind(Everywhere, "Shift-Tab, ←, h", &[(BackTab, PreviousPane), (Left, PreviousPane), (Char('h'), PreviousPane)], "previous pane", None),
+    bind(Everywhere, "↑ ↓, k j", &[(Up, MoveUp), (Down, MoveDown), (Char('k'), MoveUp), (Char('j'), MoveDown)], "move (a click selects too)", None),
+    bind(Everywhere, "g, G", &[(Char('g'), First), (Home, First), (Char('G'), Last), (End, Last)], "first, last row", None),
+    bind(Everywhere, "PgUp, PgDn", &[(PageUp, PreviousPage), (PageDown, NextPage)], "a page up, down", None),
+    bind(Everywhere, "y, n", &[(Char('y'), Yes), (Char('n'), No)], "answer a question", None),
+    bind(Everywhere, "Esc", &[(Esc, Back)], "close a box, clear the filter", None),
+    bind(Everywhere, "?", &[(Char('?'), Help)], "these keys", Some("help")),
+    bind(Everywhere, "q, Ctrl-C", &[(Char('q'), Quit)], "quit", Some("quit")),
+];
+
+/// The action of a terminal event. `typing` is true while the stock
+/// filter takes text. A key no binding knows is [`Action::Unknown`].
+pub fn action(event: Event, typing: bool) -> Option<Action> {
     match event {
-        Event::Key(key) => key_action(key),
+        Event::Key(key) => key_action(key, typing),
         Event::Mouse(mouse) => match mouse.kind {
             MouseEventKind::Down(MouseButton::Left) => Some(Action::Click {
                 column: mouse.column,
@@ -24,33 +110,48 @@ pub fn action(event: Event) -> Option<Action> {
     }
 }
 
-fn key_action(key: KeyEvent) -> Option<Action> {
+fn key_action(key: KeyEvent, typing: bool) -> Option<Action> {
     if key.kind == KeyEventKind::Release {
         return None;
     }
     if key.modifiers.contains(KeyModifiers::CONTROL) {
-        return matches!(key.code, KeyCode::Char('c')).then_some(Action::Quit);
+        return Some(match key.code {
+            Char('c') => Action::Quit,
+            _ => Action::Unknown,
+        });
     }
-    Some(match key.code {
-        KeyCode::Char('q') => Action::Quit,
-        KeyCode::Char('?') => Action::Help,
-        KeyCode::Tab => Action::NextPane,
-        KeyCode::BackTab => Action::PreviousPane,
-        KeyCode::Up | KeyCode::Char('k') => Action::Up,
-        KeyCode::Down | KeyCode::Char('j') => Action::Down,
-        KeyCode::Right | KeyCode::Char('l' | '+' | 'a' | '=') => Action::More,
-        KeyCode::Left | KeyCode::Char('h' | '-') => Action::Fewer,
-        KeyCode::Delete | KeyCode::Backspace | KeyCode::Char('d') => Action::Delete,
-        KeyCode::Enter => Action::Activate,
-        KeyCode::Char('o') => Action::PlaceOrder,
-        KeyCode::Char('O') => Action::Open,
-        KeyCode::Char('p') => Action::Pay,
-        KeyCode::Char('c') => Action::Cancel,
-        KeyCode::Char('y') => Action::Yes,
-        KeyCode::Char('n') => Action::No,
-        KeyCode::Esc => Action::Back,
-        _ => return None,
-    })
+    if typing {
+        return Some(match key.code {
+            Char(c) => Action::Type(c),
+            Backspace => Action::Erase,
+            Enter | Tab | Down => Action::Activate,
+            Esc => Action::Back,
+            // The footer says which keys work while typing.
+            _ => return None,
+        });
+    }
+    let action = BINDINGS
+        .iter()
+        .flat_map(|binding| binding.actions)
+        .find(|(code, _)| *code == key.code)
+        .map_or(Action::Unknown, |(_, action)| action.clone());
+    Some(action)
+}
+
+/// The bindings of `pane` and then those of every pane: the `?` help.
+pub fn help(pane: Pane) -> impl Iterator<Item = &'static Binding> {
+    let here = BINDINGS.iter().filter(move |b| b.scope == In(pane));
+    here.chain(BINDINGS.iter().filter(|b| b.scope == Everywhere))
+}
+
+/// `a add · / filter · o order · ? help · q quit`: the footer of `pane`.
+pub fn footer(pane: Pane) -> Vec<(&'static str, &'static str)> {
+    help(pane)
+        .filter_map(|binding| {
+            let key = binding.keys.split(", ").next().unwrap_or(binding.keys);
+            binding.hint.map(|hint| (key, hint))
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -58,28 +159,70 @@ mod tests {
     use super::*;
 
     fn press(code: KeyCode, modifiers: KeyModifiers) -> Option<Action> {
-        action(Event::Key(KeyEvent::new(code, modifiers)))
+        action(Event::Key(KeyEvent::new(code, modifiers)), false)
     }
 
     #[test]
     fn arrows_and_vim_keys_move_and_ctrl_c_quits() {
+        assert_eq!(press(Char('j'), KeyModifiers::NONE), Some(Action::Down));
+        assert_eq!(press(Up, KeyModifiers::NONE), Some(Action::Up));
+        assert_eq!(press(Char('c'), KeyModifiers::CONTROL), Some(Action::Quit));
+        assert_eq!(press(Char('c'), KeyModifiers::NONE), Some(Action::Cancel));
+        assert_eq!(press(Char('O'), KeyModifiers::SHIFT), Some(Action::Open));
+        assert_eq!(press(Char('g'), KeyModifiers::NONE), Some(Action::First));
+        assert_eq!(press(Char('G'), KeyModifiers::SHIFT), Some(Action::Last));
+        assert_eq!(press(PageDown, KeyModifiers::NONE), Some(Action::PageDown));
+        assert_eq!(press(Char('z'), KeyModifiers::NONE), Some(Action::Unknown));
+    }
+
+    #[test]
+    fn h_and_l_move_between_panes_and_never_change_quantities() {
         assert_eq!(
-            press(KeyCode::Char('j'), KeyModifiers::NONE),
-            Some(Action::Down)
+            press(Char('h'), KeyModifiers::NONE),
+            Some(Action::PreviousPane)
         );
-        assert_eq!(press(KeyCode::Up, KeyModifiers::NONE), Some(Action::Up));
-        assert_eq!(
-            press(KeyCode::Char('c'), KeyModifiers::CONTROL),
-            Some(Action::Quit)
-        );
-        assert_eq!(
-            press(KeyCode::Char('c'), KeyModifiers::NONE),
-            Some(Action::Cancel)
-        );
-        assert_eq!(
-            press(KeyCode::Char('O'), KeyModifiers::SHIFT),
-            Some(Action::Open)
-        );
-        assert_eq!(press(KeyCode::Char('z'), KeyModifiers::NONE), None);
+        assert_eq!(press(Char('l'), KeyModifiers::NONE), Some(Action::NextPane));
+        assert_eq!(press(Right, KeyModifiers::NONE), Some(Action::NextPane));
+    }
+
+    #[test]
+    fn a_key_means_one_action_wherever_it_is_bound() {
+        for (code, action) in BINDINGS.iter().flat_map(|binding| binding.actions) {
+            assert_eq!(
+                press(*code, KeyModifiers::NONE).as_ref(),
+                Some(action),
+                "{code:?} is bound to two actions"
+            );
+        }
+    }
+
+    #[test]
+    fn the_readme_keys_table_is_these_bindings() {
+        let readme = include_str!("../../README.md");
+        for binding in BINDINGS {
+            let place = match binding.scope {
+                Everywhere => "everywhere",
+                In(Pane::Stock) => "Stock",
+                In(Pane::Cart) => "Cart",
+                In(Pane::Orders) => "My orders",
+            };
+            let row = format!("| `{}` | {place} | {} |", binding.keys, binding.does);
+            assert!(readme.contains(&row), "README.md lacks the row {row}");
+        }
+        let rows = readme
+            .lines()
+            .skip_while(|line| !line.starts_with("| keys | where | what |"))
+            .skip(2)
+            .take_while(|line| line.starts_with('|'))
+            .count();
+        assert_eq!(rows, BINDINGS.len(), "one README row per binding");
+    }
+
+    #[test]
+    fn the_filter_takes_every_character_while_typing() {
+        let typed = |code| action(Event::Key(KeyEvent::new(code, KeyModifiers::NONE)), true);
+        assert_eq!(typed(Char('q')), Some(Action::Type('q')));
+        assert_eq!(typed(Backspace), Some(Action::Erase));
+        assert_eq!(typed(Esc), Some(Action::Back));
     }
 }

@@ -9,26 +9,65 @@ pub struct Areas {
     pub stock: Rect,
     pub cart: Rect,
     pub orders: Rect,
+    /// The keys of the focused pane.
+    pub footer: Rect,
     pub status: Rect,
+}
+
+/// The smallest terminal the shop is drawn in; below it, a screen says
+/// so. At this size every pane still shows money and ids whole.
+pub const MIN_SIZE: (u16, u16) = (60, 16);
+
+/// Below this width the cart and the orders are stacked, not side by
+/// side, so that neither has to cut a total or a name.
+const SIDE_BY_SIDE: u16 = 80;
+
+/// Whether `screen` is too small to draw the shop in.
+pub fn too_small(screen: Rect) -> bool {
+    screen.width < MIN_SIZE.0 || screen.height < MIN_SIZE.1
 }
 
 /// Rows from a pane's top edge to its first data row: the border and the
 /// column headers.
 pub const FIRST_ROW: u16 = 2;
 
-/// Stock across the top; cart and orders side by side below; the status
-/// bar on the last line.
-pub fn areas(screen: Rect) -> Areas {
-    let [main, status] =
-        Layout::vertical([Constraint::Min(0), Constraint::Length(1)]).areas(screen);
-    let [stock, bottom] =
-        Layout::vertical([Constraint::Percentage(40), Constraint::Min(0)]).areas(main);
-    let [cart, orders] =
-        Layout::horizontal([Constraint::Percentage(36), Constraint::Percentage(64)]).areas(bottom);
+/// Stock across the top; cart and orders side by side below (stacked on
+/// a narrow terminal); the keys of the focused pane and then the status
+/// bar on the last lines. `cart` is the width the cart's lines want
+/// (0 when empty): side by side, the cart gets it within 30 to 45 % of the
+/// screen, so that alike names ("MacBook Pro", "MacBook Air") stay apart.
+pub fn areas(screen: Rect, cart: u16) -> Areas {
+    let [main, footer, status] = Layout::vertical([
+        Constraint::Min(0),
+        Constraint::Length(1),
+        Constraint::Length(1),
+    ])
+    .areas(screen);
+    let (stock, cart, orders) = if screen.width >= SIDE_BY_SIDE {
+        let [stock, bottom] =
+            Layout::vertical([Constraint::Percentage(40), Constraint::Min(0)]).areas(main);
+        let cart_width = if cart == 0 {
+            screen.width * 38 / 100
+        } else {
+            cart.clamp(screen.width * 30 / 100, screen.width * 45 / 100)
+        };
+        let [cart, orders] =
+            Layout::horizontal([Constraint::Length(cart_width), Constraint::Min(0)]).areas(bottom);
+        (stock, cart, orders)
+    } else {
+        let [stock, cart, orders] = Layout::vertical([
+            Constraint::Percentage(40),
+            Constraint::Fill(1),
+            Constraint::Fill(1),
+        ])
+        .areas(main);
+        (stock, cart, orders)
+    };
     Areas {
         stock,
         cart,
         orders,
+        footer,
         status,
     }
 }
@@ -65,8 +104,9 @@ mod tests {
     #[test]
     fn every_region_fits_an_80_by_24_terminal() {
         let screen = Rect::new(0, 0, 80, 24);
-        let areas = areas(screen);
+        let areas = areas(screen, 0);
         assert_eq!(areas.status, Rect::new(0, 23, 80, 1));
+        assert_eq!(areas.footer, Rect::new(0, 22, 80, 1));
         assert_eq!(areas.stock.width, 80);
         assert!(
             visible_rows(areas.stock) >= 3,
@@ -74,6 +114,14 @@ mod tests {
         );
         assert_eq!(areas.cart.width + areas.orders.width, 80);
         assert!(visible_rows(areas.orders) >= 8);
+    }
+
+    #[test]
+    fn a_narrow_terminal_stacks_cart_and_orders_at_full_width() {
+        let areas = areas(Rect::new(0, 0, 60, 16), 0);
+        assert_eq!((areas.cart.width, areas.orders.width), (60, 60));
+        assert!(areas.cart.bottom() <= areas.orders.y);
+        assert!(visible_rows(areas.stock) >= 2 && visible_rows(areas.orders) >= 1);
     }
 
     #[test]

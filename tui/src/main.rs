@@ -47,7 +47,7 @@ const TICK: Duration = Duration::from_millis(250);
     name = "shop-tui",
     version,
     about,
-    after_help = "Examples:\n  shop-tui\n  shop-tui --gateway http://shop.example:8080 --profile bob\n\nPress ? inside for every key."
+    after_help = "Examples:\n  shop-tui\n  shop-tui --gateway http://shop.example:8080 --profile bob\n  NO_COLOR=1 shop-tui      states in reverse video and bold instead of colours\n\nNeeds a terminal of at least 60×16. Press ? inside for the keys of the\nfocused pane; the bottom line hints them. Placing an order shows the\ntotal and asks first. Times are in your local time zone (TZ)."
 )]
 struct Args {
     /// The shop's gateway: http://host:port, ws://host:port/ws or host:port.
@@ -75,6 +75,8 @@ fn parse_profile(text: &str) -> Result<String, String> {
 }
 
 fn main() -> ExitCode {
+    // Before any thread exists: the only time the local offset can be read.
+    let clock = shop_client::words::Clock::local();
     let args = Args::parse();
     if !(std::io::stdin().is_terminal() && std::io::stdout().is_terminal()) {
         eprintln!(
@@ -107,7 +109,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(args, tokens, trust)) {
+    match runtime.block_on(run(args, tokens, trust, clock)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("shop-tui: {error}");
@@ -154,7 +156,12 @@ fn restore() {
     );
 }
 
-async fn run(args: Args, tokens: Tokens, trust: Trust) -> std::io::Result<()> {
+async fn run(
+    args: Args,
+    tokens: Tokens,
+    trust: Trust,
+    clock: shop_client::words::Clock,
+) -> std::io::Result<()> {
     let gateway = websocket_url(&args.gateway);
     let _guard = TerminalGuard::take()?;
     let mut terminal = Terminal::new(CrosstermBackend::new(std::io::stdout()))?;
@@ -175,6 +182,9 @@ async fn run(args: Args, tokens: Tokens, trust: Trust) -> std::io::Result<()> {
     );
 
     let mut app = App::new(&gateway, Timestamp::now());
+    app.clock = clock;
+    // https://no-color.org: set and not empty.
+    app.color = std::env::var_os("NO_COLOR").is_none_or(|value| value.is_empty());
     let size = terminal.size()?;
     app.update(Action::Resize {
         width: size.width,
@@ -183,10 +193,10 @@ async fn run(args: Args, tokens: Tokens, trust: Trust) -> std::io::Result<()> {
     loop {
         terminal.draw(|frame| ui::draw(&app, frame))?;
         let size = terminal.size()?;
-        if let Some((column, row, url)) =
-            ui::pay_link(&app, Rect::new(0, 0, size.width, size.height))
-        {
-            write_hyperlink(terminal.backend_mut(), column, row, &url, size.width)?;
+        if let Some((url, pieces)) = ui::pay_link(&app, Rect::new(0, 0, size.width, size.height)) {
+            for (column, row, piece) in pieces {
+                write_hyperlink(terminal.backend_mut(), column, row, &url, &piece, app.color)?;
+            }
         }
         let Some(first) = incoming.recv().await else {
             return Ok(());
@@ -238,26 +248,30 @@ fn carry_out(
     }
 }
 
-/// Writes `url` at (column, row) again, wrapped in an OSC 8 hyperlink, so
-/// terminals that support it make it clickable.
+/// Writes `shown`, a piece of `url`, at (column, row) again, wrapped in an
+/// OSC 8 hyperlink to `url`, so terminals that support it make it
+/// clickable.
 fn write_hyperlink(
     backend: &mut CrosstermBackend<Stdout>,
     column: u16,
     row: u16,
     url: &str,
-    width: u16,
+    shown: &str,
+    color: bool,
 ) -> std::io::Result<()> {
-    let room = usize::from(width.saturating_sub(column + 1));
-    let shown: String = url.chars().take(room).collect();
+    queue!(backend, cursor::MoveTo(column, row))?;
+    if color {
+        queue!(backend, style::SetForegroundColor(style::Color::Cyan))?;
+    }
     queue!(
         backend,
-        cursor::MoveTo(column, row),
-        style::SetForegroundColor(style::Color::Cyan),
         style::SetAttribute(style::Attribute::Underlined),
         style::Print(format!("\x1b]8;;{url}\x1b\\{shown}\x1b]8;;\x1b\\")),
         style::SetAttribute(style::Attribute::Reset),
-        style::ResetColor,
     )?;
+    if color {
+        queue!(backend, style::ResetColor)?;
+    }
     backend.flush()
 }
 
@@ -266,9 +280,9 @@ fn spawn_input(actions: mpsc::UnboundedSender<Action>) {
         let mut events = EventStream::new();
         while let Some(event) = events.next().await {
             let Ok(event) = event else { break };
-            if let Some(action) = keys::action(event)
-                && actions.send(action).is_err()
-            {
+            // Keys become actions in the app, which knows whether the
+            // filter is taking text.
+            if actions.send(Action::Input(event)).is_err() {
                 break;
             }
         }

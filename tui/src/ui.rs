@@ -1,50 +1,162 @@
 //! Drawing: `draw(&App)` renders the state and changes nothing.
 //!
-//! Stock across the top, cart and orders below, the status bar on the last
-//! line; help, order detail, payment and confirmation as boxes on top.
+//! Stock across the top, cart and orders below, the focused pane's keys
+//! and the status bar on the last lines; help, order detail, payment and
+//! confirmations as boxes on top. Below [`layout::MIN_SIZE`] a screen says
+//! the terminal is too small.
+//!
+//! Money and ids are never cut: their columns are as wide as their widest
+//! value, and names take what is left, elided with `…`. Every state shows
+//! without colour too (`NO_COLOR`): reverse video for the selection, thick
+//! borders, bold and a `▶` for the focused pane, bold for what needs
+//! attention.
 
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Rect};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Block, Cell, Clear, Paragraph, Row, Table, Wrap};
-use shop_shared::domain::{Order, OrderStatus};
+use ratatui::widgets::{Block, BorderType, Cell, Clear, Paragraph, Row, Table, Wrap};
+use shop_client::text::{elide, pad_left, pad_right, width};
+use shop_client::words;
+use shop_shared::domain::{Order, OrderStatus, Product, RefundState};
 use shop_shared::money::Money;
 use shop_shared::time::countdown;
 
 use crate::app::{App, Connection, NoticeKind, Overlay, Pane};
-use crate::layout::{self, centred};
+use crate::keys;
+use crate::layout::{self, MIN_SIZE, centred};
 use crate::qr;
-
-/// Every key, for the help box.
-pub const KEYS: &[(&str, &str)] = &[
-    ("Tab / Shift-Tab", "next / previous pane"),
-    ("↑ ↓  or  k j", "move the selection (a click selects too)"),
-    ("Enter, a, +, →", "stock: add one to the cart"),
-    ("-, ←", "stock and cart: one fewer"),
-    ("d, Delete", "cart: remove the line"),
-    ("o", "place the cart as an order"),
-    ("Enter", "orders: show the order in full"),
-    ("p", "orders: pay (link and QR code)"),
-    ("O", "orders: open the checkout in the browser"),
-    ("c", "orders: cancel (asks first)"),
-    ("Esc", "close a box"),
-    ("?", "this help"),
-    ("q, Ctrl-C", "quit"),
-];
 
 const ACCENT: Color = Color::Cyan;
 
+/// Styles with colour, or, without (`NO_COLOR`), with modifiers only.
+#[derive(Debug, Clone, Copy)]
+struct Theme {
+    color: bool,
+}
+
+impl Theme {
+    fn of(app: &App) -> Theme {
+        Theme { color: app.color }
+    }
+
+    /// `colour`, or `modifier` without colours.
+    fn pick(&self, colour: Style, modifier: Modifier) -> Style {
+        if self.color {
+            colour
+        } else {
+            Style::new().add_modifier(modifier)
+        }
+    }
+
+    fn accent(&self) -> Style {
+        self.pick(Style::new().fg(ACCENT), Modifier::BOLD)
+    }
+
+    fn dim(&self) -> Style {
+        self.pick(Style::new().fg(Color::DarkGray), Modifier::DIM)
+    }
+
+    fn error(&self) -> Style {
+        self.pick(Style::new().fg(Color::Red), Modifier::BOLD)
+    }
+
+    fn warning(&self) -> Style {
+        self.pick(Style::new().fg(Color::Yellow), Modifier::BOLD)
+    }
+
+    fn good(&self) -> Style {
+        self.pick(Style::new().fg(Color::Green), Modifier::empty())
+    }
+
+    fn border(&self, focused: bool) -> Style {
+        match (focused, self.color) {
+            (true, true) => Style::new().fg(ACCENT).add_modifier(Modifier::BOLD),
+            (false, true) => Style::new().fg(Color::DarkGray),
+            (true, false) => Style::new().add_modifier(Modifier::BOLD),
+            (false, false) => Style::new(),
+        }
+    }
+
+    /// The selected row: reversed in the focused pane, underlined in the
+    /// others.
+    fn selected(&self, focused: bool) -> Style {
+        if focused {
+            Style::new().add_modifier(Modifier::REVERSED)
+        } else {
+            Style::new().add_modifier(Modifier::UNDERLINED)
+        }
+    }
+
+    /// A quantity that just changed.
+    fn flash(&self) -> Style {
+        self.pick(
+            Style::new().fg(Color::Black).bg(Color::Yellow),
+            Modifier::BOLD | Modifier::ITALIC,
+        )
+    }
+
+    fn status(&self, status: OrderStatus) -> Style {
+        match status {
+            OrderStatus::New => self.pick(Style::new().fg(Color::Cyan), Modifier::ITALIC),
+            OrderStatus::Reserved => self.pick(Style::new().fg(Color::Yellow), Modifier::BOLD),
+            OrderStatus::Paid => self.pick(
+                Style::new().fg(Color::Green).add_modifier(Modifier::BOLD),
+                Modifier::BOLD,
+            ),
+            OrderStatus::Cancelled => self.pick(Style::new().fg(Color::Red), Modifier::DIM),
+        }
+    }
+}
+
 pub fn draw(app: &App, frame: &mut Frame) {
     let screen = frame.area();
-    let areas = layout::areas(screen);
+    if layout::too_small(screen) {
+        draw_too_small(app, frame, screen);
+    } else {
+        draw_shop(app, frame, screen);
+    }
+    if !app.color {
+        // Without colours nothing may carry one: a colour change would
+        // also end the reverse video and bold around it on terminals
+        // whose library writes nothing for colours under NO_COLOR.
+        for cell in frame.buffer_mut().content.iter_mut() {
+            cell.fg = Color::Reset;
+            cell.bg = Color::Reset;
+        }
+    }
+}
+
+fn draw_too_small(app: &App, frame: &mut Frame, screen: Rect) {
+    let theme = Theme::of(app);
+    let lines = vec![
+        Line::from(Span::styled(
+            format!("terminal too small (need {}×{})", MIN_SIZE.0, MIN_SIZE.1),
+            Style::new().add_modifier(Modifier::BOLD),
+        )),
+        Line::from(Span::styled(
+            format!("now {}×{}", screen.width, screen.height),
+            theme.dim(),
+        )),
+        Line::from(Span::styled("q quits", theme.dim())),
+    ];
+    let area = centred(screen, screen.width, lines.len() as u16);
+    frame.render_widget(
+        Paragraph::new(lines).centered().wrap(Wrap { trim: true }),
+        area,
+    );
+}
+
+fn draw_shop(app: &App, frame: &mut Frame, screen: Rect) {
+    let areas = layout::areas(screen, app.cart_width());
     draw_stock(app, frame, areas.stock);
     draw_cart(app, frame, areas.cart);
     draw_orders(app, frame, areas.orders);
+    draw_footer(app, frame, areas.footer);
     draw_status(app, frame, areas.status);
     match app.overlay {
         Overlay::None => {}
-        Overlay::Help => draw_help(frame, screen),
+        Overlay::Help => draw_help(app, frame, screen),
         Overlay::Detail(id) => {
             if let Some(order) = app.order(id) {
                 draw_detail(app, order, frame, screen);
@@ -57,33 +169,33 @@ pub fn draw(app: &App, frame: &mut Frame) {
         }
         Overlay::ConfirmCancel(id) => {
             if let Some(order) = app.order(id) {
-                draw_confirm(order, frame, screen);
+                draw_confirm(app, order, frame, screen);
             }
         }
+        Overlay::ConfirmOrder => draw_confirm_order(app, frame, screen),
         Overlay::Refused => {
             if let Some(explanation) = &app.refusal {
-                draw_refused(explanation, frame, screen);
+                draw_refused(app, explanation, frame, screen);
             }
         }
     }
 }
 
 fn pane_block(app: &App, pane: Pane, title: String) -> Block<'static> {
+    let theme = Theme::of(app);
     let focused = app.pane == pane && app.overlay == Overlay::None;
-    let style = if focused {
-        Style::new().fg(ACCENT).add_modifier(Modifier::BOLD)
-    } else {
-        Style::new().fg(Color::DarkGray)
+    let (title, kind) = match (focused, app.color) {
+        (true, false) => (format!("▶{title}"), BorderType::Thick),
+        _ => (title, BorderType::Plain),
     };
-    Block::bordered().title(title).border_style(style)
+    Block::bordered()
+        .title(title)
+        .border_type(kind)
+        .border_style(theme.border(focused))
 }
 
 fn highlight(app: &App, pane: Pane) -> Style {
-    if app.pane == pane {
-        Style::new().add_modifier(Modifier::REVERSED)
-    } else {
-        Style::new().add_modifier(Modifier::UNDERLINED)
-    }
+    Theme::of(app).selected(app.pane == pane)
 }
 
 /// The rows of `rows` that fit `area`, keeping the selection in view.
@@ -103,36 +215,64 @@ fn header(names: &[&'static str]) -> Row<'static> {
     .style(Style::new().add_modifier(Modifier::BOLD))
 }
 
+/// The width of a column that is never cut: its widest value or header.
+fn whole<'a>(header: &str, values: impl IntoIterator<Item = &'a str>) -> u16 {
+    let widest = values
+        .into_iter()
+        .map(width)
+        .chain([width(header.trim_start_matches('>'))])
+        .max()
+        .unwrap_or(0);
+    u16::try_from(widest).unwrap_or(u16::MAX)
+}
+
+/// What is left in `area` (inside its borders) for the one column that
+/// may be elided, after the `whole` columns and a space between columns.
+fn rest(area: Rect, whole: &[u16]) -> usize {
+    let taken: u16 = whole.iter().sum::<u16>() + whole.len() as u16;
+    usize::from(area.width.saturating_sub(2).saturating_sub(taken))
+}
+
+fn right(text: String) -> Cell<'static> {
+    Cell::from(Line::from(text).right_aligned())
+}
+
 fn draw_stock(app: &App, frame: &mut Frame, area: Rect) {
+    let theme = Theme::of(app);
+    let stock = app.stock();
     let selected = app.selection(Pane::Stock);
-    let (first, shown) = visible(&app.products, selected, area);
+    let (first, shown) = visible(&stock, selected, area);
+    let prices: Vec<String> = stock
+        .iter()
+        .map(|product| Money::new(product.unit_price, product.currency).to_string())
+        .collect();
+    let columns = [
+        whole("SKU", stock.iter().map(|product| product.sku.as_str())),
+        whole(">PRICE", prices.iter().map(String::as_str)),
+        whole(">AVAILABLE", []),
+        whole(">IN CART", []),
+    ];
+    let name_width = rest(area, &columns);
     let rows: Vec<Row> = shown
         .iter()
         .enumerate()
         .map(|(index, product)| {
             let in_cart = app.in_cart(&product.sku);
-            let available = Cell::from(Line::from(product.available.to_string()).right_aligned());
             let mut row = Row::new(vec![
                 Cell::from(product.sku.clone()),
-                Cell::from(product.name.clone()),
-                Cell::from(
-                    Line::from(Money::new(product.unit_price, product.currency).to_string())
-                        .right_aligned(),
-                ),
-                available,
-                Cell::from(
-                    Line::from(if in_cart > 0 {
-                        in_cart.to_string()
-                    } else {
-                        String::new()
-                    })
-                    .right_aligned(),
-                ),
+                Cell::from(elide(&product.name, name_width).into_owned()),
+                right(prices[first + index].clone()),
+                right(product.available.to_string()),
+                right(if in_cart > 0 {
+                    in_cart.to_string()
+                } else {
+                    String::new()
+                }),
             ]);
             if app.flashes.contains_key(&product.sku) {
-                row = row.style(Style::new().fg(Color::Black).bg(Color::Yellow));
+                row = row.style(theme.flash());
             } else if product.available == 0 {
-                row = row.style(Style::new().fg(Color::DarkGray));
+                row = row.style(theme.dim());
             }
             if first + index == selected {
                 row = row.style(highlight(app, Pane::Stock));
@@ -141,53 +281,88 @@ fn draw_stock(app: &App, frame: &mut Frame, area: Rect) {
         })
         .collect();
     let widths = [
-        Constraint::Length(10),
-        Constraint::Min(10),
-        Constraint::Length(14),
-        Constraint::Length(9),
-        Constraint::Length(7),
+        Constraint::Length(columns[0]),
+        Constraint::Fill(1),
+        Constraint::Length(columns[1]),
+        Constraint::Length(columns[2]),
+        Constraint::Length(columns[3]),
     ];
-    let title = format!(" Stock ({}) ", app.products.len());
-    let empty = app.products.is_empty();
+    let title = stock_title(app, stock.len());
     let table = Table::new(rows, widths)
         .header(header(&["SKU", "NAME", ">PRICE", ">AVAILABLE", ">IN CART"]))
         .block(pane_block(app, Pane::Stock, title));
     frame.render_widget(table, area);
-    if empty {
+    if stock.is_empty() {
         let message = match app.connection {
+            Connection::Online { .. } if !app.filter.is_empty() => {
+                "Nothing matches the filter; Esc clears it."
+            }
             Connection::Online { .. } => "No products for sale.",
             _ => "Waiting for the shop…",
         };
-        placeholder(frame, area, message);
+        placeholder(app, frame, area, message);
     }
 }
 
+/// ` Stock (3) `, or with a filter ` Stock · /mac_ (2 of 3) `.
+fn stock_title(app: &App, shown: usize) -> String {
+    if app.filter.is_empty() && !app.typing {
+        return format!(" Stock ({}) ", app.products.len());
+    }
+    let cursor = if app.typing { "_" } else { "" };
+    format!(
+        " Stock · /{}{cursor} ({shown} of {}) ",
+        app.filter,
+        app.products.len()
+    )
+}
+
+fn product_name(product: Option<&Product>, sku: &str) -> String {
+    product.map_or_else(|| sku.to_owned(), |product| product.name.clone())
+}
+
+/// A cart line's amount, when its product is known.
+fn line_amount(product: Option<&Product>, quantity: i64) -> String {
+    product
+        .map(|product| {
+            Money::new(
+                product.unit_price.saturating_mul(quantity),
+                product.currency,
+            )
+            .to_string()
+        })
+        .unwrap_or_default()
+}
+
 fn draw_cart(app: &App, frame: &mut Frame, area: Rect) {
+    let theme = Theme::of(app);
     let selected = app.selection(Pane::Cart);
     let (first, shown) = visible(&app.cart, selected, area);
+    let amounts: Vec<String> = app
+        .cart
+        .iter()
+        .map(|(sku, quantity)| line_amount(app.product(sku), *quantity))
+        .collect();
+    let quantities: Vec<String> = app.cart.iter().map(|(_, q)| q.to_string()).collect();
+    let columns = [
+        whole(">QTY", quantities.iter().map(String::as_str)),
+        whole(">AMOUNT", amounts.iter().map(String::as_str)),
+    ];
+    let name_width = rest(area, &columns);
     let rows: Vec<Row> = shown
         .iter()
         .enumerate()
         .map(|(index, (sku, quantity))| {
             let product = app.product(sku);
-            let name = product.map_or_else(|| sku.clone(), |product| product.name.clone());
-            let amount = product
-                .map(|product| {
-                    Money::new(
-                        product.unit_price.saturating_mul(*quantity),
-                        product.currency,
-                    )
-                    .to_string()
-                })
-                .unwrap_or_default();
+            let name = product_name(product, sku);
             let short = product.is_some_and(|product| product.available < *quantity);
             let mut row = Row::new(vec![
-                Cell::from(name),
-                Cell::from(Line::from(quantity.to_string()).right_aligned()),
-                Cell::from(Line::from(amount).right_aligned()),
+                Cell::from(elide(&name, name_width).into_owned()),
+                right(quantity.to_string()),
+                right(amounts[first + index].clone()),
             ]);
             if short {
-                row = row.style(Style::new().fg(Color::Red));
+                row = row.style(theme.error());
             }
             if first + index == selected {
                 row = row.style(highlight(app, Pane::Cart));
@@ -208,9 +383,9 @@ fn draw_cart(app: &App, frame: &mut Frame, area: Rect) {
     let table = Table::new(
         rows,
         [
-            Constraint::Min(6),
-            Constraint::Length(4),
-            Constraint::Length(13),
+            Constraint::Fill(1),
+            Constraint::Length(columns[0]),
+            Constraint::Length(columns[1]),
         ],
     )
     .header(header(&["ITEM", ">QTY", ">AMOUNT"]))
@@ -218,47 +393,11 @@ fn draw_cart(app: &App, frame: &mut Frame, area: Rect) {
     frame.render_widget(table, area);
     if app.cart.is_empty() {
         placeholder(
+            app,
             frame,
             area,
-            "Empty: add items in the stock pane with Enter or a, then press o to order.",
+            "Empty: add items in the stock pane with a or Enter, then press o to order.",
         );
-    }
-}
-
-/// `CANCELLED (unpaid)`: the reason in a word, to fit the pane at 80
-/// columns; the detail view says it in full.
-fn status_label(order: &Order) -> String {
-    match (order.status, order.cancel_reason) {
-        (OrderStatus::Cancelled, _) if order.refunded => "CANCELLED (refunded)".to_owned(),
-        (OrderStatus::Cancelled, _) if order.refund.is_some() => match order.refund {
-            Some(shop_shared::domain::RefundState::Failed { .. }) => {
-                "CANCELLED (refund failed)".to_owned()
-            }
-            _ => "CANCELLED (refund pending)".to_owned(),
-        },
-        (OrderStatus::Reserved, _) if order.checkout_delay.is_some() => {
-            "RESERVED (provider down)".to_owned()
-        }
-        (OrderStatus::Cancelled, Some(reason)) => {
-            let reason = match reason {
-                shop_shared::domain::CancelReason::OutOfStock => "sold out",
-                shop_shared::domain::CancelReason::NotPaid => "unpaid",
-                shop_shared::domain::CancelReason::ByCustomer => "by you",
-                shop_shared::domain::CancelReason::PaymentFailed => "failed",
-                shop_shared::domain::CancelReason::ProviderUnavailable => "no checkout",
-            };
-            format!("CANCELLED ({reason})")
-        }
-        (status, _) => status.to_string(),
-    }
-}
-
-fn status_style(status: OrderStatus) -> Style {
-    match status {
-        OrderStatus::New => Style::new().fg(Color::Cyan),
-        OrderStatus::Reserved => Style::new().fg(Color::Yellow),
-        OrderStatus::Paid => Style::new().fg(Color::Green).add_modifier(Modifier::BOLD),
-        OrderStatus::Cancelled => Style::new().fg(Color::Red),
     }
 }
 
@@ -277,20 +416,34 @@ fn time_left(app: &App, order: &Order) -> String {
 }
 
 fn draw_orders(app: &App, frame: &mut Frame, area: Rect) {
+    let theme = Theme::of(app);
     let selected = app.selection(Pane::Orders);
     let (first, shown) = visible(&app.orders, selected, area);
+    let totals: Vec<String> = app.orders.iter().map(money).collect();
+    let lefts: Vec<String> = app
+        .orders
+        .iter()
+        .map(|order| time_left(app, order))
+        .collect();
+    let columns = [
+        whole("ORDER", ["00000000"]),
+        whole(">TOTAL", totals.iter().map(String::as_str)),
+        whole(">PAY IN", lefts.iter().map(String::as_str)),
+    ];
+    let status_width = rest(area, &columns);
     let rows: Vec<Row> = shown
         .iter()
         .enumerate()
         .map(|(index, order)| {
+            let status = words::status(order);
             let mut row = Row::new(vec![
                 Cell::from(order.short_id()),
                 Cell::from(Span::styled(
-                    status_label(order),
-                    status_style(order.status),
+                    elide(&status, status_width).into_owned(),
+                    theme.status(order.status),
                 )),
-                Cell::from(Line::from(money(order)).right_aligned()),
-                Cell::from(Line::from(time_left(app, order)).right_aligned()),
+                right(totals[first + index].clone()),
+                right(lefts[first + index].clone()),
             ]);
             if first + index == selected {
                 row = row.style(highlight(app, Pane::Orders));
@@ -299,10 +452,10 @@ fn draw_orders(app: &App, frame: &mut Frame, area: Rect) {
         })
         .collect();
     let widths = [
-        Constraint::Length(8),
-        Constraint::Min(9),
-        Constraint::Length(13),
-        Constraint::Length(7),
+        Constraint::Length(columns[0]),
+        Constraint::Fill(1),
+        Constraint::Length(columns[1]),
+        Constraint::Length(columns[2]),
     ];
     let table = Table::new(rows, widths)
         .header(header(&["ORDER", "STATUS", ">TOTAL", ">PAY IN"]))
@@ -313,11 +466,11 @@ fn draw_orders(app: &App, frame: &mut Frame, area: Rect) {
         ));
     frame.render_widget(table, area);
     if app.orders.is_empty() {
-        placeholder(frame, area, "No orders yet.");
+        placeholder(app, frame, area, "No orders yet.");
     }
 }
 
-fn placeholder(frame: &mut Frame, area: Rect, text: &str) {
+fn placeholder(app: &App, frame: &mut Frame, area: Rect, text: &str) {
     let inner = Rect::new(
         area.x + 2,
         area.y + layout::FIRST_ROW,
@@ -325,89 +478,122 @@ fn placeholder(frame: &mut Frame, area: Rect, text: &str) {
         area.height.saturating_sub(layout::FIRST_ROW + 1),
     );
     let paragraph = Paragraph::new(text)
-        .style(Style::new().fg(Color::DarkGray))
+        .style(Theme::of(app).dim())
         .wrap(Wrap { trim: true });
     frame.render_widget(paragraph, inner);
 }
 
+/// The keys of what has the focus, from [`keys::BINDINGS`].
+fn draw_footer(app: &App, frame: &mut Frame, area: Rect) {
+    let theme = Theme::of(app);
+    let hints: Vec<(&str, &str)> = match app.overlay {
+        _ if app.typing => vec![("type", "to filter"), ("Enter", "keep"), ("Esc", "clear")],
+        Overlay::None => keys::footer(app.pane),
+        Overlay::ConfirmCancel(_) => vec![("y", "cancel the order"), ("n", "keep it")],
+        Overlay::ConfirmOrder => vec![("y", "place the order"), ("n", "not now")],
+        Overlay::Pay(_) => vec![("o", "open in the browser"), ("Esc", "close")],
+        Overlay::Help | Overlay::Detail(_) | Overlay::Refused => vec![("Esc", "close")],
+    };
+    let mut spans = Vec::new();
+    for (key, what) in hints {
+        let next = width(key) + width(what) + 3;
+        if spans.iter().map(Span::width).sum::<usize>() + next > usize::from(area.width) {
+            break;
+        }
+        spans.push(Span::styled(format!(" {key}"), theme.accent()));
+        spans.push(Span::styled(format!(" {what} "), theme.dim()));
+    }
+    frame.render_widget(Paragraph::new(Line::from(spans)), area);
+}
+
 fn draw_status(app: &App, frame: &mut Frame, area: Rect) {
+    let theme = Theme::of(app);
     let mut spans = match &app.connection {
         Connection::Online { customer_id } => {
             let mut spans = vec![
-                Span::styled("● online", Style::new().fg(Color::Green)),
+                Span::styled("● online", theme.good()),
                 Span::raw(format!(
                     " · customer {}",
                     &customer_id.simple().to_string()[..8]
                 )),
             ];
             if area.width >= 120 {
-                spans.push(Span::styled(
-                    format!(" · {}", app.gateway),
-                    Style::new().fg(Color::DarkGray),
-                ));
+                spans.push(Span::styled(format!(" · {}", app.gateway), theme.dim()));
             }
             spans
         }
         Connection::Connecting { attempt } => vec![Span::styled(
             format!("◌ connecting to {} (attempt {attempt})…", app.gateway),
-            Style::new().fg(Color::Yellow),
+            theme.warning(),
         )],
         Connection::Offline { reason, retry_at } => {
             let wait = retry_at.remaining_from(app.now).as_secs();
             vec![Span::styled(
                 format!("✕ disconnected: {reason} · retrying in {wait}s"),
-                Style::new().fg(Color::Red).add_modifier(Modifier::BOLD),
+                theme.error().add_modifier(Modifier::BOLD),
             )]
         }
     };
     if let Some(notice) = &app.notice {
         let style = match notice.kind {
-            NoticeKind::Info => Style::new().fg(Color::White),
-            NoticeKind::Error => Style::new().fg(Color::Red),
+            NoticeKind::Info => Style::new(),
+            NoticeKind::Error => theme.error(),
         };
         spans.push(Span::raw(" │ "));
         spans.push(Span::styled(notice.text.clone(), style));
     }
-    // The connection state and the notice come first; the key hint only
-    // where there is room left.
-    let left = Line::from(spans);
-    let hint = Span::styled(" ? help · q quit ", Style::new().fg(Color::DarkGray));
-    let hint_width = hint.width() as u16;
-    let fits = left.width() as u16 + hint_width <= area.width;
-    frame.render_widget(Paragraph::new(left), area);
-    if fits {
-        frame.render_widget(
-            Paragraph::new(Line::from(hint)),
-            Rect::new(area.x + area.width - hint_width, area.y, hint_width, 1),
-        );
+    // A notice too long for the line wraps onto the footer's line rather
+    // than being cut.
+    let line = Line::from(spans);
+    let rows = line
+        .width()
+        .div_ceil(usize::from(area.width.max(1)))
+        .clamp(1, 2) as u16;
+    let area = Rect::new(area.x, (area.y + 1).saturating_sub(rows), area.width, rows);
+    frame.render_widget(Clear, area);
+    frame.render_widget(Paragraph::new(line).wrap(Wrap { trim: false }), area);
+}
+
+fn overlay_block(app: &App, title: String) -> Block<'static> {
+    let style = Theme::of(app).border(true);
+    Block::bordered()
+        .title(title)
+        .border_type(if app.color {
+            BorderType::Plain
+        } else {
+            BorderType::Thick
+        })
+        .border_style(style)
+}
+
+fn pane_name(pane: Pane) -> &'static str {
+    match pane {
+        Pane::Stock => "Stock",
+        Pane::Cart => "Cart",
+        Pane::Orders => "My orders",
     }
 }
 
-fn overlay_block(title: String) -> Block<'static> {
-    Block::bordered()
-        .title(title)
-        .border_style(Style::new().fg(ACCENT).add_modifier(Modifier::BOLD))
-}
-
-fn draw_help(frame: &mut Frame, screen: Rect) {
-    let mut lines: Vec<Line> = KEYS
-        .iter()
-        .map(|(keys, what)| {
-            Line::from(vec![
-                Span::styled(format!("{keys:<16}"), Style::new().fg(ACCENT)),
-                Span::raw(*what),
-            ])
-        })
-        .collect();
-    lines.push(Line::from(""));
-    lines.push(Line::from(Span::styled(
-        "Esc or ? to close",
-        Style::new().fg(Color::DarkGray),
-    )));
+/// The keys of the focused pane and of every pane, from
+/// [`keys::BINDINGS`].
+fn draw_help(app: &App, frame: &mut Frame, screen: Rect) {
+    let theme = Theme::of(app);
+    let entry = |binding: &keys::Binding| {
+        Line::from(vec![
+            Span::styled(pad_right(binding.keys, 17), theme.accent()),
+            Span::raw(binding.does),
+        ])
+    };
+    // The focused pane's keys first, then those of every pane; the title
+    // says which pane, so that the whole list fits a 60×16 terminal.
+    let lines: Vec<Line> = keys::help(app.pane).map(entry).collect();
     let area = centred(screen, 62, lines.len() as u16 + 2);
     frame.render_widget(Clear, area);
     frame.render_widget(
-        Paragraph::new(lines).block(overlay_block(" Keys ".into())),
+        Paragraph::new(lines).block(overlay_block(
+            app,
+            format!(" Keys in {} · Esc closes ", pane_name(app.pane)),
+        )),
         area,
     );
 }
@@ -416,10 +602,11 @@ fn draw_help(frame: &mut Frame, screen: Rect) {
 const DETAIL_WIDTH: u16 = 72;
 
 fn draw_detail(app: &App, order: &Order, frame: &mut Frame, screen: Rect) {
+    let theme = Theme::of(app);
     let mut lines = vec![
         Line::from(vec![
             Span::raw("Status  "),
-            Span::styled(order.status.to_string(), status_style(order.status)),
+            Span::styled(words::status(order), theme.status(order.status)),
         ]),
         Line::from(format!("Total   {}", money(order))),
     ];
@@ -431,69 +618,80 @@ fn draw_detail(app: &App, order: &Order, frame: &mut Frame, screen: Rect) {
             Span::raw("Refund  "),
             Span::styled(
                 "a payment that came after the cancellation was given back",
-                Style::new().fg(Color::Yellow),
+                theme.warning(),
             ),
         ]));
     }
     if let Some(refund) = order.refund.as_ref().filter(|_| !order.refunded) {
-        let colour = match refund {
-            shop_shared::domain::RefundState::Pending { .. } => Color::Yellow,
-            shop_shared::domain::RefundState::Failed { .. } => Color::Red,
+        let style = match refund {
+            RefundState::Pending { .. } => theme.warning(),
+            RefundState::Failed { .. } => theme.error(),
         };
         lines.push(Line::from(vec![
             Span::raw("Refund  "),
-            Span::styled(refund.describe(), Style::new().fg(colour)),
+            Span::styled(refund.describe(), style),
         ]));
     }
     if let (OrderStatus::Reserved, Some(deadline)) = (order.status, order.pay_until) {
         lines.push(Line::from(format!(
-            "Pay in  {} (until {deadline})",
-            countdown(deadline, app.now)
+            "Pay in  {} (until {})",
+            countdown(deadline, app.now),
+            app.clock.when(deadline, app.now, false)
         )));
     }
     if let Some(wait) = order.provider_wait() {
         lines.push(Line::from(vec![
             Span::raw("Pay     "),
-            Span::styled(wait, Style::new().fg(Color::Yellow)),
+            Span::styled(wait, theme.warning()),
         ]));
     }
     lines.push(Line::from(""));
-    for line in &order.lines {
-        let amount = match (line.amount, order.currency) {
+    let amounts: Vec<String> = order
+        .lines
+        .iter()
+        .map(|line| match (line.amount, order.currency) {
             (Some(amount), Some(currency)) => Money::new(amount, currency).to_string(),
             _ => String::new(),
-        };
+        })
+        .collect();
+    let amount_width = amounts
+        .iter()
+        .map(|amount| width(amount))
+        .max()
+        .unwrap_or(0);
+    let width_inside = usize::from(DETAIL_WIDTH.min(screen.width).saturating_sub(2));
+    for (line, amount) in order.lines.iter().zip(&amounts) {
+        let quantity = format!("{:>4} × ", line.quantity);
+        let name_width = width_inside.saturating_sub(width(&quantity) + amount_width + 1);
+        let name = line.name.clone().unwrap_or_else(|| line.sku.clone());
         lines.push(Line::from(format!(
-            "{:>4} × {:<24} {:>14}",
-            line.quantity,
-            line.name.clone().unwrap_or_else(|| line.sku.clone()),
-            amount
+            "{quantity}{} {}",
+            pad_right(&elide(&name, name_width), name_width),
+            pad_left(amount, amount_width)
         )));
     }
     lines.push(Line::from(""));
     for entry in &order.timeline {
-        let time = entry.at.to_string();
-        let clock = time.get(11..19).unwrap_or(&time).to_owned();
         let mut spans = vec![
-            Span::styled(clock, Style::new().fg(Color::DarkGray)),
-            Span::raw(format!("  {}", entry.event.as_str())),
+            Span::styled(app.clock.when(entry.at, app.now, true), theme.dim()),
+            Span::raw(format!("  {}", words::event(entry.event))),
         ];
         if let Some(detail) = &entry.detail {
             spans.push(Span::styled(
-                format!("  {detail}"),
-                Style::new().fg(Color::DarkGray),
+                format!("  {}", words::detail(detail, app.clock, app.now)),
+                theme.dim(),
             ));
         }
         lines.push(Line::from(spans));
     }
     let title = format!(" Order {} · Esc to close ", order.short_id());
     let paragraph = Paragraph::new(lines)
-        .block(overlay_block(title))
+        .block(overlay_block(app, title))
         .wrap(Wrap { trim: false });
     // Long details (a provider's refusal) wrap: make room for every row.
-    let width = DETAIL_WIDTH.min(screen.width);
-    let height = paragraph.line_count(width.saturating_sub(2));
-    let area = centred(screen, width, u16::try_from(height).unwrap_or(u16::MAX));
+    let box_width = DETAIL_WIDTH.min(screen.width);
+    let height = paragraph.line_count(box_width.saturating_sub(2));
+    let area = centred(screen, box_width, u16::try_from(height).unwrap_or(u16::MAX));
     frame.render_widget(Clear, area);
     frame.render_widget(paragraph, area);
 }
@@ -502,7 +700,10 @@ fn draw_detail(app: &App, order: &Order, frame: &mut Frame, screen: Rect) {
 /// the hyperlink over its URL.
 struct PayBox {
     area: Rect,
+    /// The first row of the URL.
     url_row: u16,
+    /// The URL, in pieces as wide as the box: it is never cut.
+    url: Vec<String>,
     qr: Option<Vec<String>>,
 }
 
@@ -513,47 +714,65 @@ fn pay_box(order: &Order, screen: Rect) -> PayBox {
     let qr_width = qr
         .as_ref()
         .map_or(0, |lines| lines[0].chars().count() as u16);
-    // Title row, URL, hint, then the code; the code only when it fits.
-    let text_rows = 3;
-    let fits = qr_height + text_rows + 2 <= screen.height && qr_width + 2 <= screen.width;
-    let width = (url.chars().count() as u16 + 4)
+    let box_width = (width(&url) as u16 + 4)
         .max(qr_width + 4)
         .max(44)
         .min(screen.width);
+    let inside = usize::from(box_width.saturating_sub(2)).max(1);
+    let chars: Vec<char> = url.chars().collect();
+    let pieces: Vec<String> = chars
+        .chunks(inside)
+        .map(|piece| piece.iter().collect())
+        .collect();
+    // State, URL, hint, then the code; the code only when it fits.
+    let text_rows = 2 + pieces.len() as u16;
+    let fits = qr_height + text_rows + 2 <= screen.height && qr_width + 2 <= screen.width;
     let height = if fits {
         qr_height + text_rows + 2
     } else {
         text_rows + 3
     };
-    let area = centred(screen, width, height);
+    let area = centred(screen, box_width, height);
     PayBox {
         area,
         url_row: area.y + 2,
+        url: pieces,
         qr: qr.filter(|_| fits),
     }
 }
 
-/// The checkout URL on screen, as (column, row, url), when the pay box
-/// shows one: the terminal loop writes it again as a hyperlink.
-pub fn pay_link(app: &App, screen: Rect) -> Option<(u16, u16, String)> {
+/// A piece of a text on screen: (column, row, text).
+pub type Placed = (u16, u16, String);
+
+/// The checkout URL on screen, when the pay box shows one: the whole URL
+/// and where each piece of it is drawn. The terminal loop writes the
+/// pieces again as hyperlinks to the URL.
+pub fn pay_link(app: &App, screen: Rect) -> Option<(String, Vec<Placed>)> {
     let Overlay::Pay(id) = app.overlay else {
         return None;
     };
     let order = app.order(id)?;
     let url = order.checkout_url.clone()?;
-    if order.status != OrderStatus::Reserved {
+    if order.status != OrderStatus::Reserved || layout::too_small(screen) {
         return None;
     }
     let geometry = pay_box(order, screen);
-    Some((geometry.area.x + 1, geometry.url_row, url))
+    let pieces = geometry
+        .url
+        .into_iter()
+        .zip(geometry.url_row..)
+        .map(|(piece, row)| (geometry.area.x + 1, row, piece))
+        .collect();
+    Some((url, pieces))
 }
 
 fn draw_pay(app: &App, order: &Order, frame: &mut Frame, screen: Rect) {
     let geometry = pay_box(order, screen);
     let area = geometry.area;
     frame.render_widget(Clear, area);
+    let theme = Theme::of(app);
     let title = format!(" Pay order {} · {} ", order.short_id(), money(order));
-    frame.render_widget(overlay_block(title), area);
+    frame.render_widget(overlay_block(app, title), area);
     let inner = Rect::new(
         area.x + 1,
         area.y + 1,
@@ -562,49 +781,56 @@ fn draw_pay(app: &App, order: &Order, frame: &mut Frame, screen: Rect) {
     );
     let state = match order.status {
         OrderStatus::Reserved => Line::from(vec![
-            Span::styled("Waiting for payment", status_style(order.status)),
+            Span::styled("Waiting for payment", theme.status(order.status)),
             Span::raw(format!(" · pay in {}", time_left(app, order))),
         ]),
         OrderStatus::Paid => Line::from(Span::styled(
             "✓ Paid — thank you!",
-            status_style(OrderStatus::Paid),
+            theme.status(OrderStatus::Paid),
         )),
         _ => Line::from(Span::styled(
-            status_label(order),
-            status_style(order.status),
+            words::status(order),
+            theme.status(order.status),
         )),
     };
-    let url = order.checkout_url.clone().unwrap_or_default();
-    let hint = Line::from(Span::styled(
-        "o open in the browser · scan the code with a phone · Esc close",
-        Style::new().fg(Color::DarkGray),
-    ));
+    let hint = if inner.width >= 62 {
+        "o open in the browser · scan the code with a phone · Esc close"
+    } else {
+        "o open in the browser · Esc close"
+    };
+    let hint = Line::from(Span::styled(hint, theme.dim()));
     if order.status != OrderStatus::Reserved {
         frame.render_widget(
             Paragraph::new(vec![
                 state,
                 Line::from(""),
-                Line::from(Span::styled("Esc close", Style::new().fg(Color::DarkGray))),
+                Line::from(Span::styled("Esc close", theme.dim())),
             ]),
             inner,
         );
         return;
     }
-    let mut lines = vec![
-        state,
-        Line::from(Span::styled(
-            url,
-            Style::new().fg(ACCENT).add_modifier(Modifier::UNDERLINED),
-        )),
-        hint,
-    ];
+    let mut lines = vec![state];
+    for piece in &geometry.url {
+        lines.push(Line::from(Span::styled(
+            piece.clone(),
+            theme.accent().add_modifier(Modifier::UNDERLINED),
+        )));
+    }
+    lines.push(hint);
     match &geometry.qr {
         Some(code) => {
             for row in code {
                 lines.push(
                     Line::from(Span::styled(
                         row.clone(),
-                        Style::new().fg(Color::Black).bg(Color::White),
+                        // Dark on light, as scanners expect; without
+                        // colours, reversed: dark modules on terminals with
+                        // a dark background, the most common.
+                        theme.pick(
+                            Style::new().fg(Color::Black).bg(Color::White),
+                            Modifier::REVERSED,
+                        ),
                     ))
                     .centered(),
                 );
@@ -612,13 +838,14 @@ fn draw_pay(app: &App, order: &Order, frame: &mut Frame, screen: Rect) {
         }
         None => lines.push(Line::from(Span::styled(
             "(enlarge the terminal to see the QR code)",
-            Style::new().fg(Color::DarkGray),
+            theme.dim(),
         ))),
     }
     frame.render_widget(Paragraph::new(lines), inner);
 }
 
-fn draw_confirm(order: &Order, frame: &mut Frame, screen: Rect) {
+fn draw_confirm(app: &App, order: &Order, frame: &mut Frame, screen: Rect) {
+    let theme = Theme::of(app);
     let lines = vec![
         Line::from(format!(
             "Cancel order {} ({})?",
@@ -628,32 +855,26 @@ fn draw_confirm(order: &Order, frame: &mut Frame, screen: Rect) {
         Line::from("Its items go back to the shop."),
         Line::from(""),
         Line::from(vec![
-            Span::styled(
-                "y",
-                Style::new().fg(Color::Red).add_modifier(Modifier::BOLD),
-            ),
+            Span::styled("y", theme.error().add_modifier(Modifier::BOLD)),
             Span::raw(" cancel it   "),
-            Span::styled(
-                "n",
-                Style::new().fg(Color::Green).add_modifier(Modifier::BOLD),
-            ),
+            Span::styled("n", theme.good().add_modifier(Modifier::BOLD)),
             Span::raw(" / Esc keep it"),
         ]),
     ];
     let area = centred(screen, 44, 6);
     frame.render_widget(Clear, area);
     frame.render_widget(
-        Paragraph::new(lines).block(overlay_block(" Cancel? ".into())),
+        Paragraph::new(lines).block(overlay_block(app, " Cancel? ".into())),
         area,
     );
 }
 
 /// Why the shop refused an order, wrapped to fit.
-fn draw_refused(explanation: &str, frame: &mut Frame, screen: Rect) {
+fn draw_refused(app: &App, explanation: &str, frame: &mut Frame, screen: Rect) {
     let mut lines: Vec<Line> = explanation.lines().map(Line::from).collect();
     lines.push(Line::from(""));
     lines.push(Line::from(vec![
-        Span::styled("Esc", Style::new().fg(ACCENT).add_modifier(Modifier::BOLD)),
+        Span::styled("Esc", Theme::of(app).accent().add_modifier(Modifier::BOLD)),
         Span::raw(" close; the cart is kept"),
     ]));
     let area = centred(screen, 60, 12);
@@ -661,7 +882,55 @@ fn draw_refused(explanation: &str, frame: &mut Frame, screen: Rect) {
     frame.render_widget(
         Paragraph::new(lines)
             .wrap(Wrap { trim: true })
-            .block(overlay_block(" Order not placed ".into())),
+            .block(overlay_block(app, " Order not placed ".into())),
+        area,
+    );
+}
+
+/// "Place this order?": every line, the total, y or n.
+fn draw_confirm_order(app: &App, frame: &mut Frame, screen: Rect) {
+    let theme = Theme::of(app);
+    let box_width = 52.min(screen.width);
+    let inside = usize::from(box_width.saturating_sub(2));
+    let amounts: Vec<String> = app
+        .cart
+        .iter()
+        .map(|(sku, quantity)| line_amount(app.product(sku), *quantity))
+        .collect();
+    let amount_width = amounts
+        .iter()
+        .map(|amount| width(amount))
+        .max()
+        .unwrap_or(0);
+    let mut lines = Vec::new();
+    for ((sku, quantity), amount) in app.cart.iter().zip(&amounts) {
+        let quantity = format!("{quantity:>4} × ");
+        let name_width = inside.saturating_sub(width(&quantity) + amount_width + 1);
+        let name = product_name(app.product(sku), sku);
+        lines.push(Line::from(format!(
+            "{quantity}{} {}",
+            pad_right(&elide(&name, name_width), name_width),
+            pad_left(amount, amount_width)
+        )));
+    }
+    let total = app
+        .cart_total()
+        .map_or_else(|| "-".to_owned(), |total| total.to_string());
+    lines.push(Line::from(Span::styled(
+        pad_left(&format!("Total {total}"), inside),
+        Style::new().add_modifier(Modifier::BOLD),
+    )));
+    lines.push(Line::from(""));
+    lines.push(Line::from(vec![
+        Span::styled("y", theme.good().add_modifier(Modifier::BOLD)),
+        Span::raw(" place the order   "),
+        Span::styled("n", theme.error().add_modifier(Modifier::BOLD)),
+        Span::raw(" / Esc not now"),
+    ]));
+    let area = centred(screen, box_width, lines.len() as u16 + 2);
+    frame.render_widget(Clear, area);
+    frame.render_widget(
+        Paragraph::new(lines).block(overlay_block(app, " Place this order? ".into())),
         area,
     );
 }
@@ -733,6 +1002,7 @@ mod tests {
 
         let mut over_limit = cart.clone();
         over_limit.update(Action::PlaceOrder);
+        over_limit.update(Action::Yes);
         over_limit.update(Action::Refused(crate::network::refusal_text(
             shop_shared::protocol::ErrorCode::HoldLimit,
             "a customer may hold at most 100 units in unpaid orders at once; you hold 90, \
@@ -756,8 +1026,64 @@ mod tests {
         refunded.update(Action::OrderChanged(late));
         refunded.notice = None;
 
+        // A shop whose names are long, wide, alike or hostile, and an
+        // order of 115,620.00 EUR.
+        let mut big = App::new("ws://127.0.0.1:8080/ws", NOW);
+        big.update(Action::Online {
+            customer_id: crate::fixtures::CUSTOMER,
+            products: vec![
+                product("SKU-001", "MacBook Pro", 450_000, 30),
+                product("SKU-003", "MacBook Air", 150_000, 30),
+                product(
+                    "EVIL",
+                    "Mug\x1b[2J\x1b]0;pwned\x07\nline two\u{202e}",
+                    1_250,
+                    9,
+                ),
+                product(
+                    "WIDE",
+                    "世界の時計 (ワールドクロック) デラックス版",
+                    11_562_000,
+                    3,
+                ),
+            ],
+            orders: vec![{
+                let mut large = order(1, OrderStatus::Reserved);
+                large.total = Some(11_562_000);
+                large.lines[0].name = Some("世界の時計\x1b[31m".into());
+                large
+            }],
+        });
+        // 3 × MacBook Pro, 6 × MacBook Air, 1 × the 115,620.00 EUR one, 1 mug.
+        let mut actions = vec![Action::Down];
+        actions.extend(std::iter::repeat_n(Action::More, 3));
+        actions.push(Action::Down);
+        actions.extend(std::iter::repeat_n(Action::More, 6));
+        actions.extend([Action::Down, Action::More, Action::First, Action::More]);
+        actions.push(Action::NextPane);
+        for action in actions {
+            big.update(action);
+        }
+        big.notice = None;
+
+        let mut confirm_order = big.clone();
+        confirm_order.update(Action::PlaceOrder);
+
+        let mut filtered = online(Vec::new());
+        for action in [
+            Action::Filter,
+            Action::Type('a'),
+            Action::Type('i'),
+            Action::Type('r'),
+        ] {
+            filtered.update(action);
+        }
+
         vec![
             ("empty", empty),
+            ("big_names_and_totals", big),
+            ("confirm_order", confirm_order),
+            ("filtered", filtered),
             ("catalogue", catalogue),
             ("cart", cart),
             ("reserved_with_countdown", reserved),
@@ -773,24 +1099,180 @@ mod tests {
         ]
     }
 
+    /// The text of `terminal`, then every run of cells with a modifier
+    /// (reverse video, bold…), so that a snapshot shows the style too.
+    fn text_and_style(terminal: &Terminal<TestBackend>) -> String {
+        let buffer = terminal.backend().buffer();
+        let mut out = rows(terminal);
+        out.push_str("-- styles --\n");
+        for y in 0..buffer.area.height {
+            let mut x = 0;
+            while x < buffer.area.width {
+                let modifier = buffer[(x, y)].modifier;
+                let start = x;
+                while x < buffer.area.width && buffer[(x, y)].modifier == modifier {
+                    x += 1;
+                }
+                if !modifier.is_empty() {
+                    out.push_str(&format!("row {y} cols {start}-{}: {modifier:?}\n", x - 1));
+                }
+            }
+        }
+        out
+    }
+
+    const SIZES: [(u16, u16); 3] = [(60, 16), (80, 24), (120, 35)];
+
     #[test]
-    fn screens_at_80_by_24() {
+    fn screens_in_colour() {
         for (name, app) in screens() {
-            insta::assert_snapshot!(
-                format!("{name}_80x24"),
-                render(&app, 80, 24).backend().to_string()
+            for (width, height) in SIZES {
+                insta::assert_snapshot!(
+                    format!("{name}_{width}x{height}"),
+                    render(&app, width, height).backend().to_string()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn screens_without_colour_show_every_state_by_style() {
+        for (name, mut app) in screens() {
+            app.color = false;
+            for (width, height) in SIZES {
+                let terminal = render(&app, width, height);
+                let buffer = terminal.backend().buffer();
+                assert!(
+                    buffer
+                        .content
+                        .iter()
+                        .all(|cell| cell.fg == Color::Reset && cell.bg == Color::Reset),
+                    "{name} at {width}x{height}: no colour at all with NO_COLOR"
+                );
+                insta::assert_snapshot!(
+                    format!("{name}_{width}x{height}_no_color"),
+                    text_and_style(&terminal)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn without_colour_the_selection_and_the_focused_pane_still_show() {
+        let mut app = online(Vec::new());
+        app.color = false;
+        for (width, height) in SIZES {
+            let terminal = render(&app, width, height);
+            let buffer = terminal.backend().buffer();
+            let areas = crate::layout::areas(Rect::new(0, 0, width, height), app.cart_width());
+            let first = areas.stock.y + crate::layout::FIRST_ROW;
+            assert!(
+                buffer[(2, first)].modifier.contains(Modifier::REVERSED),
+                "the selected row at {width}x{height}"
+            );
+            assert!(!buffer[(2, first + 1)].modifier.contains(Modifier::REVERSED));
+            let corner = &buffer[(areas.stock.x, areas.stock.y)];
+            assert_eq!(corner.symbol(), "┏", "the focused pane is drawn thick");
+            assert!(corner.modifier.contains(Modifier::BOLD));
+            assert_eq!(buffer[(areas.cart.x, areas.cart.y)].symbol(), "┌");
+            assert!(rows(&terminal).contains("▶ Stock"), "and marked");
+        }
+    }
+
+    #[test]
+    fn money_and_ids_are_never_cut_and_names_are_elided_first() {
+        let app = screens()
+            .into_iter()
+            .find(|(name, _)| *name == "big_names_and_totals")
+            .map(|(_, app)| app)
+            .expect("the screen");
+        for (width, height) in SIZES {
+            let text = rows(&render(&app, width, height));
+            assert!(text.contains("115,620.00 EUR"), "{width}x{height}:\n{text}");
+            assert!(text.contains("6ffcdd21"), "{width}x{height}:\n{text}");
+            assert!(text.contains("13,500.00 EUR"), "{width}x{height}:\n{text}");
+            if width >= 80 {
+                let cart: Vec<&str> = text
+                    .lines()
+                    .filter(|line| line.contains(" EUR") && line.matches('│').count() >= 3)
+                    .collect();
+                for (name, amount) in [
+                    ("MacBook Pro", "13,500.00 EUR"),
+                    ("MacBook Air", "9,000.00 EUR"),
+                ] {
+                    assert!(
+                        cart.iter()
+                            .any(|line| line.contains(name) && line.contains(amount)),
+                        "alike names stay apart in the cart at {width}x{height}:\n{text}"
+                    );
+                }
+                assert!(text.contains("世界の時計"), "{text}");
+            }
+            assert!(text.contains('…'), "a long name is elided: {text}");
+            assert!(text.contains("Mug␛[2J␛]0;pwned"), "{text}");
+            assert!(
+                !text.contains('\x1b') && !text.contains('\u{202e}'),
+                "{text}"
             );
         }
     }
 
     #[test]
-    fn screens_at_120_by_40() {
-        for (name, app) in screens() {
-            insta::assert_snapshot!(
-                format!("{name}_120x40"),
-                render(&app, 120, 40).backend().to_string()
+    fn a_terminal_below_the_minimum_says_so() {
+        let app = online(Vec::new());
+        for (width, height) in [(59, 16), (60, 15), (40, 10)] {
+            let text = rows(&render(&app, width, height));
+            assert!(
+                text.contains("terminal too small"),
+                "{width}x{height}: {text}"
             );
+            assert!(text.contains("need 60×16"), "{width}x{height}: {text}");
         }
+        let text = rows(&render(&app, 60, 16));
+        assert!(!text.contains("too small"), "{text}");
+        insta::assert_snapshot!("too_small_50x12", rows(&render(&app, 50, 12)));
+    }
+
+    #[test]
+    fn the_help_and_the_footer_come_from_the_key_bindings() {
+        let mut app = online(Vec::new());
+        for (pane, expected) in [
+            (Pane::Stock, &["a add", "/ filter", "o order", "? help"][..]),
+            (
+                Pane::Cart,
+                &["a more", "- fewer", "d remove", "o order"][..],
+            ),
+            (Pane::Orders, &["Enter details", "p pay", "c cancel"][..]),
+        ] {
+            app.pane = pane;
+            app.overlay = Overlay::None;
+            let footer = rows(&render(&app, 120, 35));
+            let footer = footer.lines().nth(33).unwrap_or_default().to_owned();
+            for hint in expected {
+                assert!(footer.contains(hint), "{pane:?}: {footer}");
+            }
+            app.update(Action::Help);
+            let help = rows(&render(&app, 120, 35));
+            for binding in keys::help(pane) {
+                assert!(
+                    help.contains(binding.keys) && help.contains(binding.does),
+                    "{pane:?} help lacks {}: {help}",
+                    binding.keys
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_order_question_shows_every_line_and_the_total() {
+        let (_, app) = screens()
+            .into_iter()
+            .find(|(name, _)| *name == "confirm_order")
+            .expect("the screen");
+        let text = rows(&render(&app, 80, 24));
+        assert!(text.contains("Place this order?"), "{text}");
+        assert!(text.contains("Total 138,132.50 EUR"), "{text}");
+        assert!(text.contains("y place the order"), "{text}");
     }
 
     #[test]
@@ -810,7 +1292,7 @@ mod tests {
         app.update(Action::ProductChanged(sold));
         let terminal = render(&app, 80, 24);
         let buffer = terminal.backend().buffer();
-        let stock = crate::layout::areas(Rect::new(0, 0, 80, 24)).stock;
+        let stock = crate::layout::areas(Rect::new(0, 0, 80, 24), 0).stock;
         let first = stock.y + crate::layout::FIRST_ROW;
         assert!(
             buffer[(2, first)].modifier.contains(Modifier::REVERSED),
@@ -827,18 +1309,22 @@ mod tests {
         );
     }
 
-    /// The text of every row of `terminal`.
+    /// The text of every row of `terminal`, as a terminal shows it: the
+    /// cell a wide character covers is skipped.
     fn rows(terminal: &Terminal<TestBackend>) -> String {
         let buffer = terminal.backend().buffer();
         let area = buffer.area;
-        (area.y..area.y + area.height)
-            .map(|y| {
-                (area.x..area.x + area.width)
-                    .map(|x| buffer[(x, y)].symbol().to_owned())
-                    .collect::<String>()
-                    + "\n"
-            })
-            .collect()
+        let mut out = String::new();
+        for y in area.y..area.y + area.height {
+            let mut x = area.x;
+            while x < area.x + area.width {
+                let symbol = buffer[(x, y)].symbol();
+                out.push_str(symbol);
+                x += u16::try_from(width(symbol).max(1)).unwrap_or(1);
+            }
+            out.push('\n');
+        }
+        out
     }
 
     #[test]
@@ -849,7 +1335,7 @@ mod tests {
         let mut app = online(vec![waiting]);
         app.pane = crate::app::Pane::Orders;
         let text = rows(&render(&app, 120, 40));
-        assert!(text.contains("RESERVED (provider down)"), "{text}");
+        assert!(text.contains("RESERVED (waiting for provider)"), "{text}");
         app.update(Action::Activate);
         let text = rows(&render(&app, 120, 40));
         assert!(
@@ -864,7 +1350,10 @@ mod tests {
         let mut app = online(vec![refusing]);
         app.pane = crate::app::Pane::Orders;
         let text = rows(&render(&app, 120, 40));
-        assert!(text.contains("CANCELLED (refund pending)"), "{text}");
+        assert!(
+            text.contains("CANCELLED (unpaid, refund pending)"),
+            "{text}"
+        );
         app.update(Action::Activate);
         let text = rows(&render(&app, 120, 40));
         assert!(
@@ -874,17 +1363,24 @@ mod tests {
     }
 
     #[test]
-    fn the_pay_link_is_where_the_url_is_drawn() {
+    fn the_pay_link_is_where_the_url_is_drawn_whole_even_when_narrow() {
         let mut app = online(vec![order(1, OrderStatus::Reserved)]);
         app.pane = crate::app::Pane::Orders;
         app.update(Action::Pay);
-        let screen = Rect::new(0, 0, 80, 24);
-        let (column, row, url) = pay_link(&app, screen).expect("a link");
-        let terminal = render(&app, 80, 24);
-        let buffer = terminal.backend().buffer();
-        let drawn: String = (column..column + url.chars().count() as u16)
-            .map(|x| buffer[(x, row)].symbol().to_owned())
-            .collect();
-        assert_eq!(drawn, url);
+        for (width, height) in SIZES {
+            let screen = Rect::new(0, 0, width, height);
+            let (url, pieces) = pay_link(&app, screen).expect("a link");
+            let terminal = render(&app, width, height);
+            let buffer = terminal.backend().buffer();
+            let drawn: String = pieces
+                .iter()
+                .map(|(column, row, piece)| {
+                    (*column..*column + piece.chars().count() as u16)
+                        .map(|x| buffer[(x, *row)].symbol().to_owned())
+                        .collect::<String>()
+                })
+                .collect();
+            assert_eq!(drawn, url, "at {width}x{height}");
+        }
     }
 }

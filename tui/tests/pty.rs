@@ -25,8 +25,18 @@ struct Backend {
 
 impl Backend {
     async fn start(data: &Path, listen: SocketAddr) -> Backend {
+        Backend::start_selling(data, listen, None).await
+    }
+
+    /// [`Backend::start`] seeded with the TOML catalogue `catalog`.
+    async fn start_selling(
+        data: &Path,
+        listen: SocketAddr,
+        catalog: Option<std::path::PathBuf>,
+    ) -> Backend {
         Backend::start_with(EmbeddedArgs {
             listen,
+            catalog,
             ..EmbeddedArgs::local(data.to_owned())
         })
         .await
@@ -244,6 +254,11 @@ async fn keys_place_an_order_that_turns_paid_while_stock_moves_live() {
     .await;
     tui.press("\t");
     tui.press("o");
+    // Nothing is ordered before the total is shown and the answer is yes.
+    tui.wait_for("Place this order?").await;
+    tui.wait_for("Total 4,500.00 EUR").await;
+    tui.wait_for("My orders (0)").await;
+    tui.press("y");
     let reserved = tui
         .wait_for_line("a reserved order with a countdown", |line| {
             line.contains("RESERVED") && has_countdown(line)
@@ -341,7 +356,7 @@ async fn it_works_at_80_by_24_and_follows_a_resize_and_the_help_lists_every_key(
     tui.wait_for("MacBook Air").await;
     tui.press("?");
     tui.wait_for("Keys").await;
-    for key in ["Tab / Shift-Tab", "next / previous pane", "quit"] {
+    for key in ["Tab, →, l", "next pane", "quit"] {
         tui.wait_for(key).await;
     }
     tui.press("\x1b");
@@ -385,6 +400,8 @@ async fn opening_the_browser_says_when_it_failed() {
         &[
             ("BROWSER", "/bin/false"),
             ("PATH", path.to_str().expect("path")),
+            // Three hours east of UTC, as POSIX spells it.
+            ("TZ", "XYZ-3"),
         ],
     );
     tui.wait_for("● online").await;
@@ -393,6 +410,8 @@ async fn opening_the_browser_says_when_it_failed() {
         .await;
     tui.press("\t");
     tui.press("o");
+    tui.wait_for("Place this order?").await;
+    tui.press("y");
     tui.wait_for_line("a reserved order", |line| line.contains("RESERVED"))
         .await;
     tui.press("p");
@@ -400,6 +419,129 @@ async fn opening_the_browser_says_when_it_failed() {
         .await;
     tui.press("O");
     tui.wait_for("could not open a browser").await;
+
+    // The order in full: its timeline in the user's time zone, with
+    // user-facing event names.
+    tui.press("\x1b");
+    // Alone, so that Esc and Enter are not read as Alt-Enter.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    tui.press("\r");
+    let placed = tui.wait_for("order placed").await;
+    let local = |seconds_ago: u64| {
+        let at = std::time::SystemTime::now() + Duration::from_secs(3 * 3600)
+            - Duration::from_secs(seconds_ago);
+        humantime::format_rfc3339(at).to_string()[11..16].to_owned()
+    };
+    assert!(
+        placed.contains(&format!("today {}", local(0)))
+            || placed.contains(&format!("today {}", local(60))),
+        "the local time ({}) in {placed}",
+        local(0)
+    );
+    tui.wait_for("checkout page ready").await;
+    assert!(
+        !tui.contents().contains("checkout_ready"),
+        "{}",
+        tui.contents()
+    );
+    backend.stop().await;
+}
+
+/// The cell at (row, column) of the screen: its text, whether reversed and
+/// whether bold.
+fn cell(tui: &Tui, row: u16, column: u16) -> (String, bool, bool) {
+    let parser = tui.screen.lock().expect("screen");
+    let cell = parser.screen().cell(row, column).expect("a cell");
+    (cell.contents().to_owned(), cell.inverse(), cell.bold())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_colour_the_selection_and_the_focused_pane_still_show_on_a_real_terminal() {
+    let home = tempfile::tempdir().expect("dir");
+    let mut backend = Backend::start(
+        &home.path().join("data"),
+        "127.0.0.1:0".parse().expect("address"),
+    )
+    .await;
+    let gateway = format!("http://{}", backend.address);
+    let tui = Tui::start_with_env(
+        &gateway,
+        &home.path().join("config"),
+        80,
+        24,
+        &[("NO_COLOR", "1")],
+    );
+    tui.wait_for("● online").await;
+    tui.wait_for("MacBook Air").await;
+    // Row 2 is the first product, selected, in the focused stock pane.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let selected = cell(&tui, 2, 3);
+        let unselected = cell(&tui, 3, 3);
+        let corner = cell(&tui, 0, 0);
+        if selected.1 && !unselected.1 && corner.0 == "┏" && corner.2 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "selected {selected:?}, next row {unselected:?}, corner {corner:?}:\n{}",
+            tui.contents()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    backend.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_names_are_shown_not_obeyed_and_a_small_terminal_says_so() {
+    let home = tempfile::tempdir().expect("dir");
+    let catalog = home.path().join("catalog.toml");
+    std::fs::write(
+        &catalog,
+        r#"currency = "EUR"
+
+[[products]]
+sku = "EVIL"
+name = "Mug\u001b[2J\u001b[31mred\nX"
+price = "12.50"
+stock = 40
+
+[[products]]
+sku = "WIDE"
+name = "世界の時計"
+price = "115620.00"
+stock = 3
+"#,
+    )
+    .expect("catalogue");
+    let mut backend = Backend::start_selling(
+        &home.path().join("data"),
+        "127.0.0.1:0".parse().expect("address"),
+        Some(catalog),
+    )
+    .await;
+    let gateway = format!("http://{}", backend.address);
+    let mut tui = Tui::start(&gateway, &home.path().join("config"), 80, 24);
+    tui.wait_for("● online").await;
+    let evil = tui.wait_for("EVIL").await;
+    assert!(evil.contains("Mug␛[2J␛[31mred␊X"), "{evil}");
+    let wide = tui.wait_for("WIDE").await;
+    assert!(
+        wide.contains("世界の時計") && wide.contains("115,620.00 EUR"),
+        "{wide}"
+    );
+    // `/` filters the stock pane by name; Esc clears the filter.
+    tui.press("/世界");
+    tui.wait_for("(1 of 2)").await;
+    tui.press("\x1b");
+    tui.wait_for("Stock (2)").await;
+    // An unknown key points to the help.
+    tui.press("z");
+    tui.wait_for("press ? for help").await;
+    tui.resize(50, 12);
+    tui.wait_for("terminal too small (need 60×16)").await;
+    tui.resize(60, 16);
+    tui.wait_for("Stock (2)").await;
     backend.stop().await;
 }
 

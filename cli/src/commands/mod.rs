@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use clap::CommandFactory;
 use shop_client::tokens::Tokens;
+use shop_client::words::Clock;
 use shop_client::{Client, ClientError, Trust, websocket_url};
 use shop_shared::domain::{Order, RefundState, TimelineEvent};
 use shop_shared::protocol::ErrorCode;
@@ -43,6 +44,8 @@ struct Context {
     style: Style,
     /// The certificates trusted over TLS (`--ca-cert`).
     trust: Trust,
+    /// The user's time zone, for times shown to people.
+    clock: Clock,
 }
 
 impl Context {
@@ -100,11 +103,12 @@ impl Context {
     }
 }
 
-pub async fn run(cli: Cli) -> Result<(), CliError> {
+pub async fn run(cli: Cli, clock: Clock) -> Result<(), CliError> {
     let trust = Trust::new(cli.global.ca_cert.as_deref())
         .map_err(|error| CliError::usage(error.to_string()))?;
     let context = Context {
         trust,
+        clock,
         gateway: websocket_url(&cli.global.gateway),
         global: cli.global,
         style: Style::detect(),
@@ -155,7 +159,8 @@ fn cancelled_with(order: &Order, unpaid: &str) -> CliError {
         .rev()
         .find(|entry| entry.event == TimelineEvent::Cancelled)
         .and_then(|entry| entry.detail.clone())
-        .filter(|detail| detail != reason);
+        .filter(|detail| detail != reason)
+        .map(|detail| crate::output::safe(&detail).into_owned());
     let detail = detail
         .map(|detail| format!(" ({detail})"))
         .unwrap_or_default();

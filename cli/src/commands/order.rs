@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use super::{Context, cancelled};
 use crate::error::{CliError, Exit};
-use crate::output::{countdown, duration, money, out};
+use crate::output::{countdown, duration, money, out, safe};
 
 /// Reads `SKU[:QTY]` arguments as the lines of an order; the same sku twice
 /// adds up.
@@ -121,7 +121,7 @@ pub(super) async fn order(
                 format!(
                     "{} × {}",
                     line.quantity,
-                    line.name.as_deref().unwrap_or(&line.sku)
+                    safe(line.name.as_deref().unwrap_or(&line.sku))
                 )
             })
             .collect();
@@ -135,11 +135,16 @@ pub(super) async fn order(
         out!(
             "Total {}, pay within {}",
             money(order.total, order.currency),
-            order
-                .pay_until
-                .map_or("-".into(), |deadline| countdown(deadline, now))
+            order.pay_until.map_or("-".into(), |deadline| format!(
+                "{} (until {})",
+                countdown(deadline, now),
+                context.clock.when(deadline, now, false)
+            ))
         )?;
-        out!("{}", order.checkout_url.as_deref().unwrap_or_default())?;
+        out!(
+            "{}",
+            safe(order.checkout_url.as_deref().unwrap_or_default())
+        )?;
     }
     Ok(())
 }

@@ -1,15 +1,17 @@
 //! `shop pay`: the checkout page of an order; with `--wait`, the wait for
 //! its payment.
 
+use std::future::Future;
+use std::io::{IsTerminal, Write};
 use std::time::Duration;
 
 use shop_client::ClientError;
-use shop_shared::domain::OrderStatus;
+use shop_shared::domain::{Order, OrderStatus};
 use shop_shared::time::Timestamp;
 
 use super::{Context, DEFAULT_TIMEOUT, cancelled, cancelled_after_paying, resolve};
 use crate::error::{CliError, Exit};
-use crate::output::{countdown, duration, money, out};
+use crate::output::{countdown, duration, money, out, safe};
 
 /// How long `pay --wait` keeps waiting after the deadline for the shop to
 /// record the expiry.
@@ -74,7 +76,7 @@ pub(super) async fn pay(
         ));
     };
     if !context.global.json {
-        out!("{url}")?;
+        out!("{}", safe(&url))?;
     }
     if open && let Err(problem) = shop_client::browser::open(&url).await {
         eprintln!("shop: could not open a browser ({problem}); open this URL yourself: {url}");
@@ -91,18 +93,12 @@ pub(super) async fn pay(
             deadline.remaining_from(now) + DEADLINE_GRACE
         })
     });
-    if !context.global.json {
-        let left = order
-            .pay_until
-            .map_or("-".into(), |deadline| countdown(deadline, now));
-        eprintln!(
-            "Waiting for the payment of order {} (pay within {left})…",
-            order.short_id()
-        );
-    }
-    let outcome = client
-        .wait_for_order(order.id, timeout, |order| order.status.is_final())
-        .await;
+    let waiting = client.wait_for_order(order.id, timeout, |order| order.status.is_final());
+    let outcome = if context.global.json {
+        waiting.await
+    } else {
+        with_countdown(context, &order, waiting).await
+    };
     let order = match outcome {
         Ok(order) => order,
         Err(ClientError::Timeout(after)) => {
@@ -132,5 +128,46 @@ pub(super) async fn pay(
             Ok(())
         }
         _ => Err(cancelled_after_paying(&order)),
+    }
+}
+
+/// Runs `wait` while telling the user on stderr what it waits for: on a
+/// terminal, a line whose countdown moves every second (cleared at the
+/// end); otherwise, once, the deadline as a time of day and how far off
+/// it is ("pay by today 14:05, in 5 min").
+async fn with_countdown<T>(context: &Context, order: &Order, wait: impl Future<Output = T>) -> T {
+    let short = order.short_id();
+    let mut stderr = std::io::stderr();
+    // Nothing more can be done when stderr is closed: the wait goes on.
+    let Some(deadline) = order.pay_until else {
+        let _ = writeln!(stderr, "Waiting for the payment of order {short}…");
+        return wait.await;
+    };
+    let until = context.clock.when(deadline, Timestamp::now(), false);
+    if !stderr.is_terminal() {
+        let left = shop_client::words::relative(deadline, Timestamp::now());
+        let _ = writeln!(
+            stderr,
+            "Waiting for the payment of order {short} (pay by {until}, {left})…"
+        );
+        return wait.await;
+    }
+    let wait = std::pin::pin!(wait);
+    let mut wait = wait;
+    let mut ticks = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            done = &mut wait => {
+                let _ = write!(stderr, "\r\x1b[K");
+                return done;
+            }
+            _ = ticks.tick() => {
+                let left = countdown(deadline, Timestamp::now());
+                let _ = write!(
+                    stderr,
+                    "\r\x1b[KWaiting for the payment of order {short}: {left} left (pay by {until})…"
+                );
+            }
+        }
     }
 }

@@ -1,11 +1,12 @@
 //! `shop status`: one order in full.
 
+use shop_client::words::{self, Clock};
 use shop_shared::domain::{Order, OrderStatus};
 use shop_shared::time::Timestamp;
 
 use super::{Context, resolve};
 use crate::error::CliError;
-use crate::output::{Align, Style, Table, countdown, money};
+use crate::output::{Align, Style, Table, countdown, money, safe};
 
 pub(super) async fn status(context: &Context, text: &str) -> Result<(), CliError> {
     let client = context.connect().await?;
@@ -16,13 +17,13 @@ pub(super) async fn status(context: &Context, text: &str) -> Result<(), CliError
     }
     crate::output::write(format_args!(
         "{}",
-        describe(&order, context.style, Timestamp::now())
+        describe(&order, context.style, context.clock, Timestamp::now())
     ))?;
     Ok(())
 }
 
-/// One order in full, for people.
-pub fn describe(order: &Order, style: Style, now: Timestamp) -> String {
+/// One order in full, for people, with times in `clock`'s zone.
+pub fn describe(order: &Order, style: Style, clock: Clock, now: Timestamp) -> String {
     let mut out = String::new();
     out.push_str(&format!("{} {}\n", style.bold("Order"), order.id));
     out.push_str(&format!("Status      {}\n", style.status(order).shown()));
@@ -32,20 +33,21 @@ pub fn describe(order: &Order, style: Style, now: Timestamp) -> String {
     ));
     if let (OrderStatus::Reserved, Some(deadline)) = (order.status, order.pay_until) {
         out.push_str(&format!(
-            "Pay within  {} (until {deadline})\n",
-            countdown(deadline, now)
+            "Pay within  {} (until {})\n",
+            countdown(deadline, now),
+            clock.when(deadline, now, false)
         ));
     }
     if let (OrderStatus::Reserved, Some(url)) = (order.status, &order.checkout_url) {
-        out.push_str(&format!("Checkout    {url}\n"));
+        out.push_str(&format!("Checkout    {}\n", safe(url)));
     }
     if let Some(wait) = order.provider_wait() {
-        out.push_str(&format!("Checkout    {wait}\n"));
+        out.push_str(&format!("Checkout    {}\n", safe(&wait)));
     }
     if order.refunded {
         out.push_str("Refund      refunded\n");
     } else if let Some(refund) = &order.refund {
-        out.push_str(&format!("Refund      {}\n", refund.describe()));
+        out.push_str(&format!("Refund      {}\n", safe(&refund.describe())));
     }
     out.push_str("Lines\n");
     let mut lines = Table::new(&[
@@ -72,12 +74,12 @@ pub fn describe(order: &Order, style: Style, now: Timestamp) -> String {
         let detail = entry
             .detail
             .as_deref()
-            .map(|detail| format!("  {}", style.dim(detail)))
+            .map(|detail| format!("  {}", style.dim(&words::detail(detail, clock, now))))
             .unwrap_or_default();
         out.push_str(&format!(
             "  {}  {}{detail}\n",
-            entry.at,
-            entry.event.as_str()
+            clock.when(entry.at, now, true),
+            words::event(entry.event)
         ));
     }
     out
@@ -105,11 +107,8 @@ mod tests {
     fn an_order_waiting_for_the_provider_says_so_instead_of_a_checkout() {
         let mut waiting = order("RESERVED", None);
         waiting.checkout_delay = Some("payment provider unavailable: HTTP 503".into());
-        assert_eq!(
-            status_text(&waiting),
-            "RESERVED (waiting for the payment provider)"
-        );
-        let text = describe(&waiting, Style::plain(), Timestamp::now());
+        assert_eq!(status_text(&waiting), "RESERVED (waiting for provider)");
+        let text = describe(&waiting, Style::plain(), Clock::fixed(0), Timestamp::now());
         assert!(
             text.contains(
                 "Checkout    waiting for the payment provider: payment provider unavailable: HTTP 503\n"
@@ -124,11 +123,8 @@ mod tests {
         pending.refund = Some(RefundState::Pending {
             reason: Some("charge disputed".into()),
         });
-        assert_eq!(
-            status_text(&pending),
-            "CANCELLED (NOT_PAID, refund pending)"
-        );
-        let text = describe(&pending, Style::plain(), Timestamp::now());
+        assert_eq!(status_text(&pending), "CANCELLED (unpaid, refund pending)");
+        let text = describe(&pending, Style::plain(), Clock::fixed(0), Timestamp::now());
         assert!(
             text.contains("Refund      refund pending (charge disputed; retrying)\n"),
             "{text}"
@@ -138,8 +134,8 @@ mod tests {
         failed.refund = Some(RefundState::Failed {
             reason: "charge disputed".into(),
         });
-        assert_eq!(status_text(&failed), "CANCELLED (NOT_PAID, refund failed)");
-        let text = describe(&failed, Style::plain(), Timestamp::now());
+        assert_eq!(status_text(&failed), "CANCELLED (unpaid, refund failed)");
+        let text = describe(&failed, Style::plain(), Clock::fixed(0), Timestamp::now());
         assert!(
             text.contains("Refund      refund failed: charge disputed\n"),
             "{text}"
@@ -148,6 +144,6 @@ mod tests {
         let mut refunded = pending;
         refunded.refund = None;
         refunded.refunded = true;
-        assert_eq!(status_text(&refunded), "CANCELLED (NOT_PAID, refunded)");
+        assert_eq!(status_text(&refunded), "CANCELLED (unpaid, refunded)");
     }
 }

@@ -9,15 +9,12 @@ use shop_shared::time::Timestamp;
 
 use super::Context;
 use crate::error::{CliError, Exit};
-use crate::output::{money, out, time_left};
+use crate::output::{money, out, safe, time_left};
 
 pub(super) async fn watch(context: &Context) -> Result<(), CliError> {
     let mut client = context.connect().await?;
     if !context.global.json {
-        eprintln!(
-            "Watching the shop at {} (times in UTC; Ctrl-C to stop)…",
-            context.gateway
-        );
+        eprintln!("Watching the shop at {} (Ctrl-C to stop)…", context.gateway);
     }
     loop {
         let mut pushes = client.subscribe();
@@ -60,9 +57,9 @@ async fn reconnect(context: &Context) -> Result<Client, CliError> {
     }
 }
 
-fn clock() -> String {
-    let now = Timestamp::now().to_string();
-    now.get(11..19).unwrap_or(&now).to_owned()
+/// The time of day now, in the user's zone.
+fn clock(context: &Context) -> String {
+    context.clock.time_of_day(Timestamp::now())
 }
 
 fn print_product(context: &Context, product: &Product) -> Result<(), CliError> {
@@ -71,9 +68,9 @@ fn print_product(context: &Context, product: &Product) -> Result<(), CliError> {
     } else {
         out!(
             "{}  stock  {}  {}: {} available",
-            context.style.dim(&clock()),
-            product.sku,
-            product.name,
+            context.style.dim(&clock(context)),
+            safe(&product.sku),
+            safe(&product.name),
             product.available
         )
     }
@@ -86,7 +83,7 @@ fn print_order(context: &Context, order: &Order) -> Result<(), CliError> {
     let status = context.style.status(order);
     let mut line = format!(
         "{}  order  {}  {}",
-        context.style.dim(&clock()),
+        context.style.dim(&clock(context)),
         order.short_id(),
         status.shown()
     );
@@ -101,7 +98,7 @@ fn print_order(context: &Context, order: &Order) -> Result<(), CliError> {
             line.push_str(&format!("  pay within {}", time_left(order, now)));
         }
         if let Some(url) = &order.checkout_url {
-            line.push_str(&format!("  {url}"));
+            line.push_str(&format!("  {}", safe(url)));
         }
     }
     out!("{line}")

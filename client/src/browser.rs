@@ -10,6 +10,21 @@ use tokio::process::Command;
 /// `$BROWSER` may run until it is closed, and is left running.
 const FAILS_WITHIN: Duration = Duration::from_secs(3);
 
+/// Whether `url` names this machine only (`localhost`, `127.0.0.0/8`,
+/// `::1`): another device, such as a phone scanning its QR code, cannot
+/// open it.
+pub fn reachable_only_here(url: &str) -> bool {
+    let Ok(uri) = url.parse::<http::Uri>() else {
+        return false;
+    };
+    let Some(host) = uri.host() else {
+        return false;
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
 /// Opens `url` with `$BROWSER` or the platform's opener (`xdg-open`,
 /// `open`, `start`), trying the next when one fails.
 ///
@@ -119,6 +134,15 @@ mod tests {
             .await,
             Ok(())
         );
+    }
+
+    #[test]
+    fn loopback_links_are_known_to_be_for_this_machine_only() {
+        assert!(reachable_only_here("http://127.0.0.1:8080/checkout/x"));
+        assert!(reachable_only_here("https://localhost/checkout/x"));
+        assert!(reachable_only_here("http://[::1]:8080/checkout/x"));
+        assert!(!reachable_only_here("http://192.168.1.20:8080/checkout/x"));
+        assert!(!reachable_only_here("https://shop.example/checkout/x"));
     }
 
     #[tokio::test]

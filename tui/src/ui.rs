@@ -705,7 +705,15 @@ struct PayBox {
     /// The URL, in pieces as wide as the box: it is never cut.
     url: Vec<String>,
     qr: Option<Vec<String>>,
+    /// The link names this machine only: a phone cannot open it.
+    local_only: bool,
 }
+
+/// Under the link when only this machine can open it (long, short).
+const LOCAL_ONLY: [&str; 2] = [
+    "a phone cannot open this local link: see --public-url",
+    "local link: see --public-url",
+];
 
 fn pay_box(order: &Order, screen: Rect) -> PayBox {
     let url = order.checkout_url.clone().unwrap_or_default();
@@ -724,8 +732,10 @@ fn pay_box(order: &Order, screen: Rect) -> PayBox {
         .chunks(inside)
         .map(|piece| piece.iter().collect())
         .collect();
-    // State, URL, hint, then the code; the code only when it fits.
-    let text_rows = 2 + pieces.len() as u16;
+    let local_only = shop_client::browser::reachable_only_here(&url);
+    // State, URL, hint, the note on a local link, then the code; the code
+    // only when it fits.
+    let text_rows = 2 + pieces.len() as u16 + u16::from(local_only);
     let fits = qr_height + text_rows + 2 <= screen.height && qr_width + 2 <= screen.width;
     let height = if fits {
         qr_height + text_rows + 2
@@ -738,6 +748,7 @@ fn pay_box(order: &Order, screen: Rect) -> PayBox {
         url_row: area.y + 2,
         url: pieces,
         qr: qr.filter(|_| fits),
+        local_only,
     }
 }
 
@@ -793,7 +804,8 @@ fn draw_pay(app: &App, order: &Order, frame: &mut Frame, screen: Rect) {
             theme.status(order.status),
         )),
     };
-    let hint = if inner.width >= 62 {
+    let scannable = geometry.qr.is_some() && !geometry.local_only;
+    let hint = if scannable && inner.width >= 62 {
         "o open in the browser · scan the code with a phone · Esc close"
     } else {
         "o open in the browser · Esc close"
@@ -818,6 +830,15 @@ fn draw_pay(app: &App, order: &Order, frame: &mut Frame, screen: Rect) {
         )));
     }
     lines.push(hint);
+    if geometry.local_only {
+        let [long, short] = LOCAL_ONLY;
+        let note = if width(long) <= usize::from(inner.width) {
+            long
+        } else {
+            short
+        };
+        lines.push(Line::from(Span::styled(note, theme.dim())));
+    }
     match &geometry.qr {
         Some(code) => {
             for row in code {
@@ -836,6 +857,8 @@ fn draw_pay(app: &App, order: &Order, frame: &mut Frame, screen: Rect) {
                 );
             }
         }
+        // A phone could not open a local link anyway.
+        None if geometry.local_only => {}
         None => lines.push(Line::from(Span::styled(
             "(enlarge the terminal to see the QR code)",
             theme.dim(),

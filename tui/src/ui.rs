@@ -654,11 +654,7 @@ fn draw_detail(app: &App, order: &Order, frame: &mut Frame, screen: Rect) {
             _ => String::new(),
         })
         .collect();
-    let amount_width = amounts
-        .iter()
-        .map(|amount| width(amount))
-        .max()
-        .unwrap_or(0);
+    let amount_width = widest(&amounts);
     let width_inside = usize::from(DETAIL_WIDTH.min(screen.width).saturating_sub(2));
     for (line, amount) in order.lines.iter().zip(&amounts) {
         let quantity = format!("{:>4} × ", line.quantity);
@@ -920,11 +916,7 @@ fn draw_confirm_order(app: &App, frame: &mut Frame, screen: Rect) {
         .iter()
         .map(|(sku, quantity)| line_amount(app.product(sku), *quantity))
         .collect();
-    let amount_width = amounts
-        .iter()
-        .map(|amount| width(amount))
-        .max()
-        .unwrap_or(0);
+    let amount_width = widest(&amounts);
     let mut lines = Vec::new();
     for ((sku, quantity), amount) in app.cart.iter().zip(&amounts) {
         let quantity = format!("{quantity:>4} × ");
@@ -956,6 +948,11 @@ fn draw_confirm_order(app: &App, frame: &mut Frame, screen: Rect) {
         Paragraph::new(lines).block(overlay_block(app, " Place this order? ".into())),
         area,
     );
+}
+
+/// The display width of the widest of `texts`, in terminal columns.
+fn widest(texts: &[String]) -> usize {
+    texts.iter().map(|text| width(text)).max().unwrap_or(0)
 }
 
 #[cfg(test)]

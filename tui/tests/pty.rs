@@ -57,6 +57,19 @@ impl Backend {
     }
 }
 
+/// A backend of its own on a free port, the directory for its data and the
+/// TUI's config, and its gateway URL.
+async fn fresh_shop() -> (tempfile::TempDir, Backend, String) {
+    let home = tempfile::tempdir().expect("dir");
+    let backend = Backend::start(
+        &home.path().join("data"),
+        "127.0.0.1:0".parse().expect("address"),
+    )
+    .await;
+    let gateway = format!("http://{}", backend.address);
+    (home, backend, gateway)
+}
+
 /// `shop-tui` in a pseudo-terminal, and what its screen shows.
 struct Tui {
     screen: Arc<Mutex<vt100::Parser>>,
@@ -233,13 +246,7 @@ fn has_countdown(line: &str) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_place_an_order_that_turns_paid_while_stock_moves_live() {
-    let home = tempfile::tempdir().expect("dir");
-    let mut backend = Backend::start(
-        &home.path().join("data"),
-        "127.0.0.1:0".parse().expect("address"),
-    )
-    .await;
-    let gateway = format!("http://{}", backend.address);
+    let (home, mut backend, gateway) = fresh_shop().await;
     let mut tui = Tui::start(&gateway, &home.path().join("config"), 100, 30);
 
     tui.wait_for("● online").await;
@@ -344,13 +351,7 @@ async fn keys_place_an_order_that_turns_paid_while_stock_moves_live() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn it_works_at_80_by_24_and_follows_a_resize_and_the_help_lists_every_key() {
-    let home = tempfile::tempdir().expect("dir");
-    let mut backend = Backend::start(
-        &home.path().join("data"),
-        "127.0.0.1:0".parse().expect("address"),
-    )
-    .await;
-    let gateway = format!("http://{}", backend.address);
+    let (home, mut backend, gateway) = fresh_shop().await;
     let mut tui = Tui::start(&gateway, &home.path().join("config"), 80, 24);
     tui.wait_for("● online").await;
     tui.wait_for("MacBook Air").await;
@@ -382,13 +383,7 @@ async fn it_works_at_80_by_24_and_follows_a_resize_and_the_help_lists_every_key(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn opening_the_browser_says_when_it_failed() {
-    let home = tempfile::tempdir().expect("dir");
-    let mut backend = Backend::start(
-        &home.path().join("data"),
-        "127.0.0.1:0".parse().expect("address"),
-    )
-    .await;
-    let gateway = format!("http://{}", backend.address);
+    let (home, mut backend, gateway) = fresh_shop().await;
     // No opener on the PATH, and a $BROWSER that fails.
     let path = home.path().join("empty-path");
     std::fs::create_dir_all(&path).expect("directory");
@@ -457,13 +452,7 @@ fn cell(tui: &Tui, row: u16, column: u16) -> (String, bool, bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_colour_the_selection_and_the_focused_pane_still_show_on_a_real_terminal() {
-    let home = tempfile::tempdir().expect("dir");
-    let mut backend = Backend::start(
-        &home.path().join("data"),
-        "127.0.0.1:0".parse().expect("address"),
-    )
-    .await;
-    let gateway = format!("http://{}", backend.address);
+    let (home, mut backend, gateway) = fresh_shop().await;
     let tui = Tui::start_with_env(
         &gateway,
         &home.path().join("config"),

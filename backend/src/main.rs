@@ -48,8 +48,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let mut stdout = std::io::stdout();
     writeln!(
         stdout,
-        "shop-backend {} listening on http://{}",
+        "shop-backend {} listening on {}://{}",
         node.label(),
+        node.scheme(),
         node.local_addr()
     )?;
     stdout.flush()?;
@@ -61,10 +62,12 @@ async fn run_embedded(config: EmbeddedArgs) -> anyhow::Result<()> {
     let app = Application::build(config).await?;
     let address = app.local_addr();
     let mut stdout = std::io::stdout();
-    writeln!(stdout, "shop-backend listening on http://{address}")?;
+    let scheme = app.scheme();
+    let ws = if scheme == "https" { "wss" } else { "ws" };
+    writeln!(stdout, "shop-backend listening on {scheme}://{address}")?;
     writeln!(
         stdout,
-        "  WebSocket ws://{address}/ws · checkout {}/checkout/… · data in {}",
+        "  WebSocket {ws}://{address}/ws · checkout {}/checkout/… · data in {}",
         app.public_url(),
         data_dir.display()
     )?;

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use clap::error::ErrorKind;
-use shop_client::{Trust, websocket_url};
+use shop_client::{ClientError, TlsProblem, Trust, websocket_url};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
@@ -245,14 +245,25 @@ async fn run(args: &RunArgs) -> Result<ExitCode, Failure> {
 
 /// Opens `count` customer connections, 32 at a time.
 async fn connect(url: &str, trust: &Trust, count: u32) -> Result<Vec<Connection>, Failure> {
-    let unreachable = |error: shop_client::ClientError| {
-        (
-            EXIT_UNREACHABLE,
-            format!(
-                "cannot reach the shop at {url} ({error}); start it with \
+    let unreachable = |error: ClientError| {
+        let message = match error {
+            ClientError::Tls {
+                problem: problem @ TlsProblem::Untrusted(_),
+                ..
+            } => format!(
+                "no secure connection to the shop at {url}: {problem}; if its certificate \
+                 comes from a private certificate authority, pass that CA's certificate \
+                 with --ca-cert FILE"
+            ),
+            ClientError::Tls { problem, .. } => {
+                format!("no secure connection to the shop at {url}: {problem}")
+            }
+            other => format!(
+                "cannot reach the shop at {url} ({other}); start it with \
                  `cargo run --release -p shop-backend`, or pass --gateway"
             ),
-        )
+        };
+        (EXIT_UNREACHABLE, message)
     };
     let mut connections = Vec::with_capacity(count as usize);
     let mut opening = JoinSet::new();

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use shop_client::ClientError;
+use shop_client::{ClientError, TlsProblem};
 use shop_shared::protocol::ErrorCode;
 
 /// Exit codes, documented in `shop --help` and the README.
@@ -55,13 +55,20 @@ impl CliError {
                      `cargo run --release -p shop-backend`, or point --gateway or SHOP_GATEWAY at a running one"
                 ),
             ),
-            ClientError::Tls { reason, .. } => CliError::new(
+            ClientError::Tls {
+                problem: problem @ TlsProblem::Untrusted(_),
+                ..
+            } => CliError::new(
                 Exit::Unreachable,
                 format!(
-                    "no secure connection to the shop at {gateway} ({reason}); if its certificate \
+                    "no secure connection to the shop at {gateway}: {problem}; if its certificate \
                      comes from a private certificate authority, pass that CA's certificate with \
                      --ca-cert FILE or SHOP_CA_CERT"
                 ),
+            ),
+            ClientError::Tls { problem, .. } => CliError::new(
+                Exit::Unreachable,
+                format!("no secure connection to the shop at {gateway}: {problem}"),
             ),
             ClientError::Closed => CliError::new(
                 Exit::Unreachable,

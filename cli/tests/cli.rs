@@ -916,6 +916,35 @@ async fn every_command_works_over_tls_with_a_private_ca_and_says_what_to_do_with
         );
     }
 
+    // Plain HTTP to the TLS port, and TLS to a plain port, say which.
+    let plain_to_tls = shop
+        .run(&["products", "--gateway", &format!("http://127.0.0.1:{port}")])
+        .await;
+    assert_eq!(plain_to_tls.code, 2, "{}", plain_to_tls.stderr);
+    assert!(
+        plain_to_tls.stderr.contains("use https:// or wss://"),
+        "{}",
+        plain_to_tls.stderr
+    );
+    let plain = Shop::start().await;
+    let plain_port = plain.gateway.rsplit(':').next().expect("a port");
+    let tls_to_plain = shop
+        .run(&[
+            "products",
+            "--gateway",
+            &format!("https://127.0.0.1:{plain_port}"),
+        ])
+        .await;
+    assert_eq!(tls_to_plain.code, 2, "{}", tls_to_plain.stderr);
+    assert!(
+        tls_to_plain
+            .stderr
+            .contains("does not speak TLS on that port; use http:// or ws://")
+            && !tls_to_plain.stderr.contains("--ca-cert"),
+        "{}",
+        tls_to_plain.stderr
+    );
+
     let gateway = format!("https://localhost:{port}");
     let order = shop
         .run(&[

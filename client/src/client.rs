@@ -25,15 +25,50 @@ use uuid::Uuid;
 /// How long a command waits for its reply unless told otherwise.
 pub const DEFAULT_REPLY_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Longest wait to open the connection (TCP, TLS, the WebSocket handshake)
+/// and be welcomed.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// After this long without a frame from the gateway the client pings it;
+/// after as long again without one, the connection counts as lost (a
+/// gateway that stopped answering, a network that dropped it silently).
+const LIVENESS: Duration = if cfg!(test) {
+    Duration::from_millis(300)
+} else {
+    Duration::from_secs(15)
+};
+
+/// Why there is no secure connection, in words that say what to do.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TlsProblem {
+    /// Its certificate is signed by no authority this client trusts: one
+    /// from a private CA needs `--ca-cert`.
+    #[error("its certificate is not signed by an authority this client trusts ({0})")]
+    Untrusted(String),
+    #[error("its certificate has expired or is not valid yet")]
+    Expired,
+    #[error("its certificate is for another host ({0})")]
+    WrongHost(String),
+    /// `wss://` or `https://` to a port that does not speak TLS.
+    #[error("it does not speak TLS on that port; use http:// or ws://")]
+    NotTls,
+    /// `ws://` or `http://` to a port that answers in TLS (or not in HTTP).
+    #[error("it did not answer in plain HTTP; if it serves TLS, use https:// or wss://")]
+    TlsOnly,
+    #[error("{0}")]
+    Other(String),
+}
+
 /// What can go wrong talking to the gateway.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error("cannot reach the gateway at {url}: {reason}")]
     Connect { url: String, reason: String },
-    /// The TLS handshake with the gateway failed: its certificate is not
-    /// trusted, has expired or names another host, or it does not speak TLS.
-    #[error("no secure connection to the gateway at {url}: {reason}")]
-    Tls { url: String, reason: String },
+    /// The two ends did not agree on TLS: the gateway's certificate is not
+    /// trusted, has expired or names another host, or one end speaks TLS
+    /// and the other does not.
+    #[error("no secure connection to the gateway at {url}: {problem}")]
+    Tls { url: String, problem: TlsProblem },
     #[error("the connection to the gateway closed")]
     Closed,
     #[error("no answer from the gateway within {0:?}")]
@@ -117,6 +152,21 @@ impl Client {
         token: Option<&str>,
         trust: &Trust,
     ) -> Result<Client, ClientError> {
+        Client::open_within(CONNECT_TIMEOUT, url, token, trust).await
+    }
+
+    async fn open_within(
+        limit: Duration,
+        url: &str,
+        token: Option<&str>,
+        trust: &Trust,
+    ) -> Result<Client, ClientError> {
+        tokio::time::timeout(limit, Client::open(url, token, trust))
+            .await
+            .unwrap_or(Err(ClientError::Timeout(limit)))
+    }
+
+    async fn open(url: &str, token: Option<&str>, trust: &Trust) -> Result<Client, ClientError> {
         // Commands and replies are small frames: send them at once rather
         // than let Nagle's algorithm hold them for the peer's delayed ACK.
         let (socket, _) = tokio_tungstenite::connect_async_tls_with_config(
@@ -126,10 +176,10 @@ impl Client {
             Some(trust.connector()),
         )
         .await
-        .map_err(|error| match tls_failure(&error) {
-            Some(reason) => ClientError::Tls {
+        .map_err(|error| match tls_problem(url, &error) {
+            Some(problem) => ClientError::Tls {
                 url: url.to_owned(),
-                reason,
+                problem,
             },
             None => ClientError::Connect {
                 url: url.to_owned(),
@@ -164,7 +214,20 @@ impl Client {
         let reader_pushes = pushes.clone();
         let pong = outgoing.clone();
         tokio::spawn(async move {
-            while let Some(frame) = stream.next().await {
+            let mut pinged = false;
+            loop {
+                let frame = match tokio::time::timeout(LIVENESS, stream.next()).await {
+                    Ok(Some(frame)) => frame,
+                    Ok(None) => break,
+                    // Silent for two rounds, the ping unanswered: gone.
+                    Err(_) if pinged => break,
+                    Err(_) => {
+                        pinged = true;
+                        let _ = pong.send(WsMessage::Ping(Default::default()));
+                        continue;
+                    }
+                };
+                pinged = false;
                 let text = match frame {
                     Ok(WsMessage::Text(text)) => text,
                     Ok(WsMessage::Ping(data)) => {
@@ -540,29 +603,54 @@ fn unexpected(reply: ServerMessage) -> ClientError {
 
 /// The WebSocket URL for a gateway given as `http://host:port`,
 /// `ws://host:port`, or `host:port` (with or without the `/ws` path).
-/// What went wrong in TLS, when `error` is a failed TLS handshake.
-fn tls_failure(error: &tokio_tungstenite::tungstenite::Error) -> Option<String> {
+/// What went wrong with TLS, when `error` (connecting to `url`) is about it.
+fn tls_problem(url: &str, error: &tokio_tungstenite::tungstenite::Error) -> Option<TlsProblem> {
+    use rustls::{CertificateError, Error as Rustls};
     use tokio_tungstenite::tungstenite::Error;
-    match error {
-        Error::Tls(tls) => Some(tls.to_string()),
+    let rustls = match error {
         Error::Io(io) => io
             .get_ref()
-            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-            .map(ToString::to_string),
+            .and_then(|inner| inner.downcast_ref::<Rustls>()),
         _ => None,
-    }
+    };
+    Some(match (error, rustls) {
+        (_, Some(Rustls::InvalidCertificate(certificate))) => match certificate {
+            CertificateError::Expired
+            | CertificateError::ExpiredContext { .. }
+            | CertificateError::NotValidYet
+            | CertificateError::NotValidYetContext { .. } => TlsProblem::Expired,
+            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
+                TlsProblem::WrongHost(certificate.to_string())
+            }
+            CertificateError::UnknownIssuer | CertificateError::BadSignature => {
+                TlsProblem::Untrusted(certificate.to_string())
+            }
+            other => TlsProblem::Other(format!("invalid peer certificate: {other}")),
+        },
+        (_, Some(Rustls::InvalidMessage(_) | Rustls::InappropriateMessage { .. })) => {
+            TlsProblem::NotTls
+        }
+        (_, Some(other)) => TlsProblem::Other(other.to_string()),
+        (Error::Tls(tls), None) => TlsProblem::Other(tls.to_string()),
+        (Error::HttpFormat(_) | Error::Protocol(_), None) if url.starts_with("ws://") => {
+            TlsProblem::TlsOnly
+        }
+        _ => return None,
+    })
 }
 
+/// The WebSocket URL of the gateway named `gateway`: `http://host:port`,
+/// `https://…` (TLS), `ws://…/ws`, `wss://…/ws` or a bare `host:port`.
 pub fn websocket_url(gateway: &str) -> String {
     let trimmed = gateway.trim().trim_end_matches('/');
-    let with_scheme = if let Some(rest) = trimmed.strip_prefix("http://") {
-        format!("ws://{rest}")
-    } else if let Some(rest) = trimmed.strip_prefix("https://") {
-        format!("wss://{rest}")
-    } else if trimmed.starts_with("ws://") || trimmed.starts_with("wss://") {
-        trimmed.to_owned()
-    } else {
-        format!("ws://{trimmed}")
+    // Schemes are case-insensitive (RFC 3986 §3.1).
+    let with_scheme = match trimmed.split_once("://") {
+        Some((scheme, rest)) => match scheme.to_ascii_lowercase().as_str() {
+            "http" | "ws" => format!("ws://{rest}"),
+            "https" | "wss" => format!("wss://{rest}"),
+            _ => trimmed.to_owned(),
+        },
+        None => format!("ws://{trimmed}"),
     };
     if with_scheme.ends_with("/ws") {
         with_scheme
@@ -574,6 +662,68 @@ pub fn websocket_url(gateway: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A gateway on a free port that welcomes one client and then, after
+    /// `then_answer` frames, holds the connection without reading or
+    /// writing anything more: a process stopped, a network gone silent.
+    async fn falls_silent() -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a port");
+        let url = format!("ws://{}/ws", listener.local_addr().expect("address"));
+        tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.expect("a client");
+            let mut socket = tokio_tungstenite::accept_async(tcp)
+                .await
+                .expect("handshake");
+            let Some(Ok(WsMessage::Text(hello))) = socket.next().await else {
+                return;
+            };
+            let hello: serde_json::Value = serde_json::from_str(&hello).expect("JSON");
+            let welcome = ServerMessage::Welcome {
+                request_id: hello["request_id"].as_str().unwrap_or_default().to_owned(),
+                protocol: PROTOCOL_VERSION,
+                customer_id: Uuid::nil(),
+                token: "t".into(),
+            };
+            let text = serde_json::to_string(&welcome).expect("JSON");
+            socket.send(WsMessage::text(text)).await.expect("sent");
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            drop(socket);
+        });
+        url
+    }
+
+    #[tokio::test]
+    async fn a_gateway_that_stops_answering_counts_as_lost() {
+        let client = Client::connect(&falls_silent().await, None)
+            .await
+            .expect("welcomed");
+        let mut pushes = client.subscribe();
+        let lost = tokio::time::timeout(Duration::from_secs(5), async {
+            while let Ok(push) = pushes.recv().await {
+                if matches!(push, Push::Disconnected) {
+                    return;
+                }
+            }
+        })
+        .await;
+        assert!(lost.is_ok(), "still 'connected' to a silent gateway");
+    }
+
+    #[tokio::test]
+    async fn connecting_to_a_port_that_never_answers_times_out() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+        let url = format!("ws://{}/ws", listener.local_addr().expect("address"));
+        let limit = Duration::from_millis(300);
+        let outcome = Client::open_within(limit, &url, None, &Trust::default()).await;
+        assert!(
+            matches!(outcome, Err(ClientError::Timeout(after)) if after == limit),
+            "{:?}",
+            outcome.err()
+        );
+        drop(listener);
+    }
 
     #[test]
     fn websocket_url_accepts_the_usual_ways_to_name_a_gateway() {
@@ -587,5 +737,9 @@ mod tests {
             "wss://shop.example/ws"
         );
         assert_eq!(websocket_url("ws://h:1/ws"), "ws://h:1/ws");
+        assert_eq!(
+            websocket_url("HTTPS://LOCALHOST:8443"),
+            "wss://LOCALHOST:8443/ws"
+        );
     }
 }

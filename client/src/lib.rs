@@ -20,5 +20,7 @@ mod tls;
 pub mod tokens;
 pub mod words;
 
-pub use client::{Client, ClientError, DEFAULT_REPLY_TIMEOUT, Push, websocket_url};
+pub use client::{
+    CONNECT_TIMEOUT, Client, ClientError, DEFAULT_REPLY_TIMEOUT, Push, TlsProblem, websocket_url,
+};
 pub use tls::{Trust, TrustError};

@@ -64,17 +64,24 @@ pub fn event(event: TimelineEvent) -> &'static str {
     }
 }
 
-/// The detail of a timeline entry, safe to show: a deadline the shop
-/// wrote in RFC 3339 (`pay until 2026-11-18T11:10:39.000Z`) in `clock`'s
-/// zone instead (`pay until today 12:10`).
+/// The detail of a timeline entry, safe to show: every time the shop wrote
+/// in RFC 3339 (`pay until 2026-11-18T11:10:39.000Z`, `… still counts until
+/// 2026-11-18T11:15:39.000Z`) in `clock`'s zone instead (`pay until today
+/// 12:10`).
 pub fn detail(text: &str, clock: Clock, now: Timestamp) -> String {
-    if let Some(deadline) = text
-        .strip_prefix("pay until ")
-        .and_then(|at| Timestamp::parse(at).ok())
-    {
-        return format!("pay until {}", clock.when(deadline, now, false));
-    }
-    crate::text::visible(text).into_owned()
+    let words: Vec<String> = text
+        .split(' ')
+        .map(|word| {
+            let bare = word.trim_end_matches([',', ';', '.', ')']);
+            match Timestamp::parse(bare) {
+                Ok(at) if bare.contains('T') && bare.ends_with('Z') => {
+                    format!("{}{}", clock.when(at, now, false), &word[bare.len()..])
+                }
+                _ => word.to_owned(),
+            }
+        })
+        .collect();
+    crate::text::visible(&words.join(" ")).into_owned()
 }
 
 /// `in 4 min`, `in 45 s`, `2 min ago`, `now`: how far `at` is from `now`.
@@ -258,6 +265,14 @@ mod tests {
         assert_eq!(
             detail("pay until 2026-11-18T11:10:39.000Z", paris, NOW),
             "pay until today 12:10"
+        );
+        assert_eq!(
+            detail(
+                "closing the checkout session; a payment made in time still counts until 2026-11-18T11:15:39.000Z",
+                paris,
+                NOW
+            ),
+            "closing the checkout session; a payment made in time still counts until today 12:15"
         );
         assert_eq!(
             detail("card\x1b[31m declined", paris, NOW),

@@ -344,11 +344,18 @@ impl App {
         });
     }
 
+    fn too_small(&self) -> bool {
+        layout::too_small(Rect::new(0, 0, self.size.0, self.size.1))
+    }
+
     /// Applies `action`; returns what must be done outside.
     pub fn update(&mut self, action: Action) -> Vec<Effect> {
         match made_safe(action) {
             Action::Input(event) => {
                 return match crate::keys::action(event, self.typing) {
+                    // Below the minimum size nothing but the "too small"
+                    // screen shows: no key may act on what is hidden.
+                    Some(action) if self.too_small() && action != Action::Quit => Vec::new(),
                     Some(action) => self.update(action),
                     None => Vec::new(),
                 };
@@ -1130,6 +1137,25 @@ mod tests {
             matches!(&effects[..], [Effect::PlaceOrder { lines, .. }] if lines == &vec![("SKU-001".to_owned(), 2)]),
             "{effects:?}"
         );
+    }
+
+    #[test]
+    fn below_the_minimum_size_no_key_acts_on_the_hidden_screen_but_q() {
+        let mut app = online(Vec::new());
+        press(&mut app, "ao");
+        assert_eq!(app.overlay, Overlay::ConfirmOrder);
+        app.update(Action::Resize {
+            width: 40,
+            height: 10,
+        });
+        assert!(
+            press(&mut app, "y").is_empty(),
+            "no order from a hidden question"
+        );
+        press(&mut app, "\t-");
+        assert_eq!(app.cart, vec![("SKU-001".to_owned(), 1)]);
+        press(&mut app, "q");
+        assert!(app.quit);
     }
 
     #[test]

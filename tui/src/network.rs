@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use shop_client::tokens::Tokens;
-use shop_client::{Client, ClientError, Push, Trust};
+use shop_client::{Client, ClientError, Push, TlsProblem, Trust};
 use shop_shared::protocol::ErrorCode;
 use tokio::sync::{broadcast, mpsc};
 use uuid::Uuid;
@@ -67,9 +67,12 @@ async fn run(
                     Served::AppGone => return,
                 }
             }
-            Err(error @ ClientError::Tls { .. }) => {
-                format!("{error}; pass --ca-cert FILE if its certificate comes from a private CA")
-            }
+            // The hint first: the status bar may be narrow.
+            Err(ClientError::Tls {
+                problem: problem @ TlsProblem::Untrusted(_),
+                ..
+            }) => format!("certificate not trusted: pass --ca-cert FILE ({problem})"),
+            Err(ClientError::Tls { problem, .. }) => format!("no secure connection: {problem}"),
             Err(error) => error.to_string(),
         };
         if actions

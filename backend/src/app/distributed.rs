@@ -181,6 +181,11 @@ impl Node {
         self.server.local_addr()
     }
 
+    /// `https` when it serves TLS, otherwise `http`.
+    pub fn scheme(&self) -> &'static str {
+        self.server.scheme()
+    }
+
     /// `all`, or the name of the service this process runs.
     pub fn label(&self) -> &str {
         &self.label

@@ -130,6 +130,11 @@ impl Application {
         self.server.local_addr()
     }
 
+    /// `https` when it serves TLS, otherwise `http`.
+    pub fn scheme(&self) -> &'static str {
+        self.server.scheme()
+    }
+
     /// The base of checkout and return URLs.
     pub fn public_url(&self) -> &str {
         &self.public_url

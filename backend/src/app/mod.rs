@@ -59,6 +59,11 @@ impl Server {
         self.address
     }
 
+    /// `https` when it serves TLS, otherwise `http`.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() { "https" } else { "http" }
+    }
+
     /// Serves until `shutdown` completes (or a task fails), then stops every
     /// service, finishing the work in hand.
     ///

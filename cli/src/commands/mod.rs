@@ -61,10 +61,13 @@ impl Context {
     async fn connect(&self) -> Result<Client, CliError> {
         let tokens = Tokens::locate().map_err(|error| CliError::usage(error.to_string()))?;
         let profile = &self.global.profile;
-        let (saved, _claim) = tokens
-            .get_or_claim(profile, &self.gateway)
-            .await
-            .map_err(|error| CliError::usage(error.to_string()))?;
+        // Another command becoming this profile's first customer holds the
+        // claim until it is welcomed: wait for it no longer than for the shop.
+        let (saved, _claim) =
+            tokio::time::timeout(self.timeout(), tokens.get_or_claim(profile, &self.gateway))
+                .await
+                .map_err(|_| self.fail(ClientError::Timeout(self.timeout())))?
+                .map_err(|error| CliError::usage(error.to_string()))?;
         let client = match self.connect_as(saved.as_deref()).await {
             Err(ClientError::Server {
                 code: ErrorCode::InvalidToken,

@@ -36,12 +36,23 @@ pub fn visible(text: &str) -> Cow<'_, str> {
     Cow::Owned(shown)
 }
 
-/// Characters a terminal interprets or that reorder the text around them.
+/// Characters a terminal interprets, that reorder the text around them,
+/// that break lines (U+2028, U+2029) or that take no room at all
+/// (zero-width space, byte-order mark). The zero-width joiner stays: emoji
+/// sequences need it.
 fn is_unsafe(c: char) -> bool {
     c.is_control()
         || matches!(
             c,
-            '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'
+            '\u{061c}'
+                | '\u{200b}'
+                | '\u{200e}'
+                | '\u{200f}'
+                | '\u{2028}'
+                | '\u{2029}'
+                | '\u{202a}'..='\u{202e}'
+                | '\u{2066}'..='\u{2069}'
+                | '\u{feff}'
         )
 }
 
@@ -100,7 +111,14 @@ mod tests {
             visible("\u{202e}gnp.exe\u{2066}"),
             "\\u{202e}gnp.exe\\u{2066}"
         );
-        assert!(matches!(visible("MacBook Pro 世界 é"), Cow::Borrowed(_)));
+        assert_eq!(
+            visible("zero\u{200b}width \u{feff}bom\u{2028}"),
+            "zero\\u{200b}width \\u{feff}bom\\u{2028}"
+        );
+        assert!(matches!(
+            visible("MacBook Pro 世界 é 👨\u{200d}👩"),
+            Cow::Borrowed(_)
+        ));
     }
 
     #[test]

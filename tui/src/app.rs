@@ -35,6 +35,15 @@ pub enum Pane {
 }
 
 impl Pane {
+    /// The pane's title.
+    pub fn name(self) -> &'static str {
+        match self {
+            Pane::Stock => "Stock",
+            Pane::Cart => "Cart",
+            Pane::Orders => "My orders",
+        }
+    }
+
     fn index(self) -> usize {
         match self {
             Pane::Stock => 0,
@@ -627,7 +636,7 @@ impl App {
             Action::More | Action::Activate => self.add(&sku),
             Action::Fewer => self.remove_one(&sku),
             Action::PlaceOrder => self.ask_to_place(),
-            _ => {}
+            _ => self.not_here(),
         }
         Vec::new()
     }
@@ -651,7 +660,7 @@ impl App {
             Action::Fewer => self.remove_one(&sku),
             Action::Delete => self.cart.retain(|(line, _)| *line != sku),
             Action::Activate | Action::PlaceOrder => self.ask_to_place(),
-            _ => {}
+            _ => self.not_here(),
         }
         let row = self.selection(Pane::Cart);
         self.select(Pane::Cart, row);
@@ -700,9 +709,20 @@ impl App {
                     self.overlay = Overlay::ConfirmCancel(order.id);
                 }
             }
-            _ => {}
+            _ => self.not_here(),
         }
         Vec::new()
+    }
+
+    /// A key bound elsewhere, meaning nothing in this pane.
+    fn not_here(&mut self) {
+        self.tell(
+            NoticeKind::Info,
+            format!(
+                "that key does nothing in {}: press ? for help",
+                self.pane.name()
+            ),
+        );
     }
 
     /// Where `pane` is on the screen.
@@ -797,11 +817,23 @@ impl App {
         );
     }
 
+    /// One fewer of `sku` in the cart, saying how many are left.
     fn remove_one(&mut self, sku: &str) {
-        if let Some((_, quantity)) = self.cart.iter_mut().find(|(line, _)| line == sku) {
-            *quantity -= 1;
-        }
+        let Some((_, quantity)) = self.cart.iter_mut().find(|(line, _)| line == sku) else {
+            return;
+        };
+        *quantity -= 1;
+        let left = *quantity;
         self.cart.retain(|(_, quantity)| *quantity > 0);
+        let name = self
+            .product(sku)
+            .map_or(sku.to_owned(), |product| product.name.clone());
+        let text = if left == 0 {
+            format!("{name} is out of the cart")
+        } else {
+            format!("{left} × {name} in the cart · o to order")
+        };
+        self.tell(NoticeKind::Info, text);
     }
 
     /// Sends the cart, once the customer said yes.
@@ -1169,6 +1201,17 @@ mod tests {
         assert_eq!(
             app.notice.as_ref().map(|notice| notice.text.as_str()),
             Some("unknown key: press ? for help")
+        );
+        press(&mut app, "p");
+        assert_eq!(
+            app.notice.as_ref().map(|notice| notice.text.as_str()),
+            Some("that key does nothing in Stock: press ? for help")
+        );
+        press(&mut app, "aa-");
+        assert_eq!(
+            app.notice.as_ref().map(|notice| notice.text.as_str()),
+            Some("2 × MacBook Pro in the cart · o to order"),
+            "the count said is the count in the cart"
         );
     }
 

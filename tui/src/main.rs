@@ -240,7 +240,7 @@ fn carry_out(
             tokio::spawn(async move {
                 if let Err(problem) = shop_client::browser::open(&url).await {
                     let _ = actions.send(Action::Failed(format!(
-                        "could not open a browser ({problem}); copy the link from the pay box"
+                        "could not open a browser ({problem}); p shows the link to copy"
                     )));
                 }
             });

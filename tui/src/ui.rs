@@ -566,14 +566,6 @@ fn overlay_block(app: &App, title: String) -> Block<'static> {
         .border_style(style)
 }
 
-fn pane_name(pane: Pane) -> &'static str {
-    match pane {
-        Pane::Stock => "Stock",
-        Pane::Cart => "Cart",
-        Pane::Orders => "My orders",
-    }
-}
-
 /// The keys of the focused pane and of every pane, from
 /// [`keys::BINDINGS`].
 fn draw_help(app: &App, frame: &mut Frame, screen: Rect) {
@@ -592,7 +584,7 @@ fn draw_help(app: &App, frame: &mut Frame, screen: Rect) {
     frame.render_widget(
         Paragraph::new(lines).block(overlay_block(
             app,
-            format!(" Keys in {} · Esc closes ", pane_name(app.pane)),
+            format!(" Keys in {} · Esc closes ", Pane::name(app.pane)),
         )),
         area,
     );

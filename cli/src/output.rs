@@ -43,24 +43,35 @@ pub fn write(text: fmt::Arguments<'_>) -> Result<(), CliError> {
         })
 }
 
-/// Whether to paint.
+/// Whether to paint, and how wide the terminal is.
 #[derive(Debug, Clone, Copy)]
 pub struct Style {
     color: bool,
+    /// Columns of the terminal stdout is, if it is one: tables fit it.
+    width: Option<usize>,
 }
 
 impl Style {
-    /// Colour when stdout is a terminal and `NO_COLOR` is not set.
+    /// Colour when stdout is a terminal and `NO_COLOR` is not set; the
+    /// terminal's width when stdout is one.
     pub fn detect() -> Style {
         let no_color = std::env::var_os("NO_COLOR").is_some_and(|value| !value.is_empty());
+        let terminal = std::io::stdout().is_terminal();
         Style {
-            color: std::io::stdout().is_terminal() && !no_color,
+            color: terminal && !no_color,
+            width: terminal
+                .then(crossterm::terminal::size)
+                .and_then(Result::ok)
+                .map(|(columns, _)| usize::from(columns)),
         }
     }
 
     #[cfg(test)]
     pub fn plain() -> Style {
-        Style { color: false }
+        Style {
+            color: false,
+            width: None,
+        }
     }
 
     fn paint(&self, code: &str, text: &str) -> String {
@@ -173,7 +184,13 @@ pub enum Align {
 pub struct Table {
     columns: Vec<(String, Align)>,
     rows: Vec<Vec<Cell>>,
+    /// The column whose text is elided with `…` when the table is wider
+    /// than the terminal (a name; never money, ids or links).
+    elidable: Option<usize>,
 }
+
+/// The narrowest an elided column becomes.
+const ELIDED_MIN: usize = 8;
 
 impl Table {
     pub fn new(columns: &[(&str, Align)]) -> Table {
@@ -183,7 +200,15 @@ impl Table {
                 .map(|(name, align)| ((*name).to_owned(), *align))
                 .collect(),
             rows: Vec::new(),
+            elidable: None,
         }
+    }
+
+    /// Elides column `index` first when the table is wider than the
+    /// terminal.
+    pub fn eliding(mut self, index: usize) -> Table {
+        self.elidable = Some(index);
+        self
     }
 
     pub fn row(&mut self, cells: Vec<Cell>) {
@@ -192,7 +217,7 @@ impl Table {
 
     pub fn render(&self, style: Style) -> String {
         let width = text::width;
-        let widths: Vec<usize> = self
+        let mut widths: Vec<usize> = self
             .columns
             .iter()
             .enumerate()
@@ -206,6 +231,15 @@ impl Table {
                     .unwrap_or(0)
             })
             .collect();
+        let total = widths.iter().sum::<usize>() + 2 * widths.len().saturating_sub(1);
+        if let (Some(columns), Some(index)) = (style.width, self.elidable)
+            && total > columns
+            && let Some(elided) = widths.get_mut(index)
+        {
+            *elided = elided
+                .saturating_sub(total - columns)
+                .max(ELIDED_MIN.min(*elided));
+        }
         let line = |cells: Vec<(String, String)>| {
             let last = cells.len().saturating_sub(1);
             let mut out = String::new();
@@ -236,7 +270,14 @@ impl Table {
         for row in &self.rows {
             out.push_str(&line(
                 row.iter()
-                    .map(|cell| (cell.plain.clone(), cell.painted.clone()))
+                    .enumerate()
+                    .map(|(index, cell)| match self.elidable {
+                        Some(elided) if elided == index && width(&cell.plain) > widths[index] => {
+                            let short = text::elide(&cell.plain, widths[index]).into_owned();
+                            (short.clone(), short)
+                        }
+                        _ => (cell.plain.clone(), cell.painted.clone()),
+                    })
                     .collect(),
             ));
             out.push('\n');
@@ -248,6 +289,36 @@ impl Table {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tables_elide_names_to_fit_the_terminal_and_never_cut_money() {
+        let mut table = Table::new(&[
+            ("SKU", Align::Left),
+            ("NAME", Align::Left),
+            ("PRICE", Align::Right),
+        ])
+        .eliding(1);
+        table.row(vec![
+            "SKU-001".into(),
+            "MacBook Pro with a very long name indeed".into(),
+            "115,620.00 EUR".into(),
+        ]);
+        let narrow = Style {
+            color: false,
+            width: Some(40),
+        };
+        assert_eq!(
+            table.render(narrow),
+            "SKU      NAME                      PRICE\n\
+             SKU-001  MacBook Pro wi…  115,620.00 EUR\n"
+        );
+        assert!(
+            table
+                .render(Style::plain())
+                .contains("MacBook Pro with a very long name indeed"),
+            "not a terminal: nothing is cut"
+        );
+    }
 
     #[test]
     fn tables_align_columns_on_their_widest_cell() {

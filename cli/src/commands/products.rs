@@ -19,7 +19,8 @@ pub(super) async fn products(context: &Context) -> Result<(), CliError> {
         ("NAME", Align::Left),
         ("PRICE", Align::Right),
         ("AVAILABLE", Align::Right),
-    ]);
+    ])
+    .eliding(1);
     for product in &products {
         table.row(vec![
             product.sku.as_str().into(),

@@ -56,7 +56,8 @@ pub fn describe(order: &Order, style: Style, clock: Clock, now: Timestamp) -> St
         ("NAME", Align::Left),
         ("UNIT", Align::Right),
         ("AMOUNT", Align::Right),
-    ]);
+    ])
+    .eliding(2);
     for line in &order.lines {
         lines.row(vec![
             line.quantity.to_string().into(),

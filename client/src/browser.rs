@@ -5,26 +5,21 @@ use std::time::Duration;
 
 use tokio::process::Command;
 
+use crate::client::names_this_machine;
+
 /// How long an opener has to fail before it counts as started. `xdg-open`
 /// and `open` hand the URL over and exit at once; a browser named by
 /// `$BROWSER` may run until it is closed, and is left running.
 const FAILS_WITHIN: Duration = Duration::from_secs(3);
 
 /// Whether `url` names this machine only (`localhost`, `127.0.0.0/8`,
-/// `::1`): another device, such as a phone scanning its QR code, cannot
-/// open it.
+/// `::1`, `0.0.0.0`): another device, such as a phone scanning its QR
+/// code, cannot open it.
 pub fn reachable_only_here(url: &str) -> bool {
-    let Ok(uri) = url.parse::<http::Uri>() else {
-        return false;
-    };
-    let Some(host) = uri.host() else {
-        return false;
-    };
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    host.eq_ignore_ascii_case("localhost")
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
+    url.parse::<http::Uri>()
+        .ok()
+        .and_then(|uri| uri.host().map(names_this_machine))
+        .unwrap_or(false)
 }
 
 /// Opens `url` with `$BROWSER` or the platform's opener (`xdg-open`,

@@ -639,6 +639,22 @@ fn tls_problem(url: &str, error: &tokio_tungstenite::tungstenite::Error) -> Opti
     })
 }
 
+/// Whether `host` (as in a URL: `[::1]`, `LOCALHOST.`) names this machine
+/// only: `localhost` and its subdomains, the loopback addresses, and the
+/// unspecified address a server listening everywhere prints.
+pub(crate) fn names_this_machine(host: &str) -> bool {
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .trim_end_matches('.')
+        .to_ascii_lowercase();
+    host == "localhost"
+        || host.ends_with(".localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback() || ip.is_unspecified())
+}
+
 /// The WebSocket URL of the gateway named `gateway`: `http://host:port`,
 /// `https://…` (TLS), `ws://…/ws`, `wss://…/ws` or a bare `host:port`.
 pub fn websocket_url(gateway: &str) -> String {

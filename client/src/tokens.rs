@@ -6,6 +6,8 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use crate::client::names_this_machine;
+
 /// The customer tokens of this user.
 pub struct Tokens {
     dir: PathBuf,
@@ -182,14 +184,11 @@ pub fn canonical_address(gateway: &str) -> String {
         return gateway.to_owned();
     };
     let scheme = scheme.to_ascii_lowercase();
-    let host = host.trim_end_matches('.').to_ascii_lowercase();
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    let loopback = bare == "localhost"
-        || bare.ends_with(".localhost")
-        || bare
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback() || ip.is_unspecified());
-    let host = if loopback { "localhost" } else { host.as_str() };
+    let host = if names_this_machine(host) {
+        "localhost".to_owned()
+    } else {
+        host.trim_end_matches('.').to_ascii_lowercase()
+    };
     let port = uri.port_u16().unwrap_or(match scheme.as_str() {
         "wss" | "https" => 443,
         _ => 80,

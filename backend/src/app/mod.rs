@@ -26,7 +26,7 @@ use crate::config::{ConnectionArgs, StripeArgs};
 use crate::db::{Db, redact};
 use crate::gateway::limits::LimitSettings;
 use crate::http::server::{self, Connections};
-use crate::http::tls::Tls;
+use crate::http::tls::{self, Tls};
 use crate::http::{Health, index_router};
 use crate::metrics;
 use crate::payment::local::{LocalCheckoutConfig, WebhookTls};
@@ -61,7 +61,7 @@ impl Server {
 
     /// `https` when it serves TLS, otherwise `http`.
     pub fn scheme(&self) -> &'static str {
-        if self.tls.is_some() { "https" } else { "http" }
+        tls::scheme(self.tls.as_ref())
     }
 
     /// Serves until `shutdown` completes (or a task fails), then stops every
@@ -294,8 +294,10 @@ pub async fn bind(
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     let address = listener.local_addr()?;
-    let scheme = if tls.is_some() { "https" } else { "http" };
-    let public_url = public_url.map_or_else(|| format!("{scheme}://{address}"), str::to_owned);
+    let public_url = public_url.map_or_else(
+        || format!("{}://{address}", tls::scheme(tls)),
+        str::to_owned,
+    );
     Ok((listener, address, public_url))
 }
 
@@ -303,9 +305,12 @@ pub async fn bind(
 /// process (listening on `address`): the loopback address, over TLS when
 /// the process serves it, then trusting exactly the certificate it serves.
 pub fn own_webhook(address: SocketAddr, tls: Option<&Tls>) -> (String, Option<WebhookTls>) {
-    let scheme = if tls.is_some() { "https" } else { "http" };
     (
-        format!("{scheme}://{}/stripe/webhook", loopback(address)),
+        format!(
+            "{}://{}/stripe/webhook",
+            tls::scheme(tls),
+            loopback(address)
+        ),
         tls.map(|tls| WebhookTls {
             certificate: tls.certificates[0].clone(),
         }),

@@ -24,6 +24,12 @@ pub struct Tls {
     pub certificates: Vec<CertificateDer<'static>>,
 }
 
+/// The URL scheme of a listener serving `tls`: `https` with a certificate,
+/// `http` without.
+pub fn scheme(tls: Option<&Tls>) -> &'static str {
+    if tls.is_some() { "https" } else { "http" }
+}
+
 impl Tls {
     /// Loads the files `args` names, if it names them.
     ///

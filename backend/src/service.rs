@@ -44,14 +44,14 @@ impl Service {
         self.name()
     }
 
-    /// The PostgreSQL schema of the service's tables in distributed mode;
-    /// none for the gateway, which keeps no database.
-    pub fn schema(self) -> Option<&'static str> {
+    /// The PostgreSQL schema of the service's tables in distributed mode
+    /// (the gateway's holds its customer-orders projection).
+    pub fn schema(self) -> &'static str {
         match self {
-            Service::Gateway => None,
-            Service::Order => Some("shop_order"),
-            Service::Stock => Some("shop_stock"),
-            Service::Payment => Some("shop_payment"),
+            Service::Gateway => "shop_gateway",
+            Service::Order => "shop_order",
+            Service::Stock => "shop_stock",
+            Service::Payment => "shop_payment",
         }
     }
 
@@ -84,8 +84,8 @@ mod tests {
             Service::ALL.iter().map(|s| s.default_port()).collect();
         assert_eq!((names.len(), ports.len()), (4, 4));
         assert_eq!(Service::Order.group(), "order");
-        assert_eq!(Service::Stock.schema(), Some("shop_stock"));
-        assert_eq!(Service::Gateway.schema(), None);
+        assert_eq!(Service::Stock.schema(), "shop_stock");
+        assert_eq!(Service::Gateway.schema(), "shop_gateway");
         assert_eq!(Service::Payment.to_string(), "payment");
     }
 }

@@ -61,11 +61,9 @@ impl Node {
     pub async fn build(services: &[Service], args: DistributedArgs) -> anyhow::Result<Node> {
         let label = label(services);
         let runs = |service: Service| services.contains(&service);
-        let needs_database = services.iter().any(|service| service.schema().is_some());
-        let database_url = match (&args.database_url, needs_database) {
-            (Some(url), _) => Some(url.clone()),
-            (None, false) => None,
-            (None, true) => anyhow::bail!(
+        let database_url = match &args.database_url {
+            Some(url) => url.clone(),
+            None => anyhow::bail!(
                 "the {label} service needs a PostgreSQL database: pass --database-url or set SHOP_DATABASE_URL, \
                  for example postgres://shop:shop@localhost:5432/shop"
             ),
@@ -139,7 +137,7 @@ impl Node {
             services,
             &runtime,
             &Storage::Postgres {
-                url: database_url.unwrap_or_default(),
+                url: database_url,
                 pool: args.database_pool,
             },
             Settings {

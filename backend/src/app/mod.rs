@@ -124,8 +124,7 @@ impl Storage {
                     .with_context(|| format!("cannot open {}", path.display()))
             }
             Storage::Postgres { url, pool } => {
-                let schema = service.schema().unwrap_or("public");
-                connect_postgres(url, schema, *pool, shutdown).await
+                connect_postgres(url, service.schema(), *pool, shutdown).await
             }
         }
     }
@@ -203,6 +202,7 @@ pub async fn compose(
     let mut router = Router::new();
     let connections = Connections::new(settings.connections.clone(), runtime.metrics.clone());
     let mut gauges = vec![connections.gauges()];
+    gauges.extend(runtime.bus.gauges());
     let mut health = Health::default();
     let mut databases = Vec::new();
     let bus = runtime.bus.clone();
@@ -211,29 +211,23 @@ pub async fn compose(
         async move { bus.is_healthy().await }
     });
     for service in Service::ALL.into_iter().filter(|s| services.contains(s)) {
-        let db = match service.schema() {
-            Some(_) => {
-                let db = storage.open(service, runtime.spawner.shutdown()).await?;
-                let check = db.clone();
-                health.check(format!("{service}_database"), move || {
-                    let db = check.clone();
-                    async move { db.is_healthy().await }
-                });
-                databases.push(db.clone());
-                Some(db)
-            }
-            None => None,
-        };
-        match (service, db) {
-            (Service::Stock, Some(db)) => {
+        let db = storage.open(service, runtime.spawner.shutdown()).await?;
+        let check = db.clone();
+        health.check(format!("{service}_database"), move || {
+            let db = check.clone();
+            async move { db.is_healthy().await }
+        });
+        databases.push(db.clone());
+        match service {
+            Service::Stock => {
                 gauges.push(stock::start(runtime, db, settings.catalog.take()).await?);
             }
-            (Service::Order, Some(db)) => {
+            Service::Order => {
                 gauges.push(
                     order::start(runtime, db, settings.pay_ttl, settings.settle_grace).await?,
                 );
             }
-            (Service::Payment, Some(db)) => {
+            Service::Payment => {
                 let choice =
                     payment::choose(&settings.stripe, &db, settings.local_checkout.clone())?;
                 let started =
@@ -245,13 +239,14 @@ pub async fn compose(
                 }
                 gauges.push(started.gauges);
             }
-            (Service::Gateway, _) => {
+            Service::Gateway => {
                 let timeouts = gateway::ws::Timeouts {
                     hello: settings.connections.hello_timeout,
                     idle: settings.connections.ws_idle_timeout,
                 };
                 let gateway = gateway::start(
                     runtime,
+                    db,
                     settings.token_secret.clone(),
                     settings.limits,
                     timeouts,
@@ -265,7 +260,6 @@ pub async fn compose(
                     async move { ready }
                 });
             }
-            (service, None) => anyhow::bail!("the {service} service has no database"),
         }
     }
     let router = router

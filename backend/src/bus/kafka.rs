@@ -9,8 +9,9 @@
 //!   and committed in the background, so delivery is at-least-once. Records
 //!   of different partitions in one batch are handled concurrently, records
 //!   of one partition in order.
-//! - Broadcast readers (gateways) are assigned every partition from the
-//!   beginning and commit nothing.
+//! - Broadcast readers (the gateways' catalogue) are assigned every
+//!   partition from the beginning, live readers (the gateways' order pushes)
+//!   from the end; neither commits anything.
 //! - Topics are created at startup through the admin API; state topics are
 //!   compacted; each group gets a dead-letter topic.
 //!
@@ -352,7 +353,8 @@ impl Bus for KafkaBus {
                     caught_up,
                 }
             }
-            Mode::Broadcast => {
+            Mode::Broadcast | Mode::Live => {
+                let live = subscription.mode == Mode::Live;
                 let consumer: GroupConsumer = base_config(&self.inner.config)
                     .set(
                         "group.id",
@@ -375,9 +377,13 @@ impl Bus for KafkaBus {
                 for topic in &subscription.topics {
                     let on_broker = self.inner.config.on_broker(topic);
                     for partition in self.partitions(&on_broker).await? {
+                        let start = if live { Offset::End } else { Offset::Beginning };
                         assignment
-                            .add_partition_offset(&on_broker, partition, Offset::Beginning)
+                            .add_partition_offset(&on_broker, partition, start)
                             .map_err(broker_error)?;
+                        if live {
+                            continue;
+                        }
                         targets.insert(
                             (topic.clone(), partition),
                             self.high_watermark(&on_broker, partition).await?,

@@ -141,9 +141,13 @@ pub enum Mode {
     /// partitions, and the group resumes from its committed offsets.
     Group,
     /// Every subscriber reads every record from the earliest still kept and
-    /// commits nothing: for in-memory read models that replay compacted
-    /// topics on start.
+    /// commits nothing: for in-memory read models that replay small
+    /// compacted topics (the catalogue) on start.
     Broadcast,
+    /// Every subscriber reads every record published after it subscribed,
+    /// from the end of each partition, and commits nothing: for pushing
+    /// live changes without storing or replaying history.
+    Live,
 }
 
 #[derive(Debug, Clone)]
@@ -168,6 +172,13 @@ impl Subscription {
     pub fn broadcast(name: &str, topics: &[&str]) -> Self {
         Subscription {
             mode: Mode::Broadcast,
+            ..Subscription::group(name, topics)
+        }
+    }
+
+    pub fn live(name: &str, topics: &[&str]) -> Self {
+        Subscription {
+            mode: Mode::Live,
             ..Subscription::group(name, topics)
         }
     }
@@ -258,6 +269,11 @@ pub trait Bus: Send + Sync + 'static {
 
     /// Whether the bus can currently publish (for health checks).
     async fn is_healthy(&self) -> bool;
+
+    /// Gauges of the bus itself for `/metrics`, if it has any.
+    fn gauges(&self) -> Option<crate::metrics::GaugeSource> {
+        None
+    }
 }
 
 /// Publishes typed messages, each in a fresh envelope.

@@ -12,10 +12,10 @@ use tracing::Instrument;
 use super::{Db, Dialect};
 use crate::service::Service;
 
-/// The migrations of `service`'s own tables (the gateway has none).
+/// The migrations of `service`'s own tables.
 fn migrations_of(service: Service) -> &'static [Migration] {
     match service {
-        Service::Gateway => &[],
+        Service::Gateway => GATEWAY,
         Service::Order => ORDER,
         Service::Stock => STOCK,
         Service::Payment => PAYMENT,
@@ -92,6 +92,7 @@ const ORDER: &[Migration] = &[
     per_dialect!("order", 2, "0002_order_documents"),
     portable!("order", 3, "0003_order_due_at"),
 ];
+const GATEWAY: &[Migration] = &[portable!("gateway", 1, "0001_customer_orders")];
 const STOCK: &[Migration] = &[portable!("stock", 1, "0001_products")];
 const PAYMENT: &[Migration] = &[
     portable!("payment", 1, "0001_payments"),
@@ -109,6 +110,7 @@ pub(crate) const BUS: &[Migration] = &[
         "0002_topic_partitioner",
         Some("SELECT 1 FROM pragma_table_info('bus_topics') WHERE name = 'partitioner'")
     ),
+    sqlite_only!("bus", 3, "0003_record_keys", None),
 ];
 
 /// Arbitrary constant naming the migration lock among advisory locks.

@@ -1,15 +1,18 @@
 //! The gateway: the WebSocket endpoint for clients and the payment-return
-//! pages. It owns nothing durable: it turns client commands into bus
-//! commands and answers from in-memory read models built from state events.
+//! pages. It turns client commands into bus commands and answers from its
+//! read models: products in memory, orders in its own projection
+//! database, kept from state events.
 //!
 //! - [`ws`]: one client connection.
 //! - [`limits`]: how much one customer may hold and how often order.
 //! - [`read_model`]: products and orders, and the channels that push them.
+//! - [`projection`]: the durable customer-orders table.
 //! - [`pages`]: the payment-return page and its live updates.
 //! - [`token`]: signed customer tokens.
 
 pub mod limits;
 pub mod pages;
+pub mod projection;
 pub mod read_model;
 pub mod token;
 pub mod ws;
@@ -29,12 +32,14 @@ use tokio::sync::broadcast;
 use uuid::Uuid;
 
 use crate::bus::{self, Bus, Subscription, SubscriptionHandle};
+use crate::db::{Db, StoreError};
 use crate::metrics::{self, GaugeSource, Metrics, Sample};
 use crate::runtime::Runtime;
 use crate::secrets::Secret;
 use crate::service::Service;
 use crate::tasks::Shutdown;
 use limits::{LimitSettings, OrderLimits};
+use projection::{Projection, ProjectionHandler};
 use read_model::{CustomerChanges, ReadModel, ReadModelHandler};
 use token::TokenSigner;
 
@@ -54,7 +59,9 @@ struct Inner {
     bus: Arc<dyn Bus>,
     read_model: ReadModel,
     tokens: TokenSigner,
-    loaded: SubscriptionHandle,
+    /// The catalogue replayed, and the projection caught up with what was
+    /// published before start.
+    loaded: [SubscriptionHandle; 2],
     metrics: Metrics,
     limits: OrderLimits,
     /// Open client connections, for metrics.
@@ -85,29 +92,52 @@ impl Refusal {
     }
 }
 
-/// Starts the gateway: subscribes its read model to the state topics, and
-/// has the order limits forget idle customers every minute. Its WebSocket
-/// connections get `timeouts`.
+/// Starts the gateway on its database `db`: migrates it, keeps the
+/// customer-orders projection as a member of the `gateway` consumer group,
+/// replays the catalogue and follows order changes live, and has the order
+/// limits forget idle customers every minute. Its WebSocket connections
+/// get `timeouts`.
 ///
 /// # Errors
 ///
-/// The bus refused the read model's subscription.
+/// The database cannot be migrated, or the bus refused a subscription.
 pub async fn start(
     runtime: &Runtime,
+    db: Db,
     token_secret: Secret,
     limits: LimitSettings,
     timeouts: ws::Timeouts,
 ) -> anyhow::Result<Gateway> {
-    let read_model = ReadModel::default();
+    db.migrate(Service::Gateway).await?;
+    let projection = Projection::new(db);
+    let read_model = ReadModel::new(projection.clone());
     let bus = runtime.bus.clone();
-    let loaded = bus
+    let handler = Arc::new(ReadModelHandler {
+        model: read_model.clone(),
+    });
+    // Live first: a change published while the others start is pushed.
+    bus.subscribe(
+        Subscription::live(&format!("{}-live", Service::Gateway.group()), &[topic::ORDERS]),
+        handler.clone(),
+    )
+    .await?;
+    let catalogue = bus
         .subscribe(
-            Subscription::broadcast(Service::Gateway.group(), &[topic::ORDERS, topic::PRODUCTS]),
-            Arc::new(ReadModelHandler {
-                model: read_model.clone(),
+            Subscription::broadcast(Service::Gateway.group(), &[topic::PRODUCTS]),
+            handler,
+        )
+        .await?;
+    let stored = read_model.clone();
+    let projected = bus
+        .subscribe(
+            Subscription::group(Service::Gateway.group(), &[topic::ORDERS]),
+            Arc::new(ProjectionHandler {
+                projection,
+                stored: Box::new(move |states| stored.stored(states)),
             }),
         )
         .await?;
+    let loaded = [catalogue, projected];
     let gateway = Gateway {
         inner: Arc::new(Inner {
             bus,
@@ -207,6 +237,12 @@ impl Gateway {
                         value: model.customer_channels() as f64,
                     },
                     Sample {
+                        name: "shop_gateway_recent_orders",
+                        help: "Order snapshots seen live that the projection may not hold yet (bounded).",
+                        labels: vec![],
+                        value: model.recent_orders() as f64,
+                    },
+                    Sample {
                         name: "shop_gateway_products",
                         help: "Products in the read model.",
                         labels: vec![],
@@ -217,13 +253,16 @@ impl Gateway {
         })
     }
 
-    /// Waits until the read model holds everything published before start.
+    /// Waits until the catalogue is replayed and the projection holds
+    /// everything published before start.
     pub async fn ready(&self) {
-        self.inner.loaded.caught_up().await;
+        for loaded in &self.inner.loaded {
+            loaded.caught_up().await;
+        }
     }
 
     pub fn is_ready(&self) -> bool {
-        self.inner.loaded.is_caught_up()
+        self.inner.loaded.iter().all(SubscriptionHandle::is_caught_up)
     }
 
     /// `customer`'s order named by `order_id`.
@@ -231,12 +270,33 @@ impl Gateway {
     /// # Errors
     ///
     /// `order_not_found` when `order_id` is not an order id, or names no order
-    /// of `customer`'s.
-    pub fn find_order(&self, customer: Uuid, order_id: &str) -> Result<Arc<OrderState>, Refusal> {
-        Uuid::try_parse(order_id.trim())
-            .ok()
-            .and_then(|id| self.inner.read_model.customer_order(customer, id))
-            .ok_or_else(|| Refusal::new(ErrorCode::OrderNotFound, format!("no order {order_id}")))
+    /// of `customer`'s; `unavailable` when the projection cannot be read.
+    pub async fn find_order(
+        &self,
+        customer: Uuid,
+        order_id: &str,
+    ) -> Result<Arc<OrderState>, Refusal> {
+        let not_found = || Refusal::new(ErrorCode::OrderNotFound, format!("no order {order_id}"));
+        let id = Uuid::try_parse(order_id.trim()).map_err(|_| not_found())?;
+        self.inner
+            .read_model
+            .customer_order(customer, id)
+            .await
+            .map_err(unreadable)?
+            .ok_or_else(not_found)
+    }
+
+    /// `customer`'s orders, newest first.
+    ///
+    /// # Errors
+    ///
+    /// `unavailable` when the projection cannot be read.
+    pub async fn customer_orders(&self, customer: Uuid) -> Result<Vec<Order>, Refusal> {
+        self.inner
+            .read_model
+            .customer_orders(customer)
+            .await
+            .map_err(unreadable)
     }
 
     /// Places an order and returns it once the order service has stored it.
@@ -275,7 +335,11 @@ impl Gateway {
                 "this idempotency key names an earlier order with other lines; use a new key for a new order",
             )
         };
-        if let Some(existing) = model.customer_order(customer, order_id) {
+        if let Some(existing) = model
+            .customer_order(customer, order_id)
+            .await
+            .map_err(unreadable)?
+        {
             return if same_lines(&existing) {
                 Ok(existing.order.clone())
             } else {
@@ -290,7 +354,11 @@ impl Gateway {
         let _hold = self
             .inner
             .limits
-            .admit(customer, model.held_units(customer), units)?;
+            .admit(
+                customer,
+                model.held_units(customer).await.map_err(unreadable)?,
+                units,
+            )?;
         let changes = model.customer_changes(customer);
         let command = OrderCommand::PlaceOrder(PlaceOrder {
             order_id,
@@ -319,7 +387,7 @@ impl Gateway {
     /// `order_not_found`, `not_cancellable` for a paid or cancelled order, or
     /// `unavailable` when the order service has not confirmed in time.
     pub async fn cancel_order(&self, customer: Uuid, order_id: &str) -> Result<Order, Refusal> {
-        let state = self.find_order(customer, order_id)?;
+        let state = self.find_order(customer, order_id).await?;
         let order = &state.order;
         if order.status.is_final() {
             return Err(not_cancellable(order));
@@ -368,8 +436,15 @@ impl Gateway {
         done: impl Fn(&OrderState) -> bool,
     ) -> Option<Arc<OrderState>> {
         let model = &self.inner.read_model;
-        let current = || model.order(id).filter(|state| done(state));
-        if let Some(state) = current() {
+        let current = || async {
+            model
+                .order(id)
+                .await
+                .ok()
+                .flatten()
+                .filter(|state| done(state))
+        };
+        if let Some(state) = current().await {
             return Some(state);
         }
         let wait = async {
@@ -378,7 +453,7 @@ impl Gateway {
                     Ok(state) if state.order.id == id && done(&state) => return Some(state),
                     Ok(_) => {}
                     Err(broadcast::error::RecvError::Lagged(_)) => {
-                        if let Some(state) = current() {
+                        if let Some(state) = current().await {
                             return Some(state);
                         }
                     }
@@ -405,6 +480,15 @@ impl Drop for ConnectionGuard {
             .connections
             .fetch_sub(1, Ordering::Relaxed);
     }
+}
+
+/// The refusal when the projection cannot be read.
+fn unreadable(error: StoreError) -> Refusal {
+    tracing::error!(%error, "cannot read the gateway's order projection");
+    Refusal::new(
+        ErrorCode::Unavailable,
+        "the shop cannot read orders right now; try again shortly",
+    )
 }
 
 fn not_cancellable(order: &Order) -> Refusal {

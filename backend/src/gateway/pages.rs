@@ -47,7 +47,7 @@ impl SessionQuery {
 async fn order_for(gateway: &Gateway, id: &str, session: &SessionQuery) -> Option<Arc<OrderState>> {
     let _ = tokio::time::timeout(Duration::from_secs(10), gateway.ready()).await;
     let id = Uuid::try_parse(id).ok()?;
-    let state = gateway.read_model().order(id)?;
+    let state = gateway.read_model().order(id).await.ok()??;
     let session = session.session_id.as_deref()?;
     (state.checkout_session_id.as_deref() == Some(session)).then_some(state)
 }
@@ -227,7 +227,7 @@ fn order_events(
                         Ok(state) if state.order.id == id => break state.order.clone(),
                         Ok(_) => {}
                         Err(broadcast::error::RecvError::Lagged(_)) => {
-                            if let Some(state) = gateway.read_model().order(id) {
+                            if let Ok(Some(state)) = gateway.read_model().order(id).await {
                                 break state.order.clone();
                             }
                         }

@@ -1,10 +1,17 @@
-//! The gateway's in-memory read models of products and orders, built from
-//! the compacted state topics (`products.v1`, `orders.v1`), and the
-//! channels that push their changes to connected customers.
+//! The gateway's read models: products in memory (bounded by the
+//! catalogue, replayed from the compacted `products.v1` at start), orders
+//! in the durable [`Projection`], and the channels that push changes to
+//! connected customers.
 //!
-//! A gateway replays those topics from the start when it starts, so it
-//! holds the current state after any restart; snapshots carry versions, so
-//! a redelivered or older snapshot changes nothing.
+//! Every gateway instance follows `orders.v1` live, from the end, without
+//! storing it: a snapshot goes to the customer's channel when someone
+//! listens for that customer on this instance, and into a short window of
+//! recent snapshots that the projection (kept by the `gateway` consumer
+//! group, possibly on another instance) may not hold yet. Reads merge the
+//! projection with that window, newest version first, so a customer reads
+//! their own writes at once. A snapshot leaves the window when this
+//! instance's projection has stored it, or after [`RECENT_FOR`], or when
+//! more than [`MAX_RECENT`] are kept; memory does not grow with history.
 //!
 //! A customer's change channel lives only while something listens to it (a
 //! connection, a command awaiting its order, a return page's event
@@ -12,8 +19,9 @@
 //! who said hello and left cost nothing.
 
 use shop_shared::sync::{lock, read, write};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use shop_shared::domain::{Order, Product};
@@ -21,11 +29,22 @@ use shop_shared::events::{Envelope, OrderEvent, OrderState, ProductEvent, topic}
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
+use super::projection::Projection;
 use crate::bus::{Handler, HandlerError, Record};
+use crate::db::StoreError;
 
 /// How many changes a slow connection may fall behind before it is resent
 /// the whole state instead.
 const CHANNEL_CAPACITY: usize = 1024;
+
+/// How long a snapshot seen live is kept for reads when no projection of
+/// this instance confirms it stored it (its partition belongs to another
+/// gateway instance): far longer than the projection lags behind the live
+/// stream unless the projection is down.
+pub const RECENT_FOR: Duration = Duration::from_secs(30);
+
+/// Most snapshots the window of recent ones keeps (about 3 KB each).
+pub const MAX_RECENT: usize = 10_000;
 
 /// Products and orders as clients see them. Cheap to clone.
 #[derive(Clone)]
@@ -35,27 +54,78 @@ pub struct ReadModel {
 
 struct Inner {
     products: RwLock<BTreeMap<String, Product>>,
-    orders: RwLock<HashMap<Uuid, Arc<OrderState>>>,
-    by_customer: RwLock<HashMap<Uuid, Vec<Uuid>>>,
     product_changes: broadcast::Sender<Product>,
     customer_changes: Mutex<HashMap<Uuid, broadcast::Sender<Arc<OrderState>>>>,
+    recent: Mutex<Recent>,
+    projection: Projection,
 }
 
-impl Default for ReadModel {
-    fn default() -> Self {
-        ReadModel {
-            inner: Arc::new(Inner {
-                products: RwLock::default(),
-                orders: RwLock::default(),
-                by_customer: RwLock::default(),
-                product_changes: broadcast::channel(CHANNEL_CAPACITY).0,
-                customer_changes: Mutex::default(),
-            }),
+/// Snapshots seen live that the projection may not hold yet.
+#[derive(Default)]
+struct Recent {
+    by_order: HashMap<Uuid, Arc<OrderState>>,
+    /// When each snapshot came, oldest first; entries whose order holds a
+    /// newer snapshot or none any more are skipped when they come up.
+    arrivals: VecDeque<(Instant, Uuid, i64)>,
+}
+
+impl Recent {
+    /// Keeps `state` unless an equal or newer snapshot of its order is
+    /// kept; returns whether it was news.
+    fn insert(&mut self, state: &Arc<OrderState>, now: Instant) -> bool {
+        let id = state.order.id;
+        if self
+            .by_order
+            .get(&id)
+            .is_some_and(|known| known.order.version >= state.order.version)
+        {
+            return false;
+        }
+        self.by_order.insert(id, state.clone());
+        self.arrivals.push_back((now, id, state.order.version));
+        while let Some(&(at, id, version)) = self.arrivals.front() {
+            let full = self.arrivals.len() > MAX_RECENT;
+            if !full && now.duration_since(at) < RECENT_FOR {
+                break;
+            }
+            self.arrivals.pop_front();
+            if self
+                .by_order
+                .get(&id)
+                .is_some_and(|kept| kept.order.version == version)
+            {
+                self.by_order.remove(&id);
+            }
+        }
+        true
+    }
+
+    /// Forgets `state`'s order if what is kept of it is no newer.
+    fn stored(&mut self, state: &OrderState) {
+        if self
+            .by_order
+            .get(&state.order.id)
+            .is_some_and(|kept| kept.order.version <= state.order.version)
+        {
+            self.by_order.remove(&state.order.id);
         }
     }
 }
 
 impl ReadModel {
+    /// A read model whose orders are in `projection`.
+    pub fn new(projection: Projection) -> Self {
+        ReadModel {
+            inner: Arc::new(Inner {
+                products: RwLock::default(),
+                product_changes: broadcast::channel(CHANNEL_CAPACITY).0,
+                customer_changes: Mutex::default(),
+                recent: Mutex::default(),
+                projection,
+            }),
+        }
+    }
+
     /// Every product, by sku.
     pub fn products(&self) -> Vec<Product> {
         read(&self.inner.products).values().cloned().collect()
@@ -65,47 +135,114 @@ impl ReadModel {
         read(&self.inner.products).get(sku).cloned()
     }
 
-    pub fn order(&self, id: Uuid) -> Option<Arc<OrderState>> {
-        read(&self.inner.orders).get(&id).cloned()
+    /// The newer of a stored snapshot and the recent one of the same order.
+    fn newest(&self, stored: Option<OrderState>, id: Uuid) -> Option<Arc<OrderState>> {
+        let recent = lock(&self.inner.recent).by_order.get(&id).cloned();
+        match (stored, recent) {
+            (Some(stored), Some(recent)) if recent.order.version >= stored.order.version => {
+                Some(recent)
+            }
+            (Some(stored), _) => Some(Arc::new(stored)),
+            (None, recent) => recent,
+        }
+    }
+
+    /// Order `id`, whoever's it is.
+    ///
+    /// # Errors
+    ///
+    /// The projection's database failed.
+    pub async fn order(&self, id: Uuid) -> Result<Option<Arc<OrderState>>, StoreError> {
+        let stored = self.inner.projection.order(id).await?;
+        Ok(self.newest(stored, id))
     }
 
     /// `customer_id`'s order `id`; another customer's order is `None`, as if
     /// it did not exist.
-    pub fn customer_order(&self, customer_id: Uuid, id: Uuid) -> Option<Arc<OrderState>> {
-        self.order(id)
-            .filter(|state| state.customer_id == customer_id)
+    ///
+    /// # Errors
+    ///
+    /// The projection's database failed.
+    pub async fn customer_order(
+        &self,
+        customer_id: Uuid,
+        id: Uuid,
+    ) -> Result<Option<Arc<OrderState>>, StoreError> {
+        Ok(self
+            .order(id)
+            .await?
+            .filter(|state| state.customer_id == customer_id))
+    }
+
+    /// `customer_id`'s orders, newest first (the newest
+    /// [`MAX_LISTED_ORDERS`](super::projection::MAX_LISTED_ORDERS) stored,
+    /// and any newer seen live); only the open ones when `open_only`.
+    async fn states_of(
+        &self,
+        customer_id: Uuid,
+        open_only: bool,
+    ) -> Result<Vec<Arc<OrderState>>, StoreError> {
+        let stored = self
+            .inner
+            .projection
+            .customer_orders(customer_id, open_only)
+            .await?;
+        let mut merged: HashMap<Uuid, Arc<OrderState>> = stored
+            .into_iter()
+            .map(|state| (state.order.id, Arc::new(state)))
+            .collect();
+        {
+            let recent = lock(&self.inner.recent);
+            for state in recent.by_order.values() {
+                if state.customer_id != customer_id {
+                    continue;
+                }
+                let newer = merged
+                    .get(&state.order.id)
+                    .is_none_or(|known| known.order.version < state.order.version);
+                if newer {
+                    merged.insert(state.order.id, state.clone());
+                }
+            }
+        }
+        let mut list: Vec<Arc<OrderState>> = merged
+            .into_values()
+            .filter(|state| !open_only || !state.order.status.is_final())
+            .collect();
+        list.sort_by(|a, b| {
+            (b.order.created_at, b.order.id).cmp(&(a.order.created_at, a.order.id))
+        });
+        Ok(list)
     }
 
     /// `customer_id`'s orders, newest first.
-    pub fn customer_orders(&self, customer_id: Uuid) -> Vec<Order> {
-        let ids = read(&self.inner.by_customer)
-            .get(&customer_id)
-            .cloned()
-            .unwrap_or_default();
-        let orders = read(&self.inner.orders);
-        let mut list: Vec<Order> = ids
+    ///
+    /// # Errors
+    ///
+    /// The projection's database failed.
+    pub async fn customer_orders(&self, customer_id: Uuid) -> Result<Vec<Order>, StoreError> {
+        Ok(self
+            .states_of(customer_id, false)
+            .await?
             .iter()
-            .filter_map(|id| orders.get(id).map(|state| state.order.clone()))
-            .collect();
-        list.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
-        list
+            .map(|state| state.order.clone())
+            .collect())
     }
 
     /// Units of `customer_id`'s unpaid (`NEW` or `RESERVED`) orders: what
     /// the customer holds against the hold limit.
-    pub fn held_units(&self, customer_id: Uuid) -> u64 {
-        // One lock at a time: `apply_order` takes them in the other order.
-        let ids = read(&self.inner.by_customer)
-            .get(&customer_id)
-            .cloned()
-            .unwrap_or_default();
-        let orders = read(&self.inner.orders);
-        ids.iter()
-            .filter_map(|id| orders.get(id))
-            .filter(|state| !state.order.status.is_final())
+    ///
+    /// # Errors
+    ///
+    /// The projection's database failed.
+    pub async fn held_units(&self, customer_id: Uuid) -> Result<u64, StoreError> {
+        Ok(self
+            .states_of(customer_id, true)
+            .await?
+            .iter()
             .flat_map(|state| &state.order.lines)
             .map(|line| u64::try_from(line.quantity).unwrap_or(0))
-            .sum()
+            .sum())
     }
 
     /// Changes of any product from now on.
@@ -133,6 +270,11 @@ impl ReadModel {
         lock(&self.inner.customer_changes).len()
     }
 
+    /// Snapshots kept in the window of recent ones.
+    pub fn recent_orders(&self) -> usize {
+        lock(&self.inner.recent).by_order.len()
+    }
+
     /// Takes a product snapshot unless an equal or newer one is known.
     pub fn apply_product(&self, product: Product) {
         {
@@ -148,24 +290,24 @@ impl ReadModel {
         let _ = self.inner.product_changes.send(product);
     }
 
-    /// Takes an order snapshot unless an equal or newer one is known.
+    /// Takes an order snapshot seen live: keeps it until the projection has
+    /// it and pushes it to whoever listens for its customer, unless an
+    /// equal or newer one was seen.
     pub fn apply_order(&self, state: OrderState) {
         let state = Arc::new(state);
-        let id = state.order.id;
-        {
-            let mut orders = write(&self.inner.orders);
-            match orders.get(&id) {
-                Some(known) if known.order.version >= state.order.version => return,
-                Some(_) => {}
-                None => write(&self.inner.by_customer)
-                    .entry(state.customer_id)
-                    .or_default()
-                    .push(id),
-            }
-            orders.insert(id, state.clone());
+        if !lock(&self.inner.recent).insert(&state, Instant::now()) {
+            return;
         }
         if let Some(channel) = lock(&self.inner.customer_changes).get(&state.customer_id) {
             let _ = channel.send(state);
+        }
+    }
+
+    /// The projection stored these snapshots: the window need not keep them.
+    pub fn stored(&self, states: &[Arc<OrderState>]) {
+        let mut recent = lock(&self.inner.recent);
+        for state in states {
+            recent.stored(state);
         }
     }
 }
@@ -255,6 +397,19 @@ mod tests {
     use shop_shared::time::Timestamp;
 
     use super::*;
+    use crate::db::Db;
+    use crate::service::Service;
+
+    /// A read model over a fresh projection database, and its folder.
+    async fn model() -> (ReadModel, Projection, tempfile::TempDir) {
+        let dir = tempfile::tempdir().expect("temporary folder");
+        let db = Db::sqlite(&dir.path().join("gateway.sqlite"))
+            .await
+            .expect("database");
+        db.migrate(Service::Gateway).await.expect("migrations");
+        let projection = Projection::new(db);
+        (ReadModel::new(projection.clone()), projection, dir)
+    }
 
     fn product(version: i64, available: i64) -> Product {
         Product {
@@ -291,9 +446,29 @@ mod tests {
         }
     }
 
-    #[test]
-    fn older_or_repeated_snapshots_change_nothing() {
-        let model = ReadModel::default();
+    fn with_lines(
+        customer: Uuid,
+        id: u128,
+        version: i64,
+        status: OrderStatus,
+        quantity: i64,
+    ) -> OrderState {
+        let mut state = order(customer, version, status);
+        state.order.id = Uuid::from_u128(id);
+        state.order.created_at = Timestamp::from_millis(id as i64);
+        state.order.lines = vec![shop_shared::domain::OrderLine {
+            sku: "A".into(),
+            quantity,
+            name: None,
+            unit_price: None,
+            amount: None,
+        }];
+        state
+    }
+
+    #[tokio::test]
+    async fn older_or_repeated_snapshots_change_nothing() {
+        let (model, projection, _dir) = model().await;
         let mut changes = model.product_changes();
         model.apply_product(product(2, 7));
         model.apply_product(product(1, 9));
@@ -304,41 +479,64 @@ mod tests {
             changes.try_recv().is_err(),
             "only the first snapshot was news"
         );
-    }
 
-    #[test]
-    fn a_customer_holds_the_units_of_their_unpaid_orders_only() {
-        let model = ReadModel::default();
         let alice = Uuid::from_u128(1);
-        let with_lines = |id: u128, version: i64, status: OrderStatus, quantity: i64| {
-            let mut state = order(alice, version, status);
-            state.order.id = Uuid::from_u128(id);
-            state.order.lines = vec![shop_shared::domain::OrderLine {
-                sku: "A".into(),
-                quantity,
-                name: None,
-                unit_price: None,
-                amount: None,
-            }];
-            state
-        };
-        model.apply_order(with_lines(10, 1, OrderStatus::New, 3));
-        model.apply_order(with_lines(11, 1, OrderStatus::Reserved, 4));
-        model.apply_order(with_lines(12, 1, OrderStatus::Paid, 50));
-        model.apply_order(with_lines(13, 1, OrderStatus::Cancelled, 60));
-        assert_eq!(model.held_units(alice), 7);
-        model.apply_order(with_lines(11, 2, OrderStatus::Paid, 4));
-        assert_eq!(model.held_units(alice), 3, "a paid order holds nothing");
+        let newer = Arc::new(order(alice, 3, OrderStatus::Paid));
+        let older = Arc::new(order(alice, 2, OrderStatus::Reserved));
+        projection.store(&[newer.clone()]).await.expect("stored");
+        projection
+            .store(&[older.clone(), older])
+            .await
+            .expect("an older snapshot is no error");
+        assert_eq!(
+            projection
+                .order(Uuid::from_u128(5))
+                .await
+                .expect("read")
+                .map(|state| state.order.status),
+            Some(OrderStatus::Paid),
+            "the stored order keeps its newest version"
+        );
     }
 
-    #[test]
-    fn orders_reach_only_their_customer() {
-        let model = ReadModel::default();
+    #[tokio::test]
+    async fn a_customer_holds_the_units_of_their_unpaid_orders_only() {
+        let (model, projection, _dir) = model().await;
+        let alice = Uuid::from_u128(1);
+        // Some stored, some only seen live: both count.
+        projection
+            .store(&[
+                Arc::new(with_lines(alice, 10, 1, OrderStatus::New, 3)),
+                Arc::new(with_lines(alice, 12, 1, OrderStatus::Paid, 50)),
+            ])
+            .await
+            .expect("stored");
+        model.apply_order(with_lines(alice, 11, 1, OrderStatus::Reserved, 4));
+        model.apply_order(with_lines(alice, 13, 1, OrderStatus::Cancelled, 60));
+        assert_eq!(model.held_units(alice).await.expect("read"), 7);
+        model.apply_order(with_lines(alice, 11, 2, OrderStatus::Paid, 4));
+        assert_eq!(
+            model.held_units(alice).await.expect("read"),
+            3,
+            "a paid order holds nothing"
+        );
+        model.apply_order(with_lines(alice, 10, 2, OrderStatus::Cancelled, 3));
+        assert_eq!(
+            model.held_units(alice).await.expect("read"),
+            0,
+            "a change seen live wins over the stored snapshot"
+        );
+    }
+
+    #[tokio::test]
+    async fn orders_reach_only_their_customer() {
+        let (model, _projection, _dir) = model().await;
         let (alice, bob) = (Uuid::from_u128(1), Uuid::from_u128(2));
         let mut alice_changes = model.customer_changes(alice);
         let mut bob_changes = model.customer_changes(bob);
         model.apply_order(order(alice, 1, OrderStatus::New));
         model.apply_order(order(alice, 2, OrderStatus::Reserved));
+        model.apply_order(order(alice, 1, OrderStatus::New));
         assert_eq!(
             alice_changes.try_recv().map(|s| s.order.version).ok(),
             Some(1)
@@ -347,22 +545,77 @@ mod tests {
             alice_changes.try_recv().map(|s| s.order.version).ok(),
             Some(2)
         );
+        assert!(
+            alice_changes.try_recv().is_err(),
+            "an older snapshot is not pushed"
+        );
         assert!(bob_changes.try_recv().is_err());
-        assert_eq!(model.customer_orders(alice).len(), 1);
-        assert!(model.customer_orders(bob).is_empty());
-        assert!(model.customer_order(bob, Uuid::from_u128(5)).is_none());
-        assert_eq!(model.held_units(bob), 0);
+        assert_eq!(model.customer_orders(alice).await.expect("read").len(), 1);
+        assert!(model.customer_orders(bob).await.expect("read").is_empty());
+        let id = Uuid::from_u128(5);
+        assert!(model.customer_order(bob, id).await.expect("read").is_none());
+        assert_eq!(model.held_units(bob).await.expect("read"), 0);
         assert_eq!(
             model
-                .customer_order(alice, Uuid::from_u128(5))
+                .customer_order(alice, id)
+                .await
+                .expect("read")
                 .map(|s| s.order.status),
             Some(OrderStatus::Reserved)
         );
     }
 
+    #[tokio::test]
+    async fn orders_are_read_from_the_projection_and_the_window_forgets_what_it_stored() {
+        let (model, projection, _dir) = model().await;
+        let alice = Uuid::from_u128(1);
+        let states: Vec<Arc<OrderState>> = (0..50)
+            .map(|n| Arc::new(with_lines(alice, 100 + n, 1, OrderStatus::Paid, 1)))
+            .collect();
+        projection.store(&states).await.expect("stored");
+        let listed = model.customer_orders(alice).await.expect("read");
+        assert_eq!(listed.len(), 50, "a model that saw nothing live reads them");
+        assert_eq!(
+            listed.first().map(|order| order.id),
+            Some(Uuid::from_u128(149)),
+            "newest first"
+        );
+
+        model.apply_order(with_lines(alice, 200, 1, OrderStatus::New, 1));
+        assert_eq!(model.recent_orders(), 1);
+        let stored = Arc::new(with_lines(alice, 200, 1, OrderStatus::New, 1));
+        projection.store(&[stored.clone()]).await.expect("stored");
+        model.stored(&[stored]);
+        assert_eq!(model.recent_orders(), 0, "the projection holds it now");
+        assert_eq!(model.customer_orders(alice).await.expect("read").len(), 51);
+    }
+
     #[test]
-    fn a_customer_channel_lives_only_while_someone_listens() {
-        let model = ReadModel::default();
+    fn the_window_of_recent_snapshots_is_bounded() {
+        let mut recent = Recent::default();
+        let start = Instant::now();
+        let alice = Uuid::from_u128(1);
+        for n in 0..(MAX_RECENT as u128 + 500) {
+            recent.insert(
+                &Arc::new(with_lines(alice, n, 1, OrderStatus::New, 1)),
+                start,
+            );
+        }
+        assert_eq!(recent.by_order.len(), MAX_RECENT);
+        recent.insert(
+            &Arc::new(with_lines(alice, 1_000_000, 1, OrderStatus::New, 1)),
+            start + RECENT_FOR,
+        );
+        assert_eq!(
+            recent.by_order.len(),
+            1,
+            "after RECENT_FOR only the newest is kept"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_customer_channel_lives_only_while_someone_listens() {
+        let (model, _projection, _dir) = model().await;
         let (alice, bob) = (Uuid::from_u128(1), Uuid::from_u128(2));
         for _ in 0..1000 {
             drop(model.customer_changes(Uuid::new_v4()));
@@ -389,6 +642,5 @@ mod tests {
         assert_eq!(model.customer_channels(), 1, "only bob's is left");
         model.apply_order(order(alice, 2, OrderStatus::Reserved));
         assert_eq!(model.customer_channels(), 1, "orders alone keep no channel");
-        assert_eq!(model.customer_orders(alice).len(), 1, "the order is kept");
     }
 }

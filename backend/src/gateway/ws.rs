@@ -393,12 +393,12 @@ impl Connection {
                 request_id,
                 products: gateway.read_model().products(),
             }),
-            ClientMessage::ListOrders { .. } => Some(ServerMessage::Orders {
-                request_id,
-                orders: gateway.read_model().customer_orders(customer),
+            ClientMessage::ListOrders { .. } => Some(match gateway.customer_orders(customer).await {
+                Ok(orders) => ServerMessage::Orders { request_id, orders },
+                Err(refusal) => refusal.answer(&request_id),
             }),
             ClientMessage::GetOrder { order_id, .. } => {
-                Some(match gateway.find_order(customer, &order_id) {
+                Some(match gateway.find_order(customer, &order_id).await {
                     Ok(state) => ServerMessage::Order {
                         request_id,
                         order: state.order.clone(),
@@ -550,6 +550,8 @@ async fn push_changes(
                 Ok(state) => vec![ServerMessage::OrderUpdated { order: state.order.clone() }],
                 Err(broadcast::error::RecvError::Lagged(_)) => model
                     .customer_orders(customer)
+                    .await
+                    .unwrap_or_default()
                     .into_iter()
                     .map(|order| ServerMessage::OrderUpdated { order })
                     .collect(),

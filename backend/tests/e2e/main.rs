@@ -7,6 +7,7 @@ mod browser;
 mod connections;
 mod faults;
 mod harness;
+mod history;
 mod kafka;
 mod limits;
 mod local_checkout;

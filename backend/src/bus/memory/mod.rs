@@ -11,8 +11,13 @@
 //! The log is durable: one writer task appends records and commits offsets
 //! to a SQLite file in group commits, and only then makes them visible, so
 //! a record acknowledged to a publisher survives a crash, as with Kafka's
-//! `acks=all`. On open, the log and the committed offsets are loaded back.
-//! Records that every group reading their topic has consumed are trimmed.
+//! `acks=all`. Records that every group reading their topic has consumed
+//! are trimmed. A compacted topic keeps its newest record per key in the
+//! file, where a new reader finds it, but in memory only what some reader
+//! has not passed yet: memory does not grow with the keys a topic has ever
+//! had. On open, the committed offsets are loaded back, and of each
+//! partition only the records past the offsets its durable groups
+//! committed (all of a topic no durable group reads).
 //!
 //! `reader` delivers records to consumer groups, `writer` is the task
 //! that appends and commits in group commits, and `store` keeps the log
@@ -75,6 +80,9 @@ struct Shared {
     /// Moves after every group commit that made records visible, so group
     /// readers wake once for all their partitions.
     appended: watch::Sender<u64>,
+    /// Reads records that are in the file only; none for a volatile bus,
+    /// which keeps every record in memory.
+    cold: Option<store::ColdRecords>,
 }
 
 struct TopicLog {
@@ -101,6 +109,10 @@ struct PartitionState {
     /// They are dropped once every reader has passed them, so live readers
     /// see every change, as with Kafka (which never compacts the head).
     superseded: BTreeSet<u64>,
+    /// Offsets below this are kept only in the file (compacted topics):
+    /// every reader of this process had passed them, and a new one reads
+    /// them from there.
+    cold_end: u64,
 }
 
 impl MemoryBus {
@@ -132,7 +144,8 @@ impl MemoryBus {
             _checkpointer: checkpointer,
         };
         store.migrate().await?;
-        let shared = store.load().await?;
+        let mut shared = store.load().await?;
+        shared.cold = Some(store::ColdRecords::open(&options).await?);
         Ok(Self::start(
             Some(store),
             shared,
@@ -162,6 +175,7 @@ impl MemoryBus {
             ops,
             shutdown: spawner.shutdown().clone(),
             unsaved: HashMap::new(),
+            by_key: Vec::new(),
         };
         spawner.spawn("bus-writer", actor.run());
         MemoryBus {
@@ -193,8 +207,18 @@ impl MemoryBus {
         })
     }
 
-    /// Every record currently kept on `topic`, in partition then offset
-    /// order (for tests and tools).
+    /// How many records the bus holds in memory, over every topic.
+    pub fn records_in_memory(&self) -> usize {
+        let topics: Vec<Arc<TopicLog>> = read(&self.inner.shared.topics).values().cloned().collect();
+        topics
+            .iter()
+            .flat_map(|topic| &topic.partitions)
+            .map(|log| lock(&log.state).records.len())
+            .sum()
+    }
+
+    /// Every record currently kept in memory on `topic`, in partition then
+    /// offset order (for tests and tools).
     pub fn records(&self, topic: &str) -> Vec<Arc<Record>> {
         let Some(topic) = self.inner.shared.topic(topic) else {
             return Vec::new();
@@ -274,6 +298,21 @@ impl Bus for MemoryBus {
 
     async fn is_healthy(&self) -> bool {
         !self.inner.writer.is_closed()
+    }
+
+    fn gauges(&self) -> Option<crate::metrics::GaugeSource> {
+        let bus = self.clone();
+        Some(crate::metrics::source(move || {
+            let held = bus.records_in_memory();
+            async move {
+                vec![crate::metrics::Sample {
+                    name: "shop_bus_records_in_memory",
+                    help: "Records the in-process bus holds in memory: those some reader has not passed (the file keeps the rest).",
+                    labels: vec![],
+                    value: held as f64,
+                }]
+            }
+        }))
     }
 }
 

@@ -31,7 +31,9 @@ impl MemoryBus {
         let mut groups = lock(&self.inner.shared.groups);
         let name = match subscription.mode {
             Mode::Group => subscription.group.clone(),
-            Mode::Broadcast => format!("{}-{}", subscription.group, uuid::Uuid::new_v4().simple()),
+            Mode::Broadcast | Mode::Live => {
+                format!("{}-{}", subscription.group, uuid::Uuid::new_v4().simple())
+            }
         };
         if let Some(existing) = groups.get(&name) {
             if existing.topics != subscription.topics {
@@ -101,9 +103,16 @@ impl MemoryBus {
             for partition in 0..topic.partitions.len() as u32 {
                 let log = &topic.partitions[partition as usize];
                 let target = *log.end.borrow();
-                let start = {
+                let start = if subscription.mode == Mode::Live {
+                    target
+                } else {
                     let state = lock(&log.state);
-                    let earliest = state.records.keys().next().copied().unwrap_or(target);
+                    // Below the records in memory, the file may hold more.
+                    let earliest = if state.cold_end > 0 {
+                        0
+                    } else {
+                        state.records.keys().next().copied().unwrap_or(target)
+                    };
                     let committed = group.durable.then(|| {
                         lock(&self.inner.shared.committed)
                             .get(&(group.name.clone(), topic.name.to_string(), partition))
@@ -191,7 +200,14 @@ impl GroupReader {
                     _ = self.shutdown.triggered() => return Ok(()),
                 }
             }
-            let portions = self.gather(members.len());
+            let portions = match self.gather_cold(members.len()).await {
+                Some(portions) => portions,
+                None => self.gather(members.len()),
+            };
+            if portions.is_empty() {
+                // The file could not be read just now; the cursor stays.
+                continue;
+            }
             if portions.iter().all(Vec::is_empty) {
                 tokio::select! {
                     changed = appended.changed() => if changed.is_err() { return Ok(()) },
@@ -224,6 +240,49 @@ impl GroupReader {
         }
     }
 
+    /// Records of the first partition whose cursor is below what memory
+    /// holds, read from the file and given to the member the partition
+    /// belongs to; `None` when every cursor is within memory.
+    async fn gather_cold(&mut self, members: usize) -> Option<Vec<Portion>> {
+        let cold = self.bus.inner.shared.cold.as_ref()?;
+        for index in 0..self.cursors.len() {
+            let cursor = &self.cursors[index];
+            let log = &cursor.topic.partitions[cursor.partition as usize];
+            let cold_end = lock(&log.state).cold_end;
+            if cursor.position >= cold_end {
+                continue;
+            }
+            let records = match cold
+                .read(
+                    &cursor.topic.name,
+                    cursor.partition,
+                    cursor.position,
+                    cold_end,
+                    self.max_batch,
+                )
+                .await
+            {
+                Ok(records) => records,
+                Err(error) => {
+                    tracing::warn!(group = %self.group.name, %error, "cannot read the bus log; will try again");
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                    return Some(Vec::new());
+                }
+            };
+            if records.is_empty() {
+                // What was below is compacted away.
+                self.cursors[index].position = cold_end;
+                self.advanced(index);
+                continue;
+            }
+            let mut portions: Vec<Portion> = (0..members).map(|_| Vec::new()).collect();
+            let member = self.cursors[index].partition as usize % members;
+            portions[member].push((index, records));
+            return Some(portions);
+        }
+        None
+    }
+
     /// What is new in every partition, up to `max_batch` records in all,
     /// split by the member each partition belongs to.
     fn gather(&mut self, members: usize) -> Vec<Portion> {
@@ -244,6 +303,10 @@ impl GroupReader {
             let end = *log.end.borrow();
             let records: Vec<Arc<Record>> = {
                 let state = lock(&log.state);
+                if cursor.position < state.cold_end {
+                    // Evicted meanwhile: the next round reads the file.
+                    continue;
+                }
                 state
                     .records
                     .range(cursor.position..)

@@ -1,19 +1,80 @@
 //! The SQLite file behind the in-process bus's log: topics, records, the
 //! ends of trimmed partitions and the committed offsets of groups.
 
-use shop_shared::sync::{lock, write};
+use shop_shared::sync::{lock, read, write};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use shop_shared::time::Timestamp;
-use sqlx::sqlite::SqliteConnection;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteRow};
 use sqlx::{Connection, Row};
 
 use super::writer::{Placed, TopicCreation};
 use super::{Shared, TopicLog};
+pub(super) use super::writer::KeyCompaction;
 use crate::bus::{Partitioner, Record};
 use crate::db::batch::{self, Placeholders};
 use crate::db::{Dialect, checkpoint, migrate};
+
+/// The record of a row of `bus_records` (without its topic and part).
+fn record_of(row: &SqliteRow, topic: &Arc<str>, partition: u32) -> anyhow::Result<Record> {
+    let headers: String = row.try_get("headers")?;
+    let offset: i64 = row.try_get("record_offset")?;
+    Ok(Record {
+        topic: topic.clone(),
+        partition,
+        offset: offset as u64,
+        key: row.try_get("record_key")?,
+        headers: serde_json::from_str(&headers)?,
+        payload: row.try_get("payload")?,
+        timestamp: Timestamp::from_millis(row.try_get("created_at")?),
+    })
+}
+
+/// A connection of its own that reads records kept only in the file, for
+/// readers that start below what memory holds; SQLite's WAL lets it read
+/// while the writer writes.
+pub(super) struct ColdRecords {
+    connection: tokio::sync::Mutex<SqliteConnection>,
+}
+
+impl ColdRecords {
+    pub(super) async fn open(options: &SqliteConnectOptions) -> Result<Self, sqlx::Error> {
+        let connection = SqliteConnection::connect_with(&options.clone().read_only(true)).await?;
+        Ok(ColdRecords {
+            connection: tokio::sync::Mutex::new(connection),
+        })
+    }
+
+    /// Up to `limit` records of `topic`'s `partition` from offset `from`
+    /// (inclusive) to `until` (exclusive), in offset order.
+    pub(super) async fn read(
+        &self,
+        topic: &Arc<str>,
+        partition: u32,
+        from: u64,
+        until: u64,
+        limit: usize,
+    ) -> anyhow::Result<Vec<Arc<Record>>> {
+        let mut connection = self.connection.lock().await;
+        let rows = sqlx::query(
+            "SELECT record_offset, record_key, headers, payload, created_at
+             FROM bus_records
+             WHERE topic = ? AND part = ? AND record_offset >= ? AND record_offset < ?
+             ORDER BY record_offset LIMIT ?",
+        )
+        .bind(topic.as_ref())
+        .bind(i64::from(partition))
+        .bind(from as i64)
+        .bind(until as i64)
+        .bind(limit as i64)
+        .fetch_all(&mut *connection)
+        .await?;
+        rows.iter()
+            .map(|row| record_of(row, topic, partition).map(Arc::new))
+            .collect()
+    }
+}
 
 /// The SQLite file behind the log.
 pub(super) struct LogStore {
@@ -60,59 +121,6 @@ impl LogStore {
                 );
             }
         }
-        let ends = sqlx::query("SELECT topic, part, next_offset FROM bus_log_end")
-            .fetch_all(&mut self.connection)
-            .await?;
-        for row in ends {
-            let topic: String = row.try_get("topic")?;
-            let part: i64 = row.try_get("part")?;
-            let end: i64 = row.try_get("next_offset")?;
-            if let Some(log) = shared.topic(&topic)
-                && let Some(partition) = log.partitions.get(part as usize)
-            {
-                partition.end.send_replace(end as u64);
-            }
-        }
-        let records = sqlx::query(
-            "SELECT topic, part, record_offset, record_key, headers, payload, created_at
-             FROM bus_records ORDER BY topic, part, record_offset",
-        )
-        .fetch_all(&mut self.connection)
-        .await?;
-        for row in records {
-            let topic: String = row.try_get("topic")?;
-            let Some(log) = shared.topic(&topic) else {
-                continue;
-            };
-            let part: i64 = row.try_get("part")?;
-            let Some(partition) = log.partitions.get(part as usize) else {
-                continue;
-            };
-            let headers: String = row.try_get("headers")?;
-            let offset: i64 = row.try_get("record_offset")?;
-            let record = Record {
-                topic: log.name.clone(),
-                partition: part as u32,
-                offset: offset as u64,
-                key: row.try_get("record_key")?,
-                headers: serde_json::from_str(&headers)?,
-                payload: row.try_get("payload")?,
-                timestamp: Timestamp::from_millis(row.try_get("created_at")?),
-            };
-            // The log ends after its newest record (bus_log_end holds the
-            // end only of partitions trimmed empty).
-            partition.end.send_if_modified(|end| {
-                let after = record.offset + 1;
-                (*end < after).then(|| *end = after).is_some()
-            });
-            let mut state = lock(&partition.state);
-            if log.compacted
-                && let Some(older) = state.latest.insert(record.key.clone(), record.offset)
-            {
-                state.superseded.insert(older);
-            }
-            state.records.insert(record.offset, Arc::new(record));
-        }
         let offsets =
             sqlx::query("SELECT group_id, topic, part, next_offset FROM bus_group_offsets")
                 .fetch_all(&mut self.connection)
@@ -127,6 +135,83 @@ impl LogStore {
                 .or_default()
                 .insert(group.clone());
             lock(&shared.committed).insert((group, topic, part as u32), next as u64);
+        }
+        let ends = sqlx::query("SELECT topic, part, next_offset FROM bus_log_end")
+            .fetch_all(&mut self.connection)
+            .await?;
+        for row in ends {
+            let topic: String = row.try_get("topic")?;
+            let part: i64 = row.try_get("part")?;
+            let end: i64 = row.try_get("next_offset")?;
+            if let Some(log) = shared.topic(&topic)
+                && let Some(partition) = log.partitions.get(part as usize)
+            {
+                partition.end.send_replace(end as u64);
+            }
+        }
+        let topics: Vec<Arc<TopicLog>> = read(&shared.topics).values().cloned().collect();
+        for log in topics {
+            // A compacted topic's records below what every durable group
+            // reading it committed stay in the file: a new reader reads them
+            // from there. A topic nobody reads durably is loaded whole.
+            let durable = lock(&shared.readers)
+                .get(log.name.as_ref())
+                .cloned()
+                .unwrap_or_default();
+            for (index, partition) in log.partitions.iter().enumerate() {
+                let part = index as u32;
+                let hot_from = if log.compacted && !durable.is_empty() {
+                    let committed = lock(&shared.committed);
+                    durable
+                        .iter()
+                        .map(|group| {
+                            committed
+                                .get(&(group.clone(), log.name.to_string(), part))
+                                .copied()
+                                .unwrap_or(0)
+                        })
+                        .min()
+                        .unwrap_or(0)
+                } else {
+                    0
+                };
+                // The log ends after its newest record (bus_log_end holds the
+                // end only of partitions trimmed empty).
+                let newest: Option<i64> = sqlx::query_scalar(
+                    "SELECT MAX(record_offset) FROM bus_records WHERE topic = ? AND part = ?",
+                )
+                .bind(log.name.as_ref())
+                .bind(i64::from(part))
+                .fetch_one(&mut self.connection)
+                .await?;
+                if let Some(newest) = newest {
+                    partition.end.send_if_modified(|end| {
+                        let after = newest as u64 + 1;
+                        (*end < after).then(|| *end = after).is_some()
+                    });
+                }
+                let records = sqlx::query(
+                    "SELECT record_offset, record_key, headers, payload, created_at
+                     FROM bus_records WHERE topic = ? AND part = ? AND record_offset >= ?
+                     ORDER BY record_offset",
+                )
+                .bind(log.name.as_ref())
+                .bind(i64::from(part))
+                .bind(hot_from as i64)
+                .fetch_all(&mut self.connection)
+                .await?;
+                let mut state = lock(&partition.state);
+                state.cold_end = hot_from;
+                for row in records {
+                    let record = record_of(&row, &log.name, part)?;
+                    if log.compacted
+                        && let Some(older) = state.latest.insert(record.key.clone(), record.offset)
+                    {
+                        state.superseded.insert(older);
+                    }
+                    state.records.insert(record.offset, Arc::new(record));
+                }
+            }
         }
         Ok(shared)
     }
@@ -220,9 +305,10 @@ impl LogStore {
         &mut self,
         cuts: &[(Arc<str>, u32, u64, u64)],
         compactions: &[(Arc<str>, u32, BTreeSet<u64>)],
+        by_key: &[KeyCompaction],
         commits: &HashMap<(String, String, u32), u64>,
     ) -> Result<(), sqlx::Error> {
-        let script = trim_script(cuts, compactions, commits);
+        let script = trim_script(cuts, compactions, by_key, commits);
         let mut tx = self.connection.begin().await?;
         sqlx::raw_sql(sqlx::AssertSqlSafe(script))
             .execute(&mut *tx)
@@ -236,6 +322,7 @@ impl LogStore {
 fn trim_script(
     cuts: &[(Arc<str>, u32, u64, u64)],
     compactions: &[(Arc<str>, u32, BTreeSet<u64>)],
+    by_key: &[KeyCompaction],
     commits: &HashMap<(String, String, u32), u64>,
 ) -> String {
     use std::fmt::Write;
@@ -282,6 +369,16 @@ fn trim_script(
             "DELETE FROM bus_records WHERE topic = {} AND part = {partition} AND record_offset IN ({});",
             text(topic),
             list.join(", ")
+        );
+    }
+    // Records only the file still held, replaced by a newer one of their key
+    // (found through the index on keys).
+    for (topic, partition, key, below) in by_key {
+        let _ = writeln!(
+            script,
+            "DELETE FROM bus_records WHERE topic = {} AND part = {partition} AND record_key = {} AND record_offset < {below};",
+            text(topic),
+            text(key)
         );
     }
     script

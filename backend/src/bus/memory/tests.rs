@@ -513,6 +513,90 @@ async fn compacted_topics_keep_the_newest_record_per_key_but_live_readers_see_al
     stop(supervisor).await;
 }
 
+/// The newest payload of each key a new broadcast reader of `topic` sees.
+async fn newest_seen(bus: &MemoryBus, topic: &str, count: usize) -> HashMap<String, String> {
+    let reader = Arc::new(Collect::default());
+    bus.subscribe(Subscription::broadcast("reader", &[topic]), reader.clone())
+        .await
+        .expect("reader");
+    reader.wait_for(count).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    reader.seen().into_iter().collect()
+}
+
+#[tokio::test]
+async fn a_compacted_topic_keeps_in_memory_only_what_a_reader_still_needs() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("bus.sqlite");
+    let (bus, supervisor) = open(&path, 2).await;
+    bus.ensure_topics(&[topic("state", true)])
+        .await
+        .expect("topic");
+    let keeper = Arc::new(Collect::default());
+    bus.subscribe(Subscription::group("keeper", &["state"]), keeper.clone())
+        .await
+        .expect("keeper");
+    for version in ["1", "2"] {
+        let records = (0..100)
+            .map(|n| record("state", &format!("k{n}"), version))
+            .collect();
+        bus.publish(records).await.expect("published");
+    }
+    assert_eq!(keeper.wait_for(200).await.len(), 200);
+    tokio::time::sleep(TRIM_EVERY * 3).await;
+    assert_eq!(
+        bus.records_in_memory(),
+        0,
+        "every reader passed them: the file alone keeps them"
+    );
+    let newest = newest_seen(&bus, "state", 100).await;
+    assert_eq!(newest.len(), 100, "a new reader reads them from the file");
+    assert!(newest.values().all(|value| value == "2"), "{newest:?}");
+
+    // A new record of a key whose older one is in the file only replaces it
+    // there too.
+    bus.publish(vec![record("state", "k7", "3")])
+        .await
+        .expect("published");
+    keeper.wait_for(201).await;
+    tokio::time::sleep(TRIM_EVERY * 3).await;
+    drop(bus);
+    stop(supervisor).await;
+    let (_, stored_keys) = {
+        let mut connection = SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+            .await
+            .expect("log");
+        let rows: Vec<(String, Vec<u8>)> = sqlx::query_as(
+            "SELECT record_key, payload FROM bus_records WHERE topic = 'state' ORDER BY record_key",
+        )
+        .fetch_all(&mut connection)
+        .await
+        .expect("rows");
+        ((), rows)
+    };
+    assert_eq!(stored_keys.len(), 100, "one record per key in the file");
+    assert!(stored_keys.contains(&("k7".to_owned(), b"3".to_vec())));
+
+    // A restart loads none of what the durable group committed.
+    let (bus, supervisor) = open(&path, 2).await;
+    assert_eq!(bus.records_in_memory(), 0, "nothing replayed into memory");
+    let newest = newest_seen(&bus, "state", 100).await;
+    assert_eq!(newest.len(), 100);
+    assert_eq!(newest.get("k7").map(String::as_str), Some("3"));
+    let keeper = Arc::new(Collect::default());
+    bus.subscribe(Subscription::group("keeper", &["state"]), keeper.clone())
+        .await
+        .expect("keeper again");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        keeper.seen().is_empty(),
+        "the durable group resumes where it was: {:?}",
+        keeper.seen()
+    );
+    drop(bus);
+    stop(supervisor).await;
+}
+
 #[tokio::test]
 async fn publishing_to_an_unknown_topic_is_refused() {
     let (_supervisor, spawner) = Supervisor::new();
@@ -605,6 +689,7 @@ fn bus_migrations() -> Vec<(i64, String)> {
     vec![
         (1, "0001_log".to_owned()),
         (2, "0002_topic_partitioner".to_owned()),
+        (3, "0003_record_keys".to_owned()),
     ]
 }
 

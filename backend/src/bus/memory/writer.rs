@@ -25,6 +25,11 @@ pub(super) const TRIM_EVERY: Duration = Duration::from_millis(100);
 /// Most write operations one group commit takes.
 const MAX_OPS_PER_COMMIT: usize = 2048;
 
+/// Records of a key that only the file holds, to remove there because a
+/// newer one replaced them: topic, partition, key, and the newer one's
+/// offset (every older record of the key goes).
+pub(super) type KeyCompaction = (Arc<str>, u32, String, u64);
+
 /// A topic to create: name, partitions, compacted, and whom to tell.
 pub(super) type TopicCreation = (String, u32, bool, oneshot::Sender<Result<(), BusError>>);
 
@@ -63,6 +68,9 @@ pub(super) struct Writer {
     pub(super) shutdown: Shutdown,
     /// Committed offsets not yet written: (group, topic, partition).
     pub(super) unsaved: HashMap<(String, String, u32), u64>,
+    /// Records only the file holds that newer ones replaced, to remove with
+    /// the next trim.
+    pub(super) by_key: Vec<KeyCompaction>,
 }
 
 /// A record placed in the log but not yet visible.
@@ -217,8 +225,18 @@ impl Writer {
         for item in &placed {
             let log = &item.topic.partitions[item.record.partition as usize];
             let mut state = lock(&log.state);
-            if let Some(replaced) = item.replaces {
-                state.superseded.insert(replaced);
+            match item.replaces {
+                Some(replaced) => {
+                    state.superseded.insert(replaced);
+                }
+                // The record it replaces, if any, is in the file only.
+                None if item.topic.compacted && state.cold_end > 0 => self.by_key.push((
+                    item.topic.name.clone(),
+                    item.record.partition,
+                    item.record.key.clone(),
+                    item.record.offset,
+                )),
+                None => {}
             }
             if item.topic.compacted {
                 state
@@ -246,7 +264,9 @@ impl Writer {
     /// Drops records nobody needs any more: on plain topics, those every
     /// durable group reading the topic has committed and every live reader
     /// has passed (topics nobody reads durably are kept); on compacted
-    /// topics, superseded records that every live reader has passed.
+    /// topics, superseded records that every live reader has passed, and
+    /// from memory only (the file keeps them for new readers), the newest
+    /// records of their keys that every reader has passed.
     async fn trim(&mut self) {
         let topics: Vec<Arc<TopicLog>> = read(&self.shared.topics).values().cloned().collect();
         let readers = lock(&self.shared.readers).clone();
@@ -275,6 +295,19 @@ impl Writer {
                     }
                     if !dropped.is_empty() {
                         compactions.push((topic.name.clone(), partition, dropped));
+                    }
+                    // Without a file, memory is the only copy; without a
+                    // reader, nothing says what is passed.
+                    let cold_below = passed.min(*log.end.borrow());
+                    if self.store.is_some() && passed != u64::MAX && cold_below > state.cold_end {
+                        let hot = state.records.split_off(&cold_below);
+                        let cold = std::mem::replace(&mut state.records, hot);
+                        for (offset, record) in cold {
+                            if state.latest.get(&record.key) == Some(&offset) {
+                                state.latest.remove(&record.key);
+                            }
+                        }
+                        state.cold_end = cold_below;
                     }
                     continue;
                 }
@@ -308,11 +341,21 @@ impl Writer {
         let Some(store) = &mut self.store else {
             return;
         };
-        if cuts.is_empty() && compactions.is_empty() && self.unsaved.is_empty() {
+        if cuts.is_empty()
+            && compactions.is_empty()
+            && self.by_key.is_empty()
+            && self.unsaved.is_empty()
+        {
             return;
         }
-        match store.trim(&cuts, &compactions, &self.unsaved).await {
-            Ok(()) => self.unsaved.clear(),
+        match store
+            .trim(&cuts, &compactions, &self.by_key, &self.unsaved)
+            .await
+        {
+            Ok(()) => {
+                self.unsaved.clear();
+                self.by_key.clear();
+            }
             Err(error) => tracing::warn!(%error, "cannot trim the bus log; will try again"),
         }
     }
@@ -322,11 +365,14 @@ impl Writer {
         let Some(store) = &mut self.store else {
             return;
         };
-        if self.unsaved.is_empty() {
+        if self.unsaved.is_empty() && self.by_key.is_empty() {
             return;
         }
-        match store.trim(&[], &[], &self.unsaved).await {
-            Ok(()) => self.unsaved.clear(),
+        match store.trim(&[], &[], &self.by_key, &self.unsaved).await {
+            Ok(()) => {
+                self.unsaved.clear();
+                self.by_key.clear();
+            }
             Err(error) => tracing::warn!(%error, "cannot write committed offsets"),
         }
     }

@@ -297,6 +297,21 @@ impl Shop {
         }
     }
 
+    /// The WebSocket URL of each running instance of the gateway
+    /// (distributed mode), in the order they started.
+    pub fn gateway_ws_urls(&self) -> Vec<String> {
+        match &self.backend {
+            Backend::Distributed { services, .. } => services
+                .iter()
+                .filter(|(service, process)| {
+                    *service == Service::Gateway && process.child.is_some()
+                })
+                .map(|(_, process)| shop_client::websocket_url(&process.base()))
+                .collect(),
+            Backend::Embedded(process) => vec![shop_client::websocket_url(&process.base())],
+        }
+    }
+
     /// Kills one service with SIGKILL (distributed mode).
     pub async fn kill_service(&mut self, service: Service) {
         self.service(service).kill().await;

@@ -1,0 +1,166 @@
+//! The gateway's durable customer-orders projection: the newest snapshot
+//! of every order, kept in the gateway's own database (`gateway.sqlite` in
+//! embedded mode, schema `shop_gateway` in distributed mode) by the
+//! `gateway` consumer group of `orders.v1`, which all gateway instances
+//! share. A customer's order list and a single order are read from here, so
+//! a gateway holds in memory only what is live, and starts without
+//! replaying history.
+//!
+//! Writes are idempotent: a snapshot replaces the stored one only when its
+//! version is newer, so a redelivered or reordered snapshot changes nothing.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use shop_shared::events::{Envelope, OrderEvent, OrderState, topic};
+use sqlx::Row;
+use uuid::Uuid;
+
+use crate::bus::{Handler, HandlerError, Record};
+use crate::db::{Db, StoreError, batch};
+
+/// Most orders a customer's list holds: the newest ones. A customer's
+/// open orders (those holding units) are few, bounded by the hold limit.
+pub const MAX_LISTED_ORDERS: usize = 1000;
+
+/// The customer-orders table. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Projection {
+    db: Db,
+}
+
+impl Projection {
+    pub fn new(db: Db) -> Self {
+        Projection { db }
+    }
+
+    /// Stores each snapshot unless an equal or newer version of its order
+    /// is stored already; all in one transaction.
+    ///
+    /// # Errors
+    ///
+    /// The database failed; nothing of the batch is stored then.
+    pub async fn store(&self, states: &[Arc<OrderState>]) -> Result<(), StoreError> {
+        // One row per order in a statement: PostgreSQL refuses to update a
+        // row twice in one INSERT … ON CONFLICT.
+        let mut newest: HashMap<Uuid, &OrderState> = HashMap::new();
+        for state in states {
+            let slot = newest.entry(state.order.id).or_insert(state);
+            if state.order.version > slot.order.version {
+                *slot = state;
+            }
+        }
+        let mut rows: Vec<&OrderState> = newest.into_values().collect();
+        // A fixed order, so concurrent writers lock rows in the same order.
+        rows.sort_by_key(|state| state.order.id);
+        let mut tx = self.db.begin().await?;
+        let style = tx.placeholders();
+        for range in batch::chunks(rows.len()) {
+            let sql = format!(
+                "INSERT INTO customer_orders (order_id, customer_id, created_at, version, open, state)
+                 VALUES {}
+                 ON CONFLICT (order_id) DO UPDATE SET
+                     version = excluded.version, open = excluded.open, state = excluded.state
+                 WHERE customer_orders.version < excluded.version",
+                batch::values(range.len(), 6, style)
+            );
+            let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for state in &rows[range] {
+                let open = i64::from(!state.order.status.is_final());
+                insert = insert
+                    .bind(state.order.id.to_string())
+                    .bind(state.customer_id.to_string())
+                    .bind(state.order.created_at.as_millis())
+                    .bind(state.order.version)
+                    .bind(open)
+                    .bind(serde_json::to_string(state).unwrap_or_default());
+            }
+            insert.execute(&mut *tx).await?;
+        }
+        tx.commit().await
+    }
+
+    /// Order `id`, whoever's it is.
+    ///
+    /// # Errors
+    ///
+    /// The database failed, or the stored snapshot cannot be read.
+    pub async fn order(&self, id: Uuid) -> Result<Option<OrderState>, StoreError> {
+        let row = sqlx::query("SELECT state FROM customer_orders WHERE order_id = $1")
+            .bind(id.to_string())
+            .fetch_optional(self.db.pool())
+            .await?;
+        row.map(|row| decode(&row)).transpose()
+    }
+
+    /// `customer`'s newest orders, at most [`MAX_LISTED_ORDERS`], newest
+    /// first; only the open ones (`NEW`, `RESERVED`) when `open_only`.
+    ///
+    /// # Errors
+    ///
+    /// The database failed, or a stored snapshot cannot be read.
+    pub async fn customer_orders(
+        &self,
+        customer: Uuid,
+        open_only: bool,
+    ) -> Result<Vec<OrderState>, StoreError> {
+        let filter = if open_only { " AND open = 1" } else { "" };
+        let sql = format!(
+            "SELECT state FROM customer_orders WHERE customer_id = $1{filter}
+             ORDER BY created_at DESC, order_id DESC LIMIT {MAX_LISTED_ORDERS}"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(customer.to_string())
+            .fetch_all(self.db.pool())
+            .await?;
+        rows.iter().map(decode).collect()
+    }
+
+    /// How many orders the projection holds (for tests and metrics).
+    ///
+    /// # Errors
+    ///
+    /// The database failed.
+    pub async fn count(&self) -> Result<i64, StoreError> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM customer_orders")
+            .fetch_one(self.db.pool())
+            .await?;
+        Ok(row.try_get("n")?)
+    }
+}
+
+fn decode(row: &sqlx::any::AnyRow) -> Result<OrderState, StoreError> {
+    let state: String = row.try_get("state")?;
+    serde_json::from_str(&state)
+        .map_err(|error| StoreError::corrupt("customer_orders.state", error.to_string()))
+}
+
+/// Keeps the projection from `orders.v1`, as a member of the `gateway`
+/// consumer group; tells the read model what is stored, so it can forget
+/// the snapshots it kept only until then.
+pub struct ProjectionHandler {
+    pub projection: Projection,
+    pub stored: Box<dyn Fn(&[Arc<OrderState>]) + Send + Sync>,
+}
+
+#[async_trait]
+impl Handler for ProjectionHandler {
+    async fn handle(&self, batch: &[Arc<Record>]) -> Result<(), HandlerError> {
+        let mut states = Vec::with_capacity(batch.len());
+        for record in batch {
+            if &*record.topic != topic::ORDERS {
+                return Err(HandlerError::Malformed(format!(
+                    "the gateway's projection does not read {}",
+                    record.topic
+                )));
+            }
+            let OrderEvent::OrderUpdated(state) =
+                Envelope::<OrderEvent>::from_json(&record.payload)?.message;
+            states.push(Arc::new(state));
+        }
+        self.projection.store(&states).await?;
+        (self.stored)(&states);
+        Ok(())
+    }
+}

@@ -3,3 +3,4 @@
 CREATE DATABASE shop_order;
 CREATE DATABASE shop_stock;
 CREATE DATABASE shop_payment;
+CREATE DATABASE shop_gateway;

@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::gateway::limits::LimitSettings;
+use crate::messaging::retention::RetentionSettings;
 use crate::secrets::Secret;
 
 const EXAMPLES: &str = "\
@@ -131,6 +132,9 @@ pub struct DistributedArgs {
     pub limits: LimitArgs,
 
     #[command(flatten)]
+    pub retention: RetentionArgs,
+
+    #[command(flatten)]
     pub stripe: StripeArgs,
 
     #[command(flatten)]
@@ -190,6 +194,9 @@ pub struct EmbeddedArgs {
     pub limits: LimitArgs,
 
     #[command(flatten)]
+    pub retention: RetentionArgs,
+
+    #[command(flatten)]
     pub stripe: StripeArgs,
 
     #[command(flatten)]
@@ -211,6 +218,7 @@ impl EmbeddedArgs {
             token_secret: None,
             webhook_secret: None,
             limits: LimitArgs::default(),
+            retention: RetentionArgs::default(),
             local_checkout_webhook_delay: Duration::ZERO,
             stripe: StripeArgs::default(),
             connections: ConnectionArgs::default(),
@@ -320,6 +328,89 @@ impl LimitArgs {
             orders_per_minute: NonZeroU32::new(self.order_rate),
         }
     }
+}
+
+/// How long what only guards or records the work is kept (see
+/// docs/architecture.md, Retention); orders, payments and the stock ledger
+/// are always kept.
+#[derive(Debug, Clone, Copy, Args)]
+pub struct RetentionArgs {
+    /// How long each service remembers the ids of the messages it applied, against redelivery
+    /// (a redelivery comes within a second of a service's running time; nothing is pruned until
+    /// a service has run this long since it started), such as 5m. From 1s to 30 days.
+    #[arg(long, env = "SHOP_INBOX_RETENTION", default_value = "5m", value_parser = parse_retention)]
+    pub inbox_retention: Duration,
+
+    /// How long bookkeeping is kept: delivered local webhooks, checkout sessions past their
+    /// expiry, finished refund retries (Stripe event ids at least 3 days, as Stripe retries),
+    /// such as 7d. From 1s to 365 days.
+    #[arg(long, env = "SHOP_BOOKKEEPING_RETENTION", default_value = "7d", value_parser = parse_bookkeeping_retention)]
+    pub bookkeeping_retention: Duration,
+}
+
+impl Default for RetentionArgs {
+    /// The flags' defaults.
+    fn default() -> Self {
+        let settings = RetentionSettings::default();
+        RetentionArgs {
+            inbox_retention: settings.inbox,
+            bookkeeping_retention: settings.bookkeeping,
+        }
+    }
+}
+
+impl RetentionArgs {
+    pub fn settings(&self) -> RetentionSettings {
+        RetentionSettings {
+            inbox: self.inbox_retention,
+            bookkeeping: self.bookkeeping_retention,
+        }
+    }
+}
+
+/// Reads an inbox retention: from 1s to 30 days.
+///
+/// # Errors
+///
+/// A message for a duration humantime cannot read, or one out of range.
+pub fn parse_retention(text: &str) -> Result<Duration, String> {
+    parse_between(
+        text,
+        "the inbox retention",
+        Duration::from_secs(1),
+        Duration::from_secs(30 * 24 * 3600),
+        "1s to 30 days",
+    )
+}
+
+/// Reads a bookkeeping retention: from 1s to 365 days.
+///
+/// # Errors
+///
+/// A message for a duration humantime cannot read, or one out of range.
+pub fn parse_bookkeeping_retention(text: &str) -> Result<Duration, String> {
+    parse_between(
+        text,
+        "the bookkeeping retention",
+        Duration::from_secs(1),
+        Duration::from_secs(365 * 24 * 3600),
+        "1s to 365 days",
+    )
+}
+
+fn parse_between(
+    text: &str,
+    what: &str,
+    low: Duration,
+    high: Duration,
+    range: &str,
+) -> Result<Duration, String> {
+    let duration = humantime::parse_duration(text)
+        .map_err(|error| format!("`{text}` is not a duration such as 5m or 7d: {error}"))?;
+    if duration < low || duration > high {
+        return Err(format!("`{text}` is out of range: {what} is from {range}"));
+    }
+    Ok(duration)
 }
 
 /// Stripe's API.
@@ -639,6 +730,45 @@ mod tests {
         assert_eq!(args.limits.order_rate, 2);
         assert_eq!(args.limits.hold_limit, 100, "default");
         assert!(Cli::try_parse_from(["shop-backend", "--hold-limit", "-1"]).is_err());
+    }
+
+    #[test]
+    fn retention_is_a_setting_of_both_modes_with_documented_defaults_and_bounds() {
+        let cli = Cli::try_parse_from(["shop-backend"]).expect("no flags needed");
+        assert_eq!(
+            cli.embedded.retention.settings(),
+            RetentionSettings {
+                inbox: Duration::from_secs(300),
+                bookkeeping: Duration::from_secs(7 * 24 * 3600),
+            }
+        );
+        let Some(Command::Payment(args)) = Cli::try_parse_from([
+            "shop-backend",
+            "payment",
+            "--inbox-retention",
+            "1h",
+            "--bookkeeping-retention",
+            "30d",
+        ])
+        .expect("parses")
+        .command
+        else {
+            panic!("payment")
+        };
+        assert_eq!(args.retention.inbox_retention, Duration::from_secs(3600));
+        assert_eq!(
+            args.retention.bookkeeping_retention,
+            Duration::from_secs(30 * 24 * 3600)
+        );
+        for bad in ["0s", "31d", "soon"] {
+            let error = Cli::try_parse_from(["shop-backend", "--inbox-retention", bad])
+                .expect_err("refused")
+                .to_string();
+            assert!(
+                error.contains("inbox retention") || error.contains("not a duration"),
+                "{error}"
+            );
+        }
     }
 
     #[test]

@@ -134,6 +134,10 @@ const COUNTERS: &[(&str, &str)] = &[
         "Connections refused with 503, by the limit they met (total, per_address).",
     ),
     (
+        "shop_pruned_rows_total",
+        "Rows deleted by retention, by service and table (docs/architecture.md, Retention).",
+    ),
+    (
         "shop_refund_failures_total",
         "Refund attempts that did not go through and are retried, by outcome (refused by the provider, provider unavailable).",
     ),

@@ -147,6 +147,7 @@ impl Node {
                 stripe: args.stripe.clone(),
                 token_secret: token_secret.unwrap_or_else(|| Secret::new("")),
                 limits: args.limits.settings(),
+                retention: args.retention.settings(),
                 local_checkout: LocalCheckoutConfig {
                     public_url: public_url.clone(),
                     return_url: gateway_url,

@@ -94,6 +94,7 @@ impl Application {
                 stripe: config.stripe.clone(),
                 token_secret,
                 limits: config.limits.settings(),
+                retention: config.retention.settings(),
                 local_checkout: LocalCheckoutConfig {
                     public_url: public_url.clone(),
                     return_url: public_url.clone(),

@@ -28,6 +28,7 @@ use crate::gateway::limits::LimitSettings;
 use crate::http::server::{self, Connections};
 use crate::http::tls::{self, Tls};
 use crate::http::{Health, index_router};
+use crate::messaging::retention::{self, RetentionSettings};
 use crate::metrics;
 use crate::payment::local::{LocalCheckoutConfig, WebhookTls};
 use crate::runtime::Runtime;
@@ -170,6 +171,8 @@ pub struct Settings {
     pub token_secret: Secret,
     /// What one customer may hold and how often they may order.
     pub limits: LimitSettings,
+    /// How long what each service forgets is kept.
+    pub retention: RetentionSettings,
     /// Where the local checkout lives and whom it tells (when Stripe is not
     /// configured).
     pub local_checkout: LocalCheckoutConfig,
@@ -218,6 +221,18 @@ pub async fn compose(
             async move { db.is_healthy().await }
         });
         databases.push(db.clone());
+        let prunable = match service {
+            Service::Payment => payment::PRUNABLE.to_vec(),
+            _ => Vec::new(),
+        };
+        retention::spawn(
+            &runtime.spawner,
+            service,
+            db.clone(),
+            settings.retention,
+            [vec![retention::PROCESSED_MESSAGES], prunable].concat(),
+            runtime.metrics.clone(),
+        );
         match service {
             Service::Stock => {
                 gauges.push(stock::start(runtime, db, settings.catalog.take()).await?);

@@ -376,12 +376,23 @@ impl Bus for KafkaBus {
                 let mut targets = HashMap::new();
                 for topic in &subscription.topics {
                     let on_broker = self.inner.config.on_broker(topic);
-                    for partition in self.partitions(&on_broker).await? {
-                        let start = if live { Offset::End } else { Offset::Beginning };
+                    let partitions = self.partitions(&on_broker).await?;
+                    let committed = match (&subscription.resume_from, live) {
+                        (Some(group), true) => {
+                            self.committed(group, &on_broker, &partitions).await?
+                        }
+                        _ => HashMap::new(),
+                    };
+                    for partition in partitions {
+                        let start = match committed.get(&partition) {
+                            Some(offset) => Offset::Offset(*offset),
+                            None if live => Offset::End,
+                            None => Offset::Beginning,
+                        };
                         assignment
                             .add_partition_offset(&on_broker, partition, start)
                             .map_err(broker_error)?;
-                        if live {
+                        if live && !committed.contains_key(&partition) {
                             continue;
                         }
                         targets.insert(
@@ -438,6 +449,54 @@ impl Bus for KafkaBus {
 
 impl KafkaBus {
     /// The offset the next record of a partition will get.
+    /// The offsets `group` committed on `topic`'s `partitions` (none for a
+    /// partition it committed nothing on), asked of the group's coordinator
+    /// by a consumer that never joins the group.
+    async fn committed(
+        &self,
+        group: &str,
+        topic: &str,
+        partitions: &[i32],
+    ) -> Result<HashMap<i32, i64>, BusError> {
+        let mut config = base_config(&self.inner.config);
+        config
+            .set("group.id", self.inner.config.on_broker(group))
+            .set("enable.auto.commit", "false");
+        let mut wanted = TopicPartitionList::new();
+        for partition in partitions {
+            wanted.add_partition(topic, *partition);
+        }
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let (config, list) = (config.clone(), wanted.clone());
+            let answer = tokio::task::spawn_blocking(move || {
+                let consumer: BaseConsumer = config.create()?;
+                consumer.committed_offsets(list, Duration::from_secs(5))
+            })
+            .await
+            .map_err(|error| BusError::Broker(error.to_string()))?;
+            match answer {
+                Ok(offsets) => {
+                    return Ok(offsets
+                        .elements()
+                        .iter()
+                        .filter_map(|element| match element.offset() {
+                            Offset::Offset(offset) => Some((element.partition(), offset)),
+                            _ => None,
+                        })
+                        .collect());
+                }
+                Err(error) => {
+                    tracing::warn!(group, topic, %error, "cannot read a group's committed offsets from Kafka; retrying");
+                    if !self.shutdown().sleep(backoff).await {
+                        return Err(BusError::Closed);
+                    }
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                }
+            }
+        }
+    }
+
     async fn high_watermark(&self, topic: &str, partition: i32) -> Result<i64, BusError> {
         let mut backoff = Duration::from_millis(100);
         loop {

@@ -145,8 +145,10 @@ pub enum Mode {
     /// compacted topics (the catalogue) on start.
     Broadcast,
     /// Every subscriber reads every record published after it subscribed,
-    /// from the end of each partition, and commits nothing: for pushing
-    /// live changes without storing or replaying history.
+    /// from the end of each partition (or from where
+    /// [`Subscription::resume_from`]'s group committed), and commits
+    /// nothing: for pushing live changes without storing or replaying
+    /// history.
     Live,
 }
 
@@ -157,6 +159,10 @@ pub struct Subscription {
     pub mode: Mode,
     /// Most records handed to the handler at once.
     pub max_batch: usize,
+    /// [`Mode::Live`]: start each partition where this consumer group
+    /// committed, so that what the group has not handled yet is read too;
+    /// the end where the group committed nothing.
+    pub resume_from: Option<String>,
 }
 
 impl Subscription {
@@ -166,6 +172,7 @@ impl Subscription {
             topics: topics.iter().map(|topic| (*topic).to_owned()).collect(),
             mode: Mode::Group,
             max_batch: 256,
+            resume_from: None,
         }
     }
 
@@ -176,9 +183,11 @@ impl Subscription {
         }
     }
 
-    pub fn live(name: &str, topics: &[&str]) -> Self {
+    /// Live from where `group` committed (see [`Subscription::resume_from`]).
+    pub fn live(name: &str, topics: &[&str], group: &str) -> Self {
         Subscription {
             mode: Mode::Live,
+            resume_from: Some(group.to_owned()),
             ..Subscription::group(name, topics)
         }
     }

@@ -59,8 +59,8 @@ struct Inner {
     bus: Arc<dyn Bus>,
     read_model: ReadModel,
     tokens: TokenSigner,
-    /// The catalogue replayed, and the projection caught up with what was
-    /// published before start.
+    /// The catalogue replayed, and the live reader caught up with what was
+    /// published before start that the projection had not stored.
     loaded: [SubscriptionHandle; 2],
     metrics: Metrics,
     limits: OrderLimits,
@@ -115,12 +115,19 @@ pub async fn start(
     let handler = Arc::new(ReadModelHandler {
         model: read_model.clone(),
     });
-    // Live first: a change published while the others start is pushed.
-    bus.subscribe(
-        Subscription::live(&format!("{}-live", Service::Gateway.group()), &[topic::ORDERS]),
-        handler.clone(),
-    )
-    .await?;
+    // Live from where the projection's group committed, before the group
+    // starts: every change the projection may not hold yet is seen here,
+    // also those made while no gateway ran.
+    let live = bus
+        .subscribe(
+            Subscription::live(
+                &format!("{}-live", Service::Gateway.group()),
+                &[topic::ORDERS],
+                Service::Gateway.group(),
+            ),
+            handler.clone(),
+        )
+        .await?;
     let catalogue = bus
         .subscribe(
             Subscription::broadcast(Service::Gateway.group(), &[topic::PRODUCTS]),
@@ -128,16 +135,15 @@ pub async fn start(
         )
         .await?;
     let stored = read_model.clone();
-    let projected = bus
-        .subscribe(
-            Subscription::group(Service::Gateway.group(), &[topic::ORDERS]),
-            Arc::new(ProjectionHandler {
-                projection,
-                stored: Box::new(move |states| stored.stored(states)),
-            }),
-        )
-        .await?;
-    let loaded = [catalogue, projected];
+    bus.subscribe(
+        Subscription::group(Service::Gateway.group(), &[topic::ORDERS]),
+        Arc::new(ProjectionHandler {
+            projection,
+            stored: Box::new(move |states| stored.stored(states)),
+        }),
+    )
+    .await?;
+    let loaded = [catalogue, live];
     let gateway = Gateway {
         inner: Arc::new(Inner {
             bus,
@@ -253,8 +259,8 @@ impl Gateway {
         })
     }
 
-    /// Waits until the catalogue is replayed and the projection holds
-    /// everything published before start.
+    /// Waits until the catalogue is replayed and what the projection had
+    /// not stored at start is read.
     pub async fn ready(&self) {
         for loaded in &self.inner.loaded {
             loaded.caught_up().await;
@@ -262,7 +268,10 @@ impl Gateway {
     }
 
     pub fn is_ready(&self) -> bool {
-        self.inner.loaded.iter().all(SubscriptionHandle::is_caught_up)
+        self.inner
+            .loaded
+            .iter()
+            .all(SubscriptionHandle::is_caught_up)
     }
 
     /// `customer`'s order named by `order_id`.
@@ -351,14 +360,11 @@ impl Gateway {
             .iter()
             .map(|line| u64::try_from(line.quantity).unwrap_or(0))
             .sum();
-        let _hold = self
-            .inner
-            .limits
-            .admit(
-                customer,
-                model.held_units(customer).await.map_err(unreadable)?,
-                units,
-            )?;
+        let _hold = self.inner.limits.admit(
+            customer,
+            model.held_units(customer).await.map_err(unreadable)?,
+            units,
+        )?;
         let changes = model.customer_changes(customer);
         let command = OrderCommand::PlaceOrder(PlaceOrder {
             order_id,

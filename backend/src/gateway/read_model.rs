@@ -55,9 +55,17 @@ pub struct ReadModel {
 struct Inner {
     products: RwLock<BTreeMap<String, Product>>,
     product_changes: broadcast::Sender<Product>,
-    customer_changes: Mutex<HashMap<Uuid, broadcast::Sender<Arc<OrderState>>>>,
+    customer_changes: Mutex<HashMap<Uuid, Channel>>,
     recent: Mutex<Recent>,
     projection: Projection,
+}
+
+/// The changes of one customer's orders, while someone listens.
+struct Channel {
+    sender: broadcast::Sender<Arc<OrderState>>,
+    /// The version of each order pushed on this channel, so that a
+    /// redelivered older snapshot is never pushed; dropped with the channel.
+    pushed: HashMap<Uuid, i64>,
 }
 
 /// Snapshots seen live that the projection may not hold yet.
@@ -254,7 +262,11 @@ impl ReadModel {
     pub fn customer_changes(&self, customer_id: Uuid) -> CustomerChanges {
         let receiver = lock(&self.inner.customer_changes)
             .entry(customer_id)
-            .or_insert_with(|| broadcast::channel(CHANNEL_CAPACITY).0)
+            .or_insert_with(|| Channel {
+                sender: broadcast::channel(CHANNEL_CAPACITY).0,
+                pushed: HashMap::new(),
+            })
+            .sender
             .subscribe();
         CustomerChanges {
             receiver,
@@ -298,8 +310,12 @@ impl ReadModel {
         if !lock(&self.inner.recent).insert(&state, Instant::now()) {
             return;
         }
-        if let Some(channel) = lock(&self.inner.customer_changes).get(&state.customer_id) {
-            let _ = channel.send(state);
+        if let Some(channel) = lock(&self.inner.customer_changes).get_mut(&state.customer_id) {
+            let pushed = channel.pushed.entry(state.order.id).or_insert(i64::MIN);
+            if *pushed < state.order.version {
+                *pushed = state.order.version;
+                let _ = channel.sender.send(state);
+            }
         }
     }
 
@@ -352,7 +368,7 @@ impl Drop for ChannelUse {
         let mut channels = lock(&self.inner.customer_changes);
         if channels
             .get(&self.customer_id)
-            .is_some_and(|channel| channel.receiver_count() == 0)
+            .is_some_and(|channel| channel.sender.receiver_count() == 0)
         {
             channels.remove(&self.customer_id);
         }

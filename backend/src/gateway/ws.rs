@@ -393,10 +393,12 @@ impl Connection {
                 request_id,
                 products: gateway.read_model().products(),
             }),
-            ClientMessage::ListOrders { .. } => Some(match gateway.customer_orders(customer).await {
-                Ok(orders) => ServerMessage::Orders { request_id, orders },
-                Err(refusal) => refusal.answer(&request_id),
-            }),
+            ClientMessage::ListOrders { .. } => {
+                Some(match gateway.customer_orders(customer).await {
+                    Ok(orders) => ServerMessage::Orders { request_id, orders },
+                    Err(refusal) => refusal.answer(&request_id),
+                })
+            }
             ClientMessage::GetOrder { order_id, .. } => {
                 Some(match gateway.find_order(customer, &order_id).await {
                     Ok(state) => ServerMessage::Order {

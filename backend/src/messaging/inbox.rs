@@ -1,5 +1,6 @@
 //! The inbox of an idempotent consumer: the ids of bus messages already
-//! applied, written in the same transaction as their effects.
+//! applied, written in the same transaction as their effects, and kept as
+//! long as [`super::retention`] says a redelivery can come.
 
 use std::collections::HashSet;
 
@@ -8,10 +9,6 @@ use uuid::Uuid;
 
 use crate::db::batch;
 use crate::db::{Db, StoreError, Tx, parse_column};
-
-/// How long applied message ids are remembered: longer than any bus keeps
-/// a message for redelivery (Kafka's default retention is 7 days).
-pub const REMEMBER_FOR: std::time::Duration = std::time::Duration::from_secs(14 * 24 * 3600);
 
 /// Records every id of `event_ids` as applied, in as few statements as
 /// possible, and returns those applied for the first time now; the others
@@ -65,18 +62,4 @@ pub async fn applied(db: &Db, event_ids: &[Uuid]) -> Result<HashSet<Uuid>, Store
             Ok(parse_column(&id, "event_id")?)
         })
         .collect()
-}
-
-/// Forgets ids older than [`REMEMBER_FOR`].
-///
-/// # Errors
-///
-/// The delete failed.
-pub async fn prune(db: &Db) -> Result<u64, StoreError> {
-    let cutoff = Timestamp::now().as_millis() - REMEMBER_FOR.as_millis() as i64;
-    let deleted = sqlx::query("DELETE FROM processed_messages WHERE processed_at < $1")
-        .bind(cutoff)
-        .execute(db.pool())
-        .await?;
-    Ok(deleted.rows_affected())
 }

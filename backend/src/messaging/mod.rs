@@ -11,6 +11,7 @@
 
 pub mod inbox;
 pub mod outbox;
+pub mod retention;
 
 use std::collections::HashSet;
 use std::sync::Arc;

@@ -14,7 +14,6 @@ use shop_shared::time::Timestamp;
 use sqlx::{AnyConnection, AnyPool, Connection, Row};
 use tokio::sync::Notify;
 
-use super::inbox;
 use crate::bus::{Bus, OutgoingRecord};
 use crate::db::batch;
 use crate::db::{Db, Dialect, StoreError, Tx};
@@ -238,7 +237,6 @@ impl Relay {
     /// least every 50 ms, as the instance holding the relay's lock.
     async fn run(self) -> anyhow::Result<()> {
         let mut backoff = Duration::from_millis(50);
-        let mut last_prune = std::time::Instant::now();
         let mut leader: Option<AnyConnection> = None;
         loop {
             match self.lead_and_flush(&mut leader).await {
@@ -257,7 +255,6 @@ impl Relay {
                     continue;
                 }
             }
-            self.prune_now_and_then(&mut last_prune).await;
             tokio::select! {
                 _ = self.wake.notified() => {}
                 _ = tokio::time::sleep(Duration::from_millis(50)) => {}
@@ -271,7 +268,6 @@ impl Relay {
     /// publishes them again at the next start, with the same event ids.
     async fn run_from_memory(self, queue: Arc<Queue>) -> anyhow::Result<()> {
         let mut backoff = Duration::from_millis(50);
-        let mut last_prune = std::time::Instant::now();
         let mut unpublished: Vec<(i64, OutgoingRecord)> = Vec::new();
         let mut published: Vec<i64> = Vec::new();
         let mut oldest_published: Option<tokio::time::Instant> = None;
@@ -322,7 +318,6 @@ impl Relay {
                     continue;
                 }
             }
-            self.prune_now_and_then(&mut last_prune).await;
             let delete_in =
                 oldest_published.map(|since| DELETE_AFTER.saturating_sub(since.elapsed()));
             tokio::select! {
@@ -342,15 +337,6 @@ impl Relay {
             error = format!("{error:#}"),
             "outbox relay failed; retrying"
         );
-    }
-
-    async fn prune_now_and_then(&self, last_prune: &mut std::time::Instant) {
-        if last_prune.elapsed() > Duration::from_secs(3600) {
-            *last_prune = std::time::Instant::now();
-            if let Err(error) = inbox::prune(&self.db).await {
-                tracing::warn!(service = %self.service, %error, "cannot prune processed message ids");
-            }
-        }
     }
 
     /// On PostgreSQL several instances of a service share one outbox, and

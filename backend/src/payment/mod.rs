@@ -23,6 +23,7 @@ pub mod stripe;
 pub mod webhook;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::routing::post;
@@ -33,12 +34,66 @@ use crate::config::StripeArgs;
 use crate::db::Db;
 use crate::messaging::Transactional;
 use crate::messaging::outbox::{RelayHandle, start_relay};
+use crate::messaging::retention::{KeepFor, Prunable};
 use crate::metrics::{self, GaugeSource, Metrics};
 use crate::runtime::Runtime;
 use crate::secrets::Secret;
 use crate::service::Service;
 use local::{LocalCheckout, LocalCheckoutConfig};
 use provider::PaymentProvider;
+
+/// What the payment service forgets after a while
+/// ([`crate::messaging::retention`]): delivered local webhooks, checkout
+/// sessions long past their expiry, finished refund retries and checkout
+/// delays, and Stripe event ids once Stripe no longer retries them.
+pub const PRUNABLE: &[Prunable] = &[
+    Prunable {
+        table: "webhook_events",
+        delete: "DELETE FROM webhook_events WHERE event_id IN
+                 (SELECT event_id FROM webhook_events WHERE received_at < $1 LIMIT 2000)",
+        keep_for: KeepFor::Bookkeeping {
+            at_least: STRIPE_RETRIES_FOR,
+        },
+    },
+    Prunable {
+        table: "local_webhook_deliveries",
+        delete: "DELETE FROM local_webhook_deliveries WHERE event_id IN
+                 (SELECT event_id FROM local_webhook_deliveries
+                  WHERE delivered_at IS NOT NULL AND delivered_at < $1 LIMIT 2000)",
+        keep_for: KeepFor::Bookkeeping {
+            at_least: Duration::ZERO,
+        },
+    },
+    Prunable {
+        table: "local_checkout_sessions",
+        delete: "DELETE FROM local_checkout_sessions WHERE id IN
+                 (SELECT id FROM local_checkout_sessions WHERE expires_at < $1 LIMIT 2000)",
+        keep_for: KeepFor::Bookkeeping {
+            at_least: Duration::ZERO,
+        },
+    },
+    Prunable {
+        table: "refund_retries",
+        delete: "DELETE FROM refund_retries WHERE order_id IN
+                 (SELECT order_id FROM refund_retries
+                  WHERE status <> 'PENDING' AND updated_at < $1 LIMIT 2000)",
+        keep_for: KeepFor::Bookkeeping {
+            at_least: Duration::ZERO,
+        },
+    },
+    Prunable {
+        table: "checkout_delays",
+        delete: "DELETE FROM checkout_delays WHERE order_id IN
+                 (SELECT order_id FROM checkout_delays WHERE created_at < $1 LIMIT 2000)",
+        keep_for: KeepFor::Bookkeeping {
+            at_least: Duration::ZERO,
+        },
+    },
+];
+
+/// How long Stripe retries delivering an event: "for up to 3 days"
+/// (docs.stripe.com/webhooks, automatic retries).
+const STRIPE_RETRIES_FOR: Duration = Duration::from_secs(3 * 24 * 3600);
 
 /// What the payment service's handlers share. Cheap to clone.
 #[derive(Clone)]

@@ -7,9 +7,7 @@ use std::time::Duration;
 use shop_client::Client;
 use shop_shared::domain::OrderStatus;
 
-use crate::harness::{
-    GOOD_CARD, Mode, Options, Service, Shop, WAIT, place, reserve, wait_status,
-};
+use crate::harness::{GOOD_CARD, Mode, Options, Service, Shop, WAIT, place, reserve, wait_status};
 
 /// Records of `orders.v1` consumed by every group of every process.
 async fn orders_topic_consumed(shop: &Shop) -> f64 {
@@ -61,10 +59,7 @@ async fn a_restart_with_history_replays_none_of_it(mode: Mode) {
         let mut expected = ids.clone();
         expected.reverse();
         assert_eq!(listed, expected, "every order, newest first");
-        let order = client
-            .order(&ids[0].to_string())
-            .await
-            .expect("one order");
+        let order = client.order(&ids[0].to_string()).await.expect("one order");
         assert_eq!(order.status, OrderStatus::Reserved);
     }
 
@@ -73,7 +68,10 @@ async fn a_restart_with_history_replays_none_of_it(mode: Mode) {
     let client = shop.returning(token).await;
     let order = client.order(&ids[0].to_string()).await.expect("order");
     let response = shop
-        .pay(order.checkout_url.as_deref().expect("checkout url"), GOOD_CARD)
+        .pay(
+            order.checkout_url.as_deref().expect("checkout url"),
+            GOOD_CARD,
+        )
         .await;
     assert_eq!(response.status(), 303);
     wait_status(&client, &order, OrderStatus::Paid).await;
@@ -109,7 +107,10 @@ async fn a_customer_reconnecting_to_another_gateway_instance_sees_every_change_l
     first.close();
     shop.kill_service(Service::Gateway).await;
     let response = shop
-        .pay(order.checkout_url.as_deref().expect("checkout url"), GOOD_CARD)
+        .pay(
+            order.checkout_url.as_deref().expect("checkout url"),
+            GOOD_CARD,
+        )
         .await;
     assert_eq!(response.status(), 303);
     let paid = wait_status(&second, &order, OrderStatus::Paid).await;
@@ -120,10 +121,7 @@ async fn a_customer_reconnecting_to_another_gateway_instance_sees_every_change_l
     let listed = again.orders().await.expect("orders");
     assert_eq!(listed.len(), 2, "{listed:?}");
     assert_eq!(
-        listed
-            .iter()
-            .find(|o| o.id == order.id)
-            .map(|o| o.status),
+        listed.iter().find(|o| o.id == order.id).map(|o| o.status),
         Some(OrderStatus::Paid)
     );
 }
@@ -142,10 +140,7 @@ async fn the_projection_catches_up_with_what_changed_while_the_gateway_was_down(
     let client = shop.returning(&token).await;
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        let order = client
-            .order(&expiring.id.to_string())
-            .await
-            .expect("order");
+        let order = client.order(&expiring.id.to_string()).await.expect("order");
         if order.status == OrderStatus::Cancelled {
             break;
         }
@@ -162,4 +157,63 @@ async fn the_projection_catches_up_with_what_changed_while_the_gateway_was_down(
     );
 }
 
-crate::in_both_modes!(a_restart_with_history_replays_none_of_it);
+async fn pruning_never_lets_a_redelivered_message_apply_twice(mode: Mode) {
+    // Processed-message ids go after a second of running: the shortest
+    // retention there is, to prune while sagas are in flight.
+    let mut shop = Shop::start_with(
+        mode,
+        Options {
+            pay_ttl: match mode {
+                Mode::Embedded => "6s",
+                Mode::Distributed => "20s",
+            },
+            ..Options::with_env(&[("SHOP_INBOX_RETENTION", "1s")])
+        },
+    )
+    .await;
+    let client = shop.customer().await;
+    let token = client.token().to_owned();
+    let mut ids = Vec::new();
+    for quantity in [1, 2] {
+        ids.push(reserve(&client, &[("SKU-001", quantity)]).await.id);
+    }
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while shop
+        .metric("shop_pruned_rows_total", &[("table", "processed_messages")])
+        .await
+        == 0.0
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no processed-message id was ever pruned"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Crash with sagas in flight: what was handled but not committed comes
+    // again after the restart, and must change nothing.
+    for quantity in [1, 3, 1] {
+        ids.push(place(&client, &[("SKU-001", quantity)]).await.id);
+    }
+    shop.kill().await;
+    shop.restart().await;
+    let client = shop.returning(&token).await;
+    for id in &ids {
+        let order = client
+            .wait_for_order(*id, WAIT, |o| {
+                o.checkout_url.is_some() || o.status.is_final()
+            })
+            .await
+            .expect("each saga finishes after the restart");
+        assert_eq!(order.status, OrderStatus::Reserved, "{order:?}");
+    }
+    // Pruning goes on after the restart, and units were reserved once each.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(crate::harness::available(&client, "SKU-001").await, 10 - 8);
+    let orders = client.orders().await.expect("orders");
+    assert_eq!(orders.len(), 5, "no order lost or doubled");
+}
+
+crate::in_both_modes!(
+    a_restart_with_history_replays_none_of_it,
+    pruning_never_lets_a_redelivered_message_apply_twice,
+);

@@ -209,7 +209,8 @@ impl MemoryBus {
 
     /// How many records the bus holds in memory, over every topic.
     pub fn records_in_memory(&self) -> usize {
-        let topics: Vec<Arc<TopicLog>> = read(&self.inner.shared.topics).values().cloned().collect();
+        let topics: Vec<Arc<TopicLog>> =
+            read(&self.inner.shared.topics).values().cloned().collect();
         topics
             .iter()
             .flat_map(|topic| &topic.partitions)

@@ -104,7 +104,15 @@ impl MemoryBus {
                 let log = &topic.partitions[partition as usize];
                 let target = *log.end.borrow();
                 let start = if subscription.mode == Mode::Live {
-                    target
+                    subscription
+                        .resume_from
+                        .as_ref()
+                        .and_then(|from| {
+                            lock(&self.inner.shared.committed)
+                                .get(&(from.clone(), topic.name.to_string(), partition))
+                                .copied()
+                        })
+                        .map_or(target, |committed| committed.min(target))
                 } else {
                     let state = lock(&log.state);
                     // Below the records in memory, the file may hold more.

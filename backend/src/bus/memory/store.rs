@@ -9,9 +9,9 @@ use shop_shared::time::Timestamp;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteRow};
 use sqlx::{Connection, Row};
 
+pub(super) use super::writer::KeyCompaction;
 use super::writer::{Placed, TopicCreation};
 use super::{Shared, TopicLog};
-pub(super) use super::writer::KeyCompaction;
 use crate::bus::{Partitioner, Record};
 use crate::db::batch::{self, Placeholders};
 use crate::db::{Dialect, checkpoint, migrate};

@@ -392,17 +392,20 @@ impl Bus for KafkaBus {
                         assignment
                             .add_partition_offset(&on_broker, partition, start)
                             .map_err(broker_error)?;
-                        if live && !committed.contains_key(&partition) {
-                            continue;
+                        // Caught up on reaching the end as it is now; a
+                        // live reader from the end has nothing to catch up.
+                        let from = match committed.get(&partition) {
+                            Some(offset) => *offset,
+                            None if live => continue,
+                            None => 0,
+                        };
+                        let high = self.high_watermark(&on_broker, partition).await?;
+                        if high > from {
+                            targets.insert((topic.clone(), partition), high);
                         }
-                        targets.insert(
-                            (topic.clone(), partition),
-                            self.high_watermark(&on_broker, partition).await?,
-                        );
                     }
                 }
                 consumer.assign(&assignment).map_err(broker_error)?;
-                targets.retain(|_, high| *high > 0);
                 if targets.is_empty() {
                     caught_up.send_replace(true);
                 }

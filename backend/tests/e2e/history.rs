@@ -164,8 +164,8 @@ async fn pruning_never_lets_a_redelivered_message_apply_twice(mode: Mode) {
         mode,
         Options {
             pay_ttl: match mode {
-                Mode::Embedded => "6s",
-                Mode::Distributed => "20s",
+                Mode::Embedded => "10s",
+                Mode::Distributed => "90s",
             },
             ..Options::with_env(&[("SHOP_INBOX_RETENTION", "1s")])
         },

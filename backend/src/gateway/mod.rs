@@ -134,12 +134,11 @@ pub async fn start(
             handler,
         )
         .await?;
-    let stored = read_model.clone();
     bus.subscribe(
         Subscription::group(Service::Gateway.group(), &[topic::ORDERS]),
         Arc::new(ProjectionHandler {
             projection,
-            stored: Box::new(move |states| stored.stored(states)),
+            model: read_model.clone(),
         }),
     )
     .await?;

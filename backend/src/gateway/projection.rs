@@ -17,6 +17,7 @@ use shop_shared::events::{Envelope, OrderEvent, OrderState, topic};
 use sqlx::Row;
 use uuid::Uuid;
 
+use super::read_model::ReadModel;
 use crate::bus::{Handler, HandlerError, Record};
 use crate::db::{Db, StoreError, batch};
 
@@ -141,7 +142,7 @@ fn decode(row: &sqlx::any::AnyRow) -> Result<OrderState, StoreError> {
 /// the snapshots it kept only until then.
 pub struct ProjectionHandler {
     pub projection: Projection,
-    pub stored: Box<dyn Fn(&[Arc<OrderState>]) + Send + Sync>,
+    pub model: ReadModel,
 }
 
 #[async_trait]
@@ -160,7 +161,7 @@ impl Handler for ProjectionHandler {
             states.push(Arc::new(state));
         }
         self.projection.store(&states).await?;
-        (self.stored)(&states);
+        self.model.stored(&states);
         Ok(())
     }
 }

@@ -499,7 +499,7 @@ mod tests {
         let alice = Uuid::from_u128(1);
         let newer = Arc::new(order(alice, 3, OrderStatus::Paid));
         let older = Arc::new(order(alice, 2, OrderStatus::Reserved));
-        projection.store(&[newer.clone()]).await.expect("stored");
+        projection.store(std::slice::from_ref(&newer)).await.expect("stored");
         projection
             .store(&[older.clone(), older])
             .await
@@ -600,7 +600,7 @@ mod tests {
         model.apply_order(with_lines(alice, 200, 1, OrderStatus::New, 1));
         assert_eq!(model.recent_orders(), 1);
         let stored = Arc::new(with_lines(alice, 200, 1, OrderStatus::New, 1));
-        projection.store(&[stored.clone()]).await.expect("stored");
+        projection.store(std::slice::from_ref(&stored)).await.expect("stored");
         model.stored(&[stored]);
         assert_eq!(model.recent_orders(), 0, "the projection holds it now");
         assert_eq!(model.customer_orders(alice).await.expect("read").len(), 51);

@@ -12,12 +12,19 @@
 #     and last 10 s, throughput at full speed, PostgreSQL transactions per
 #     order, and each process's CPU and resident memory, the broker's too;
 #   - pgbench -N against the same PostgreSQL for 15 s, the database's own
-#     ceiling on this machine.
+#     ceiling on this machine;
+#   - history (only when asked for): the embedded shop as orders pile up:
+#     $BENCH_HISTORY_RUNS (10) runs of $BENCH_HISTORY_RUN (50s) back to back
+#     at 200 orders/s with 30% paid on one backend, each with its latency,
+#     resident memory and data directory; then a restart with all of it,
+#     timed from launch to healthy and to the first order RESERVED, and
+#     resident memory with 1,000 connected customers.
 #
 #   scripts/bench.sh                 everything, 30 s per run
 #   BENCH_DURATION=10s BENCH_RATE_DURATION=20s scripts/bench.sh
 #   scripts/bench.sh embedded        only the embedded mode
 #   scripts/bench.sh distributed     only the distributed mode and pgbench
+#   scripts/bench.sh history         only the history runs (not part of all)
 #
 # It uses the PostgreSQL at $SHOP_TEST_DATABASE_URL (default
 # postgres://postgres@127.0.0.1:5432/postgres) or starts a throwaway one, as
@@ -32,9 +39,9 @@ DURATION=${BENCH_DURATION:-30s}
 RATE_DURATION=${BENCH_RATE_DURATION:-60s}
 WHAT=${1:-all}
 case "$WHAT" in
-    all | embedded | distributed) ;;
+    all | embedded | distributed | history) ;;
     *)
-        echo "usage: scripts/bench.sh [all|embedded|distributed]" >&2
+        echo "usage: scripts/bench.sh [all|embedded|distributed|history]" >&2
         exit 1
         ;;
 esac
@@ -281,6 +288,62 @@ distributed() {
     done
 }
 
+# Starts the embedded backend on $1 with its data in $2; sets PID.
+start_embedded() {
+    SHOP_LOG=warn SHOP_MAX_CONNECTIONS=2000 SHOP_MAX_CONNECTIONS_PER_ADDRESS=2000 \
+        target/release/shop-backend --listen "$1" --data-dir "$2" \
+        --catalog "$WORK/catalog.toml" --pay-ttl 10m >>"$WORK/history.log" 2>&1 &
+    PID=$!
+    PIDS+=("$PID")
+}
+
+# A row of the history table: history_row REPORT ORDERS RSS_MB DATA_MB
+history_row() {
+    python3 - "$@" <<'EOF'
+import json, sys
+r = json.load(open(sys.argv[1]))
+l, p = r["to_reserved"] or {}, r["to_paid"] or {}
+print(f"| {int(sys.argv[2]):,} | {l.get('p50_ms', 0):.1f} | {l.get('p99_ms', 0):.1f} | {p.get('p99_ms', 0):.1f} "
+      f"| {sys.argv[3]} | {sys.argv[4]} | {r['errors']} |")
+EOF
+}
+
+HISTORY_ROWS=()
+history() {
+    local port address data runs run_duration run orders=0 report placed
+    port=$(free_port)
+    address=127.0.0.1:$port
+    data=$WORK/history
+    runs=${BENCH_HISTORY_RUNS:-10}
+    run_duration=${BENCH_HISTORY_RUN:-50s}
+    say "history: $runs runs of $run_duration at 200 orders/s, 30% paid, on one embedded backend at $address"
+    start_embedded "$address" "$data"
+    wait_healthy "$address"
+    for run in $(seq "$runs"); do
+        report=$OUT/history-$run.json
+        RUN_DURATION=$run_duration bench "$address" "$report" --rate 200 --connections 16 --pay 0.3
+        placed=$(json "$report" 'r["placed"]')
+        orders=$((orders + placed))
+        HISTORY_ROWS+=("$(history_row "$report" "$orders" "$(rss_mb "$PID")" "$(du -sm "$data" | cut -f1)")")
+    done
+    kill "$PID"
+    wait "$PID" 2>/dev/null || true
+    local started healthy first
+    started=$(now_ms)
+    start_embedded "$address" "$data"
+    wait_healthy "$address"
+    healthy=$(($(now_ms) - started))
+    target/release/shop-bench run --gateway "http://$address" --connections 1 --count 1 \
+        --warmup 0s --quiet --json >"$WORK/first.json"
+    first=$(($(now_ms) - started))
+    FACTS+=("history: restart with $orders orders placed: launch to healthy $healthy ms, to the first order RESERVED $first ms (shop-bench's own start included)")
+    FACTS+=("history: resident memory after the restart: $(rss_mb "$PID") MB; bus records in memory: $(curl -fs "http://$address/metrics" | awk '/^shop_bus_records_in_memory/ { print $2 }')")
+    RUN_DURATION=20s bench "$address" "$OUT/history-idle.json" --rate 5 --connections 1000 --warmup 5s
+    FACTS+=("history: resident memory with 1,000 connected customers (5 orders/s among them): $(rss_mb "$PID") MB")
+    kill "$PID"
+    wait "$PID" 2>/dev/null || true
+}
+
 case "$WHAT" in
     all)
         embedded
@@ -288,7 +351,21 @@ case "$WHAT" in
         ;;
     embedded) embedded ;;
     distributed) distributed ;;
+    history) history ;;
 esac
+
+if [ "$WHAT" = history ]; then
+    {
+        echo "### The shop over time, $(date -u +%Y-%m-%d), $(nproc) cores, runs of ${BENCH_HISTORY_RUN:-50s} at 200 orders/s, 30% paid"
+        echo
+        echo "| orders so far | p50 to RESERVED, ms | p99 to RESERVED, ms | p99 pay → PAID, ms | resident memory, MB | data directory, MB | errors |"
+        echo "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+        printf '%s\n' "${HISTORY_ROWS[@]}"
+        echo
+        printf -- '- %s\n' "${FACTS[@]}"
+    } | tee "$OUT/history.md"
+    exit 0
+fi
 
 {
     echo "### shop-bench, $(date -u +%Y-%m-%d), $(nproc) cores, $DURATION per run"

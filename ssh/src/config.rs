@@ -57,7 +57,8 @@ pub struct Config {
     #[arg(long, env = "SHOP_SSH_IDLE_TIMEOUT", default_value = "15m", value_parser = parse_timeout)]
     pub idle_timeout: Duration,
 
-    /// How long a connection has to log in (the SSH handshake and the key); then it is closed.
+    /// How long a connection has to log in and open the shop (the SSH handshake, the key, the
+    /// terminal); then it is closed. Silent connections are closed after it too.
     #[arg(long, env = "SHOP_SSH_LOGIN_TIMEOUT", default_value = "30s", value_parser = parse_timeout)]
     pub login_timeout: Duration,
 }

@@ -17,7 +17,7 @@ use russh::server::{Auth, ChannelOpenHandle, Handler, Msg, Session, VerifiedPubl
 use russh::{Channel, ChannelId, ChannelOpenFailure, MethodKind, MethodSet, Pty};
 use shop_shared::sync::lock;
 use shop_tui::input::Decoder;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
 use crate::server::Shared;
@@ -31,12 +31,23 @@ pub const BANNER: &str = "shop: your SSH key is your account here, no password n
 /// server's sessions) get to finish before they are cut.
 pub const GRACE: Duration = Duration::from_secs(5);
 
+/// How far a connection got, for its task's deadlines: a connection is
+/// for one shop, so one that has not started it by the login deadline,
+/// or lingers after it ended, is cut.
+#[derive(Debug, Default)]
+pub struct Lifecycle {
+    /// A key logged in and the shop started on its terminal.
+    pub started: AtomicBool,
+    /// The shop ended (and its channel was closed).
+    pub ended: Notify,
+}
+
 /// One connection's state, as russh calls it back.
 pub struct Connection {
     peer: SocketAddr,
     shared: Arc<Shared>,
-    /// Set once a key logged in; the login deadline watches it.
-    logged_in: Arc<AtomicBool>,
+    /// Where the connection is: the connection's task watches it.
+    lifecycle: Arc<Lifecycle>,
     stopping: watch::Receiver<bool>,
     /// The customer: the profile named by the key's fingerprint.
     customer: Option<String>,
@@ -55,13 +66,13 @@ impl Connection {
     pub fn new(
         peer: SocketAddr,
         shared: Arc<Shared>,
-        logged_in: Arc<AtomicBool>,
+        lifecycle: Arc<Lifecycle>,
         stopping: watch::Receiver<bool>,
     ) -> Connection {
         Connection {
             peer,
             shared,
-            logged_in,
+            lifecycle,
             stopping,
             customer: None,
             session: None,
@@ -139,11 +150,6 @@ impl Handler for Connection {
         );
         self.customer = Some(customer);
         Ok(Auth::Accept)
-    }
-
-    async fn auth_succeeded(&mut self, _session: &mut Session) -> Result<(), Self::Error> {
-        self.logged_in.store(true, Ordering::Release);
-        Ok(())
     }
 
     async fn channel_open_session(
@@ -233,6 +239,7 @@ impl Handler for Connection {
         terminal.color = open.color;
         session.channel_success(channel)?;
         tracing::info!(peer = %self.peer, customer = %customer, "session started");
+        self.lifecycle.started.store(true, Ordering::Release);
         let running = terminal::start(
             session.handle(),
             channel,
@@ -240,6 +247,7 @@ impl Handler for Connection {
             customer,
             self.shared.clone(),
             self.stopping.clone(),
+            self.lifecycle.clone(),
         );
         open.shop = Some((running, Decoder::new()));
         Ok(())

@@ -5,7 +5,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use russh::keys::{HashAlg, PrivateKey};
@@ -19,7 +19,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::config::Config;
-use crate::connection::{Connection, GRACE};
+use crate::connection::{Connection, GRACE, Lifecycle};
 use crate::host_key::{self, HostKeyError};
 use crate::limits::{Limits, Permit};
 use crate::terminal::stopped;
@@ -210,7 +210,8 @@ async fn turn_away(mut socket: TcpStream, why: String) {
 }
 
 /// One connection, from the SSH handshake to its close: cut when it has not
-/// logged in within `login_timeout`, and told to end when the server stops.
+/// logged in and started the shop within `login_timeout`, or lingers after
+/// its shop ended; told to end when the server stops.
 async fn serve(
     socket: TcpStream,
     peer: SocketAddr,
@@ -220,8 +221,8 @@ async fn serve(
     mut stopping: watch::Receiver<bool>,
     login_timeout: Duration,
 ) {
-    let logged_in = Arc::new(AtomicBool::new(false));
-    let handler = Connection::new(peer, shared, logged_in.clone(), stopping.clone());
+    let lifecycle = Arc::new(Lifecycle::default());
+    let handler = Connection::new(peer, shared, lifecycle.clone(), stopping.clone());
     let deadline = tokio::time::Instant::now() + login_timeout;
     let session = match tokio::time::timeout_at(deadline, run_stream(ssh, socket, handler)).await {
         Ok(Ok(session)) => session,
@@ -247,12 +248,22 @@ async fn serve(
                 }
                 return;
             }
-            () = &mut login, if !cut && !logged_in.load(Ordering::Acquire) => {
-                tracing::info!(%peer, "did not log in in time");
+            () = &mut login, if !cut && !lifecycle.started.load(Ordering::Acquire) => {
+                tracing::info!(%peer, "did not log in and open the shop in time");
                 cut = true;
                 let _ = handle
                     .disconnect(Disconnect::ByApplication, "log in with an SSH key in time".into(), String::new())
                     .await;
+            }
+            () = lifecycle.ended.notified(), if !cut => {
+                // The client leaves once the channel is closed; one that
+                // lingers is cut.
+                if tokio::time::timeout(GRACE, &mut session).await.is_err() {
+                    let _ = handle
+                        .disconnect(Disconnect::ByApplication, "the shop session ended".into(), String::new())
+                        .await;
+                }
+                return;
             }
             () = stopped(&mut stopping), if !cut => {
                 // Its shop is ending by itself and closing the channel; the

@@ -16,6 +16,7 @@ use shop_shared::sync::lock;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
+use crate::connection::Lifecycle;
 use crate::server::Shared;
 
 /// Frames (one drawing each) waiting for the client; past this the
@@ -52,6 +53,7 @@ pub fn start(
     profile: String,
     shared: Arc<Shared>,
     stopping: watch::Receiver<bool>,
+    lifecycle: Arc<Lifecycle>,
 ) -> Running {
     let (events, incoming) = mpsc::unbounded_channel();
     let touched = Arc::new(Mutex::new(Instant::now()));
@@ -115,6 +117,7 @@ pub fn start(
         let _ = handle.exit_status_request(channel, status).await;
         let _ = handle.eof(channel).await;
         let _ = handle.close(channel).await;
+        lifecycle.ended.notify_one();
         tracing::info!(customer = %profile, "session ended");
     });
     Running { events, touched }

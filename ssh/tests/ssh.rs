@@ -52,6 +52,11 @@ struct SshServer {
 
 impl SshServer {
     fn start(gateway: &str, data: &Path) -> SshServer {
+        SshServer::start_with(gateway, data, &[])
+    }
+
+    /// [`SshServer::start`] with more flags.
+    fn start_with(gateway: &str, data: &Path, flags: &[&str]) -> SshServer {
         let mut child = Command::new(env!("CARGO_BIN_EXE_shop-ssh"))
             .args([
                 "--listen",
@@ -61,6 +66,7 @@ impl SshServer {
                 "--data-dir",
             ])
             .arg(data)
+            .args(flags)
             .env("SHOP_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -480,5 +486,124 @@ async fn ssh_host_key_is_made_once_kept_private_and_shown_the_same_after_a_resta
             .mode();
         assert_eq!(mode & 0o777, 0o600);
     }
+    backend.stop().await.expect("backend stops");
+}
+
+/// `ssh` without a pseudo-terminal, its input empty: its exit code, output and errors.
+fn ssh_plain(port: u16, key: &Path, extra: &[&str]) -> (Option<i32>, String, String) {
+    let output = Command::new("ssh")
+        .args(ssh_options(port))
+        .args(["-o", "IdentitiesOnly=yes", "-i"])
+        .arg(key)
+        .args(extra)
+        .arg("customer@127.0.0.1")
+        .stdin(Stdio::null())
+        .output()
+        .expect("ssh runs");
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ssh_sessions_over_the_per_address_cap_are_turned_away_until_a_dropped_one_frees_its_place()
+{
+    require_openssh();
+    let home = tempfile::tempdir().expect("dir");
+    let (backend, gateway) = start_backend(&home.path().join("data")).await;
+    let server = SshServer::start_with(
+        &gateway,
+        &home.path().join("ssh-data"),
+        &["--max-sessions-per-address", "1"],
+    );
+    let key = make_key(home.path(), "carol");
+    let mut first = Session::open(server.port, &key, 100, 30);
+    first.wait_for("● online").await;
+
+    let (code, _, said) = ssh_plain(server.port, &key, &["-T"]);
+    assert_eq!(
+        code,
+        Some(255),
+        "a second session from the address is refused: {said}"
+    );
+    assert!(said.contains("Connection closed"), "{said}");
+
+    // The first connection drops (its ssh killed): its place is free again.
+    first.child.kill().expect("ssh killed");
+    drop(first);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (code, out, said) = ssh_plain(server.port, &key, &["-T"]);
+        if code == Some(2) {
+            assert!(out.contains("the shop needs a terminal"), "{out}{said}");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the dropped session never freed its place: {code:?} {said}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    backend.stop().await.expect("backend stops");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ssh_idle_session_is_closed_and_told_why() {
+    require_openssh();
+    let home = tempfile::tempdir().expect("dir");
+    let (backend, gateway) = start_backend(&home.path().join("data")).await;
+    let server = SshServer::start_with(
+        &gateway,
+        &home.path().join("ssh-data"),
+        &["--idle-timeout", "2s"],
+    );
+    let key = make_key(home.path(), "dave");
+    let mut session = Session::open(server.port, &key, 100, 30);
+    session.wait_for("● online").await;
+    let status = session.exit().await;
+    assert!(status.success(), "{status:?}");
+    let screen = session.contents();
+    assert!(
+        screen.contains("closed after 2s without a key press"),
+        "{screen}"
+    );
+    backend.stop().await.expect("backend stops");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ssh_connection_that_logs_in_but_never_opens_the_shop_is_cut_at_the_login_deadline() {
+    require_openssh();
+    let home = tempfile::tempdir().expect("dir");
+    let (backend, gateway) = start_backend(&home.path().join("data")).await;
+    let server = SshServer::start_with(
+        &gateway,
+        &home.path().join("ssh-data"),
+        &["--login-timeout", "1s"],
+    );
+    let key = make_key(home.path(), "erin");
+    // -N: logs in, asks for no session, holds the connection.
+    let mut holding = Command::new("ssh")
+        .args(ssh_options(server.port))
+        .args(["-o", "IdentitiesOnly=yes", "-N", "-i"])
+        .arg(&key)
+        .arg("customer@127.0.0.1")
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("ssh runs");
+    let deadline = std::time::Instant::now() + WAIT;
+    let status = loop {
+        if let Some(status) = holding.try_wait().expect("status") {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = holding.kill();
+            panic!("a connection without a shop was never cut");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(status.code(), Some(255), "cut by the server: {status:?}");
     backend.stop().await.expect("backend stops");
 }

@@ -82,7 +82,7 @@ impl Server {
         Ok(Server {
             listener,
             fingerprint: key.fingerprint(HashAlg::Sha256).to_string(),
-            ssh: Arc::new(ssh_config(key, &config)),
+            ssh: Arc::new(ssh_config(key)),
             shared: Arc::new(Shared {
                 gateway: websocket_url(&config.gateway),
                 tokens_dir: dir,
@@ -175,7 +175,7 @@ impl Server {
     }
 }
 
-fn ssh_config(key: PrivateKey, config: &Config) -> russh::server::Config {
+fn ssh_config(key: PrivateKey) -> russh::server::Config {
     russh::server::Config {
         server_id: russh::SshId::Standard(
             format!("SSH-2.0-shop-ssh_{}", env!("CARGO_PKG_VERSION")).into(),
@@ -189,9 +189,10 @@ fn ssh_config(key: PrivateKey, config: &Config) -> russh::server::Config {
         // A dropped connection is noticed within a minute.
         keepalive_interval: Some(Duration::from_secs(15)),
         keepalive_max: 3,
-        // Before logging in nothing is sent, so this also closes silent
-        // connections; a running shop draws every 250 ms and never meets it.
-        inactivity_timeout: Some(config.login_timeout),
+        // Silence before logging in meets the login deadline; after it,
+        // the keepalives above and the idle timeout. russh's own timer
+        // would also close a shop whose screen has not changed for that long.
+        inactivity_timeout: None,
         nodelay: true,
         ..Default::default()
     }
@@ -239,7 +240,7 @@ async fn serve(
     tokio::pin!(session);
     let login = tokio::time::sleep_until(deadline);
     tokio::pin!(login);
-    let mut cut = false;
+    let (mut cut, mut deadline_passed) = (false, false);
     loop {
         tokio::select! {
             ended = &mut session => {
@@ -248,12 +249,21 @@ async fn serve(
                 }
                 return;
             }
-            () = &mut login, if !cut && !lifecycle.started.load(Ordering::Acquire) => {
-                tracing::info!(%peer, "did not log in and open the shop in time");
-                cut = true;
-                let _ = handle
-                    .disconnect(Disconnect::ByApplication, "log in with an SSH key in time".into(), String::new())
-                    .await;
+            // The guard is read when the select starts, not when the time
+            // comes: whether the shop started is checked then.
+            () = &mut login, if !deadline_passed => {
+                deadline_passed = true;
+                if !cut && !lifecycle.started.load(Ordering::Acquire) {
+                    tracing::info!(%peer, "did not log in and open the shop in time");
+                    cut = true;
+                    let _ = handle
+                        .disconnect(
+                            Disconnect::ByApplication,
+                            "log in with an SSH key in time".into(),
+                            String::new(),
+                        )
+                        .await;
+                }
             }
             () = lifecycle.ended.notified(), if !cut => {
                 // The client leaves once the channel is closed; one that

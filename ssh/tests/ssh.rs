@@ -550,23 +550,30 @@ async fn ssh_sessions_over_the_per_address_cap_are_turned_away_until_a_dropped_o
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ssh_idle_session_is_closed_and_told_why() {
+async fn ssh_idle_session_is_closed_and_told_why_after_outliving_the_login_deadline() {
     require_openssh();
     let home = tempfile::tempdir().expect("dir");
     let (backend, gateway) = start_backend(&home.path().join("data")).await;
     let server = SshServer::start_with(
         &gateway,
         &home.path().join("ssh-data"),
-        &["--idle-timeout", "2s"],
+        &["--idle-timeout", "3s", "--login-timeout", "1s"],
     );
     let key = make_key(home.path(), "dave");
     let mut session = Session::open(server.port, &key, 100, 30);
     session.wait_for("● online").await;
+    // A running shop outlives the login deadline, however still its screen.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        session.child.try_wait().expect("status").is_none(),
+        "the session ended before its idle timeout:\n{}",
+        session.contents()
+    );
     let status = session.exit().await;
     assert!(status.success(), "{status:?}");
     let screen = session.contents();
     assert!(
-        screen.contains("closed after 2s without a key press"),
+        screen.contains("closed after 3s without a key press"),
         "{screen}"
     );
     backend.stop().await.expect("backend stops");

@@ -25,7 +25,8 @@ use crate::terminal::{self, Running, Terminal};
 
 /// What every client is shown before logging in.
 pub const BANNER: &str = "shop: your SSH key is your account here, no password needed.\r\n\
-     No key yet? Make one with `ssh-keygen -t ed25519` and connect again.\r\n";
+     It takes Ed25519 and ECDSA keys (not RSA). None yet? Make one with \
+     `ssh-keygen -t ed25519` and connect again.\r\n";
 
 /// How long a connection that has stopped logging in (or a stopping
 /// server's sessions) get to finish before they are cut.

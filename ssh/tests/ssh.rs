@@ -614,3 +614,23 @@ async fn ssh_connection_that_logs_in_but_never_opens_the_shop_is_cut_at_the_logi
     assert_eq!(status.code(), Some(255), "cut by the server: {status:?}");
     backend.stop().await.expect("backend stops");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ssh_key_of_a_type_the_shop_does_not_take_is_refused_and_told_which_it_takes() {
+    require_openssh();
+    let home = tempfile::tempdir().expect("dir");
+    let (backend, gateway) = start_backend(&home.path().join("data")).await;
+    let server = SshServer::start(&gateway, &home.path().join("ssh-data"));
+    let rsa = home.path().join("rsa");
+    let made = Command::new("ssh-keygen")
+        .args(["-q", "-t", "rsa", "-b", "2048", "-N", "", "-f"])
+        .arg(&rsa)
+        .status()
+        .expect("ssh-keygen runs");
+    assert!(made.success());
+    let (code, _, said) = ssh_plain(server.port, &rsa, &["-T"]);
+    assert_eq!(code, Some(255), "{said}");
+    assert!(said.contains("Permission denied (publickey)"), "{said}");
+    assert!(said.contains("Ed25519 and ECDSA keys (not RSA)"), "{said}");
+    backend.stop().await.expect("backend stops");
+}

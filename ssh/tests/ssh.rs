@@ -359,6 +359,11 @@ async fn ssh_key_is_the_customer_who_orders_and_sees_their_orders_again() {
         page.status()
     );
     session.press("\x1b");
+    // O cannot open a browser on the customer's side: it shows the link to click instead.
+    session.press("O");
+    session.wait_for("the browser is on your side").await;
+    session.wait_for("click or copy the link").await;
+    session.press("\x1b");
 
     // A resize reaches the server as a window-change: the shop redraws at the new size.
     session.resize(120, 40);

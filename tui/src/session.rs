@@ -46,8 +46,9 @@ pub struct Options {
     /// Colours; without them (`NO_COLOR`) states show in reverse video and bold.
     pub color: bool,
     /// Whether `O` may open a browser on this machine. Over SSH the
-    /// customer's browser is on another machine: `O` then says so and
-    /// points to `p`, whose link and QR code work anywhere.
+    /// customer's browser is on another machine: `O` then shows the pay
+    /// box, whose link (clickable in most terminals) and QR code work
+    /// anywhere.
     pub browser: bool,
 }
 
@@ -112,6 +113,7 @@ async fn serve<W: Write>(
     let mut app = App::new(&options.gateway, Timestamp::now());
     app.clock = options.clock;
     app.color = options.color;
+    app.browser = options.browser;
     app.update(Action::Resize { width, height });
     tokio::pin!(stop);
     let result = loop {
@@ -149,7 +151,7 @@ async fn serve<W: Write>(
                 terminal.resize(Rect::new(0, 0, width, height))?;
             }
             for effect in app.update(action) {
-                carry_out(effect, &commands, &actions, options.browser);
+                carry_out(effect, &commands, &actions);
             }
         }
         if app.quit {
@@ -223,7 +225,6 @@ fn carry_out(
     effect: Effect,
     commands: &mpsc::UnboundedSender<Command>,
     actions: &mpsc::UnboundedSender<Action>,
-    browser: bool,
 ) {
     match effect {
         Effect::PlaceOrder {
@@ -237,12 +238,6 @@ fn carry_out(
         }
         Effect::CancelOrder(id) => {
             let _ = commands.send(Command::Cancel(id));
-        }
-        Effect::OpenBrowser(_) if !browser => {
-            let _ = actions.send(Action::Failed(
-                "no browser here: the shop runs on another machine; p shows the link and QR code"
-                    .into(),
-            ));
         }
         Effect::OpenBrowser(url) => {
             let actions = actions.clone();

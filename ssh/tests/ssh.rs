@@ -34,8 +34,14 @@ fn require_openssh() {
 
 /// A backend on a free port, serving in this process until dropped.
 async fn start_backend(data: &Path) -> (Running, String) {
+    start_backend_at(data, None).await
+}
+
+/// [`start_backend`] whose links use `public_url`.
+async fn start_backend_at(data: &Path, public_url: Option<&str>) -> (Running, String) {
     let app = Application::build(EmbeddedArgs {
         listen: "127.0.0.1:0".parse().expect("address"),
+        public_url: public_url.map(str::to_owned),
         ..EmbeddedArgs::local(data.to_owned())
     })
     .await
@@ -637,5 +643,39 @@ async fn ssh_key_of_a_type_the_shop_does_not_take_is_refused_and_told_which_it_t
     assert_eq!(code, Some(255), "{said}");
     assert!(said.contains("Permission denied (publickey)"), "{said}");
     assert!(said.contains("Ed25519 and ECDSA keys (not RSA)"), "{said}");
+    backend.stop().await.expect("backend stops");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ssh_pay_box_shows_the_shops_public_checkout_url_and_its_qr_code() {
+    require_openssh();
+    let home = tempfile::tempdir().expect("dir");
+    let public = "http://shop.example:8080";
+    let (backend, gateway) = start_backend_at(&home.path().join("data"), Some(public)).await;
+    let server = SshServer::start(&gateway, &home.path().join("ssh-data"));
+    let key = make_key(home.path(), "frank");
+    let mut session = Session::open(server.port, &key, 120, 40);
+    session.wait_for("● online").await;
+    session.press("a");
+    session.press("o");
+    session.wait_for("Place this order?").await;
+    session.press("y");
+    session.wait_for("RESERVED").await;
+    session.press("p");
+    let link = session
+        .wait_for_line("the public checkout link", |line| {
+            line.contains(&format!("{public}/checkout/"))
+        })
+        .await;
+    assert!(link.contains("shop.example"), "{link}");
+    session.wait_for("scan the code with a phone").await;
+    let blocks = session
+        .contents()
+        .chars()
+        .filter(|c| matches!(c, '█' | '▀' | '▄'))
+        .count();
+    assert!(blocks > 100, "a QR code is drawn:\n{}", session.contents());
+    session.press("q");
+    assert!(session.exit().await.success());
     backend.stop().await.expect("backend stops");
 }

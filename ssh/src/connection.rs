@@ -28,8 +28,8 @@ pub const BANNER: &str = "shop: your SSH key is your account here, no password n
      It takes Ed25519 and ECDSA keys (not RSA). None yet? Make one with \
      `ssh-keygen -t ed25519` and connect again.\r\n";
 
-/// How long a connection that has stopped logging in (or a stopping
-/// server's sessions) get to finish before they are cut.
+/// How long a connection gets to close by itself once its shop ended or
+/// the server began stopping; then it is cut.
 pub const GRACE: Duration = Duration::from_secs(5);
 
 /// How far a connection got, for its task's deadlines: a connection is
@@ -108,9 +108,16 @@ fn only_keys() -> Auth {
     }
 }
 
-/// A size from the client, as the terminal library counts.
-fn cells(value: u32) -> u16 {
-    u16::try_from(value).unwrap_or(u16::MAX)
+/// The largest screen drawn, whatever the client claims: the shop keeps
+/// two buffers of columns × rows cells, so an unbounded claim
+/// (65535 × 65535) would be gigabytes.
+const MAX_COLUMNS: u32 = 1000;
+const MAX_ROWS: u32 = 500;
+
+/// A screen size from the client (`pty-req`, `window-change`), capped.
+fn screen_size(columns: u32, rows: u32) -> (u16, u16) {
+    let capped = |value: u32, most: u32| u16::try_from(value.min(most)).unwrap_or(u16::MAX);
+    (capped(columns, MAX_COLUMNS), capped(rows, MAX_ROWS))
 }
 
 impl Handler for Connection {
@@ -192,7 +199,7 @@ impl Handler for Connection {
         match self.session_of(channel) {
             Some(open) if open.shop.is_none() => {
                 open.terminal = Some(Terminal {
-                    size: (cells(columns), cells(rows)),
+                    size: screen_size(columns, rows),
                     color: true,
                 });
                 session.channel_success(channel)
@@ -304,7 +311,8 @@ impl Handler for Connection {
         _pix_height: u32,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
-        self.send(channel, Event::Resize(cells(columns), cells(rows)));
+        let (columns, rows) = screen_size(columns, rows);
+        self.send(channel, Event::Resize(columns, rows));
         Ok(())
     }
 
@@ -329,5 +337,17 @@ impl Handler for Connection {
             self.session = None;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_screen_size_is_taken_as_claimed_up_to_a_bound() {
+        assert_eq!(screen_size(120, 40), (120, 40));
+        assert_eq!(screen_size(0, 0), (0, 0));
+        assert_eq!(screen_size(u32::MAX, 65_535), (1000, 500));
     }
 }

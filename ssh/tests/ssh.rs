@@ -364,12 +364,24 @@ async fn ssh_key_is_the_customer_who_orders_and_sees_their_orders_again() {
         "the checkout page opens: {}",
         page.status()
     );
+    // One key at a time: Esc and O in one read would be ESC O, the start
+    // of an escape sequence, as on any terminal.
     session.press("\x1b");
+    session
+        .wait_until("the pay box closed", |screen| {
+            !screen.contents().contains("Pay order")
+        })
+        .await;
     // O cannot open a browser on the customer's side: it shows the link to click instead.
     session.press("O");
     session.wait_for("the browser is on your side").await;
     session.wait_for("click or copy the link").await;
     session.press("\x1b");
+    session
+        .wait_until("the pay box closed", |screen| {
+            !screen.contents().contains("Pay order")
+        })
+        .await;
 
     // A resize reaches the server as a window-change: the shop redraws at the new size.
     session.resize(120, 40);

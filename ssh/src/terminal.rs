@@ -45,7 +45,9 @@ enum Ending {
     Stopping,
 }
 
-/// Starts the shop for `profile` on `channel`.
+/// Starts the shop for `profile` on `channel`. The task that runs it is
+/// watched: a panic is logged and the channel closed, and either way the
+/// connection is told the shop ended.
 pub fn start(
     handle: Handle,
     channel: ChannelId,
@@ -57,70 +59,106 @@ pub fn start(
 ) -> Running {
     let (events, incoming) = mpsc::unbounded_channel();
     let touched = Arc::new(Mutex::new(Instant::now()));
-    let activity = touched.clone();
+    let place = Place {
+        handle: handle.clone(),
+        channel,
+        terminal,
+        profile: profile.clone(),
+        shared,
+    };
+    let shop = tokio::spawn(serve(place, stopping, incoming, touched.clone()));
     tokio::spawn(async move {
-        let (frames, mut queued) = mpsc::channel::<Vec<u8>>(QUEUED_FRAMES);
-        let sender = handle.clone();
-        let forward = tokio::spawn(async move {
-            while let Some(frame) = queued.recv().await {
-                if sender.data(channel, frame).await.is_err() {
-                    break;
-                }
-            }
-        });
-        let options = shop_tui::Options {
-            gateway: shared.gateway.clone(),
-            profile: profile.clone(),
-            tokens: Tokens::in_dir(shared.tokens_dir.clone()),
-            trust: shared.trust.clone(),
-            clock: shared.clock,
-            color: terminal.color,
-            browser: false,
-        };
-        let writer = ChannelWriter {
-            buffer: Vec::new(),
-            frames,
-        };
-        let mut ending = Ending::Quit;
-        let mut stopping = stopping;
-        let stop = async {
-            tokio::select! {
-                () = stopped(&mut stopping) => ending = Ending::Stopping,
-                () = idle(&activity, shared.idle_timeout) => ending = Ending::Idle,
-            }
-        };
-        let result = shop_tui::run(options, writer, terminal.size, incoming, stop).await;
-        // The writer is gone with `run`: what it queued goes out, then the goodbye.
-        let _ = forward.await;
-        let goodbye = match ending {
-            Ending::Quit => None,
-            Ending::Idle => Some(format!(
-                "shop: closed after {} without a key press; connect again to go on shopping.",
-                humantime::format_duration(shared.idle_timeout)
-            )),
-            Ending::Stopping => {
-                Some("shop: the SSH server is stopping; connect again in a moment.".to_owned())
-            }
-        };
-        if let Some(text) = goodbye {
-            let _ = handle
-                .data(channel, format!("{text}\r\n").into_bytes())
-                .await;
+        if let Err(error) = shop.await {
+            tracing::error!(customer = %profile, %error, "a shop session failed");
+            let _ = handle.close(channel).await;
         }
-        let status = match &result {
-            Ok(()) => 0,
-            Err(error) => {
-                tracing::info!(customer = %profile, %error, "session lost its terminal");
-                1
-            }
-        };
-        let _ = handle.exit_status_request(channel, status).await;
-        let _ = handle.eof(channel).await;
-        let _ = handle.close(channel).await;
         lifecycle.ended.notify_one();
-        tracing::info!(customer = %profile, "session ended");
     });
     Running { events, touched }
+}
+
+/// Where a shop runs: whose it is and which channel it draws on.
+struct Place {
+    handle: Handle,
+    channel: ChannelId,
+    terminal: Terminal,
+    profile: String,
+    shared: Arc<Shared>,
+}
+
+/// The shop on its channel until it ends, then the goodbye, the exit
+/// status and the channel's close.
+async fn serve(
+    place: Place,
+    mut stopping: watch::Receiver<bool>,
+    incoming: mpsc::UnboundedReceiver<Event>,
+    touched: Arc<Mutex<Instant>>,
+) {
+    let Place {
+        handle,
+        channel,
+        terminal,
+        profile,
+        shared,
+    } = place;
+    let (frames, mut queued) = mpsc::channel::<Vec<u8>>(QUEUED_FRAMES);
+    let sender = handle.clone();
+    let forward = tokio::spawn(async move {
+        while let Some(frame) = queued.recv().await {
+            if sender.data(channel, frame).await.is_err() {
+                break;
+            }
+        }
+    });
+    let options = shop_tui::Options {
+        gateway: shared.gateway.clone(),
+        profile: profile.clone(),
+        tokens: Tokens::in_dir(shared.tokens_dir.clone()),
+        trust: shared.trust.clone(),
+        clock: shared.clock,
+        color: terminal.color,
+        browser: false,
+    };
+    let writer = ChannelWriter {
+        buffer: Vec::new(),
+        frames,
+    };
+    let mut ending = Ending::Quit;
+    let stop = async {
+        tokio::select! {
+            () = stopped(&mut stopping) => ending = Ending::Stopping,
+            () = idle(&touched, shared.idle_timeout) => ending = Ending::Idle,
+        }
+    };
+    let result = shop_tui::run(options, writer, terminal.size, incoming, stop).await;
+    // The writer is gone with `run`: what it queued goes out, then the goodbye.
+    let _ = forward.await;
+    let goodbye = match ending {
+        Ending::Quit => None,
+        Ending::Idle => Some(format!(
+            "shop: closed after {} without a key press; connect again to go on shopping.",
+            humantime::format_duration(shared.idle_timeout)
+        )),
+        Ending::Stopping => {
+            Some("shop: the SSH server is stopping; connect again in a moment.".to_owned())
+        }
+    };
+    if let Some(text) = goodbye {
+        let _ = handle
+            .data(channel, format!("{text}\r\n").into_bytes())
+            .await;
+    }
+    let status = match &result {
+        Ok(()) => 0,
+        Err(error) => {
+            tracing::info!(customer = %profile, %error, "session lost its terminal");
+            1
+        }
+    };
+    let _ = handle.exit_status_request(channel, status).await;
+    let _ = handle.eof(channel).await;
+    let _ = handle.close(channel).await;
+    tracing::info!(customer = %profile, "session ended");
 }
 
 /// Completes once the server is stopping (or gone without saying so).

@@ -44,7 +44,7 @@ fn main() -> ExitCode {
 async fn run(config: Config, clock: shop_client::words::Clock) -> anyhow::Result<()> {
     let gateway = config.gateway.clone();
     let server = Server::build(config, clock).await?;
-    let address = server.local_addr()?;
+    let address = server.local_addr();
     let mut stdout = std::io::stdout();
     writeln!(
         stdout,
@@ -54,7 +54,7 @@ async fn run(config: Config, clock: shop_client::words::Clock) -> anyhow::Result
         server.fingerprint()
     )?;
     stdout.flush()?;
-    server.run_until_stopped(shutdown_signal()).await?;
+    server.run_until_stopped(shutdown_signal()).await;
     Ok(())
 }
 

@@ -52,6 +52,7 @@ pub enum StartError {
 /// The SSH server, bound and ready to serve.
 pub struct Server {
     listener: TcpListener,
+    address: SocketAddr,
     ssh: Arc<russh::server::Config>,
     shared: Arc<Shared>,
     limits: Limits,
@@ -72,15 +73,17 @@ impl Server {
         let key = host_key::load_or_create(&dir.join("host_ed25519_key"))?;
         let trust = Trust::new(config.ca_cert.as_deref())
             .map_err(|error| StartError::Trust(error.to_string()))?;
-        let listener =
-            TcpListener::bind(config.listen)
-                .await
-                .map_err(|source| StartError::Listen {
-                    address: config.listen,
-                    source,
-                })?;
+        let cannot_listen = |source| StartError::Listen {
+            address: config.listen,
+            source,
+        };
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(cannot_listen)?;
+        let address = listener.local_addr().map_err(cannot_listen)?;
         Ok(Server {
             listener,
+            address,
             fingerprint: key.fingerprint(HashAlg::Sha256).to_string(),
             ssh: Arc::new(ssh_config(key)),
             shared: Arc::new(Shared {
@@ -96,12 +99,8 @@ impl Server {
     }
 
     /// The address it listens on (the port chosen, for port 0).
-    ///
-    /// # Errors
-    ///
-    /// The operating system cannot say (it always can for a bound socket).
-    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.listener.local_addr()
+    pub fn local_addr(&self) -> SocketAddr {
+        self.address
     }
 
     /// The host key's fingerprint, as clients show it (`SHA256:…`).
@@ -111,14 +110,9 @@ impl Server {
 
     /// Serves until `shutdown` completes; then every session is told and
     /// ends (its customer's terminal restored), and the connections close.
-    ///
-    /// # Errors
-    ///
-    /// None today: a failed accept is logged and serving goes on.
-    pub async fn run_until_stopped(
-        self,
-        shutdown: impl Future<Output = ()>,
-    ) -> std::io::Result<()> {
+    /// A failed accept (out of file descriptors) is logged and serving
+    /// goes on.
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) {
         let (stop, stopping) = watch::channel(false);
         let mut connections = JoinSet::new();
         tokio::pin!(shutdown);
@@ -171,7 +165,6 @@ impl Server {
         if drained.is_err() {
             connections.abort_all();
         }
-        Ok(())
     }
 }
 

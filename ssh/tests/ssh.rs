@@ -169,6 +169,11 @@ struct Session {
 
 impl Session {
     fn open(port: u16, key: &Path, columns: u16, rows: u16) -> Session {
+        Session::open_with(port, key, columns, rows, &[])
+    }
+
+    /// [`Session::open`] with more `ssh` options.
+    fn open_with(port: u16, key: &Path, columns: u16, rows: u16, options: &[&str]) -> Session {
         let pty = native_pty_system()
             .openpty(PtySize {
                 rows,
@@ -184,6 +189,7 @@ impl Session {
         // Quiet: the banner and warnings would only scroll by.
         command.args(["-o", "LogLevel=ERROR", "-o", "IdentitiesOnly=yes", "-i"]);
         command.arg(key);
+        command.args(options);
         command.arg("-t");
         command.arg("customer@127.0.0.1");
         command.env("TERM", "xterm-256color");
@@ -580,12 +586,14 @@ async fn ssh_idle_session_is_closed_and_told_why_after_outliving_the_login_deadl
     let server = SshServer::start_with(
         &gateway,
         &home.path().join("ssh-data"),
-        &["--idle-timeout", "3s", "--login-timeout", "1s"],
+        &["--idle-timeout", "5s", "--login-timeout", "1s"],
     );
     let key = make_key(home.path(), "dave");
     let mut session = Session::open(server.port, &key, 100, 30);
     session.wait_for("● online").await;
-    // A running shop outlives the login deadline, however still its screen.
+    // A key press (a move down) counts as activity; a running shop then
+    // outlives the login deadline, however still its screen.
+    session.press("j");
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(
         session.child.try_wait().expect("status").is_none(),
@@ -596,7 +604,7 @@ async fn ssh_idle_session_is_closed_and_told_why_after_outliving_the_login_deadl
     assert!(status.success(), "{status:?}");
     let screen = session.contents();
     assert!(
-        screen.contains("closed after 3s without a key press"),
+        screen.contains("closed after 5s without a key press"),
         "{screen}"
     );
     backend.stop().await.expect("backend stops");
@@ -689,5 +697,27 @@ async fn ssh_pay_box_shows_the_shops_public_checkout_url_and_its_qr_code() {
     assert!(blocks > 100, "a QR code is drawn:\n{}", session.contents());
     session.press("q");
     assert!(session.exit().await.success());
+    backend.stop().await.expect("backend stops");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ssh_client_that_sends_no_color_gets_the_screen_without_colours() {
+    require_openssh();
+    let home = tempfile::tempdir().expect("dir");
+    let (backend, gateway) = start_backend(&home.path().join("data")).await;
+    let server = SshServer::start(&gateway, &home.path().join("ssh-data"));
+    let key = make_key(home.path(), "grace");
+    let mut coloured = Session::open(server.port, &key, 100, 30);
+    coloured.wait_for("● online").await;
+    assert!(
+        !coloured.contents().contains("▶"),
+        "{}",
+        coloured.contents()
+    );
+    coloured.press("q");
+    coloured.exit().await;
+    let plain = Session::open_with(server.port, &key, 100, 30, &["-o", "SetEnv=NO_COLOR=1"]);
+    plain.wait_for("● online").await;
+    plain.wait_for("▶ Stock").await;
     backend.stop().await.expect("backend stops");
 }

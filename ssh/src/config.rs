@@ -45,8 +45,10 @@ pub struct Config {
     #[arg(long, env = "SHOP_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
 
-    /// Most SSH sessions at once; more are turned away before the SSH handshake.
-    #[arg(long, env = "SHOP_SSH_MAX_SESSIONS", default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    /// Most SSH sessions at once; more are turned away before the SSH handshake. Each session is
+    /// a connection to the gateway from this machine: keep it within the gateway's
+    /// --max-connections-per-address (100 by default).
+    #[arg(long, env = "SHOP_SSH_MAX_SESSIONS", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub max_sessions: u32,
 
     /// Most SSH sessions at once from one IP address.
@@ -72,7 +74,7 @@ impl Config {
             gateway: gateway.to_owned(),
             ca_cert: None,
             data_dir,
-            max_sessions: 200,
+            max_sessions: 100,
             max_sessions_per_address: 4,
             idle_timeout: Duration::from_secs(15 * 60),
             login_timeout: Duration::from_secs(30),

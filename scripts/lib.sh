@@ -129,6 +129,15 @@ ensure_chromium() {
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
 }
 
+ensure_openssh() {
+    if command -v ssh >/dev/null && command -v ssh-keygen >/dev/null && command -v ssh-keyscan >/dev/null; then
+        return
+    fi
+    say "installing the OpenSSH client for the SSH shop's tests (Debian's openssh-client)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-client >/dev/null
+}
+
 # What the dependency tree promises: TLS through rustls only (building needs
 # no OpenSSL), and every package built alone with the same features as the
 # whole workspace (the workspace-hack crate, kept by `cargo hakari
@@ -141,7 +150,7 @@ check_dependencies() {
     local tree=(--locked -e normal,build --prefix none -f '{p} {f}')
     local all package extra
     all=$(cargo tree "${tree[@]}" --workspace | sed 's/ (\*)$//' | sort -u)
-    for package in shop-backend shop-cli shop-tui shop-bench; do
+    for package in shop-backend shop-cli shop-tui shop-ssh shop-bench; do
         extra=$(cargo tree "${tree[@]}" -p "$package" | sed 's/ (\*)$//' | sort -u \
             | comm -23 - <(printf '%s\n' "$all"))
         if [ -n "$extra" ]; then

@@ -19,7 +19,9 @@
 #     a throwaway cluster of Debian's postgresql package, stopped at the end;
 #   - Chromium and chromedriver for the browser tests (Debian's chromium
 #     and chromium-driver), unless $SHOP_TEST_CHROMIUM and
-#     $SHOP_TEST_CHROMEDRIVER point at others.
+#     $SHOP_TEST_CHROMEDRIVER point at others;
+#   - the OpenSSH client (Debian's openssh-client: ssh, ssh-keygen,
+#     ssh-keyscan) for the tests of the SSH shop.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,6 +33,7 @@ ensure_nextest
 kafka_install
 ensure_postgres
 ensure_chromium
+ensure_openssh
 
 say "formatting"
 cargo fmt --all --check

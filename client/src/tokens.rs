@@ -51,6 +51,13 @@ impl Tokens {
         })
     }
 
+    /// The tokens kept in `dir` rather than the user's configuration
+    /// directory: a server acting for many customers (the SSH server keeps
+    /// one profile per SSH key) keeps them in its own data directory.
+    pub fn in_dir(dir: PathBuf) -> Tokens {
+        Tokens { dir }
+    }
+
     /// The token file of `profile` for the shop at `gateway`, named by the
     /// shop's [`canonical_address`], so that every spelling of one shop's
     /// address is one customer.

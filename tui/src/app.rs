@@ -225,6 +225,10 @@ pub struct App {
     pub color: bool,
     /// The user's time zone.
     pub clock: Clock,
+    /// Whether a browser can be opened where the customer is: not over
+    /// SSH, where this process runs on the shop's machine. Without one,
+    /// `O` and `o` show the pay box, whose link and QR code work anywhere.
+    pub browser: bool,
 }
 
 impl App {
@@ -249,6 +253,7 @@ impl App {
             typing: false,
             color: true,
             clock: Clock::fixed(0),
+            browser: true,
         }
     }
 
@@ -852,6 +857,14 @@ impl App {
     fn open(&mut self, id: Uuid) -> Vec<Effect> {
         match self.order(id) {
             Some(order) if order.status == OrderStatus::Reserved => match &order.checkout_url {
+                Some(_) if !self.browser => {
+                    self.overlay = Overlay::Pay(id);
+                    self.tell(
+                        NoticeKind::Info,
+                        "the browser is on your side: click the link or scan the code",
+                    );
+                    Vec::new()
+                }
                 Some(url) => {
                     let url = url.clone();
                     self.tell(
@@ -1417,6 +1430,22 @@ mod tests {
         assert_eq!(
             app.update(Action::Open),
             vec![Effect::OpenBrowser(reserved.checkout_url.expect("url"))]
+        );
+    }
+
+    #[test]
+    fn without_a_browser_here_opening_shows_the_pay_box_instead() {
+        let reserved = order(1, OrderStatus::Reserved);
+        let mut app = online(vec![reserved.clone()]);
+        app.browser = false;
+        app.pane = Pane::Orders;
+        assert_eq!(app.update(Action::Open), Vec::new());
+        assert_eq!(app.overlay, Overlay::Pay(reserved.id));
+        assert_eq!(app.update(Action::PlaceOrder), Vec::new());
+        assert!(
+            app.notice
+                .as_ref()
+                .is_some_and(|n| n.text.contains("click the link or scan the code"))
         );
     }
 

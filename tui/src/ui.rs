@@ -491,8 +491,10 @@ fn draw_footer(app: &App, frame: &mut Frame, area: Rect) {
         Overlay::None => keys::footer(app.pane),
         Overlay::ConfirmCancel(_) => vec![("y", "cancel the order"), ("n", "keep it")],
         Overlay::ConfirmOrder => vec![("y", "place the order"), ("n", "not now")],
-        Overlay::Pay(_) => vec![("o", "open in the browser"), ("Esc", "close")],
-        Overlay::Help | Overlay::Detail(_) | Overlay::Refused => vec![("Esc", "close")],
+        Overlay::Pay(_) if app.browser => vec![("o", "open in the browser"), ("Esc", "close")],
+        Overlay::Pay(_) | Overlay::Help | Overlay::Detail(_) | Overlay::Refused => {
+            vec![("Esc", "close")]
+        }
     };
     let mut spans = Vec::new();
     for (key, what) in hints {
@@ -793,10 +795,11 @@ fn draw_pay(app: &App, order: &Order, frame: &mut Frame, screen: Rect) {
         )),
     };
     let scannable = geometry.qr.is_some() && !geometry.local_only;
-    let hint = if scannable && inner.width >= 62 {
-        "o open in the browser · scan the code with a phone · Esc close"
-    } else {
-        "o open in the browser · Esc close"
+    let hint = match (app.browser, scannable && inner.width >= 62) {
+        (true, true) => "o open in the browser · scan the code with a phone · Esc close",
+        (true, false) => "o open in the browser · Esc close",
+        (false, true) => "click the link or scan the code with a phone · Esc close",
+        (false, false) => "click or copy the link · Esc close",
     };
     let hint = Line::from(Span::styled(hint, theme.dim()));
     if order.status != OrderStatus::Reserved {
@@ -1372,6 +1375,17 @@ mod tests {
             text.contains("refund pending (charge disputed; retrying)"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn without_a_browser_here_the_pay_box_does_not_offer_to_open_one() {
+        let mut app = online(vec![order(1, OrderStatus::Reserved)]);
+        app.browser = false;
+        app.pane = crate::app::Pane::Orders;
+        app.update(Action::Pay);
+        let shown = rows(&render(&app, 120, 35));
+        assert!(shown.contains("click or copy the link"), "{shown}");
+        assert!(!shown.contains("open in the browser"), "{shown}");
     }
 
     #[test]

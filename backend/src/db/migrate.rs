@@ -111,7 +111,7 @@ pub(crate) const BUS: &[Migration] = &[
         "0002_topic_partitioner",
         Some("SELECT 1 FROM pragma_table_info('bus_topics') WHERE name = 'partitioner'")
     ),
-    sqlite_only!("bus", 3, "0003_record_keys", None),
+    sqlite_only!("bus", 3, "0003_compacted_latest", None),
 ];
 
 /// Arbitrary constant naming the migration lock among advisory locks.

@@ -79,6 +79,12 @@ impl<C: Clock> OrderLimits<C> {
         }
     }
 
+    /// Whether a hold limit applies: without one, what a customer holds
+    /// need not be counted.
+    pub fn limits_holdings(&self) -> bool {
+        self.hold_limit.is_some()
+    }
+
     /// Admits an order of `units` units by `customer`, who holds `held`
     /// units in unpaid orders the read model knows of: counts it against
     /// both limits. The returned [`Hold`] keeps its units counted until

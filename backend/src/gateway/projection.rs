@@ -59,22 +59,21 @@ impl Projection {
         let style = tx.placeholders();
         for range in batch::chunks(rows.len()) {
             let sql = format!(
-                "INSERT INTO customer_orders (order_id, customer_id, created_at, version, open, state)
+                "INSERT INTO customer_orders (order_id, customer_id, created_at, version, held, state)
                  VALUES {}
                  ON CONFLICT (order_id) DO UPDATE SET
-                     version = excluded.version, open = excluded.open, state = excluded.state
+                     version = excluded.version, held = excluded.held, state = excluded.state
                  WHERE customer_orders.version < excluded.version",
                 batch::values(range.len(), 6, style)
             );
             let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql));
             for state in &rows[range] {
-                let open = i64::from(!state.order.status.is_final());
                 insert = insert
                     .bind(state.order.id.to_string())
                     .bind(state.customer_id.to_string())
                     .bind(state.order.created_at.as_millis())
                     .bind(state.order.version)
-                    .bind(open)
+                    .bind(held_by(state) as i64)
                     .bind(serde_json::to_string(state).unwrap_or_default());
             }
             insert.execute(&mut *tx).await?;
@@ -96,19 +95,14 @@ impl Projection {
     }
 
     /// `customer`'s newest orders, at most [`MAX_LISTED_ORDERS`], newest
-    /// first; only the open ones (`NEW`, `RESERVED`) when `open_only`.
+    /// first.
     ///
     /// # Errors
     ///
     /// The database failed, or a stored snapshot cannot be read.
-    pub async fn customer_orders(
-        &self,
-        customer: Uuid,
-        open_only: bool,
-    ) -> Result<Vec<OrderState>, StoreError> {
-        let filter = if open_only { " AND open = 1" } else { "" };
+    pub async fn customer_orders(&self, customer: Uuid) -> Result<Vec<OrderState>, StoreError> {
         let sql = format!(
-            "SELECT state FROM customer_orders WHERE customer_id = $1{filter}
+            "SELECT state FROM customer_orders WHERE customer_id = $1
              ORDER BY created_at DESC, order_id DESC LIMIT {MAX_LISTED_ORDERS}"
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -116,6 +110,34 @@ impl Projection {
             .fetch_all(self.db.pool())
             .await?;
         rows.iter().map(decode).collect()
+    }
+
+    /// `customer`'s orders that hold units (`NEW`, `RESERVED`): order id,
+    /// version and units held, read without decoding the orders.
+    ///
+    /// # Errors
+    ///
+    /// The database failed, or a stored id cannot be read.
+    pub async fn holdings(&self, customer: Uuid) -> Result<Vec<(Uuid, i64, u64)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT order_id, version, held FROM customer_orders
+             WHERE customer_id = $1 AND held > 0",
+        )
+        .bind(customer.to_string())
+        .fetch_all(self.db.pool())
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let id: String = row.try_get("order_id")?;
+                let version: i64 = row.try_get("version")?;
+                let held: i64 = row.try_get("held")?;
+                Ok((
+                    crate::db::parse_column(&id, "order_id")?,
+                    version,
+                    u64::try_from(held).unwrap_or(0),
+                ))
+            })
+            .collect()
     }
 
     /// How many orders the projection holds (for tests and metrics).
@@ -129,6 +151,20 @@ impl Projection {
             .await?;
         Ok(row.try_get("n")?)
     }
+}
+
+/// The units `state`'s order holds: its lines' while `NEW` or `RESERVED`,
+/// none once paid or cancelled.
+pub fn held_by(state: &OrderState) -> u64 {
+    if state.order.status.is_final() {
+        return 0;
+    }
+    state
+        .order
+        .lines
+        .iter()
+        .map(|line| u64::try_from(line.quantity).unwrap_or(0))
+        .sum()
 }
 
 fn decode(row: &sqlx::any::AnyRow) -> Result<OrderState, StoreError> {

@@ -29,7 +29,7 @@ use shop_shared::events::{Envelope, OrderEvent, OrderState, ProductEvent, topic}
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
-use super::projection::Projection;
+use super::projection::{Projection, held_by};
 use crate::bus::{Handler, HandlerError, Record};
 use crate::db::StoreError;
 
@@ -182,59 +182,33 @@ impl ReadModel {
             .filter(|state| state.customer_id == customer_id))
     }
 
-    /// `customer_id`'s orders, newest first (the newest
+    /// `customer_id`'s orders, newest first: the newest
     /// [`MAX_LISTED_ORDERS`](super::projection::MAX_LISTED_ORDERS) stored,
-    /// and any newer seen live); only the open ones when `open_only`.
-    async fn states_of(
-        &self,
-        customer_id: Uuid,
-        open_only: bool,
-    ) -> Result<Vec<Arc<OrderState>>, StoreError> {
-        let stored = self
-            .inner
-            .projection
-            .customer_orders(customer_id, open_only)
-            .await?;
-        let mut merged: HashMap<Uuid, Arc<OrderState>> = stored
-            .into_iter()
-            .map(|state| (state.order.id, Arc::new(state)))
-            .collect();
-        {
-            let recent = lock(&self.inner.recent);
-            for state in recent.by_order.values() {
-                if state.customer_id != customer_id {
-                    continue;
-                }
-                let newer = merged
-                    .get(&state.order.id)
-                    .is_none_or(|known| known.order.version < state.order.version);
-                if newer {
-                    merged.insert(state.order.id, state.clone());
-                }
-            }
-        }
-        let mut list: Vec<Arc<OrderState>> = merged
-            .into_values()
-            .filter(|state| !open_only || !state.order.status.is_final())
-            .collect();
-        list.sort_by(|a, b| {
-            (b.order.created_at, b.order.id).cmp(&(a.order.created_at, a.order.id))
-        });
-        Ok(list)
-    }
-
-    /// `customer_id`'s orders, newest first.
+    /// and any newer seen live.
     ///
     /// # Errors
     ///
     /// The projection's database failed.
     pub async fn customer_orders(&self, customer_id: Uuid) -> Result<Vec<Order>, StoreError> {
-        Ok(self
-            .states_of(customer_id, false)
-            .await?
-            .iter()
+        let stored = self.inner.projection.customer_orders(customer_id).await?;
+        let mut merged: HashMap<Uuid, Arc<OrderState>> = stored
+            .into_iter()
+            .map(|state| (state.order.id, Arc::new(state)))
+            .collect();
+        for state in self.recent_of(customer_id) {
+            let newer = merged
+                .get(&state.order.id)
+                .is_none_or(|known| known.order.version < state.order.version);
+            if newer {
+                merged.insert(state.order.id, state);
+            }
+        }
+        let mut list: Vec<Order> = merged
+            .into_values()
             .map(|state| state.order.clone())
-            .collect())
+            .collect();
+        list.sort_by(|a, b| (b.created_at, b.id).cmp(&(a.created_at, a.id)));
+        Ok(list)
     }
 
     /// Units of `customer_id`'s unpaid (`NEW` or `RESERVED`) orders: what
@@ -244,13 +218,33 @@ impl ReadModel {
     ///
     /// The projection's database failed.
     pub async fn held_units(&self, customer_id: Uuid) -> Result<u64, StoreError> {
-        Ok(self
-            .states_of(customer_id, true)
+        let mut held: HashMap<Uuid, (i64, u64)> = self
+            .inner
+            .projection
+            .holdings(customer_id)
             .await?
-            .iter()
-            .flat_map(|state| &state.order.lines)
-            .map(|line| u64::try_from(line.quantity).unwrap_or(0))
-            .sum())
+            .into_iter()
+            .map(|(id, version, units)| (id, (version, units)))
+            .collect();
+        for state in self.recent_of(customer_id) {
+            let newer = held
+                .get(&state.order.id)
+                .is_none_or(|(version, _)| *version < state.order.version);
+            if newer {
+                held.insert(state.order.id, (state.order.version, held_by(&state)));
+            }
+        }
+        Ok(held.values().map(|(_, units)| units).sum())
+    }
+
+    /// The snapshots of `customer_id`'s orders in the window of recent ones.
+    fn recent_of(&self, customer_id: Uuid) -> Vec<Arc<OrderState>> {
+        lock(&self.inner.recent)
+            .by_order
+            .values()
+            .filter(|state| state.customer_id == customer_id)
+            .cloned()
+            .collect()
     }
 
     /// Changes of any product from now on.
@@ -499,7 +493,10 @@ mod tests {
         let alice = Uuid::from_u128(1);
         let newer = Arc::new(order(alice, 3, OrderStatus::Paid));
         let older = Arc::new(order(alice, 2, OrderStatus::Reserved));
-        projection.store(std::slice::from_ref(&newer)).await.expect("stored");
+        projection
+            .store(std::slice::from_ref(&newer))
+            .await
+            .expect("stored");
         projection
             .store(&[older.clone(), older])
             .await
@@ -600,7 +597,10 @@ mod tests {
         model.apply_order(with_lines(alice, 200, 1, OrderStatus::New, 1));
         assert_eq!(model.recent_orders(), 1);
         let stored = Arc::new(with_lines(alice, 200, 1, OrderStatus::New, 1));
-        projection.store(std::slice::from_ref(&stored)).await.expect("stored");
+        projection
+            .store(std::slice::from_ref(&stored))
+            .await
+            .expect("stored");
         model.stored(&[stored]);
         assert_eq!(model.recent_orders(), 0, "the projection holds it now");
         assert_eq!(model.customer_orders(alice).await.expect("read").len(), 51);

@@ -175,7 +175,6 @@ impl MemoryBus {
             ops,
             shutdown: spawner.shutdown().clone(),
             unsaved: HashMap::new(),
-            by_key: Vec::new(),
         };
         spawner.spawn("bus-writer", actor.run());
         MemoryBus {

@@ -9,7 +9,7 @@ use shop_shared::time::Timestamp;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteRow};
 use sqlx::{Connection, Row};
 
-pub(super) use super::writer::KeyCompaction;
+use super::writer::Freeze;
 use super::writer::{Placed, TopicCreation};
 use super::{Shared, TopicLog};
 use crate::bus::{Partitioner, Record};
@@ -57,11 +57,16 @@ impl ColdRecords {
         limit: usize,
     ) -> anyhow::Result<Vec<Arc<Record>>> {
         let mut connection = self.connection.lock().await;
+        // Records not moved to bus_latest yet (a crash came first) are read
+        // from bus_records.
         let rows = sqlx::query(
-            "SELECT record_offset, record_key, headers, payload, created_at
-             FROM bus_records
-             WHERE topic = ? AND part = ? AND record_offset >= ? AND record_offset < ?
-             ORDER BY record_offset LIMIT ?",
+            "SELECT record_offset, record_key, headers, payload, created_at FROM (
+                 SELECT record_offset, record_key, headers, payload, created_at FROM bus_latest
+                 WHERE topic = ?1 AND part = ?2 AND record_offset >= ?3 AND record_offset < ?4
+                 UNION ALL
+                 SELECT record_offset, record_key, headers, payload, created_at FROM bus_records
+                 WHERE topic = ?1 AND part = ?2 AND record_offset >= ?3 AND record_offset < ?4)
+             ORDER BY record_offset LIMIT ?5",
         )
         .bind(topic.as_ref())
         .bind(i64::from(partition))
@@ -175,10 +180,22 @@ impl LogStore {
                 } else {
                     0
                 };
+                // What memory gave up before stays given up.
+                let frozen: Option<i64> = sqlx::query_scalar(
+                    "SELECT MAX(record_offset) FROM bus_latest WHERE topic = ? AND part = ?",
+                )
+                .bind(log.name.as_ref())
+                .bind(i64::from(part))
+                .fetch_one(&mut self.connection)
+                .await?;
+                let hot_from = frozen.map_or(hot_from, |newest| hot_from.max(newest as u64 + 1));
                 // The log ends after its newest record (bus_log_end holds the
                 // end only of partitions trimmed empty).
                 let newest: Option<i64> = sqlx::query_scalar(
-                    "SELECT MAX(record_offset) FROM bus_records WHERE topic = ? AND part = ?",
+                    "SELECT MAX(newest) FROM (
+                         SELECT MAX(record_offset) AS newest FROM bus_records WHERE topic = ?1 AND part = ?2
+                         UNION ALL
+                         SELECT MAX(record_offset) FROM bus_latest WHERE topic = ?1 AND part = ?2)",
                 )
                 .bind(log.name.as_ref())
                 .bind(i64::from(part))
@@ -305,10 +322,10 @@ impl LogStore {
         &mut self,
         cuts: &[(Arc<str>, u32, u64, u64)],
         compactions: &[(Arc<str>, u32, BTreeSet<u64>)],
-        by_key: &[KeyCompaction],
+        freezes: &[Freeze],
         commits: &HashMap<(String, String, u32), u64>,
     ) -> Result<(), sqlx::Error> {
-        let script = trim_script(cuts, compactions, by_key, commits);
+        let script = trim_script(cuts, compactions, freezes, commits);
         let mut tx = self.connection.begin().await?;
         sqlx::raw_sql(sqlx::AssertSqlSafe(script))
             .execute(&mut *tx)
@@ -322,7 +339,7 @@ impl LogStore {
 fn trim_script(
     cuts: &[(Arc<str>, u32, u64, u64)],
     compactions: &[(Arc<str>, u32, BTreeSet<u64>)],
-    by_key: &[KeyCompaction],
+    freezes: &[Freeze],
     commits: &HashMap<(String, String, u32), u64>,
 ) -> String {
     use std::fmt::Write;
@@ -371,14 +388,20 @@ fn trim_script(
             list.join(", ")
         );
     }
-    // Records only the file still held, replaced by a newer one of their key
-    // (found through the index on keys).
-    for (topic, partition, key, below) in by_key {
+    // Records memory gave up go to the newest-per-key table (after the
+    // superseded ones are gone above), replacing older records of their keys.
+    for (topic, partition, below) in freezes {
         let _ = writeln!(
             script,
-            "DELETE FROM bus_records WHERE topic = {} AND part = {partition} AND record_key = {} AND record_offset < {below};",
-            text(topic),
-            text(key)
+            "INSERT INTO bus_latest (topic, part, record_key, record_offset, headers, payload, created_at)
+             SELECT topic, part, record_key, record_offset, headers, payload, created_at FROM bus_records
+             WHERE topic = {topic} AND part = {partition} AND record_offset < {below}
+             ON CONFLICT (topic, part, record_key) DO UPDATE SET
+                 record_offset = excluded.record_offset, headers = excluded.headers,
+                 payload = excluded.payload, created_at = excluded.created_at
+             WHERE excluded.record_offset > bus_latest.record_offset;
+             DELETE FROM bus_records WHERE topic = {topic} AND part = {partition} AND record_offset < {below};",
+            topic = text(topic)
         );
     }
     script

@@ -567,7 +567,9 @@ async fn a_compacted_topic_keeps_in_memory_only_what_a_reader_still_needs() {
             .await
             .expect("log");
         let rows: Vec<(String, Vec<u8>)> = sqlx::query_as(
-            "SELECT record_key, payload FROM bus_records WHERE topic = 'state' ORDER BY record_key",
+            "SELECT record_key, payload FROM bus_latest WHERE topic = 'state'
+             UNION ALL SELECT record_key, payload FROM bus_records WHERE topic = 'state'
+             ORDER BY record_key",
         )
         .fetch_all(&mut connection)
         .await
@@ -689,7 +691,7 @@ fn bus_migrations() -> Vec<(i64, String)> {
     vec![
         (1, "0001_log".to_owned()),
         (2, "0002_topic_partitioner".to_owned()),
-        (3, "0003_record_keys".to_owned()),
+        (3, "0003_compacted_latest".to_owned()),
     ]
 }
 

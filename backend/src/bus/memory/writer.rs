@@ -22,13 +22,23 @@ use crate::tasks::Shutdown;
 /// orders caught behind it were the slowest hundredth; a trim every 100 ms
 /// is a tenth of that (docs/performance.md).
 pub(super) const TRIM_EVERY: Duration = Duration::from_millis(100);
+/// How long the newest record of a key of a compacted topic stays in memory
+/// after every reader passed it: most keys (orders) change a few times
+/// within seconds and then seldom, so only those changed later go through
+/// the file to replace their record, and memory holds the keys of the last
+/// few seconds.
+pub(super) const COLD_AFTER: Duration = if cfg!(test) {
+    Duration::from_millis(100)
+} else {
+    Duration::from_secs(10)
+};
 /// Most write operations one group commit takes.
 const MAX_OPS_PER_COMMIT: usize = 2048;
 
-/// Records of a key that only the file holds, to remove there because a
-/// newer one replaced them: topic, partition, key, and the newer one's
-/// offset (every older record of the key goes).
-pub(super) type KeyCompaction = (Arc<str>, u32, String, u64);
+/// Records of a compacted topic's partition below an offset that memory
+/// gave up: the file keeps them with the newest record of each key
+/// (`bus_latest`): topic, partition, offset.
+pub(super) type Freeze = (Arc<str>, u32, u64);
 
 /// A topic to create: name, partitions, compacted, and whom to tell.
 pub(super) type TopicCreation = (String, u32, bool, oneshot::Sender<Result<(), BusError>>);
@@ -68,9 +78,6 @@ pub(super) struct Writer {
     pub(super) shutdown: Shutdown,
     /// Committed offsets not yet written: (group, topic, partition).
     pub(super) unsaved: HashMap<(String, String, u32), u64>,
-    /// Records only the file holds that newer ones replaced, to remove with
-    /// the next trim.
-    pub(super) by_key: Vec<KeyCompaction>,
 }
 
 /// A record placed in the log but not yet visible.
@@ -225,18 +232,8 @@ impl Writer {
         for item in &placed {
             let log = &item.topic.partitions[item.record.partition as usize];
             let mut state = lock(&log.state);
-            match item.replaces {
-                Some(replaced) => {
-                    state.superseded.insert(replaced);
-                }
-                // The record it replaces, if any, is in the file only.
-                None if item.topic.compacted && state.cold_end > 0 => self.by_key.push((
-                    item.topic.name.clone(),
-                    item.record.partition,
-                    item.record.key.clone(),
-                    item.record.offset,
-                )),
-                None => {}
+            if let Some(replaced) = item.replaces {
+                state.superseded.insert(replaced);
             }
             if item.topic.compacted {
                 state
@@ -274,6 +271,9 @@ impl Writer {
         let groups: Vec<Arc<Group>> = lock(&self.shared.groups).values().cloned().collect();
         let mut cuts = Vec::new();
         let mut compactions = Vec::new();
+        let mut freezes: Vec<Freeze> = Vec::new();
+        let cold_before = Timestamp::now().as_millis()
+            - i64::try_from(COLD_AFTER.as_millis()).unwrap_or(i64::MAX);
         for topic in &topics {
             for (index, log) in topic.partitions.iter().enumerate() {
                 let partition = index as u32;
@@ -297,8 +297,18 @@ impl Writer {
                         compactions.push((topic.name.clone(), partition, dropped));
                     }
                     // Without a file, memory is the only copy; without a
-                    // reader, nothing says what is passed.
-                    let cold_below = passed.min(*log.end.borrow());
+                    // reader, nothing says what is passed. A record changed
+                    // lately is likely to change again soon: it stays, so
+                    // that its next change replaces it in memory rather
+                    // than through the file.
+                    let mut cold_below = passed.min(*log.end.borrow());
+                    if let Some((&recent, _)) = state
+                        .records
+                        .range(..cold_below)
+                        .find(|(_, record)| record.timestamp.as_millis() >= cold_before)
+                    {
+                        cold_below = recent;
+                    }
                     if self.store.is_some() && passed != u64::MAX && cold_below > state.cold_end {
                         let hot = state.records.split_off(&cold_below);
                         let cold = std::mem::replace(&mut state.records, hot);
@@ -308,6 +318,7 @@ impl Writer {
                             }
                         }
                         state.cold_end = cold_below;
+                        freezes.push((topic.name.clone(), partition, cold_below));
                     }
                     continue;
                 }
@@ -343,19 +354,16 @@ impl Writer {
         };
         if cuts.is_empty()
             && compactions.is_empty()
-            && self.by_key.is_empty()
+            && freezes.is_empty()
             && self.unsaved.is_empty()
         {
             return;
         }
         match store
-            .trim(&cuts, &compactions, &self.by_key, &self.unsaved)
+            .trim(&cuts, &compactions, &freezes, &self.unsaved)
             .await
         {
-            Ok(()) => {
-                self.unsaved.clear();
-                self.by_key.clear();
-            }
+            Ok(()) => self.unsaved.clear(),
             Err(error) => tracing::warn!(%error, "cannot trim the bus log; will try again"),
         }
     }
@@ -365,14 +373,11 @@ impl Writer {
         let Some(store) = &mut self.store else {
             return;
         };
-        if self.unsaved.is_empty() && self.by_key.is_empty() {
+        if self.unsaved.is_empty() {
             return;
         }
-        match store.trim(&[], &[], &self.by_key, &self.unsaved).await {
-            Ok(()) => {
-                self.unsaved.clear();
-                self.by_key.clear();
-            }
+        match store.trim(&[], &[], &[], &self.unsaved).await {
+            Ok(()) => self.unsaved.clear(),
             Err(error) => tracing::warn!(%error, "cannot write committed offsets"),
         }
     }

@@ -207,7 +207,7 @@ impl ReadModel {
             .into_values()
             .map(|state| state.order.clone())
             .collect();
-        list.sort_by(|a, b| (b.created_at, b.id).cmp(&(a.created_at, a.id)));
+        list.sort_by_key(|order| std::cmp::Reverse((order.created_at, order.id)));
         Ok(list)
     }
 

@@ -40,6 +40,12 @@ use super::read_model::CustomerChanges;
 
 /// Largest WebSocket message the socket reads at all.
 const MAX_SOCKET_MESSAGE: usize = 1 << 20;
+
+/// The read buffer of a connection and how much it gathers before writing:
+/// the protocol's messages are small, and tungstenite's default of 128 KiB
+/// each made a thousand idle customers cost 256 MB (the buffers grow for a
+/// larger message).
+const SOCKET_BUFFER: usize = 8 * 1024;
 /// Commands one connection may have waiting at once.
 const MAX_IN_FLIGHT: usize = 32;
 /// How long commands wait for a starting gateway to load its read model.
@@ -60,6 +66,8 @@ pub struct Timeouts {
 pub async fn upgrade(ws: WebSocketUpgrade, State(gateway): State<Gateway>) -> Response {
     ws.max_message_size(MAX_SOCKET_MESSAGE)
         .max_frame_size(MAX_SOCKET_MESSAGE)
+        .read_buffer_size(SOCKET_BUFFER)
+        .write_buffer_size(SOCKET_BUFFER)
         .on_upgrade(move |socket| serve(gateway, socket))
 }
 

@@ -54,14 +54,19 @@ async fn run(
 ) {
     let mut attempt = 1;
     let mut pause = FIRST_PAUSE;
+    // This session's customer when the shop refuses the saved token.
+    let mut stand_in: Option<String> = None;
     loop {
         if actions.send(Action::Connecting { attempt }).is_err() {
             return;
         }
-        let reason = match connect(&settings).await {
-            Ok(client) => {
+        let reason = match connect(&settings, &mut stand_in).await {
+            Ok((client, refused)) => {
                 attempt = 1;
                 pause = FIRST_PAUSE;
+                if refused {
+                    let _ = actions.send(Action::Failed(REFUSED_TOKEN.into()));
+                }
                 match serve(&client, &actions, &mut commands).await {
                     Served::Lost(reason) => reason,
                     Served::AppGone => return,
@@ -103,8 +108,22 @@ async fn run(
     }
 }
 
-/// Connects as the profile's customer, keeping a new customer's token.
-async fn connect(settings: &Settings) -> Result<Client, ClientError> {
+/// What the customer is told when the shop refuses the saved token.
+const REFUSED_TOKEN: &str = "the shop did not accept this profile's saved sign-in (its token secret may have changed): \
+     you shop as a new customer for now, and the saved one is kept for when the shop accepts it again";
+
+/// Connects as the profile's customer, keeping a new customer's token;
+/// also says whether the shop refused the saved token.
+///
+/// A refused token is never replaced: a shop whose token secret was
+/// mistyped for a while would otherwise take every customer's account
+/// away for good (an SSH key's customer among them). The session then
+/// goes on as `stand_in`, a customer of its own, the same across
+/// reconnections.
+async fn connect(
+    settings: &Settings,
+    stand_in: &mut Option<String>,
+) -> Result<(Client, bool), ClientError> {
     let (tokens, profile, gateway) = (&settings.tokens, &settings.profile, &settings.gateway);
     // A claim that cannot be taken only loses the guarantee that clients
     // started together become one customer.
@@ -113,13 +132,26 @@ async fn connect(settings: &Settings) -> Result<Client, ClientError> {
         .await
         .unwrap_or_else(|_| (tokens.get(profile, gateway), None));
     let connect = |token| Client::connect_with(&settings.gateway, token, &settings.trust);
-    let client = match connect(saved.as_deref()).await {
-        Err(ClientError::Server {
-            code: ErrorCode::InvalidToken,
-            ..
-        }) => connect(None).await?,
-        other => other?,
+    let refused = |result: &Result<Client, ClientError>| {
+        matches!(
+            result,
+            Err(ClientError::Server {
+                code: ErrorCode::InvalidToken,
+                ..
+            })
+        )
     };
+    let first = connect(saved.as_deref()).await;
+    if refused(&first) && saved.is_some() {
+        let mut client = connect(stand_in.as_deref()).await;
+        if refused(&client) {
+            client = connect(None).await;
+        }
+        let client = client?;
+        *stand_in = Some(client.token().to_owned());
+        return Ok((client.with_reply_timeout(COMMAND_TIMEOUT), true));
+    }
+    let client = first?;
     if saved.as_deref() != Some(client.token()) {
         // Without a saved token the next start is another customer, which
         // the status bar shows; nothing else depends on it.
@@ -127,7 +159,7 @@ async fn connect(settings: &Settings) -> Result<Client, ClientError> {
             .tokens
             .save(&settings.profile, &settings.gateway, client.token());
     }
-    Ok(client.with_reply_timeout(COMMAND_TIMEOUT))
+    Ok((client.with_reply_timeout(COMMAND_TIMEOUT), false))
 }
 
 enum Served {

@@ -381,6 +381,49 @@ async fn it_works_at_80_by_24_and_follows_a_resize_and_the_help_lists_every_key(
     backend.stop().await;
 }
 
+/// The token files under `config`.
+fn token_files(config: &Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    let mut folders = vec![config.to_path_buf()];
+    while let Some(folder) = folders.pop() {
+        for entry in std::fs::read_dir(&folder).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                folders.push(path);
+            } else if path.extension().is_some_and(|ext| ext == "token") {
+                found.push(path);
+            }
+        }
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_saved_token_is_kept_and_the_customer_is_told() {
+    let (home, mut backend, gateway) = fresh_shop().await;
+    let config = home.path().join("config");
+    let mut first = Tui::start(&gateway, &config, 100, 30);
+    first.wait_for("● online").await;
+    first.press("q");
+    drop(first);
+    let files = token_files(&config);
+    assert_eq!(files.len(), 1, "{files:?}");
+    // A token the shop does not accept, as after its token secret changed.
+    std::fs::write(&files[0], "v1.not-this-shops.token").expect("token written");
+
+    let tui = Tui::start(&gateway, &config, 140, 30);
+    tui.wait_for("did not accept this profile's saved sign-in")
+        .await;
+    tui.wait_for("● online").await;
+    assert_eq!(
+        std::fs::read_to_string(&files[0]).expect("token file"),
+        "v1.not-this-shops.token",
+        "the saved token is kept for when the shop accepts it again"
+    );
+    drop(tui);
+    backend.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn opening_the_browser_says_when_it_failed() {
     let (home, mut backend, gateway) = fresh_shop().await;

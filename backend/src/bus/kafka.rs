@@ -384,22 +384,20 @@ impl Bus for KafkaBus {
                         _ => HashMap::new(),
                     };
                     for partition in partitions {
-                        let start = match committed.get(&partition) {
-                            Some(offset) => Offset::Offset(*offset),
-                            None if live => Offset::End,
-                            None => Offset::Beginning,
+                        let high = self.high_watermark(&on_broker, partition).await?;
+                        // A live reader starts at the end as it is now, an
+                        // offset rather than `Offset::End`, which librdkafka
+                        // looks up only when it first fetches and so would
+                        // skip what is published in between.
+                        let (start, from) = match committed.get(&partition) {
+                            Some(offset) => (Offset::Offset(*offset), *offset),
+                            None if live => (Offset::Offset(high), high),
+                            None => (Offset::Beginning, 0),
                         };
                         assignment
                             .add_partition_offset(&on_broker, partition, start)
                             .map_err(broker_error)?;
-                        // Caught up on reaching the end as it is now; a
-                        // live reader from the end has nothing to catch up.
-                        let from = match committed.get(&partition) {
-                            Some(offset) => *offset,
-                            None if live => continue,
-                            None => 0,
-                        };
-                        let high = self.high_watermark(&on_broker, partition).await?;
+                        // Caught up on reaching the end as it is now.
                         if high > from {
                             targets.insert((topic.clone(), partition), high);
                         }

@@ -139,18 +139,6 @@ impl Projection {
             })
             .collect()
     }
-
-    /// How many orders the projection holds (for tests and metrics).
-    ///
-    /// # Errors
-    ///
-    /// The database failed.
-    pub async fn count(&self) -> Result<i64, StoreError> {
-        let row = sqlx::query("SELECT COUNT(*) AS n FROM customer_orders")
-            .fetch_one(self.db.pool())
-            .await?;
-        Ok(row.try_get("n")?)
-    }
 }
 
 /// The units `state`'s order holds: its lines' while `NEW` or `RESERVED`,

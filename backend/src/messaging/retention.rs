@@ -69,6 +69,13 @@ pub enum KeepFor {
     Bookkeeping { at_least: Duration },
 }
 
+impl KeepFor {
+    /// [`RetentionSettings::bookkeeping`], with no minimum of its own.
+    pub const BOOKKEEPING: KeepFor = KeepFor::Bookkeeping {
+        at_least: Duration::ZERO,
+    };
+}
+
 /// Rows a service deletes once older than their retention.
 #[derive(Debug, Clone, Copy)]
 pub struct Prunable {

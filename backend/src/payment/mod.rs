@@ -60,34 +60,26 @@ pub const PRUNABLE: &[Prunable] = &[
         delete: "DELETE FROM local_webhook_deliveries WHERE event_id IN
                  (SELECT event_id FROM local_webhook_deliveries
                   WHERE delivered_at IS NOT NULL AND delivered_at < $1 LIMIT 2000)",
-        keep_for: KeepFor::Bookkeeping {
-            at_least: Duration::ZERO,
-        },
+        keep_for: KeepFor::BOOKKEEPING,
     },
     Prunable {
         table: "local_checkout_sessions",
         delete: "DELETE FROM local_checkout_sessions WHERE id IN
                  (SELECT id FROM local_checkout_sessions WHERE expires_at < $1 LIMIT 2000)",
-        keep_for: KeepFor::Bookkeeping {
-            at_least: Duration::ZERO,
-        },
+        keep_for: KeepFor::BOOKKEEPING,
     },
     Prunable {
         table: "refund_retries",
         delete: "DELETE FROM refund_retries WHERE order_id IN
                  (SELECT order_id FROM refund_retries
                   WHERE status <> 'PENDING' AND updated_at < $1 LIMIT 2000)",
-        keep_for: KeepFor::Bookkeeping {
-            at_least: Duration::ZERO,
-        },
+        keep_for: KeepFor::BOOKKEEPING,
     },
     Prunable {
         table: "checkout_delays",
         delete: "DELETE FROM checkout_delays WHERE order_id IN
                  (SELECT order_id FROM checkout_delays WHERE created_at < $1 LIMIT 2000)",
-        keep_for: KeepFor::Bookkeeping {
-            at_least: Duration::ZERO,
-        },
+        keep_for: KeepFor::BOOKKEEPING,
     },
 ];
 

@@ -143,9 +143,11 @@ impl ReadModel {
         read(&self.inner.products).get(sku).cloned()
     }
 
-    /// The newer of a stored snapshot and the recent one of the same order.
-    fn newest(&self, stored: Option<OrderState>, id: Uuid) -> Option<Arc<OrderState>> {
-        let recent = lock(&self.inner.recent).by_order.get(&id).cloned();
+    /// The newer of a stored snapshot and a recent one of the same order.
+    fn newest(
+        stored: Option<OrderState>,
+        recent: Option<Arc<OrderState>>,
+    ) -> Option<Arc<OrderState>> {
         match (stored, recent) {
             (Some(stored), Some(recent)) if recent.order.version >= stored.order.version => {
                 Some(recent)
@@ -161,8 +163,11 @@ impl ReadModel {
     ///
     /// The projection's database failed.
     pub async fn order(&self, id: Uuid) -> Result<Option<Arc<OrderState>>, StoreError> {
+        // The window first: what it forgets while the database is read was
+        // stored before it was forgotten.
+        let recent = lock(&self.inner.recent).by_order.get(&id).cloned();
         let stored = self.inner.projection.order(id).await?;
-        Ok(self.newest(stored, id))
+        Ok(Self::newest(stored, recent))
     }
 
     /// `customer_id`'s order `id`; another customer's order is `None`, as if
@@ -190,12 +195,13 @@ impl ReadModel {
     ///
     /// The projection's database failed.
     pub async fn customer_orders(&self, customer_id: Uuid) -> Result<Vec<Order>, StoreError> {
+        let recent = self.recent_of(customer_id);
         let stored = self.inner.projection.customer_orders(customer_id).await?;
         let mut merged: HashMap<Uuid, Arc<OrderState>> = stored
             .into_iter()
             .map(|state| (state.order.id, Arc::new(state)))
             .collect();
-        for state in self.recent_of(customer_id) {
+        for state in recent {
             let newer = merged
                 .get(&state.order.id)
                 .is_none_or(|known| known.order.version < state.order.version);
@@ -218,6 +224,7 @@ impl ReadModel {
     ///
     /// The projection's database failed.
     pub async fn held_units(&self, customer_id: Uuid) -> Result<u64, StoreError> {
+        let recent = self.recent_of(customer_id);
         let mut held: HashMap<Uuid, (i64, u64)> = self
             .inner
             .projection
@@ -226,7 +233,7 @@ impl ReadModel {
             .into_iter()
             .map(|(id, version, units)| (id, (version, units)))
             .collect();
-        for state in self.recent_of(customer_id) {
+        for state in recent {
             let newer = held
                 .get(&state.order.id)
                 .is_none_or(|(version, _)| *version < state.order.version);
@@ -238,6 +245,9 @@ impl ReadModel {
     }
 
     /// The snapshots of `customer_id`'s orders in the window of recent ones.
+    /// Read before the projection: a snapshot leaves the window only once
+    /// the projection has committed it, so one read after the other cannot
+    /// miss it.
     fn recent_of(&self, customer_id: Uuid) -> Vec<Arc<OrderState>> {
         lock(&self.inner.recent)
             .by_order
@@ -604,6 +614,41 @@ mod tests {
         model.stored(&[stored]);
         assert_eq!(model.recent_orders(), 0, "the projection holds it now");
         assert_eq!(model.customer_orders(alice).await.expect("read").len(), 51);
+    }
+
+    /// A read racing the projection storing what the window kept (and the
+    /// window forgetting it) still finds the order: the CI run in which a
+    /// return page's event stream answered 404 for an order the page had
+    /// just shown.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_read_racing_the_projection_never_misses_an_order() {
+        let (model, projection, _dir) = model().await;
+        let alice = Uuid::from_u128(1);
+        for n in 0..300u128 {
+            let state = with_lines(alice, 1_000 + n, 1, OrderStatus::Reserved, 1);
+            let id = state.order.id;
+            model.apply_order(state.clone());
+            let store = {
+                let (model, projection) = (model.clone(), projection.clone());
+                tokio::spawn(async move {
+                    let stored = [Arc::new(state)];
+                    projection.store(&stored).await.expect("stored");
+                    model.stored(&stored);
+                })
+            };
+            let (one, listed, held) = tokio::join!(
+                model.order(id),
+                model.customer_orders(alice),
+                model.held_units(alice)
+            );
+            store.await.expect("store task");
+            assert!(one.expect("read").is_some(), "order {n} was missed");
+            assert!(
+                listed.expect("read").iter().any(|order| order.id == id),
+                "order {n} was missing from the list"
+            );
+            assert!(held.expect("read") >= 1, "order {n}'s units were missed");
+        }
     }
 
     #[test]

@@ -46,6 +46,43 @@ pub enum Command {
     Stock(DistributedArgs),
     /// The payment service: checkout sessions, the webhook at /stripe/webhook and the local checkout pages (port 8083).
     Payment(DistributedArgs),
+    /// Print an operator's token: it signs in to `shop admin` and the TUI as an operator, who
+    /// changes the catalogue while the shop runs. Keep it secret; every change is audited under
+    /// the name.
+    #[command(after_help = OPERATOR_TOKEN_EXAMPLES)]
+    OperatorToken(OperatorTokenArgs),
+}
+
+const OPERATOR_TOKEN_EXAMPLES: &str = "\
+Examples:
+  shop-backend operator-token --name alice                      embedded shop in ./data
+  export SHOP_OPERATOR_TOKEN=$(shop-backend operator-token --name alice --data-dir /tmp/shop)
+  shop-backend operator-token --name alice --operator-secret \"$SHOP_OPERATOR_SECRET\"   distributed";
+
+/// Who the operator token is for, and the secret that signs it.
+#[derive(Debug, Clone, Args)]
+pub struct OperatorTokenArgs {
+    /// The operator's name, recorded with every change they make: 1 to 64 letters, digits,
+    /// '-', '_', '.' or '@'.
+    #[arg(long, value_parser = parse_operator_name)]
+    pub name: String,
+
+    /// The secret the shop's gateways check operator tokens with (distributed mode, or an
+    /// embedded shop started with --operator-secret) [default: the one kept in --data-dir].
+    #[arg(long, env = "SHOP_OPERATOR_SECRET", hide_env_values = true)]
+    pub operator_secret: Option<Secret>,
+
+    /// Data directory of the embedded shop whose kept operator secret signs the token.
+    #[arg(long, env = "SHOP_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+}
+
+fn parse_operator_name(name: &str) -> Result<String, String> {
+    if shop_shared::catalog::is_valid_operator_name(name) {
+        Ok(name.to_owned())
+    } else {
+        Err("an operator name is 1 to 64 letters, digits, '-', '_', '.' or '@'".into())
+    }
 }
 
 /// Settings of distributed mode. Each service reads the ones it needs.
@@ -119,6 +156,11 @@ pub struct DistributedArgs {
     #[arg(long, env = "SHOP_TOKEN_SECRET", hide_env_values = true)]
     pub token_secret: Option<Secret>,
 
+    /// Gateway: secret that signs operator tokens (`shop-backend operator-token`); every gateway
+    /// of a shop needs the same one. Without it no operator can sign in.
+    #[arg(long, env = "SHOP_OPERATOR_SECRET", hide_env_values = true)]
+    pub operator_secret: Option<Secret>,
+
     /// Payment service: secret that signs and verifies the local checkout's webhooks.
     #[arg(long, env = "SHOP_WEBHOOK_SECRET", hide_env_values = true)]
     pub webhook_secret: Option<Secret>,
@@ -181,6 +223,11 @@ pub struct EmbeddedArgs {
     #[arg(long, env = "SHOP_TOKEN_SECRET", hide_env_values = true)]
     pub token_secret: Option<Secret>,
 
+    /// Secret that signs operator tokens (`shop-backend operator-token`) [default: generated and
+    /// kept in the data directory].
+    #[arg(long, env = "SHOP_OPERATOR_SECRET", hide_env_values = true)]
+    pub operator_secret: Option<Secret>,
+
     /// Secret that signs checkout webhooks [default: generated and kept in the data directory].
     #[arg(long, env = "SHOP_WEBHOOK_SECRET", hide_env_values = true)]
     pub webhook_secret: Option<Secret>,
@@ -216,6 +263,7 @@ impl EmbeddedArgs {
             public_url: None,
             partitions: 4,
             token_secret: None,
+            operator_secret: None,
             webhook_secret: None,
             limits: LimitArgs::default(),
             retention: RetentionArgs::default(),

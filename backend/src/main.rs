@@ -38,6 +38,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Order(args)) => (vec![Service::Order], args),
         Some(Command::Stock(args)) => (vec![Service::Stock], args),
         Some(Command::Payment(args)) => (vec![Service::Payment], args),
+        Some(Command::OperatorToken(args)) => {
+            let token = shop_backend::gateway::token::operator_token(&args)?;
+            let mut stdout = std::io::stdout();
+            writeln!(stdout, "{token}")?;
+            return Ok(stdout.flush()?);
+        }
     };
     // Starting waits for Kafka and PostgreSQL as long as needed; a signal
     // meanwhile stops it.

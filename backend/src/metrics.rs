@@ -122,6 +122,10 @@ const COUNTERS: &[(&str, &str)] = &[
         "Reservation requests, by outcome (reserved, rejected).",
     ),
     (
+        "shop_catalog_changes_total",
+        "Operators' catalogue changes, by action and outcome (applied, or the refusal's code).",
+    ),
+    (
         "shop_webhooks_total",
         "Payment webhooks received, by outcome.",
     ),
@@ -175,6 +179,15 @@ impl Metrics {
 
     pub fn reservation(&self, outcome: &str) {
         self.add("shop_reservations_total", &[("outcome", outcome)], 1);
+    }
+
+    /// An operator's catalogue change: `applied`, or the refusal's code.
+    pub fn catalog_change(&self, action: &str, outcome: &str) {
+        self.add(
+            "shop_catalog_changes_total",
+            &[("action", action), ("outcome", outcome)],
+            1,
+        );
     }
 
     /// A refund attempt did not go through (`refused` or `unavailable`).

@@ -1,5 +1,6 @@
-//! Secrets: the key that signs customer tokens and the webhook signing
-//! secret. They are never logged: [`Secret`]'s `Debug` hides the value.
+//! Secrets: the keys that sign customer and operator tokens, and the
+//! webhook signing secret. They are never logged: [`Secret`]'s `Debug`
+//! hides the value.
 //!
 //! In embedded mode, secrets not given by flag or env are generated once
 //! and kept in `<data-dir>/secrets.json` (mode 0600), so tokens and
@@ -57,6 +58,9 @@ impl std::str::FromStr for Secret {
 struct SecretsFile {
     token_secret: String,
     webhook_secret: String,
+    /// Missing in files written before operators existed; added then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    operator_secret: Option<String>,
 }
 
 /// The secrets of an embedded backend.
@@ -64,6 +68,8 @@ struct SecretsFile {
 pub struct Secrets {
     pub token: Secret,
     pub webhook: Secret,
+    /// Signs operator tokens (`shop-backend operator-token`).
+    pub operator: Secret,
 }
 
 /// HMAC-SHA256 (RFC 2104) keyed with `key` over `parts`, one after the
@@ -78,7 +84,8 @@ pub fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> Hmac<Sha256> {
     mac
 }
 
-/// Reads `<dir>/secrets.json`, creating it with fresh secrets if missing.
+/// Reads `<dir>/secrets.json`, creating it with fresh secrets if missing
+/// (and adding an operator secret to a file written before there was one).
 ///
 /// # Errors
 ///
@@ -90,22 +97,50 @@ pub fn load_or_create(dir: &Path) -> anyhow::Result<Secrets> {
             .with_context(|| format!("cannot read {}", path.display()))?;
         let file: SecretsFile = serde_json::from_str(&text)
             .with_context(|| format!("{} is not a valid secrets file", path.display()))?;
+        let operator = match file.operator_secret {
+            Some(secret) => Secret::new(secret),
+            None => {
+                let operator = Secret::generate("")?;
+                let updated = SecretsFile {
+                    operator_secret: Some(operator.expose().to_owned()),
+                    ..file
+                };
+                replace_private(&path, &serde_json::to_string_pretty(&updated)?)
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+                return Ok(Secrets {
+                    token: Secret::new(updated.token_secret),
+                    webhook: Secret::new(updated.webhook_secret),
+                    operator,
+                });
+            }
+        };
         return Ok(Secrets {
             token: Secret::new(file.token_secret),
             webhook: Secret::new(file.webhook_secret),
+            operator,
         });
     }
     let secrets = Secrets {
         token: Secret::generate("")?,
         webhook: Secret::generate("whsec_local_")?,
+        operator: Secret::generate("")?,
     };
     let file = SecretsFile {
         token_secret: secrets.token.expose().to_owned(),
         webhook_secret: secrets.webhook.expose().to_owned(),
+        operator_secret: Some(secrets.operator.expose().to_owned()),
     };
     let text = serde_json::to_string_pretty(&file)?;
     write_private(&path, &text).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(secrets)
+}
+
+/// Replaces `path` with `text` at once: written beside it, then renamed.
+fn replace_private(path: &Path, text: &str) -> std::io::Result<()> {
+    let beside = path.with_extension("json.new");
+    let _ = std::fs::remove_file(&beside);
+    write_private(&beside, text)?;
+    std::fs::rename(&beside, path)
 }
 
 #[cfg(unix)]
@@ -150,6 +185,32 @@ mod tests {
         {
             use std::os::unix::fs::PermissionsExt;
             let mode = std::fs::metadata(dir.path().join("secrets.json"))
+                .expect("exists")
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+
+    #[test]
+    fn a_secrets_file_from_before_operators_gets_an_operator_secret_and_keeps_the_rest() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("secrets.json");
+        std::fs::write(
+            &path,
+            r#"{"token_secret":"t-old","webhook_secret":"whsec_old"}"#,
+        )
+        .expect("old file");
+        let first = load_or_create(dir.path()).expect("upgraded");
+        assert_eq!(first.token.expose(), "t-old");
+        assert_eq!(first.webhook.expose(), "whsec_old");
+        assert_eq!(first.operator.expose().len(), 64);
+        let again = load_or_create(dir.path()).expect("read back");
+        assert_eq!(first.operator, again.operator, "kept, not made anew");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path)
                 .expect("exists")
                 .permissions()
                 .mode();

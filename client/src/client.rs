@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
+use shop_shared::catalog::{AuditEntry, CatalogChange};
 use shop_shared::domain::{Order, OrderStatus, Product};
 use shop_shared::protocol::{
     ClientMessage, ErrorCode, OrderLineRequest, PROTOCOL_VERSION, ServerMessage,
@@ -120,6 +121,8 @@ pub struct Client {
     closed: Arc<AtomicBool>,
     customer_id: Uuid,
     token: String,
+    /// The operator's name when the token was an operator's.
+    operator: Option<String>,
     reply_timeout: Duration,
 }
 
@@ -257,6 +260,7 @@ impl Client {
             closed,
             customer_id: Uuid::nil(),
             token: String::new(),
+            operator: None,
             reply_timeout: DEFAULT_REPLY_TIMEOUT,
         };
         let request_id = client.next_request_id();
@@ -269,10 +273,14 @@ impl Client {
             .await?;
         match reply {
             ServerMessage::Welcome {
-                customer_id, token, ..
+                customer_id,
+                token,
+                operator,
+                ..
             } => {
                 client.customer_id = customer_id;
                 client.token = token;
+                client.operator = operator;
                 Ok(client)
             }
             other => Err(unexpected(other)),
@@ -292,6 +300,58 @@ impl Client {
     /// The token to pass to [`Client::connect`] to be this customer again.
     pub fn token(&self) -> &str {
         &self.token
+    }
+
+    /// The operator's name when an operator's token said hello: the session
+    /// may change the catalogue ([`Client::admin`]) and places no orders.
+    pub fn operator(&self) -> Option<&str> {
+        self.operator.as_deref()
+    }
+
+    /// Changes the catalogue, as an operator. The same `idempotency_key`
+    /// always names the same change: sent again, it is applied once and
+    /// answered the same. Returns the change's audit record and the
+    /// product after it.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Server`] with the gateway's code: `forbidden` for a
+    /// customer's session, `invalid_change`, `unknown_sku`,
+    /// `product_exists`, `not_enough_stock`, `idempotency_key_reused`;
+    /// otherwise those of [`Client::request`].
+    pub async fn admin(
+        &self,
+        idempotency_key: &str,
+        change: CatalogChange,
+    ) -> Result<(AuditEntry, Product), ClientError> {
+        let request_id = self.next_request_id();
+        let command = ClientMessage::Admin {
+            request_id,
+            idempotency_key: idempotency_key.to_owned(),
+            command: change,
+        };
+        match self.request(command).await? {
+            ServerMessage::CatalogChanged { entry, product, .. } => Ok((entry, product)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// The newest catalogue changes, of `sku` only when given, newest first.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Server`] with `forbidden` for a customer's session;
+    /// otherwise those of [`Client::request`].
+    pub async fn audit(&self, sku: Option<&str>) -> Result<Vec<AuditEntry>, ClientError> {
+        let request_id = self.next_request_id();
+        let command = ClientMessage::ListAudit {
+            request_id,
+            sku: sku.map(str::to_owned),
+        };
+        match self.request(command).await? {
+            ServerMessage::Audit { entries, .. } => Ok(entries),
+            other => Err(unexpected(other)),
+        }
     }
 
     /// Live pushes from now on. Subscribe before sending a command whose
@@ -701,6 +761,7 @@ mod tests {
                 protocol: PROTOCOL_VERSION,
                 customer_id: Uuid::nil(),
                 token: "t".into(),
+                operator: None,
             };
             let text = serde_json::to_string(&welcome).expect("JSON");
             socket.send(WsMessage::text(text)).await.expect("sent");

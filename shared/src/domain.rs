@@ -31,12 +31,65 @@ pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 128;
 pub struct Product {
     pub sku: String,
     pub name: String,
+    /// Plain text, possibly several lines; empty (and left out of JSON)
+    /// when there is none.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+    /// Empty (and left out of JSON) when the product has none.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub category: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_url: Option<String>,
     /// Price of one unit in minor units of `currency`.
     pub unit_price: i64,
     pub currency: Currency,
     pub available: i64,
+    /// False once an operator withdrew the product: it takes no new
+    /// orders. Left out of JSON while true.
+    #[serde(default = "listed", skip_serializing_if = "is_true")]
+    pub listed: bool,
+    /// Where every unit is: on the bus and for operators; customers are
+    /// sent none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stock: Option<StockLevels>,
     /// Grows with every change of this product; a consumer keeps the newest.
     pub version: i64,
+}
+
+fn listed() -> bool {
+    true
+}
+
+fn is_true(value: &bool) -> bool {
+    *value
+}
+
+impl Product {
+    /// The product without what only operators see.
+    pub fn for_customers(&self) -> Product {
+        Product {
+            stock: None,
+            ..self.clone()
+        }
+    }
+
+    /// Whether new orders of it are taken: listed, whatever the units.
+    pub fn is_listed(&self) -> bool {
+        self.listed
+    }
+}
+
+/// Where a product's units are. They only move between these, and
+/// `available + reserved + sold + written_off = received` always holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StockLevels {
+    /// Held by unpaid orders.
+    pub reserved: i64,
+    pub sold: i64,
+    /// Lost to breakage or theft, by an operator's write-off.
+    pub written_off: i64,
+    /// Every unit that ever came in: the first stock and every restock.
+    pub received: i64,
 }
 
 /// Where an order is in its life.

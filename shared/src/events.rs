@@ -10,8 +10,10 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::catalog::{AuditEntry, CatalogChange};
 use crate::domain::{Order, OrderLines, Product};
 use crate::money::Currency;
+use crate::protocol::ErrorCode;
 use crate::time::Timestamp;
 
 /// Topic names. A new incompatible schema gets a new topic (`….v2`).
@@ -26,6 +28,11 @@ pub mod topic {
     pub const STOCK_EVENTS: &str = "stock.events.v1";
     /// Product snapshots after every change (key: sku; compacted).
     pub const PRODUCTS: &str = "products.v1";
+    /// Operators' changes to the catalogue, for the stock service (key: sku).
+    pub const CATALOG_COMMANDS: &str = "catalog.commands.v1";
+    /// What became of each catalogue change: the audit record of an applied
+    /// one, or why it was refused (key: sku).
+    pub const CATALOG_EVENTS: &str = "catalog.events.v1";
     /// Commands for the payment service (key: order id).
     pub const PAYMENT_COMMANDS: &str = "payment.commands.v1";
     /// What happened to payments (key: order id).
@@ -39,6 +46,8 @@ pub mod topic {
         (STOCK_COMMANDS, false),
         (STOCK_EVENTS, false),
         (PRODUCTS, true),
+        (CATALOG_COMMANDS, false),
+        (CATALOG_EVENTS, false),
         (PAYMENT_COMMANDS, false),
         (PAYMENT_EVENTS, false),
     ];
@@ -263,6 +272,63 @@ message_enum!(StockEvent, topic::STOCK_EVENTS, key: |m| m.order_id.to_string(), 
 message_enum!(ProductEvent, topic::PRODUCTS, key: |m| m.sku.clone(), {
     ProductUpdated(Product),
 });
+
+/// An operator's change, as the gateway checked it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangeCatalog {
+    /// Derived by the gateway from the operator and the idempotency key, so
+    /// a retried command names the same change.
+    pub command_id: Uuid,
+    pub operator: String,
+    pub change: CatalogChange,
+}
+
+message_enum!(CatalogCommand, topic::CATALOG_COMMANDS, key: |m| m.change.sku().to_owned(), {
+    ChangeCatalog(ChangeCatalog),
+});
+
+/// An applied change: its audit record and the product after it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CatalogChanged {
+    pub entry: AuditEntry,
+    pub product: Product,
+}
+
+/// A change the stock service refused; nothing changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CatalogChangeRefused {
+    pub command_id: Uuid,
+    pub operator: String,
+    pub sku: String,
+    /// As the operator's client is told.
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+message_enum!(CatalogEvent, topic::CATALOG_EVENTS, key: |m| match m {
+    CatalogOutcome::Changed(changed) => changed.entry.sku.clone(),
+    CatalogOutcome::Refused(refused) => refused.sku.clone(),
+}, {
+    CatalogChangeDecided(CatalogOutcome),
+});
+
+/// What became of one catalogue change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum CatalogOutcome {
+    Changed(Box<CatalogChanged>),
+    Refused(CatalogChangeRefused),
+}
+
+impl CatalogOutcome {
+    /// The command this answers.
+    pub fn command_id(&self) -> Uuid {
+        match self {
+            CatalogOutcome::Changed(changed) => changed.entry.command_id,
+            CatalogOutcome::Refused(refused) => refused.command_id,
+        }
+    }
+}
 
 // ---- payment service ----
 

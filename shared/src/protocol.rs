@@ -12,6 +12,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::catalog::{AuditEntry, CatalogChange};
 use crate::domain::{Order, Product};
 
 /// The protocol version this build speaks.
@@ -57,7 +58,25 @@ pub enum ClientMessage {
     Ping {
         request_id: String,
     },
+    /// Operators only: changes the catalogue. Sending the same
+    /// `idempotency_key` again applies the change once and answers the
+    /// same.
+    Admin {
+        request_id: String,
+        idempotency_key: String,
+        command: CatalogChange,
+    },
+    /// Operators only: the newest catalogue changes (at most
+    /// [`MAX_AUDIT_ENTRIES`]), of one product when `sku` is given.
+    ListAudit {
+        request_id: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sku: Option<String>,
+    },
 }
+
+/// Most audit entries one `list_audit` answers with.
+pub const MAX_AUDIT_ENTRIES: usize = 1_000;
 
 impl ClientMessage {
     pub fn request_id(&self) -> &str {
@@ -68,7 +87,9 @@ impl ClientMessage {
             | ClientMessage::ListOrders { request_id }
             | ClientMessage::GetOrder { request_id, .. }
             | ClientMessage::CancelOrder { request_id, .. }
-            | ClientMessage::Ping { request_id } => request_id,
+            | ClientMessage::Ping { request_id }
+            | ClientMessage::Admin { request_id, .. }
+            | ClientMessage::ListAudit { request_id, .. } => request_id,
         }
     }
 
@@ -82,6 +103,8 @@ impl ClientMessage {
             ClientMessage::GetOrder { .. } => "get_order",
             ClientMessage::CancelOrder { .. } => "cancel_order",
             ClientMessage::Ping { .. } => "ping",
+            ClientMessage::Admin { .. } => "admin",
+            ClientMessage::ListAudit { .. } => "list_audit",
         }
     }
 
@@ -94,6 +117,8 @@ impl ClientMessage {
         "get_order",
         "cancel_order",
         "ping",
+        "admin",
+        "list_audit",
     ];
 
     /// Reads one text frame. On failure the error keeps whatever
@@ -195,11 +220,15 @@ impl<'a> From<&'a OrderLineRequest> for (&'a str, i64) {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerMessage {
     /// Reply to `hello`. Keep `token` to be the same customer next time.
+    /// With an operator's token, `operator` names the operator, who may
+    /// send `admin` and `list_audit` but places no orders.
     Welcome {
         request_id: String,
         protocol: u32,
         customer_id: Uuid,
         token: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        operator: Option<String>,
     },
     Products {
         request_id: String,
@@ -221,6 +250,17 @@ pub enum ServerMessage {
     },
     Pong {
         request_id: String,
+    },
+    /// Reply to `admin`: what the change did, and the product after it.
+    CatalogChanged {
+        request_id: String,
+        entry: AuditEntry,
+        product: Product,
+    },
+    /// Reply to `list_audit`: newest first.
+    Audit {
+        request_id: String,
+        entries: Vec<AuditEntry>,
     },
     /// A command failed; nothing changed. `request_id` is absent when the
     /// frame was too broken to read one.
@@ -249,7 +289,9 @@ impl ServerMessage {
             | ServerMessage::OrderPlaced { request_id, .. }
             | ServerMessage::Orders { request_id, .. }
             | ServerMessage::Order { request_id, .. }
-            | ServerMessage::Pong { request_id } => Some(request_id),
+            | ServerMessage::Pong { request_id }
+            | ServerMessage::CatalogChanged { request_id, .. }
+            | ServerMessage::Audit { request_id, .. } => Some(request_id),
             ServerMessage::Error { request_id, .. } => request_id.as_deref(),
             ServerMessage::ProductUpdated { .. } | ServerMessage::OrderUpdated { .. } => None,
         }
@@ -295,6 +337,16 @@ pub enum ErrorCode {
     RateLimited,
     /// The backend is starting or a service is not answering; retry.
     Unavailable,
+    /// An operator command from a customer, or an order from an operator.
+    Forbidden,
+    /// The product was withdrawn by an operator and takes no new orders.
+    ProductWithdrawn,
+    /// An operator command whose fields break a rule (the message names it).
+    InvalidChange,
+    /// `add_product` for a sku the shop has.
+    ProductExists,
+    /// A write-off of more units than are available.
+    NotEnoughStock,
     Internal,
 }
 
@@ -320,6 +372,11 @@ impl ErrorCode {
             ErrorCode::HoldLimit => "hold_limit",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::Unavailable => "unavailable",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::ProductWithdrawn => "product_withdrawn",
+            ErrorCode::InvalidChange => "invalid_change",
+            ErrorCode::ProductExists => "product_exists",
+            ErrorCode::NotEnoughStock => "not_enough_stock",
             ErrorCode::Internal => "internal",
         }
     }

@@ -21,9 +21,14 @@ pub fn product(sku: &str, name: &str, unit_price: i64, available: i64) -> Produc
     Product {
         sku: sku.into(),
         name: name.into(),
+        description: String::new(),
+        category: String::new(),
+        image_url: None,
         unit_price,
         currency: Currency::EUR,
         available,
+        listed: true,
+        stock: None,
         version: 1,
     }
 }

@@ -16,6 +16,7 @@ use super::{Server, Settings, Storage};
 use crate::bus::kafka::{KafkaBus, KafkaConfig};
 use crate::bus::{Bus, TopicSpec};
 use crate::config::DistributedArgs;
+use crate::gateway::TokenSecrets;
 use crate::http::tls::Tls;
 use crate::metrics::Metrics;
 use crate::payment::local::LocalCheckoutConfig;
@@ -74,6 +75,15 @@ impl Node {
             "--token-secret",
             "SHOP_TOKEN_SECRET",
         )?;
+        let operator_secret = args
+            .operator_secret
+            .clone()
+            .filter(|secret| runs(Service::Gateway) && !secret.expose().is_empty());
+        if runs(Service::Gateway) && operator_secret.is_none() {
+            tracing::warn!(
+                "no operator secret (--operator-secret, SHOP_OPERATOR_SECRET): operators cannot sign in to change the catalogue"
+            );
+        }
         // The local checkout signs its webhooks with this; Stripe brings its own.
         let stripe = args.stripe.keys().map_err(anyhow::Error::msg)?;
         let webhook_secret = required_secret(
@@ -145,7 +155,10 @@ impl Node {
                 settle_grace: args.settle_grace,
                 catalog,
                 stripe: args.stripe.clone(),
-                token_secret: token_secret.unwrap_or_else(|| Secret::new("")),
+                tokens: TokenSecrets {
+                    customers: token_secret.unwrap_or_else(|| Secret::new("")),
+                    operators: operator_secret,
+                },
                 limits: args.limits.settings(),
                 retention: args.retention.settings(),
                 local_checkout: LocalCheckoutConfig {

@@ -20,6 +20,7 @@ use crate::bus::memory::MemoryBus;
 use crate::bus::{Bus, TopicSpec};
 use crate::config::EmbeddedArgs;
 use crate::db::Db;
+use crate::gateway::TokenSecrets;
 use crate::http::tls::Tls;
 use crate::messaging::outbox;
 use crate::metrics::Metrics;
@@ -56,7 +57,10 @@ impl Application {
         let lock = lock_data_dir(data_dir)?;
         let catalog = config.catalog.as_deref().map(catalog::load).transpose()?;
         let stored = secrets::load_or_create(data_dir)?;
-        let token_secret = config.token_secret.clone().unwrap_or(stored.token);
+        let tokens = TokenSecrets {
+            customers: config.token_secret.clone().unwrap_or(stored.token),
+            operators: Some(config.operator_secret.clone().unwrap_or(stored.operator)),
+        };
         let webhook_secret = config.webhook_secret.clone().unwrap_or(stored.webhook);
 
         let tls = Tls::load(&config.connections.tls)?;
@@ -92,7 +96,7 @@ impl Application {
                 settle_grace: config.settle_grace,
                 catalog,
                 stripe: config.stripe.clone(),
-                token_secret,
+                tokens,
                 limits: config.limits.settings(),
                 retention: config.retention.settings(),
                 local_checkout: LocalCheckoutConfig {

@@ -32,7 +32,6 @@ use crate::messaging::retention::{self, RetentionSettings};
 use crate::metrics;
 use crate::payment::local::{LocalCheckoutConfig, WebhookTls};
 use crate::runtime::Runtime;
-use crate::secrets::Secret;
 use crate::service::Service;
 use crate::stock::catalog::CatalogProduct;
 use crate::tasks::{Shutdown, Spawner, Supervisor};
@@ -167,8 +166,8 @@ pub struct Settings {
     /// The catalogue file's products, if one was given.
     pub catalog: Option<Vec<CatalogProduct>>,
     pub stripe: StripeArgs,
-    /// Signs the gateway's session tokens.
-    pub token_secret: Secret,
+    /// Sign the gateway's customer and operator tokens.
+    pub tokens: gateway::TokenSecrets,
     /// What one customer may hold and how often they may order.
     pub limits: LimitSettings,
     /// How long what each service forgets is kept.
@@ -262,7 +261,7 @@ pub async fn compose(
                 let gateway = gateway::start(
                     runtime,
                     db,
-                    settings.token_secret.clone(),
+                    settings.tokens.clone(),
                     settings.limits,
                     timeouts,
                 )

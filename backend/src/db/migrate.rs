@@ -92,8 +92,14 @@ const ORDER: &[Migration] = &[
     per_dialect!("order", 2, "0002_order_documents"),
     portable!("order", 3, "0003_order_due_at"),
 ];
-const GATEWAY: &[Migration] = &[portable!("gateway", 1, "0001_customer_orders")];
-const STOCK: &[Migration] = &[portable!("stock", 1, "0001_products")];
+const GATEWAY: &[Migration] = &[
+    portable!("gateway", 1, "0001_customer_orders"),
+    portable!("gateway", 2, "0002_catalog_audit"),
+];
+const STOCK: &[Migration] = &[
+    portable!("stock", 1, "0001_products"),
+    per_dialect!("stock", 2, "0002_catalogue_operations"),
+];
 const PAYMENT: &[Migration] = &[
     portable!("payment", 1, "0001_payments"),
     portable!("payment", 2, "0002_local_payment_status"),

@@ -23,11 +23,18 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::routing::get;
+use shop_shared::catalog::{AuditEntry, CatalogChange};
+use shop_shared::domain::Product;
 use shop_shared::domain::{
     MAX_IDEMPOTENCY_KEY_LEN, Order, OrderLines, OrderLinesError, OrderStatus,
 };
-use shop_shared::events::{CancelOrder, LineItem, OrderCommand, OrderState, PlaceOrder, topic};
-use shop_shared::protocol::{ErrorCode, OrderLineRequest, ProtocolError, ServerMessage};
+use shop_shared::events::{
+    CancelOrder, CatalogCommand, CatalogOutcome, ChangeCatalog, LineItem, OrderCommand, OrderState,
+    PlaceOrder, topic,
+};
+use shop_shared::protocol::{
+    ErrorCode, MAX_AUDIT_ENTRIES, OrderLineRequest, ProtocolError, ServerMessage,
+};
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
@@ -41,13 +48,17 @@ use crate::tasks::Shutdown;
 use limits::{LimitSettings, OrderLimits};
 use projection::{Projection, ProjectionHandler};
 use read_model::{CustomerChanges, ReadModel, ReadModelHandler};
-use token::TokenSigner;
+use token::{OperatorSigner, TokenSigner};
 
 /// How long a command waits for the services to act on it.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Names order ids derived from (customer, idempotency key).
 const ORDER_NAMESPACE: Uuid = Uuid::from_u128(0x5e0b_7a1c_4d2e_4f60_9a3b_1c2d_3e4f_5a6b);
+/// Names catalogue command ids derived from (operator, idempotency key).
+const CATALOG_NAMESPACE: Uuid = Uuid::from_u128(0x5e0b_7a1c_4d2e_4f60_9a3b_1c2d_3e4f_5a6c);
+/// Names the customer id an operator's session gets (it places no orders).
+const OPERATOR_NAMESPACE: Uuid = Uuid::from_u128(0x5e0b_7a1c_4d2e_4f60_9a3b_1c2d_3e4f_5a6d);
 
 /// The gateway. Cheap to clone.
 #[derive(Clone)]
@@ -59,6 +70,8 @@ struct Inner {
     bus: Arc<dyn Bus>,
     read_model: ReadModel,
     tokens: TokenSigner,
+    /// `None` when the shop has no operator secret: no operator signs in.
+    operators: Option<OperatorSigner>,
     /// The catalogue replayed, and the live reader caught up with what was
     /// published before start that the projection had not stored.
     loaded: [SubscriptionHandle; 2],
@@ -92,11 +105,20 @@ impl Refusal {
     }
 }
 
+/// The secrets a gateway signs and checks tokens with.
+#[derive(Debug, Clone)]
+pub struct TokenSecrets {
+    /// Customer tokens.
+    pub customers: Secret,
+    /// Operator tokens; `None` refuses every operator.
+    pub operators: Option<Secret>,
+}
+
 /// Starts the gateway on its database `db`: migrates it, keeps the
-/// customer-orders projection as a member of the `gateway` consumer group,
-/// replays the catalogue and follows order changes live, and has the order
-/// limits forget idle customers every minute. Its WebSocket connections
-/// get `timeouts`.
+/// customer-orders projection and the audit log as a member of the
+/// `gateway` consumer group, replays the catalogue and follows order
+/// changes and catalogue decisions live, and has the order limits forget
+/// idle customers every minute. Its WebSocket connections get `timeouts`.
 ///
 /// # Errors
 ///
@@ -104,7 +126,7 @@ impl Refusal {
 pub async fn start(
     runtime: &Runtime,
     db: Db,
-    token_secret: Secret,
+    secrets: TokenSecrets,
     limits: LimitSettings,
     timeouts: ws::Timeouts,
 ) -> anyhow::Result<Gateway> {
@@ -122,7 +144,7 @@ pub async fn start(
         .subscribe(
             Subscription::live(
                 &format!("{}-live", Service::Gateway.group()),
-                &[topic::ORDERS],
+                &[topic::ORDERS, topic::CATALOG_EVENTS],
                 Service::Gateway.group(),
             ),
             handler.clone(),
@@ -135,7 +157,10 @@ pub async fn start(
         )
         .await?;
     bus.subscribe(
-        Subscription::group(Service::Gateway.group(), &[topic::ORDERS]),
+        Subscription::group(
+            Service::Gateway.group(),
+            &[topic::ORDERS, topic::CATALOG_EVENTS],
+        ),
         Arc::new(ProjectionHandler {
             projection,
             model: read_model.clone(),
@@ -147,7 +172,8 @@ pub async fn start(
         inner: Arc::new(Inner {
             bus,
             read_model,
-            tokens: TokenSigner::new(token_secret),
+            tokens: TokenSigner::new(secrets.customers),
+            operators: secrets.operators.map(OperatorSigner::new),
             loaded,
             metrics: runtime.metrics.clone(),
             limits: OrderLimits::new(limits),
@@ -186,6 +212,18 @@ impl Gateway {
 
     pub fn tokens(&self) -> &TokenSigner {
         &self.inner.tokens
+    }
+
+    /// Verifies operator tokens; `None` when the shop has no operator
+    /// secret.
+    pub fn operators(&self) -> Option<&OperatorSigner> {
+        self.inner.operators.as_ref()
+    }
+
+    /// The customer id of an operator's session: stable per name, never a
+    /// customer's (another namespace).
+    pub fn operator_session_id(name: &str) -> Uuid {
+        Uuid::new_v5(&OPERATOR_NAMESPACE, name.as_bytes())
     }
 
     pub fn metrics(&self) -> &Metrics {
@@ -354,7 +392,20 @@ impl Gateway {
                 Err(reused())
             };
         }
-        // A retry of a stored order (above) is answered whatever the limits.
+        // A retry of a stored order (above) is answered whatever the limits
+        // and listings.
+        if let Some(line) = lines
+            .iter()
+            .find(|line| model.product(&line.sku).is_some_and(|p| !p.is_listed()))
+        {
+            return Err(Refusal::new(
+                ErrorCode::ProductWithdrawn,
+                format!(
+                    "{} is withdrawn from sale and takes no new orders",
+                    line.sku
+                ),
+            ));
+        }
         let units = lines
             .iter()
             .map(|line| u64::try_from(line.quantity).unwrap_or(0))
@@ -415,6 +466,94 @@ impl Gateway {
                 "the order service has not confirmed the cancellation yet; the order may still be cancelled",
             )),
         }
+    }
+
+    /// Applies an operator's change to the catalogue through the stock
+    /// service and returns its audit record and the product after it. The
+    /// same operator and idempotency key name the same change: sent again,
+    /// it is applied once and answered the same.
+    ///
+    /// # Errors
+    ///
+    /// `invalid_idempotency_key`; `invalid_change` for a field that breaks a
+    /// rule (nothing is sent then); the stock service's refusal
+    /// (`unknown_sku`, `product_exists`, `not_enough_stock`,
+    /// `idempotency_key_reused`, `invalid_change`); `unavailable` when it
+    /// has not decided in time or the bus refuses the command.
+    pub async fn change_catalog(
+        &self,
+        operator: &str,
+        idempotency_key: &str,
+        change: CatalogChange,
+    ) -> Result<(AuditEntry, Product), Refusal> {
+        check_idempotency_key(idempotency_key)?;
+        change
+            .validate()
+            .map_err(|invalid| Refusal::new(ErrorCode::InvalidChange, invalid.0))?;
+        let command_id = Uuid::new_v5(
+            &CATALOG_NAMESPACE,
+            format!("{operator}/{idempotency_key}").as_bytes(),
+        );
+        // Listen before sending, so the answer cannot pass unseen.
+        let mut outcomes = self.inner.read_model.catalog_outcomes();
+        let command = CatalogCommand::ChangeCatalog(ChangeCatalog {
+            command_id,
+            operator: operator.to_owned(),
+            change,
+        });
+        tracing::info!(%command_id, operator, "operator command sent to the stock service");
+        bus::publish_messages(
+            self.inner.bus.as_ref(),
+            vec![(command, command_id.to_string())],
+        )
+        .await
+        .map_err(|error| {
+            tracing::error!(%error, %command_id, "cannot publish an operator command");
+            Refusal::new(
+                ErrorCode::Unavailable,
+                "the shop cannot take commands right now; try again shortly",
+            )
+        })?;
+        let wait = async {
+            loop {
+                match outcomes.recv().await {
+                    Ok(outcome) if outcome.command_id() == command_id => return Some(outcome),
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        };
+        let Some(outcome) = tokio::time::timeout(COMMAND_TIMEOUT, wait)
+            .await
+            .ok()
+            .flatten()
+        else {
+            return Err(Refusal::new(
+                ErrorCode::Unavailable,
+                "the stock service has not decided on the change yet; send the same command again (same idempotency key) to learn what became of it",
+            ));
+        };
+        match &*outcome {
+            CatalogOutcome::Changed(changed) => {
+                Ok((changed.entry.clone(), changed.product.clone()))
+            }
+            CatalogOutcome::Refused(refused) => {
+                Err(Refusal::new(refused.code, refused.message.clone()))
+            }
+        }
+    }
+
+    /// The newest catalogue changes, of `sku` only when given.
+    ///
+    /// # Errors
+    ///
+    /// `unavailable` when the audit log cannot be read.
+    pub async fn audit(&self, sku: Option<&str>) -> Result<Vec<AuditEntry>, Refusal> {
+        self.inner
+            .read_model
+            .audit(sku, MAX_AUDIT_ENTRIES)
+            .await
+            .map_err(unreadable)
     }
 
     #[tracing::instrument(name = "gateway", skip(self, command), fields(%order_id))]
@@ -520,10 +659,14 @@ pub fn validate_order(
     lines: &[OrderLineRequest],
     known_sku: impl Fn(&str) -> bool,
 ) -> Result<Vec<LineItem>, Refusal> {
-    if idempotency_key.is_empty()
-        || idempotency_key.len() > MAX_IDEMPOTENCY_KEY_LEN
-        || idempotency_key.chars().any(char::is_control)
-    {
+    check_idempotency_key(idempotency_key)?;
+    let lines = OrderLines::parse_known(lines, |sku| known_sku(sku.as_str()))?;
+    Ok(lines.into())
+}
+
+/// An idempotency key is 1 to 128 printable characters.
+fn check_idempotency_key(key: &str) -> Result<(), Refusal> {
+    if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_LEN || key.chars().any(char::is_control) {
         return Err(Refusal::new(
             ErrorCode::InvalidIdempotencyKey,
             format!(
@@ -531,8 +674,7 @@ pub fn validate_order(
             ),
         ));
     }
-    let lines = OrderLines::parse_known(lines, |sku| known_sku(sku.as_str()))?;
-    Ok(lines.into())
+    Ok(())
 }
 
 /// Every way the lines of an order can be wrong has its own code.

@@ -8,12 +8,16 @@
 //!
 //! Writes are idempotent: a snapshot replaces the stored one only when its
 //! version is newer, so a redelivered or reordered snapshot changes nothing.
+//!
+//! The same group keeps the catalogue's audit log from `catalog.events.v1`
+//! (table `catalog_audit`), which operators read with `list_audit`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use shop_shared::events::{Envelope, OrderEvent, OrderState, topic};
+use shop_shared::catalog::AuditEntry;
+use shop_shared::events::{CatalogEvent, CatalogOutcome, Envelope, OrderEvent, OrderState, topic};
 use sqlx::Row;
 use uuid::Uuid;
 
@@ -79,6 +83,61 @@ impl Projection {
             insert.execute(&mut *tx).await?;
         }
         tx.commit().await
+    }
+
+    /// Stores audit entries; one stored already (a redelivery) is left
+    /// alone.
+    ///
+    /// # Errors
+    ///
+    /// The database failed; nothing is stored then.
+    pub async fn store_audit(&self, entries: &[AuditEntry]) -> Result<(), StoreError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.db.begin().await?;
+        for entry in entries {
+            sqlx::query(
+                "INSERT INTO catalog_audit (command_id, sku, at, entry) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (command_id) DO NOTHING",
+            )
+            .bind(entry.command_id.to_string())
+            .bind(&entry.sku)
+            .bind(entry.at.as_millis())
+            .bind(serde_json::to_string(entry).unwrap_or_default())
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await
+    }
+
+    /// The newest `limit` audit entries, of `sku` only when given, newest
+    /// first.
+    ///
+    /// # Errors
+    ///
+    /// The database failed, or a stored entry cannot be read.
+    pub async fn audit(
+        &self,
+        sku: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<AuditEntry>, StoreError> {
+        let filter = if sku.is_some() { "WHERE sku = $1" } else { "" };
+        let sql = format!(
+            "SELECT entry FROM catalog_audit {filter} ORDER BY at DESC, command_id DESC LIMIT {limit}"
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        if let Some(sku) = sku {
+            query = query.bind(sku);
+        }
+        let rows = query.fetch_all(self.db.pool()).await?;
+        rows.iter()
+            .map(|row| {
+                let entry: String = row.try_get("entry")?;
+                serde_json::from_str(&entry)
+                    .map_err(|error| StoreError::corrupt("catalog_audit.entry", error.to_string()))
+            })
+            .collect()
     }
 
     /// Order `id`, whoever's it is.
@@ -161,9 +220,10 @@ fn decode(row: &sqlx::any::AnyRow) -> Result<OrderState, StoreError> {
         .map_err(|error| StoreError::corrupt("customer_orders.state", error.to_string()))
 }
 
-/// Keeps the projection from `orders.v1`, as a member of the `gateway`
-/// consumer group; tells the read model what is stored, so it can forget
-/// the snapshots it kept only until then.
+/// Keeps the projection from `orders.v1` and the audit log from
+/// `catalog.events.v1`, as a member of the `gateway` consumer group; tells
+/// the read model what is stored, so it can forget the snapshots it kept
+/// only until then.
 pub struct ProjectionHandler {
     pub projection: Projection,
     pub model: ReadModel,
@@ -173,19 +233,33 @@ pub struct ProjectionHandler {
 impl Handler for ProjectionHandler {
     async fn handle(&self, batch: &[Arc<Record>]) -> Result<(), HandlerError> {
         let mut states = Vec::with_capacity(batch.len());
+        let mut audit = Vec::new();
         for record in batch {
-            if &*record.topic != topic::ORDERS {
-                return Err(HandlerError::Malformed(format!(
-                    "the gateway's projection does not read {}",
-                    record.topic
-                )));
+            match &*record.topic {
+                topic::ORDERS => {
+                    let OrderEvent::OrderUpdated(state) =
+                        Envelope::<OrderEvent>::from_json(&record.payload)?.message;
+                    states.push(Arc::new(state));
+                }
+                topic::CATALOG_EVENTS => {
+                    let CatalogEvent::CatalogChangeDecided(outcome) =
+                        Envelope::<CatalogEvent>::from_json(&record.payload)?.message;
+                    if let CatalogOutcome::Changed(changed) = outcome {
+                        audit.push(changed.entry);
+                    }
+                }
+                other => {
+                    return Err(HandlerError::Malformed(format!(
+                        "the gateway's projection does not read {other}"
+                    )));
+                }
             }
-            let OrderEvent::OrderUpdated(state) =
-                Envelope::<OrderEvent>::from_json(&record.payload)?.message;
-            states.push(Arc::new(state));
         }
-        self.projection.store(&states).await?;
-        self.model.stored(&states);
+        self.projection.store_audit(&audit).await?;
+        if !states.is_empty() {
+            self.projection.store(&states).await?;
+            self.model.stored(&states);
+        }
         Ok(())
     }
 }

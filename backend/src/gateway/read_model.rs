@@ -24,8 +24,11 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use shop_shared::catalog::AuditEntry;
 use shop_shared::domain::{Order, Product};
-use shop_shared::events::{Envelope, OrderEvent, OrderState, ProductEvent, topic};
+use shop_shared::events::{
+    CatalogEvent, CatalogOutcome, Envelope, OrderEvent, OrderState, ProductEvent, topic,
+};
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
@@ -46,6 +49,9 @@ pub const RECENT_FOR: Duration = Duration::from_secs(30);
 /// Most snapshots the window of recent ones keeps (about 3 KB each).
 pub const MAX_RECENT: usize = 10_000;
 
+/// Most audit entries seen live that are kept for reads.
+const RECENT_AUDIT: usize = 256;
+
 /// Products and orders as clients see them. Cheap to clone.
 #[derive(Clone)]
 pub struct ReadModel {
@@ -53,8 +59,18 @@ pub struct ReadModel {
 }
 
 struct Inner {
+    /// As the stock service publishes them, with their stock levels.
     products: RwLock<BTreeMap<String, Product>>,
+    /// Every product change, for operators.
     product_changes: broadcast::Sender<Product>,
+    /// The changes customers can see (not a sale's stock levels alone),
+    /// without stock levels.
+    customer_product_changes: broadcast::Sender<Product>,
+    /// What became of operators' catalogue changes, seen live.
+    catalog_outcomes: broadcast::Sender<Arc<CatalogOutcome>>,
+    /// The newest audit entries seen live (at most [`RECENT_AUDIT`]), which
+    /// the projection may not hold yet: an operator reads their own change.
+    recent_audit: Mutex<VecDeque<AuditEntry>>,
     customer_changes: Mutex<HashMap<Uuid, Channel>>,
     recent: Mutex<Recent>,
     projection: Projection,
@@ -127,6 +143,9 @@ impl ReadModel {
             inner: Arc::new(Inner {
                 products: RwLock::default(),
                 product_changes: broadcast::channel(CHANNEL_CAPACITY).0,
+                customer_product_changes: broadcast::channel(CHANNEL_CAPACITY).0,
+                catalog_outcomes: broadcast::channel(CHANNEL_CAPACITY).0,
+                recent_audit: Mutex::default(),
                 customer_changes: Mutex::default(),
                 recent: Mutex::default(),
                 projection,
@@ -134,11 +153,20 @@ impl ReadModel {
         }
     }
 
-    /// Every product, by sku.
+    /// Every product, by sku, with stock levels (for operators).
     pub fn products(&self) -> Vec<Product> {
         read(&self.inner.products).values().cloned().collect()
     }
 
+    /// Every product, by sku, as customers see them.
+    pub fn customer_products(&self) -> Vec<Product> {
+        read(&self.inner.products)
+            .values()
+            .map(Product::for_customers)
+            .collect()
+    }
+
+    /// A product, with stock levels.
     pub fn product(&self, sku: &str) -> Option<Product> {
         read(&self.inner.products).get(sku).cloned()
     }
@@ -217,6 +245,36 @@ impl ReadModel {
         Ok(list)
     }
 
+    /// The newest `limit` catalogue changes, of `sku` only when given.
+    ///
+    /// # Errors
+    ///
+    /// The projection's database failed.
+    pub async fn audit(
+        &self,
+        sku: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<AuditEntry>, StoreError> {
+        // The window first, as for orders.
+        let recent: Vec<AuditEntry> = lock(&self.inner.recent_audit)
+            .iter()
+            .filter(|entry| sku.is_none_or(|sku| entry.sku == sku))
+            .cloned()
+            .collect();
+        let mut entries = self.inner.projection.audit(sku, limit).await?;
+        for entry in recent {
+            if !entries
+                .iter()
+                .any(|known| known.command_id == entry.command_id)
+            {
+                entries.push(entry);
+            }
+        }
+        entries.sort_by_key(|entry| std::cmp::Reverse((entry.at, entry.command_id)));
+        entries.truncate(limit);
+        Ok(entries)
+    }
+
     /// Units of `customer_id`'s unpaid (`NEW` or `RESERVED`) orders: what
     /// the customer holds against the hold limit.
     ///
@@ -257,9 +315,36 @@ impl ReadModel {
             .collect()
     }
 
-    /// Changes of any product from now on.
+    /// Changes of any product from now on, with stock levels.
     pub fn product_changes(&self) -> broadcast::Receiver<Product> {
         self.inner.product_changes.subscribe()
+    }
+
+    /// Changes customers can see of any product from now on, without
+    /// stock levels.
+    pub fn customer_product_changes(&self) -> broadcast::Receiver<Product> {
+        self.inner.customer_product_changes.subscribe()
+    }
+
+    /// What becomes of operators' catalogue changes from now on.
+    pub fn catalog_outcomes(&self) -> broadcast::Receiver<Arc<CatalogOutcome>> {
+        self.inner.catalog_outcomes.subscribe()
+    }
+
+    /// Takes the outcome of an operator's change, seen live, with the
+    /// product it carries: the operator is answered only after this
+    /// gateway knows the product as changed, whenever its snapshot on
+    /// `products.v1` comes.
+    pub fn apply_catalog_outcome(&self, outcome: CatalogOutcome) {
+        if let CatalogOutcome::Changed(changed) = &outcome {
+            self.apply_product(changed.product.clone());
+            let mut recent = lock(&self.inner.recent_audit);
+            recent.push_back(changed.entry.clone());
+            if recent.len() > RECENT_AUDIT {
+                recent.pop_front();
+            }
+        }
+        let _ = self.inner.catalog_outcomes.send(Arc::new(outcome));
     }
 
     /// Changes of `customer_id`'s orders from now on, until dropped.
@@ -293,15 +378,24 @@ impl ReadModel {
 
     /// Takes a product snapshot unless an equal or newer one is known.
     pub fn apply_product(&self, product: Product) {
-        {
+        let seen_by_customers = {
             let mut products = write(&self.inner.products);
-            if products
-                .get(&product.sku)
-                .is_some_and(|known| known.version >= product.version)
-            {
+            let known = products.get(&product.sku);
+            if known.is_some_and(|known| known.version >= product.version) {
                 return;
             }
+            let customer_view = product.for_customers();
+            let changed = known.is_none_or(|known| {
+                Product {
+                    version: product.version,
+                    ..known.for_customers()
+                } != customer_view
+            });
             products.insert(product.sku.clone(), product.clone());
+            changed.then_some(customer_view)
+        };
+        if let Some(view) = seen_by_customers {
+            let _ = self.inner.customer_product_changes.send(view);
         }
         let _ = self.inner.product_changes.send(product);
     }
@@ -399,6 +493,11 @@ impl Handler for ReadModelHandler {
                         Envelope::<ProductEvent>::from_json(&record.payload)?.message;
                     self.model.apply_product(product);
                 }
+                topic::CATALOG_EVENTS => {
+                    let CatalogEvent::CatalogChangeDecided(outcome) =
+                        Envelope::<CatalogEvent>::from_json(&record.payload)?.message;
+                    self.model.apply_catalog_outcome(outcome);
+                }
                 other => {
                     return Err(HandlerError::Malformed(format!(
                         "the gateway does not read {other}"
@@ -435,9 +534,14 @@ mod tests {
         Product {
             sku: "A".into(),
             name: "A".into(),
+            description: String::new(),
+            category: String::new(),
+            image_url: None,
             unit_price: 100,
             currency: Currency::EUR,
             available,
+            listed: true,
+            stock: None,
             version,
         }
     }
@@ -520,6 +624,38 @@ mod tests {
             Some(OrderStatus::Paid),
             "the stored order keeps its newest version"
         );
+    }
+
+    #[tokio::test]
+    async fn customers_are_pushed_only_what_they_can_see_and_operators_everything() {
+        let (model, _projection, _dir) = model().await;
+        let mut customers = model.customer_product_changes();
+        let mut operators = model.product_changes();
+        let with_stock = |version: i64, available: i64, sold: i64| Product {
+            stock: Some(shop_shared::domain::StockLevels {
+                reserved: 0,
+                sold,
+                written_off: 0,
+                received: available + sold,
+            }),
+            ..product(version, available)
+        };
+        model.apply_product(with_stock(1, 5, 0));
+        // A sale: reserved units became sold, available is the same.
+        model.apply_product(with_stock(2, 5, 1));
+        model.apply_product(with_stock(3, 4, 1));
+        let seen: Vec<(i64, Option<shop_shared::domain::StockLevels>)> =
+            std::iter::from_fn(|| customers.try_recv().ok())
+                .map(|product| (product.version, product.stock))
+                .collect();
+        assert_eq!(
+            seen,
+            [(1, None), (3, None)],
+            "no push for the sale alone, no stock levels"
+        );
+        assert_eq!(std::iter::from_fn(|| operators.try_recv().ok()).count(), 3);
+        assert_eq!(model.customer_products()[0].stock, None);
+        assert!(model.products()[0].stock.is_some());
     }
 
     #[tokio::test]

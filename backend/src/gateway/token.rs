@@ -2,6 +2,11 @@
 //! HMAC-SHA256 over `v1.<customer id>` with the gateway's token secret. Any
 //! gateway holding the secret verifies any token, also after a restart;
 //! nobody without it can make one or change the customer id inside one.
+//!
+//! Operator tokens: `op1.<operator name>.<signature>`, signed the same way
+//! over `op1.<operator name>` with another secret, the operator secret
+//! (`shop-backend operator-token` issues them). A customer token is never
+//! an operator token: another prefix, another key.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -57,9 +62,108 @@ impl TokenSigner {
     }
 }
 
+/// The operator token `shop-backend operator-token` prints: for `name`,
+/// signed with the given operator secret or the one an embedded shop keeps
+/// in its data directory.
+///
+/// # Errors
+///
+/// No secret is given and the data directory is not a shop's (or its
+/// secrets file cannot be read or completed).
+pub fn operator_token(args: &crate::config::OperatorTokenArgs) -> anyhow::Result<String> {
+    let secret = match &args.operator_secret {
+        Some(secret) if !secret.expose().is_empty() => secret.clone(),
+        _ => {
+            let dir = &args.data_dir;
+            if !dir.join("secrets.json").exists() {
+                anyhow::bail!(
+                    "{} holds no shop: start `shop-backend --data-dir {}` once first, or pass \
+                     --operator-secret (distributed mode)",
+                    dir.display(),
+                    dir.display()
+                );
+            }
+            crate::secrets::load_or_create(dir)?.operator
+        }
+    };
+    Ok(OperatorSigner::new(secret).issue(&args.name))
+}
+
+/// Issues and verifies operator tokens.
+#[derive(Clone, Debug)]
+pub struct OperatorSigner {
+    secret: Secret,
+}
+
+/// What an operator token names.
+const OPERATOR_PREFIX: &str = "op1.";
+
+impl OperatorSigner {
+    pub fn new(secret: Secret) -> Self {
+        OperatorSigner { secret }
+    }
+
+    fn mac(&self, body: &str) -> Hmac<Sha256> {
+        hmac_sha256(self.secret.expose().as_bytes(), &[body.as_bytes()])
+    }
+
+    /// A token for the operator `name`, which
+    /// [`shop_shared::catalog::is_valid_operator_name`] accepts.
+    pub fn issue(&self, name: &str) -> String {
+        let body = format!("{OPERATOR_PREFIX}{name}");
+        let signature = URL_SAFE_NO_PAD.encode(self.mac(&body).finalize().into_bytes());
+        format!("{body}.{signature}")
+    }
+
+    /// Whether `token` claims to be an operator's (whoever signed it).
+    pub fn is_operator_token(token: &str) -> bool {
+        token.starts_with(OPERATOR_PREFIX)
+    }
+
+    /// The operator a token names, if this shop's operator secret signed it.
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidToken`] for a token this secret did not sign, an altered
+    /// one, or one that is not an operator token.
+    pub fn verify(&self, token: &str) -> Result<String, InvalidToken> {
+        let (body, signature) = token.rsplit_once('.').ok_or(InvalidToken)?;
+        let name = body.strip_prefix(OPERATOR_PREFIX).ok_or(InvalidToken)?;
+        let signature = URL_SAFE_NO_PAD
+            .decode(signature)
+            .map_err(|_| InvalidToken)?;
+        self.mac(body)
+            .verify_slice(&signature)
+            .map_err(|_| InvalidToken)?;
+        if !shop_shared::catalog::is_valid_operator_name(name) {
+            return Err(InvalidToken);
+        }
+        Ok(name.to_owned())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_operator_token_is_never_a_customer_token_nor_the_reverse() {
+        let secret = Secret::new("same-secret-for-both");
+        let customers = TokenSigner::new(secret.clone());
+        let operators = OperatorSigner::new(secret);
+        let operator = operators.issue("alice");
+        assert_eq!(operators.verify(&operator), Ok("alice".to_owned()));
+        assert_eq!(customers.verify(&operator), Err(InvalidToken));
+        let customer = customers.issue(Uuid::new_v4());
+        assert_eq!(operators.verify(&customer), Err(InvalidToken));
+        assert_eq!(
+            OperatorSigner::new(Secret::new("other")).verify(&operator),
+            Err(InvalidToken),
+            "another shop's operator secret"
+        );
+        let renamed = operator.replacen("alice", "mallory", 1);
+        assert_eq!(operators.verify(&renamed), Err(InvalidToken));
+    }
 
     #[test]
     fn a_token_names_its_customer_for_any_signer_with_the_secret() {

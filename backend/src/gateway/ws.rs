@@ -1,5 +1,10 @@
 //! One client connection on `/ws`.
 //!
+//! A connection is a customer's, or an operator's when `hello` presented an
+//! operator token: operators change the catalogue (`admin`, `list_audit`)
+//! and see products with their stock levels; customers place and cancel
+//! orders. Each is refused the other's commands with `forbidden`.
+//!
 //! A reader loop parses frames and answers commands; a writer task owns the
 //! socket's sending half; after `hello`, a push task forwards changes of
 //! products and of this customer's orders. Commands that wait on the
@@ -37,6 +42,7 @@ use uuid::Uuid;
 
 use super::Gateway;
 use super::read_model::CustomerChanges;
+use super::token::OperatorSigner;
 
 /// Largest WebSocket message the socket reads at all.
 const MAX_SOCKET_MESSAGE: usize = 1 << 20;
@@ -128,6 +134,7 @@ async fn serve(gateway: Gateway, socket: WebSocket) {
         gateway,
         out,
         customer: None,
+        operator: None,
         tasks: JoinSet::new(),
         in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
     };
@@ -322,6 +329,8 @@ struct Connection {
     gateway: Gateway,
     out: mpsc::Sender<ServerMessage>,
     customer: Option<Uuid>,
+    /// The operator's name when an operator token said hello.
+    operator: Option<String>,
     /// The push task and waiting commands; aborted when the connection ends.
     tasks: JoinSet<()>,
     in_flight: Arc<Semaphore>,
@@ -396,11 +405,57 @@ impl Connection {
             return Some(error(&request_id, ErrorCode::Unavailable, message));
         }
         let gateway = &self.gateway;
+        let forbidden = match (&command, &self.operator) {
+            (ClientMessage::Admin { .. } | ClientMessage::ListAudit { .. }, None) => Some(
+                "operator commands need an operator's token (shop-backend operator-token); a customer's token never has them",
+            ),
+            (ClientMessage::PlaceOrder { .. } | ClientMessage::CancelOrder { .. }, Some(_)) => {
+                Some("an operator's session places and cancels no orders; shop as a customer")
+            }
+            _ => None,
+        };
+        if let Some(message) = forbidden {
+            return Some(error(&request_id, ErrorCode::Forbidden, message));
+        }
         match command {
             ClientMessage::ListProducts { .. } => Some(ServerMessage::Products {
                 request_id,
-                products: gateway.read_model().products(),
+                products: if self.operator.is_some() {
+                    gateway.read_model().products()
+                } else {
+                    gateway.read_model().customer_products()
+                },
             }),
+            ClientMessage::Admin {
+                idempotency_key,
+                command,
+                ..
+            } => {
+                let operator = self.operator.clone().unwrap_or_default();
+                let id = request_id.clone();
+                self.spawn_command("admin", &id, move |gateway| async move {
+                    match gateway
+                        .change_catalog(&operator, &idempotency_key, command)
+                        .await
+                    {
+                        Ok((entry, product)) => ServerMessage::CatalogChanged {
+                            request_id,
+                            entry,
+                            product,
+                        },
+                        Err(refusal) => refusal.answer(&request_id),
+                    }
+                })
+            }
+            ClientMessage::ListAudit { sku, .. } => {
+                Some(match gateway.audit(sku.as_deref()).await {
+                    Ok(entries) => ServerMessage::Audit {
+                        request_id,
+                        entries,
+                    },
+                    Err(refusal) => refusal.answer(&request_id),
+                })
+            }
             ClientMessage::ListOrders { .. } => {
                 Some(match gateway.customer_orders(customer).await {
                     Ok(orders) => ServerMessage::Orders { request_id, orders },
@@ -487,6 +542,9 @@ impl Connection {
                 format!("this gateway speaks protocol {PROTOCOL_VERSION}, not {protocol}");
             return error(request_id, ErrorCode::UnsupportedProtocol, message);
         }
+        if let Some(token) = token.filter(|token| OperatorSigner::is_operator_token(token)) {
+            return self.operator_hello(request_id, token);
+        }
         let customer = match token {
             Some(token) => match self.gateway.tokens().verify(token) {
                 Ok(customer) => customer,
@@ -498,23 +556,64 @@ impl Connection {
             },
             None => Uuid::new_v4(),
         };
-        self.customer = Some(customer);
         tracing::debug!(customer_id = %customer, "customer connected");
-        // Subscribe before the welcome goes out, so no change is missed.
-        let model = self.gateway.read_model();
-        let changes = (model.product_changes(), model.customer_changes(customer));
-        self.tasks.spawn(push_changes(
-            self.gateway.clone(),
-            customer,
-            changes,
-            self.out.clone(),
-        ));
+        self.start_session(customer, None);
         ServerMessage::Welcome {
             request_id: request_id.to_owned(),
             protocol: PROTOCOL_VERSION,
             customer_id: customer,
             token: self.gateway.tokens().issue(customer),
+            operator: None,
         }
+    }
+
+    /// `hello` with an operator's token.
+    fn operator_hello(&mut self, request_id: &str, token: &str) -> ServerMessage {
+        let Some(operators) = self.gateway.operators() else {
+            let message = "this shop takes no operator tokens: it runs without an operator secret (--operator-secret)";
+            return error(request_id, ErrorCode::InvalidToken, message);
+        };
+        let name = match operators.verify(token) {
+            Ok(name) => name,
+            Err(invalid) => {
+                let message =
+                    format!("{invalid}; shop-backend operator-token issues an operator's token");
+                return error(request_id, ErrorCode::InvalidToken, message);
+            }
+        };
+        let session = Gateway::operator_session_id(&name);
+        tracing::info!(operator = %name, "operator connected");
+        self.start_session(session, Some(name.clone()));
+        ServerMessage::Welcome {
+            request_id: request_id.to_owned(),
+            protocol: PROTOCOL_VERSION,
+            customer_id: session,
+            token: token.to_owned(),
+            operator: Some(name),
+        }
+    }
+
+    /// Says hello as `customer` (or an operator's session) and starts
+    /// pushing changes: every product change to operators, what customers
+    /// can see to customers.
+    fn start_session(&mut self, customer: Uuid, operator: Option<String>) {
+        self.customer = Some(customer);
+        // Subscribe before the welcome goes out, so no change is missed.
+        let model = self.gateway.read_model();
+        let products = if operator.is_some() {
+            model.product_changes()
+        } else {
+            model.customer_product_changes()
+        };
+        let changes = (products, model.customer_changes(customer));
+        self.tasks.spawn(push_changes(
+            self.gateway.clone(),
+            customer,
+            operator.is_some(),
+            changes,
+            self.out.clone(),
+        ));
+        self.operator = operator;
     }
 }
 
@@ -528,6 +627,7 @@ const WRITE_BATCH: usize = 64;
 async fn push_changes(
     gateway: Gateway,
     customer: Uuid,
+    operator: bool,
     (mut products, mut orders): (broadcast::Receiver<Product>, CustomerChanges),
     out: mpsc::Sender<ServerMessage>,
 ) {
@@ -548,8 +648,11 @@ async fn push_changes(
                     .then_some(ServerMessage::ProductUpdated { product })
                     .into_iter()
                     .collect(),
-                Err(broadcast::error::RecvError::Lagged(_)) => model
-                    .products()
+                Err(broadcast::error::RecvError::Lagged(_)) => if operator {
+                        model.products()
+                    } else {
+                        model.customer_products()
+                    }
                     .into_iter()
                     .filter(|product| newer(product))
                     .map(|product| ServerMessage::ProductUpdated { product })

@@ -9,26 +9,34 @@
 //! name = "MacBook Pro"
 //! price = "4500.00"   # a decimal string: prices are never floats
 //! stock = 10
+//! # optional:
+//! description = """
+//! Apple M4 Pro, 24 GB.
+//! Space black."""
+//! category = "Laptops"
+//! image_url = "https://example.com/mbp.png"
 //! ```
+//!
+//! The file seeds a new shop only: once the shop has products, operators
+//! change them (`shop admin`) and the file is not read again.
 
 use std::collections::HashSet;
 use std::path::Path;
 
 use serde::Deserialize;
+use shop_shared::catalog::CatalogChange;
+pub use shop_shared::catalog::{MAX_STOCK, MAX_UNIT_PRICE};
 use shop_shared::domain::{MAX_SKU_LEN, is_valid_sku};
 use shop_shared::money::Currency;
-
-/// Largest stock one catalogue line may hold.
-pub const MAX_STOCK: i64 = 1_000_000_000;
-/// Largest unit price, in minor units (ten billion EUR): order totals of
-/// the largest orders still fit in `i64`.
-pub const MAX_UNIT_PRICE: i64 = 1_000_000_000_000;
 
 /// A product to seed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CatalogProduct {
     pub sku: String,
     pub name: String,
+    pub description: String,
+    pub category: String,
+    pub image_url: Option<String>,
     /// Price of one unit, in minor units of `currency`.
     pub unit_price: i64,
     pub currency: Currency,
@@ -62,23 +70,52 @@ struct ProductEntry {
     name: String,
     price: toml::Value,
     stock: i64,
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    category: String,
+    #[serde(default)]
+    image_url: Option<String>,
 }
 
 /// The reference shop: three products, ten of each.
 pub fn default_catalog() -> Vec<CatalogProduct> {
     [
-        ("SKU-001", "MacBook Pro", 450_000),
-        ("SKU-002", "iPhone 16", 110_000),
-        ("SKU-003", "MacBook Air", 150_000),
+        (
+            "SKU-001",
+            "MacBook Pro",
+            "Laptops",
+            "14-inch, Apple M4 Pro, 24 GB memory, 512 GB storage.\nSpace black.",
+            450_000,
+        ),
+        (
+            "SKU-002",
+            "iPhone 16",
+            "Phones",
+            "6.1-inch display, 128 GB.\nUltramarine.",
+            110_000,
+        ),
+        (
+            "SKU-003",
+            "MacBook Air",
+            "Laptops",
+            "13-inch, Apple M3, 16 GB memory, 256 GB storage.\nMidnight.",
+            150_000,
+        ),
     ]
     .into_iter()
-    .map(|(sku, name, unit_price)| CatalogProduct {
-        sku: sku.to_owned(),
-        name: name.to_owned(),
-        unit_price,
-        currency: Currency::EUR,
-        stock: 10,
-    })
+    .map(
+        |(sku, name, category, description, unit_price)| CatalogProduct {
+            sku: sku.to_owned(),
+            name: name.to_owned(),
+            description: description.to_owned(),
+            category: category.to_owned(),
+            image_url: None,
+            unit_price,
+            currency: Currency::EUR,
+            stock: 10,
+        },
+    )
     .collect()
 }
 
@@ -147,9 +184,24 @@ pub fn parse(text: &str) -> Result<Vec<CatalogProduct>, String> {
         if !(0..=MAX_STOCK).contains(&entry.stock) {
             return Err(format!("{at}: stock must be between 0 and {MAX_STOCK}"));
         }
+        // The same rules as an operator adding it.
+        CatalogChange::AddProduct {
+            sku: entry.sku.clone(),
+            name: name.to_owned(),
+            description: entry.description.clone(),
+            category: entry.category.clone(),
+            image_url: entry.image_url.clone(),
+            unit_price,
+            stock: entry.stock,
+        }
+        .validate()
+        .map_err(|invalid| format!("{at}: {invalid}"))?;
         products.push(CatalogProduct {
             sku: entry.sku,
             name: name.to_owned(),
+            description: entry.description,
+            category: entry.category.trim().to_owned(),
+            image_url: entry.image_url,
             unit_price,
             currency,
             stock: entry.stock,

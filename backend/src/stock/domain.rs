@@ -4,17 +4,26 @@
 //! loads a [`StockBook`] for a batch, applies the commands to it, and
 //! writes back what changed.
 //!
-//! Units only move between available, reserved and sold; none is created
-//! or lost, and no product ever has fewer than zero available or reserved.
+//! Units only move between available, reserved, sold and written off; only
+//! a restock (or a new product's first stock) brings units in, so
+//! `available + reserved + sold + written_off = received` for every
+//! product, and no product ever has fewer than zero available or reserved.
+//!
+//! Operators change the catalogue through [`StockBook::change_catalog`]:
+//! each change is decided here, with the audit record it leaves.
 
 use std::collections::HashMap;
 use std::str::FromStr;
 
-use shop_shared::domain::{Product, UnknownName};
+use shop_shared::catalog::{AuditEntry, CatalogChange, FieldChange, MAX_STOCK};
+use shop_shared::domain::{Product, StockLevels, UnknownName};
 use shop_shared::events::{
-    LineItem, PricedLine, ProductEvent, ReserveStock, StockEvent, StockRejected, StockReserved,
+    CatalogChangeRefused, CatalogChanged, CatalogOutcome, ChangeCatalog, LineItem, PricedLine,
+    ProductEvent, ReserveStock, StockEvent, StockRejected, StockReserved,
 };
 use shop_shared::money::Currency;
+use shop_shared::protocol::ErrorCode;
+use shop_shared::time::Timestamp;
 use uuid::Uuid;
 
 /// A product with its quantities.
@@ -22,6 +31,9 @@ use uuid::Uuid;
 pub struct ProductStock {
     pub sku: String,
     pub name: String,
+    pub description: String,
+    pub category: String,
+    pub image_url: Option<String>,
     /// Price of one unit, in minor units of `currency`.
     pub unit_price: i64,
     pub currency: Currency,
@@ -30,19 +42,35 @@ pub struct ProductStock {
     /// Units held by unpaid orders.
     pub reserved: i64,
     pub sold: i64,
+    pub written_off: i64,
+    /// Every unit that came in: the first stock and every restock.
+    pub received: i64,
+    /// When an operator withdrew it; `None` while listed.
+    pub withdrawn_at: Option<Timestamp>,
     /// Moves up with every change customers can see.
     pub version: i64,
 }
 
 impl ProductStock {
-    /// The product as customers see it.
+    /// The product as the bus carries it (customers get it without its
+    /// stock levels).
     pub fn view(&self) -> Product {
         Product {
             sku: self.sku.clone(),
             name: self.name.clone(),
+            description: self.description.clone(),
+            category: self.category.clone(),
+            image_url: self.image_url.clone(),
             unit_price: self.unit_price,
             currency: self.currency,
             available: self.available,
+            listed: self.withdrawn_at.is_none(),
+            stock: Some(StockLevels {
+                reserved: self.reserved,
+                sold: self.sold,
+                written_off: self.written_off,
+                received: self.received,
+            }),
             version: self.version,
         }
     }
@@ -86,13 +114,15 @@ impl FromStr for OrderStock {
     }
 }
 
-/// A change to one product's quantities. The three deltas sum to zero:
-/// units only move between available, reserved and sold.
+/// A change to one product's quantities: `available + reserved + sold +
+/// written_off` moves by exactly `received`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Delta {
     pub available: i64,
     pub reserved: i64,
     pub sold: i64,
+    pub written_off: i64,
+    pub received: i64,
     /// How many visible changes (the version moves by this much).
     pub versions: i64,
 }
@@ -111,6 +141,7 @@ pub struct Reserved {
 pub enum Published {
     Stock(StockEvent),
     Product(ProductEvent),
+    Catalog(CatalogOutcome),
 }
 
 /// What a reserve command came to.
@@ -138,6 +169,11 @@ pub struct StockBook {
     products: HashMap<String, ProductStock>,
     states: HashMap<Uuid, OrderStock>,
     reservations: HashMap<Uuid, Vec<Reserved>>,
+    /// Operator commands decided before (or earlier in this batch): the
+    /// change as asked and what came of it.
+    decided: HashMap<Uuid, (CatalogChange, CatalogOutcome)>,
+    /// Skus whose descriptive fields changed, in the order they first did.
+    described: Vec<String>,
     changes: Changes,
 }
 
@@ -151,6 +187,15 @@ pub struct Changes {
     pub deltas: Vec<(String, Delta)>,
     /// With the order each is about, in the order they happened.
     pub published: Vec<(Uuid, Published)>,
+    /// Products operators added, as first stored.
+    pub added: Vec<ProductStock>,
+    /// Products whose descriptive fields (name, description, category,
+    /// image, price, listing) operators changed, as the book ends with them.
+    pub described: Vec<ProductStock>,
+    /// Operator commands decided: the change as asked and what came of it.
+    pub decided: Vec<(Uuid, CatalogChange, CatalogOutcome)>,
+    /// Applied changes' audit records.
+    pub audit: Vec<AuditEntry>,
 }
 
 impl StockBook {
@@ -165,8 +210,16 @@ impl StockBook {
             products,
             states,
             reservations,
+            decided: HashMap::new(),
+            described: Vec::new(),
             changes: Changes::default(),
         }
+    }
+
+    /// The book, knowing these operator commands decided before.
+    pub fn with_decided(mut self, decided: HashMap<Uuid, (CatalogChange, CatalogOutcome)>) -> Self {
+        self.decided = decided;
+        self
     }
 
     /// Where the service stands with `order_id`, as changed so far.
@@ -209,8 +262,8 @@ impl StockBook {
                     let taken = Delta {
                         available: -line.quantity,
                         reserved: line.quantity,
-                        sold: 0,
                         versions: 1,
+                        ..Delta::default()
                     };
                     // The decision saw enough units of every line.
                     let _ = self.change(order_id, &line.sku, taken);
@@ -259,8 +312,8 @@ impl StockBook {
             let back = Delta {
                 available: line.quantity,
                 reserved: -line.quantity,
-                sold: 0,
                 versions: 1,
+                ..Delta::default()
             };
             self.change(order_id, &line.sku, back)?;
         }
@@ -280,10 +333,10 @@ impl StockBook {
         }
         for line in self.held(order_id) {
             let sold = Delta {
-                available: 0,
                 reserved: -line.quantity,
                 sold: line.quantity,
-                versions: 0,
+                versions: 1,
+                ..Delta::default()
             };
             self.change(order_id, &line.sku, sold)?;
         }
@@ -291,9 +344,280 @@ impl StockBook {
         Ok(true)
     }
 
+    /// Decides an operator's change and applies it to the book, at most
+    /// once per command id: a command decided before is answered as then
+    /// (the same change) or refused as `idempotency_key_reused` (another
+    /// change), and changes nothing. `currency` is the shop's, for a new
+    /// product; `now` stamps the audit record. A refusal changes nothing
+    /// either; it is kept, so a retry gets the same answer.
+    pub fn change_catalog(
+        &mut self,
+        command: &ChangeCatalog,
+        currency: Currency,
+        now: Timestamp,
+    ) -> CatalogOutcome {
+        let id = command.command_id;
+        if let Some((asked, outcome)) = self.decided.get(&id) {
+            let outcome = if *asked == command.change {
+                outcome.clone()
+            } else {
+                refused(
+                    command,
+                    ErrorCode::IdempotencyKeyReused,
+                    "this idempotency key names an earlier change with other fields; use a new key for a new change",
+                )
+            };
+            self.changes
+                .published
+                .push((id, Published::Catalog(outcome.clone())));
+            return outcome;
+        }
+        let outcome = match self.apply_change(command, currency, now) {
+            Ok(entry) => {
+                self.changes.audit.push(entry.clone());
+                let product = self
+                    .products
+                    .get(&entry.sku)
+                    .map(ProductStock::view)
+                    .unwrap_or_else(|| unreachable!("a change applied to a product in the book"));
+                CatalogOutcome::Changed(Box::new(CatalogChanged { entry, product }))
+            }
+            Err((code, message)) => refused(command, code, &message),
+        };
+        self.decided
+            .insert(id, (command.change.clone(), outcome.clone()));
+        self.changes
+            .decided
+            .push((id, command.change.clone(), outcome.clone()));
+        self.changes
+            .published
+            .push((id, Published::Catalog(outcome.clone())));
+        outcome
+    }
+
+    /// Applies one change; its audit record, or why it was refused.
+    fn apply_change(
+        &mut self,
+        command: &ChangeCatalog,
+        currency: Currency,
+        now: Timestamp,
+    ) -> Result<AuditEntry, (ErrorCode, String)> {
+        let change = &command.change;
+        change
+            .validate()
+            .map_err(|invalid| (ErrorCode::InvalidChange, invalid.0))?;
+        let sku = change.sku().to_owned();
+        let mut entry = AuditEntry {
+            command_id: command.command_id,
+            operator: command.operator.clone(),
+            at: now,
+            sku: sku.clone(),
+            action: change.action().to_owned(),
+            changes: Vec::new(),
+            reason: String::new(),
+        };
+        if let CatalogChange::AddProduct {
+            name,
+            description,
+            category,
+            image_url,
+            unit_price,
+            stock,
+            ..
+        } = change
+        {
+            if self.products.contains_key(&sku) {
+                return Err((
+                    ErrorCode::ProductExists,
+                    format!("the shop has a product {sku} already; change it with update_product"),
+                ));
+            }
+            let product = ProductStock {
+                sku: sku.clone(),
+                name: name.trim().to_owned(),
+                description: description.clone(),
+                category: category.trim().to_owned(),
+                image_url: image_url.clone(),
+                unit_price: *unit_price,
+                currency,
+                available: *stock,
+                reserved: 0,
+                sold: 0,
+                written_off: 0,
+                received: *stock,
+                withdrawn_at: None,
+                version: 1,
+            };
+            entry.changes = vec![
+                field("name", None::<String>, Some(&product.name)),
+                field("description", None::<String>, Some(&product.description)),
+                field("category", None::<String>, Some(&product.category)),
+                field("image_url", None::<String>, product.image_url.as_ref()),
+                field("unit_price", None::<i64>, Some(product.unit_price)),
+                field("received", None::<i64>, Some(product.received)),
+            ];
+            entry.changes.retain(|change| change.old != change.new);
+            self.changes.published.push((
+                command.command_id,
+                Published::Product(ProductEvent::ProductUpdated(product.view())),
+            ));
+            self.changes.added.push(product.clone());
+            self.products.insert(sku, product);
+            return Ok(entry);
+        }
+        let Some(product) = self.products.get_mut(&sku) else {
+            return Err((
+                ErrorCode::UnknownSku,
+                format!("the shop has no product {sku}"),
+            ));
+        };
+        let mut moved = Delta::default();
+        let mut described = false;
+        match change {
+            CatalogChange::AddProduct { .. } => {}
+            CatalogChange::UpdateProduct {
+                name,
+                description,
+                category,
+                image_url,
+                unit_price,
+                ..
+            } => {
+                if let Some(name) = name.as_deref().map(str::trim)
+                    && name != product.name
+                {
+                    entry
+                        .changes
+                        .push(field("name", Some(&product.name), Some(name)));
+                    product.name = name.to_owned();
+                }
+                if let Some(description) = description
+                    && *description != product.description
+                {
+                    entry.changes.push(field(
+                        "description",
+                        Some(&product.description),
+                        Some(description),
+                    ));
+                    product.description = description.clone();
+                }
+                if let Some(category) = category.as_deref().map(str::trim)
+                    && category != product.category
+                {
+                    entry
+                        .changes
+                        .push(field("category", Some(&product.category), Some(category)));
+                    product.category = category.to_owned();
+                }
+                if let Some(url) = image_url {
+                    let url = (!url.is_empty()).then(|| url.clone());
+                    if url != product.image_url {
+                        entry.changes.push(field(
+                            "image_url",
+                            product.image_url.as_ref(),
+                            url.as_ref(),
+                        ));
+                        product.image_url = url;
+                    }
+                }
+                if let Some(price) = unit_price
+                    && *price != product.unit_price
+                {
+                    entry
+                        .changes
+                        .push(field("unit_price", Some(product.unit_price), Some(*price)));
+                    product.unit_price = *price;
+                }
+                described = !entry.changes.is_empty();
+            }
+            CatalogChange::Restock { quantity, .. } => {
+                if product.available + quantity > MAX_STOCK {
+                    return Err((
+                        ErrorCode::InvalidChange,
+                        format!(
+                            "{sku} would have more than {MAX_STOCK} units available ({} now)",
+                            product.available
+                        ),
+                    ));
+                }
+                entry.changes = vec![
+                    field(
+                        "available",
+                        Some(product.available),
+                        Some(product.available + quantity),
+                    ),
+                    field(
+                        "received",
+                        Some(product.received),
+                        Some(product.received + quantity),
+                    ),
+                ];
+                moved.available = *quantity;
+                moved.received = *quantity;
+            }
+            CatalogChange::WriteOff {
+                quantity, reason, ..
+            } => {
+                if *quantity > product.available {
+                    return Err((
+                        ErrorCode::NotEnoughStock,
+                        format!(
+                            "only {} units of {sku} are available to write off (reserved and sold units cannot be)",
+                            product.available
+                        ),
+                    ));
+                }
+                entry.changes = vec![
+                    field(
+                        "available",
+                        Some(product.available),
+                        Some(product.available - quantity),
+                    ),
+                    field(
+                        "written_off",
+                        Some(product.written_off),
+                        Some(product.written_off + quantity),
+                    ),
+                ];
+                entry.reason = reason.trim().to_owned();
+                moved.available = -quantity;
+                moved.written_off = *quantity;
+            }
+            CatalogChange::Withdraw { .. } => {
+                if product.withdrawn_at.is_none() {
+                    entry.changes.push(field("listed", Some(true), Some(false)));
+                    product.withdrawn_at = Some(now);
+                    described = true;
+                }
+            }
+            CatalogChange::Relist { .. } => {
+                if product.withdrawn_at.is_some() {
+                    entry.changes.push(field("listed", Some(false), Some(true)));
+                    product.withdrawn_at = None;
+                    described = true;
+                }
+            }
+        }
+        if entry.changes.is_empty() {
+            return Ok(entry);
+        }
+        if described && !self.described.contains(&sku) {
+            self.described.push(sku.clone());
+        }
+        moved.versions = 1;
+        self.change(command.command_id, &sku, moved)
+            .map_err(|error| (ErrorCode::Internal, error.to_string()))?;
+        Ok(entry)
+    }
+
     /// What changed, deltas in sku order (the order rows are updated in).
     pub fn into_changes(self) -> Changes {
         let mut changes = self.changes;
+        changes.described = self
+            .described
+            .iter()
+            .filter_map(|sku| self.products.get(sku).cloned())
+            .collect();
         changes.deltas.sort_by(|(a, _), (b, _)| a.cmp(b));
         changes
     }
@@ -320,8 +644,8 @@ impl StockBook {
         }
     }
 
-    /// Moves units of `sku`, and sends the product's new quantity when the
-    /// available units changed.
+    /// Moves units of `sku`, and sends the product's new snapshot when its
+    /// version moved.
     fn change(&mut self, order_id: Uuid, sku: &str, moved: Delta) -> Result<(), StockError> {
         let Some(product) = self.products.get_mut(sku) else {
             return Err(StockError::UnknownProduct {
@@ -338,8 +662,10 @@ impl StockBook {
         product.available += moved.available;
         product.reserved += moved.reserved;
         product.sold += moved.sold;
+        product.written_off += moved.written_off;
+        product.received += moved.received;
         product.version += moved.versions;
-        if moved.available != 0 {
+        if moved.versions != 0 {
             let view = product.view();
             self.changes.published.push((
                 order_id,
@@ -358,9 +684,41 @@ impl StockBook {
         delta.available += moved.available;
         delta.reserved += moved.reserved;
         delta.sold += moved.sold;
+        delta.written_off += moved.written_off;
+        delta.received += moved.received;
         delta.versions += moved.versions;
         Ok(())
     }
+}
+
+/// The refusal of `command`.
+fn refused(command: &ChangeCatalog, code: ErrorCode, message: &str) -> CatalogOutcome {
+    CatalogOutcome::Refused(CatalogChangeRefused {
+        command_id: command.command_id,
+        operator: command.operator.clone(),
+        sku: command.change.sku().to_owned(),
+        code,
+        message: message.to_owned(),
+    })
+}
+
+/// One field's old and new value in an audit record; `None` is null.
+fn field<A: serde::Serialize, B: serde::Serialize>(
+    name: &str,
+    old: Option<A>,
+    new: Option<B>,
+) -> FieldChange {
+    FieldChange {
+        field: name.to_owned(),
+        old: json(old),
+        new: json(new),
+    }
+}
+
+fn json<T: serde::Serialize>(value: Option<T>) -> serde_json::Value {
+    value
+        .and_then(|value| serde_json::to_value(value).ok())
+        .unwrap_or(serde_json::Value::Null)
 }
 
 /// What the stock service answers to a reservation request.
@@ -380,9 +738,11 @@ pub fn decide(lines: &[LineItem], products: &HashMap<String, ProductStock>) -> R
     let unavailable: Vec<String> = lines
         .iter()
         .filter(|line| {
-            products
-                .get(&line.sku)
-                .is_none_or(|product| line.quantity <= 0 || product.available < line.quantity)
+            products.get(&line.sku).is_none_or(|product| {
+                line.quantity <= 0
+                    || product.available < line.quantity
+                    || product.withdrawn_at.is_some()
+            })
         })
         .map(|line| line.sku.clone())
         .collect();
@@ -434,11 +794,17 @@ mod tests {
                     ProductStock {
                         sku: (*sku).to_owned(),
                         name: format!("{sku} name"),
+                        description: String::new(),
+                        category: String::new(),
+                        image_url: None,
                         unit_price: 1_000,
                         currency: Currency::EUR,
                         available: *available,
                         reserved: 0,
                         sold: 0,
+                        written_off: 0,
+                        received: *available,
+                        withdrawn_at: None,
                         version: 1,
                     },
                 )
@@ -512,7 +878,9 @@ mod tests {
     fn book_with_order_one_reserved() -> StockBook {
         let mut products = products(&[("A", 1), ("B", 3)]);
         for (sku, held) in [("A", 1), ("B", 2)] {
-            products.get_mut(sku).expect("product").reserved = held;
+            let product = products.get_mut(sku).expect("product");
+            product.reserved = held;
+            product.received += held;
         }
         StockBook::new(
             products,
@@ -546,7 +914,7 @@ mod tests {
             .iter()
             .filter_map(|(_, published)| match published {
                 Published::Stock(event) => Some(event),
-                Published::Product(_) => None,
+                Published::Product(_) | Published::Catalog(_) => None,
             })
             .collect()
     }
@@ -661,9 +1029,20 @@ mod tests {
         assert_eq!(units(&book, "A"), (1, 0, 1));
         assert_eq!(units(&book, "B"), (3, 0, 2));
         let changes = book.into_changes();
-        assert!(
-            changes.published.is_empty(),
-            "available units did not change: nothing to tell customers"
+        let sold: Vec<i64> = changes
+            .published
+            .iter()
+            .filter_map(|(_, published)| match published {
+                Published::Product(ProductEvent::ProductUpdated(product)) => {
+                    product.stock.map(|stock| stock.sold)
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            sold,
+            [1, 2],
+            "operators see the sale (the gateway tells customers nothing: available did not change)"
         );
         assert_eq!(changes.deltas[0].1.sold, 1);
     }
@@ -735,5 +1114,207 @@ mod tests {
             assert_eq!(state.as_str().parse::<OrderStock>(), Ok(state));
         }
         assert!("SOLD".parse::<OrderStock>().is_err());
+    }
+
+    fn operator(n: u128, change: CatalogChange) -> ChangeCatalog {
+        ChangeCatalog {
+            command_id: Uuid::from_u128(n),
+            operator: "alice".into(),
+            change,
+        }
+    }
+
+    fn conserved(product: &ProductStock) -> bool {
+        product.available + product.reserved + product.sold + product.written_off
+            == product.received
+    }
+
+    fn refusal_code(outcome: &CatalogOutcome) -> Option<ErrorCode> {
+        match outcome {
+            CatalogOutcome::Refused(refused) => Some(refused.code),
+            CatalogOutcome::Changed(_) => None,
+        }
+    }
+
+    #[test]
+    fn given_a_product_when_restocked_and_written_off_then_units_are_conserved_and_audited() {
+        let mut book = book_with_order_one_reserved();
+        let now = Timestamp::from_millis(5_000);
+        let restock = operator(
+            10,
+            CatalogChange::Restock {
+                sku: "B".into(),
+                quantity: 7,
+            },
+        );
+        let CatalogOutcome::Changed(changed) = book.change_catalog(&restock, Currency::EUR, now)
+        else {
+            panic!("restocked")
+        };
+        assert_eq!(changed.entry.operator, "alice");
+        assert_eq!(changed.entry.at, now);
+        assert_eq!(
+            changed.entry.changes[0],
+            FieldChange {
+                field: "available".into(),
+                old: 3.into(),
+                new: 10.into()
+            }
+        );
+        let write_off = operator(
+            11,
+            CatalogChange::WriteOff {
+                sku: "B".into(),
+                quantity: 4,
+                reason: "dropped".into(),
+            },
+        );
+        let outcome = book.change_catalog(&write_off, Currency::EUR, now);
+        assert_eq!(refusal_code(&outcome), None);
+        let product = book.product("B").expect("B");
+        assert_eq!((product.available, product.written_off), (6, 4));
+        assert!(conserved(product), "{product:?}");
+        let changes = book.into_changes();
+        assert_eq!(changes.audit.len(), 2);
+        assert_eq!(changes.audit[1].reason, "dropped");
+        assert_eq!(changes.decided.len(), 2);
+    }
+
+    #[test]
+    fn a_write_off_of_more_than_is_available_is_refused_and_changes_nothing() {
+        let mut book = book_with_order_one_reserved();
+        let before = book.product("B").cloned();
+        // B has 3 available and 2 reserved: reserved units cannot go.
+        let outcome = book.change_catalog(
+            &operator(
+                12,
+                CatalogChange::WriteOff {
+                    sku: "B".into(),
+                    quantity: 4,
+                    reason: String::new(),
+                },
+            ),
+            Currency::EUR,
+            Timestamp::from_millis(1),
+        );
+        assert_eq!(refusal_code(&outcome), Some(ErrorCode::NotEnoughStock));
+        assert_eq!(book.product("B").cloned(), before);
+        let changes = book.into_changes();
+        assert!(changes.deltas.is_empty() && changes.audit.is_empty());
+        assert_eq!(changes.decided.len(), 1, "the refusal is kept for a retry");
+    }
+
+    #[test]
+    fn the_same_command_again_applies_once_and_another_change_under_its_key_is_refused() {
+        let mut book = book_with_order_one_reserved();
+        let restock = operator(
+            13,
+            CatalogChange::Restock {
+                sku: "B".into(),
+                quantity: 5,
+            },
+        );
+        let first = book.change_catalog(&restock, Currency::EUR, Timestamp::from_millis(1));
+        let again = book.change_catalog(&restock, Currency::EUR, Timestamp::from_millis(2));
+        assert_eq!(first, again, "answered the same");
+        assert_eq!(
+            book.product("B").map(|p| p.available),
+            Some(8),
+            "applied once"
+        );
+        let other = operator(
+            13,
+            CatalogChange::Restock {
+                sku: "B".into(),
+                quantity: 6,
+            },
+        );
+        let refused = book.change_catalog(&other, Currency::EUR, Timestamp::from_millis(3));
+        assert_eq!(
+            refusal_code(&refused),
+            Some(ErrorCode::IdempotencyKeyReused)
+        );
+        assert_eq!(book.product("B").map(|p| p.available), Some(8));
+    }
+
+    #[test]
+    fn a_price_change_leaves_reserved_orders_at_their_price_and_withdrawal_stops_new_ones() {
+        let mut book = book_with_order_one_reserved();
+        let reprice = operator(
+            14,
+            CatalogChange::UpdateProduct {
+                sku: "A".into(),
+                name: None,
+                description: None,
+                category: None,
+                image_url: None,
+                unit_price: Some(2_500),
+            },
+        );
+        book.change_catalog(&reprice, Currency::EUR, Timestamp::from_millis(1));
+        assert_eq!(book.product("A").map(|p| p.unit_price), Some(2_500));
+        assert_eq!(
+            book.held(order(1)).first().map(|line| line.unit_price),
+            Some(1_000),
+            "the reserved order keeps the price it was reserved at"
+        );
+        let withdraw = operator(15, CatalogChange::Withdraw { sku: "A".into() });
+        book.change_catalog(&withdraw, Currency::EUR, Timestamp::from_millis(2));
+        assert!(!book.product("A").expect("A").view().listed);
+        let outcome = book.reserve(&reserve_command(order(2), &[("A", 1)]));
+        assert_eq!(
+            outcome,
+            ReserveOutcome::Rejected,
+            "a withdrawn product takes no order"
+        );
+        assert!(
+            book.release(order(1)).expect("released"),
+            "the reserved order is left alone"
+        );
+        let changes = book.into_changes();
+        assert_eq!(
+            changes
+                .described
+                .iter()
+                .map(|p| p.sku.as_str())
+                .collect::<Vec<_>>(),
+            ["A"]
+        );
+    }
+
+    #[test]
+    fn an_added_product_is_new_and_a_second_add_of_its_sku_is_refused() {
+        let mut book = StockBook::new(products(&[]), HashMap::new(), HashMap::new());
+        let add = |n: u128| {
+            operator(
+                n,
+                CatalogChange::AddProduct {
+                    sku: "MUG".into(),
+                    name: "Mug".into(),
+                    description: String::new(),
+                    category: "Kitchen".into(),
+                    image_url: None,
+                    unit_price: 1_250,
+                    stock: 4,
+                },
+            )
+        };
+        let CatalogOutcome::Changed(changed) =
+            book.change_catalog(&add(16), Currency::EUR, Timestamp::from_millis(1))
+        else {
+            panic!("added")
+        };
+        assert_eq!(changed.product.available, 4);
+        assert_eq!(changed.product.category, "Kitchen");
+        assert!(conserved(book.product("MUG").expect("MUG")));
+        let second = book.change_catalog(&add(17), Currency::EUR, Timestamp::from_millis(2));
+        assert_eq!(refusal_code(&second), Some(ErrorCode::ProductExists));
+        let unknown = book.change_catalog(
+            &operator(18, CatalogChange::Relist { sku: "NOPE".into() }),
+            Currency::EUR,
+            Timestamp::from_millis(3),
+        );
+        assert_eq!(refusal_code(&unknown), Some(ErrorCode::UnknownSku));
+        assert_eq!(book.into_changes().added.len(), 1);
     }
 }

@@ -1,5 +1,6 @@
 //! The stock service: owns products, their quantities and reservations;
-//! reserves all-or-nothing, releases, sells, and prices orders.
+//! reserves all-or-nothing, releases, sells, and prices orders; applies
+//! operators' catalogue changes and keeps their audit log.
 //!
 //! - [`catalog`]: the catalogue seeded on first start.
 //! - [`domain`]: the pure quantities, per-order lifecycle and the
@@ -52,7 +53,10 @@ pub async fn start(
         },
     };
     bus.subscribe(
-        Subscription::group(Service::Stock.group(), &[topic::STOCK_COMMANDS]),
+        Subscription::group(
+            Service::Stock.group(),
+            &[topic::STOCK_COMMANDS, topic::CATALOG_COMMANDS],
+        ),
         Arc::new(consumer),
     )
     .await?;
@@ -96,48 +100,22 @@ fn gauges(db: Db) -> GaugeSource {
     })
 }
 
-/// A shop sells in one currency: an order's lines are priced and paid
-/// together, so a catalogue in another currency than the products already
-/// on sale (`selling`, their codes) is refused before anything changes.
-///
-/// # Errors
-///
-/// The catalogue's currency differs from what the shop sells, or the shop
-/// already sells in several (a data directory of an earlier version).
-fn one_currency(selling: &[String], catalog: &[CatalogProduct]) -> anyhow::Result<()> {
-    let Some(wanted) = catalog.first().map(|product| product.currency.to_string()) else {
-        return Ok(());
-    };
-    let other: Vec<&str> = selling
-        .iter()
-        .map(String::as_str)
-        .filter(|code| *code != wanted)
-        .collect();
-    if other.is_empty() {
-        return Ok(());
-    }
-    anyhow::bail!(
-        "the catalogue is in {wanted}, but this shop already sells in {}: a shop has one \
-         currency, since an order's lines are paid together. Keep the catalogue's currency \
-         as {}, or start a shop in {wanted} on a new data directory",
-        selling.join(" and "),
-        selling.join(" and ")
-    )
-}
-
-/// Seeds the catalogue and republishes every product, so read models that
-/// start empty learn the whole catalogue.
+/// Seeds a new shop (one without products) with the catalogue file's
+/// products, or the reference shop's, and republishes every product, so
+/// read models that start empty learn the whole catalogue. A shop that has
+/// products is never seeded again: operators change it while it runs, and
+/// a restart must not undo that or reset stock.
 async fn seed(db: &Db, catalog: Option<Vec<CatalogProduct>>) -> anyhow::Result<()> {
     let mut tx = db.begin().await?;
-    let products = match catalog {
-        Some(products) => Some(products),
-        None if store::is_empty(&mut tx).await? => Some(catalog::default_catalog()),
-        None => None,
-    };
-    if let Some(products) = products {
-        one_currency(&store::currencies(&mut tx).await?, &products)?;
+    if store::is_empty(&mut tx).await? {
+        let products = catalog.unwrap_or_else(catalog::default_catalog);
         let added = store::seed(&mut tx, &products).await?;
-        tracing::info!(added, listed = products.len(), "catalogue seeded");
+        tracing::info!(added, "catalogue seeded");
+    } else if catalog.is_some() {
+        tracing::warn!(
+            "the catalogue file is not applied: it seeds a new shop only, and this shop has \
+             products; change them while the shop runs with `shop admin`"
+        );
     }
     tx.commit().await?;
     // Read before opening the transaction: SQLite pools hold one connection.
@@ -154,34 +132,4 @@ async fn seed(db: &Db, catalog: Option<Vec<CatalogProduct>>) -> anyhow::Result<(
     }
     tx.commit().await?;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use shop_shared::money::Currency;
-
-    fn in_currency(code: &str) -> Vec<CatalogProduct> {
-        vec![CatalogProduct {
-            sku: "MUG".into(),
-            name: "Mug".into(),
-            unit_price: 1_250,
-            currency: Currency::new(code).expect("a currency"),
-            stock: 3,
-        }]
-    }
-
-    #[test]
-    fn a_catalogue_in_another_currency_than_the_shop_sells_in_is_refused() {
-        assert!(one_currency(&[], &in_currency("USD")).is_ok());
-        assert!(one_currency(&["EUR".into()], &in_currency("EUR")).is_ok());
-        let refused = one_currency(&["EUR".into()], &in_currency("USD"))
-            .expect_err("EUR shop, USD catalogue")
-            .to_string();
-        assert!(
-            refused.starts_with("the catalogue is in USD, but this shop already sells in EUR"),
-            "{refused}"
-        );
-        assert!(one_currency(&["EUR".into(), "USD".into()], &in_currency("EUR")).is_err());
-    }
 }

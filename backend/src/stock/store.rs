@@ -3,6 +3,8 @@
 
 use std::collections::HashMap;
 
+use shop_shared::catalog::{AuditEntry, CatalogChange};
+use shop_shared::events::CatalogOutcome;
 use shop_shared::time::Timestamp;
 use sqlx::Row;
 use sqlx::any::AnyRow;
@@ -13,18 +15,26 @@ use super::domain::{Delta, OrderStock, ProductStock, Reserved};
 use crate::db::batch;
 use crate::db::{Db, StoreError, Tx, parse_column};
 
-const PRODUCT_COLUMNS: &str = "sku, name, unit_price, currency, available, reserved, sold, version";
+const PRODUCT_COLUMNS: &str = "sku, name, description, category, image_url, unit_price, currency, \
+     available, reserved, sold, written_off, received, withdrawn_at, version";
 
 fn product_from_row(row: &AnyRow) -> Result<ProductStock, sqlx::Error> {
     let currency: String = row.try_get("currency")?;
+    let withdrawn_at: Option<i64> = row.try_get("withdrawn_at")?;
     Ok(ProductStock {
         sku: row.try_get("sku")?,
         name: row.try_get("name")?,
+        description: row.try_get("description")?,
+        category: row.try_get("category")?,
+        image_url: row.try_get("image_url")?,
         unit_price: row.try_get("unit_price")?,
         currency: parse_column(&currency, "currency")?,
         available: row.try_get("available")?,
         reserved: row.try_get("reserved")?,
         sold: row.try_get("sold")?,
+        written_off: row.try_get("written_off")?,
+        received: row.try_get("received")?,
+        withdrawn_at: withdrawn_at.map(Timestamp::from_millis),
         version: row.try_get("version")?,
     })
 }
@@ -81,24 +91,30 @@ pub async fn apply(tx: &mut Tx, deltas: &[(String, Delta)]) -> Result<bool, Stor
     for range in batch::chunks(deltas.len()) {
         let rows = (0..range.len())
             .map(|row| {
-                let n = |column: usize| style.nth(row * 5 + column);
+                let n = |column: usize| style.nth(row * 7 + column);
                 format!(
                     "(CAST({} AS TEXT), CAST({} AS BIGINT), CAST({} AS BIGINT), \
-                     CAST({} AS BIGINT), CAST({} AS BIGINT))",
+                     CAST({} AS BIGINT), CAST({} AS BIGINT), CAST({} AS BIGINT), \
+                     CAST({} AS BIGINT))",
                     n(0),
                     n(1),
                     n(2),
                     n(3),
-                    n(4)
+                    n(4),
+                    n(5),
+                    n(6)
                 )
             })
             .collect::<Vec<_>>()
             .join(", ");
         let sql = format!(
-            "WITH delta (sku, available, reserved, sold, versions) AS (VALUES {rows})
+            "WITH delta (sku, available, reserved, sold, written_off, received, versions)
+                AS (VALUES {rows})
              UPDATE products SET available = products.available + delta.available,
                 reserved = products.reserved + delta.reserved,
                 sold = products.sold + delta.sold,
+                written_off = products.written_off + delta.written_off,
+                received = products.received + delta.received,
                 version = products.version + delta.versions
              FROM delta
              WHERE products.sku = delta.sku
@@ -112,6 +128,8 @@ pub async fn apply(tx: &mut Tx, deltas: &[(String, Delta)]) -> Result<bool, Stor
                 .bind(delta.available)
                 .bind(delta.reserved)
                 .bind(delta.sold)
+                .bind(delta.written_off)
+                .bind(delta.received)
                 .bind(delta.versions);
         }
         let updated = update.execute(&mut **tx).await?;
@@ -238,44 +256,170 @@ pub async fn reservations(
     Ok(reservations)
 }
 
-/// Adds catalogue products that are missing, and updates names and prices
-/// of those present. Quantities of existing products are left alone: only a
-/// restock may change them. Returns how many products were added.
+/// Adds the catalogue's products, which a new shop starts with; a sku
+/// the shop has already is left alone. Returns how many were added.
 ///
 /// # Errors
 ///
-/// An insert or update failed.
+/// An insert failed.
 pub async fn seed(tx: &mut Tx, catalog: &[CatalogProduct]) -> Result<usize, StoreError> {
     let mut added = 0;
     for product in catalog {
         let inserted = sqlx::query(
-            "INSERT INTO products (sku, name, unit_price, currency, available, reserved, sold, restocked, version)
-             VALUES ($1, $2, $3, $4, $5, 0, 0, $5, 1)
+            "INSERT INTO products (sku, name, description, category, image_url, unit_price, currency,
+                                   available, reserved, sold, written_off, received, version)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, 0, 0, $8, 1)
              ON CONFLICT (sku) DO NOTHING",
         )
         .bind(&product.sku)
         .bind(&product.name)
+        .bind(&product.description)
+        .bind(&product.category)
+        .bind(product.image_url.clone())
         .bind(product.unit_price)
         .bind(product.currency.to_string())
         .bind(product.stock)
         .execute(&mut **tx)
         .await?;
-        if inserted.rows_affected() == 1 {
-            added += 1;
-            continue;
-        }
+        added += inserted.rows_affected() as usize;
+    }
+    Ok(added)
+}
+
+/// Stores products operators added, as the book first holds them.
+///
+/// # Errors
+///
+/// The insert failed (a sku stored already: the caller retries the batch).
+pub async fn add_products(tx: &mut Tx, products: &[ProductStock]) -> Result<(), StoreError> {
+    for product in products {
         sqlx::query(
-            "UPDATE products SET name = $2, unit_price = $3, currency = $4, version = version + 1
-             WHERE sku = $1 AND (name <> $2 OR unit_price <> $3 OR currency <> $4)",
+            "INSERT INTO products (sku, name, description, category, image_url, unit_price, currency,
+                                   available, reserved, sold, written_off, received, withdrawn_at, version)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
         )
         .bind(&product.sku)
         .bind(&product.name)
+        .bind(&product.description)
+        .bind(&product.category)
+        .bind(product.image_url.clone())
         .bind(product.unit_price)
         .bind(product.currency.to_string())
+        .bind(product.available)
+        .bind(product.reserved)
+        .bind(product.sold)
+        .bind(product.written_off)
+        .bind(product.received)
+        .bind(product.withdrawn_at.map(Timestamp::as_millis))
+        .bind(product.version)
         .execute(&mut **tx)
         .await?;
     }
-    Ok(added)
+    Ok(())
+}
+
+/// Writes the descriptive fields (name, description, category, image,
+/// price, withdrawal) of `products`; quantities and versions move through
+/// [`apply`].
+///
+/// # Errors
+///
+/// The update failed.
+pub async fn describe(tx: &mut Tx, products: &[ProductStock]) -> Result<(), StoreError> {
+    for product in products {
+        sqlx::query(
+            "UPDATE products SET name = $2, description = $3, category = $4, image_url = $5,
+                 unit_price = $6, withdrawn_at = $7
+             WHERE sku = $1",
+        )
+        .bind(&product.sku)
+        .bind(&product.name)
+        .bind(&product.description)
+        .bind(&product.category)
+        .bind(product.image_url.clone())
+        .bind(product.unit_price)
+        .bind(product.withdrawn_at.map(Timestamp::as_millis))
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+/// The operator commands among `ids` decided before: the change as asked
+/// and what came of it.
+///
+/// # Errors
+///
+/// The select failed or a stored row cannot be read.
+pub async fn decided(
+    tx: &mut Tx,
+    ids: &[Uuid],
+) -> Result<HashMap<Uuid, (CatalogChange, CatalogOutcome)>, StoreError> {
+    let rows = batch::fetch_in(tx, ids.iter().map(Uuid::to_string), |list| {
+        format!(
+            "SELECT command_id, change, outcome FROM catalog_commands WHERE command_id IN ({list})"
+        )
+    })
+    .await?;
+    rows.iter()
+        .map(|row| {
+            let id: String = row.try_get("command_id")?;
+            let change: String = row.try_get("change")?;
+            let outcome: String = row.try_get("outcome")?;
+            let corrupt = |error: serde_json::Error| {
+                StoreError::corrupt("catalog_commands", error.to_string())
+            };
+            Ok((
+                parse_column(&id, "command_id")?,
+                (
+                    serde_json::from_str(&change).map_err(corrupt)?,
+                    serde_json::from_str(&outcome).map_err(corrupt)?,
+                ),
+            ))
+        })
+        .collect()
+}
+
+/// Records decided operator commands and the audit records of the applied
+/// ones.
+///
+/// # Errors
+///
+/// An insert failed.
+pub async fn record_catalog(
+    tx: &mut Tx,
+    decided: &[(Uuid, CatalogChange, CatalogOutcome)],
+    audit: &[AuditEntry],
+) -> Result<(), StoreError> {
+    let now = Timestamp::now().as_millis();
+    for (id, change, outcome) in decided {
+        sqlx::query(
+            "INSERT INTO catalog_commands (command_id, change, outcome, decided_at)
+             VALUES ($1, $2, $3, $4)",
+        )
+        .bind(id.to_string())
+        .bind(serde_json::to_string(change).unwrap_or_default())
+        .bind(serde_json::to_string(outcome).unwrap_or_default())
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+    }
+    for entry in audit {
+        sqlx::query(
+            "INSERT INTO catalog_audit (command_id, operator, at, sku, action, changes, reason)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(entry.command_id.to_string())
+        .bind(&entry.operator)
+        .bind(entry.at.as_millis())
+        .bind(&entry.sku)
+        .bind(&entry.action)
+        .bind(serde_json::to_string(&entry.changes).unwrap_or_default())
+        .bind(&entry.reason)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
 }
 
 /// The currencies of the products on sale, as ISO 4217 codes in order.

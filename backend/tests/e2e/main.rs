@@ -4,6 +4,7 @@
 
 mod bad_input;
 mod browser;
+mod catalog;
 mod connections;
 mod faults;
 mod harness;

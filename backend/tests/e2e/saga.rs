@@ -64,8 +64,25 @@ async fn a_catalogue_file_seeds_a_different_shop(mode: Mode) {
 }
 
 #[tokio::test]
-async fn a_catalogue_in_another_currency_is_refused_at_start_up_and_changes_nothing() {
+async fn a_catalogue_file_seeds_a_new_shop_only_and_a_restart_resets_nothing() {
     let mut shop = Shop::start(Mode::Embedded).await;
+    let client = shop.customer().await;
+    reserve(&client, &[("SKU-001", 3)]).await;
+    let operator = shop.operator("olga").await;
+    operator
+        .admin(
+            "price",
+            shop_shared::catalog::CatalogChange::UpdateProduct {
+                sku: "SKU-002".into(),
+                name: None,
+                description: None,
+                category: None,
+                image_url: None,
+                unit_price: Some(99_900),
+            },
+        )
+        .await
+        .expect("repriced");
     shop.stop().await;
     let catalog = shop.data_dir().with_file_name("dollars.toml");
     std::fs::write(
@@ -73,32 +90,56 @@ async fn a_catalogue_in_another_currency_is_refused_at_start_up_and_changes_noth
         "currency = \"USD\"\n[[products]]\nsku = \"MUG\"\nname = \"Mug\"\nprice = \"9.00\"\nstock = 5\n",
     )
     .expect("catalogue written");
-    let refused = tokio::time::timeout(
+    let mut restarted = tokio::process::Command::new(env!("CARGO_BIN_EXE_shop-backend"))
+        .arg("--data-dir")
+        .arg(shop.data_dir())
+        .arg("--catalog")
+        .arg(&catalog)
+        .args(["--listen", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("shop-backend runs");
+    let mut stdout = tokio::io::BufReader::new(restarted.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    tokio::time::timeout(
         WAIT,
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_shop-backend"))
-            .arg("--data-dir")
-            .arg(shop.data_dir())
-            .arg("--catalog")
-            .arg(&catalog)
-            .args(["--listen", "127.0.0.1:0"])
-            .kill_on_drop(true)
-            .output(),
+        tokio::io::AsyncBufReadExt::read_line(&mut stdout, &mut line),
     )
     .await
-    .expect("shop-backend refuses at once instead of serving")
-    .expect("shop-backend runs");
-    let stderr = String::from_utf8_lossy(&refused.stderr);
-    assert!(!refused.status.success(), "{stderr}");
-    assert!(
-        stderr.contains("the catalogue is in USD, but this shop already sells in EUR"),
-        "{stderr}"
-    );
-
-    shop.restart().await;
-    let client = shop.customer().await;
+    .expect("it starts")
+    .expect("stdout");
+    let address = line
+        .split("://")
+        .nth(1)
+        .expect("the listening address")
+        .trim()
+        .to_owned();
+    let client = shop_client::Client::connect(&format!("ws://{address}/ws"), None)
+        .await
+        .expect("connects");
     let products = client.products().await.expect("products");
-    assert_eq!(products.len(), 3, "no product of the refused catalogue");
+    assert_eq!(products.len(), 3, "no product of the file: {products:?}");
     assert!(products.iter().all(|p| p.currency == Currency::EUR));
+    let by_sku = |sku: &str| products.iter().find(|p| p.sku == sku).cloned();
+    assert_eq!(
+        by_sku("SKU-001").map(|p| p.available),
+        Some(7),
+        "stock is not reset"
+    );
+    assert_eq!(
+        by_sku("SKU-002").map(|p| p.unit_price),
+        Some(99_900),
+        "the operator's price stands"
+    );
+    let _ = restarted.start_kill();
+    let output = restarted.wait_with_output().await.expect("stopped");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("the catalogue file is not applied"),
+        "the log says why: {stderr}"
+    );
 }
 
 async fn paid_path_reserves_prices_sells_and_pushes_every_step(mode: Mode) {

@@ -8,7 +8,7 @@ use shop_shared::domain::{CancelReason, Order, OrderStatus, Product, TimelineEve
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
-use super::{Shop, WAIT};
+use super::{Mode, Shop, TEST_OPERATOR_SECRET, WAIT};
 
 pub const GOOD_CARD: &str = "4242 4242 4242 4242";
 pub const DECLINED_CARD: &str = "4000 0000 0000 0002";
@@ -48,6 +48,42 @@ impl Shop {
         Client::connect(&self.ws_url, None)
             .await
             .expect("customer connects")
+    }
+
+    /// An operator's token for `name`, as `shop-backend operator-token`
+    /// prints it: from the embedded shop's data directory, or with the
+    /// distributed gateways' operator secret.
+    pub async fn operator_token(&self, name: &str) -> String {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_shop-backend"));
+        command.args(["operator-token", "--name", name]);
+        match self.mode {
+            Mode::Embedded => command.arg("--data-dir").arg(self.data_dir()),
+            Mode::Distributed => command.args(["--operator-secret", TEST_OPERATOR_SECRET]),
+        };
+        let output = command
+            .env_remove("SHOP_OPERATOR_SECRET")
+            .output()
+            .await
+            .expect("shop-backend operator-token runs");
+        assert!(
+            output.status.success(),
+            "operator-token failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout)
+            .expect("a token is text")
+            .trim()
+            .to_owned()
+    }
+
+    /// The operator `name`, signed in.
+    pub async fn operator(&self, name: &str) -> Client {
+        let token = self.operator_token(name).await;
+        let client = Client::connect(&self.ws_url, Some(&token))
+            .await
+            .expect("operator connects");
+        assert_eq!(client.operator(), Some(name), "signed in as an operator");
+        client
     }
 
     /// The customer of `token`, connecting again.

@@ -48,6 +48,9 @@ const REFERENCE_PRODUCTS: usize = 3;
 /// The webhook secret distributed tests give the payment service.
 const TEST_WEBHOOK_SECRET: &str = "whsec_distributed_test_secret";
 
+/// The operator secret distributed tests give the gateway.
+const TEST_OPERATOR_SECRET: &str = "distributed-test-operator-secret";
+
 /// Which way the shop runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -233,6 +236,10 @@ impl Shop {
                     (
                         "SHOP_WEBHOOK_SECRET".to_owned(),
                         TEST_WEBHOOK_SECRET.to_owned(),
+                    ),
+                    (
+                        "SHOP_OPERATOR_SECRET".to_owned(),
+                        TEST_OPERATOR_SECRET.to_owned(),
                     ),
                     ("SHOP_PAY_TTL".to_owned(), options.pay_ttl.to_owned()),
                 ];

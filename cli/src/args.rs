@@ -14,14 +14,18 @@ Examples:
   shop pay 1a2b --open --wait            pay in the browser, wait until paid
   shop watch --json                      live events, one JSON object per line
   shop --profile bob order SKU-003       act as another customer
+  shop product SKU-001                   one product in full
+  shop admin restock SKU-001 5           operators: change the catalogue (see shop admin --help)
 
 Human output shows text from the shop safely (control characters as ␛, ␊…),
 times in your local time zone (TZ) and statuses in words; --json keeps the
 shop's names and UTC times. Colour only on a terminal, never with NO_COLOR.
 
 Exit codes: 0 success, 1 usage or input error, 2 cannot reach the gateway,
-3 order cancelled or expired, 4 timed out waiting, 5 refused by the shop,
-6 the shop is unavailable, 141 the reader of the output went away.";
+3 order cancelled or expired, 4 timed out waiting, 5 refused by the shop
+(also an operator command it refuses: not enough stock, a sku it has, a
+customer's token), 6 the shop is unavailable, 141 the reader of the output
+went away.";
 
 /// Shop from the terminal: browse, order, pay and watch it happen live.
 #[derive(Debug, Parser)]
@@ -45,9 +49,10 @@ pub struct Global {
     )]
     pub gateway: String,
 
-    /// Which customer to be: each profile keeps its own customer token.
-    #[arg(long, global = true, env = "SHOP_PROFILE", default_value = "default", value_parser = parse_profile)]
-    pub profile: String,
+    /// Which customer to be: each profile keeps its own customer token [default: default;
+    /// for `shop admin`, operator].
+    #[arg(long, global = true, env = "SHOP_PROFILE", value_parser = parse_profile)]
+    pub profile: Option<String>,
 
     /// Also trust the certificate authority in this PEM file, for a shop served over TLS
     /// (https:// or wss://) with a certificate from a private CA. Mozilla's roots are always trusted.
@@ -65,9 +70,25 @@ pub struct Global {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// List the catalogue: sku, name, price and units available now.
-    #[command(after_help = "Example:\n  shop products\n  shop products --json")]
-    Products,
+    /// List the catalogue: sku, name, category, price and units available now.
+    #[command(
+        after_help = "Examples:\n  shop products\n  shop products --category Laptops --search pro\n  shop products --json"
+    )]
+    Products {
+        /// Only products of this category (as shown; case does not matter).
+        #[arg(long)]
+        category: Option<String>,
+        /// Only products whose sku, name or description contains this text (case does not matter).
+        #[arg(long)]
+        search: Option<String>,
+    },
+
+    /// Show one product in full: name, category, price, units available, description, image.
+    #[command(after_help = "Example:\n  shop product SKU-001\n  shop product SKU-001 --json")]
+    Product {
+        /// The product's sku.
+        sku: String,
+    },
 
     /// Place one order and wait until it is reserved; print its checkout URL
     /// alone on the last line.
@@ -124,11 +145,142 @@ pub enum Command {
     )]
     Watch,
 
+    /// Operators: change the catalogue while the shop runs (restock, write off, prices,
+    /// withdraw, add), and read the audit log. Needs an operator's token.
+    #[command(after_help = ADMIN_EXAMPLES)]
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+
     /// Print shell completions for bash, zsh, fish, elvish or powershell.
     #[command(
         after_help = "Example:\n  shop completions bash > ~/.local/share/bash-completion/completions/shop"
     )]
     Completions { shell: clap_complete::Shell },
+}
+
+const ADMIN_EXAMPLES: &str = "\
+Examples:
+  shop-backend operator-token --name alice | shop admin login
+  shop admin stock                                   units by where they are
+  shop admin restock SKU-001 5
+  shop admin write-off SKU-001 1 --reason \"dropped\"
+  shop admin set SKU-002 --price 999.00 --category Phones
+  shop admin add MUG --name \"Coffee mug\" --price 12.50 --stock 40 --category Kitchen
+  shop admin withdraw SKU-003
+  shop admin audit SKU-001
+
+The operator's token comes from SHOP_OPERATOR_TOKEN if set, otherwise from
+the profile (`operator` unless --profile says otherwise) that `shop admin
+login` saved it in. Every change is recorded with the operator's name.
+A change with the same --idempotency-key is applied once, however often it
+is sent: retrying after a lost answer is safe.";
+
+/// What an operator does.
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Keep an operator's token (read from standard input) in the profile, after checking it
+    /// with the shop.
+    #[command(
+        after_help = "Example:\n  shop-backend operator-token --name alice | shop admin login\n  shop --profile ops admin login < token.txt"
+    )]
+    Login,
+
+    /// Every product with its units by where they are: available, reserved, sold, written off,
+    /// received.
+    Stock,
+
+    /// Add a product, on sale at once.
+    Add {
+        sku: String,
+        /// The name customers see.
+        #[arg(long)]
+        name: String,
+        /// Price of one unit in the shop's currency, such as 12.50.
+        #[arg(long)]
+        price: String,
+        /// Units received.
+        #[arg(long, default_value_t = 0)]
+        stock: i64,
+        #[arg(long, default_value = "")]
+        category: String,
+        /// Plain text; "\n" in the shell's quoting makes new lines.
+        #[arg(long, default_value = "")]
+        description: String,
+        /// An http:// or https:// URL of a picture.
+        #[arg(long)]
+        image_url: Option<String>,
+        #[command(flatten)]
+        key: KeyArg,
+    },
+
+    /// Change a product's name, price, category, description or image; what is not given stays.
+    /// Orders already reserved keep their price.
+    Set {
+        sku: String,
+        #[arg(long)]
+        name: Option<String>,
+        /// Price of one unit in the shop's currency, such as 999.00.
+        #[arg(long)]
+        price: Option<String>,
+        #[arg(long)]
+        category: Option<String>,
+        #[arg(long)]
+        description: Option<String>,
+        /// An http:// or https:// URL; "" removes the image.
+        #[arg(long)]
+        image_url: Option<String>,
+        #[command(flatten)]
+        key: KeyArg,
+    },
+
+    /// Units received: available grows by QUANTITY.
+    Restock {
+        sku: String,
+        quantity: i64,
+        #[command(flatten)]
+        key: KeyArg,
+    },
+
+    /// Units lost (breakage, theft): at most what is available.
+    WriteOff {
+        sku: String,
+        quantity: i64,
+        /// Why, for the audit log.
+        #[arg(long, default_value = "")]
+        reason: String,
+        #[command(flatten)]
+        key: KeyArg,
+    },
+
+    /// Take a product off sale: no new orders; reserved orders keep their units.
+    Withdraw {
+        sku: String,
+        #[command(flatten)]
+        key: KeyArg,
+    },
+
+    /// Put a withdrawn product on sale again.
+    Relist {
+        sku: String,
+        #[command(flatten)]
+        key: KeyArg,
+    },
+
+    /// The audit log, newest first: who changed what, when, from what to what.
+    Audit {
+        /// Only this product's changes.
+        sku: Option<String>,
+    },
+}
+
+/// The idempotency key of a change.
+#[derive(Debug, Clone, Args)]
+pub struct KeyArg {
+    /// Makes retrying safe: the same key applies the change once [default: a fresh one].
+    #[arg(long)]
+    pub idempotency_key: Option<String>,
 }
 
 /// Reads a duration such as 30s, 2m or 1h30m.
@@ -169,7 +321,7 @@ mod tests {
             Cli::try_parse_from(["shop", "orders", "--json", "--profile", "bob"]).expect("parses");
         for cli in [before, after] {
             assert!(cli.global.json);
-            assert_eq!(cli.global.profile, "bob");
+            assert_eq!(cli.global.profile.as_deref(), Some("bob"));
             assert!(matches!(cli.command, Command::Orders));
         }
     }

@@ -103,9 +103,12 @@ impl CliError {
             ),
             ClientError::Server { code, message } => {
                 let exit = match code {
-                    ErrorCode::OrderNotCancellable | ErrorCode::IdempotencyKeyReused => {
-                        Exit::Refused
-                    }
+                    ErrorCode::OrderNotCancellable
+                    | ErrorCode::IdempotencyKeyReused
+                    | ErrorCode::Forbidden
+                    | ErrorCode::ProductWithdrawn
+                    | ErrorCode::ProductExists
+                    | ErrorCode::NotEnoughStock => Exit::Refused,
                     ErrorCode::Unavailable | ErrorCode::Internal | ErrorCode::TooManyRequests => {
                         Exit::Unavailable
                     }

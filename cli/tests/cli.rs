@@ -128,9 +128,30 @@ async fn products_lists_the_catalogue_as_a_table_and_as_json() {
     let shop = Shop::start().await;
     let human = shop.run(&["products"]).await.ok();
     let lines: Vec<&str> = human.stdout.lines().collect();
-    assert_eq!(lines[0], "SKU      NAME                PRICE  AVAILABLE");
-    assert_eq!(lines[1], "SKU-001  MacBook Pro  4,500.00 EUR         10");
+    assert_eq!(
+        lines[0],
+        "SKU      NAME         CATEGORY         PRICE  AVAILABLE"
+    );
+    assert_eq!(
+        lines[1],
+        "SKU-001  MacBook Pro  Laptops   4,500.00 EUR         10"
+    );
     assert_eq!(lines.len(), 4);
+    let phones = shop.run(&["products", "--category", "phones"]).await.ok();
+    assert_eq!(phones.stdout.lines().count(), 2, "{}", phones.stdout);
+    assert!(phones.stdout.contains("iPhone 16"));
+    let searched = shop.run(&["products", "--search", "AIR"]).await.ok();
+    assert_eq!(searched.stdout.lines().count(), 2, "{}", searched.stdout);
+    assert!(searched.stdout.contains("SKU-003"));
+    let detail = shop.run(&["product", "SKU-001"]).await.ok();
+    assert!(
+        detail.stdout.contains("category   Laptops"),
+        "{}",
+        detail.stdout
+    );
+    assert!(detail.stdout.contains("Space black."), "{}", detail.stdout);
+    let missing = shop.run(&["product", "NOPE"]).await;
+    assert_eq!(missing.code, 1, "{}", missing.stderr);
     assert!(
         !human.stdout.contains('\x1b'),
         "no colour when stdout is not a terminal"
@@ -144,6 +165,152 @@ async fn products_lists_the_catalogue_as_a_table_and_as_json() {
     assert_eq!(first["currency"], "EUR");
     assert_eq!(first["available"], 10);
     assert_eq!(json.as_array().map(Vec::len), Some(3));
+}
+
+/// What `shop-backend operator-token` prints for the shop in `home`.
+async fn operator_token(home: &Path, name: &str) -> String {
+    shop_backend::gateway::token::operator_token(&shop_backend::config::OperatorTokenArgs {
+        name: name.to_owned(),
+        operator_secret: None,
+        data_dir: home.join("data"),
+    })
+    .expect("an operator token")
+}
+
+#[tokio::test]
+async fn an_operator_signs_in_changes_the_catalogue_and_reads_the_audit_log() {
+    let shop = Shop::start().await;
+    // A customer is refused, and told how to become an operator.
+    let refused = shop.run(&["admin", "restock", "SKU-001", "5"]).await;
+    assert_eq!(refused.code, 1, "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("shop admin login"),
+        "{}",
+        refused.stderr
+    );
+
+    let token = operator_token(shop.home.path(), "alice").await;
+    let mut login = shop.command(&["admin", "login"]);
+    login.stdin(std::process::Stdio::piped());
+    login.stdout(std::process::Stdio::piped());
+    login.stderr(std::process::Stdio::piped());
+    let mut child = login.spawn().expect("shop runs");
+    {
+        use tokio::io::AsyncWriteExt;
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin
+            .write_all(token.as_bytes())
+            .await
+            .expect("token written");
+    }
+    let login = Run::of(child.wait_with_output().await.expect("login ends")).ok();
+    assert!(
+        login.stdout.contains("signed in as operator alice"),
+        "{}",
+        login.stdout
+    );
+    assert!(!login.stdout.contains(&token), "the token is never printed");
+
+    let restocked = shop
+        .run(&[
+            "admin",
+            "restock",
+            "SKU-001",
+            "5",
+            "--idempotency-key",
+            "r1",
+        ])
+        .await
+        .ok();
+    assert_eq!(
+        restocked.stdout.trim(),
+        "restocked SKU-001: available 10 → 15, received 10 → 15"
+    );
+    // The same key again applies nothing more.
+    shop.run(&[
+        "admin",
+        "restock",
+        "SKU-001",
+        "5",
+        "--idempotency-key",
+        "r1",
+    ])
+    .await
+    .ok();
+    let reused = shop
+        .run(&[
+            "admin",
+            "restock",
+            "SKU-001",
+            "6",
+            "--idempotency-key",
+            "r1",
+        ])
+        .await;
+    assert_eq!(reused.code, 5, "{}", reused.stderr);
+    let too_many = shop.run(&["admin", "write-off", "SKU-001", "16"]).await;
+    assert_eq!(too_many.code, 5, "{}", too_many.stderr);
+    assert!(
+        too_many.stderr.contains("only 15 units"),
+        "{}",
+        too_many.stderr
+    );
+    let repriced = shop
+        .run(&["admin", "set", "SKU-002", "--price", "999.00", "--json"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(repriced["product"]["unit_price"], 99_900);
+    assert_eq!(repriced["entry"]["operator"], "alice");
+    let bad_price = shop
+        .run(&["admin", "set", "SKU-002", "--price", "9.999"])
+        .await;
+    assert_eq!(bad_price.code, 1, "{}", bad_price.stderr);
+    shop.run(&[
+        "admin",
+        "add",
+        "MUG",
+        "--name",
+        "Mug",
+        "--price",
+        "12.50",
+        "--stock",
+        "4",
+        "--category",
+        "Kitchen",
+    ])
+    .await
+    .ok();
+    shop.run(&["admin", "withdraw", "SKU-003"]).await.ok();
+    let ordered = shop.run(&["order", "SKU-003"]).await;
+    assert_eq!(ordered.code, 5, "a withdrawn product: {}", ordered.stderr);
+
+    let stock = shop.run(&["admin", "stock"]).await.ok();
+    let mug = stock
+        .stdout
+        .lines()
+        .find(|line| line.starts_with("MUG"))
+        .expect("MUG listed");
+    assert!(mug.contains("12.50 EUR"), "{mug}");
+    let audit = shop.run(&["admin", "audit", "--json"]).await.ok().json();
+    let actions: Vec<&str> = audit
+        .as_array()
+        .expect("entries")
+        .iter()
+        .filter_map(|entry| entry["action"].as_str())
+        .collect();
+    assert_eq!(
+        actions,
+        ["withdraw", "add_product", "update_product", "restock"]
+    );
+    let human = shop.run(&["admin", "audit", "SKU-002"]).await.ok();
+    assert!(
+        human
+            .stdout
+            .contains("unit_price 1,100.00 EUR → 999.00 EUR"),
+        "{}",
+        human.stdout
+    );
 }
 
 #[tokio::test]

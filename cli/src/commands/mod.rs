@@ -6,10 +6,12 @@
 //! and the helpers of several commands (finding an order by id prefix,
 //! saying why an order was cancelled).
 
+mod admin;
 mod cancel;
 mod order;
 mod orders;
 mod pay;
+mod product;
 mod products;
 mod status;
 mod watch;
@@ -26,10 +28,12 @@ use shop_shared::protocol::ErrorCode;
 use crate::args::{Cli, Command, Global};
 use crate::error::{CliError, Exit};
 use crate::output::{Style, out};
+use admin::admin;
 use cancel::cancel;
 use order::order;
 use orders::orders;
 use pay::pay;
+use product::product;
 use products::products;
 use status::status;
 use watch::watch;
@@ -49,6 +53,11 @@ struct Context {
 }
 
 impl Context {
+    /// The profile of a customer's command.
+    fn profile(&self) -> &str {
+        self.global.profile.as_deref().unwrap_or("default")
+    }
+
     fn timeout(&self) -> Duration {
         self.global.timeout.unwrap_or(DEFAULT_TIMEOUT)
     }
@@ -60,7 +69,7 @@ impl Context {
     /// Connects as this profile's customer, keeping a new customer's token.
     async fn connect(&self) -> Result<Client, CliError> {
         let tokens = Tokens::locate().map_err(|error| CliError::usage(error.to_string()))?;
-        let profile = &self.global.profile;
+        let profile = self.profile();
         // Another command becoming this profile's first customer holds the
         // claim until it is welcomed: wait for it no longer than for the shop.
         let (saved, _claim) =
@@ -117,7 +126,11 @@ pub async fn run(cli: Cli, clock: Clock) -> Result<(), CliError> {
         style: Style::detect(),
     };
     match cli.command {
-        Command::Products => products(&context).await,
+        Command::Products { category, search } => {
+            products(&context, category.as_deref(), search.as_deref()).await
+        }
+        Command::Product { sku } => product(&context, &sku).await,
+        Command::Admin { command } => admin(&context, command).await,
         Command::Order {
             lines,
             idempotency_key,

@@ -9,6 +9,8 @@
 #   scripts/distributed.sh down      stop everything `up` started, and nothing else
 #   scripts/distributed.sh reset     down, then delete the state directory (a database
 #                                    at SHOP_DATABASE_URL or on 127.0.0.1:5432 is left alone)
+#   scripts/distributed.sh operator-token NAME
+#                                    print an operator's token for this shop (shop admin login)
 #
 # PostgreSQL: the server at $SHOP_DATABASE_URL if set; otherwise
 # 127.0.0.1:5432 if it lets user postgres in without a password (database
@@ -28,7 +30,7 @@
 #                          `status` and `down` find them there.
 #   SHOP_CATALOG, SHOP_PAY_TTL, STRIPE_*, SHOP_LOG ...
 #                          passed to the services as documented in README.md
-# The token and webhook secrets are generated once into the state
+# The token, operator and webhook secrets are generated once into the state
 # directory (readable by you only), so customers stay who they are across
 # restarts.
 set -euo pipefail
@@ -155,6 +157,10 @@ secrets() {
             } >"$STATE/secrets.env"
         )
     fi
+    # A state directory from before operators existed gets their secret.
+    if ! grep -q '^SHOP_OPERATOR_SECRET=' "$STATE/secrets.env"; then
+        echo "SHOP_OPERATOR_SECRET=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')" >>"$STATE/secrets.env"
+    fi
     set -a
     . "$STATE/secrets.env"
     set +a
@@ -249,7 +255,25 @@ up() {
     else
         echo "The shop is at $gateway: shop --gateway $gateway products, shop-tui --gateway $gateway."
     fi
+    echo "An operator's token: scripts/distributed.sh operator-token NAME | shop admin login"
     echo "Stop it with: scripts/distributed.sh down"
+}
+
+# Prints an operator's token for this shop, signed with its operator secret.
+operator_token() {
+    if [ -z "${1:-}" ]; then
+        echo "usage: scripts/distributed.sh operator-token NAME" >&2
+        exit 1
+    fi
+    if [ ! -f "$STATE/secrets.env" ]; then
+        echo "no shop was started with the state directory $STATE: run scripts/distributed.sh up first" >&2
+        exit 1
+    fi
+    secrets
+    if [ ! -x target/release/shop-backend ]; then
+        cargo build --release -q -p shop-backend
+    fi
+    target/release/shop-backend operator-token --name "$1"
 }
 
 status() {
@@ -339,6 +363,7 @@ fi
 case "${1:-}" in
     up) up ;;
     down) down ;;
+    operator-token) operator_token "${2:-}" ;;
     status)
         rc=0
         status || rc=$?
@@ -358,7 +383,7 @@ case "${1:-}" in
         ;;
     -h | --help | help) sed -n '2,33p' "$0" | sed 's/^# \{0,1\}//' ;;
     *)
-        echo "usage: scripts/distributed.sh up|status|down|reset" >&2
+        echo "usage: scripts/distributed.sh up|status|down|reset|operator-token NAME" >&2
         exit 1
         ;;
 esac

@@ -989,7 +989,7 @@ mod tests {
             let has = |name: &str| env.iter().any(|set| set == name);
             assert!(has("SHOP_KAFKA_BROKERS"), "{role} needs the brokers");
             match role.as_str() {
-                "gateway" => assert!(has("SHOP_TOKEN_SECRET")),
+                "gateway" => assert!(has("SHOP_TOKEN_SECRET") && has("SHOP_OPERATOR_SECRET")),
                 "payment" => assert!(
                     has("SHOP_DATABASE_URL")
                         && has("SHOP_WEBHOOK_SECRET")

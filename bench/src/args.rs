@@ -24,7 +24,13 @@ Examples:
   shop-bench run --duration 30s --json              # throughput, as JSON
 
 Run it against a shop nobody else uses: the conservation check at the end
-counts every unit of the skus it ordered.
+counts every unit of the skus it ordered. With --operator-token (from
+`shop-backend operator-token`) it checks the shop's own ledger: available +
+reserved + sold + written off = received, and the units sold during the
+run are the run's paid ones; without, that no unit a customer could see
+vanished.
+
+  shop-bench seed --orders 100000 --pay 0.3        # history for a shop, through the services
 
 Exit codes: 0 all orders reached RESERVED or a clean cancellation and stock
 was conserved; 1 bad arguments or a file that cannot be written; 2 the
@@ -38,6 +44,86 @@ pub enum Command {
     /// Prints a catalogue file with many skus and deep stock, for the
     /// backend's --catalog.
     Catalog(CatalogArgs),
+    /// Gives a shop history: places ORDERS orders as fast as it takes them, through the gateway
+    /// and every service as customers would, paying a share, and reports as `run` does.
+    Seed(SeedArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SeedArgs {
+    /// How many orders to place.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub orders: u64,
+
+    /// Share of the reserved orders to pay (0 to 1); the rest expire at the shop's pay deadline.
+    #[arg(long, default_value_t = 0.3, value_parser = parse_share)]
+    pub pay: f64,
+
+    /// Customer connections.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub connections: u32,
+
+    /// Orders each connection keeps in flight.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1_000))]
+    pub in_flight: u32,
+
+    #[command(flatten)]
+    pub shop: ShopArgs,
+}
+
+impl SeedArgs {
+    /// The run that seeds: full speed, no warm-up, until the count.
+    pub fn into_run(self) -> RunArgs {
+        RunArgs {
+            gateway: self.shop.gateway,
+            ca_cert: self.shop.ca_cert,
+            operator_token: self.shop.operator_token,
+            connections: self.connections,
+            rate: None,
+            in_flight: self.in_flight,
+            // Bounded by the count; a day is far longer than any seed.
+            duration: Duration::from_secs(24 * 60 * 60),
+            warmup: Duration::ZERO,
+            pay: self.pay,
+            max_lines: 3,
+            max_quantity: 2,
+            sku_prefix: self.shop.sku_prefix,
+            timeout: Duration::from_secs(30),
+            count: Some(self.orders),
+            seed: None,
+            orders: None,
+            json: self.shop.json,
+            quiet: self.shop.quiet,
+        }
+    }
+}
+
+/// Which shop, and how to report.
+#[derive(Debug, Args)]
+pub struct ShopArgs {
+    /// The gateway, as http://host:port or ws://host:port/ws.
+    #[arg(long, env = "SHOP_GATEWAY", default_value = "http://127.0.0.1:8080")]
+    pub gateway: String,
+
+    /// Also trust the certificate authority in this PEM file.
+    #[arg(long, env = "SHOP_CA_CERT", value_name = "FILE")]
+    pub ca_cert: Option<std::path::PathBuf>,
+
+    /// An operator's token: the conservation check then reads the shop's ledger.
+    #[arg(long, env = "SHOP_OPERATOR_TOKEN", hide_env_values = true)]
+    pub operator_token: Option<String>,
+
+    /// Order only skus starting with this; when no product does, every sku.
+    #[arg(long, default_value = "BENCH-")]
+    pub sku_prefix: String,
+
+    /// Print the report as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+
+    /// No progress line on stderr.
+    #[arg(long, short)]
+    pub quiet: bool,
 }
 
 #[derive(Debug, Args)]
@@ -50,6 +136,11 @@ pub struct RunArgs {
     /// with a certificate from a private CA. Mozilla's roots are always trusted.
     #[arg(long, env = "SHOP_CA_CERT", value_name = "FILE")]
     pub ca_cert: Option<std::path::PathBuf>,
+
+    /// An operator's token (`shop-backend operator-token`): the conservation check then reads
+    /// the shop's own ledger, which orders from before the run cannot confuse.
+    #[arg(long, env = "SHOP_OPERATOR_TOKEN", hide_env_values = true)]
+    pub operator_token: Option<String>,
 
     /// Customer connections to open; each is a customer of its own.
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=10_000))]

@@ -1,84 +1,195 @@
-//! The check after a run: for every sku ordered, the units available now
-//! plus the units the run's orders hold (RESERVED, or PAID and so sold)
-//! equal the units available before. Cancelled orders hold nothing.
+//! The check after a run, for every sku the run ordered.
+//!
+//! With an operator's token (`--operator-token`), the shop's own ledger:
+//! `available + reserved + sold + written_off = received` holds, the units
+//! sold since the run began are exactly those of the run's PAID orders, and
+//! the units reserved now cover the run's RESERVED orders. Orders placed
+//! before the run may expire during it and give their units back; that
+//! changes none of these.
+//!
+//! Without one, what a customer can see: the units available now plus the
+//! units the run's orders hold (RESERVED, or PAID and so sold) are at least
+//! the units available before. Fewer would mean units vanished (an
+//! oversell); more are units that came back from orders placed before the
+//! run (expired or cancelled during it) or from a restock, and are
+//! reported as returned, not as a violation.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use serde::Serialize;
-use shop_shared::domain::OrderStatus;
+use shop_client::Client;
+use shop_shared::domain::{OrderStatus, Product, StockLevels};
 use tokio::time::Instant;
 
 use crate::load::Connection;
+
+/// What the run saw of one sku when it began.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Before {
+    pub available: i64,
+    /// With an operator's token.
+    pub stock: Option<StockLevels>,
+}
+
+impl Before {
+    pub fn of(product: &Product) -> Before {
+        Before {
+            available: product.available,
+            stock: product.stock,
+        }
+    }
+}
 
 /// One sku whose units do not add up.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Violation {
     pub sku: String,
-    pub before: i64,
-    pub available: i64,
-    pub held: i64,
+    /// What does not add up, in words with the numbers.
+    pub problem: String,
 }
 
 /// The outcome of the check.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Conservation {
     pub ok: bool,
+    /// `ledger` (the shop's stock levels, with an operator's token) or
+    /// `available` (what customers see).
+    pub checked: &'static str,
     pub skus: usize,
     /// Units held by the run's orders at the end.
     pub units_held: i64,
+    /// Units that came back from orders placed before the run (or a
+    /// restock) while it ran; `available` check only.
+    pub units_returned: i64,
     /// Orders of the run still NEW when the check gave up waiting.
     pub unsettled: usize,
     pub violations: Vec<Violation>,
 }
 
-/// Units held per sku by `orders`, and how many are still in flight.
-pub fn held(orders: &[shop_shared::domain::Order]) -> (HashMap<String, i64>, usize) {
-    let mut held: HashMap<String, i64> = HashMap::new();
-    let mut unsettled = 0;
-    for order in orders {
-        match order.status {
-            OrderStatus::New => unsettled += 1,
-            OrderStatus::Reserved | OrderStatus::Paid => {
-                for line in &order.lines {
-                    *held.entry(line.sku.clone()).or_default() += line.quantity;
-                }
-            }
-            OrderStatus::Cancelled => {}
-        }
-    }
-    (held, unsettled)
+/// Units of the run's orders per sku.
+#[derive(Debug, Default)]
+pub struct Held {
+    /// RESERVED.
+    pub reserved: HashMap<String, i64>,
+    /// PAID.
+    pub sold: HashMap<String, i64>,
+    /// Still NEW.
+    pub unsettled: usize,
 }
 
-/// Compares `before` with what is available now and what `held` holds.
+impl Held {
+    fn of(&self, sku: &str) -> (i64, i64) {
+        (
+            self.reserved.get(sku).copied().unwrap_or(0),
+            self.sold.get(sku).copied().unwrap_or(0),
+        )
+    }
+
+    fn total(&self) -> i64 {
+        self.reserved.values().sum::<i64>() + self.sold.values().sum::<i64>()
+    }
+}
+
+/// Units held per sku by `orders`, and how many are still in flight.
+pub fn held(orders: &[shop_shared::domain::Order]) -> Held {
+    let mut held = Held::default();
+    for order in orders {
+        let into = match order.status {
+            OrderStatus::New => {
+                held.unsettled += 1;
+                continue;
+            }
+            OrderStatus::Reserved => &mut held.reserved,
+            OrderStatus::Paid => &mut held.sold,
+            OrderStatus::Cancelled => continue,
+        };
+        for line in &order.lines {
+            *into.entry(line.sku.clone()).or_default() += line.quantity;
+        }
+    }
+    held
+}
+
+/// Compares each sku of `before` with `now` (by sku) and the run's `held`
+/// units; returns the violations and the units returned.
 pub fn compare(
-    before: &BTreeMap<String, i64>,
-    available: &HashMap<String, i64>,
-    held: &HashMap<String, i64>,
-) -> Vec<Violation> {
-    before
-        .iter()
-        .filter_map(|(sku, &before)| {
-            let available = available.get(sku).copied().unwrap_or(0);
-            let held = held.get(sku).copied().unwrap_or(0);
-            (available + held != before).then(|| Violation {
+    before: &BTreeMap<String, Before>,
+    now: &HashMap<String, Product>,
+    held: &Held,
+) -> (Vec<Violation>, i64) {
+    let mut violations = Vec::new();
+    let mut returned = 0;
+    for (sku, before) in before {
+        let Some(product) = now.get(sku) else {
+            violations.push(Violation {
                 sku: sku.clone(),
-                before,
-                available,
-                held,
-            })
-        })
-        .collect()
+                problem: "the shop no longer lists it".into(),
+            });
+            continue;
+        };
+        let (reserved, sold) = held.of(sku);
+        let mut problem = |text: String| {
+            violations.push(Violation {
+                sku: sku.clone(),
+                problem: text,
+            });
+        };
+        match (before.stock, product.stock) {
+            (Some(was), Some(is)) => {
+                let total = product.available + is.reserved + is.sold + is.written_off;
+                if total != is.received {
+                    problem(format!(
+                        "available {} + reserved {} + sold {} + written off {} = {total}, not the {} received",
+                        product.available, is.reserved, is.sold, is.written_off, is.received
+                    ));
+                }
+                if is.sold - was.sold != sold {
+                    problem(format!(
+                        "{} units sold during the run, but the run's paid orders bought {sold}",
+                        is.sold - was.sold
+                    ));
+                }
+                if is.reserved < reserved {
+                    problem(format!(
+                        "{} units reserved, fewer than the run's reserved orders hold ({reserved})",
+                        is.reserved
+                    ));
+                }
+            }
+            _ => {
+                let now = product.available + reserved + sold;
+                if now < before.available {
+                    problem(format!(
+                        "{} available before, {} available + {} held now: units vanished",
+                        before.available,
+                        product.available,
+                        reserved + sold
+                    ));
+                } else {
+                    returned += now - before.available;
+                }
+            }
+        }
+    }
+    (violations, returned)
 }
 
 /// Checks conservation, waiting up to `patience` for orders in flight to
-/// settle and for stock counts to reach the gateway.
+/// settle and for stock counts to reach the gateway. `operator` reads the
+/// shop's stock levels when given.
+///
+/// # Errors
+///
+/// Listing orders or products failed.
 pub async fn check(
     connections: &[Connection],
-    before: &BTreeMap<String, i64>,
+    operator: Option<&Client>,
+    before: &BTreeMap<String, Before>,
     patience: Duration,
 ) -> Result<Conservation, String> {
     let deadline = Instant::now() + patience;
+    let reader = operator.unwrap_or(&connections[0].client);
     loop {
         let mut orders = Vec::new();
         for connection in connections {
@@ -89,24 +200,25 @@ pub async fn check(
                 .map_err(|error| format!("listing orders: {error}"))?;
             orders.extend(mine);
         }
-        let (held, unsettled) = held(&orders);
-        let products = connections[0]
-            .client
+        let held = held(&orders);
+        let now: HashMap<String, Product> = reader
             .products()
             .await
-            .map_err(|error| format!("listing products: {error}"))?;
-        let available: HashMap<String, i64> = products
+            .map_err(|error| format!("listing products: {error}"))?
             .into_iter()
-            .map(|product| (product.sku, product.available))
+            .map(|product| (product.sku.clone(), product))
             .collect();
-        let violations = compare(before, &available, &held);
-        let done = unsettled == 0 && violations.is_empty();
+        let (violations, returned) = compare(before, &now, &held);
+        let done = held.unsettled == 0 && violations.is_empty();
         if done || Instant::now() >= deadline {
+            let ledger = before.values().all(|before| before.stock.is_some());
             return Ok(Conservation {
                 ok: done,
+                checked: if ledger { "ledger" } else { "available" },
                 skus: before.len(),
-                units_held: held.values().sum(),
-                unsettled,
+                units_held: held.total(),
+                units_returned: returned,
+                unsettled: held.unsettled,
                 violations,
             });
         }
@@ -118,22 +230,94 @@ pub async fn check(
 mod tests {
     use super::*;
 
-    #[test]
-    fn units_must_add_up_for_every_sku() {
-        let before = BTreeMap::from([("A".to_owned(), 10), ("B".to_owned(), 5)]);
-        let available = HashMap::from([("A".to_owned(), 7), ("B".to_owned(), 5)]);
-        let held = HashMap::from([("A".to_owned(), 3)]);
-        assert!(compare(&before, &available, &held).is_empty());
+    fn product(sku: &str, available: i64, stock: Option<StockLevels>) -> Product {
+        Product {
+            sku: sku.into(),
+            name: sku.into(),
+            description: String::new(),
+            category: String::new(),
+            image_url: None,
+            unit_price: 100,
+            currency: shop_shared::money::Currency::EUR,
+            available,
+            listed: true,
+            stock,
+            version: 1,
+        }
+    }
 
-        let oversold = HashMap::from([("A".to_owned(), 6), ("B".to_owned(), 5)]);
+    fn levels(reserved: i64, sold: i64, received: i64) -> Option<StockLevels> {
+        Some(StockLevels {
+            reserved,
+            sold,
+            written_off: 0,
+            received,
+        })
+    }
+
+    fn held(reserved: &[(&str, i64)], sold: &[(&str, i64)]) -> Held {
+        let map = |pairs: &[(&str, i64)]| {
+            pairs
+                .iter()
+                .map(|(sku, units)| ((*sku).to_owned(), *units))
+                .collect()
+        };
+        Held {
+            reserved: map(reserved),
+            sold: map(sold),
+            unsettled: 0,
+        }
+    }
+
+    #[test]
+    fn what_customers_see_may_grow_from_earlier_orders_but_never_shrink() {
+        let before = BTreeMap::from([(
+            "A".to_owned(),
+            Before {
+                available: 10,
+                stock: None,
+            },
+        )]);
+        let run = held(&[("A", 3)], &[]);
+        let now = |available| HashMap::from([("A".to_owned(), product("A", available, None))]);
+        assert_eq!(compare(&before, &now(7), &run), (vec![], 0));
+        // An order from before the run expired: its 2 units came back.
+        assert_eq!(compare(&before, &now(9), &run), (vec![], 2));
+        let (oversold, _) = compare(&before, &now(6), &run);
+        assert_eq!(oversold.len(), 1);
+        assert!(
+            oversold[0].problem.contains("units vanished"),
+            "{oversold:?}"
+        );
+    }
+
+    #[test]
+    fn the_ledger_must_add_up_and_sales_match_the_runs_paid_orders() {
+        // 2 units reserved by an order from before the run.
+        let before = BTreeMap::from([(
+            "A".to_owned(),
+            Before {
+                available: 8,
+                stock: levels(2, 0, 10),
+            },
+        )]);
+        let run = held(&[("A", 3)], &[("A", 1)]);
+        // The earlier order expired (its 2 units came back); the run holds 3
+        // and bought 1.
+        let now =
+            |available, stock| HashMap::from([("A".to_owned(), product("A", available, stock))]);
         assert_eq!(
-            compare(&before, &oversold, &held),
-            vec![Violation {
-                sku: "A".into(),
-                before: 10,
-                available: 6,
-                held: 3
-            }]
+            compare(&before, &now(6, levels(3, 1, 10)), &run),
+            (vec![], 0)
+        );
+        let (lost, _) = compare(&before, &now(5, levels(3, 1, 10)), &run);
+        assert!(lost[0].problem.contains("not the 10 received"), "{lost:?}");
+        let (sold_twice, _) = compare(&before, &now(5, levels(3, 2, 10)), &run);
+        assert!(
+            sold_twice[0]
+                .problem
+                .contains("2 units sold during the run"),
+            "{sold_twice:?}"
         );
     }
 }

@@ -10,7 +10,7 @@ mod report;
 mod stats;
 mod trace;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -20,10 +20,12 @@ use std::time::Duration;
 use clap::Parser;
 use clap::error::ErrorKind;
 use shop_client::{ClientError, TlsProblem, Trust, websocket_url};
+use shop_shared::domain::Product;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use args::{CatalogArgs, Cli, Command, RunArgs};
+use conservation::Before;
 use load::{Connection, Job, Random, Shared};
 use report::Report;
 
@@ -52,6 +54,7 @@ async fn main() -> ExitCode {
     let outcome = match cli.command {
         Command::Catalog(args) => write_catalog(&args),
         Command::Run(args) => run(&args).await,
+        Command::Seed(args) => run(&args.into_run()).await,
     };
     match outcome {
         Ok(code) => code,
@@ -125,12 +128,46 @@ async fn run(args: &RunArgs) -> Result<ExitCode, Failure> {
     if chosen.is_empty() {
         return Err((EXIT_USAGE, "the shop sells nothing to order".into()));
     }
-    let before: BTreeMap<String, i64> = chosen
+    // An operator sees the shop's stock levels: the check then uses them.
+    let operator = match &args.operator_token {
+        Some(token) => {
+            let client = shop_client::Client::connect_with(&url, Some(token.as_str()), &trust)
+                .await
+                .map_err(|error| {
+                    (
+                        EXIT_UNREACHABLE,
+                        format!("signing in with --operator-token: {error}"),
+                    )
+                })?;
+            if client.operator().is_none() {
+                return Err((
+                    EXIT_USAGE,
+                    "--operator-token is a customer's token, not an operator's".into(),
+                ));
+            }
+            Some(client)
+        }
+        None => None,
+    };
+    let levels: HashMap<String, Product> = match &operator {
+        Some(client) => client
+            .products()
+            .await
+            .map_err(|error| (EXIT_UNREACHABLE, format!("listing products: {error}")))?
+            .into_iter()
+            .map(|product| (product.sku.clone(), product))
+            .collect(),
+        None => HashMap::new(),
+    };
+    let before: BTreeMap<String, Before> = chosen
         .iter()
-        .map(|product| (product.sku.clone(), product.available))
+        .map(|product| {
+            let seen = levels.get(&product.sku).unwrap_or(product);
+            (product.sku.clone(), Before::of(seen))
+        })
         .collect();
     let skus: Vec<String> = before.keys().cloned().collect();
-    let stock: i64 = before.values().sum();
+    let stock: i64 = before.values().map(|before| before.available).sum();
     if !args.quiet && stock < 100_000 {
         eprintln!(
             "shop-bench: only {stock} units in stock over {} skus: orders will soon be cancelled \
@@ -178,9 +215,14 @@ async fn run(args: &RunArgs) -> Result<ExitCode, Failure> {
         }
     }
 
-    let conservation = conservation::check(&connections, &before, Duration::from_secs(30))
-        .await
-        .map_err(|message| (EXIT_UNREACHABLE, message))?;
+    let conservation = conservation::check(
+        &connections,
+        operator.as_ref(),
+        &before,
+        Duration::from_secs(30),
+    )
+    .await
+    .map_err(|message| (EXIT_UNREACHABLE, message))?;
     let mut totals = std::mem::take(&mut *shared.totals());
     let mut traces = std::mem::take(&mut totals.traces);
     let report = Report {
@@ -213,6 +255,9 @@ async fn run(args: &RunArgs) -> Result<ExitCode, Failure> {
     };
     for connection in &connections {
         connection.client.close();
+    }
+    if let Some(operator) = &operator {
+        operator.close();
     }
     let printed = if args.json {
         print_out(&format!(

@@ -104,12 +104,22 @@ impl Report {
             let _ = writeln!(out, "              {sample}");
         }
         let conservation = &self.conservation;
-        if conservation.ok {
+        if conservation.ok && conservation.checked == "ledger" {
             let _ = writeln!(
                 out,
-                "conservation  ok: {} skus; available + held now = available before ({} units held)",
+                "conservation  ok: {} skus; available + reserved + sold + written off = received, \
+                 sold during the run = the run's paid units ({} units held by the run)",
                 thousands(conservation.skus as u64),
                 thousands(conservation.units_held.max(0) as u64)
+            );
+        } else if conservation.ok {
+            let _ = writeln!(
+                out,
+                "conservation  ok: {} skus; available + held now >= available before ({} units held, \
+                 {} returned by orders from before the run; --operator-token checks the ledger)",
+                thousands(conservation.skus as u64),
+                thousands(conservation.units_held.max(0) as u64),
+                thousands(conservation.units_returned.max(0) as u64)
             );
         } else {
             let _ = writeln!(
@@ -121,8 +131,8 @@ impl Report {
             for violation in conservation.violations.iter().take(10) {
                 let _ = writeln!(
                     out,
-                    "              {}: {} before, {} available + {} held now",
-                    violation.sku, violation.before, violation.available, violation.held
+                    "              {}: {}",
+                    violation.sku, violation.problem
                 );
             }
         }

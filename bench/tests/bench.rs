@@ -26,6 +26,10 @@ impl Shop {
 
     /// [`Shop::start`], serving TLS with `tls`.
     async fn start_serving(catalog_args: &[&str], tls: TlsArgs) -> Shop {
+        Shop::start_configured(catalog_args, tls, Duration::from_secs(600)).await
+    }
+
+    async fn start_configured(catalog_args: &[&str], tls: TlsArgs, pay_ttl: Duration) -> Shop {
         let dir = tempfile::tempdir().expect("temporary directory");
         let catalog = dir.path().join("catalog.toml");
         let written = bench(&["catalog", "--out", path(&catalog)])
@@ -39,7 +43,7 @@ impl Shop {
         // scripts/bench.sh does.
         let local = EmbeddedArgs::local(dir.path().join("data"));
         let app = Application::build(EmbeddedArgs {
-            pay_ttl: Duration::from_secs(600),
+            pay_ttl,
             catalog: Some(catalog),
             limits: LimitArgs {
                 hold_limit: 0,
@@ -237,6 +241,76 @@ async fn a_run_at_full_speed_over_scarce_stock_sees_clean_cancellations_and_cons
     // Every unit the orders hold came out of the 100 in stock.
     let held = conservation["units_held"].as_i64().expect("held");
     assert!(held > 0 && held <= 100, "{report}");
+}
+
+/// Orders seeded before a run expire during it and give their units back:
+/// the check is not fooled, with an operator's token (the shop's ledger)
+/// or without (what customers see, the returned units counted apart).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orders_from_before_the_run_expiring_during_it_are_no_violation() {
+    let shop = Shop::start_configured(
+        &["--skus", "5", "--stock", "1000"],
+        TlsArgs::default(),
+        Duration::from_secs(2),
+    )
+    .await;
+    let seeded = shop
+        .bench(&["seed", "--orders", "60", "--pay", "0", "--json", "--quiet"])
+        .await;
+    assert_eq!(seeded.status.code(), Some(0), "{seeded:?}");
+    let seeded = report(&seeded);
+    assert_eq!(count(&seeded, "placed"), 60, "{seeded}");
+    let token =
+        shop_backend::gateway::token::operator_token(&shop_backend::config::OperatorTokenArgs {
+            name: "bench".into(),
+            operator_secret: None,
+            data_dir: shop.dir.path().join("data"),
+        })
+        .expect("an operator token");
+    let run = async |ledger: bool| {
+        let mut args = vec![
+            "run",
+            "--rate",
+            "20",
+            "--duration",
+            "3s",
+            "--warmup",
+            "0s",
+            "--connections",
+            "2",
+            "--pay",
+            "0.5",
+            "--json",
+            "--quiet",
+        ];
+        if ledger {
+            args.extend(["--operator-token", token.as_str()]);
+        }
+        shop.bench(&args).await
+    };
+    // The seeded orders expire 2 s after they were reserved, within this run.
+    let output = run(true).await;
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    let checked = report(&output);
+    assert_eq!(checked["conservation"]["ok"], true, "{checked}");
+    assert_eq!(checked["conservation"]["checked"], "ledger", "{checked}");
+
+    let seeded = shop
+        .bench(&["seed", "--orders", "40", "--pay", "0", "--json", "--quiet"])
+        .await;
+    assert_eq!(seeded.status.code(), Some(0), "{seeded:?}");
+    let output = run(false).await;
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    let checked = report(&output);
+    assert_eq!(checked["conservation"]["ok"], true, "{checked}");
+    assert_eq!(checked["conservation"]["checked"], "available", "{checked}");
+    assert!(
+        checked["conservation"]["units_returned"]
+            .as_i64()
+            .unwrap_or(0)
+            > 0,
+        "the expired orders' units are counted as returned: {checked}"
+    );
 }
 
 #[tokio::test]

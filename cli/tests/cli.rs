@@ -798,7 +798,7 @@ async fn watch_streams_stock_and_order_changes_one_per_line() {
     assert!(
         lines.iter().any(|line| line.contains("stock")
             && line.contains("SKU-003")
-            && line.contains("8 available")),
+            && line.contains("8 available at 1,500.00 EUR")),
         "{lines:?}"
     );
     assert!(

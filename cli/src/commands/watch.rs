@@ -66,12 +66,18 @@ fn print_product(context: &Context, product: &Product) -> Result<(), CliError> {
     if context.global.json {
         context.json(&serde_json::json!({ "type": "product_updated", "product": product }))
     } else {
+        let on_sale = if product.listed {
+            String::new()
+        } else {
+            ", withdrawn from sale".to_owned()
+        };
         out!(
-            "{}  stock  {}  {}: {} available",
+            "{}  stock  {}  {}: {} available at {}{on_sale}",
             context.style.dim(&clock(context)),
             safe(&product.sku),
             safe(&product.name),
-            product.available
+            product.available,
+            product.currency.format(product.unit_price)
         )
     }
 }

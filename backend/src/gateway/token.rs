@@ -19,8 +19,43 @@ use crate::secrets::{Secret, hmac_sha256};
 /// Issues and verifies customer tokens.
 #[derive(Clone, Debug)]
 pub struct TokenSigner {
+    keys: Signing,
+}
+
+/// `<prefix><claim>.<signature>`: the signature is HMAC-SHA256 (RFC 2104)
+/// over `<prefix><claim>` with the secret, in unpadded URL-safe base64.
+#[derive(Clone, Debug)]
+struct Signing {
     secret: Secret,
 }
+
+impl Signing {
+    fn mac(&self, body: &str) -> Hmac<Sha256> {
+        hmac_sha256(self.secret.expose().as_bytes(), &[body.as_bytes()])
+    }
+
+    fn sign(&self, prefix: &str, claim: &str) -> String {
+        let body = format!("{prefix}{claim}");
+        let signature = URL_SAFE_NO_PAD.encode(self.mac(&body).finalize().into_bytes());
+        format!("{body}.{signature}")
+    }
+
+    /// The claim of a token with `prefix` that this secret signed.
+    fn open<'t>(&self, prefix: &str, token: &'t str) -> Result<&'t str, InvalidToken> {
+        let (body, signature) = token.rsplit_once('.').ok_or(InvalidToken)?;
+        let claim = body.strip_prefix(prefix).ok_or(InvalidToken)?;
+        let signature = URL_SAFE_NO_PAD
+            .decode(signature)
+            .map_err(|_| InvalidToken)?;
+        self.mac(body)
+            .verify_slice(&signature)
+            .map_err(|_| InvalidToken)?;
+        Ok(claim)
+    }
+}
+
+/// What a customer token names.
+const CUSTOMER_PREFIX: &str = "v1.";
 
 /// A token this gateway did not issue, or one that was altered.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -29,18 +64,15 @@ pub struct InvalidToken;
 
 impl TokenSigner {
     pub fn new(secret: Secret) -> Self {
-        TokenSigner { secret }
-    }
-
-    fn mac(&self, body: &str) -> Hmac<Sha256> {
-        hmac_sha256(self.secret.expose().as_bytes(), &[body.as_bytes()])
+        TokenSigner {
+            keys: Signing { secret },
+        }
     }
 
     /// A token for `customer_id`.
     pub fn issue(&self, customer_id: Uuid) -> String {
-        let body = format!("v1.{}", customer_id.simple());
-        let signature = URL_SAFE_NO_PAD.encode(self.mac(&body).finalize().into_bytes());
-        format!("{body}.{signature}")
+        self.keys
+            .sign(CUSTOMER_PREFIX, &customer_id.simple().to_string())
     }
 
     /// The customer a token names, if this gateway's secret signed it.
@@ -50,14 +82,7 @@ impl TokenSigner {
     /// [`InvalidToken`] for a token this shop did not sign, an altered one, or
     /// one that is not a token.
     pub fn verify(&self, token: &str) -> Result<Uuid, InvalidToken> {
-        let (body, signature) = token.rsplit_once('.').ok_or(InvalidToken)?;
-        let customer = body.strip_prefix("v1.").ok_or(InvalidToken)?;
-        let signature = URL_SAFE_NO_PAD
-            .decode(signature)
-            .map_err(|_| InvalidToken)?;
-        self.mac(body)
-            .verify_slice(&signature)
-            .map_err(|_| InvalidToken)?;
+        let customer = self.keys.open(CUSTOMER_PREFIX, token)?;
         Uuid::try_parse(customer).map_err(|_| InvalidToken)
     }
 }
@@ -92,7 +117,7 @@ pub fn operator_token(args: &crate::config::OperatorTokenArgs) -> anyhow::Result
 /// Issues and verifies operator tokens.
 #[derive(Clone, Debug)]
 pub struct OperatorSigner {
-    secret: Secret,
+    keys: Signing,
 }
 
 /// What an operator token names.
@@ -100,19 +125,15 @@ const OPERATOR_PREFIX: &str = "op1.";
 
 impl OperatorSigner {
     pub fn new(secret: Secret) -> Self {
-        OperatorSigner { secret }
-    }
-
-    fn mac(&self, body: &str) -> Hmac<Sha256> {
-        hmac_sha256(self.secret.expose().as_bytes(), &[body.as_bytes()])
+        OperatorSigner {
+            keys: Signing { secret },
+        }
     }
 
     /// A token for the operator `name`, which
     /// [`shop_shared::catalog::is_valid_operator_name`] accepts.
     pub fn issue(&self, name: &str) -> String {
-        let body = format!("{OPERATOR_PREFIX}{name}");
-        let signature = URL_SAFE_NO_PAD.encode(self.mac(&body).finalize().into_bytes());
-        format!("{body}.{signature}")
+        self.keys.sign(OPERATOR_PREFIX, name)
     }
 
     /// Whether `token` claims to be an operator's (whoever signed it).
@@ -127,14 +148,7 @@ impl OperatorSigner {
     /// [`InvalidToken`] for a token this secret did not sign, an altered
     /// one, or one that is not an operator token.
     pub fn verify(&self, token: &str) -> Result<String, InvalidToken> {
-        let (body, signature) = token.rsplit_once('.').ok_or(InvalidToken)?;
-        let name = body.strip_prefix(OPERATOR_PREFIX).ok_or(InvalidToken)?;
-        let signature = URL_SAFE_NO_PAD
-            .decode(signature)
-            .map_err(|_| InvalidToken)?;
-        self.mac(body)
-            .verify_slice(&signature)
-            .map_err(|_| InvalidToken)?;
+        let name = self.keys.open(OPERATOR_PREFIX, token)?;
         if !shop_shared::catalog::is_valid_operator_name(name) {
             return Err(InvalidToken);
         }

@@ -246,7 +246,10 @@ pub enum Action {
     /// An operator's change did not go through. `retry`: the answer was
     /// lost (timeout, connection), so the same change may be sent again
     /// with the same key; otherwise the shop refused it.
-    ChangeFailed { message: String, retry: bool },
+    ChangeFailed {
+        message: String,
+        retry: bool,
+    },
 }
 
 /// Something the terminal loop must do.
@@ -388,7 +391,10 @@ impl App {
     pub fn typing(&self) -> bool {
         self.typing
             || (self.overlay == Overlay::Prompt
-                && self.prompt.as_ref().is_some_and(|prompt| prompt.ask.takes_text()))
+                && self
+                    .prompt
+                    .as_ref()
+                    .is_some_and(|prompt| prompt.ask.takes_text()))
     }
 
     pub fn product(&self, sku: &str) -> Option<&Product> {
@@ -1586,6 +1592,7 @@ mod tests {
                     '\n' => KeyCode::Enter,
                     '\t' => KeyCode::Tab,
                     '\x1b' => KeyCode::Esc,
+                    '\u{8}' => KeyCode::Backspace,
                     c => KeyCode::Char(c),
                 };
                 app.update(Action::Input(Event::Key(KeyEvent::new(
@@ -1897,8 +1904,11 @@ mod tests {
             width: 80,
             height: 24,
         });
-        let areas =
-            crate::layout::areas(ratatui::layout::Rect::new(0, 0, 80, 24), app.cart_width(), false);
+        let areas = crate::layout::areas(
+            ratatui::layout::Rect::new(0, 0, 80, 24),
+            app.cart_width(),
+            false,
+        );
         app.update(Action::Click {
             column: areas.orders.x + 3,
             row: areas.orders.y + crate::layout::FIRST_ROW + 1,
@@ -1910,6 +1920,266 @@ mod tests {
             row: areas.stock.y + crate::layout::FIRST_ROW + 2,
         });
         assert_eq!((app.pane, app.selection(Pane::Stock)), (Pane::Stock, 2));
+    }
+
+    fn admin(effects: &[Effect]) -> (String, CatalogChange) {
+        match effects {
+            [
+                Effect::Admin {
+                    idempotency_key,
+                    change,
+                },
+            ] => (idempotency_key.clone(), change.clone()),
+            other => panic!("one change expected: {other:?}"),
+        }
+    }
+
+    fn notice(app: &App) -> String {
+        app.notice
+            .as_ref()
+            .map(|notice| notice.text.clone())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn an_operator_restocks_and_a_retry_of_the_same_answer_keeps_its_key() {
+        let mut app = fixtures::operator();
+        let (key, change) = admin(&press(&mut app, "r5\n"));
+        assert_eq!(
+            change,
+            CatalogChange::Restock {
+                sku: "SKU-001".into(),
+                quantity: 5
+            }
+        );
+        assert!(app.prompt.as_ref().is_some_and(|p| p.sending));
+        assert!(
+            press(&mut app, "\n").is_empty(),
+            "nothing twice while sending"
+        );
+        app.update(Action::ChangeFailed {
+            message: "no answer from the shop".into(),
+            retry: true,
+        });
+        assert_eq!(
+            app.overlay,
+            Overlay::Prompt,
+            "the question stays to send again"
+        );
+        let (again, _) = admin(&press(&mut app, "\n"));
+        assert_eq!(again, key, "the same change, the same key: applied once");
+        app.update(Action::ChangeFailed {
+            message: "no answer".into(),
+            retry: true,
+        });
+        let (other, change) = admin(&press(&mut app, "0\u{8}0\n"));
+        assert_ne!(other, key, "another answer is another change");
+        assert!(matches!(
+            change,
+            CatalogChange::Restock { quantity: 50, .. }
+        ));
+        let mut restocked = app.product("SKU-001").cloned().expect("product");
+        restocked.available = 60;
+        restocked.version = 2;
+        app.update(Action::Changed {
+            change,
+            product: restocked,
+        });
+        assert_eq!(app.overlay, Overlay::None);
+        assert_eq!(app.product("SKU-001").map(|p| p.available), Some(60));
+        assert_eq!(notice(&app), "restocked 50 × MacBook Pro: 60 available");
+    }
+
+    #[test]
+    fn a_refused_write_off_closes_the_question_and_says_why() {
+        let mut app = fixtures::operator();
+        let (_, change) = admin(&press(&mut app, "w2 dropped in transit\n"));
+        assert_eq!(
+            change,
+            CatalogChange::WriteOff {
+                sku: "SKU-001".into(),
+                quantity: 2,
+                reason: "dropped in transit".into()
+            }
+        );
+        app.update(Action::ChangeFailed {
+            message: "the shop refused: only 10 available (not_enough_stock)".into(),
+            retry: false,
+        });
+        assert_eq!(app.overlay, Overlay::None);
+        assert_eq!(app.prompt, None);
+        let shown = app.notice.clone().expect("a notice");
+        assert_eq!(shown.kind, NoticeKind::Error);
+        assert!(shown.text.contains("not_enough_stock"), "{shown:?}");
+        assert!(press(&mut app, "w0\n").is_empty(), "zero is no quantity");
+        assert!(
+            app.prompt
+                .as_ref()
+                .and_then(|p| p.problem.as_deref())
+                .is_some_and(|problem| problem.contains("whole number")),
+            "{:?}",
+            app.prompt
+        );
+    }
+
+    #[test]
+    fn a_price_is_asked_as_a_decimal_amount_in_the_shops_currency() {
+        let mut app = fixtures::operator();
+        assert!(press(&mut app, "P12.345\n").is_empty());
+        assert!(
+            app.prompt.as_ref().is_some_and(|p| p.problem.is_some()),
+            "three decimals are not euros"
+        );
+        press(&mut app, "\x1b");
+        assert_eq!(app.overlay, Overlay::None, "Esc gives up");
+        let (_, change) = admin(&press(&mut app, "P1500.50\n"));
+        assert!(
+            matches!(
+                change,
+                CatalogChange::UpdateProduct {
+                    unit_price: Some(150_050),
+                    name: None,
+                    ..
+                }
+            ),
+            "{change:?}"
+        );
+    }
+
+    #[test]
+    fn withdrawing_asks_first_and_a_withdrawn_product_is_offered_for_relisting() {
+        let mut app = fixtures::operator();
+        assert!(press(&mut app, "Wn").is_empty());
+        assert_eq!(app.overlay, Overlay::None, "n keeps it listed");
+        let (_, change) = admin(&press(&mut app, "Wy"));
+        assert_eq!(
+            change,
+            CatalogChange::Withdraw {
+                sku: "SKU-001".into()
+            }
+        );
+        let mut withdrawn = app.product("SKU-001").cloned().expect("product");
+        withdrawn.listed = false;
+        withdrawn.version = 2;
+        app.update(Action::Changed {
+            change,
+            product: withdrawn,
+        });
+        assert_eq!(
+            notice(&app),
+            "MacBook Pro withdrawn: it takes no new orders"
+        );
+        press(&mut app, "W");
+        assert_eq!(app.prompt.as_ref().map(|p| p.ask), Some(Ask::Relist));
+    }
+
+    #[test]
+    fn operators_are_not_offered_the_cart_nor_customers_the_catalogue_keys() {
+        let mut app = fixtures::operator();
+        assert!(press(&mut app, "a").is_empty());
+        assert!(app.cart.is_empty());
+        assert!(
+            notice(&app).contains("an operator's session places no orders"),
+            "{}",
+            notice(&app)
+        );
+        press(&mut app, "\t\to");
+        assert_eq!(app.overlay, Overlay::None);
+        assert!(notice(&app).contains("places no orders"));
+        let mut customer = online(Vec::new());
+        assert!(press(&mut customer, "r").is_empty());
+        assert_eq!(customer.overlay, Overlay::None);
+        assert_eq!(
+            notice(&customer),
+            "that key is an operator's: press ? for your keys"
+        );
+    }
+
+    #[test]
+    fn a_withdrawn_product_is_not_added_and_blocks_an_order_holding_it() {
+        let mut app = online(Vec::new());
+        press(&mut app, "a");
+        let mut withdrawn = app.product("SKU-001").cloned().expect("product");
+        withdrawn.listed = false;
+        withdrawn.version = 2;
+        app.update(Action::ProductChanged(withdrawn));
+        press(&mut app, "a");
+        assert_eq!(app.cart, vec![("SKU-001".to_owned(), 1)]);
+        assert_eq!(
+            notice(&app),
+            "MacBook Pro is withdrawn by the shop: it takes no new orders"
+        );
+        press(&mut app, "o");
+        assert_eq!(
+            app.overlay,
+            Overlay::None,
+            "no order of a withdrawn product"
+        );
+        assert!(notice(&app).contains("was withdrawn"), "{}", notice(&app));
+    }
+
+    #[test]
+    fn a_changed_price_is_highlighted_and_said_when_in_the_cart() {
+        let mut app = online(Vec::new());
+        let mut repriced = app.product("SKU-002").cloned().expect("product");
+        repriced.unit_price = 99_900;
+        repriced.version = 2;
+        app.update(Action::ProductChanged(repriced.clone()));
+        assert!(app.price_flashes.contains_key("SKU-002"));
+        assert!(
+            !app.flashes.contains_key("SKU-002"),
+            "the quantity is the same"
+        );
+        assert_eq!(app.notice, None, "not in the cart: only highlighted");
+        press(&mut app, "ja");
+        repriced.unit_price = 100_000;
+        repriced.version = 3;
+        app.update(Action::ProductChanged(repriced));
+        assert_eq!(
+            notice(&app),
+            "iPhone 16 now costs 1,000.00 EUR (was 999.00 EUR)"
+        );
+        app.update(Action::Tick(NOW.plus(FLASH)));
+        assert!(app.price_flashes.is_empty(), "the highlight fades");
+    }
+
+    #[test]
+    fn shift_c_shows_one_category_at_a_time_and_esc_all_again() {
+        let mut app = online(Vec::new());
+        press(&mut app, "C");
+        assert_eq!(app.category.as_deref(), Some("Laptops"));
+        let shown: Vec<&str> = app.stock().iter().map(|p| p.sku.as_str()).collect();
+        assert_eq!(shown, vec!["SKU-001", "SKU-003"]);
+        press(&mut app, "C");
+        assert_eq!(app.category.as_deref(), Some("Phones"));
+        press(&mut app, "C");
+        assert_eq!(app.category, None, "after the last, all again");
+        press(&mut app, "CC\x1b");
+        assert_eq!((app.category.as_deref(), app.stock().len()), (None, 3));
+    }
+
+    #[test]
+    fn i_shows_the_details_over_the_cart_and_tab_hides_them_to_go_there() {
+        let mut app = online(Vec::new());
+        press(&mut app, "i");
+        assert!(app.details);
+        assert!(app.areas().detail.is_some() && app.areas().cart.is_empty());
+        press(&mut app, "\t");
+        assert!(!app.details);
+        assert_eq!(app.pane, Pane::Cart);
+    }
+
+    #[test]
+    fn a_description_keeps_its_lines_and_nothing_else_that_drives_the_terminal() {
+        let mut app = online(Vec::new());
+        let mut hostile = app.product("SKU-001").cloned().expect("product");
+        hostile.description = "one\x1b[2J\ntwo\u{202e}".into();
+        hostile.category = "Lap\ntops".into();
+        hostile.version = 2;
+        app.update(Action::ProductChanged(hostile));
+        let shown = app.product("SKU-001").expect("product");
+        assert_eq!(shown.description, "one␛[2J\ntwo\\u{202e}");
+        assert_eq!(shown.category, "Lap␊tops");
     }
 
     #[test]

@@ -273,10 +273,19 @@ mod tests {
     #[test]
     fn operators_are_offered_the_catalogue_keys_and_customers_the_cart() {
         let operator: Vec<&str> = footer(Pane::Stock, true).iter().map(|(k, _)| *k).collect();
-        assert!(operator.contains(&"r") && operator.contains(&"W"), "{operator:?}");
-        assert!(!operator.contains(&"a") && !operator.contains(&"o"), "{operator:?}");
+        assert!(
+            operator.contains(&"r") && operator.contains(&"W"),
+            "{operator:?}"
+        );
+        assert!(
+            !operator.contains(&"a") && !operator.contains(&"o"),
+            "{operator:?}"
+        );
         let customer: Vec<&str> = footer(Pane::Stock, false).iter().map(|(k, _)| *k).collect();
-        assert!(customer.contains(&"a") && !customer.contains(&"r"), "{customer:?}");
+        assert!(
+            customer.contains(&"a") && !customer.contains(&"r"),
+            "{customer:?}"
+        );
         assert!(help(Pane::Orders, true).all(|b| b.who != Customer));
         assert_eq!(whose(Pane::Stock, &Action::Restock), Operator);
         assert_eq!(whose(Pane::Cart, &Action::Activate), Customer);

@@ -150,8 +150,7 @@ async fn connect(
         client.close();
         return Err(ClientError::Server {
             code: ErrorCode::Forbidden,
-            message: "an operator's token does not sign in here: use shop-tui or shop admin"
-                .into(),
+            message: "an operator's token does not sign in here: use shop-tui or shop admin".into(),
         });
     }
     Ok((client, refused))

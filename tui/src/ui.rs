@@ -362,61 +362,64 @@ fn stock_counts(app: &App, product: &Product) -> Vec<String> {
     vec![available, in_cart]
 }
 
-/// The selected product in full: name, category, price, units, whether it
-/// is withdrawn, its description (wrapped) and its image's address.
+/// The selected product in full, most needed first so that a small
+/// terminal cuts the least: name and category, price and units (and
+/// whether it is withdrawn), where every unit is (operators), the
+/// description (wrapped), the image's address.
 fn draw_product(app: &App, frame: &mut Frame, area: Rect) {
     let theme = Theme::of(app);
-    let block = Block::bordered()
-        .title(" Details ")
-        .border_style(theme.border(false));
+    let block = Block::bordered().border_style(theme.border(false));
     let Some(product) = app.selected_product() else {
-        frame.render_widget(block, area);
+        frame.render_widget(block.title(" Details "), area);
         placeholder(app, frame, area, "No product selected.");
         return;
     };
-    let label = |name: &'static str| Span::styled(format!("{name:<10}"), theme.dim());
+    let mut name = vec![Span::styled(
+        product.name.clone(),
+        Style::new().add_modifier(Modifier::BOLD),
+    )];
+    if !product.category.is_empty() {
+        name.push(Span::styled(
+            format!(" · {}", product.category),
+            theme.dim(),
+        ));
+    }
     let mut price = Span::raw(Money::new(product.unit_price, product.currency).to_string());
     if app.price_flashes.contains_key(&product.sku) {
         price = price.style(theme.flash());
     }
-    let mut lines = vec![Line::from(Span::styled(
-        product.name.clone(),
-        Style::new().add_modifier(Modifier::BOLD),
-    ))];
-    if !product.category.is_empty() {
-        lines.push(Line::from(vec![
-            label("Category"),
-            Span::raw(product.category.clone()),
-        ]));
-    }
-    lines.push(Line::from(vec![label("Price"), price]));
-    let mut units = vec![label("Available"), Span::raw(product.available.to_string())];
+    let mut units = vec![
+        price,
+        Span::raw(format!(" · {} available", product.available)),
+    ];
     if !product.listed {
-        units.push(Span::styled(
-            " · withdrawn: no new orders",
-            theme.error(),
-        ));
+        units.push(Span::styled(" · withdrawn: no new orders", theme.error()));
     }
-    lines.push(Line::from(units));
+    let mut lines = vec![Line::from(name), Line::from(units)];
     if let Some(levels) = &product.stock {
-        lines.push(Line::from(vec![
-            label("Units"),
-            Span::raw(format!(
+        lines.push(Line::from(Span::styled(
+            format!(
                 "{} reserved · {} sold · {} written off · {} received",
                 levels.reserved, levels.sold, levels.written_off, levels.received
-            )),
-        ]));
+            ),
+            theme.dim(),
+        )));
     }
+    lines.extend(
+        product
+            .description
+            .lines()
+            .map(|line| Line::from(line.to_owned())),
+    );
     if let Some(url) = &product.image_url {
-        lines.push(Line::from(vec![label("Image"), Span::raw(url.clone())]));
-    }
-    if !product.description.is_empty() {
-        lines.push(Line::from(""));
-        lines.extend(product.description.lines().map(|line| Line::from(line.to_owned())));
+        lines.push(Line::from(vec![
+            Span::styled("image ", theme.dim()),
+            Span::styled(url.clone(), theme.accent()),
+        ]));
     }
     frame.render_widget(
         Paragraph::new(lines)
-            .block(block.title(format!(" {} ", product.sku)))
+            .block(block.title(format!(" {} · details ", product.sku)))
             .wrap(Wrap { trim: false }),
         area,
     );
@@ -609,7 +612,11 @@ fn placeholder(app: &App, frame: &mut Frame, area: Rect, text: &str) {
 fn draw_footer(app: &App, frame: &mut Frame, area: Rect) {
     let theme = Theme::of(app);
     let hints: Vec<(&str, &str)> = match app.overlay {
-        Overlay::Prompt if app.typing() => vec![("type", "the answer"), ("Enter", "send"), ("Esc", "give up")],
+        Overlay::Prompt if app.typing() => vec![
+            ("type", "the answer"),
+            ("Enter", "send"),
+            ("Esc", "give up"),
+        ],
         Overlay::Prompt => vec![("y", "yes"), ("n", "no")],
         _ if app.typing => vec![("type", "to filter"), ("Enter", "keep"), ("Esc", "clear")],
         Overlay::None => keys::footer(app.pane, app.is_operator()),
@@ -620,12 +627,26 @@ fn draw_footer(app: &App, frame: &mut Frame, area: Rect) {
             vec![("Esc", "close")]
         }
     };
+    // `? help` always shows: where the hints do not all fit, it says where
+    // the others are.
+    let mut hints = hints;
+    let help = hints
+        .iter()
+        .position(|(key, _)| *key == "?")
+        .map(|at| hints.remove(at));
+    let cost = |(key, what): (&str, &str)| width(key) + width(what) + 3;
+    let reserve = help.map_or(0, cost);
     let mut spans = Vec::new();
+    let mut used = 0;
     for (key, what) in hints {
-        let next = width(key) + width(what) + 3;
-        if spans.iter().map(Span::width).sum::<usize>() + next > usize::from(area.width) {
+        if used + cost((key, what)) + reserve > usize::from(area.width) {
             break;
         }
+        used += cost((key, what));
+        spans.push(Span::styled(format!(" {key}"), theme.accent()));
+        spans.push(Span::styled(format!(" {what} "), theme.dim()));
+    }
+    if let Some((key, what)) = help.filter(|_| reserve <= usize::from(area.width)) {
         spans.push(Span::styled(format!(" {key}"), theme.accent()));
         spans.push(Span::styled(format!(" {what} "), theme.dim()));
     }
@@ -703,9 +724,7 @@ fn draw_help(app: &App, frame: &mut Frame, screen: Rect) {
     // The focused pane's keys first, then those of every pane; the title
     // says which pane. On a terminal too short for all, the last line says
     // so rather than a key being cut silently.
-    let mut lines: Vec<Line> = keys::help(app.pane, app.is_operator())
-        .map(entry)
-        .collect();
+    let mut lines: Vec<Line> = keys::help(app.pane, app.is_operator()).map(entry).collect();
     let room = usize::from(screen.height.saturating_sub(2));
     if lines.len() > room {
         lines.truncate(room.saturating_sub(1));
@@ -1068,11 +1087,7 @@ fn draw_prompt(app: &App, prompt: &Prompt, frame: &mut Frame, screen: Rect) {
             format!("Withdraw {name}? It takes no new orders; reserved orders stay."),
             "",
         ),
-        Ask::Relist => (
-            " Relist? ",
-            format!("Sell {name} again?"),
-            "",
-        ),
+        Ask::Relist => (" Relist? ", format!("Sell {name} again?"), ""),
     };
     let mut lines = vec![Line::from(question), Line::from("")];
     if prompt.ask.takes_text() {
@@ -1302,7 +1317,52 @@ mod tests {
             filtered.update(action);
         }
 
+        // A customer looking at the iPhone's details (asked for with i
+        // where they do not always show), an operator having just cut its
+        // price and withdrawn the MacBook Air.
+        let mut product_details = online(Vec::new());
+        let mut repriced = product_details
+            .product("SKU-002")
+            .cloned()
+            .expect("product");
+        repriced.unit_price = 99_900;
+        repriced.image_url = Some("https://example.com/iphone-16.png".into());
+        repriced.version = 2;
+        let mut withdrawn = product_details
+            .product("SKU-003")
+            .cloned()
+            .expect("product");
+        withdrawn.listed = false;
+        withdrawn.version = 2;
+        for action in [
+            Action::ProductChanged(repriced),
+            Action::ProductChanged(withdrawn),
+            Action::Down,
+            Action::Details,
+        ] {
+            product_details.update(action);
+        }
+        product_details.notice = None;
+
+        let mut category = online(Vec::new());
+        category.update(Action::Category);
+
+        let operator = crate::fixtures::operator();
+
+        let mut operator_restock = crate::fixtures::operator();
+        operator_restock.update(Action::Restock);
+        operator_restock.update(Action::Type('5'));
+
+        let mut operator_withdraw = crate::fixtures::operator();
+        operator_withdraw.update(Action::Down);
+        operator_withdraw.update(Action::WithdrawOrRelist);
+
         vec![
+            ("product_details", product_details),
+            ("category", category),
+            ("operator", operator),
+            ("operator_restock", operator_restock),
+            ("operator_withdraw", operator_withdraw),
             ("empty", empty),
             ("big_names_and_totals", big),
             ("confirm_order", confirm_order),
@@ -1387,7 +1447,8 @@ mod tests {
         for (width, height) in SIZES {
             let terminal = render(&app, width, height);
             let buffer = terminal.backend().buffer();
-            let areas = crate::layout::areas(Rect::new(0, 0, width, height), app.cart_width(), false);
+            let areas =
+                crate::layout::areas(Rect::new(0, 0, width, height), app.cart_width(), false);
             let first = areas.stock.y + crate::layout::FIRST_ROW;
             assert!(
                 buffer[(2, first)].modifier.contains(Modifier::REVERSED),
@@ -1530,6 +1591,29 @@ mod tests {
             Color::Reset,
             "the highlight fades"
         );
+    }
+
+    #[test]
+    fn a_changed_price_is_highlighted_in_its_cell_and_the_details() {
+        let mut app = online(Vec::new());
+        let mut repriced = product("SKU-002", "iPhone 16", 99_900, 10);
+        repriced.version = 2;
+        app.update(Action::ProductChanged(repriced));
+        app.update(Action::Down);
+        let terminal = render(&app, 120, 35);
+        let text = rows(&terminal);
+        let buffer = terminal.backend().buffer();
+        let areas = crate::layout::areas(Rect::new(0, 0, 120, 35), 0, false);
+        let row = areas.stock.y + crate::layout::FIRST_ROW + 1;
+        let line = text.lines().nth(usize::from(row)).unwrap_or_default();
+        let found = line.find("999.00 EUR").expect("the new price");
+        let price = u16::try_from(line[..found].chars().count()).expect("a column");
+        assert_eq!(buffer[(price, row)].bg, Color::Yellow, "{line}");
+        assert_ne!(buffer[(2, row + 1)].bg, Color::Yellow, "another row");
+        assert!(text.contains("999.00 EUR · 10 available"), "{text}");
+        app.update(Action::Tick(at(2)));
+        let terminal = render(&app, 120, 35);
+        assert_ne!(terminal.backend().buffer()[(price, row)].bg, Color::Yellow);
     }
 
     /// The text of every row of `terminal`, as a terminal shows it: the

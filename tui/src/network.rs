@@ -127,6 +127,9 @@ async fn run(
     }
 }
 
+/// How an operator's token begins.
+const OPERATOR_TOKEN_PREFIX: &str = "op1.";
+
 /// What the customer is told when the shop refuses the saved token.
 const REFUSED_TOKEN: &str = "the shop did not accept this profile's saved sign-in (its token secret may have changed): \
      you shop as a new customer for now, and the saved one is kept for when the shop accepts it again";
@@ -187,8 +190,13 @@ async fn connect_as_profile(
             })
         )
     };
+    // An operator's refused token (`op1.…`, docs/protocol.md) gets no
+    // stand-in: an operator is nobody's customer, so the refusal shows.
+    let operators = saved
+        .as_deref()
+        .is_some_and(|token| token.starts_with(OPERATOR_TOKEN_PREFIX));
     let first = connect(saved.as_deref()).await;
-    if refused(&first) && saved.is_some() {
+    if refused(&first) && saved.is_some() && !operators {
         let mut client = connect(stand_in.as_deref()).await;
         if refused(&client) {
             client = connect(None).await;

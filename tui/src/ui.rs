@@ -1548,6 +1548,18 @@ mod tests {
     }
 
     #[test]
+    fn an_operators_help_lists_the_catalogue_keys_and_not_the_carts() {
+        let mut app = crate::fixtures::operator();
+        app.update(Action::Help);
+        let help = rows(&render(&app, 120, 35));
+        for binding in keys::help(Pane::Stock, true) {
+            assert!(help.contains(binding.does), "{help}");
+        }
+        assert!(help.contains("restock: add units"), "{help}");
+        assert!(!help.contains("add one to the cart"), "{help}");
+    }
+
+    #[test]
     fn the_order_question_shows_every_line_and_the_total() {
         let (_, app) = screens()
             .into_iter()

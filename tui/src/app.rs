@@ -782,12 +782,13 @@ impl App {
             Action::Back => self.notice = None,
             Action::Category if self.pane == Pane::Stock => self.next_category(),
             Action::Details if self.pane == Pane::Stock => {
-                self.details = !self.details;
                 if layout::details_beside(self.screen()) {
                     self.tell(
                         NoticeKind::Info,
                         "at this width the details always show beside the stock",
                     );
+                } else {
+                    self.details = !self.details;
                 }
             }
             ref action if !keys::whose(self.pane, action).offered_to(self.is_operator()) => {

@@ -722,12 +722,25 @@ fn draw_help(app: &App, frame: &mut Frame, screen: Rect) {
         ])
     };
     // The focused pane's keys first, then those of every pane; the title
-    // says which pane. On a terminal too short for all, the last line says
-    // so rather than a key being cut silently.
-    let mut lines: Vec<Line> = keys::help(app.pane, app.is_operator()).map(entry).collect();
+    // says which pane. On a terminal too short for all, the movement keys
+    // every pane shares give way (the last first), never the pane's own
+    // keys, Esc, help or quit; a last line says more keys exist.
+    let mut bindings: Vec<&keys::Binding> = keys::help(app.pane, app.is_operator()).collect();
     let room = usize::from(screen.height.saturating_sub(2));
-    if lines.len() > room {
-        lines.truncate(room.saturating_sub(1));
+    let mut cut = false;
+    while bindings.len() + usize::from(cut) > room {
+        let Some(at) = bindings.iter().rposition(|binding| {
+            binding.scope == keys::Scope::Everywhere
+                && binding.hint.is_none()
+                && binding.keys != "Esc"
+        }) else {
+            break;
+        };
+        bindings.remove(at);
+        cut = true;
+    }
+    let mut lines: Vec<Line> = bindings.into_iter().map(entry).collect();
+    if cut {
         lines.push(Line::from(Span::styled(
             "… more keys on a taller terminal",
             theme.dim(),

@@ -748,3 +748,20 @@ async fn a_customer_sees_an_operators_price_change_highlighted_and_reads_the_des
     tui.wait_for("999.00 EUR · 10 available").await;
     backend.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_profile_signed_in_with_an_operators_token_starts_in_operator_mode() {
+    let (home, mut backend, gateway) = fresh_shop().await;
+    let config = home.path().join("config");
+    // What `shop admin login --profile ops` keeps: the operator's token
+    // in the token store shop-tui reads.
+    let token = operator_token(&home.path().join("data"), "carol");
+    shop_client::tokens::Tokens::in_dir(config.join("shop"))
+        .save("ops", &websocket_url(&gateway), &token)
+        .expect("token saved");
+    let tui = Tui::start_with_env(&gateway, &config, 100, 30, &[("SHOP_PROFILE", "ops")]);
+    tui.wait_for("● online · operator carol").await;
+    tui.wait_for("r restock").await;
+    drop(tui);
+    backend.stop().await;
+}

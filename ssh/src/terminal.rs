@@ -118,6 +118,9 @@ async fn serve(
         clock: shared.clock,
         color: terminal.color,
         browser: false,
+        // SSH sessions are customers' only.
+        operator_token: None,
+        operators: false,
     };
     let writer = ChannelWriter {
         buffer: Vec::new(),

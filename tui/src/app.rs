@@ -12,6 +12,7 @@ use crossterm::event::Event;
 use ratatui::layout::Rect;
 use shop_client::text::{visible, width};
 use shop_client::words::Clock;
+use shop_shared::catalog::{CatalogChange, MAX_STOCK};
 use shop_shared::domain::{
     MAX_LINES, MAX_QUANTITY, Order, OrderLines, OrderLinesError, OrderStatus, Product, RefundState,
 };
@@ -19,9 +20,10 @@ use shop_shared::money::Money;
 use shop_shared::time::Timestamp;
 use uuid::Uuid;
 
+use crate::keys::{self, Who};
 use crate::layout::{self, Areas};
 
-/// How long a changed quantity stays highlighted.
+/// How long a changed quantity or price stays highlighted.
 pub const FLASH: Duration = Duration::from_millis(1500);
 /// How long a notice stays in the status bar.
 pub const NOTICE: Duration = Duration::from_secs(5);
@@ -81,6 +83,48 @@ pub enum Overlay {
     /// Why the shop refused the last order: over one of the customer's
     /// limits ([`App::refusal`]).
     Refused,
+    /// An operator's question about the selected product ([`App::prompt`]).
+    Prompt,
+}
+
+/// What an operator's prompt asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ask {
+    /// How many units came in.
+    Restock,
+    /// How many units are lost, and why (optional).
+    WriteOff,
+    /// The new unit price, a decimal amount in the product's currency.
+    Price,
+    /// "Withdraw it?": no new orders.
+    Withdraw,
+    /// "Sell it again?"
+    Relist,
+}
+
+impl Ask {
+    /// Whether the operator types an answer, rather than y or n.
+    pub fn takes_text(self) -> bool {
+        matches!(self, Ask::Restock | Ask::WriteOff | Ask::Price)
+    }
+}
+
+/// An operator's question about one product, until the shop answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Prompt {
+    pub ask: Ask,
+    pub sku: String,
+    /// What the operator typed; empty for a yes-or-no question.
+    pub text: String,
+    /// Why the answer was not taken or did not get through, shown under
+    /// the question.
+    pub problem: Option<String>,
+    /// The change last sent and its idempotency key: sending the same
+    /// change again (after an answer was lost) reuses the key, so the
+    /// shop applies it once; a different answer gets a fresh key.
+    pub sent: Option<(CatalogChange, String)>,
+    /// Sent; waiting for the shop's answer.
+    pub sending: bool,
 }
 
 /// The link to the shop.
@@ -149,6 +193,19 @@ pub enum Action {
     Erase,
     /// A key no binding knows.
     Unknown,
+    /// `C`: show the next category only (all, then each in turn).
+    Category,
+    /// `i`: show or hide the selected product's details.
+    Details,
+    /// Operators: `r`, asks how many units came in.
+    Restock,
+    /// Operators: `w`, asks how many units are lost.
+    WriteOff,
+    /// Operators: `P`, asks the new price.
+    Reprice,
+    /// Operators: `W`, asks before withdrawing a listed product or
+    /// relisting a withdrawn one.
+    WithdrawOrRelist,
     Click {
         column: u16,
         row: u16,
@@ -164,6 +221,8 @@ pub enum Action {
     },
     Online {
         customer_id: Uuid,
+        /// The operator's name, when the session's token was an operator's.
+        operator: Option<String>,
         products: Vec<Product>,
         orders: Vec<Order>,
     },
@@ -179,6 +238,18 @@ pub enum Action {
     /// The shop refused the order over one of the customer's limits (hold
     /// limit, order rate): which limit and how to get under it, in words.
     Refused(String),
+    /// The shop applied an operator's change: the product after it.
+    Changed {
+        change: CatalogChange,
+        product: Product,
+    },
+    /// An operator's change did not go through. `retry`: the answer was
+    /// lost (timeout, connection), so the same change may be sent again
+    /// with the same key; otherwise the shop refused it.
+    ChangeFailed {
+        message: String,
+        retry: bool,
+    },
 }
 
 /// Something the terminal loop must do.
@@ -190,6 +261,11 @@ pub enum Effect {
     },
     CancelOrder(Uuid),
     OpenBrowser(String),
+    /// An operator's change of the catalogue.
+    Admin {
+        idempotency_key: String,
+        change: CatalogChange,
+    },
 }
 
 /// The whole state of the terminal shop.
@@ -199,6 +275,8 @@ pub struct App {
     pub products: Vec<Product>,
     /// Products whose quantity just changed, highlighted until then.
     pub flashes: HashMap<String, Timestamp>,
+    /// Products whose price just changed, highlighted until then.
+    pub price_flashes: HashMap<String, Timestamp>,
     /// Newest first.
     pub orders: Vec<Order>,
     /// (sku, quantity), in the order added.
@@ -229,6 +307,16 @@ pub struct App {
     /// SSH, where this process runs on the shop's machine. Without one,
     /// `O` and `o` show the pay box, whose link and QR code work anywhere.
     pub browser: bool,
+    /// The operator's name when the session's token is an operator's: the
+    /// catalogue keys instead of the cart's, stock levels shown.
+    pub operator: Option<String>,
+    /// The one category the stock pane shows, when chosen (`C`).
+    pub category: Option<String>,
+    /// Whether the selected product's details show where there is no
+    /// room to show them always (`i`).
+    pub details: bool,
+    /// The operator's question while [`Overlay::Prompt`] shows.
+    pub prompt: Option<Prompt>,
 }
 
 impl App {
@@ -254,20 +342,59 @@ impl App {
             color: true,
             clock: Clock::fixed(0),
             browser: true,
+            price_flashes: HashMap::new(),
+            operator: None,
+            category: None,
+            details: false,
+            prompt: None,
         }
     }
 
-    /// The products the stock pane shows: all, or those the filter names.
+    /// The products the stock pane shows: all, or those of the chosen
+    /// category that the filter names.
     pub fn stock(&self) -> Vec<&Product> {
         let wanted = self.filter.to_lowercase();
         self.products
             .iter()
+            .filter(|product| {
+                self.category
+                    .as_ref()
+                    .is_none_or(|category| product.category == *category)
+            })
             .filter(|product| {
                 wanted.is_empty()
                     || product.sku.to_lowercase().contains(&wanted)
                     || product.name.to_lowercase().contains(&wanted)
             })
             .collect()
+    }
+
+    /// Every category of the catalogue, sorted, once each.
+    pub fn categories(&self) -> Vec<&str> {
+        let mut categories: Vec<&str> = self
+            .products
+            .iter()
+            .map(|product| product.category.as_str())
+            .filter(|category| !category.is_empty())
+            .collect();
+        categories.sort_unstable();
+        categories.dedup();
+        categories
+    }
+
+    pub fn is_operator(&self) -> bool {
+        self.operator.is_some()
+    }
+
+    /// Whether keys go into a text (the stock filter, an operator's
+    /// answer) rather than act.
+    pub fn typing(&self) -> bool {
+        self.typing
+            || (self.overlay == Overlay::Prompt
+                && self
+                    .prompt
+                    .as_ref()
+                    .is_some_and(|prompt| prompt.ask.takes_text()))
     }
 
     pub fn product(&self, sku: &str) -> Option<&Product> {
@@ -366,7 +493,7 @@ impl App {
     pub fn update(&mut self, action: Action) -> Vec<Effect> {
         match made_safe(action) {
             Action::Input(event) => {
-                return match crate::keys::action(event, self.typing) {
+                return match crate::keys::action(event, self.typing()) {
                     // Below the minimum size nothing but the "too small"
                     // screen shows: no key may act on what is hidden.
                     Some(action) if self.too_small() && action != Action::Quit => Vec::new(),
@@ -379,6 +506,7 @@ impl App {
             Action::Tick(now) => {
                 self.now = now;
                 self.flashes.retain(|_, until| *until > now);
+                self.price_flashes.retain(|_, until| *until > now);
                 if self
                     .notice
                     .as_ref()
@@ -408,9 +536,13 @@ impl App {
             }
             Action::Online {
                 customer_id,
+                operator,
                 products,
                 orders,
-            } => self.online(customer_id, products, orders),
+            } => {
+                self.operator = operator;
+                self.online(customer_id, products, orders);
+            }
             Action::ProductChanged(product) => self.product_changed(product),
             Action::OrderChanged(order) => self.order_changed(order),
             Action::Placed(order) => {
@@ -447,6 +579,8 @@ impl App {
                 self.refusal = Some(explanation);
                 self.overlay = Overlay::Refused;
             }
+            Action::Changed { change, product } => self.changed(&change, product),
+            Action::ChangeFailed { message, retry } => self.change_failed(message, retry),
             Action::Click { column, row } => self.click(column, row),
             other => return self.key(other),
         }
@@ -481,7 +615,20 @@ impl App {
                     self.flashes
                         .insert(product.sku.clone(), self.now.plus(FLASH));
                 }
+                let repriced = (known.unit_price != product.unit_price).then(|| {
+                    let old = Money::new(known.unit_price, known.currency);
+                    let new = Money::new(product.unit_price, product.currency);
+                    format!("{} now costs {new} (was {old})", product.name)
+                });
+                let sku = product.sku.clone();
                 *known = product;
+                if let Some(repriced) = repriced {
+                    self.price_flashes.insert(sku.clone(), self.now.plus(FLASH));
+                    // Said aloud when it changes what the cart would cost.
+                    if self.in_cart(&sku) > 0 {
+                        self.tell(NoticeKind::Info, repriced);
+                    }
+                }
             }
             None => {
                 self.products.push(product);
@@ -585,6 +732,7 @@ impl App {
                 }
                 return Vec::new();
             }
+            Overlay::Prompt => return self.prompt_key(action),
         }
         if self.typing {
             match action {
@@ -605,8 +753,14 @@ impl App {
         let page = layout::visible_rows(self.area(self.pane)).max(1);
         let row = self.selection(self.pane);
         match action {
-            Action::NextPane => self.pane = self.pane.next(),
-            Action::PreviousPane => self.pane = self.pane.previous(),
+            Action::NextPane => {
+                self.uncover();
+                self.pane = self.pane.next();
+            }
+            Action::PreviousPane => {
+                self.uncover();
+                self.pane = self.pane.previous();
+            }
             Action::Up => self.select(self.pane, row.saturating_sub(1)),
             Action::Down => self.select(self.pane, row + 1),
             Action::First => self.select(self.pane, 0),
@@ -617,11 +771,36 @@ impl App {
                 self.typing = true;
                 self.select(Pane::Stock, 0);
             }
-            Action::Back if self.pane == Pane::Stock && !self.filter.is_empty() => {
+            Action::Back
+                if self.pane == Pane::Stock
+                    && (!self.filter.is_empty() || self.category.is_some()) =>
+            {
                 self.filter.clear();
+                self.category = None;
                 self.select(Pane::Stock, 0);
             }
             Action::Back => self.notice = None,
+            Action::Category if self.pane == Pane::Stock => self.next_category(),
+            Action::Details if self.pane == Pane::Stock => {
+                if layout::details_beside(self.screen()) {
+                    self.tell(
+                        NoticeKind::Info,
+                        "at this width the details always show beside the stock",
+                    );
+                } else {
+                    self.details = !self.details;
+                }
+            }
+            ref action if !keys::whose(self.pane, action).offered_to(self.is_operator()) => {
+                let text = match keys::whose(self.pane, action) {
+                    Who::Customer => {
+                        "an operator's session places no orders: the cart and orders are a \
+                         customer's (start shop-tui with a customer's profile)"
+                    }
+                    _ => "that key is an operator's: press ? for your keys",
+                };
+                self.tell(NoticeKind::Info, text);
+            }
             _ => {
                 return match self.pane {
                     Pane::Stock => self.stock_key(action),
@@ -641,9 +820,217 @@ impl App {
             Action::More | Action::Activate => self.add(&sku),
             Action::Fewer => self.remove_one(&sku),
             Action::PlaceOrder => self.ask_to_place(),
+            Action::Restock => self.ask(Ask::Restock, sku),
+            Action::WriteOff => self.ask(Ask::WriteOff, sku),
+            Action::Reprice => self.ask(Ask::Price, sku),
+            Action::WithdrawOrRelist => {
+                let listed = self.product(&sku).is_none_or(|product| product.listed);
+                self.ask(if listed { Ask::Withdraw } else { Ask::Relist }, sku);
+            }
             _ => self.not_here(),
         }
         Vec::new()
+    }
+
+    /// Hides the details where they cover the cart and orders, to go there.
+    fn uncover(&mut self) {
+        if !layout::details_beside(self.screen()) {
+            self.details = false;
+        }
+    }
+
+    /// Shows only the next category: all, then each in turn.
+    fn next_category(&mut self) {
+        let categories = self.categories();
+        if categories.is_empty() {
+            self.tell(NoticeKind::Info, "no product has a category");
+            return;
+        }
+        let next = match &self.category {
+            None => categories.first(),
+            Some(current) => categories
+                .iter()
+                .skip_while(|category| **category != current.as_str())
+                .nth(1),
+        };
+        self.category = next.map(|category| (*category).to_owned());
+        self.select(Pane::Stock, 0);
+    }
+
+    /// Asks the operator about `sku`.
+    fn ask(&mut self, ask: Ask, sku: String) {
+        self.prompt = Some(Prompt {
+            ask,
+            sku,
+            text: String::new(),
+            problem: None,
+            sent: None,
+            sending: false,
+        });
+        self.overlay = Overlay::Prompt;
+    }
+
+    /// Keys while an operator's question shows: the answer's text, Enter
+    /// (or y) to send it, Esc (or n) to give up.
+    fn prompt_key(&mut self, action: Action) -> Vec<Effect> {
+        let Some(prompt) = self.prompt.as_mut() else {
+            self.overlay = Overlay::None;
+            return Vec::new();
+        };
+        // While an answer is typed, y and n arrive as text.
+        match action {
+            Action::Back | Action::No => {
+                self.prompt = None;
+                self.overlay = Overlay::None;
+            }
+            Action::Type(c) if !prompt.sending => {
+                prompt.text.push(c);
+                prompt.problem = None;
+            }
+            Action::Erase if !prompt.sending => {
+                prompt.text.pop();
+                prompt.problem = None;
+            }
+            Action::Activate | Action::Yes if !prompt.sending => return self.send_prompt(),
+            _ => {}
+        }
+        Vec::new()
+    }
+
+    /// The change the operator's answer asks for, or why it cannot be.
+    fn change(&self, prompt: &Prompt) -> Result<CatalogChange, String> {
+        let sku = prompt.sku.clone();
+        let quantity = |text: &str| {
+            text.parse::<i64>()
+                .ok()
+                .filter(|quantity| (1..=MAX_STOCK).contains(quantity))
+                .ok_or_else(|| format!("a quantity is a whole number from 1 to {MAX_STOCK}"))
+        };
+        let text = prompt.text.trim();
+        let change = match prompt.ask {
+            Ask::Restock => CatalogChange::Restock {
+                quantity: quantity(text)?,
+                sku,
+            },
+            Ask::WriteOff => {
+                let (count, reason) = text.split_once(' ').unwrap_or((text, ""));
+                CatalogChange::WriteOff {
+                    quantity: quantity(count)?,
+                    reason: reason.trim().to_owned(),
+                    sku,
+                }
+            }
+            Ask::Price => {
+                let currency = self
+                    .product(&sku)
+                    .map(|product| product.currency)
+                    .ok_or("the shop no longer has this product")?;
+                let unit_price = currency
+                    .parse_amount(text)
+                    .map_err(|error| error.to_string())?;
+                CatalogChange::UpdateProduct {
+                    sku,
+                    name: None,
+                    description: None,
+                    category: None,
+                    image_url: None,
+                    unit_price: Some(unit_price),
+                }
+            }
+            Ask::Withdraw => CatalogChange::Withdraw { sku },
+            Ask::Relist => CatalogChange::Relist { sku },
+        };
+        change.validate().map_err(|invalid| invalid.0)?;
+        Ok(change)
+    }
+
+    /// Sends the operator's answer, with the key of the same change sent
+    /// before if there was one.
+    fn send_prompt(&mut self) -> Vec<Effect> {
+        let Some(prompt) = self.prompt.clone() else {
+            return Vec::new();
+        };
+        let change = match self.change(&prompt) {
+            Ok(change) => change,
+            Err(problem) => {
+                self.set_problem(problem);
+                return Vec::new();
+            }
+        };
+        if !self.is_online() {
+            self.set_problem("not connected to the shop; Enter sends it once online".into());
+            return Vec::new();
+        }
+        let idempotency_key = match prompt.sent {
+            Some((sent, key)) if sent == change => key,
+            _ => Uuid::new_v4().to_string(),
+        };
+        if let Some(prompt) = self.prompt.as_mut() {
+            prompt.sent = Some((change.clone(), idempotency_key.clone()));
+            prompt.sending = true;
+            prompt.problem = None;
+        }
+        vec![Effect::Admin {
+            idempotency_key,
+            change,
+        }]
+    }
+
+    fn set_problem(&mut self, problem: String) {
+        if let Some(prompt) = self.prompt.as_mut() {
+            prompt.problem = Some(problem);
+        }
+    }
+
+    /// The shop applied an operator's change: the question closes and the
+    /// status bar says what changed.
+    fn changed(&mut self, change: &CatalogChange, product: Product) {
+        if self.prompt.as_ref().is_some_and(|prompt| prompt.sending) {
+            self.prompt = None;
+            if self.overlay == Overlay::Prompt {
+                self.overlay = Overlay::None;
+            }
+        }
+        let name = product.name.clone();
+        let money = Money::new(product.unit_price, product.currency);
+        let available = product.available;
+        self.product_changed(product);
+        let text = match change {
+            CatalogChange::Restock { quantity, .. } => {
+                format!("restocked {quantity} × {name}: {available} available")
+            }
+            CatalogChange::WriteOff { quantity, .. } => {
+                format!("wrote off {quantity} × {name}: {available} available")
+            }
+            CatalogChange::UpdateProduct { .. } => format!("{name} now costs {money}"),
+            CatalogChange::Withdraw { .. } => {
+                format!("{name} withdrawn: it takes no new orders")
+            }
+            CatalogChange::Relist { .. } => format!("{name} is on sale again"),
+            CatalogChange::AddProduct { .. } => format!("{name} added"),
+        };
+        self.tell(NoticeKind::Info, text);
+    }
+
+    /// An operator's change did not go through: a lost answer keeps the
+    /// question open to send again (with the same key); a refusal closes
+    /// it and says why.
+    fn change_failed(&mut self, message: String, retry: bool) {
+        match self.prompt.as_mut() {
+            Some(prompt) if retry && prompt.sending => {
+                prompt.sending = false;
+                prompt.problem = Some(format!("{message}; Enter sends it again"));
+            }
+            _ => {
+                if self.prompt.as_ref().is_some_and(|prompt| prompt.sending) {
+                    self.prompt = None;
+                    if self.overlay == Overlay::Prompt {
+                        self.overlay = Overlay::None;
+                    }
+                }
+                self.tell(NoticeKind::Error, message);
+            }
+        }
     }
 
     fn cart_key(&mut self, action: Action) -> Vec<Effect> {
@@ -730,9 +1117,18 @@ impl App {
         );
     }
 
+    fn screen(&self) -> Rect {
+        Rect::new(0, 0, self.size.0, self.size.1)
+    }
+
+    /// Where things are on the screen now.
+    pub fn areas(&self) -> Areas {
+        layout::areas(self.screen(), self.cart_width(), self.details)
+    }
+
     /// Where `pane` is on the screen.
     fn area(&self, pane: Pane) -> Rect {
-        let areas = layout::areas(Rect::new(0, 0, self.size.0, self.size.1), self.cart_width());
+        let areas = self.areas();
         match pane {
             Pane::Stock => areas.stock,
             Pane::Cart => areas.cart,
@@ -767,6 +1163,19 @@ impl App {
             );
             return false;
         }
+        if let Some(withdrawn) = self
+            .cart
+            .iter()
+            .filter_map(|(sku, _)| self.product(sku))
+            .find(|product| !product.listed)
+        {
+            let text = format!(
+                "{} was withdrawn by the shop and takes no new orders: take it out of the cart (d in Cart)",
+                withdrawn.name
+            );
+            self.tell(NoticeKind::Error, text);
+            return false;
+        }
         if let Some((sku, quantity)) = self.cart.iter().find(|(sku, quantity)| {
             self.product(sku)
                 .is_some_and(|product| product.available < *quantity)
@@ -787,6 +1196,14 @@ impl App {
         let Some(product) = self.product(sku).cloned() else {
             return;
         };
+        if !product.listed {
+            let text = format!(
+                "{} is withdrawn by the shop: it takes no new orders",
+                product.name
+            );
+            self.tell(NoticeKind::Error, text);
+            return;
+        }
         let wanted = self.in_cart(sku) + 1;
         if wanted > product.available {
             let text = match product.available {
@@ -898,8 +1315,7 @@ impl App {
         if self.overlay != Overlay::None {
             return;
         }
-        let areas: Areas =
-            layout::areas(Rect::new(0, 0, self.size.0, self.size.1), self.cart_width());
+        let areas = self.areas();
         for (pane, area) in [
             (Pane::Stock, areas.stock),
             (Pane::Cart, areas.cart),
@@ -935,6 +1351,17 @@ fn made_safe(action: Action) -> Action {
     fn product(product: &mut Product) {
         text(&mut product.sku);
         text(&mut product.name);
+        text(&mut product.category);
+        product.image_url.iter_mut().for_each(text);
+        // Line breaks of a description are its own; nothing else passes.
+        if visible(&product.description) != product.description {
+            product.description = product
+                .description
+                .split('\n')
+                .map(|line| visible(line).into_owned())
+                .collect::<Vec<_>>()
+                .join("\n");
+        }
     }
     fn order(order: &mut Order) {
         for line in &mut order.lines {
@@ -955,16 +1382,33 @@ fn made_safe(action: Action) -> Action {
     match action {
         Action::Online {
             customer_id,
+            mut operator,
             mut products,
             mut orders,
         } => {
+            operator.iter_mut().for_each(text);
             products.iter_mut().for_each(product);
             orders.iter_mut().for_each(order);
             Action::Online {
                 customer_id,
+                operator,
                 products,
                 orders,
             }
+        }
+        Action::Changed {
+            change,
+            product: mut changed,
+        } => {
+            product(&mut changed);
+            Action::Changed {
+                change,
+                product: changed,
+            }
+        }
+        Action::ChangeFailed { mut message, retry } => {
+            text(&mut message);
+            Action::ChangeFailed { message, retry }
         }
         Action::ProductChanged(mut changed) => {
             product(&mut changed);
@@ -1048,6 +1492,7 @@ mod tests {
             .collect();
         app.update(Action::Online {
             customer_id: fixtures::CUSTOMER,
+            operator: None,
             products,
             orders: Vec::new(),
         });
@@ -1148,6 +1593,7 @@ mod tests {
                     '\n' => KeyCode::Enter,
                     '\t' => KeyCode::Tab,
                     '\x1b' => KeyCode::Esc,
+                    '\u{8}' => KeyCode::Backspace,
                     c => KeyCode::Char(c),
                 };
                 app.update(Action::Input(Event::Key(KeyEvent::new(
@@ -1459,8 +1905,11 @@ mod tests {
             width: 80,
             height: 24,
         });
-        let areas =
-            crate::layout::areas(ratatui::layout::Rect::new(0, 0, 80, 24), app.cart_width());
+        let areas = crate::layout::areas(
+            ratatui::layout::Rect::new(0, 0, 80, 24),
+            app.cart_width(),
+            false,
+        );
         app.update(Action::Click {
             column: areas.orders.x + 3,
             row: areas.orders.y + crate::layout::FIRST_ROW + 1,
@@ -1474,12 +1923,273 @@ mod tests {
         assert_eq!((app.pane, app.selection(Pane::Stock)), (Pane::Stock, 2));
     }
 
+    fn admin(effects: &[Effect]) -> (String, CatalogChange) {
+        match effects {
+            [
+                Effect::Admin {
+                    idempotency_key,
+                    change,
+                },
+            ] => (idempotency_key.clone(), change.clone()),
+            other => panic!("one change expected: {other:?}"),
+        }
+    }
+
+    fn notice(app: &App) -> String {
+        app.notice
+            .as_ref()
+            .map(|notice| notice.text.clone())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn an_operator_restocks_and_a_retry_of_the_same_answer_keeps_its_key() {
+        let mut app = fixtures::operator();
+        let (key, change) = admin(&press(&mut app, "r5\n"));
+        assert_eq!(
+            change,
+            CatalogChange::Restock {
+                sku: "SKU-001".into(),
+                quantity: 5
+            }
+        );
+        assert!(app.prompt.as_ref().is_some_and(|p| p.sending));
+        assert!(
+            press(&mut app, "\n").is_empty(),
+            "nothing twice while sending"
+        );
+        app.update(Action::ChangeFailed {
+            message: "no answer from the shop".into(),
+            retry: true,
+        });
+        assert_eq!(
+            app.overlay,
+            Overlay::Prompt,
+            "the question stays to send again"
+        );
+        let (again, _) = admin(&press(&mut app, "\n"));
+        assert_eq!(again, key, "the same change, the same key: applied once");
+        app.update(Action::ChangeFailed {
+            message: "no answer".into(),
+            retry: true,
+        });
+        let (other, change) = admin(&press(&mut app, "0\u{8}0\n"));
+        assert_ne!(other, key, "another answer is another change");
+        assert!(matches!(
+            change,
+            CatalogChange::Restock { quantity: 50, .. }
+        ));
+        let mut restocked = app.product("SKU-001").cloned().expect("product");
+        restocked.available = 60;
+        restocked.version = 2;
+        app.update(Action::Changed {
+            change,
+            product: restocked,
+        });
+        assert_eq!(app.overlay, Overlay::None);
+        assert_eq!(app.product("SKU-001").map(|p| p.available), Some(60));
+        assert_eq!(notice(&app), "restocked 50 × MacBook Pro: 60 available");
+    }
+
+    #[test]
+    fn a_refused_write_off_closes_the_question_and_says_why() {
+        let mut app = fixtures::operator();
+        let (_, change) = admin(&press(&mut app, "w2 dropped in transit\n"));
+        assert_eq!(
+            change,
+            CatalogChange::WriteOff {
+                sku: "SKU-001".into(),
+                quantity: 2,
+                reason: "dropped in transit".into()
+            }
+        );
+        app.update(Action::ChangeFailed {
+            message: "the shop refused: only 10 available (not_enough_stock)".into(),
+            retry: false,
+        });
+        assert_eq!(app.overlay, Overlay::None);
+        assert_eq!(app.prompt, None);
+        let shown = app.notice.clone().expect("a notice");
+        assert_eq!(shown.kind, NoticeKind::Error);
+        assert!(shown.text.contains("not_enough_stock"), "{shown:?}");
+        assert!(press(&mut app, "w0\n").is_empty(), "zero is no quantity");
+        assert!(
+            app.prompt
+                .as_ref()
+                .and_then(|p| p.problem.as_deref())
+                .is_some_and(|problem| problem.contains("whole number")),
+            "{:?}",
+            app.prompt
+        );
+    }
+
+    #[test]
+    fn a_price_is_asked_as_a_decimal_amount_in_the_shops_currency() {
+        let mut app = fixtures::operator();
+        assert!(press(&mut app, "P12.345\n").is_empty());
+        assert!(
+            app.prompt.as_ref().is_some_and(|p| p.problem.is_some()),
+            "three decimals are not euros"
+        );
+        press(&mut app, "\x1b");
+        assert_eq!(app.overlay, Overlay::None, "Esc gives up");
+        let (_, change) = admin(&press(&mut app, "P1500.50\n"));
+        assert!(
+            matches!(
+                change,
+                CatalogChange::UpdateProduct {
+                    unit_price: Some(150_050),
+                    name: None,
+                    ..
+                }
+            ),
+            "{change:?}"
+        );
+    }
+
+    #[test]
+    fn withdrawing_asks_first_and_a_withdrawn_product_is_offered_for_relisting() {
+        let mut app = fixtures::operator();
+        assert!(press(&mut app, "Wn").is_empty());
+        assert_eq!(app.overlay, Overlay::None, "n keeps it listed");
+        let (_, change) = admin(&press(&mut app, "Wy"));
+        assert_eq!(
+            change,
+            CatalogChange::Withdraw {
+                sku: "SKU-001".into()
+            }
+        );
+        let mut withdrawn = app.product("SKU-001").cloned().expect("product");
+        withdrawn.listed = false;
+        withdrawn.version = 2;
+        app.update(Action::Changed {
+            change,
+            product: withdrawn,
+        });
+        assert_eq!(
+            notice(&app),
+            "MacBook Pro withdrawn: it takes no new orders"
+        );
+        press(&mut app, "W");
+        assert_eq!(app.prompt.as_ref().map(|p| p.ask), Some(Ask::Relist));
+    }
+
+    #[test]
+    fn operators_are_not_offered_the_cart_nor_customers_the_catalogue_keys() {
+        let mut app = fixtures::operator();
+        assert!(press(&mut app, "a").is_empty());
+        assert!(app.cart.is_empty());
+        assert!(
+            notice(&app).contains("an operator's session places no orders"),
+            "{}",
+            notice(&app)
+        );
+        press(&mut app, "\t\to");
+        assert_eq!(app.overlay, Overlay::None);
+        assert!(notice(&app).contains("places no orders"));
+        let mut customer = online(Vec::new());
+        assert!(press(&mut customer, "r").is_empty());
+        assert_eq!(customer.overlay, Overlay::None);
+        assert_eq!(
+            notice(&customer),
+            "that key is an operator's: press ? for your keys"
+        );
+    }
+
+    #[test]
+    fn a_withdrawn_product_is_not_added_and_blocks_an_order_holding_it() {
+        let mut app = online(Vec::new());
+        press(&mut app, "a");
+        let mut withdrawn = app.product("SKU-001").cloned().expect("product");
+        withdrawn.listed = false;
+        withdrawn.version = 2;
+        app.update(Action::ProductChanged(withdrawn));
+        press(&mut app, "a");
+        assert_eq!(app.cart, vec![("SKU-001".to_owned(), 1)]);
+        assert_eq!(
+            notice(&app),
+            "MacBook Pro is withdrawn by the shop: it takes no new orders"
+        );
+        press(&mut app, "o");
+        assert_eq!(
+            app.overlay,
+            Overlay::None,
+            "no order of a withdrawn product"
+        );
+        assert!(notice(&app).contains("was withdrawn"), "{}", notice(&app));
+    }
+
+    #[test]
+    fn a_changed_price_is_highlighted_and_said_when_in_the_cart() {
+        let mut app = online(Vec::new());
+        let mut repriced = app.product("SKU-002").cloned().expect("product");
+        repriced.unit_price = 99_900;
+        repriced.version = 2;
+        app.update(Action::ProductChanged(repriced.clone()));
+        assert!(app.price_flashes.contains_key("SKU-002"));
+        assert!(
+            !app.flashes.contains_key("SKU-002"),
+            "the quantity is the same"
+        );
+        assert_eq!(app.notice, None, "not in the cart: only highlighted");
+        press(&mut app, "ja");
+        repriced.unit_price = 100_000;
+        repriced.version = 3;
+        app.update(Action::ProductChanged(repriced));
+        assert_eq!(
+            notice(&app),
+            "iPhone 16 now costs 1,000.00 EUR (was 999.00 EUR)"
+        );
+        app.update(Action::Tick(NOW.plus(FLASH)));
+        assert!(app.price_flashes.is_empty(), "the highlight fades");
+    }
+
+    #[test]
+    fn shift_c_shows_one_category_at_a_time_and_esc_all_again() {
+        let mut app = online(Vec::new());
+        press(&mut app, "C");
+        assert_eq!(app.category.as_deref(), Some("Laptops"));
+        let shown: Vec<&str> = app.stock().iter().map(|p| p.sku.as_str()).collect();
+        assert_eq!(shown, vec!["SKU-001", "SKU-003"]);
+        press(&mut app, "C");
+        assert_eq!(app.category.as_deref(), Some("Phones"));
+        press(&mut app, "C");
+        assert_eq!(app.category, None, "after the last, all again");
+        press(&mut app, "CC\x1b");
+        assert_eq!((app.category.as_deref(), app.stock().len()), (None, 3));
+    }
+
+    #[test]
+    fn i_shows_the_details_over_the_cart_and_tab_hides_them_to_go_there() {
+        let mut app = online(Vec::new());
+        press(&mut app, "i");
+        assert!(app.details);
+        assert!(app.areas().detail.is_some() && app.areas().cart.is_empty());
+        press(&mut app, "\t");
+        assert!(!app.details);
+        assert_eq!(app.pane, Pane::Cart);
+    }
+
+    #[test]
+    fn a_description_keeps_its_lines_and_nothing_else_that_drives_the_terminal() {
+        let mut app = online(Vec::new());
+        let mut hostile = app.product("SKU-001").cloned().expect("product");
+        hostile.description = "one\x1b[2J\ntwo\u{202e}".into();
+        hostile.category = "Lap\ntops".into();
+        hostile.version = 2;
+        app.update(Action::ProductChanged(hostile));
+        let shown = app.product("SKU-001").expect("product");
+        assert_eq!(shown.description, "one␛[2J\ntwo\\u{202e}");
+        assert_eq!(shown.category, "Lap␊tops");
+    }
+
     #[test]
     fn a_resync_drops_cart_lines_the_shop_no_longer_sells() {
         let mut app = online(Vec::new());
         app.update(Action::More);
         app.update(Action::Online {
             customer_id: fixtures::CUSTOMER,
+            operator: None,
             products: vec![product("SKU-002", "iPhone 16", 110_000, 10)],
             orders: Vec::new(),
         });

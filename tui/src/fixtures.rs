@@ -2,7 +2,7 @@
 //! screens.
 
 use shop_shared::domain::{
-    CancelReason, Order, OrderLine, OrderStatus, Product, TimelineEntry, TimelineEvent,
+    CancelReason, Order, OrderLine, OrderStatus, Product, StockLevels, TimelineEntry, TimelineEvent,
 };
 use shop_shared::money::Currency;
 use shop_shared::time::Timestamp;
@@ -33,12 +33,55 @@ pub fn product(sku: &str, name: &str, unit_price: i64, available: i64) -> Produc
     }
 }
 
+/// The reference shop's products, with their categories and descriptions.
 pub fn catalogue() -> Vec<Product> {
+    let described = |mut product: Product, category: &str, description: &str| {
+        product.category = category.into();
+        product.description = description.into();
+        product
+    };
     vec![
-        product("SKU-001", "MacBook Pro", 450_000, 10),
-        product("SKU-002", "iPhone 16", 110_000, 10),
-        product("SKU-003", "MacBook Air", 150_000, 2),
+        described(
+            product("SKU-001", "MacBook Pro", 450_000, 10),
+            "Laptops",
+            "14-inch, Apple M4 Pro, 24 GB memory, 512 GB storage.\nSpace black.",
+        ),
+        described(
+            product("SKU-002", "iPhone 16", 110_000, 10),
+            "Phones",
+            "6.1-inch display, 128 GB.\nUltramarine.",
+        ),
+        described(
+            product("SKU-003", "MacBook Air", 150_000, 2),
+            "Laptops",
+            "13-inch, Apple M3, 16 GB memory, 256 GB storage.\nMidnight.",
+        ),
     ]
+}
+
+/// An app online as the operator `alice`, with stock levels.
+pub fn operator() -> App {
+    let mut app = App::new("ws://127.0.0.1:8080/ws", NOW);
+    let products = catalogue()
+        .into_iter()
+        .map(|mut product| {
+            product.stock = Some(StockLevels {
+                reserved: 1,
+                sold: 2,
+                written_off: 0,
+                received: product.available + 3,
+            });
+            product
+        })
+        .collect();
+    app.update(Action::Online {
+        customer_id: CUSTOMER,
+        operator: Some("alice".into()),
+        products,
+        orders: Vec::new(),
+    });
+    app.notice = None;
+    app
 }
 
 /// An order created a minute ago, in `status`; `id` tells orders apart.
@@ -129,6 +172,7 @@ pub fn online(orders: Vec<Order>) -> App {
     let mut app = App::new("ws://127.0.0.1:8080/ws", NOW);
     app.update(Action::Online {
         customer_id: CUSTOMER,
+        operator: None,
         products: catalogue(),
         orders,
     });

@@ -7,7 +7,12 @@ use ratatui::layout::{Constraint, Layout, Rect};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Areas {
     pub stock: Rect,
+    /// The selected product's details, when they show: beside the stock
+    /// on a wide terminal, else (when asked for) over the cart and orders.
+    pub detail: Option<Rect>,
+    /// Empty while the details cover it.
     pub cart: Rect,
+    /// Empty while the details cover it.
     pub orders: Rect,
     /// The keys of the focused pane.
     pub footer: Rect,
@@ -21,6 +26,15 @@ pub const MIN_SIZE: (u16, u16) = (60, 16);
 /// Below this width the cart and the orders are stacked, not side by
 /// side, so that neither has to cut a total or a name.
 const SIDE_BY_SIDE: u16 = 80;
+
+/// From this width the selected product's details always show, beside
+/// the stock; below it they show on request, over the cart and orders.
+const DETAILS_BESIDE: u16 = 120;
+
+/// Whether the details show beside the stock on `screen`, always.
+pub fn details_beside(screen: Rect) -> bool {
+    screen.width >= DETAILS_BESIDE
+}
 
 /// Whether `screen` is too small to draw the shop in.
 pub fn too_small(screen: Rect) -> bool {
@@ -36,7 +50,9 @@ pub const FIRST_ROW: u16 = 2;
 /// bar on the last lines. `cart` is the width the cart's lines want
 /// (0 when empty): side by side, the cart gets it within 30 to 45 % of the
 /// screen, so that alike names ("MacBook Pro", "MacBook Air") stay apart.
-pub fn areas(screen: Rect, cart: u16) -> Areas {
+/// `details`: the product's details were asked for (`i`); on a wide
+/// screen they show anyway.
+pub fn areas(screen: Rect, cart: u16, details: bool) -> Areas {
     let [main, footer, status] = Layout::vertical([
         Constraint::Min(0),
         Constraint::Length(1),
@@ -63,8 +79,19 @@ pub fn areas(screen: Rect, cart: u16) -> Areas {
         .areas(main);
         (stock, cart, orders)
     };
+    let (stock, detail, cart, orders) = if details_beside(screen) {
+        let [stock, detail] =
+            Layout::horizontal([Constraint::Fill(1), Constraint::Percentage(35)]).areas(stock);
+        (stock, Some(detail), cart, orders)
+    } else if details {
+        let covered = cart.union(orders);
+        (stock, Some(covered), Rect::default(), Rect::default())
+    } else {
+        (stock, None, cart, orders)
+    };
     Areas {
         stock,
+        detail,
         cart,
         orders,
         footer,
@@ -104,7 +131,7 @@ mod tests {
     #[test]
     fn every_region_fits_an_80_by_24_terminal() {
         let screen = Rect::new(0, 0, 80, 24);
-        let areas = areas(screen, 0);
+        let areas = areas(screen, 0, false);
         assert_eq!(areas.status, Rect::new(0, 23, 80, 1));
         assert_eq!(areas.footer, Rect::new(0, 22, 80, 1));
         assert_eq!(areas.stock.width, 80);
@@ -118,10 +145,24 @@ mod tests {
 
     #[test]
     fn a_narrow_terminal_stacks_cart_and_orders_at_full_width() {
-        let areas = areas(Rect::new(0, 0, 60, 16), 0);
+        let areas = areas(Rect::new(0, 0, 60, 16), 0, false);
         assert_eq!((areas.cart.width, areas.orders.width), (60, 60));
         assert!(areas.cart.bottom() <= areas.orders.y);
         assert!(visible_rows(areas.stock) >= 2 && visible_rows(areas.orders) >= 1);
+    }
+
+    #[test]
+    fn details_show_beside_the_stock_when_wide_and_over_the_cart_when_asked() {
+        let wide = areas(Rect::new(0, 0, 120, 35), 0, false);
+        let detail = wide.detail.expect("always beside at 120 wide");
+        assert_eq!(detail.y, wide.stock.y);
+        assert_eq!(wide.stock.width + detail.width, 120);
+        assert!(areas(Rect::new(0, 0, 80, 24), 0, false).detail.is_none());
+        let small = areas(Rect::new(0, 0, 60, 16), 0, true);
+        let detail = small.detail.expect("asked for");
+        assert!(detail.height >= 8, "{detail:?}");
+        assert_eq!(small.cart, Rect::default());
+        assert_eq!(small.stock.width, 60);
     }
 
     #[test]

@@ -20,14 +20,15 @@ use tokio::sync::mpsc;
     name = "shop-tui",
     version,
     about,
-    after_help = "Examples:\n  shop-tui\n  shop-tui --gateway http://shop.example:8080 --profile bob\n  NO_COLOR=1 shop-tui      states in reverse video and bold instead of colours\n\nNeeds a terminal of at least 60×16. Press ? inside for the keys of the\nfocused pane; the bottom line hints them. Placing an order shows the\ntotal and asks first. Times are in your local time zone (TZ)."
+    after_help = "Examples:\n  shop-tui\n  shop-tui --gateway http://shop.example:8080 --profile bob\n  shop-tui --profile ops     a profile signed in with `shop admin login`: operator mode\n  SHOP_OPERATOR_TOKEN=op1.… shop-tui      operator mode with that token (never saved)\n  NO_COLOR=1 shop-tui      states in reverse video and bold instead of colours\n\nNeeds a terminal of at least 60×16. Press ? inside for the keys of the\nfocused pane; the bottom line hints them. Placing an order shows the\ntotal and asks first. Times are in your local time zone (TZ)."
 )]
 struct Args {
     /// The shop's gateway: http://host:port, ws://host:port/ws or host:port.
     #[arg(long, env = "SHOP_GATEWAY", default_value = "http://127.0.0.1:8080")]
     gateway: String,
 
-    /// Which customer to be; the same profiles as the `shop` command.
+    /// Which customer to be (or operator, for a profile signed in with `shop admin login`); the same
+    /// profiles as the `shop` command.
     #[arg(long, env = "SHOP_PROFILE", default_value = "default", value_parser = parse_profile)]
     profile: String,
 
@@ -142,6 +143,12 @@ async fn run(
         // https://no-color.org: set and not empty.
         color: std::env::var_os("NO_COLOR").is_none_or(|value| value.is_empty()),
         browser: true,
+        // An operator's token for this run only: read from the
+        // environment, never a flag (which `ps` would show), never saved.
+        operator_token: std::env::var("SHOP_OPERATOR_TOKEN")
+            .ok()
+            .filter(|token| !token.trim().is_empty()),
+        operators: true,
     };
     shop_tui::run(options, std::io::stdout(), size, incoming, signalled()).await
 }

@@ -1,12 +1,14 @@
 //! The connection to the shop, owned by one task: it connects (again, with
 //! growing pauses, whenever the connection drops), loads the catalogue and
 //! the customer's orders, forwards every push as an [`Action`], and runs
-//! the commands the app asks for.
+//! the commands the app asks for. Signed in with an operator's token, it
+//! also carries the operator's catalogue changes.
 
 use std::time::Duration;
 
 use shop_client::tokens::Tokens;
 use shop_client::{Client, ClientError, Push, TlsProblem, Trust};
+use shop_shared::catalog::CatalogChange;
 use shop_shared::protocol::ErrorCode;
 use tokio::sync::{broadcast, mpsc};
 use uuid::Uuid;
@@ -21,6 +23,11 @@ pub enum Command {
         idempotency_key: String,
     },
     Cancel(Uuid),
+    /// An operator's change; the same key for a retry of the same change.
+    Admin {
+        idempotency_key: String,
+        change: CatalogChange,
+    },
 }
 
 /// Who to be, and where.
@@ -30,6 +37,12 @@ pub struct Settings {
     pub tokens: Tokens,
     /// The certificates trusted over TLS (`--ca-cert`).
     pub trust: Trust,
+    /// A token to connect with instead of the profile's, never saved
+    /// (`SHOP_OPERATOR_TOKEN`).
+    pub operator_token: Option<String>,
+    /// Whether an operator may sign in here: not over SSH, where every
+    /// session is a customer's.
+    pub operators: bool,
 }
 
 const FIRST_PAUSE: Duration = Duration::from_millis(500);
@@ -96,6 +109,12 @@ async fn run(
             tokio::select! {
                 _ = &mut wait => break,
                 command = commands.recv() => match command {
+                    Some(Command::Admin { .. }) => {
+                        let _ = actions.send(Action::ChangeFailed {
+                            message: "not connected to the shop".into(),
+                            retry: true,
+                        });
+                    }
                     Some(_) => {
                         let _ = actions.send(Action::Failed("not connected to the shop; try again once online".into()));
                     }
@@ -108,19 +127,49 @@ async fn run(
     }
 }
 
+/// How an operator's token begins.
+const OPERATOR_TOKEN_PREFIX: &str = "op1.";
+
 /// What the customer is told when the shop refuses the saved token.
 const REFUSED_TOKEN: &str = "the shop did not accept this profile's saved sign-in (its token secret may have changed): \
      you shop as a new customer for now, and the saved one is kept for when the shop accepts it again";
 
+/// Connects as the operator of `SHOP_OPERATOR_TOKEN` when given, else as
+/// the profile's customer or operator ([`connect_as_profile`]); refuses an
+/// operator where operators may not sign in.
+async fn connect(
+    settings: &Settings,
+    stand_in: &mut Option<String>,
+) -> Result<(Client, bool), ClientError> {
+    let (client, refused) = match &settings.operator_token {
+        Some(token) => {
+            let client =
+                Client::connect_with(&settings.gateway, Some(token), &settings.trust).await?;
+            (client.with_reply_timeout(COMMAND_TIMEOUT), false)
+        }
+        None => connect_as_profile(settings, stand_in).await?,
+    };
+    if client.operator().is_some() && !settings.operators {
+        client.close();
+        return Err(ClientError::Server {
+            code: ErrorCode::Forbidden,
+            message: "an operator's token does not sign in here: use shop-tui or shop admin".into(),
+        });
+    }
+    Ok((client, refused))
+}
+
 /// Connects as the profile's customer, keeping a new customer's token;
-/// also says whether the shop refused the saved token.
+/// also says whether the shop refused the saved token. A profile whose
+/// saved token is an operator's (`shop admin login`) connects as that
+/// operator.
 ///
 /// A refused token is never replaced: a shop whose token secret was
 /// mistyped for a while would otherwise take every customer's account
 /// away for good (an SSH key's customer among them). The session then
 /// goes on as `stand_in`, a customer of its own, the same across
 /// reconnections.
-async fn connect(
+async fn connect_as_profile(
     settings: &Settings,
     stand_in: &mut Option<String>,
 ) -> Result<(Client, bool), ClientError> {
@@ -141,8 +190,13 @@ async fn connect(
             })
         )
     };
+    // An operator's refused token (`op1.…`, docs/protocol.md) gets no
+    // stand-in: an operator is nobody's customer, so the refusal shows.
+    let operators = saved
+        .as_deref()
+        .is_some_and(|token| token.starts_with(OPERATOR_TOKEN_PREFIX));
     let first = connect(saved.as_deref()).await;
-    if refused(&first) && saved.is_some() {
+    if refused(&first) && saved.is_some() && !operators {
         let mut client = connect(stand_in.as_deref()).await;
         if refused(&client) {
             client = connect(None).await;
@@ -217,6 +271,7 @@ async fn resync(
     let orders = client.orders().await?;
     let _ = actions.send(Action::Online {
         customer_id: client.customer_id(),
+        operator: client.operator().map(str::to_owned),
         products,
         orders,
     });
@@ -263,6 +318,29 @@ async fn execute(client: &Client, command: Command) -> Action {
         Command::Cancel(id) => match client.cancel_order(&id.to_string()).await {
             Ok(order) => Action::Cancelled(order),
             Err(error) => Action::Failed(format!("the order was not cancelled: {error}")),
+        },
+        Command::Admin {
+            idempotency_key,
+            change,
+        } => match client.admin(&idempotency_key, change.clone()).await {
+            Ok((_, product)) => Action::Changed { change, product },
+            // Unavailable: the shop may not have taken it; the same key
+            // makes sending it again safe.
+            Err(ClientError::Server {
+                code: ErrorCode::Unavailable,
+                message,
+            }) => Action::ChangeFailed {
+                message,
+                retry: true,
+            },
+            Err(ClientError::Server { code, message }) => Action::ChangeFailed {
+                message: format!("the shop refused: {message} ({code})"),
+                retry: false,
+            },
+            Err(error) => Action::ChangeFailed {
+                message: format!("no answer from the shop: {error}"),
+                retry: true,
+            },
         },
     }
 }

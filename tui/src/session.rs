@@ -50,6 +50,13 @@ pub struct Options {
     /// box, whose link (clickable in most terminals) and QR code work
     /// anywhere.
     pub browser: bool,
+    /// An operator's token to connect with instead of the profile's; never
+    /// saved (`SHOP_OPERATOR_TOKEN`).
+    pub operator_token: Option<String>,
+    /// Whether an operator may sign in (with `operator_token` or a
+    /// profile's saved operator token): not over SSH, where every session
+    /// is a customer's.
+    pub operators: bool,
 }
 
 /// Runs the shop on the terminal behind `writer`, `size` (columns, rows)
@@ -106,6 +113,8 @@ async fn serve<W: Write>(
             profile: options.profile,
             tokens: options.tokens,
             trust: options.trust,
+            operator_token: options.operator_token,
+            operators: options.operators,
         },
         actions.clone(),
     );
@@ -238,6 +247,15 @@ fn carry_out(
         }
         Effect::CancelOrder(id) => {
             let _ = commands.send(Command::Cancel(id));
+        }
+        Effect::Admin {
+            idempotency_key,
+            change,
+        } => {
+            let _ = commands.send(Command::Admin {
+                idempotency_key,
+                change,
+            });
         }
         Effect::OpenBrowser(url) => {
             let actions = actions.clone();

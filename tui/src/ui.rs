@@ -1,8 +1,9 @@
 //! Drawing: `draw(&App)` renders the state and changes nothing.
 //!
-//! Stock across the top, cart and orders below, the focused pane's keys
-//! and the status bar on the last lines; help, order detail, payment and
-//! confirmations as boxes on top. Below [`layout::MIN_SIZE`] a screen says
+//! Stock across the top (the selected product's details beside it on a
+//! wide terminal), cart and orders below, the focused pane's keys and the
+//! status bar on the last lines; help, order detail, payment,
+//! confirmations and an operator's questions as boxes on top. Below [`layout::MIN_SIZE`] a screen says
 //! the terminal is too small.
 //!
 //! Money and ids are never cut: their columns are as wide as their widest
@@ -22,7 +23,7 @@ use shop_shared::domain::{Order, OrderStatus, Product, RefundState};
 use shop_shared::money::Money;
 use shop_shared::time::countdown;
 
-use crate::app::{App, Connection, NoticeKind, Overlay, Pane};
+use crate::app::{App, Ask, Connection, NoticeKind, Overlay, Pane, Prompt};
 use crate::keys;
 use crate::layout::{self, MIN_SIZE, centred};
 use crate::qr;
@@ -148,10 +149,17 @@ fn draw_too_small(app: &App, frame: &mut Frame, screen: Rect) {
 }
 
 fn draw_shop(app: &App, frame: &mut Frame, screen: Rect) {
-    let areas = layout::areas(screen, app.cart_width());
+    let areas = layout::areas(screen, app.cart_width(), app.details);
     draw_stock(app, frame, areas.stock);
-    draw_cart(app, frame, areas.cart);
-    draw_orders(app, frame, areas.orders);
+    if let Some(area) = areas.detail {
+        draw_product(app, frame, area);
+    }
+    if !areas.cart.is_empty() {
+        draw_cart(app, frame, areas.cart);
+    }
+    if !areas.orders.is_empty() {
+        draw_orders(app, frame, areas.orders);
+    }
     draw_footer(app, frame, areas.footer);
     draw_status(app, frame, areas.status);
     match app.overlay {
@@ -176,6 +184,11 @@ fn draw_shop(app: &App, frame: &mut Frame, screen: Rect) {
         Overlay::Refused => {
             if let Some(explanation) = &app.refusal {
                 draw_refused(app, explanation, frame, screen);
+            }
+        }
+        Overlay::Prompt => {
+            if let Some(prompt) = &app.prompt {
+                draw_prompt(app, prompt, frame, screen);
             }
         }
     }
@@ -246,32 +259,50 @@ fn draw_stock(app: &App, frame: &mut Frame, area: Rect) {
         .iter()
         .map(|product| Money::new(product.unit_price, product.currency).to_string())
         .collect();
-    let columns = [
+    // Customers see what they may buy and what they hold; operators where
+    // every unit is.
+    let numbers: &[&str] = if app.is_operator() {
+        &[">AVAIL", ">RSVD", ">SOLD", ">W/OFF", ">RCVD"]
+    } else {
+        &[">AVAILABLE", ">IN CART"]
+    };
+    let counts: Vec<Vec<String>> = stock
+        .iter()
+        .map(|product| stock_counts(app, product))
+        .collect();
+    let mut columns = vec![
         whole("SKU", stock.iter().map(|product| product.sku.as_str())),
         whole(">PRICE", prices.iter().map(String::as_str)),
-        whole(">AVAILABLE", []),
-        whole(">IN CART", []),
     ];
+    for (index, name) in numbers.iter().enumerate() {
+        columns.push(whole(name, counts.iter().map(|row| row[index].as_str())));
+    }
     let name_width = rest(area, &columns);
     let rows: Vec<Row> = shown
         .iter()
         .enumerate()
         .map(|(index, product)| {
-            let in_cart = app.in_cart(&product.sku);
-            let mut row = Row::new(vec![
+            // The mark of a withdrawn product comes first: a long name is
+            // elided, never the mark.
+            let name = if product.listed {
+                product.name.clone()
+            } else {
+                format!("withdrawn: {}", product.name)
+            };
+            let mut price = right(prices[first + index].clone());
+            if app.price_flashes.contains_key(&product.sku) {
+                price = price.style(theme.flash());
+            }
+            let mut cells = vec![
                 Cell::from(product.sku.clone()),
-                Cell::from(elide(&product.name, name_width).into_owned()),
-                right(prices[first + index].clone()),
-                right(product.available.to_string()),
-                right(if in_cart > 0 {
-                    in_cart.to_string()
-                } else {
-                    String::new()
-                }),
-            ]);
+                Cell::from(elide(&name, name_width).into_owned()),
+                price,
+            ];
+            cells.extend(counts[first + index].iter().cloned().map(right));
+            let mut row = Row::new(cells);
             if app.flashes.contains_key(&product.sku) {
                 row = row.style(theme.flash());
-            } else if product.available == 0 {
+            } else if product.available == 0 || !product.listed {
                 row = row.style(theme.dim());
             }
             if first + index == selected {
@@ -280,21 +311,22 @@ fn draw_stock(app: &App, frame: &mut Frame, area: Rect) {
             row
         })
         .collect();
-    let widths = [
+    let mut widths = vec![
         Constraint::Length(columns[0]),
         Constraint::Fill(1),
         Constraint::Length(columns[1]),
-        Constraint::Length(columns[2]),
-        Constraint::Length(columns[3]),
     ];
+    widths.extend(columns[2..].iter().map(|width| Constraint::Length(*width)));
+    let mut names = vec!["SKU", "NAME", ">PRICE"];
+    names.extend_from_slice(numbers);
     let title = stock_title(app, stock.len());
     let table = Table::new(rows, widths)
-        .header(header(&["SKU", "NAME", ">PRICE", ">AVAILABLE", ">IN CART"]))
+        .header(header(&names))
         .block(pane_block(app, Pane::Stock, title));
     frame.render_widget(table, area);
     if stock.is_empty() {
         let message = match app.connection {
-            Connection::Online { .. } if !app.filter.is_empty() => {
+            Connection::Online { .. } if !app.filter.is_empty() || app.category.is_some() => {
                 "Nothing matches the filter; Esc clears it."
             }
             Connection::Online { .. } => "No products for sale.",
@@ -304,17 +336,110 @@ fn draw_stock(app: &App, frame: &mut Frame, area: Rect) {
     }
 }
 
-/// ` Stock (3) `, or with a filter ` Stock · /mac_ (2 of 3) `.
-fn stock_title(app: &App, shown: usize) -> String {
-    if app.filter.is_empty() && !app.typing {
-        return format!(" Stock ({}) ", app.products.len());
+/// The numbers of a stock row after the price: available and in the cart,
+/// or, for operators, available, reserved, sold, written off, received.
+fn stock_counts(app: &App, product: &Product) -> Vec<String> {
+    let available = product.available.to_string();
+    if app.is_operator() {
+        let levels = product.stock.as_ref();
+        let level = |pick: fn(&shop_shared::domain::StockLevels) -> i64| {
+            levels.map_or_else(|| "-".to_owned(), |levels| pick(levels).to_string())
+        };
+        return vec![
+            available,
+            level(|l| l.reserved),
+            level(|l| l.sold),
+            level(|l| l.written_off),
+            level(|l| l.received),
+        ];
     }
-    let cursor = if app.typing { "_" } else { "" };
-    format!(
-        " Stock · /{}{cursor} ({shown} of {}) ",
-        app.filter,
-        app.products.len()
-    )
+    let in_cart = app.in_cart(&product.sku);
+    let in_cart = if in_cart > 0 {
+        in_cart.to_string()
+    } else {
+        String::new()
+    };
+    vec![available, in_cart]
+}
+
+/// The selected product in full, most needed first so that a small
+/// terminal cuts the least: name and category, price and units (and
+/// whether it is withdrawn), where every unit is (operators), the
+/// description (wrapped), the image's address.
+fn draw_product(app: &App, frame: &mut Frame, area: Rect) {
+    let theme = Theme::of(app);
+    let block = Block::bordered().border_style(theme.border(false));
+    let Some(product) = app.selected_product() else {
+        frame.render_widget(block.title(" Details "), area);
+        placeholder(app, frame, area, "No product selected.");
+        return;
+    };
+    let mut name = vec![Span::styled(
+        product.name.clone(),
+        Style::new().add_modifier(Modifier::BOLD),
+    )];
+    if !product.category.is_empty() {
+        name.push(Span::styled(
+            format!(" · {}", product.category),
+            theme.dim(),
+        ));
+    }
+    let mut price = Span::raw(Money::new(product.unit_price, product.currency).to_string());
+    if app.price_flashes.contains_key(&product.sku) {
+        price = price.style(theme.flash());
+    }
+    let mut units = vec![
+        price,
+        Span::raw(format!(" · {} available", product.available)),
+    ];
+    if !product.listed {
+        units.push(Span::styled(" · withdrawn: no new orders", theme.error()));
+    }
+    let mut lines = vec![Line::from(name), Line::from(units)];
+    if let Some(levels) = &product.stock {
+        lines.push(Line::from(Span::styled(
+            format!(
+                "{} reserved · {} sold · {} written off · {} received",
+                levels.reserved, levels.sold, levels.written_off, levels.received
+            ),
+            theme.dim(),
+        )));
+    }
+    lines.extend(
+        product
+            .description
+            .lines()
+            .map(|line| Line::from(line.to_owned())),
+    );
+    if let Some(url) = &product.image_url {
+        lines.push(Line::from(vec![
+            Span::styled("image ", theme.dim()),
+            Span::styled(url.clone(), theme.accent()),
+        ]));
+    }
+    frame.render_widget(
+        Paragraph::new(lines)
+            .block(block.title(format!(" {} · details ", product.sku)))
+            .wrap(Wrap { trim: false }),
+        area,
+    );
+}
+
+/// ` Stock (3) `, or with a category and a filter
+/// ` Stock · Laptops · /mac_ (2 of 3) `.
+fn stock_title(app: &App, shown: usize) -> String {
+    let mut title = " Stock".to_owned();
+    if let Some(category) = &app.category {
+        title.push_str(&format!(" · {category}"));
+    }
+    if !app.filter.is_empty() || app.typing {
+        let cursor = if app.typing { "_" } else { "" };
+        title.push_str(&format!(" · /{}{cursor}", app.filter));
+    }
+    if app.category.is_none() && app.filter.is_empty() && !app.typing {
+        return format!("{title} ({}) ", app.products.len());
+    }
+    format!("{title} ({shown} of {}) ", app.products.len())
 }
 
 fn product_name(product: Option<&Product>, sku: &str) -> String {
@@ -392,12 +517,12 @@ fn draw_cart(app: &App, frame: &mut Frame, area: Rect) {
     .block(block);
     frame.render_widget(table, area);
     if app.cart.is_empty() {
-        placeholder(
-            app,
-            frame,
-            area,
-            "Empty: add items in the stock pane with a or Enter, then press o to order.",
-        );
+        let text = if app.is_operator() {
+            "An operator's session places no orders: shop with a customer's profile."
+        } else {
+            "Empty: add items in the stock pane with a or Enter, then press o to order."
+        };
+        placeholder(app, frame, area, text);
     }
 }
 
@@ -487,8 +612,14 @@ fn placeholder(app: &App, frame: &mut Frame, area: Rect, text: &str) {
 fn draw_footer(app: &App, frame: &mut Frame, area: Rect) {
     let theme = Theme::of(app);
     let hints: Vec<(&str, &str)> = match app.overlay {
+        Overlay::Prompt if app.typing() => vec![
+            ("type", "the answer"),
+            ("Enter", "send"),
+            ("Esc", "give up"),
+        ],
+        Overlay::Prompt => vec![("y", "yes"), ("n", "no")],
         _ if app.typing => vec![("type", "to filter"), ("Enter", "keep"), ("Esc", "clear")],
-        Overlay::None => keys::footer(app.pane),
+        Overlay::None => keys::footer(app.pane, app.is_operator()),
         Overlay::ConfirmCancel(_) => vec![("y", "cancel the order"), ("n", "keep it")],
         Overlay::ConfirmOrder => vec![("y", "place the order"), ("n", "not now")],
         Overlay::Pay(_) if app.browser => vec![("o", "open in the browser"), ("Esc", "close")],
@@ -496,12 +627,26 @@ fn draw_footer(app: &App, frame: &mut Frame, area: Rect) {
             vec![("Esc", "close")]
         }
     };
+    // `? help` always shows: where the hints do not all fit, it says where
+    // the others are.
+    let mut hints = hints;
+    let help = hints
+        .iter()
+        .position(|(key, _)| *key == "?")
+        .map(|at| hints.remove(at));
+    let cost = |(key, what): (&str, &str)| width(key) + width(what) + 3;
+    let reserve = help.map_or(0, cost);
     let mut spans = Vec::new();
+    let mut used = 0;
     for (key, what) in hints {
-        let next = width(key) + width(what) + 3;
-        if spans.iter().map(Span::width).sum::<usize>() + next > usize::from(area.width) {
+        if used + cost((key, what)) + reserve > usize::from(area.width) {
             break;
         }
+        used += cost((key, what));
+        spans.push(Span::styled(format!(" {key}"), theme.accent()));
+        spans.push(Span::styled(format!(" {what} "), theme.dim()));
+    }
+    if let Some((key, what)) = help.filter(|_| reserve <= usize::from(area.width)) {
         spans.push(Span::styled(format!(" {key}"), theme.accent()));
         spans.push(Span::styled(format!(" {what} "), theme.dim()));
     }
@@ -512,13 +657,11 @@ fn draw_status(app: &App, frame: &mut Frame, area: Rect) {
     let theme = Theme::of(app);
     let mut spans = match &app.connection {
         Connection::Online { customer_id } => {
-            let mut spans = vec![
-                Span::styled("● online", theme.good()),
-                Span::raw(format!(
-                    " · customer {}",
-                    &customer_id.simple().to_string()[..8]
-                )),
-            ];
+            let who = match &app.operator {
+                Some(name) => format!(" · operator {name}"),
+                None => format!(" · customer {}", &customer_id.simple().to_string()[..8]),
+            };
+            let mut spans = vec![Span::styled("● online", theme.good()), Span::raw(who)];
             if area.width >= 120 {
                 spans.push(Span::styled(format!(" · {}", app.gateway), theme.dim()));
             }
@@ -579,8 +722,30 @@ fn draw_help(app: &App, frame: &mut Frame, screen: Rect) {
         ])
     };
     // The focused pane's keys first, then those of every pane; the title
-    // says which pane, so that the whole list fits a 60×16 terminal.
-    let lines: Vec<Line> = keys::help(app.pane).map(entry).collect();
+    // says which pane. On a terminal too short for all, the movement keys
+    // every pane shares give way (the last first), never the pane's own
+    // keys, Esc, help or quit; a last line says more keys exist.
+    let mut bindings: Vec<&keys::Binding> = keys::help(app.pane, app.is_operator()).collect();
+    let room = usize::from(screen.height.saturating_sub(2));
+    let mut cut = false;
+    while bindings.len() + usize::from(cut) > room {
+        let Some(at) = bindings.iter().rposition(|binding| {
+            binding.scope == keys::Scope::Everywhere
+                && binding.hint.is_none()
+                && binding.keys != "Esc"
+        }) else {
+            break;
+        };
+        bindings.remove(at);
+        cut = true;
+    }
+    let mut lines: Vec<Line> = bindings.into_iter().map(entry).collect();
+    if cut {
+        lines.push(Line::from(Span::styled(
+            "… more keys on a taller terminal",
+            theme.dim(),
+        )));
+    }
     let area = centred(screen, 62, lines.len() as u16 + 2);
     frame.render_widget(Clear, area);
     frame.render_widget(
@@ -901,6 +1066,76 @@ fn draw_refused(app: &App, explanation: &str, frame: &mut Frame, screen: Rect) {
     );
 }
 
+/// An operator's question about a product: what is asked, the answer
+/// typed so far (or y / n), and why an answer did not go through.
+fn draw_prompt(app: &App, prompt: &Prompt, frame: &mut Frame, screen: Rect) {
+    let theme = Theme::of(app);
+    let name = product_name(app.product(&prompt.sku), &prompt.sku);
+    let product = app.product(&prompt.sku);
+    let (title, question, hint) = match prompt.ask {
+        Ask::Restock => (
+            " Restock ",
+            format!("How many units of {name} came in?"),
+            "a whole number",
+        ),
+        Ask::WriteOff => (
+            " Write off ",
+            format!(
+                "How many units of {name} are lost? ({} available)",
+                product.map_or(0, |p| p.available)
+            ),
+            "a number, then why if you like: 2 broken in transit",
+        ),
+        Ask::Price => (
+            " Change the price ",
+            format!(
+                "New price of {name} (now {})?",
+                product.map_or_else(String::new, |p| Money::new(p.unit_price, p.currency)
+                    .to_string())
+            ),
+            "an amount such as 1500.00",
+        ),
+        Ask::Withdraw => (
+            " Withdraw? ",
+            format!("Withdraw {name}? It takes no new orders; reserved orders stay."),
+            "",
+        ),
+        Ask::Relist => (" Relist? ", format!("Sell {name} again?"), ""),
+    };
+    let mut lines = vec![Line::from(question), Line::from("")];
+    if prompt.ask.takes_text() {
+        let cursor = if prompt.sending { "" } else { "_" };
+        lines.push(Line::from(vec![
+            Span::styled("> ", theme.accent()),
+            Span::styled(
+                format!("{}{cursor}", prompt.text),
+                Style::new().add_modifier(Modifier::BOLD),
+            ),
+        ]));
+        lines.push(Line::from(Span::styled(hint, theme.dim())));
+    } else {
+        lines.push(Line::from(vec![
+            Span::styled("y", theme.good().add_modifier(Modifier::BOLD)),
+            Span::raw(" yes   "),
+            Span::styled("n", theme.error().add_modifier(Modifier::BOLD)),
+            Span::raw(" / Esc no"),
+        ]));
+    }
+    if prompt.sending {
+        lines.push(Line::from(Span::styled("sending…", theme.warning())));
+    } else if let Some(problem) = &prompt.problem {
+        lines.push(Line::from(Span::styled(problem.clone(), theme.error())));
+    }
+    let box_width = 56.min(screen.width);
+    let paragraph = Paragraph::new(lines)
+        .block(overlay_block(app, title.to_owned()))
+        .wrap(Wrap { trim: false });
+    let height = paragraph.line_count(box_width.saturating_sub(2));
+    let area = centred(screen, box_width, u16::try_from(height).unwrap_or(u16::MAX));
+    frame.render_widget(Clear, area);
+    frame.render_widget(paragraph, area);
+}
+
 /// "Place this order?": every line, the total, y or n.
 fn draw_confirm_order(app: &App, frame: &mut Frame, screen: Rect) {
     let theme = Theme::of(app);
@@ -1046,6 +1281,7 @@ mod tests {
         let mut big = App::new("ws://127.0.0.1:8080/ws", NOW);
         big.update(Action::Online {
             customer_id: crate::fixtures::CUSTOMER,
+            operator: None,
             products: vec![
                 product("SKU-001", "MacBook Pro", 450_000, 30),
                 product("SKU-003", "MacBook Air", 150_000, 30),
@@ -1094,7 +1330,52 @@ mod tests {
             filtered.update(action);
         }
 
+        // A customer looking at the iPhone's details (asked for with i
+        // where they do not always show), an operator having just cut its
+        // price and withdrawn the MacBook Air.
+        let mut product_details = online(Vec::new());
+        let mut repriced = product_details
+            .product("SKU-002")
+            .cloned()
+            .expect("product");
+        repriced.unit_price = 99_900;
+        repriced.image_url = Some("https://example.com/iphone-16.png".into());
+        repriced.version = 2;
+        let mut withdrawn = product_details
+            .product("SKU-003")
+            .cloned()
+            .expect("product");
+        withdrawn.listed = false;
+        withdrawn.version = 2;
+        for action in [
+            Action::ProductChanged(repriced),
+            Action::ProductChanged(withdrawn),
+            Action::Down,
+            Action::Details,
+        ] {
+            product_details.update(action);
+        }
+        product_details.notice = None;
+
+        let mut category = online(Vec::new());
+        category.update(Action::Category);
+
+        let operator = crate::fixtures::operator();
+
+        let mut operator_restock = crate::fixtures::operator();
+        operator_restock.update(Action::Restock);
+        operator_restock.update(Action::Type('5'));
+
+        let mut operator_withdraw = crate::fixtures::operator();
+        operator_withdraw.update(Action::Down);
+        operator_withdraw.update(Action::WithdrawOrRelist);
+
         vec![
+            ("product_details", product_details),
+            ("category", category),
+            ("operator", operator),
+            ("operator_restock", operator_restock),
+            ("operator_withdraw", operator_withdraw),
             ("empty", empty),
             ("big_names_and_totals", big),
             ("confirm_order", confirm_order),
@@ -1179,7 +1460,8 @@ mod tests {
         for (width, height) in SIZES {
             let terminal = render(&app, width, height);
             let buffer = terminal.backend().buffer();
-            let areas = crate::layout::areas(Rect::new(0, 0, width, height), app.cart_width());
+            let areas =
+                crate::layout::areas(Rect::new(0, 0, width, height), app.cart_width(), false);
             let first = areas.stock.y + crate::layout::FIRST_ROW;
             assert!(
                 buffer[(2, first)].modifier.contains(Modifier::REVERSED),
@@ -1268,7 +1550,7 @@ mod tests {
             }
             app.update(Action::Help);
             let help = rows(&render(&app, 120, 35));
-            for binding in keys::help(pane) {
+            for binding in keys::help(pane, false) {
                 assert!(
                     help.contains(binding.keys) && help.contains(binding.does),
                     "{pane:?} help lacks {}: {help}",
@@ -1276,6 +1558,18 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn an_operators_help_lists_the_catalogue_keys_and_not_the_carts() {
+        let mut app = crate::fixtures::operator();
+        app.update(Action::Help);
+        let help = rows(&render(&app, 120, 35));
+        for binding in keys::help(Pane::Stock, true) {
+            assert!(help.contains(binding.does), "{help}");
+        }
+        assert!(help.contains("restock: add units"), "{help}");
+        assert!(!help.contains("add one to the cart"), "{help}");
     }
 
     #[test]
@@ -1307,7 +1601,7 @@ mod tests {
         app.update(Action::ProductChanged(sold));
         let terminal = render(&app, 80, 24);
         let buffer = terminal.backend().buffer();
-        let stock = crate::layout::areas(Rect::new(0, 0, 80, 24), 0).stock;
+        let stock = crate::layout::areas(Rect::new(0, 0, 80, 24), 0, false).stock;
         let first = stock.y + crate::layout::FIRST_ROW;
         assert!(
             buffer[(2, first)].modifier.contains(Modifier::REVERSED),
@@ -1322,6 +1616,29 @@ mod tests {
             Color::Reset,
             "the highlight fades"
         );
+    }
+
+    #[test]
+    fn a_changed_price_is_highlighted_in_its_cell_and_the_details() {
+        let mut app = online(Vec::new());
+        let mut repriced = product("SKU-002", "iPhone 16", 99_900, 10);
+        repriced.version = 2;
+        app.update(Action::ProductChanged(repriced));
+        app.update(Action::Down);
+        let terminal = render(&app, 120, 35);
+        let text = rows(&terminal);
+        let buffer = terminal.backend().buffer();
+        let areas = crate::layout::areas(Rect::new(0, 0, 120, 35), 0, false);
+        let row = areas.stock.y + crate::layout::FIRST_ROW + 1;
+        let line = text.lines().nth(usize::from(row)).unwrap_or_default();
+        let found = line.find("999.00 EUR").expect("the new price");
+        let price = u16::try_from(line[..found].chars().count()).expect("a column");
+        assert_eq!(buffer[(price, row)].bg, Color::Yellow, "{line}");
+        assert_ne!(buffer[(2, row + 1)].bg, Color::Yellow, "another row");
+        assert!(text.contains("999.00 EUR · 10 available"), "{text}");
+        app.update(Action::Tick(at(2)));
+        let terminal = render(&app, 120, 35);
+        assert_ne!(terminal.backend().buffer()[(price, row)].bg, Color::Yellow);
     }
 
     /// The text of every row of `terminal`, as a terminal shows it: the

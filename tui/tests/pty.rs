@@ -536,9 +536,7 @@ async fn hostile_names_are_shown_not_obeyed_and_a_small_terminal_says_so() {
 
 [[products]]
 sku = "EVIL"
-# The catalogue refuses control characters now; a bidi override it
-# takes, and the TUI shows it rather than let it turn the line around.
-name = "Mug\u202Ered"
+name = "Mug\u001b[2J\u001b[31mred\nX"
 price = "12.50"
 stock = 40
 
@@ -560,7 +558,7 @@ stock = 3
     let mut tui = Tui::start(&gateway, &home.path().join("config"), 80, 24);
     tui.wait_for("● online").await;
     let evil = tui.wait_for("EVIL").await;
-    assert!(evil.contains("Mug\\u{202e}red"), "{evil}");
+    assert!(evil.contains("Mug␛[2J␛[31mred␊X"), "{evil}");
     let wide = tui.wait_for("WIDE").await;
     assert!(
         wide.contains("世界の時計") && wide.contains("115,620.00 EUR"),

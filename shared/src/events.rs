@@ -279,6 +279,11 @@ pub struct ChangeCatalog {
     /// Derived by the gateway from the operator and the idempotency key, so
     /// a retried command names the same change.
     pub command_id: Uuid,
+    /// Names this sending of the command: its answer carries it, so that
+    /// of two sendings under one command id (a retry, or another change
+    /// under the same key racing it) each gets the answer to its own.
+    #[serde(default)]
+    pub attempt: Uuid,
     pub operator: String,
     pub change: CatalogChange,
 }
@@ -290,6 +295,9 @@ message_enum!(CatalogCommand, topic::CATALOG_COMMANDS, key: |m| m.change.sku().t
 /// An applied change: its audit record and the product after it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CatalogChanged {
+    /// The [`ChangeCatalog::attempt`] answered.
+    #[serde(default)]
+    pub attempt: Uuid,
     pub entry: AuditEntry,
     pub product: Product,
 }
@@ -297,6 +305,9 @@ pub struct CatalogChanged {
 /// A change the stock service refused; nothing changed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CatalogChangeRefused {
+    /// The [`ChangeCatalog::attempt`] answered.
+    #[serde(default)]
+    pub attempt: Uuid,
     pub command_id: Uuid,
     pub operator: String,
     pub sku: String,
@@ -327,6 +338,23 @@ impl CatalogOutcome {
             CatalogOutcome::Changed(changed) => changed.entry.command_id,
             CatalogOutcome::Refused(refused) => refused.command_id,
         }
+    }
+
+    /// The sending of the command this answers.
+    pub fn attempt(&self) -> Uuid {
+        match self {
+            CatalogOutcome::Changed(changed) => changed.attempt,
+            CatalogOutcome::Refused(refused) => refused.attempt,
+        }
+    }
+
+    /// The same answer, to another sending of the command.
+    pub fn answering(mut self, attempt: Uuid) -> CatalogOutcome {
+        match &mut self {
+            CatalogOutcome::Changed(changed) => changed.attempt = attempt,
+            CatalogOutcome::Refused(refused) => refused.attempt = attempt,
+        }
+        self
     }
 }
 

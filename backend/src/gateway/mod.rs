@@ -496,8 +496,10 @@ impl Gateway {
         );
         // Listen before sending, so the answer cannot pass unseen.
         let mut outcomes = self.inner.read_model.catalog_outcomes();
+        let attempt = Uuid::new_v4();
         let command = CatalogCommand::ChangeCatalog(ChangeCatalog {
             command_id,
+            attempt,
             operator: operator.to_owned(),
             change,
         });
@@ -517,7 +519,7 @@ impl Gateway {
         let wait = async {
             loop {
                 match outcomes.recv().await {
-                    Ok(outcome) if outcome.command_id() == command_id => return Some(outcome),
+                    Ok(outcome) if outcome.attempt() == attempt => return Some(outcome),
                     Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
                     Err(broadcast::error::RecvError::Closed) => return None,
                 }

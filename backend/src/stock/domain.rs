@@ -359,7 +359,7 @@ impl StockBook {
         let id = command.command_id;
         if let Some((asked, outcome)) = self.decided.get(&id) {
             let outcome = if *asked == command.change {
-                outcome.clone()
+                outcome.clone().answering(command.attempt)
             } else {
                 refused(
                     command,
@@ -380,7 +380,11 @@ impl StockBook {
                     .get(&entry.sku)
                     .map(ProductStock::view)
                     .unwrap_or_else(|| unreachable!("a change applied to a product in the book"));
-                CatalogOutcome::Changed(Box::new(CatalogChanged { entry, product }))
+                CatalogOutcome::Changed(Box::new(CatalogChanged {
+                    attempt: command.attempt,
+                    entry,
+                    product,
+                }))
             }
             Err((code, message)) => refused(command, code, &message),
         };
@@ -694,6 +698,7 @@ impl StockBook {
 /// The refusal of `command`.
 fn refused(command: &ChangeCatalog, code: ErrorCode, message: &str) -> CatalogOutcome {
     CatalogOutcome::Refused(CatalogChangeRefused {
+        attempt: command.attempt,
         command_id: command.command_id,
         operator: command.operator.clone(),
         sku: command.change.sku().to_owned(),
@@ -1119,6 +1124,7 @@ mod tests {
     fn operator(n: u128, change: CatalogChange) -> ChangeCatalog {
         ChangeCatalog {
             command_id: Uuid::from_u128(n),
+            attempt: Uuid::from_u128(1_000 + n),
             operator: "alice".into(),
             change,
         }
@@ -1215,8 +1221,16 @@ mod tests {
             },
         );
         let first = book.change_catalog(&restock, Currency::EUR, Timestamp::from_millis(1));
-        let again = book.change_catalog(&restock, Currency::EUR, Timestamp::from_millis(2));
-        assert_eq!(first, again, "answered the same");
+        let retry = ChangeCatalog {
+            attempt: Uuid::from_u128(99),
+            ..restock.clone()
+        };
+        let again = book.change_catalog(&retry, Currency::EUR, Timestamp::from_millis(2));
+        assert_eq!(
+            again,
+            first.clone().answering(retry.attempt),
+            "answered the same, to the retry"
+        );
         assert_eq!(
             book.product("B").map(|p| p.available),
             Some(8),

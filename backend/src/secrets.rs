@@ -72,6 +72,27 @@ pub struct Secrets {
     pub operator: Secret,
 }
 
+/// Fewest bytes an operator secret given by flag or env may have: a token
+/// is an HMAC of a known text, so a short key falls to an offline search
+/// from one leaked token.
+pub const MIN_OPERATOR_SECRET_LEN: usize = 16;
+
+/// `secret` as an operator secret given by `--operator-secret`.
+///
+/// # Errors
+///
+/// It is shorter than [`MIN_OPERATOR_SECRET_LEN`] bytes (or empty).
+pub fn operator_secret(secret: &Secret) -> anyhow::Result<Secret> {
+    if secret.expose().len() < MIN_OPERATOR_SECRET_LEN {
+        anyhow::bail!(
+            "--operator-secret (SHOP_OPERATOR_SECRET) must have at least {MIN_OPERATOR_SECRET_LEN} \
+             characters: operator tokens are only as hard to forge as it is to guess (make one with \
+             `openssl rand -hex 32`)"
+        );
+    }
+    Ok(secret.clone())
+}
+
 /// HMAC-SHA256 (RFC 2104) keyed with `key` over `parts`, one after the
 /// other: what customer tokens and webhook signatures are made of.
 pub fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> Hmac<Sha256> {
@@ -190,6 +211,18 @@ mod tests {
                 .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
+    }
+
+    #[test]
+    fn a_short_or_empty_operator_secret_is_refused_with_how_to_make_one() {
+        for short in ["", "a", "fifteen-chars!!"] {
+            let refused = operator_secret(&Secret::new(short))
+                .expect_err(short)
+                .to_string();
+            assert!(refused.contains("at least 16 characters"), "{refused}");
+            assert!(!refused.contains(short) || short.is_empty() || short == "a");
+        }
+        assert!(operator_secret(&Secret::new("sixteen-chars!!!")).is_ok());
     }
 
     #[test]

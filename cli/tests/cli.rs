@@ -190,6 +190,41 @@ async fn an_operator_signs_in_changes_the_catalogue_and_reads_the_audit_log() {
     );
 
     let token = operator_token(shop.home.path(), "alice").await;
+    // The customer's profile is not the operator's: login keeps it.
+    shop.run(&["orders"]).await.ok();
+    let customer_token = std::fs::read_dir(shop.home.path().join("config/shop/profiles/default"))
+        .expect("the customer's profile")
+        .filter_map(Result::ok)
+        .find(|entry| entry.path().extension().is_some_and(|ext| ext == "token"))
+        .map(|entry| std::fs::read_to_string(entry.path()).expect("token"))
+        .expect("a token file");
+    let mut over = shop.command(&["--profile", "default", "admin", "login"]);
+    over.stdin(std::process::Stdio::piped());
+    over.stdout(std::process::Stdio::piped());
+    over.stderr(std::process::Stdio::piped());
+    let mut child = over.spawn().expect("shop runs");
+    {
+        use tokio::io::AsyncWriteExt;
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin
+            .write_all(token.as_bytes())
+            .await
+            .expect("token written");
+    }
+    let over = Run::of(child.wait_with_output().await.expect("login ends"));
+    assert_eq!(over.code, 1, "{}", over.stderr);
+    assert!(over.stderr.contains("is a customer's"), "{}", over.stderr);
+    let kept = std::fs::read_dir(shop.home.path().join("config/shop/profiles/default"))
+        .expect("the customer's profile")
+        .filter_map(Result::ok)
+        .find(|entry| entry.path().extension().is_some_and(|ext| ext == "token"))
+        .map(|entry| std::fs::read_to_string(entry.path()).expect("token"));
+    assert_eq!(
+        kept,
+        Some(customer_token),
+        "the customer's token is untouched"
+    );
+
     let mut login = shop.command(&["admin", "login"]);
     login.stdin(std::process::Stdio::piped());
     login.stdout(std::process::Stdio::piped());

@@ -77,8 +77,10 @@ impl Node {
         )?;
         let operator_secret = args
             .operator_secret
-            .clone()
-            .filter(|secret| runs(Service::Gateway) && !secret.expose().is_empty());
+            .as_ref()
+            .filter(|secret| runs(Service::Gateway) && !secret.expose().is_empty())
+            .map(crate::secrets::operator_secret)
+            .transpose()?;
         if runs(Service::Gateway) && operator_secret.is_none() {
             tracing::warn!(
                 "no operator secret (--operator-secret, SHOP_OPERATOR_SECRET): operators cannot sign in to change the catalogue"

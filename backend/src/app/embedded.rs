@@ -59,7 +59,10 @@ impl Application {
         let stored = secrets::load_or_create(data_dir)?;
         let tokens = TokenSecrets {
             customers: config.token_secret.clone().unwrap_or(stored.token),
-            operators: Some(config.operator_secret.clone().unwrap_or(stored.operator)),
+            operators: Some(match &config.operator_secret {
+                Some(secret) => secrets::operator_secret(secret)?,
+                None => stored.operator,
+            }),
         };
         let webhook_secret = config.webhook_secret.clone().unwrap_or(stored.webhook);
 

@@ -97,7 +97,7 @@ impl TokenSigner {
 /// secrets file cannot be read or completed).
 pub fn operator_token(args: &crate::config::OperatorTokenArgs) -> anyhow::Result<String> {
     let secret = match &args.operator_secret {
-        Some(secret) if !secret.expose().is_empty() => secret.clone(),
+        Some(secret) if !secret.expose().is_empty() => crate::secrets::operator_secret(secret)?,
         _ => {
             let dir = &args.data_dir;
             if !dir.join("secrets.json").exists() {

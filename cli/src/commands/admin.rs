@@ -121,9 +121,17 @@ fn profile(context: &Context) -> &str {
 /// the profile keeps.
 async fn operator(context: &Context) -> Result<Client, CliError> {
     let profile = profile(context);
-    let token = match std::env::var(TOKEN_ENV) {
-        Ok(token) if !token.trim().is_empty() => token.trim().to_owned(),
-        _ => {
+    let from_env = std::env::var(TOKEN_ENV)
+        .ok()
+        .filter(|token| !token.trim().is_empty());
+    let source = if from_env.is_some() {
+        TOKEN_ENV.to_owned()
+    } else {
+        format!("profile `{profile}`")
+    };
+    let token = match from_env {
+        Some(token) => token.trim().to_owned(),
+        None => {
             let tokens = Tokens::locate().map_err(|error| CliError::usage(error.to_string()))?;
             tokens.get(profile, &context.gateway).ok_or_else(|| {
                 CliError::usage(format!(
@@ -136,7 +144,7 @@ async fn operator(context: &Context) -> Result<Client, CliError> {
     };
     if !token.starts_with("op1.") {
         return Err(CliError::usage(format!(
-            "profile `{profile}` holds a customer's token, not an operator's; sign in with \
+            "{source} holds no operator's token (a customer's, or something else); sign in with \
              `shop admin login`, or name the operator's profile with --profile"
         )));
     }
@@ -179,10 +187,19 @@ async fn login(context: &Context) -> Result<(), CliError> {
              shop-backend operator-token --name alice | shop admin login",
         ));
     }
-    let client = signed_in(context, token).await?;
-    let name = client.operator().unwrap_or_default().to_owned();
     let profile = profile(context);
     let tokens = Tokens::locate().map_err(|error| CliError::usage(error.to_string()))?;
+    if let Some(kept) = tokens.get(profile, &context.gateway)
+        && !kept.starts_with("op1.")
+    {
+        return Err(CliError::usage(format!(
+            "profile `{profile}` is a customer's (its token would be lost, and with it the \
+             customer's orders); keep the operator's token in another, e.g. \
+             `shop --profile operator admin login`"
+        )));
+    }
+    let client = signed_in(context, token).await?;
+    let name = client.operator().unwrap_or_default().to_owned();
     tokens
         .save(profile, &context.gateway, token)
         .map_err(|error| CliError::usage(error.to_string()))?;
@@ -218,13 +235,37 @@ async fn apply(
     change: CatalogChange,
     key: KeyArg,
 ) -> Result<(), CliError> {
+    let chosen = key.idempotency_key.is_some();
     let key = key
         .idempotency_key
         .unwrap_or_else(|| Uuid::new_v4().to_string());
-    let (entry, product) = client
-        .admin(&key, change)
-        .await
-        .map_err(|error| context.fail(error))?;
+    let (entry, product) = client.admin(&key, change).await.map_err(|error| {
+        // Sent, but no answer: the change may or may not be applied. The
+        // same key tells, and never applies it twice.
+        let undecided = matches!(
+            error,
+            ClientError::Timeout(_)
+                | ClientError::Closed
+                | ClientError::Server {
+                    code: ErrorCode::Unavailable,
+                    ..
+                }
+        );
+        let mut failed = context.fail(error);
+        if undecided {
+            failed.message = format!(
+                "{}. The change may have been applied: run the same command with \
+                 --idempotency-key {key} to apply it once and learn what became of it{}",
+                failed.message.trim_end_matches(['.', ';']),
+                if chosen {
+                    " (that key is this command's)"
+                } else {
+                    ""
+                }
+            );
+        }
+        failed
+    })?;
     if context.global.json {
         return context.json(&serde_json::json!({ "entry": entry, "product": product }));
     }

@@ -16,7 +16,7 @@ use shop_shared::catalog::{CatalogChange, MAX_STOCK};
 use shop_shared::domain::{
     MAX_LINES, MAX_QUANTITY, Order, OrderLines, OrderLinesError, OrderStatus, Product, RefundState,
 };
-use shop_shared::money::Money;
+use shop_shared::money::{Currency, Money};
 use shop_shared::time::Timestamp;
 use uuid::Uuid;
 
@@ -100,12 +100,139 @@ pub enum Ask {
     Withdraw,
     /// "Sell it again?"
     Relist,
+    /// One answer of a new product's, in turn ([`Prompt::draft`]).
+    Add(AddStep),
+    /// Which text of the product to change: a key, n d c or i.
+    EditWhich,
+    /// The new value of one text of the product.
+    Edit(Field),
 }
 
 impl Ask {
-    /// Whether the operator types an answer, rather than y or n.
+    /// Whether the operator types an answer (or, for [`Ask::EditWhich`],
+    /// a letter), rather than y or n.
     pub fn takes_text(self) -> bool {
-        matches!(self, Ask::Restock | Ask::WriteOff | Ask::Price)
+        !matches!(self, Ask::Withdraw | Ask::Relist)
+    }
+}
+
+/// The questions that add a product, in the order asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AddStep {
+    Sku,
+    Name,
+    /// A decimal amount in the shop's currency ([`App::currency`]).
+    Price,
+    /// Units in stock; none when not said.
+    Units,
+    /// Optional.
+    Category,
+    /// Optional, one line.
+    Description,
+}
+
+impl AddStep {
+    pub const ALL: [AddStep; 6] = [
+        AddStep::Sku,
+        AddStep::Name,
+        AddStep::Price,
+        AddStep::Units,
+        AddStep::Category,
+        AddStep::Description,
+    ];
+
+    /// The question after this one; none after the last, whose answer
+    /// sends the product.
+    pub fn next(self) -> Option<AddStep> {
+        AddStep::ALL.get(self.number()).copied()
+    }
+
+    /// 1 for the first question.
+    pub fn number(self) -> usize {
+        AddStep::ALL
+            .iter()
+            .position(|step| *step == self)
+            .map_or(0, |at| at + 1)
+    }
+}
+
+/// A product's text an operator may change with `e`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Field {
+    Name,
+    Description,
+    Category,
+    ImageUrl,
+}
+
+impl Field {
+    pub const ALL: [Field; 4] = [
+        Field::Name,
+        Field::Description,
+        Field::Category,
+        Field::ImageUrl,
+    ];
+
+    /// The letter that picks it.
+    pub fn key(self) -> &'static str {
+        match self {
+            Field::Name => "n",
+            Field::Description => "d",
+            Field::Category => "c",
+            Field::ImageUrl => "i",
+        }
+    }
+
+    /// What it is called, as in "the new name".
+    pub fn label(self) -> &'static str {
+        match self {
+            Field::Name => "name",
+            Field::Description => "description",
+            Field::Category => "category",
+            Field::ImageUrl => "image URL",
+        }
+    }
+
+    /// Its value in `product` now; empty for none.
+    pub fn of(self, product: &Product) -> &str {
+        match self {
+            Field::Name => &product.name,
+            Field::Description => &product.description,
+            Field::Category => &product.category,
+            Field::ImageUrl => product.image_url.as_deref().unwrap_or(""),
+        }
+    }
+}
+
+/// A product being added, answer by answer.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NewProduct {
+    pub sku: String,
+    /// `None` until answered.
+    pub name: Option<String>,
+    /// In minor units.
+    pub unit_price: i64,
+    pub stock: i64,
+    pub category: String,
+    pub description: String,
+}
+
+impl NewProduct {
+    /// The change adding it, from the answers so far. Until the name is
+    /// answered the sku stands in for it, and every later field keeps a
+    /// value the shop takes (no price, units, category or description
+    /// yet): [`CatalogChange::validate`], which checks the sku first, then
+    /// objects only to an answer given.
+    pub fn change(&self) -> CatalogChange {
+        CatalogChange::AddProduct {
+            sku: self.sku.clone(),
+            name: self.name.clone().unwrap_or_else(|| self.sku.clone()),
+            description: self.description.clone(),
+            category: self.category.clone(),
+            image_url: None,
+            unit_price: self.unit_price,
+            stock: self.stock,
+        }
     }
 }
 
@@ -113,7 +240,10 @@ impl Ask {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Prompt {
     pub ask: Ask,
+    /// The product asked about; a new product's once its sku is answered.
     pub sku: String,
+    /// A new product's answers so far ([`Ask::Add`]).
+    pub draft: NewProduct,
     /// What the operator typed; empty for a yes-or-no question.
     pub text: String,
     /// Why the answer was not taken or did not get through, shown under
@@ -206,6 +336,10 @@ pub enum Action {
     /// Operators: `W`, asks before withdrawing a listed product or
     /// relisting a withdrawn one.
     WithdrawOrRelist,
+    /// Operators: `e`, asks which text of the selected product to change,
+    /// then its new value. (Operators add a product with `n`, which is
+    /// [`Action::No`] when a question is open.)
+    Edit,
     Click {
         column: u16,
         row: u16,
@@ -813,6 +947,13 @@ impl App {
     }
 
     fn stock_key(&mut self, action: Action) -> Vec<Effect> {
+        // With no question open, `n` (no) adds a product: an operator's
+        // key in this pane, as Enter's meaning is each pane's. A new
+        // product needs no selected one.
+        if action == Action::No {
+            self.ask(Ask::Add(AddStep::Sku), String::new());
+            return Vec::new();
+        }
         let Some(sku) = self.selected_product().map(|product| product.sku.clone()) else {
             return Vec::new();
         };
@@ -827,6 +968,7 @@ impl App {
                 let listed = self.product(&sku).is_none_or(|product| product.listed);
                 self.ask(if listed { Ask::Withdraw } else { Ask::Relist }, sku);
             }
+            Action::Edit => self.ask(Ask::EditWhich, sku),
             _ => self.not_here(),
         }
         Vec::new()
@@ -862,6 +1004,7 @@ impl App {
         self.prompt = Some(Prompt {
             ask,
             sku,
+            draft: NewProduct::default(),
             text: String::new(),
             problem: None,
             sent: None,
@@ -882,6 +1025,18 @@ impl App {
             Action::Back | Action::No => {
                 self.prompt = None;
                 self.overlay = Overlay::None;
+            }
+            Action::Type(c) if !prompt.sending && prompt.ask == Ask::EditWhich => {
+                match Field::ALL
+                    .into_iter()
+                    .find(|field| field.key() == c.to_string())
+                {
+                    Some(field) => {
+                        prompt.ask = Ask::Edit(field);
+                        prompt.problem = None;
+                    }
+                    None => prompt.problem = Some(which_field()),
+                }
             }
             Action::Type(c) if !prompt.sending => {
                 prompt.text.push(c);
@@ -939,17 +1094,100 @@ impl App {
             }
             Ask::Withdraw => CatalogChange::Withdraw { sku },
             Ask::Relist => CatalogChange::Relist { sku },
+            Ask::Add(_) => self.take_answer(prompt)?.change(),
+            Ask::EditWhich => return Err(which_field()),
+            Ask::Edit(field) => {
+                let product = self
+                    .product(&sku)
+                    .ok_or("the shop no longer has this product")?;
+                if field.of(product) == text {
+                    return Err(format!("that is its {} already", field.label()));
+                }
+                let set = |wanted: Field| (field == wanted).then(|| text.to_owned());
+                CatalogChange::UpdateProduct {
+                    name: set(Field::Name),
+                    description: set(Field::Description),
+                    category: set(Field::Category),
+                    image_url: set(Field::ImageUrl),
+                    unit_price: None,
+                    sku,
+                }
+            }
         };
         change.validate().map_err(|invalid| invalid.0)?;
         Ok(change)
     }
 
+    /// The shop's currency: that of its products (one for all), EUR for a
+    /// shop with none yet, as `shop admin add` takes it.
+    pub fn currency(&self) -> Currency {
+        self.products
+            .first()
+            .map_or(Currency::EUR, |product| product.currency)
+    }
+
+    /// A new product with the answer to the question showing, or why the
+    /// answer is not taken.
+    fn take_answer(&self, prompt: &Prompt) -> Result<NewProduct, String> {
+        let mut draft = prompt.draft.clone();
+        let Ask::Add(step) = prompt.ask else {
+            return Ok(draft);
+        };
+        let text = prompt.text.trim();
+        match step {
+            AddStep::Sku => {
+                if let Some(known) = self.product(text) {
+                    return Err(format!(
+                        "the shop has {} already: {}",
+                        known.sku, known.name
+                    ));
+                }
+                draft.sku = text.to_owned();
+            }
+            AddStep::Name => draft.name = Some(text.to_owned()),
+            AddStep::Price => {
+                draft.unit_price = self
+                    .currency()
+                    .parse_amount(text)
+                    .map_err(|error| error.to_string())?;
+            }
+            AddStep::Units if text.is_empty() => draft.stock = 0,
+            AddStep::Units => {
+                draft.stock = text
+                    .parse()
+                    .map_err(|_| format!("units are a whole number from 0 to {MAX_STOCK}"))?;
+            }
+            AddStep::Category => draft.category = text.to_owned(),
+            AddStep::Description => draft.description = text.to_owned(),
+        }
+        draft.change().validate().map_err(|invalid| invalid.0)?;
+        Ok(draft)
+    }
+
     /// Sends the operator's answer, with the key of the same change sent
-    /// before if there was one.
+    /// before if there was one; a new product's answer before the last
+    /// is kept and the next question asked.
     fn send_prompt(&mut self) -> Vec<Effect> {
         let Some(prompt) = self.prompt.clone() else {
             return Vec::new();
         };
+        if let Ask::Add(step) = prompt.ask
+            && let Some(next) = step.next()
+        {
+            match self.take_answer(&prompt) {
+                Ok(draft) => {
+                    if let Some(prompt) = self.prompt.as_mut() {
+                        prompt.sku.clone_from(&draft.sku);
+                        prompt.draft = draft;
+                        prompt.ask = Ask::Add(next);
+                        prompt.text.clear();
+                        prompt.problem = None;
+                    }
+                }
+                Err(problem) => self.set_problem(problem),
+            }
+            return Vec::new();
+        }
         let change = match self.change(&prompt) {
             Ok(change) => change,
             Err(problem) => {
@@ -992,8 +1230,10 @@ impl App {
             }
         }
         let name = product.name.clone();
+        let sku = product.sku.clone();
         let money = Money::new(product.unit_price, product.currency);
         let available = product.available;
+        let category = product.category.clone();
         self.product_changed(product);
         let text = match change {
             CatalogChange::Restock { quantity, .. } => {
@@ -1002,12 +1242,47 @@ impl App {
             CatalogChange::WriteOff { quantity, .. } => {
                 format!("wrote off {quantity} × {name}: {available} available")
             }
-            CatalogChange::UpdateProduct { .. } => format!("{name} now costs {money}"),
+            CatalogChange::UpdateProduct {
+                unit_price: Some(_),
+                ..
+            } => format!("{name} now costs {money}"),
+            CatalogChange::UpdateProduct { name: Some(_), .. } => {
+                // By sku: the shop's push of the new name may come first.
+                format!("{sku} is now called {name}")
+            }
+            CatalogChange::UpdateProduct {
+                description: Some(description),
+                ..
+            } if description.is_empty() => format!("{name} has no description now"),
+            CatalogChange::UpdateProduct {
+                category: Some(_), ..
+            } if category.is_empty() => format!("{name} has no category now"),
+            CatalogChange::UpdateProduct {
+                category: Some(_), ..
+            } => format!("{name} is in {category} now"),
+            CatalogChange::UpdateProduct {
+                image_url: Some(url),
+                ..
+            } if url.is_empty() => format!("{name} has no image now"),
+            CatalogChange::UpdateProduct {
+                image_url: Some(_), ..
+            } => format!("{name} has a new image URL"),
+            CatalogChange::UpdateProduct {
+                description: Some(_),
+                ..
+            } => format!("{name} has a new description"),
+            CatalogChange::UpdateProduct { .. } => format!("{name} changed"),
             CatalogChange::Withdraw { .. } => {
                 format!("{name} withdrawn: it takes no new orders")
             }
             CatalogChange::Relist { .. } => format!("{name} is on sale again"),
-            CatalogChange::AddProduct { .. } => format!("{name} added"),
+            CatalogChange::AddProduct { .. } => {
+                // The new product is selected, to look at or edit at once.
+                if let Some(row) = self.stock().iter().position(|known| known.sku == sku) {
+                    self.select(Pane::Stock, row);
+                }
+                format!("{name} added: {available} available")
+            }
         };
         self.tell(NoticeKind::Info, text);
     }
@@ -1336,6 +1611,15 @@ impl App {
             }
         }
     }
+}
+
+/// What `e` asks first.
+fn which_field() -> String {
+    let keys: Vec<String> = Field::ALL
+        .iter()
+        .map(|field| format!("{} {}", field.key(), field.label()))
+        .collect();
+    format!("press {} (Esc gives up)", keys.join(", "))
 }
 
 /// `action` with the shop's text made safe to show: control characters in
@@ -2072,6 +2356,215 @@ mod tests {
         );
         press(&mut app, "W");
         assert_eq!(app.prompt.as_ref().map(|p| p.ask), Some(Ask::Relist));
+    }
+
+    fn problem(app: &App) -> String {
+        app.prompt
+            .as_ref()
+            .and_then(|prompt| prompt.problem.clone())
+            .unwrap_or_default()
+    }
+
+    fn asked(app: &App) -> Option<Ask> {
+        app.prompt.as_ref().map(|prompt| prompt.ask)
+    }
+
+    #[test]
+    fn an_operator_adds_a_product_one_question_at_a_time_and_a_retry_keeps_its_key() {
+        let mut app = fixtures::operator();
+        assert!(press(&mut app, "n").is_empty());
+        assert_eq!(asked(&app), Some(Ask::Add(AddStep::Sku)));
+        for (answer, next) in [
+            ("SKU-042\n", AddStep::Name),
+            ("Mug\n", AddStep::Price),
+            ("12.50\n", AddStep::Units),
+            ("5\n", AddStep::Category),
+            ("Kitchen\n", AddStep::Description),
+        ] {
+            assert!(press(&mut app, answer).is_empty(), "{answer}: asks on");
+            assert_eq!(asked(&app), Some(Ask::Add(next)), "after {answer}");
+            assert_eq!(problem(&app), "");
+        }
+        let (key, change) = admin(&press(&mut app, "Holds a pint\n"));
+        assert_eq!(
+            change,
+            CatalogChange::AddProduct {
+                sku: "SKU-042".into(),
+                name: "Mug".into(),
+                description: "Holds a pint".into(),
+                category: "Kitchen".into(),
+                image_url: None,
+                unit_price: 1_250,
+                stock: 5,
+            }
+        );
+        assert!(
+            press(&mut app, "\n").is_empty(),
+            "nothing twice while sending"
+        );
+        app.update(Action::ChangeFailed {
+            message: "no answer from the shop".into(),
+            retry: true,
+        });
+        assert_eq!(asked(&app), Some(Ask::Add(AddStep::Description)));
+        let (again, resent) = admin(&press(&mut app, "\n"));
+        assert_eq!(again, key, "the same product, the same key: added once");
+        assert_eq!(resent, change);
+        let mut added = product("SKU-042", "Mug", 1_250, 5);
+        added.category = "Kitchen".into();
+        app.update(Action::Changed {
+            change,
+            product: added,
+        });
+        assert_eq!(app.overlay, Overlay::None);
+        assert_eq!(notice(&app), "Mug added: 5 available");
+        assert_eq!(
+            app.selected_product().map(|p| p.sku.as_str()),
+            Some("SKU-042"),
+            "the new product is selected"
+        );
+    }
+
+    #[test]
+    fn adding_a_product_asks_again_after_a_refused_answer_and_esc_gives_up() {
+        let mut app = fixtures::operator();
+        press(&mut app, "nSKU 1\n");
+        assert_eq!(asked(&app), Some(Ask::Add(AddStep::Sku)), "stays");
+        assert!(
+            problem(&app).starts_with("a sku is 1 to 64"),
+            "{}",
+            problem(&app)
+        );
+        press(&mut app, "\u{8}\u{8}-1\n");
+        assert_eq!(asked(&app), Some(Ask::Add(AddStep::Name)));
+        press(&mut app, "\u{8}\u{8}\u{8}\u{8}\u{8}\u{8}\n");
+        assert!(
+            problem(&app).starts_with("a name is 1 to"),
+            "{}",
+            problem(&app)
+        );
+        press(&mut app, "Mug\n12.345\n");
+        assert_eq!(asked(&app), Some(Ask::Add(AddStep::Price)));
+        assert!(problem(&app).contains("EUR"), "{}", problem(&app));
+        press(&mut app, "\u{8}\n-3\n");
+        assert_eq!(asked(&app), Some(Ask::Add(AddStep::Units)));
+        assert!(
+            problem(&app).starts_with("stock must be between 0"),
+            "{}",
+            problem(&app)
+        );
+        press(&mut app, "\u{8}\u{8}\n");
+        assert_eq!(
+            app.prompt
+                .as_ref()
+                .map(|p| (p.draft.unit_price, p.draft.stock)),
+            Some((1_234, 0)),
+            "Enter alone: no units yet"
+        );
+        assert!(press(&mut app, "\x1b").is_empty());
+        assert_eq!((app.overlay, app.prompt.is_none()), (Overlay::None, true));
+        press(&mut app, "nSKU-001\n");
+        assert_eq!(problem(&app), "the shop has SKU-001 already: MacBook Pro");
+        press(&mut app, "\x1b");
+        let mut customer = online(Vec::new());
+        assert!(press(&mut customer, "n").is_empty());
+        assert_eq!(customer.overlay, Overlay::None);
+        assert_eq!(
+            notice(&customer),
+            "that key is an operator's: press ? for your keys"
+        );
+    }
+
+    #[test]
+    fn an_operator_renames_the_selected_product_and_a_retry_keeps_its_key() {
+        let mut app = fixtures::operator();
+        press(&mut app, "e");
+        assert_eq!(asked(&app), Some(Ask::EditWhich));
+        press(&mut app, "x");
+        assert!(
+            problem(&app).starts_with("press n name, d description"),
+            "{}",
+            problem(&app)
+        );
+        press(&mut app, "n");
+        assert_eq!(asked(&app), Some(Ask::Edit(Field::Name)));
+        assert!(press(&mut app, "MacBook Pro\n").is_empty());
+        assert_eq!(problem(&app), "that is its name already");
+        let (key, change) = admin(&press(&mut app, " M4\n"));
+        assert_eq!(
+            change,
+            CatalogChange::UpdateProduct {
+                sku: "SKU-001".into(),
+                name: Some("MacBook Pro M4".into()),
+                description: None,
+                category: None,
+                image_url: None,
+                unit_price: None,
+            },
+            "only the name"
+        );
+        app.update(Action::ChangeFailed {
+            message: "no answer from the shop".into(),
+            retry: true,
+        });
+        assert_eq!(asked(&app), Some(Ask::Edit(Field::Name)));
+        let (again, _) = admin(&press(&mut app, "\n"));
+        assert_eq!(again, key, "the same change, the same key: applied once");
+        let mut renamed = app.product("SKU-001").cloned().expect("product");
+        renamed.name = "MacBook Pro M4".into();
+        renamed.version = 2;
+        app.update(Action::Changed {
+            change,
+            product: renamed,
+        });
+        assert_eq!(app.overlay, Overlay::None);
+        assert_eq!(notice(&app), "SKU-001 is now called MacBook Pro M4");
+        assert_eq!(
+            app.product("SKU-001").map(|p| p.name.as_str()),
+            Some("MacBook Pro M4")
+        );
+    }
+
+    #[test]
+    fn an_edit_refuses_a_bad_value_on_its_question_and_an_empty_image_url_removes_it() {
+        let mut app = fixtures::operator();
+        assert!(press(&mut app, "en\n").is_empty(), "no name is no name");
+        assert!(
+            problem(&app).starts_with("a name is 1 to"),
+            "{}",
+            problem(&app)
+        );
+        press(&mut app, "\x1b");
+        assert_eq!((app.overlay, app.prompt.is_none()), (Overlay::None, true));
+        assert!(press(&mut app, "eiftp://example.com/a.png\n").is_empty());
+        assert_eq!(asked(&app), Some(Ask::Edit(Field::ImageUrl)), "stays");
+        assert!(
+            problem(&app).starts_with("an image URL is"),
+            "{}",
+            problem(&app)
+        );
+        press(&mut app, "\x1b");
+        let mut pictured = app.product("SKU-001").cloned().expect("product");
+        pictured.image_url = Some("https://example.com/mbp.png".into());
+        pictured.version = 2;
+        app.update(Action::ProductChanged(pictured.clone()));
+        let (_, change) = admin(&press(&mut app, "ei\n"));
+        assert!(
+            matches!(&change, CatalogChange::UpdateProduct { image_url: Some(url), name: None, description: None, category: None, unit_price: None, .. } if url.is_empty()),
+            "{change:?}"
+        );
+        pictured.image_url = None;
+        pictured.version = 3;
+        app.update(Action::Changed {
+            change,
+            product: pictured,
+        });
+        assert_eq!(notice(&app), "MacBook Pro has no image now");
+        let (_, change) = admin(&press(&mut app, "ecDesks\n"));
+        assert!(
+            matches!(&change, CatalogChange::UpdateProduct { category: Some(c), name: None, .. } if c == "Desks"),
+            "{change:?}"
+        );
     }
 
     #[test]

@@ -13,10 +13,10 @@ use crossterm::event::{
 
 use crate::app::{Action, Pane};
 use Action::{
-    Activate, Back, Cancel, Category, Delete as Remove, Details, Down as MoveDown, Fewer, Filter,
-    First, Help, Last, More, NextPane, No, Open, PageDown as NextPage, PageUp as PreviousPage, Pay,
-    PlaceOrder, PreviousPane, Quit, Reprice, Restock, Up as MoveUp, WithdrawOrRelist, WriteOff,
-    Yes,
+    Activate, Back, Cancel, Category, Delete as Remove, Details, Down as MoveDown, Edit, Fewer,
+    Filter, First, Help, Last, More, NextPane, No, Open, PageDown as NextPage,
+    PageUp as PreviousPage, Pay, PlaceOrder, PreviousPane, Quit, Reprice, Restock, Up as MoveUp,
+    WithdrawOrRelist, WriteOff, Yes,
 };
 use KeyCode::{
     BackTab, Backspace, Char, Delete, Down, End, Enter, Esc, Home, Left, PageDown, PageUp, Right,
@@ -92,7 +92,8 @@ const fn bind(
 
 /// Every key. A key that appears in several scopes means one action; the
 /// panes give it its meaning (Enter adds in the stock pane, orders in the
-/// cart, opens an order in the orders pane).
+/// cart, opens an order in the orders pane; `n` answers no to a question,
+/// and with none open adds an operator's product in the stock pane).
 #[rustfmt::skip]
 pub const BINDINGS: &[Binding] = &[
     bind(In(Pane::Stock), Customer, "a, +", &[(Char('a'), More), (Char('+'), More), (Char('='), More)], "add one to the cart", Some("add")),
@@ -102,6 +103,8 @@ pub const BINDINGS: &[Binding] = &[
     bind(In(Pane::Stock), Operator, "w", &[(Char('w'), WriteOff)], "write units off (asks how many, why)", Some("write off")),
     bind(In(Pane::Stock), Operator, "P", &[(Char('P'), Reprice)], "change the price (asks the amount)", Some("price")),
     bind(In(Pane::Stock), Operator, "W", &[(Char('W'), WithdrawOrRelist)], "withdraw or relist (asks first)", Some("withdraw")),
+    bind(In(Pane::Stock), Operator, "n", &[(Char('n'), No)], "add a product (asks sku, name, price…)", Some("new")),
+    bind(In(Pane::Stock), Operator, "e", &[(Char('e'), Edit)], "edit name, description, category, image", Some("edit")),
     bind(In(Pane::Stock), Anyone, "/", &[(Char('/'), Filter)], "filter by sku or name (Esc clears)", Some("filter")),
     bind(In(Pane::Stock), Anyone, "C", &[(Char('C'), Category)], "next category (all, then each)", Some("category")),
     bind(In(Pane::Stock), Anyone, "i", &[(Char('i'), Details)], "show or hide the product's details", Some("details")),

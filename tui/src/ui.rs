@@ -23,7 +23,7 @@ use shop_shared::domain::{Order, OrderStatus, Product, RefundState};
 use shop_shared::money::Money;
 use shop_shared::time::countdown;
 
-use crate::app::{App, Ask, Connection, NoticeKind, Overlay, Pane, Prompt};
+use crate::app::{AddStep, App, Ask, Connection, Field, NoticeKind, Overlay, Pane, Prompt};
 use crate::keys;
 use crate::layout::{self, MIN_SIZE, centred};
 use crate::qr;
@@ -612,11 +612,25 @@ fn placeholder(app: &App, frame: &mut Frame, area: Rect, text: &str) {
 fn draw_footer(app: &App, frame: &mut Frame, area: Rect) {
     let theme = Theme::of(app);
     let hints: Vec<(&str, &str)> = match app.overlay {
-        Overlay::Prompt if app.typing() => vec![
-            ("type", "the answer"),
-            ("Enter", "send"),
-            ("Esc", "give up"),
-        ],
+        Overlay::Prompt if app.prompt.as_ref().is_some_and(|p| p.ask == Ask::EditWhich) => {
+            let mut hints: Vec<(&str, &str)> = Field::ALL
+                .iter()
+                .map(|field| (field.key(), field.label()))
+                .collect();
+            hints.push(("Esc", "give up"));
+            hints
+        }
+        Overlay::Prompt if app.typing() => {
+            let more = app
+                .prompt
+                .as_ref()
+                .is_some_and(|p| matches!(p.ask, Ask::Add(step) if step.next().is_some()));
+            vec![
+                ("type", "the answer"),
+                ("Enter", if more { "next" } else { "send" }),
+                ("Esc", "give up"),
+            ]
+        }
         Overlay::Prompt => vec![("y", "yes"), ("n", "no")],
         _ if app.typing => vec![("type", "to filter"), ("Enter", "keep"), ("Esc", "clear")],
         Overlay::None => keys::footer(app.pane, app.is_operator()),
@@ -1101,9 +1115,70 @@ fn draw_prompt(app: &App, prompt: &Prompt, frame: &mut Frame, screen: Rect) {
             "",
         ),
         Ask::Relist => (" Relist? ", format!("Sell {name} again?"), ""),
+        Ask::Add(step) => (
+            " New product ",
+            add_question(app, prompt, step),
+            add_hint(app, step),
+        ),
+        Ask::EditWhich => (
+            " Edit ",
+            format!("Change what of {name}?"),
+            "a letter; Esc gives up",
+        ),
+        Ask::Edit(field) => (
+            " Edit ",
+            format!("New {} of {name}?", field.label()),
+            match field {
+                Field::Name => "one line",
+                Field::Description => "one line; empty removes it",
+                Field::Category => "such as Laptops; empty removes it",
+                Field::ImageUrl => "an http:// or https:// URL; empty removes it",
+            },
+        ),
     };
-    let mut lines = vec![Line::from(question), Line::from("")];
-    if prompt.ask.takes_text() {
+    let box_width = 56.min(screen.width);
+    let inside = usize::from(box_width.saturating_sub(2));
+    let mut lines = vec![Line::from(question)];
+    let title = match prompt.ask {
+        Ask::Add(step) => format!(
+            " New product · {} of {} ",
+            step.number(),
+            AddStep::ALL.len()
+        ),
+        _ => title.to_owned(),
+    };
+    if let Some(so_far) = new_so_far(app, prompt) {
+        lines.push(Line::from(Span::styled(
+            elide(&so_far, inside).into_owned(),
+            theme.dim(),
+        )));
+    } else if let (Ask::Edit(field), Some(product)) = (prompt.ask, product) {
+        // One line of the value now, whatever its length.
+        let now = field.of(product);
+        let now = match now.split_once('\n') {
+            Some((first, _)) => format!("{first} …"),
+            None if now.is_empty() => "none".to_owned(),
+            None => now.to_owned(),
+        };
+        lines.push(Line::from(Span::styled(
+            elide(&format!("now: {now}"), inside).into_owned(),
+            theme.dim(),
+        )));
+    } else {
+        lines.push(Line::from(""));
+    }
+    if prompt.ask == Ask::EditWhich {
+        let mut choices = Vec::new();
+        for field in Field::ALL {
+            choices.push(Span::styled(
+                field.key(),
+                theme.accent().add_modifier(Modifier::BOLD),
+            ));
+            choices.push(Span::raw(format!(" {}  ", field.label())));
+        }
+        lines.push(Line::from(choices));
+        lines.push(Line::from(Span::styled(hint, theme.dim())));
+    } else if prompt.ask.takes_text() {
         let cursor = if prompt.sending { "" } else { "_" };
         lines.push(Line::from(vec![
             Span::styled("> ", theme.accent()),
@@ -1126,14 +1201,61 @@ fn draw_prompt(app: &App, prompt: &Prompt, frame: &mut Frame, screen: Rect) {
     } else if let Some(problem) = &prompt.problem {
         lines.push(Line::from(Span::styled(problem.clone(), theme.error())));
     }
-    let box_width = 56.min(screen.width);
     let paragraph = Paragraph::new(lines)
-        .block(overlay_block(app, title.to_owned()))
+        .block(overlay_block(app, title))
         .wrap(Wrap { trim: false });
     let height = paragraph.line_count(box_width.saturating_sub(2));
     let area = centred(screen, box_width, u16::try_from(height).unwrap_or(u16::MAX));
     frame.render_widget(Clear, area);
     frame.render_widget(paragraph, area);
+}
+
+/// A new product's question at `step`.
+fn add_question(app: &App, prompt: &Prompt, step: AddStep) -> String {
+    let name = prompt.draft.name.as_deref().unwrap_or(&prompt.draft.sku);
+    match step {
+        AddStep::Sku => "The new product's sku?".to_owned(),
+        AddStep::Name => format!("The name of {}?", prompt.draft.sku),
+        AddStep::Price => format!("The price of one {name}, in {}?", app.currency()),
+        AddStep::Units => format!("How many units of {name} are in stock?"),
+        AddStep::Category => format!("The category of {name}?"),
+        AddStep::Description => format!("A description of {name}?"),
+    }
+}
+
+fn add_hint(app: &App, step: AddStep) -> &'static str {
+    match step {
+        AddStep::Sku => "letters, digits, - _ or .: such as SKU-042",
+        AddStep::Name => "one line",
+        AddStep::Price if app.currency().decimals() == 0 => "an amount such as 1500",
+        AddStep::Price => "an amount such as 1500.00",
+        AddStep::Units => "a whole number; Enter alone: none yet",
+        AddStep::Category => "such as Laptops; Enter alone: none",
+        AddStep::Description => "one line; Enter alone: none. Enter adds the product",
+    }
+}
+
+/// A new product's answers so far, on one line: `SKU-042 · Mug ·
+/// 12.50 EUR · 5 units · Kitchen`; none before the first.
+fn new_so_far(app: &App, prompt: &Prompt) -> Option<String> {
+    let Ask::Add(step) = prompt.ask else {
+        return None;
+    };
+    let draft = &prompt.draft;
+    let mut parts = Vec::new();
+    for answered in AddStep::ALL.into_iter().take(step.number() - 1) {
+        let part = match answered {
+            AddStep::Sku => draft.sku.clone(),
+            AddStep::Name => draft.name.clone().unwrap_or_default(),
+            AddStep::Price => Money::new(draft.unit_price, app.currency()).to_string(),
+            AddStep::Units => format!("{} units", draft.stock),
+            AddStep::Category if draft.category.is_empty() => "no category".to_owned(),
+            AddStep::Category => draft.category.clone(),
+            AddStep::Description => continue,
+        };
+        parts.push(part);
+    }
+    (!parts.is_empty()).then(|| parts.join(" · "))
 }
 
 /// "Place this order?": every line, the total, y or n.
@@ -1370,8 +1492,31 @@ mod tests {
         operator_withdraw.update(Action::Down);
         operator_withdraw.update(Action::WithdrawOrRelist);
 
+        // An operator adding a mug: the price refused (three decimals).
+        let mut operator_add = crate::fixtures::operator();
+        operator_add.update(Action::No);
+        for answer in ["SKU-042", "Mug", "12.345"] {
+            for c in answer.chars() {
+                operator_add.update(Action::Type(c));
+            }
+            operator_add.update(Action::Activate);
+        }
+
+        // An operator choosing what to edit of the iPhone, and then
+        // renaming it.
+        let mut operator_edit_which = crate::fixtures::operator();
+        operator_edit_which.update(Action::Down);
+        operator_edit_which.update(Action::Edit);
+        let mut operator_edit = operator_edit_which.clone();
+        for c in "niPhone 16e".chars() {
+            operator_edit.update(Action::Type(c));
+        }
+
         vec![
             ("product_details", product_details),
+            ("operator_add", operator_add),
+            ("operator_edit_which", operator_edit_which),
+            ("operator_edit", operator_edit),
             ("category", category),
             ("operator", operator),
             ("operator_restock", operator_restock),
@@ -1570,6 +1715,16 @@ mod tests {
         }
         assert!(help.contains("restock: add units"), "{help}");
         assert!(!help.contains("add one to the cart"), "{help}");
+        // At the smallest size too, every key of the stock pane shows.
+        let small = rows(&render(&app, 60, 16));
+        for binding in keys::help(Pane::Stock, true).filter(|b| b.scope != keys::Scope::Everywhere)
+        {
+            assert!(small.contains(binding.does), "{small}");
+        }
+        assert!(
+            small.contains("add a product (asks sku, name, price…)"),
+            "{small}"
+        );
     }
 
     #[test]

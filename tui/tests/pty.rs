@@ -2,8 +2,9 @@
 //! started on port 0: keys place an order, the order shows RESERVED with a
 //! countdown, a payment over HTTP turns it PAID, another customer's
 //! purchase moves the stock pane, and a restart of the backend is ridden
-//! out by reconnecting. An operator (`SHOP_OPERATOR_TOKEN`) restocks from
-//! the keys; a customer sees an operator's price change live.
+//! out by reconnecting. An operator (`SHOP_OPERATOR_TOKEN`) restocks, adds
+//! and renames a product from the keys; a customer sees an operator's price
+//! change live.
 
 use std::io::{Read, Write};
 use std::net::SocketAddr;
@@ -686,6 +687,73 @@ async fn an_operator_restocks_from_the_keys_and_sees_the_new_quantity() {
     assert!(
         token_files(&config).is_empty(),
         "SHOP_OPERATOR_TOKEN is never saved"
+    );
+    drop(tui);
+    backend.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_adds_a_product_with_n_and_renames_it_with_e() {
+    let (home, mut backend, gateway) = fresh_shop().await;
+    let token = operator_token(&home.path().join("data"), "dora");
+    let mut tui = Tui::start_with_env(
+        &gateway,
+        &home.path().join("config"),
+        100,
+        30,
+        &[("SHOP_OPERATOR_TOKEN", token.as_str())],
+    );
+    tui.wait_for("● online · operator dora").await;
+    tui.wait_for("RCVD").await;
+    // One question at a time; each shows once the last was taken.
+    tui.press("n");
+    for (question, answer) in [
+        ("The new product's sku?", "SKU-042\r"),
+        ("The name of SKU-042?", "Mug\r"),
+        ("The price of one Mug, in EUR?", "12.50\r"),
+        ("How many units of Mug are in stock?", "7\r"),
+        ("The category of Mug?", "Kitchen\r"),
+        ("A description of Mug?", "Holds a pint\r"),
+    ] {
+        tui.wait_for(question).await;
+        tui.press(answer);
+    }
+    tui.wait_for("Mug added: 7 available").await;
+    tui.wait_for_line("the new mug in the stock pane", |line| {
+        line.contains("SKU-042") && line.contains("Mug") && line.contains("12.50 EUR")
+    })
+    .await;
+    tui.wait_for("Stock (4)").await;
+    // The new product is selected: e renames it.
+    tui.press("e");
+    tui.wait_for("Change what of Mug?").await;
+    tui.press("n");
+    tui.wait_for("New name of Mug?").await;
+    tui.wait_for("now: Mug").await;
+    tui.press("Pint mug\r");
+    tui.wait_for("SKU-042 is now called Pint mug").await;
+    tui.wait_for_line("the renamed mug in the stock pane", |line| {
+        line.contains("SKU-042") && line.contains("Pint mug")
+    })
+    .await;
+    // Customers see it as the operator left it.
+    let customer = Client::connect(&websocket_url(&gateway), None)
+        .await
+        .expect("a customer connects");
+    let products = customer.products().await.expect("products");
+    let mug = products
+        .iter()
+        .find(|p| p.sku == "SKU-042")
+        .expect("SKU-042");
+    assert_eq!(
+        (
+            mug.name.as_str(),
+            mug.unit_price,
+            mug.available,
+            mug.category.as_str(),
+            mug.description.as_str()
+        ),
+        ("Pint mug", 1_250, 7, "Kitchen", "Holds a pint")
     );
     drop(tui);
     backend.stop().await;

@@ -15,6 +15,7 @@ use time::{OffsetDateTime, UtcOffset};
 pub fn cancel_reason(reason: CancelReason) -> &'static str {
     match reason {
         CancelReason::OutOfStock => "sold out",
+        CancelReason::ProductWithdrawn => "withdrawn",
         CancelReason::NotPaid => "unpaid",
         CancelReason::ByCustomer => "by you",
         CancelReason::PaymentFailed => "payment failed",

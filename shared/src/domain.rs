@@ -145,6 +145,9 @@ impl fmt::Display for OrderStatus {
 pub enum CancelReason {
     /// Some line could not be reserved; nothing was.
     OutOfStock,
+    /// A product of the order was withdrawn from sale before the order
+    /// could be reserved; nothing was.
+    ProductWithdrawn,
     /// The pay-until deadline passed.
     NotPaid,
     ByCustomer,
@@ -159,6 +162,7 @@ impl CancelReason {
     pub fn as_str(self) -> &'static str {
         match self {
             CancelReason::OutOfStock => "OUT_OF_STOCK",
+            CancelReason::ProductWithdrawn => "PRODUCT_WITHDRAWN",
             CancelReason::NotPaid => "NOT_PAID",
             CancelReason::ByCustomer => "BY_CUSTOMER",
             CancelReason::PaymentFailed => "PAYMENT_FAILED",
@@ -170,6 +174,9 @@ impl CancelReason {
     pub fn describe(self) -> &'static str {
         match self {
             CancelReason::OutOfStock => "not enough stock for every line, so nothing was reserved",
+            CancelReason::ProductWithdrawn => {
+                "a product was withdrawn from sale before the order was reserved, so nothing was"
+            }
             CancelReason::NotPaid => "the order was not paid before its deadline",
             CancelReason::ByCustomer => "cancelled by the customer",
             CancelReason::PaymentFailed => "the payment failed",
@@ -185,6 +192,7 @@ impl FromStr for CancelReason {
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         match text {
             "OUT_OF_STOCK" => Ok(CancelReason::OutOfStock),
+            "PRODUCT_WITHDRAWN" => Ok(CancelReason::ProductWithdrawn),
             "NOT_PAID" => Ok(CancelReason::NotPaid),
             "BY_CUSTOMER" => Ok(CancelReason::ByCustomer),
             "PAYMENT_FAILED" => Ok(CancelReason::PaymentFailed),

@@ -262,6 +262,9 @@ pub struct StockRejected {
     pub order_id: Uuid,
     /// Skus that had too few units (or do not exist).
     pub unavailable: Vec<String>,
+    /// Skus an operator withdrew from sale.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub withdrawn: Vec<String>,
 }
 
 message_enum!(StockEvent, topic::STOCK_EVENTS, key: |m| m.order_id.to_string(), {

@@ -188,8 +188,20 @@ impl OrderRecord {
             return Decision::Unchanged;
         }
         self.status = OrderStatus::Cancelled;
-        self.cancel_reason = Some(CancelReason::OutOfStock);
-        let detail = format!("not enough stock of {}", event.unavailable.join(", "));
+        let detail = if event.unavailable.is_empty() {
+            self.cancel_reason = Some(CancelReason::ProductWithdrawn);
+            format!("withdrawn from sale: {}", event.withdrawn.join(", "))
+        } else {
+            self.cancel_reason = Some(CancelReason::OutOfStock);
+            let mut detail = format!("not enough stock of {}", event.unavailable.join(", "));
+            if !event.withdrawn.is_empty() {
+                detail.push_str(&format!(
+                    "; withdrawn from sale: {}",
+                    event.withdrawn.join(", ")
+                ));
+            }
+            detail
+        };
         self.record(now, TimelineEvent::Cancelled, Some(detail));
         Decision::Changed(Vec::new())
     }
@@ -595,6 +607,7 @@ mod tests {
         let rejected = StockRejected {
             order_id: order.id,
             unavailable: vec!["SKU-002".into()],
+            withdrawn: Vec::new(),
         };
         assert_eq!(
             order.stock_rejected(&rejected, at(1)),
@@ -603,6 +616,25 @@ mod tests {
         assert_eq!(order.status, OrderStatus::Cancelled);
         assert_eq!(order.cancel_reason, Some(CancelReason::OutOfStock));
         assert_eq!(order.stock_rejected(&rejected, at(2)), Decision::Unchanged);
+    }
+
+    #[test]
+    fn an_order_racing_a_withdrawal_is_cancelled_for_that_not_as_sold_out() {
+        let mut order = placed();
+        let rejected = StockRejected {
+            order_id: order.id,
+            unavailable: Vec::new(),
+            withdrawn: vec!["SKU-002".into()],
+        };
+        order.stock_rejected(&rejected, at(1));
+        assert_eq!(order.cancel_reason, Some(CancelReason::ProductWithdrawn));
+        assert_eq!(
+            order
+                .timeline
+                .last()
+                .and_then(|entry| entry.detail.as_deref()),
+            Some("withdrawn from sale: SKU-002")
+        );
     }
 
     #[test]

@@ -241,11 +241,15 @@ impl StockBook {
             return ReserveOutcome::AlreadyDecided;
         }
         match decide(&command.lines, &self.products) {
-            Reservation::Reject { unavailable } => {
+            Reservation::Reject {
+                unavailable,
+                withdrawn,
+            } => {
                 self.set_state(order_id, OrderStock::Rejected);
                 let event = StockEvent::StockRejected(StockRejected {
                     order_id,
                     unavailable,
+                    withdrawn,
                 });
                 self.changes
                     .published
@@ -734,25 +738,40 @@ pub enum Reservation {
         currency: Currency,
         lines: Vec<PricedLine>,
     },
-    /// These skus are missing or have too few units; nothing is reserved.
-    Reject { unavailable: Vec<String> },
+    /// These skus are missing or have too few units, or were withdrawn
+    /// from sale; nothing is reserved.
+    Reject {
+        unavailable: Vec<String>,
+        withdrawn: Vec<String>,
+    },
 }
 
 /// Decides on `lines` given the current `products` (by sku).
 pub fn decide(lines: &[LineItem], products: &HashMap<String, ProductStock>) -> Reservation {
-    let unavailable: Vec<String> = lines
+    let withdrawn: Vec<String> = lines
         .iter()
         .filter(|line| {
-            products.get(&line.sku).is_none_or(|product| {
-                line.quantity <= 0
-                    || product.available < line.quantity
-                    || product.withdrawn_at.is_some()
-            })
+            products
+                .get(&line.sku)
+                .is_some_and(|product| product.withdrawn_at.is_some())
         })
         .map(|line| line.sku.clone())
         .collect();
-    if !unavailable.is_empty() {
-        return Reservation::Reject { unavailable };
+    let unavailable: Vec<String> = lines
+        .iter()
+        .filter(|line| !withdrawn.contains(&line.sku))
+        .filter(|line| {
+            products
+                .get(&line.sku)
+                .is_none_or(|product| line.quantity <= 0 || product.available < line.quantity)
+        })
+        .map(|line| line.sku.clone())
+        .collect();
+    if !unavailable.is_empty() || !withdrawn.is_empty() {
+        return Reservation::Reject {
+            unavailable,
+            withdrawn,
+        };
     }
     let priced: Vec<PricedLine> = lines
         .iter()
@@ -778,6 +797,7 @@ pub fn decide(lines: &[LineItem], products: &HashMap<String, ProductStock>) -> R
         // these products together.
         return Reservation::Reject {
             unavailable: lines.iter().map(|line| line.sku.clone()).collect(),
+            withdrawn: Vec::new(),
         };
     }
     Reservation::Accept {
@@ -848,7 +868,8 @@ mod tests {
         assert_eq!(
             decision,
             Reservation::Reject {
-                unavailable: vec!["B".into()]
+                unavailable: vec!["B".into()],
+                withdrawn: Vec::new(),
             }
         );
     }
@@ -859,7 +880,8 @@ mod tests {
         assert_eq!(
             decision,
             Reservation::Reject {
-                unavailable: vec!["Z".into(), "A".into()]
+                unavailable: vec!["Z".into(), "A".into()],
+                withdrawn: Vec::new(),
             }
         );
     }
@@ -977,6 +999,7 @@ mod tests {
             [&StockEvent::StockRejected(StockRejected {
                 order_id: order(7),
                 unavailable: vec!["B".into()],
+                withdrawn: Vec::new(),
             })]
         );
     }
@@ -1293,6 +1316,14 @@ mod tests {
                 .map(|p| p.sku.as_str())
                 .collect::<Vec<_>>(),
             ["A"]
+        );
+        assert!(
+            stock_events(&changes).contains(&&StockEvent::StockRejected(StockRejected {
+                order_id: order(2),
+                unavailable: Vec::new(),
+                withdrawn: vec!["A".into()],
+            })),
+            "the rejection names the withdrawal, not a shortage"
         );
     }
 

@@ -199,7 +199,7 @@ pub struct Totals {
 }
 
 impl Totals {
-    fn error(&mut self, message: String) {
+    pub fn error(&mut self, message: String) {
         self.errors += 1;
         if self.error_samples.len() < 5 && !self.error_samples.contains(&message) {
             self.error_samples.push(message);

@@ -381,8 +381,25 @@ impl Plan<'_> {
                 break;
             }
             tokio::time::sleep_until(due).await;
+            if self
+                .connections
+                .iter()
+                .all(|connection| connection.client.is_closed())
+            {
+                // The gateway went away: nothing more can be placed.
+                break;
+            }
             let connection = &self.connections[(index % self.connections.len() as u64) as usize];
             index += 1;
+            if connection.client.is_closed() {
+                self.shared.error_count.fetch_add(1, Ordering::Relaxed);
+                if due >= self.measure_from {
+                    self.shared
+                        .totals()
+                        .error("placing an order: the connection to the gateway closed".into());
+                }
+                continue;
+            }
             if self.shared.in_flight.load(Ordering::Relaxed) >= limit {
                 if due >= self.measure_from {
                     self.shared.totals().skipped += 1;
@@ -418,7 +435,12 @@ impl Plan<'_> {
                 let (pay, max_lines, max_quantity) =
                     (self.args.pay, self.args.max_lines, self.args.max_quantity);
                 tasks.spawn(async move {
-                    while Instant::now() < end && !shared.enough.load(Ordering::Relaxed) {
+                    // A connection the gateway closed places nothing more
+                    // (its orders would fail at once, as fast as they came).
+                    while Instant::now() < end
+                        && !shared.enough.load(Ordering::Relaxed)
+                        && !connection.client.is_closed()
+                    {
                         let sent = shared.sent.fetch_add(1, Ordering::Relaxed);
                         if count.is_some_and(|count| sent >= count) {
                             shared.enough.store(true, Ordering::Relaxed);

@@ -301,6 +301,9 @@ async fn an_operator_signs_in_changes_the_catalogue_and_reads_the_audit_log() {
         .run(&["admin", "set", "SKU-002", "--price", "9.999"])
         .await;
     assert_eq!(bad_price.code, 1, "{}", bad_price.stderr);
+    let nothing = shop.run(&["admin", "set", "SKU-002"]).await;
+    assert_eq!(nothing.code, 1, "{}", nothing.stderr);
+    assert!(nothing.stderr.contains("--price"), "{}", nothing.stderr);
     shop.run(&[
         "admin",
         "add",

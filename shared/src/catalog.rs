@@ -240,7 +240,9 @@ fn check_category(category: &str) -> Result<(), InvalidChange> {
 }
 
 fn check_image_url(url: &str) -> Result<(), InvalidChange> {
-    let scheme_ok = url.starts_with("https://") || url.starts_with("http://");
+    // Schemes are case-insensitive (RFC 3986, section 3.1).
+    let lower = url.get(..8).unwrap_or(url).to_ascii_lowercase();
+    let scheme_ok = lower.starts_with("https://") || lower.starts_with("http://");
     if !scheme_ok
         || url.len() > MAX_IMAGE_URL_LEN
         || url.chars().any(|c| c.is_whitespace() || c.is_control())
@@ -302,6 +304,10 @@ pub struct AuditEntry {
     /// As [`CatalogChange::action`].
     pub action: String,
     pub changes: Vec<FieldChange>,
+    /// The product's version after the change: orders the changes of one
+    /// product however close in time.
+    #[serde(default)]
+    pub version: i64,
     /// Why units were written off, if the operator said.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub reason: String,

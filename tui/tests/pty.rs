@@ -366,6 +366,10 @@ async fn it_works_at_80_by_24_and_follows_a_resize_and_the_help_lists_every_key(
     tui.press("\x1b");
     let narrow = tui.wait_for("Stock (3)").await;
     assert!(narrow.chars().count() <= 80);
+    // The help's closing is drawn first: a resize then is one the screen
+    // follows, not one a redraw of the old size could overwrite.
+    tui.wait_for_line("the help closed", |line| line.contains("a add"))
+        .await;
     tui.resize(120, 40);
     tui.wait_for_line("the stock pane redrawn 120 wide", |line| {
         line.contains("Stock (3)") && line.trim_end().chars().count() == 120

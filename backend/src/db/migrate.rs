@@ -95,6 +95,7 @@ const ORDER: &[Migration] = &[
 const GATEWAY: &[Migration] = &[
     portable!("gateway", 1, "0001_customer_orders"),
     portable!("gateway", 2, "0002_catalog_audit"),
+    portable!("gateway", 3, "0003_catalog_audit_order"),
 ];
 const STOCK: &[Migration] = &[
     portable!("stock", 1, "0001_products"),

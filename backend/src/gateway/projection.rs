@@ -98,12 +98,14 @@ impl Projection {
         let mut tx = self.db.begin().await?;
         for entry in entries {
             sqlx::query(
-                "INSERT INTO catalog_audit (command_id, sku, at, entry) VALUES ($1, $2, $3, $4)
+                "INSERT INTO catalog_audit (command_id, sku, at, version, entry)
+                 VALUES ($1, $2, $3, $4, $5)
                  ON CONFLICT (command_id) DO NOTHING",
             )
             .bind(entry.command_id.to_string())
             .bind(&entry.sku)
             .bind(entry.at.as_millis())
+            .bind(entry.version)
             .bind(serde_json::to_string(entry).unwrap_or_default())
             .execute(&mut *tx)
             .await?;
@@ -124,7 +126,8 @@ impl Projection {
     ) -> Result<Vec<AuditEntry>, StoreError> {
         let filter = if sku.is_some() { "WHERE sku = $1" } else { "" };
         let sql = format!(
-            "SELECT entry FROM catalog_audit {filter} ORDER BY at DESC, command_id DESC LIMIT {limit}"
+            "SELECT entry FROM catalog_audit {filter}
+             ORDER BY at DESC, version DESC, command_id DESC LIMIT {limit}"
         );
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
         if let Some(sku) = sku {

@@ -270,7 +270,7 @@ impl ReadModel {
                 entries.push(entry);
             }
         }
-        entries.sort_by_key(|entry| std::cmp::Reverse((entry.at, entry.command_id)));
+        entries.sort_by_key(|entry| std::cmp::Reverse((entry.at, entry.version, entry.command_id)));
         entries.truncate(limit);
         Ok(entries)
     }
@@ -656,6 +656,42 @@ mod tests {
         assert_eq!(std::iter::from_fn(|| operators.try_recv().ok()).count(), 3);
         assert_eq!(model.customer_products()[0].stock, None);
         assert!(model.products()[0].stock.is_some());
+    }
+
+    #[tokio::test]
+    async fn changes_of_one_product_in_the_same_millisecond_are_listed_newest_first() {
+        let (model, projection, _dir) = model().await;
+        let entry = |version: i64| shop_shared::catalog::AuditEntry {
+            // Command ids in the opposite order of the versions.
+            command_id: Uuid::from_u128(100 - version as u128),
+            operator: "alice".into(),
+            at: Timestamp::from_millis(1_000),
+            sku: "A".into(),
+            action: "restock".into(),
+            changes: vec![],
+            version,
+            reason: String::new(),
+        };
+        projection
+            .store_audit(&[entry(1), entry(3), entry(2)])
+            .await
+            .expect("stored");
+        let versions: Vec<i64> = model
+            .audit(Some("A"), 10)
+            .await
+            .expect("read")
+            .iter()
+            .map(|entry| entry.version)
+            .collect();
+        assert_eq!(versions, [3, 2, 1]);
+        let newest: Vec<i64> = projection
+            .audit(None, 2)
+            .await
+            .expect("read")
+            .iter()
+            .map(|entry| entry.version)
+            .collect();
+        assert_eq!(newest, [3, 2], "the limit keeps the newest");
     }
 
     #[tokio::test]

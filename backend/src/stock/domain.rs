@@ -377,13 +377,14 @@ impl StockBook {
             return outcome;
         }
         let outcome = match self.apply_change(command, currency, now) {
-            Ok(entry) => {
-                self.changes.audit.push(entry.clone());
+            Ok(mut entry) => {
                 let product = self
                     .products
                     .get(&entry.sku)
                     .map(ProductStock::view)
                     .unwrap_or_else(|| unreachable!("a change applied to a product in the book"));
+                entry.version = product.version;
+                self.changes.audit.push(entry.clone());
                 CatalogOutcome::Changed(Box::new(CatalogChanged {
                     attempt: command.attempt,
                     entry,
@@ -422,6 +423,7 @@ impl StockBook {
             sku: sku.clone(),
             action: change.action().to_owned(),
             changes: Vec::new(),
+            version: 0,
             reason: String::new(),
         };
         if let CatalogChange::AddProduct {
@@ -437,7 +439,9 @@ impl StockBook {
             if self.products.contains_key(&sku) {
                 return Err((
                     ErrorCode::ProductExists,
-                    format!("the shop has a product {sku} already; change it with update_product"),
+                    format!(
+                        "the shop has a product {sku} already; change it with update_product (shop admin set)"
+                    ),
                 ));
             }
             let product = ProductStock {

@@ -62,6 +62,14 @@ pub(super) async fn admin(context: &Context, command: AdminCommand) -> Result<()
             image_url,
             key,
         } => {
+            if [&name, &price, &category, &description, &image_url]
+                .iter()
+                .all(|field| field.is_none())
+            {
+                return Err(CliError::usage(
+                    "say what to change: --name, --price, --category, --description or --image-url",
+                ));
+            }
             let client = operator(context).await?;
             let unit_price = match price {
                 Some(price) => Some(parse_price(&price, shop_currency(context, &client).await?)?),

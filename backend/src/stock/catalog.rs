@@ -29,6 +29,8 @@ pub use shop_shared::catalog::{MAX_STOCK, MAX_UNIT_PRICE};
 use shop_shared::domain::{MAX_SKU_LEN, is_valid_sku};
 use shop_shared::money::Currency;
 
+use super::domain::ProductStock;
+
 /// A product to seed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CatalogProduct {
@@ -41,6 +43,29 @@ pub struct CatalogProduct {
     pub unit_price: i64,
     pub currency: Currency,
     pub stock: i64,
+}
+
+impl From<&CatalogProduct> for ProductStock {
+    /// The product as a new shop first holds it: its whole stock received
+    /// and available, listed, at version 1.
+    fn from(product: &CatalogProduct) -> ProductStock {
+        ProductStock {
+            sku: product.sku.clone(),
+            name: product.name.clone(),
+            description: product.description.clone(),
+            category: product.category.clone(),
+            image_url: product.image_url.clone(),
+            unit_price: product.unit_price,
+            currency: product.currency,
+            available: product.stock,
+            reserved: 0,
+            sold: 0,
+            written_off: 0,
+            received: product.stock,
+            withdrawn_at: None,
+            version: 1,
+        }
+    }
 }
 
 /// Why a catalogue file was refused.

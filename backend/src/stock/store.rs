@@ -265,23 +265,7 @@ pub async fn reservations(
 pub async fn seed(tx: &mut Tx, catalog: &[CatalogProduct]) -> Result<usize, StoreError> {
     let mut added = 0;
     for product in catalog {
-        let inserted = sqlx::query(
-            "INSERT INTO products (sku, name, description, category, image_url, unit_price, currency,
-                                   available, reserved, sold, written_off, received, version)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, 0, 0, $8, 1)
-             ON CONFLICT (sku) DO NOTHING",
-        )
-        .bind(&product.sku)
-        .bind(&product.name)
-        .bind(&product.description)
-        .bind(&product.category)
-        .bind(product.image_url.clone())
-        .bind(product.unit_price)
-        .bind(product.currency.to_string())
-        .bind(product.stock)
-        .execute(&mut **tx)
-        .await?;
-        added += inserted.rows_affected() as usize;
+        added += insert_product(tx, &ProductStock::from(product), Existing::Keep).await?;
     }
     Ok(added)
 }
@@ -293,11 +277,36 @@ pub async fn seed(tx: &mut Tx, catalog: &[CatalogProduct]) -> Result<usize, Stor
 /// The insert failed (a sku stored already: the caller retries the batch).
 pub async fn add_products(tx: &mut Tx, products: &[ProductStock]) -> Result<(), StoreError> {
     for product in products {
-        sqlx::query(
-            "INSERT INTO products (sku, name, description, category, image_url, unit_price, currency,
-                                   available, reserved, sold, written_off, received, withdrawn_at, version)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
-        )
+        insert_product(tx, product, Existing::Fail).await?;
+    }
+    Ok(())
+}
+
+/// What inserting a sku the shop has already does.
+#[derive(Clone, Copy)]
+enum Existing {
+    /// Leaves the stored product alone and inserts nothing.
+    Keep,
+    /// Fails the insert.
+    Fail,
+}
+
+/// Inserts `product`; returns how many rows were inserted (0 or 1).
+async fn insert_product(
+    tx: &mut Tx,
+    product: &ProductStock,
+    existing: Existing,
+) -> Result<usize, StoreError> {
+    let sql = format!(
+        "INSERT INTO products (sku, name, description, category, image_url, unit_price, currency,
+                               available, reserved, sold, written_off, received, withdrawn_at, version)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14){}",
+        match existing {
+            Existing::Keep => " ON CONFLICT (sku) DO NOTHING",
+            Existing::Fail => "",
+        }
+    );
+    let inserted = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(&product.sku)
         .bind(&product.name)
         .bind(&product.description)
@@ -314,8 +323,7 @@ pub async fn add_products(tx: &mut Tx, products: &[ProductStock]) -> Result<(), 
         .bind(product.version)
         .execute(&mut **tx)
         .await?;
-    }
-    Ok(())
+    Ok(inserted.rows_affected() as usize)
 }
 
 /// Writes the descriptive fields (name, description, category, image,

@@ -31,11 +31,14 @@ run are the run's paid ones; without, that no unit a customer could see
 vanished.
 
   shop-bench seed --orders 100000 --pay 0.3        # history for a shop, through the services
+  shop-bench hello --customers 10 --orders 100     # a returning customer: hello to the full order list
+  shop-bench run --gateway http://127.0.0.1:8080,http://127.0.0.1:8081   # customers over two gateways
 
 Exit codes: 0 all orders reached RESERVED or a clean cancellation and stock
 was conserved; 1 bad arguments or a file that cannot be written; 2 the
-gateway cannot be reached; 3 some orders failed or timed out; 4 stock was
-not conserved; 141 the reader of the report went away.";
+gateway cannot be reached; 3 some orders failed or timed out (hello: a
+customer's list came back short, or a return failed); 4 stock was not
+conserved; 141 the reader of the report went away.";
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -47,6 +50,28 @@ pub enum Command {
     /// Gives a shop history: places ORDERS orders as fast as it takes them, through the gateway
     /// and every service as customers would, paying a share, and reports as `run` does.
     Seed(SeedArgs),
+    /// Measures returning customers: gives each of CUSTOMERS customers ORDERS orders, then
+    /// times, again and again, one of them connecting with its kept token, saying hello and
+    /// receiving its full order list.
+    Hello(HelloArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct HelloArgs {
+    /// Customers to give a history.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1_000))]
+    pub customers: u32,
+
+    /// Orders each customer places first (1 unit of one sku each); their list is what is timed.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub orders: u32,
+
+    /// Returns to time, one after another, the customers in turn.
+    #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub samples: u32,
+
+    #[command(flatten)]
+    pub shop: ShopArgs,
 }
 
 #[derive(Debug, Args)]
@@ -67,6 +92,10 @@ pub struct SeedArgs {
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1_000))]
     pub in_flight: u32,
 
+    /// An operator's token: the conservation check then reads the shop's ledger.
+    #[arg(long, env = "SHOP_OPERATOR_TOKEN", hide_env_values = true)]
+    pub operator_token: Option<String>,
+
     #[command(flatten)]
     pub shop: ShopArgs,
 }
@@ -77,7 +106,7 @@ impl SeedArgs {
         RunArgs {
             gateway: self.shop.gateway,
             ca_cert: self.shop.ca_cert,
-            operator_token: self.shop.operator_token,
+            operator_token: self.operator_token,
             connections: self.connections,
             rate: None,
             in_flight: self.in_flight,
@@ -101,17 +130,20 @@ impl SeedArgs {
 /// Which shop, and how to report.
 #[derive(Debug, Args)]
 pub struct ShopArgs {
-    /// The gateway, as http://host:port or ws://host:port/ws.
-    #[arg(long, env = "SHOP_GATEWAY", default_value = "http://127.0.0.1:8080")]
-    pub gateway: String,
+    /// The gateway, as http://host:port or ws://host:port/ws. Several (repeated, or
+    /// separated by commas) spread the customers over gateway instances of one shop,
+    /// connection by connection.
+    #[arg(
+        long,
+        env = "SHOP_GATEWAY",
+        default_value = "http://127.0.0.1:8080",
+        value_delimiter = ','
+    )]
+    pub gateway: Vec<String>,
 
     /// Also trust the certificate authority in this PEM file.
     #[arg(long, env = "SHOP_CA_CERT", value_name = "FILE")]
     pub ca_cert: Option<std::path::PathBuf>,
-
-    /// An operator's token: the conservation check then reads the shop's ledger.
-    #[arg(long, env = "SHOP_OPERATOR_TOKEN", hide_env_values = true)]
-    pub operator_token: Option<String>,
 
     /// Order only skus starting with this; when no product does, every sku.
     #[arg(long, default_value = "BENCH-")]
@@ -128,9 +160,16 @@ pub struct ShopArgs {
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// The gateway, as http://host:port or ws://host:port/ws.
-    #[arg(long, env = "SHOP_GATEWAY", default_value = "http://127.0.0.1:8080")]
-    pub gateway: String,
+    /// The gateway, as http://host:port or ws://host:port/ws. Several (repeated, or
+    /// separated by commas) spread the customers over gateway instances of one shop,
+    /// connection by connection.
+    #[arg(
+        long,
+        env = "SHOP_GATEWAY",
+        default_value = "http://127.0.0.1:8080",
+        value_delimiter = ','
+    )]
+    pub gateway: Vec<String>,
 
     /// Also trust the certificate authority in this PEM file, for a shop served over TLS
     /// with a certificate from a private CA. Mozilla's roots are always trusted.
@@ -279,5 +318,18 @@ mod tests {
         };
         assert_eq!((run.rate, run.pay, run.connections), (Some(100.0), 0.5, 16));
         assert!(Cli::try_parse_from(["shop-bench", "run", "--connections", "0"]).is_err());
+        let two = Cli::try_parse_from([
+            "shop-bench",
+            "run",
+            "--gateway",
+            "http://a:1,http://b:2",
+            "--gateway",
+            "ws://c:3/ws",
+        ])
+        .expect("several gateways");
+        let Command::Run(two) = two.command else {
+            panic!("run")
+        };
+        assert_eq!(two.gateway, ["http://a:1", "http://b:2", "ws://c:3/ws"]);
     }
 }

@@ -7,6 +7,7 @@ mod catalog;
 mod conservation;
 mod load;
 mod report;
+mod returning;
 mod stats;
 mod trace;
 
@@ -55,6 +56,7 @@ async fn main() -> ExitCode {
         Command::Catalog(args) => write_catalog(&args),
         Command::Run(args) => run(&args).await,
         Command::Seed(args) => run(&args.into_run()).await,
+        Command::Hello(args) => returning::measure(&args).await,
     };
     match outcome {
         Ok(code) => code,
@@ -109,29 +111,19 @@ async fn run(args: &RunArgs) -> Result<ExitCode, Failure> {
         .transpose()?;
     let trust =
         Trust::new(args.ca_cert.as_deref()).map_err(|error| (EXIT_USAGE, error.to_string()))?;
-    let url = websocket_url(&args.gateway);
-    let connections = connect(&url, &trust, args.connections).await?;
+    let urls = websocket_urls(&args.gateway);
+    let connections = connect(&urls, &trust, args.connections).await?;
     let products = connections[0]
         .client
         .products()
         .await
         .map_err(|error| (EXIT_UNREACHABLE, format!("listing products: {error}")))?;
-    let prefixed: Vec<_> = products
-        .iter()
-        .filter(|product| product.sku.starts_with(&args.sku_prefix))
-        .collect();
-    let chosen = if prefixed.is_empty() {
-        products.iter().collect()
-    } else {
-        prefixed
-    };
-    if chosen.is_empty() {
-        return Err((EXIT_USAGE, "the shop sells nothing to order".into()));
-    }
+    let chosen = to_order(&products, &args.sku_prefix)?;
+    let url = &urls[0];
     // An operator sees the shop's stock levels: the check then uses them.
     let operator = match &args.operator_token {
         Some(token) => {
-            let client = shop_client::Client::connect_with(&url, Some(token.as_str()), &trust)
+            let client = shop_client::Client::connect_with(url, Some(token.as_str()), &trust)
                 .await
                 .map_err(|error| {
                     (
@@ -226,7 +218,7 @@ async fn run(args: &RunArgs) -> Result<ExitCode, Failure> {
     let mut totals = std::mem::take(&mut *shared.totals());
     let mut traces = std::mem::take(&mut totals.traces);
     let report = Report {
-        gateway: args.gateway.clone(),
+        gateway: args.gateway.join(", "),
         mode: if args.rate.is_some() {
             "fixed rate"
         } else {
@@ -288,42 +280,83 @@ async fn run(args: &RunArgs) -> Result<ExitCode, Failure> {
     })
 }
 
-/// Opens `count` customer connections, 32 at a time.
-async fn connect(url: &str, trust: &Trust, count: u32) -> Result<Vec<Connection>, Failure> {
-    let unreachable = |error: ClientError| {
-        let message = match error {
-            ClientError::Tls {
-                problem: problem @ TlsProblem::Untrusted(_),
-                ..
-            } => format!(
-                "no secure connection to the shop at {url}: {problem}; if its certificate \
-                 comes from a private certificate authority, pass that CA's certificate \
-                 with --ca-cert FILE"
-            ),
-            ClientError::Tls { problem, .. } => {
-                format!("no secure connection to the shop at {url}: {problem}")
-            }
-            other => format!(
-                "cannot reach the shop at {url} ({other}); start it with \
-                 `cargo run --release -p shop-backend`, or pass --gateway"
-            ),
-        };
-        (EXIT_UNREACHABLE, message)
+/// The WebSocket URLs of `--gateway`'s values.
+fn websocket_urls(gateways: &[String]) -> Vec<String> {
+    gateways
+        .iter()
+        .map(|gateway| websocket_url(gateway))
+        .collect()
+}
+
+/// The products a run orders: those whose sku starts with `prefix`, or
+/// every product when none does.
+///
+/// # Errors
+///
+/// [`EXIT_USAGE`] when the shop sells nothing.
+fn to_order<'a>(products: &'a [Product], prefix: &str) -> Result<Vec<&'a Product>, Failure> {
+    let prefixed: Vec<_> = products
+        .iter()
+        .filter(|product| product.sku.starts_with(prefix))
+        .collect();
+    let chosen = if prefixed.is_empty() {
+        products.iter().collect()
+    } else {
+        prefixed
     };
+    if chosen.is_empty() {
+        return Err((EXIT_USAGE, "the shop sells nothing to order".into()));
+    }
+    Ok(chosen)
+}
+
+/// Why a connection to `url` failed, for the user, with the exit code.
+fn unreachable(url: &str, error: ClientError) -> Failure {
+    let message = match error {
+        ClientError::Tls {
+            problem: problem @ TlsProblem::Untrusted(_),
+            ..
+        } => format!(
+            "no secure connection to the shop at {url}: {problem}; if its certificate \
+             comes from a private certificate authority, pass that CA's certificate \
+             with --ca-cert FILE"
+        ),
+        ClientError::Tls { problem, .. } => {
+            format!("no secure connection to the shop at {url}: {problem}")
+        }
+        other => format!(
+            "cannot reach the shop at {url} ({other}); start it with \
+             `cargo run --release -p shop-backend`, or pass --gateway"
+        ),
+    };
+    (EXIT_UNREACHABLE, message)
+}
+
+/// Which of `urls` the `index`th connection goes to: in turn, so the
+/// customers spread evenly over the gateways.
+fn gateway_of(urls: &[String], index: usize) -> &str {
+    &urls[index % urls.len()]
+}
+
+/// Opens `count` customer connections, 32 at a time, spread over `urls`.
+async fn connect(urls: &[String], trust: &Trust, count: u32) -> Result<Vec<Connection>, Failure> {
     let mut connections = Vec::with_capacity(count as usize);
     let mut opening = JoinSet::new();
     let mut started = 0;
     while connections.len() < count as usize {
         while started < count && opening.len() < 32 {
-            let (url, trust) = (url.to_owned(), trust.clone());
-            opening.spawn(async move { Connection::open(&url, &trust).await });
+            let (url, trust) = (gateway_of(urls, started as usize).to_owned(), trust.clone());
+            opening.spawn(async move {
+                let opened = Connection::open(&url, &trust).await;
+                opened.map_err(|error| unreachable(&url, error))
+            });
             started += 1;
         }
         let Some(opened) = opening.join_next().await else {
             break;
         };
         let opened = opened.map_err(|error| (EXIT_UNREACHABLE, error.to_string()))?;
-        connections.push(opened.map_err(unreachable)?);
+        connections.push(opened?);
     }
     Ok(connections)
 }

@@ -449,3 +449,113 @@ async fn a_run_over_tls_orders_and_pays_trusting_the_ca_it_is_given() {
     assert!(placed > 0, "{report}");
     assert_eq!(count(&report, "paid"), placed, "paid over HTTPS: {report}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn returning_customers_are_timed_to_their_whole_order_list() {
+    let shop = Shop::start(&["--skus", "20", "--stock", "100000"]).await;
+    let output = shop
+        .bench(&[
+            "hello",
+            "--customers",
+            "3",
+            "--orders",
+            "12",
+            "--samples",
+            "30",
+            "--json",
+            "--quiet",
+        ])
+        .await;
+    assert!(output.status.success(), "{output:?}");
+    let report = report(&output);
+    assert_eq!(report["connect_to_list"]["count"], 30, "{report}");
+    assert_eq!(count(&report, "orders_each"), 12, "{report}");
+    assert_eq!(count(&report, "short_lists"), 0, "{report}");
+    assert_eq!(count(&report, "errors"), 0, "{report}");
+    let p99 = report["connect_to_list"]["p99_ms"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("p99 in {report}"));
+    assert!(p99 > 0.0, "{report}");
+
+    // The history went through the shop: 3 customers × 12 orders of one unit.
+    let client = shop_client::Client::connect(&shop_client::websocket_url(&shop.gateway), None)
+        .await
+        .expect("the shop answers");
+    let available: i64 = client
+        .products()
+        .await
+        .expect("products")
+        .iter()
+        .map(|product| product.available)
+        .sum();
+    assert_eq!(available, 20 * 100_000 - 36);
+
+    // Human output names what it timed.
+    let output = shop
+        .bench(&[
+            "hello",
+            "--customers",
+            "1",
+            "--orders",
+            "2",
+            "--samples",
+            "3",
+            "--quiet",
+        ])
+        .await;
+    assert!(output.status.success(), "{output:?}");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(text.contains("connect, hello, full list: p50"), "{text}");
+    assert!(text.contains("short lists: 0"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn customers_are_spread_over_every_gateway_given() {
+    let shop = Shop::start(&["--skus", "20", "--stock", "100000"]).await;
+    let port = shop.gateway.rsplit(':').next().expect("port").to_owned();
+    // Two spellings of one shop: both take customers, the report names both.
+    let both = format!("{},http://localhost:{port}", shop.gateway);
+    let output = bench(&[
+        "run",
+        "--gateway",
+        &both,
+        "--connections",
+        "4",
+        "--count",
+        "40",
+        "--duration",
+        "20s",
+        "--warmup",
+        "0s",
+        "--json",
+        "--quiet",
+    ])
+    .output()
+    .await
+    .expect("shop-bench runs");
+    assert!(output.status.success(), "{output:?}");
+    let report = report(&output);
+    assert_eq!(count(&report, "reserved"), 40, "{report}");
+    let named = report["gateway"].as_str().expect("gateway");
+    assert!(named.contains(&format!("localhost:{port}")), "{named}");
+
+    // The second of two gateways gets customers too: one that does not
+    // answer fails the run, named.
+    let unused = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
+    let address = unused.local_addr().expect("address");
+    drop(unused);
+    let output = bench(&[
+        "run",
+        "--gateway",
+        &format!("{},http://{address}", shop.gateway),
+        "--connections",
+        "2",
+        "--quiet",
+    ])
+    .output()
+    .await
+    .expect("shop-bench runs");
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains(&address.to_string()), "{stderr}");
+}

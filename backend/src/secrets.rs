@@ -72,25 +72,36 @@ pub struct Secrets {
     pub operator: Secret,
 }
 
-/// Fewest bytes an operator secret given by flag or env may have: a token
-/// is an HMAC of a known text, so a short key falls to an offline search
-/// from one leaked token.
-pub const MIN_OPERATOR_SECRET_LEN: usize = 16;
+/// Fewest bytes a signing secret given by flag or env may have (token,
+/// operator and local-checkout webhook secrets): a token or a webhook
+/// signature is an HMAC of a text an attacker can know, so a short key
+/// falls to an offline search from one leaked token or signed webhook.
+pub const MIN_SECRET_LEN: usize = 16;
+
+/// `secret`, given by the flag `flag` or the environment variable `env`,
+/// as a signing secret.
+///
+/// # Errors
+///
+/// It is shorter than [`MIN_SECRET_LEN`] bytes (or empty); the message
+/// names the flag and the variable, never the value.
+pub fn given_secret(secret: &Secret, flag: &str, env: &str) -> anyhow::Result<Secret> {
+    if secret.expose().len() < MIN_SECRET_LEN {
+        anyhow::bail!(
+            "{flag} ({env}) must have at least {MIN_SECRET_LEN} characters: what it signs is only \
+             as hard to forge as it is to guess (make one with `openssl rand -hex 32`)"
+        );
+    }
+    Ok(secret.clone())
+}
 
 /// `secret` as an operator secret given by `--operator-secret`.
 ///
 /// # Errors
 ///
-/// It is shorter than [`MIN_OPERATOR_SECRET_LEN`] bytes (or empty).
+/// As [`given_secret`].
 pub fn operator_secret(secret: &Secret) -> anyhow::Result<Secret> {
-    if secret.expose().len() < MIN_OPERATOR_SECRET_LEN {
-        anyhow::bail!(
-            "--operator-secret (SHOP_OPERATOR_SECRET) must have at least {MIN_OPERATOR_SECRET_LEN} \
-             characters: operator tokens are only as hard to forge as it is to guess (make one with \
-             `openssl rand -hex 32`)"
-        );
-    }
-    Ok(secret.clone())
+    given_secret(secret, "--operator-secret", "SHOP_OPERATOR_SECRET")
 }
 
 /// HMAC-SHA256 (RFC 2104) keyed with `key` over `parts`, one after the
@@ -220,9 +231,22 @@ mod tests {
                 .expect_err(short)
                 .to_string();
             assert!(refused.contains("at least 16 characters"), "{refused}");
+            assert!(refused.contains("--operator-secret"), "{refused}");
             assert!(!refused.contains(short) || short.is_empty() || short == "a");
         }
         assert!(operator_secret(&Secret::new("sixteen-chars!!!")).is_ok());
+        let refused = given_secret(
+            &Secret::new("hunter2"),
+            "--token-secret",
+            "SHOP_TOKEN_SECRET",
+        )
+        .expect_err("short")
+        .to_string();
+        assert!(
+            refused.contains("--token-secret (SHOP_TOKEN_SECRET)"),
+            "{refused}"
+        );
+        assert!(!refused.contains("hunter2"), "{refused}");
     }
 
     #[test]

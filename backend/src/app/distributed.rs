@@ -231,7 +231,9 @@ fn required_secret(
 ) -> anyhow::Result<Option<Secret>> {
     match (needed, secret) {
         (false, _) => Ok(None),
-        (true, Some(secret)) if !secret.expose().is_empty() => Ok(Some(secret.clone())),
+        (true, Some(secret)) if !secret.expose().is_empty() => {
+            crate::secrets::given_secret(secret, flag, env).map(Some)
+        }
         (true, _) => anyhow::bail!(
             "pass {flag} or set {env}: every instance needs the same secret (make one with `openssl rand -hex 32`)"
         ),

@@ -51,20 +51,32 @@ impl Application {
     /// it), the catalogue or secrets cannot be read, the port cannot be bound,
     /// or a database, the bus log or a service cannot start.
     pub async fn build(config: EmbeddedArgs) -> anyhow::Result<Application> {
+        // Secrets given by flag are checked before anything is written.
+        let token_secret = config
+            .token_secret
+            .as_ref()
+            .map(|secret| secrets::given_secret(secret, "--token-secret", "SHOP_TOKEN_SECRET"))
+            .transpose()?;
+        let operator_secret = config
+            .operator_secret
+            .as_ref()
+            .map(secrets::operator_secret)
+            .transpose()?;
+        let webhook_secret = config
+            .webhook_secret
+            .as_ref()
+            .map(|secret| secrets::given_secret(secret, "--webhook-secret", "SHOP_WEBHOOK_SECRET"))
+            .transpose()?;
         let data_dir = &config.data_dir;
-        std::fs::create_dir_all(data_dir)
-            .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
+        create_data_dir(data_dir)?;
         let lock = lock_data_dir(data_dir)?;
         let catalog = config.catalog.as_deref().map(catalog::load).transpose()?;
         let stored = secrets::load_or_create(data_dir)?;
         let tokens = TokenSecrets {
-            customers: config.token_secret.clone().unwrap_or(stored.token),
-            operators: Some(match &config.operator_secret {
-                Some(secret) => secrets::operator_secret(secret)?,
-                None => stored.operator,
-            }),
+            customers: token_secret.unwrap_or(stored.token),
+            operators: Some(operator_secret.unwrap_or(stored.operator)),
         };
-        let webhook_secret = config.webhook_secret.clone().unwrap_or(stored.webhook);
+        let webhook_secret = webhook_secret.unwrap_or(stored.webhook);
 
         let tls = Tls::load(&config.connections.tls)?;
         let (listener, address, public_url) =
@@ -250,6 +262,38 @@ impl Idleness {
 }
 
 /// Takes the data directory's lock file, or says who holds it.
+/// Creates the data directory, readable by this user only (mode 0700 on
+/// Unix, as PostgreSQL keeps its own): the databases in it hold every
+/// customer's orders and payments. An existing directory is left as it is,
+/// with a warning when other users can read it.
+fn create_data_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    let cannot = || format!("cannot create the data directory {}", dir.display());
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(cannot)?;
+        let mode = std::fs::metadata(dir)
+            .with_context(cannot)?
+            .permissions()
+            .mode()
+            & 0o777;
+        if mode & 0o077 != 0 {
+            tracing::warn!(
+                path = %dir.display(),
+                mode = format!("{mode:o}"),
+                "other users can read the data directory, whose databases hold customers' orders and payments: `chmod 700` it"
+            );
+        }
+    }
+    #[cfg(not(unix))]
+    std::fs::create_dir_all(dir).with_context(cannot)?;
+    Ok(())
+}
+
 fn lock_data_dir(dir: &std::path::Path) -> anyhow::Result<File> {
     let path = dir.join("LOCK");
     let file = File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;

@@ -540,3 +540,94 @@ crate::in_both_modes!(
     webhooks_arriving_together_are_each_applied_once,
     the_checkout_form_refuses_bad_card_details_without_charging,
 );
+
+/// A signing secret given by flag is refused when short, by every process
+/// that takes one, before anything is written: the message names the
+/// setting, never the value.
+#[tokio::test]
+async fn a_short_secret_given_by_flag_is_refused_at_start_named_but_not_shown() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let data = dir.path().join("data");
+    let data = data.to_str().expect("UTF-8 path");
+    let unreachable_db = "postgres://nobody@127.0.0.1:1/none";
+    // One character short of the 16 a secret needs.
+    let short = "fifteen-chars!!";
+    let cases: [(&[&str], &str); 5] = [
+        (
+            &["--data-dir", data, "--token-secret", short],
+            "--token-secret (SHOP_TOKEN_SECRET)",
+        ),
+        (
+            &["--data-dir", data, "--webhook-secret", short],
+            "--webhook-secret (SHOP_WEBHOOK_SECRET)",
+        ),
+        (
+            &["--data-dir", data, "--operator-secret", short],
+            "--operator-secret (SHOP_OPERATOR_SECRET)",
+        ),
+        (
+            &[
+                "gateway",
+                "--database-url",
+                unreachable_db,
+                "--token-secret",
+                short,
+            ],
+            "--token-secret (SHOP_TOKEN_SECRET)",
+        ),
+        (
+            &[
+                "payment",
+                "--database-url",
+                unreachable_db,
+                "--webhook-secret",
+                short,
+            ],
+            "--webhook-secret (SHOP_WEBHOOK_SECRET)",
+        ),
+    ];
+    for (args, named) in cases {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_shop-backend"));
+        for (key, _) in std::env::vars() {
+            if key.starts_with("SHOP_") || key.starts_with("STRIPE_") {
+                command.env_remove(key);
+            }
+        }
+        let output = tokio::time::timeout(
+            WAIT,
+            command
+                .args(args)
+                .args(["--listen", "127.0.0.1:0"])
+                .kill_on_drop(true)
+                .output(),
+        )
+        .await
+        .expect("it ends by itself")
+        .expect("shop-backend runs");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{args:?} started: {stderr}");
+        assert!(
+            stderr.contains(&format!("{named} must have at least 16 characters")),
+            "{args:?}: {stderr}"
+        );
+        assert!(!stderr.contains(short), "the value is shown: {stderr}");
+    }
+    assert!(
+        !dir.path().join("data").exists(),
+        "nothing is written before the secrets are checked"
+    );
+}
+
+/// The embedded shop's data directory, made by it, is its user's alone:
+/// its databases hold every customer's orders and payments.
+#[cfg(unix)]
+#[tokio::test]
+async fn a_new_data_directory_is_readable_by_its_user_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let shop = Shop::start(Mode::Embedded).await;
+    let mode = std::fs::metadata(shop.data_dir())
+        .expect("the data directory")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o700, "mode {:o}", mode & 0o777);
+}

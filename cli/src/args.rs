@@ -126,7 +126,8 @@ pub enum Command {
         #[arg(long)]
         open: bool,
         /// Then wait until the order is PAID (exit 0), CANCELLED or past its deadline (exit 3);
-        /// on a terminal a countdown moves on stderr, otherwise the deadline is printed once.
+        /// on a terminal a countdown moves on stderr, otherwise the deadline is printed once. A
+        /// dropped connection (the shop restarting) is connected again and the wait goes on.
         #[arg(long)]
         wait: bool,
     },

@@ -598,6 +598,54 @@ async fn pay_wait_times_out_with_exit_4() {
 }
 
 #[tokio::test]
+async fn pay_wait_rides_out_a_restart_of_the_shop_and_sees_the_payment() {
+    let home = tempfile::tempdir().expect("temporary directory");
+    let args = EmbeddedArgs::local(home.path().join("data"));
+    let app = Application::build(args.clone())
+        .await
+        .expect("backend builds");
+    let address = app.local_addr();
+    let gateway = format!("http://{address}");
+    let running = app.spawn();
+    let order = command(&gateway, home.path(), &["order", "SKU-001", "--json"])
+        .output()
+        .await
+        .map(Run::of)
+        .expect("shop runs")
+        .ok()
+        .json();
+    let id = order["id"].as_str().expect("id").to_owned();
+    let url = order["checkout_url"].as_str().expect("url").to_owned();
+
+    let waiting = command(&gateway, home.path(), &["pay", &id[..8], "--wait"]).output();
+    let restart_and_pay = async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        running.stop().await.expect("the shop stops");
+        // Down for a moment: the wait outlives it.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let restarted = Application::build(EmbeddedArgs {
+            listen: address,
+            ..args.clone()
+        })
+        .await
+        .expect("the shop starts again on its port")
+        .spawn();
+        pay_over_http(&url).await;
+        restarted
+    };
+    let (output, _restarted) = tokio::join!(waiting, restart_and_pay);
+    let run = Run::of(output.expect("shop runs"));
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains("is paid"), "{}", run.stdout);
+    assert!(
+        run.stderr
+            .contains("lost the connection to the shop; reconnecting"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[tokio::test]
 async fn cancel_releases_the_order_once_and_then_refuses() {
     let shop = Shop::start().await;
     let order = shop

@@ -24,6 +24,7 @@ use shop_client::words::Clock;
 use shop_client::{Client, ClientError, Trust, websocket_url};
 use shop_shared::domain::{Order, RefundState, TimelineEvent};
 use shop_shared::protocol::ErrorCode;
+use tokio::time::Instant;
 
 use crate::args::{Cli, Command, Global};
 use crate::error::{CliError, Exit};
@@ -107,6 +108,38 @@ impl Context {
         )
         .await
         .unwrap_or(Err(ClientError::Timeout(timeout)))
+    }
+
+    /// Connects again after the connection dropped (the shop restarting,
+    /// say), with pauses growing from 250 ms to 5 s, until it works or
+    /// `until` passes (`None`: no end). `None` when `until` passed first.
+    ///
+    /// # Errors
+    ///
+    /// A failure that waiting does not mend (a refused token, an untrusted
+    /// certificate), as [`Context::connect`].
+    async fn reconnect(&self, until: Option<Instant>) -> Result<Option<Client>, CliError> {
+        let mut pause = Duration::from_millis(250);
+        loop {
+            let next = Instant::now() + pause;
+            if until.is_some_and(|until| next >= until) {
+                return Ok(None);
+            }
+            tokio::time::sleep_until(next).await;
+            let attempt = match until {
+                Some(until) => tokio::time::timeout_at(until, self.connect())
+                    .await
+                    .unwrap_or_else(|_| Err(self.fail(ClientError::Timeout(self.timeout())))),
+                None => self.connect().await,
+            };
+            match attempt {
+                Ok(client) => return Ok(Some(client)),
+                Err(error) if error.exit == Exit::Unreachable || error.exit == Exit::Timeout => {
+                    pause = (pause * 2).min(Duration::from_secs(5));
+                }
+                Err(error) => return Err(error),
+            }
+        }
     }
 
     /// Prints `value` as one JSON object.

@@ -8,6 +8,7 @@ use std::time::Duration;
 use shop_client::ClientError;
 use shop_shared::domain::{Order, OrderStatus};
 use shop_shared::time::Timestamp;
+use tokio::time::Instant;
 
 use super::{Context, DEFAULT_TIMEOUT, cancelled, cancelled_after_paying, resolve};
 use crate::error::{CliError, Exit};
@@ -93,11 +94,32 @@ pub(super) async fn pay(
             deadline.remaining_from(now) + DEADLINE_GRACE
         })
     });
-    let waiting = client.wait_for_order(order.id, timeout, |order| order.status.is_final());
-    let outcome = if context.global.json {
-        waiting.await
-    } else {
-        with_countdown(context, &order, waiting).await
+    // A dropped connection (the shop restarting) is connected again, and
+    // the wait goes on until the same end.
+    let until = Instant::now() + timeout;
+    let mut client = client;
+    let outcome = loop {
+        let left = until.saturating_duration_since(Instant::now());
+        let waiting = client.wait_for_order(order.id, left, |order| order.status.is_final());
+        let outcome = if context.global.json {
+            waiting.await
+        } else {
+            with_countdown(context, &order, waiting).await
+        };
+        match outcome {
+            Err(ClientError::Closed) => {}
+            // The whole wait, not its last stretch, is what ran out.
+            Err(ClientError::Timeout(_)) => break Err(ClientError::Timeout(timeout)),
+            other => break other,
+        }
+        eprintln!("shop: lost the connection to the shop; reconnecting…");
+        match context.reconnect(Some(until)).await? {
+            Some(again) => {
+                eprintln!("shop: reconnected; still waiting for the payment");
+                client = again;
+            }
+            None => break Err(ClientError::Timeout(timeout)),
+        }
     };
     let order = match outcome {
         Ok(order) => order,

@@ -1,14 +1,12 @@
 //! `shop watch`: stock and order changes as they happen, one per line,
 //! reconnecting when the connection drops.
 
-use std::time::Duration;
-
-use shop_client::{Client, Push};
+use shop_client::Push;
 use shop_shared::domain::{Order, OrderStatus, Product};
 use shop_shared::time::Timestamp;
 
 use super::Context;
-use crate::error::{CliError, Exit};
+use crate::error::CliError;
 use crate::output::{money, out, safe, time_left};
 
 pub(super) async fn watch(context: &Context) -> Result<(), CliError> {
@@ -34,25 +32,14 @@ pub(super) async fn watch(context: &Context) -> Result<(), CliError> {
             }
         }
         eprintln!("shop: lost the connection to the shop; reconnecting…");
-        client = reconnect(context).await?;
-        eprintln!("shop: reconnected");
-    }
-}
-
-/// Connects again with growing pauses, until it works or Ctrl-C.
-async fn reconnect(context: &Context) -> Result<Client, CliError> {
-    let mut pause = Duration::from_millis(250);
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(pause) => {}
-            _ = tokio::signal::ctrl_c() => std::process::exit(0),
-        }
-        match context.connect().await {
-            Ok(client) => return Ok(client),
-            Err(error) if error.exit == Exit::Unreachable || error.exit == Exit::Timeout => {
-                pause = (pause * 2).min(Duration::from_secs(5));
-            }
-            Err(error) => return Err(error),
+        let again = tokio::select! {
+            again = context.reconnect(None) => again?,
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        };
+        // Without an end, it returns only connected.
+        if let Some(again) = again {
+            client = again;
+            eprintln!("shop: reconnected");
         }
     }
 }

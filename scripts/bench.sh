@@ -11,6 +11,8 @@
 #     200 orders/s over 60 s ($BENCH_RATE_DURATION) with the p99 of its first
 #     and last 10 s, throughput at full speed, PostgreSQL transactions per
 #     order, and each process's CPU and resident memory, the broker's too;
+#     then a second gateway instance, and customers spread over both at
+#     100 orders/s (each must see every order of its own);
 #   - pgbench -N against the same PostgreSQL for 15 s, the database's own
 #     ceiling on this machine;
 #   - history (only when asked for): the embedded shop as orders pile up:
@@ -272,6 +274,7 @@ distributed() {
     FACTS+=("distributed: CPU used during the full-speed run ($DURATION): $(IFS=,; echo "${spent[*]}" | sed 's/,/, /g')")
     FACTS+=("distributed: resident memory after the runs: $(IFS=,; echo "${rss[*]}" | sed 's/,/, /g')")
     FACTS+=("distributed: PostgreSQL transactions per order (to RESERVED with its checkout session, committed during the full-speed run, idle work included): $per_order")
+    two_gateways "$state" "$gateway"
     scripts/distributed.sh down >&2
     STOP_DISTRIBUTED=""
 
@@ -286,6 +289,36 @@ distributed() {
     for db in shop_bench shop_bench_pgbench; do
         psql_admin -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true
     done
+}
+
+# A second gateway instance of the distributed shop in $1 (the first at
+# $2), and customers spread over both at 100 orders/s: each customer must
+# see each of its orders RESERVED through the instance it is connected to.
+two_gateways() {
+    local state=$1 first=$2 second pid
+    second=127.0.0.1:$(free_port)
+    say "a second gateway on $second; customers spread over both"
+    (
+        set -a
+        . "$state/secrets.env"
+        set +a
+        SHOP_KAFKA_BROKERS=$(kafka_bootstrap "$state/kafka") SHOP_GATEWAY_URL=http://$second \
+            exec target/release/shop-backend gateway --listen "$second"
+    ) >>"$state/gateway-2.log" 2>&1 </dev/null &
+    pid=$!
+    PIDS+=("$pid")
+    for _ in $(seq 600); do
+        curl -fs --max-time 2 -o /dev/null "http://$second/healthz" && break
+        sleep 0.1
+    done
+    target/release/shop-bench run --gateway "http://$first,http://$second" --connections 16 \
+        --rate 100 --duration "$DURATION" --json --quiet >"$OUT/distributed-two-gateways.json" || {
+        say "shop-bench over two gateways failed; see $OUT/distributed-two-gateways.json"
+        exit 1
+    }
+    row distributed "two gateways, 100 orders/s" "$OUT/distributed-two-gateways.json"
+    kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
 }
 
 # Starts the embedded backend on $1 with its data in $2; sets PID.

@@ -104,8 +104,6 @@ impl SeedArgs {
     /// The run that seeds: full speed, no warm-up, until the count.
     pub fn into_run(self) -> RunArgs {
         RunArgs {
-            gateway: self.shop.gateway,
-            ca_cert: self.shop.ca_cert,
             operator_token: self.operator_token,
             connections: self.connections,
             rate: None,
@@ -116,13 +114,11 @@ impl SeedArgs {
             pay: self.pay,
             max_lines: 3,
             max_quantity: 2,
-            sku_prefix: self.shop.sku_prefix,
             timeout: Duration::from_secs(30),
             count: Some(self.orders),
             seed: None,
             orders: None,
-            json: self.shop.json,
-            quiet: self.shop.quiet,
+            shop: self.shop,
         }
     }
 }
@@ -141,7 +137,8 @@ pub struct ShopArgs {
     )]
     pub gateway: Vec<String>,
 
-    /// Also trust the certificate authority in this PEM file.
+    /// Also trust the certificate authority in this PEM file, for a shop served over TLS
+    /// with a certificate from a private CA. Mozilla's roots are always trusted.
     #[arg(long, env = "SHOP_CA_CERT", value_name = "FILE")]
     pub ca_cert: Option<std::path::PathBuf>,
 
@@ -160,22 +157,6 @@ pub struct ShopArgs {
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// The gateway, as http://host:port or ws://host:port/ws. Several (repeated, or
-    /// separated by commas) spread the customers over gateway instances of one shop,
-    /// connection by connection.
-    #[arg(
-        long,
-        env = "SHOP_GATEWAY",
-        default_value = "http://127.0.0.1:8080",
-        value_delimiter = ','
-    )]
-    pub gateway: Vec<String>,
-
-    /// Also trust the certificate authority in this PEM file, for a shop served over TLS
-    /// with a certificate from a private CA. Mozilla's roots are always trusted.
-    #[arg(long, env = "SHOP_CA_CERT", value_name = "FILE")]
-    pub ca_cert: Option<std::path::PathBuf>,
-
     /// An operator's token (`shop-backend operator-token`): the conservation check then reads
     /// the shop's own ledger, which orders from before the run cannot confuse.
     #[arg(long, env = "SHOP_OPERATOR_TOKEN", hide_env_values = true)]
@@ -216,10 +197,6 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub max_quantity: u32,
 
-    /// Order only skus starting with this; when no product does, every sku.
-    #[arg(long, default_value = "BENCH-")]
-    pub sku_prefix: String,
-
     /// An order not RESERVED (or cancelled) within this long counts as an
     /// error.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
@@ -241,13 +218,8 @@ pub struct RunArgs {
     #[arg(long, value_name = "FILE")]
     pub orders: Option<PathBuf>,
 
-    /// Print the report as JSON on stdout.
-    #[arg(long)]
-    pub json: bool,
-
-    /// No progress line on stderr.
-    #[arg(long, short)]
-    pub quiet: bool,
+    #[command(flatten)]
+    pub shop: ShopArgs,
 }
 
 #[derive(Debug, Args)]
@@ -330,6 +302,9 @@ mod tests {
         let Command::Run(two) = two.command else {
             panic!("run")
         };
-        assert_eq!(two.gateway, ["http://a:1", "http://b:2", "ws://c:3/ws"]);
+        assert_eq!(
+            two.shop.gateway,
+            ["http://a:1", "http://b:2", "ws://c:3/ws"]
+        );
     }
 }

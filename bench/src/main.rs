@@ -109,16 +109,16 @@ async fn run(args: &RunArgs) -> Result<ExitCode, Failure> {
                 .map_err(|error| (EXIT_USAGE, cannot_write(path, &error)))
         })
         .transpose()?;
-    let trust =
-        Trust::new(args.ca_cert.as_deref()).map_err(|error| (EXIT_USAGE, error.to_string()))?;
-    let urls = websocket_urls(&args.gateway);
+    let trust = Trust::new(args.shop.ca_cert.as_deref())
+        .map_err(|error| (EXIT_USAGE, error.to_string()))?;
+    let urls = websocket_urls(&args.shop.gateway);
     let connections = connect(&urls, &trust, args.connections).await?;
     let products = connections[0]
         .client
         .products()
         .await
         .map_err(|error| (EXIT_UNREACHABLE, format!("listing products: {error}")))?;
-    let chosen = to_order(&products, &args.sku_prefix)?;
+    let chosen = to_order(&products, &args.shop.sku_prefix)?;
     let url = &urls[0];
     // An operator sees the shop's stock levels: the check then uses them.
     let operator = match &args.operator_token {
@@ -160,7 +160,7 @@ async fn run(args: &RunArgs) -> Result<ExitCode, Failure> {
         .collect();
     let skus: Vec<String> = before.keys().cloned().collect();
     let stock: i64 = before.values().map(|before| before.available).sum();
-    if !args.quiet && stock < 100_000 {
+    if !args.shop.quiet && stock < 100_000 {
         eprintln!(
             "shop-bench: only {stock} units in stock over {} skus: orders will soon be cancelled \
              OUT_OF_STOCK. For long runs, start the backend with a catalogue from \
@@ -174,7 +174,7 @@ async fn run(args: &RunArgs) -> Result<ExitCode, Failure> {
     let start = Instant::now();
     let measure_from = start + args.warmup;
     let end = measure_from + args.duration;
-    let progress = (!args.quiet).then(|| tokio::spawn(progress(shared.clone(), start)));
+    let progress = (!args.shop.quiet).then(|| tokio::spawn(progress(shared.clone(), start)));
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .tls_backend_preconfigured(trust.rustls_config())
@@ -218,7 +218,7 @@ async fn run(args: &RunArgs) -> Result<ExitCode, Failure> {
     let mut totals = std::mem::take(&mut *shared.totals());
     let mut traces = std::mem::take(&mut totals.traces);
     let report = Report {
-        gateway: args.gateway.join(", "),
+        gateway: args.shop.gateway.join(", "),
         mode: if args.rate.is_some() {
             "fixed rate"
         } else {
@@ -251,7 +251,7 @@ async fn run(args: &RunArgs) -> Result<ExitCode, Failure> {
     if let Some(operator) = &operator {
         operator.close();
     }
-    let printed = if args.json {
+    let printed = if args.shop.json {
         print_out(&format!(
             "{}\n",
             serde_json::to_string_pretty(&report).unwrap_or_default()

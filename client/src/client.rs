@@ -215,7 +215,14 @@ impl Client {
         let reader_closed = closed.clone();
         let reader_pending = pending.clone();
         let reader_pushes = pushes.clone();
-        let pong = outgoing.clone();
+        // Weak: once every `Client` is dropped the writer's channel closes
+        // and the connection with it; answering a ping must not keep it.
+        let pong = outgoing.downgrade();
+        let send_pong = move |frame: WsMessage| {
+            if let Some(pong) = pong.upgrade() {
+                let _ = pong.send(frame);
+            }
+        };
         tokio::spawn(async move {
             let mut pinged = false;
             loop {
@@ -226,7 +233,7 @@ impl Client {
                     Err(_) if pinged => break,
                     Err(_) => {
                         pinged = true;
-                        let _ = pong.send(WsMessage::Ping(Default::default()));
+                        send_pong(WsMessage::Ping(Default::default()));
                         continue;
                     }
                 };
@@ -234,7 +241,7 @@ impl Client {
                 let text = match frame {
                     Ok(WsMessage::Text(text)) => text,
                     Ok(WsMessage::Ping(data)) => {
-                        let _ = pong.send(WsMessage::Pong(data));
+                        send_pong(WsMessage::Pong(data));
                         continue;
                     }
                     Ok(WsMessage::Close(_)) | Err(_) => break,
@@ -739,10 +746,15 @@ pub fn websocket_url(gateway: &str) -> String {
 mod tests {
     use super::*;
 
-    /// A gateway on a free port that welcomes one client and then, after
-    /// `then_answer` frames, holds the connection without reading or
-    /// writing anything more: a process stopped, a network gone silent.
-    async fn falls_silent() -> String {
+    type ServerSocket = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
+
+    /// A gateway on a free port that welcomes one client, then hands the
+    /// connection to `then`. Returns its URL.
+    async fn welcomes<F, Fut>(then: F) -> String
+    where
+        F: FnOnce(ServerSocket) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send,
+    {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("a port");
@@ -765,10 +777,48 @@ mod tests {
             };
             let text = serde_json::to_string(&welcome).expect("JSON");
             socket.send(WsMessage::text(text)).await.expect("sent");
-            tokio::time::sleep(Duration::from_secs(30)).await;
-            drop(socket);
+            then(socket).await;
         });
         url
+    }
+
+    /// A gateway that welcomes one client and then holds the connection
+    /// without reading or writing anything more: a process stopped, a
+    /// network gone silent.
+    async fn falls_silent() -> String {
+        welcomes(|socket| async move {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            drop(socket);
+        })
+        .await
+    }
+
+    #[tokio::test]
+    async fn dropping_every_handle_closes_the_connection() {
+        let (ended, ended_rx) = oneshot::channel();
+        let url = welcomes(|mut socket| async move {
+            // Pings from the gateway are answered while the client lives.
+            socket
+                .send(WsMessage::Ping(Default::default()))
+                .await
+                .expect("pinged");
+            while let Some(Ok(frame)) = socket.next().await {
+                if frame.is_close() {
+                    break;
+                }
+            }
+            let _ = ended.send(());
+        })
+        .await;
+        let client = Client::connect(&url, None).await.expect("welcomed");
+        let copy = client.clone();
+        drop(client);
+        drop(copy);
+        let closed = tokio::time::timeout(Duration::from_secs(5), ended_rx).await;
+        assert!(
+            matches!(closed, Ok(Ok(()))),
+            "the gateway still holds the connection of a dropped client"
+        );
     }
 
     #[tokio::test]

@@ -82,7 +82,12 @@ async fn run(
                 }
                 match serve(&client, &actions, &mut commands).await {
                     Served::Lost(reason) => reason,
-                    Served::AppGone => return,
+                    Served::AppGone => {
+                        // Commands still running hold the client: close
+                        // the connection now rather than when they end.
+                        client.close();
+                        return;
+                    }
                 }
             }
             // The hint first: the status bar may be narrow.

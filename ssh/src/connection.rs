@@ -86,9 +86,9 @@ impl Connection {
             .filter(|session| session.id == channel)
     }
 
-    fn send(&mut self, channel: ChannelId, event: Event) {
+    async fn send(&mut self, channel: ChannelId, event: Event) {
         if let Some((running, _)) = self.session_of(channel).and_then(|s| s.shop.as_mut()) {
-            let _ = running.events.send(event);
+            let _ = running.events.send(event).await;
         }
     }
 }
@@ -307,8 +307,13 @@ impl Handler for Connection {
             if !events.is_empty() {
                 *lock(&running.touched) = Instant::now();
             }
+            // Waiting here holds up this connection's input, so a client
+            // sending faster than its shop reads is slowed down, as TCP
+            // does, rather than held in memory.
             for event in events {
-                let _ = running.events.send(event);
+                if running.events.send(event).await.is_err() {
+                    break;
+                }
             }
         }
         Ok(())
@@ -324,7 +329,7 @@ impl Handler for Connection {
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
         let (columns, rows) = screen_size(columns, rows);
-        self.send(channel, Event::Resize(columns, rows));
+        self.send(channel, Event::Resize(columns, rows)).await;
         Ok(())
     }
 

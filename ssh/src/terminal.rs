@@ -26,7 +26,8 @@ const QUEUED_FRAMES: usize = 64;
 /// What the connection needs to feed a running shop.
 pub struct Running {
     /// Keys, clicks and resizes for the shop; dropped, the shop ends.
-    pub events: mpsc::UnboundedSender<Event>,
+    /// Bounded: a client typing faster than its shop reads waits.
+    pub events: mpsc::Sender<Event>,
     /// When the customer last pressed a key (or clicked).
     pub touched: Arc<Mutex<Instant>>,
 }
@@ -57,7 +58,7 @@ pub fn start(
     stopping: watch::Receiver<bool>,
     lifecycle: Arc<Lifecycle>,
 ) -> Running {
-    let (events, incoming) = mpsc::unbounded_channel();
+    let (events, incoming) = mpsc::channel(shop_tui::QUEUED_EVENTS);
     let touched = Arc::new(Mutex::new(Instant::now()));
     let place = Place {
         handle: handle.clone(),
@@ -91,7 +92,7 @@ struct Place {
 async fn serve(
     place: Place,
     mut stopping: watch::Receiver<bool>,
-    incoming: mpsc::UnboundedReceiver<Event>,
+    incoming: mpsc::Receiver<Event>,
     touched: Arc<Mutex<Instant>>,
 ) {
     let Place {

@@ -21,4 +21,4 @@ mod qr;
 pub mod session;
 mod ui;
 
-pub use session::{Options, run};
+pub use session::{Options, QUEUED_EVENTS, run};

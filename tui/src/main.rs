@@ -132,7 +132,7 @@ async fn run(
 ) -> std::io::Result<()> {
     let _guard = TerminalGuard::take()?;
     let size = crossterm::terminal::size()?;
-    let (events, incoming) = mpsc::unbounded_channel();
+    let (events, incoming) = mpsc::channel(shop_tui::QUEUED_EVENTS);
     spawn_input(events);
     let options = shop_tui::Options {
         gateway: websocket_url(&args.gateway),
@@ -153,14 +153,14 @@ async fn run(
     shop_tui::run(options, std::io::stdout(), size, incoming, signalled()).await
 }
 
-fn spawn_input(events: mpsc::UnboundedSender<Event>) {
+fn spawn_input(events: mpsc::Sender<Event>) {
     tokio::spawn(async move {
         let mut stream = EventStream::new();
         while let Some(event) = stream.next().await {
             let Ok(event) = event else { break };
             // Keys become actions in the app, which knows whether the
             // filter is taking text.
-            if events.send(event).is_err() {
+            if events.send(event).await.is_err() {
                 break;
             }
         }

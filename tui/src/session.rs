@@ -12,7 +12,9 @@ use std::future::Future;
 use std::io::Write;
 use std::time::Duration;
 
-use crossterm::event::{DisableMouseCapture, EnableMouseCapture, Event};
+use crossterm::event::{
+    DisableBracketedPaste, DisableMouseCapture, EnableBracketedPaste, EnableMouseCapture, Event,
+};
 use crossterm::terminal::{EnterAlternateScreen, LeaveAlternateScreen};
 use crossterm::{cursor, execute, queue, style};
 use ratatui::backend::{Backend, ClearType, CrosstermBackend, WindowSize};
@@ -59,10 +61,17 @@ pub struct Options {
     pub operators: bool,
 }
 
+/// Events waiting for the shop: whoever feeds [`run`] waits while this
+/// many are queued, so a terminal sending faster than the shop reads them
+/// (a flood of keys over SSH) is slowed down instead of held in memory.
+pub const QUEUED_EVENTS: usize = 256;
+
 /// Runs the shop on the terminal behind `writer`, `size` (columns, rows)
 /// large, until the customer quits (`q`, Ctrl-C), `events` ends, or `stop`
 /// completes. The screen is switched to the alternate screen with mouse
-/// reporting on, and back on every way out.
+/// reporting and bracketed paste on (so pasted text arrives as text, never
+/// as keys), and back on every way out. `events` is best made with
+/// [`QUEUED_EVENTS`] places.
 ///
 /// # Errors
 ///
@@ -72,7 +81,7 @@ pub async fn run<W: Write>(
     options: Options,
     writer: W,
     size: (u16, u16),
-    events: mpsc::UnboundedReceiver<Event>,
+    events: mpsc::Receiver<Event>,
     stop: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let viewport = Viewport::Fixed(Rect::new(0, 0, size.0, size.1));
@@ -85,12 +94,14 @@ pub async fn run<W: Write>(
         terminal.backend_mut().inner,
         EnterAlternateScreen,
         EnableMouseCapture,
+        EnableBracketedPaste,
         cursor::Hide
     )?;
     let result = serve(options, &mut terminal, size, events, stop).await;
     let restored = execute!(
         terminal.backend_mut().inner,
         DisableMouseCapture,
+        DisableBracketedPaste,
         LeaveAlternateScreen,
         cursor::Show
     );
@@ -101,7 +112,7 @@ async fn serve<W: Write>(
     options: Options,
     terminal: &mut Terminal<Screen<W>>,
     (width, height): (u16, u16),
-    mut events: mpsc::UnboundedReceiver<Event>,
+    mut events: mpsc::Receiver<Event>,
     stop: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     terminal.clear()?;

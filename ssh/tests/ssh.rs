@@ -721,3 +721,78 @@ async fn ssh_client_that_sends_no_color_gets_the_screen_without_colours() {
     plain.wait_for("▶ Stock").await;
     backend.stop().await.expect("backend stops");
 }
+
+/// The gateway's `shop_gateway_connections` gauge: open client connections.
+async fn gateway_connections(gateway: &str) -> u64 {
+    let text = reqwest::get(format!("{gateway}/metrics"))
+        .await
+        .expect("the metrics answer")
+        .text()
+        .await
+        .expect("metrics text");
+    text.lines()
+        .find_map(|line| line.strip_prefix("shop_gateway_connections "))
+        .and_then(|value| value.trim().parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("no shop_gateway_connections in {text}")) as u64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ssh_sessions_that_ended_leave_no_gateway_connection_behind() {
+    require_openssh();
+    let home = tempfile::tempdir().expect("dir");
+    let (backend, gateway) = start_backend(&home.path().join("data")).await;
+    let server = SshServer::start(&gateway, &home.path().join("ssh-data"));
+    let key = make_key(home.path(), "dora");
+    // Each way a session ends: q, Ctrl-C, the client killed.
+    for ending in ["q", "\x03", "kill"] {
+        let mut session = Session::open(server.port, &key, 100, 30);
+        session.wait_for("● online").await;
+        assert!(
+            gateway_connections(&gateway).await >= 1,
+            "the session is a gateway connection"
+        );
+        if ending == "kill" {
+            session.child.kill().expect("ssh killed");
+        } else {
+            session.press(ending);
+            session.exit().await;
+        }
+    }
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let open = gateway_connections(&gateway).await;
+        if open == 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{open} gateway connections are still open after every session ended"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    backend.stop().await.expect("backend stops");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ssh_pasted_text_is_never_read_as_keys() {
+    require_openssh();
+    let home = tempfile::tempdir().expect("dir");
+    let (backend, gateway) = start_backend(&home.path().join("data")).await;
+    let server = SshServer::start(&gateway, &home.path().join("ssh-data"));
+    let key = make_key(home.path(), "erin");
+    let mut session = Session::open(server.port, &key, 100, 30);
+    session.wait_for("● online").await;
+    session.wait_for("My orders (0)").await;
+    // What a terminal sends for a paste once the shop turned bracketed
+    // paste on: "a", "o", "y" in it would be add, order, yes as keys.
+    session.press("\x1b[200~Hi, as we discussed today: you pay only once. a o y\x1b[201~");
+    session
+        .wait_for("pasted text is taken only where text is typed")
+        .await;
+    let screen = session.contents();
+    assert!(screen.contains("My orders (0)"), "{screen}");
+    assert!(!screen.contains("Place this order?"), "{screen}");
+    session.press("q");
+    assert!(session.exit().await.success());
+    backend.stop().await.expect("backend stops");
+}

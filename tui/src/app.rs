@@ -28,6 +28,9 @@ pub const FLASH: Duration = Duration::from_millis(1500);
 /// How long a notice stays in the status bar.
 pub const NOTICE: Duration = Duration::from_secs(5);
 
+/// Most characters one paste types: more than any filter or answer needs.
+const MAX_PASTED: usize = 200;
+
 /// The panes, in Tab order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pane {
@@ -623,9 +626,28 @@ impl App {
         layout::too_small(Rect::new(0, 0, self.size.0, self.size.1))
     }
 
+    /// Pasted text (the terminal's bracketed paste): typed into the filter
+    /// or an answer being typed, and never read as keys anywhere else, so
+    /// a pasted sentence cannot place an order.
+    fn paste(&mut self, text: &str) -> Vec<Effect> {
+        if !self.typing() || self.too_small() {
+            self.tell(
+                NoticeKind::Info,
+                "pasted text is taken only where text is typed (/ filters the stock)",
+            );
+            return Vec::new();
+        }
+        let mut effects = Vec::new();
+        for c in text.chars().filter(|c| !c.is_control()).take(MAX_PASTED) {
+            effects.extend(self.update(Action::Type(c)));
+        }
+        effects
+    }
+
     /// Applies `action`; returns what must be done outside.
     pub fn update(&mut self, action: Action) -> Vec<Effect> {
         match made_safe(action) {
+            Action::Input(Event::Paste(text)) => return self.paste(&text),
             Action::Input(event) => {
                 return match crate::keys::action(event, self.typing()) {
                     // Below the minimum size nothing but the "too small"
@@ -1931,6 +1953,25 @@ mod tests {
         assert_eq!(app.cart, vec![("SKU-001".to_owned(), 1)]);
         press(&mut app, "q");
         assert!(app.quit);
+    }
+
+    #[test]
+    fn pasted_text_is_never_read_as_keys_and_fills_the_filter() {
+        let paste =
+            |app: &mut App, text: &str| app.update(Action::Input(Event::Paste(text.into())));
+        let mut app = online(Vec::new());
+        // Every letter of it is a key of the shop: a, o, y would order.
+        let effects = paste(&mut app, "Hi, as we discussed today: you pay only once.");
+        assert!(effects.is_empty(), "{effects:?}");
+        assert!(app.cart.is_empty(), "{:?}", app.cart);
+        assert_eq!(app.overlay, Overlay::None);
+        assert_eq!(
+            app.notice.as_ref().map(|notice| notice.text.as_str()),
+            Some("pasted text is taken only where text is typed (/ filters the stock)")
+        );
+        press(&mut app, "/");
+        paste(&mut app, "Mac\nBook");
+        assert_eq!(app.filter, "MacBook", "typed, without the line break");
     }
 
     #[test]

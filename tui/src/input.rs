@@ -1,7 +1,8 @@
 //! Input bytes from a terminal that is not ours (an SSH client's) turned
-//! into the events the shop reads: keys, clicks. The parsing itself is the
-//! `terminput` crate's (xterm's, fixterms' and kitty's encodings); this
-//! only splits a stream of bytes into the sequences it parses.
+//! into the events the shop reads: keys, clicks, pasted text. The parsing
+//! itself is the `terminput` crate's (xterm's, fixterms' and kitty's
+//! encodings); this only splits a stream of bytes into the sequences it
+//! parses, and gathers a bracketed paste, however long, into one event.
 
 use crossterm::event::Event;
 
@@ -9,11 +10,22 @@ use crossterm::event::Event;
 /// garbage and dropped, so a client cannot make it grow.
 const LONGEST: usize = 64;
 
+/// How a bracketed paste (xterm's mode 2004, which the shop turns on)
+/// begins and ends.
+const PASTE_START: &[u8] = b"\x1b[200~";
+const PASTE_END: &[u8] = b"\x1b[201~";
+
+/// Most bytes of one paste kept; the rest of a longer one is dropped while
+/// its end is awaited.
+const LONGEST_PASTE: usize = 4096;
+
 /// Turns the bytes a terminal sends into events, keeping a sequence split
 /// across two reads until its end arrives.
 #[derive(Debug, Default)]
 pub struct Decoder {
     pending: Vec<u8>,
+    /// The text of a paste whose end has not come yet.
+    paste: Option<Vec<u8>>,
 }
 
 impl Decoder {
@@ -29,7 +41,24 @@ impl Decoder {
     pub fn feed(&mut self, bytes: &[u8]) -> Vec<Event> {
         let mut events = Vec::new();
         for (index, &byte) in bytes.iter().enumerate() {
+            if let Some(paste) = self.paste.as_mut() {
+                paste.push(byte);
+                if paste.ends_with(PASTE_END) {
+                    paste.truncate(paste.len() - PASTE_END.len());
+                    events.push(Event::Paste(String::from_utf8_lossy(paste).into_owned()));
+                    self.paste = None;
+                } else if paste.len() >= LONGEST_PASTE + PASTE_END.len() {
+                    // Keep the first bytes, and the last few to see the end.
+                    paste.remove(LONGEST_PASTE);
+                }
+                continue;
+            }
             self.pending.push(byte);
+            if self.pending == PASTE_START {
+                self.pending.clear();
+                self.paste = Some(Vec::new());
+                continue;
+            }
             let more = index + 1 < bytes.len();
             if self.pending == [0x1b] && more {
                 continue;
@@ -127,6 +156,29 @@ mod tests {
                 modifiers: KeyModifiers::NONE,
             })]
         );
+    }
+
+    #[test]
+    fn a_bracketed_paste_is_text_not_keys_and_a_long_one_is_cut() {
+        let mut decoder = Decoder::new();
+        // Split across reads, as a big paste arrives.
+        assert!(decoder.feed(b"\x1b[200~Hi, you pay o").is_empty());
+        assert_eq!(
+            decoder.feed(b"nly once.\x1b[201~q"),
+            vec![
+                Event::Paste("Hi, you pay only once.".into()),
+                Event::Key(KeyEvent::new(KeyCode::Char('q'), KeyModifiers::NONE)),
+            ]
+        );
+        let mut long = b"\x1b[200~".to_vec();
+        long.extend(std::iter::repeat_n(b'y', 100_000));
+        long.extend(b"\x1b[201~");
+        let events = decoder.feed(&long);
+        assert_eq!(events.len(), 1, "one paste, no keys");
+        let Event::Paste(text) = &events[0] else {
+            panic!("{events:?}")
+        };
+        assert_eq!(text.len(), super::LONGEST_PASTE);
     }
 
     #[test]

@@ -120,13 +120,15 @@ impl Tokens {
             )
         };
         let dir = path.parent().unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir).map_err(named)?;
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(named)?;
+        create_private_dir(dir).map_err(named)?;
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(false);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        let file = options.open(&path).map_err(named)?;
         let file = tokio::task::spawn_blocking(move || file.lock().map(|()| file))
             .await
             .map_err(std::io::Error::other)
@@ -203,10 +205,24 @@ pub fn canonical_address(gateway: &str) -> String {
     format!("{scheme}_{host}_{port}{}", uri.path())
 }
 
+/// Creates `dir` and the folders above it that are missing, readable by
+/// the user only (0700 on Unix): which profiles, and for `shop-ssh` which
+/// keys' fingerprints, are customers is nobody else's business.
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(dir)
+}
+
 /// Writes `text` to `path` readable by the user only, atomically.
 fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
+    create_private_dir(dir)?;
     let temporary = dir.join(format!(".{}.tmp", std::process::id()));
     {
         let mut options = std::fs::OpenOptions::new();
@@ -255,6 +271,20 @@ mod tests {
                 .permissions()
                 .mode();
             assert_eq!(mode & 0o777, 0o600);
+            let folder = std::fs::metadata(
+                tokens
+                    .path("alice", "ws://127.0.0.1:8080/ws")
+                    .parent()
+                    .expect("folder"),
+            )
+            .expect("exists")
+            .permissions()
+            .mode();
+            assert_eq!(
+                folder & 0o777,
+                0o700,
+                "the profile's folder is the user's only"
+            );
         }
         let _ = std::fs::remove_dir_all(dir);
     }

@@ -12,8 +12,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crossterm::event::Event;
-use russh::keys::HashAlg;
-use russh::server::{Auth, ChannelOpenHandle, Handler, Msg, Session, VerifiedPublicKey};
+use russh::keys::{Algorithm, HashAlg};
+use russh::server::{
+    Auth, ChannelOpenHandle, Handler, Msg, PublicKeyOffer, Session, VerifiedPublicKey,
+};
 use russh::{Channel, ChannelId, ChannelOpenFailure, MethodKind, MethodSet, Pty};
 use shop_shared::sync::lock;
 use shop_tui::input::Decoder;
@@ -109,10 +111,12 @@ fn only_keys() -> Auth {
 }
 
 /// The largest screen drawn, whatever the client claims: the shop keeps
-/// two buffers of columns × rows cells, so an unbounded claim
-/// (65535 × 65535) would be gigabytes.
-const MAX_COLUMNS: u32 = 1000;
-const MAX_ROWS: u32 = 500;
+/// two buffers of columns × rows cells, about 100 bytes a cell with what a
+/// frame costs to write, so an unbounded claim (65535 × 65535) would be
+/// gigabytes, and 1000 × 500 was 49 MB a session. 400 × 150 is about 6 MB,
+/// and more than a full-screen terminal on a large monitor shows.
+const MAX_COLUMNS: u32 = 400;
+const MAX_ROWS: u32 = 150;
 
 /// A screen size from the client (`pty-req`, `window-change`), capped.
 fn screen_size(columns: u32, rows: u32) -> (u16, u16) {
@@ -143,6 +147,20 @@ impl Handler for Connection {
         _response: Option<russh::server::Response<'a>>,
     ) -> Result<Auth, Self::Error> {
         Ok(only_keys())
+    }
+
+    /// A key of a type the shop does not take (RSA) is refused when
+    /// offered, before the client signs with it (or asks for its
+    /// passphrase).
+    async fn auth_publickey_offered(
+        &mut self,
+        _user: &str,
+        offer: PublicKeyOffer<'_>,
+    ) -> Result<Auth, Self::Error> {
+        Ok(match offer.algorithm {
+            Algorithm::Ed25519 | Algorithm::Ecdsa { .. } => Auth::Accept,
+            _ => only_keys(),
+        })
     }
 
     async fn auth_publickey(
@@ -365,6 +383,6 @@ mod tests {
     fn a_screen_size_is_taken_as_claimed_up_to_a_bound() {
         assert_eq!(screen_size(120, 40), (120, 40));
         assert_eq!(screen_size(0, 0), (0, 0));
-        assert_eq!(screen_size(u32::MAX, 65_535), (1000, 500));
+        assert_eq!(screen_size(u32::MAX, 65_535), (400, 150));
     }
 }

@@ -27,6 +27,12 @@ pub enum HostKeyError {
         "the host key {path} is not an OpenSSH private key: {reason}; remove it to make a new one"
     )]
     Invalid { path: PathBuf, reason: String },
+    /// It would load, and every handshake would then fail.
+    #[error(
+        "the host key {path} is encrypted with a passphrase, which shop-ssh cannot type: \
+         remove the passphrase (`ssh-keygen -p -N '' -f {path}`) or the file, to make a new one"
+    )]
+    Encrypted { path: PathBuf },
     #[error("cannot save a new host key in {path}: {source}")]
     Write {
         path: PathBuf,
@@ -111,10 +117,16 @@ fn parse(path: &Path, text: &str) -> Result<PrivateKey, HostKeyError> {
             });
         }
     }
-    PrivateKey::from_openssh(text).map_err(|error| HostKeyError::Invalid {
+    let key = PrivateKey::from_openssh(text).map_err(|error| HostKeyError::Invalid {
         path: path.to_owned(),
         reason: error.to_string(),
-    })
+    })?;
+    if key.is_encrypted() {
+        return Err(HostKeyError::Encrypted {
+            path: path.to_owned(),
+        });
+    }
+    Ok(key)
 }
 
 /// Creates `path` readable and writable by its owner only, and writes `bytes`.
@@ -173,5 +185,23 @@ mod tests {
         write_private(&path, b"not a key").expect("written");
         let invalid = load_or_create(&path).expect_err("refused");
         assert!(matches!(invalid, HostKeyError::Invalid { .. }), "{invalid}");
+
+        // A passphrase (ssh-keygen -N) would load and fail every handshake.
+        std::fs::remove_file(&path).expect("removed");
+        let made = std::process::Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "secretpw", "-f"])
+            .arg(&path)
+            .status()
+            .expect("ssh-keygen runs (Debian: apt-get install openssh-client)");
+        assert!(made.success());
+        let encrypted = load_or_create(&path).expect_err("refused");
+        assert!(
+            matches!(encrypted, HostKeyError::Encrypted { .. }),
+            "{encrypted}"
+        );
+        assert!(
+            encrypted.to_string().contains("ssh-keygen -p"),
+            "{encrypted}"
+        );
     }
 }

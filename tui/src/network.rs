@@ -74,11 +74,11 @@ async fn run(
             return;
         }
         let reason = match connect(&settings, &mut stand_in).await {
-            Ok((client, refused)) => {
+            Ok((client, notice)) => {
                 attempt = 1;
                 pause = FIRST_PAUSE;
-                if refused {
-                    let _ = actions.send(Action::Failed(REFUSED_TOKEN.into()));
+                if let Some(notice) = notice {
+                    let _ = actions.send(Action::Failed(notice));
                 }
                 match serve(&client, &actions, &mut commands).await {
                     Served::Lost(reason) => reason,
@@ -145,12 +145,12 @@ const REFUSED_TOKEN: &str = "the shop did not accept this profile's saved sign-i
 async fn connect(
     settings: &Settings,
     stand_in: &mut Option<String>,
-) -> Result<(Client, bool), ClientError> {
-    let (client, refused) = match &settings.operator_token {
+) -> Result<(Client, Option<String>), ClientError> {
+    let (client, notice) = match &settings.operator_token {
         Some(token) => {
             let client =
                 Client::connect_with(&settings.gateway, Some(token), &settings.trust).await?;
-            (client.with_reply_timeout(COMMAND_TIMEOUT), false)
+            (client.with_reply_timeout(COMMAND_TIMEOUT), None)
         }
         None => connect_as_profile(settings, stand_in).await?,
     };
@@ -161,11 +161,12 @@ async fn connect(
             message: "an operator's token does not sign in here: use shop-tui or shop admin".into(),
         });
     }
-    Ok((client, refused))
+    Ok((client, notice))
 }
 
 /// Connects as the profile's customer, keeping a new customer's token;
-/// also says whether the shop refused the saved token. A profile whose
+/// also what to tell the customer: that the shop refused the saved token,
+/// or that a new one cannot be kept. A profile whose
 /// saved token is an operator's (`shop admin login`) connects as that
 /// operator.
 ///
@@ -177,7 +178,7 @@ async fn connect(
 async fn connect_as_profile(
     settings: &Settings,
     stand_in: &mut Option<String>,
-) -> Result<(Client, bool), ClientError> {
+) -> Result<(Client, Option<String>), ClientError> {
     let (tokens, profile, gateway) = (&settings.tokens, &settings.profile, &settings.gateway);
     // A claim that cannot be taken only loses the guarantee that clients
     // started together become one customer.
@@ -208,17 +209,26 @@ async fn connect_as_profile(
         }
         let client = client?;
         *stand_in = Some(client.token().to_owned());
-        return Ok((client.with_reply_timeout(COMMAND_TIMEOUT), true));
+        return Ok((
+            client.with_reply_timeout(COMMAND_TIMEOUT),
+            Some(REFUSED_TOKEN.into()),
+        ));
     }
     let client = first?;
-    if saved.as_deref() != Some(client.token()) {
-        // Without a saved token the next start is another customer, which
-        // the status bar shows; nothing else depends on it.
-        let _ = settings
-            .tokens
-            .save(&settings.profile, &settings.gateway, client.token());
+    let mut notice = None;
+    if saved.as_deref() != Some(client.token())
+        && let Err(error) =
+            settings
+                .tokens
+                .save(&settings.profile, &settings.gateway, client.token())
+    {
+        // Without it the next start is another customer: say so.
+        notice = Some(format!(
+            "cannot keep this sign-in ({error}): you shop as this customer until you quit, and \
+             the next start is a new customer"
+        ));
     }
-    Ok((client.with_reply_timeout(COMMAND_TIMEOUT), false))
+    Ok((client.with_reply_timeout(COMMAND_TIMEOUT), notice))
 }
 
 enum Served {

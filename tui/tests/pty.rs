@@ -432,6 +432,20 @@ async fn a_refused_saved_token_is_kept_and_the_customer_is_told() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sign_in_that_cannot_be_kept_is_said() {
+    let (home, mut backend, gateway) = fresh_shop().await;
+    // A file where the config folder would be: no token can be saved
+    // (even by root, whom permissions would not stop).
+    let config = home.path().join("not-a-folder");
+    std::fs::write(&config, "").expect("a file");
+    let tui = Tui::start(&gateway, &config, 140, 30);
+    tui.wait_for("cannot keep this sign-in").await;
+    tui.wait_for("● online").await;
+    drop(tui);
+    backend.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn opening_the_browser_says_when_it_failed() {
     let (home, mut backend, gateway) = fresh_shop().await;
     // No opener on the PATH, and a $BROWSER that fails.

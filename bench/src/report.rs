@@ -104,7 +104,19 @@ impl Report {
             let _ = writeln!(out, "              {sample}");
         }
         let conservation = &self.conservation;
-        if conservation.ok && conservation.checked == "ledger" {
+        if conservation.ok && conservation.orders_uncounted {
+            let _ = writeln!(
+                out,
+                "conservation  {}: a customer of the run placed more orders than the shop lists \
+                 ({}), so the run's own units could not be counted",
+                if conservation.checked == "ledger" {
+                    "the ledger adds up (available + reserved + sold + written off = received)"
+                } else {
+                    "not checked (--operator-token checks the ledger)"
+                },
+                thousands(crate::conservation::LISTED_AT_MOST as u64)
+            );
+        } else if conservation.ok && conservation.checked == "ledger" {
             let _ = writeln!(
                 out,
                 "conservation  ok: {} skus; available + reserved + sold + written off = received, \

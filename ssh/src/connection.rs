@@ -19,7 +19,7 @@ use russh::server::{
 use russh::{Channel, ChannelId, ChannelOpenFailure, MethodKind, MethodSet, Pty};
 use shop_shared::sync::lock;
 use shop_tui::input::Decoder;
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, mpsc, watch};
 use tokio::time::Instant;
 
 use crate::server::Shared;
@@ -325,12 +325,15 @@ impl Handler for Connection {
             if !events.is_empty() {
                 *lock(&running.touched) = Instant::now();
             }
-            // Waiting here holds up this connection's input, so a client
-            // sending faster than its shop reads is slowed down, as TCP
-            // does, rather than held in memory.
+            // Keys beyond what the shop has not read yet are dropped: no
+            // one types 256 keys ahead, and waiting here would hold up the
+            // connection's output too (its frames go through this same
+            // loop), ending a session that reads its screen as one that
+            // does not.
             for event in events {
-                if running.events.send(event).await.is_err() {
-                    break;
+                match running.events.try_send(event) {
+                    Ok(()) | Err(mpsc::error::TrySendError::Full(_)) => {}
+                    Err(mpsc::error::TrySendError::Closed(_)) => break,
                 }
             }
         }

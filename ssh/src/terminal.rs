@@ -26,7 +26,8 @@ const QUEUED_FRAMES: usize = 64;
 /// What the connection needs to feed a running shop.
 pub struct Running {
     /// Keys, clicks and resizes for the shop; dropped, the shop ends.
-    /// Bounded: a client typing faster than its shop reads waits.
+    /// Bounded: keys a client sends while the shop is this far behind are
+    /// dropped.
     pub events: mpsc::Sender<Event>,
     /// When the customer last pressed a key (or clicked).
     pub touched: Arc<Mutex<Instant>>,

@@ -796,3 +796,34 @@ async fn ssh_pasted_text_is_never_read_as_keys() {
     assert!(session.exit().await.success());
     backend.stop().await.expect("backend stops");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ssh_a_burst_of_keys_from_a_client_that_reads_its_screen_does_not_end_the_session() {
+    require_openssh();
+    let home = tempfile::tempdir().expect("dir");
+    let (backend, gateway) = start_backend(&home.path().join("data")).await;
+    let server = SshServer::start(&gateway, &home.path().join("ssh-data"));
+    let key = make_key(home.path(), "fred");
+    let mut session = Session::open(server.port, &key, 100, 30);
+    session.wait_for("● online").await;
+    // 12 KB of moves, each redrawing the screen: far more than the shop
+    // reads at once. Keys beyond its queue may be dropped; the session
+    // (whose client reads every frame) must go on.
+    session.press(&"jk".repeat(6144));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    session.wait_for("● online").await;
+    session.press("q");
+    let status = session.exit().await;
+    assert!(
+        status.success(),
+        "the session ended cleanly on q: {status:?}"
+    );
+    let alternate = session
+        .screen
+        .lock()
+        .expect("screen")
+        .screen()
+        .alternate_screen();
+    assert!(!alternate, "the terminal was given back");
+    backend.stop().await.expect("backend stops");
+}

@@ -61,9 +61,9 @@ pub struct Options {
     pub operators: bool,
 }
 
-/// Events waiting for the shop: whoever feeds [`run`] waits while this
-/// many are queued, so a terminal sending faster than the shop reads them
-/// (a flood of keys over SSH) is slowed down instead of held in memory.
+/// Events waiting for the shop: whoever feeds [`run`] waits, or drops
+/// keys, while this many are queued, so a terminal sending faster than the
+/// shop reads them (a flood of keys over SSH) is not held in memory.
 pub const QUEUED_EVENTS: usize = 256;
 
 /// Runs the shop on the terminal behind `writer`, `size` (columns, rows)

@@ -222,10 +222,17 @@ async fn connect_as_profile(
                 .tokens
                 .save(&settings.profile, &settings.gateway, client.token())
     {
-        // Without it the next start is another customer: say so.
+        // Without it the next start is another customer: say so, with
+        // the whole error for whoever runs the program (a server's paths
+        // are not shown to an SSH customer).
+        tracing::warn!(
+            profile = %settings.profile,
+            %error,
+            "cannot keep a new customer's token: the profile's next session is another customer"
+        );
         notice = Some(format!(
-            "cannot keep this sign-in ({error}): you shop as this customer until you quit, and \
-             the next start is a new customer"
+            "cannot keep this sign-in ({}): the next start is a new customer",
+            error.kind()
         ));
     }
     Ok((client.with_reply_timeout(COMMAND_TIMEOUT), notice))

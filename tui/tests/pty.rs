@@ -439,7 +439,11 @@ async fn a_sign_in_that_cannot_be_kept_is_said() {
     let config = home.path().join("not-a-folder");
     std::fs::write(&config, "").expect("a file");
     let tui = Tui::start(&gateway, &config, 140, 30);
-    tui.wait_for("cannot keep this sign-in").await;
+    let said = tui.wait_for("cannot keep this sign-in").await;
+    assert!(
+        !said.contains("not-a-folder"),
+        "no path of the machine it runs on is shown (over SSH, the server's): {said}"
+    );
     tui.wait_for("● online").await;
     drop(tui);
     backend.stop().await;

@@ -44,10 +44,12 @@ fn thousands(number: u64) -> String {
     out
 }
 
-fn latency(summary: Option<&Summary>) -> String {
+/// Percentiles of `summary` on one line, counting its samples as `what`
+/// (`orders`, `returns`).
+pub fn latency(summary: Option<&Summary>, what: &str) -> String {
     match summary {
         Some(s) => format!(
-            "p50 {:.2} ms  p90 {:.2} ms  p99 {:.2} ms  max {:.2} ms  (mean {:.2} ms, {} orders)",
+            "p50 {:.2} ms  p90 {:.2} ms  p99 {:.2} ms  max {:.2} ms  (mean {:.2} ms, {} {what})",
             s.p50_ms,
             s.p90_ms,
             s.p99_ms,
@@ -95,9 +97,17 @@ impl Report {
                 thousands(self.skipped)
             );
         }
-        let _ = writeln!(out, "to RESERVED   {}", latency(self.to_reserved.as_ref()));
+        let _ = writeln!(
+            out,
+            "to RESERVED   {}",
+            latency(self.to_reserved.as_ref(), "orders")
+        );
         if self.paid > 0 || self.to_paid.is_some() {
-            let _ = writeln!(out, "pay → PAID    {}", latency(self.to_paid.as_ref()));
+            let _ = writeln!(
+                out,
+                "pay → PAID    {}",
+                latency(self.to_paid.as_ref(), "orders")
+            );
         }
         let _ = writeln!(out, "errors        {}", thousands(self.errors));
         for sample in &self.error_samples {

@@ -45,13 +45,7 @@ struct Report {
 
 impl Report {
     fn human(&self) -> String {
-        let latency = match &self.connect_to_list {
-            Some(s) => format!(
-                "p50 {:.2} ms  p90 {:.2} ms  p99 {:.2} ms  max {:.2} ms  (mean {:.2} ms, {} returns)",
-                s.p50_ms, s.p90_ms, s.p99_ms, s.max_ms, s.mean_ms, s.count
-            ),
-            None => "no samples".into(),
-        };
+        let latency = crate::report::latency(self.connect_to_list.as_ref(), "returns");
         let mut text = format!(
             "shop-bench hello against {}\n\
              customers: {}, {} orders each\n\

@@ -40,6 +40,14 @@ use crate::db::StoreError;
 /// the whole state instead.
 const CHANNEL_CAPACITY: usize = 1024;
 
+/// The same for one customer's order changes. A channel is made for every
+/// connected customer and tokio allocates its whole ring at once (about
+/// 40 bytes a slot), so 1,024 slots cost a thousand connected customers
+/// 40 MB. A connection has at most 32 commands waiting, each order changes
+/// a few times, and one that falls further behind reads its orders again
+/// from the projection.
+const CUSTOMER_CHANNEL_CAPACITY: usize = 64;
+
 /// How long a snapshot seen live is kept for reads when no projection of
 /// this instance confirms it stored it (its partition belongs to another
 /// gateway instance): far longer than the projection lags behind the live
@@ -352,7 +360,7 @@ impl ReadModel {
         let receiver = lock(&self.inner.customer_changes)
             .entry(customer_id)
             .or_insert_with(|| Channel {
-                sender: broadcast::channel(CHANNEL_CAPACITY).0,
+                sender: broadcast::channel(CUSTOMER_CHANNEL_CAPACITY).0,
                 pushed: HashMap::new(),
             })
             .sender

@@ -52,6 +52,12 @@ const MAX_SOCKET_MESSAGE: usize = 1 << 20;
 /// each made a thousand idle customers cost 256 MB (the buffers grow for a
 /// larger message).
 const SOCKET_BUFFER: usize = 8 * 1024;
+/// Messages waiting for a connection's writer.
+const QUEUED_FRAMES: usize = 256;
+/// A message waiting for the writer, boxed: tokio allocates a channel's
+/// slots 32 at a time, and a `ServerMessage` inline is a few hundred bytes,
+/// which made every connected customer's queue cost about 24 KB.
+type Outgoing = Box<ServerMessage>;
 /// Commands one connection may have waiting at once.
 const MAX_IN_FLIGHT: usize = 32;
 /// How long commands wait for a starting gateway to load its read model.
@@ -81,7 +87,7 @@ async fn serve(gateway: Gateway, socket: WebSocket) {
     let _counted = gateway.connected();
     let timeouts = gateway.timeouts();
     let (mut sink, mut stream) = socket.split();
-    let (out, mut outgoing) = mpsc::channel::<ServerMessage>(256);
+    let (out, mut outgoing) = mpsc::channel::<Outgoing>(QUEUED_FRAMES);
     // The reader asks the writer to ping a client that has gone quiet.
     let (ping, mut pings) = mpsc::channel::<()>(1);
     // The reader hands the writer the close frame of a protocol violation
@@ -327,7 +333,7 @@ fn violation(error: axum::Error) -> Option<CloseFrame> {
 
 struct Connection {
     gateway: Gateway,
-    out: mpsc::Sender<ServerMessage>,
+    out: mpsc::Sender<Outgoing>,
     customer: Option<Uuid>,
     /// The operator's name when an operator token said hello.
     operator: Option<String>,
@@ -356,17 +362,17 @@ impl Connection {
     async fn close_going_away(&self) {
         let _ = self
             .out
-            .send(ServerMessage::Error {
+            .send(Box::new(ServerMessage::Error {
                 request_id: None,
                 code: ErrorCode::Unavailable,
                 message: "the shop is stopping; reconnect in a moment".into(),
-            })
+            }))
             .await;
     }
 
     async fn send(&self, kind: &str, reply: ServerMessage) {
         count(&self.gateway, kind, &reply);
-        let _ = self.out.send(reply).await;
+        let _ = self.out.send(Box::new(reply)).await;
     }
 
     async fn on_text(&mut self, text: &str) {
@@ -523,7 +529,7 @@ impl Connection {
         self.tasks.spawn(async move {
             let reply = work.await;
             count(&gateway, kind, &reply);
-            let _ = out.send(reply).await;
+            let _ = out.send(Box::new(reply)).await;
             drop(permit);
         });
         None
@@ -629,7 +635,7 @@ async fn push_changes(
     customer: Uuid,
     operator: bool,
     (mut products, mut orders): (broadcast::Receiver<Product>, CustomerChanges),
-    out: mpsc::Sender<ServerMessage>,
+    out: mpsc::Sender<Outgoing>,
 ) {
     let model = gateway.read_model().clone();
     // The version of each product pushed to this connection, so a product
@@ -672,7 +678,7 @@ async fn push_changes(
             },
         };
         for message in messages {
-            if out.send(message).await.is_err() {
+            if out.send(Box::new(message)).await.is_err() {
                 return;
             }
         }

@@ -19,7 +19,7 @@ use russh::server::{
 use russh::{Channel, ChannelId, ChannelOpenFailure, MethodKind, MethodSet, Pty};
 use shop_shared::sync::lock;
 use shop_tui::input::Decoder;
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
 use crate::server::Shared;
@@ -86,12 +86,6 @@ impl Connection {
         self.session
             .as_mut()
             .filter(|session| session.id == channel)
-    }
-
-    async fn send(&mut self, channel: ChannelId, event: Event) {
-        if let Some((running, _)) = self.session_of(channel).and_then(|s| s.shop.as_mut()) {
-            let _ = running.events.send(event).await;
-        }
     }
 }
 
@@ -325,17 +319,10 @@ impl Handler for Connection {
             if !events.is_empty() {
                 *lock(&running.touched) = Instant::now();
             }
-            // Keys beyond what the shop has not read yet are dropped: no
-            // one types 256 keys ahead, and waiting here would hold up the
-            // connection's output too (its frames go through this same
-            // loop), ending a session that reads its screen as one that
-            // does not.
-            for event in events {
-                match running.events.try_send(event) {
-                    Ok(()) | Err(mpsc::error::TrySendError::Full(_)) => {}
-                    Err(mpsc::error::TrySendError::Closed(_)) => break,
-                }
-            }
+            // Waiting here would hold up the connection's output too (its
+            // frames go through this same loop), ending a session that
+            // reads its screen as one that does not.
+            running.queue(events);
         }
         Ok(())
     }
@@ -350,7 +337,9 @@ impl Handler for Connection {
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
         let (columns, rows) = screen_size(columns, rows);
-        self.send(channel, Event::Resize(columns, rows)).await;
+        if let Some((running, _)) = self.session_of(channel).and_then(|s| s.shop.as_mut()) {
+            running.queue([Event::Resize(columns, rows)]);
+        }
         Ok(())
     }
 

@@ -31,6 +31,37 @@ pub struct Running {
     pub events: mpsc::Sender<Event>,
     /// When the customer last pressed a key (or clicked).
     pub touched: Arc<Mutex<Instant>>,
+    /// A resize that found `events` full, sent before the next events:
+    /// unlike a key, the newest size must not be lost.
+    pub pending_resize: Option<Event>,
+}
+
+impl Running {
+    /// Queues `events` without waiting (the connection's output goes
+    /// through the same loop): keys beyond what the shop has not read yet
+    /// are dropped, no one types 256 keys ahead; a resize is kept until
+    /// there is room. Returns false when the shop has ended.
+    pub fn queue(&mut self, events: impl IntoIterator<Item = Event>) -> bool {
+        if let Some(resize) = self.pending_resize.take() {
+            match self.events.try_send(resize) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(resize)) => self.pending_resize = Some(resize),
+                Err(mpsc::error::TrySendError::Closed(_)) => return false,
+            }
+        }
+        for event in events {
+            match self.events.try_send(event) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(event)) => {
+                    if matches!(event, Event::Resize(..)) {
+                        self.pending_resize = Some(event);
+                    }
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => return false,
+            }
+        }
+        true
+    }
 }
 
 /// How the terminal is, from the client's `pty-req` and `env` requests.
@@ -76,7 +107,11 @@ pub fn start(
         }
         lifecycle.ended.notify_one();
     });
-    Running { events, touched }
+    Running {
+        events,
+        touched,
+        pending_resize: None,
+    }
 }
 
 /// Where a shop runs: whose it is and which channel it draws on.
@@ -216,6 +251,30 @@ impl Write for ChannelWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keys_beyond_a_full_queue_are_dropped_but_the_newest_size_is_kept() {
+        use crossterm::event::{KeyCode, KeyEvent};
+        let key = |c| Event::Key(KeyEvent::from(KeyCode::Char(c)));
+        let (events, mut incoming) = mpsc::channel(2);
+        let mut running = Running {
+            events,
+            touched: Arc::new(Mutex::new(Instant::now())),
+            pending_resize: None,
+        };
+        assert!(running.queue([key('a'), key('b'), key('c')]));
+        assert!(running.queue([Event::Resize(80, 24)]));
+        assert!(running.queue([Event::Resize(120, 40)]));
+        assert_eq!(incoming.try_recv().ok(), Some(key('a')));
+        assert_eq!(incoming.try_recv().ok(), Some(key('b')));
+        assert!(incoming.try_recv().is_err(), "c was dropped");
+        // The next keys find room: the newest size goes first.
+        assert!(running.queue([key('d')]));
+        assert_eq!(incoming.try_recv().ok(), Some(Event::Resize(120, 40)));
+        assert_eq!(incoming.try_recv().ok(), Some(key('d')));
+        drop(incoming);
+        assert!(!running.queue([key('e')]), "the shop has ended");
+    }
 
     #[tokio::test]
     async fn a_flush_sends_one_frame_and_a_client_that_does_not_read_ends_the_session() {

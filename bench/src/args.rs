@@ -63,7 +63,8 @@ pub struct HelloArgs {
     pub customers: u32,
 
     /// Orders each customer places first (1 unit of one sku each); their list is what is timed.
-    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    /// At most 1000: the shop lists a customer's newest 1,000 orders.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1_000))]
     pub orders: u32,
 
     /// Returns to time, one after another, the customers in turn.

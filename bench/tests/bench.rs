@@ -344,6 +344,19 @@ async fn an_unreachable_gateway_and_bad_arguments_get_clear_errors() {
         "{stderr}"
     );
 
+    // The shop lists a customer's newest 1,000 orders: a longer history
+    // could not be timed to its end.
+    let output = bench(&["hello", "--orders", "1001"])
+        .output()
+        .await
+        .expect("shop-bench runs");
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("--orders") && stderr.contains("1..=1000"),
+        "{stderr}"
+    );
+
     let output = bench(&["catalog", "--skus", "3", "--stock", "5", "--prefix", "X-"])
         .output()
         .await

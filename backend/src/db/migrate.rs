@@ -106,6 +106,7 @@ const PAYMENT: &[Migration] = &[
     portable!("payment", 2, "0002_local_payment_status"),
     portable!("payment", 3, "0003_refund_retries_checkout_delays"),
     portable!("payment", 4, "0004_retention_indexes"),
+    portable!("payment", 5, "0005_open_sessions_by_expiry"),
 ];
 /// The log of the in-process bus. Logs written before these were recorded
 /// have the tables of the first (which creates only what is missing), and

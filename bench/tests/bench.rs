@@ -350,7 +350,7 @@ async fn an_unreachable_gateway_and_bad_arguments_get_clear_errors() {
         .output()
         .await
         .expect("shop-bench runs");
-    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         stderr.contains("--orders") && stderr.contains("1..=1000"),

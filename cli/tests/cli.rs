@@ -513,10 +513,14 @@ async fn orders_and_status_accept_unique_id_prefixes() {
     let with_dashes = shop.run(&["status", &id[..13]]).await.ok();
     assert!(with_dashes.stdout.contains(&id));
 
-    // Place orders until two ids share a first digit: that prefix is ambiguous.
+    // Place orders until two ids share a first digit: that prefix is
+    // ambiguous. That takes at most 16 more orders, more than the ten units
+    // of one sku, so they alternate between two.
     let mut ids = vec![id];
+    let mut skus = ["SKU-002", "SKU-003"].into_iter().cycle();
     let shared = loop {
-        let next = shop.run(&["order", "SKU-002", "--json"]).await.ok().json();
+        let sku = skus.next().expect("endless");
+        let next = shop.run(&["order", sku, "--json"]).await.ok().json();
         let next = next["id"].as_str().expect("id").to_owned();
         if let Some(twin) = ids.iter().find(|known| known[..1] == next[..1]) {
             break twin[..1].to_owned();

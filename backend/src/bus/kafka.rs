@@ -384,15 +384,21 @@ impl Bus for KafkaBus {
                         _ => HashMap::new(),
                     };
                     for partition in partitions {
-                        let high = self.high_watermark(&on_broker, partition).await?;
-                        // A live reader starts at the end as it is now, an
-                        // offset rather than `Offset::End`, which librdkafka
-                        // looks up only when it first fetches and so would
-                        // skip what is published in between.
+                        let (low, high) = self.watermarks(&on_broker, partition).await?;
+                        // A live reader that follows a group starts where the
+                        // group stands: its committed offset, or the earliest
+                        // record if it committed nothing there (the group
+                        // reads from there too, `auto.offset.reset=earliest`).
+                        // One that follows none starts at the end as it is
+                        // now: an offset rather than `Offset::End`, which
+                        // librdkafka looks up only when it first fetches and
+                        // so would skip what is published in between.
                         let (start, from) = match committed.get(&partition) {
-                            Some(offset) => (Offset::Offset(*offset), *offset),
-                            None if live => (Offset::Offset(high), high),
-                            None => (Offset::Beginning, 0),
+                            Some(offset) => (Offset::Offset(*offset), (*offset).max(low)),
+                            None if live && subscription.resume_from.is_none() => {
+                                (Offset::Offset(high), high)
+                            }
+                            None => (Offset::Beginning, low),
                         };
                         assignment
                             .add_partition_offset(&on_broker, partition, start)
@@ -449,7 +455,6 @@ impl Bus for KafkaBus {
 }
 
 impl KafkaBus {
-    /// The offset the next record of a partition will get.
     /// The offsets `group` committed on `topic`'s `partitions` (none for a
     /// partition it committed nothing on), asked of the group's coordinator
     /// by a consumer that never joins the group.
@@ -498,7 +503,9 @@ impl KafkaBus {
         }
     }
 
-    async fn high_watermark(&self, topic: &str, partition: i32) -> Result<i64, BusError> {
+    /// A partition's low and high watermarks: the offset of its earliest
+    /// record still kept, and the offset its next record will get.
+    async fn watermarks(&self, topic: &str, partition: i32) -> Result<(i64, i64), BusError> {
         let mut backoff = Duration::from_millis(100);
         loop {
             let producer = self.inner.producer.clone();
@@ -511,7 +518,7 @@ impl KafkaBus {
             .await
             .map_err(|error| BusError::Broker(error.to_string()))?;
             match watermarks {
-                Ok((_, high)) => return Ok(high),
+                Ok(watermarks) => return Ok(watermarks),
                 Err(error) => {
                     tracing::warn!(topic, partition, %error, "cannot read offsets from Kafka; retrying");
                     if !self.shutdown().sleep(backoff).await {

@@ -146,7 +146,7 @@ pub enum Mode {
     Broadcast,
     /// Every subscriber reads every record published after it subscribed,
     /// from the end of each partition (or from where
-    /// [`Subscription::resume_from`]'s group committed), and commits
+    /// [`Subscription::resume_from`]'s group stands), and commits
     /// nothing: for pushing live changes without storing or replaying
     /// history.
     Live,
@@ -160,8 +160,9 @@ pub struct Subscription {
     /// Most records handed to the handler at once.
     pub max_batch: usize,
     /// [`Mode::Live`]: start each partition where this consumer group
-    /// committed, so that what the group has not handled yet is read too;
-    /// the end where the group committed nothing.
+    /// stands, so that what the group has not handled yet is read too: its
+    /// committed offset, or the earliest record kept where it committed
+    /// nothing (where the group itself starts). Without it, the end.
     pub resume_from: Option<String>,
 }
 

@@ -140,3 +140,77 @@ async fn shops_with_different_topic_prefixes_share_a_cluster_without_meeting() {
             .all(|r| r.payload == b"b" && &*r.topic == orders)
     );
 }
+
+/// Publishes `payload` to topic `state` under each of `keys`.
+async fn publish_each(bus: &KafkaBus, keys: &[String], payload: &str) {
+    bus.publish(
+        keys.iter()
+            .map(|key| record("state", key, payload))
+            .collect(),
+    )
+    .await
+    .expect("published");
+}
+
+/// A live reader that follows a consumer group starts where the group
+/// stands: on partitions the group committed nothing on, at the earliest
+/// record (where the group starts too), not at the end; elsewhere at the
+/// group's committed offset. A gateway that restarts before its projection's
+/// group first commits would otherwise never push what it skipped.
+#[tokio::test]
+async fn a_live_reader_starts_where_the_group_it_follows_stands() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let broker = Broker::start(dir.path().join("kafka"), false).await;
+    let prefix = format!("test-{}.", Uuid::new_v4().simple());
+    let (bus, supervisor) = bus(&broker, &prefix);
+    bus.ensure_topics(&[topic("state")]).await.expect("topic");
+    let keys: Vec<String> = (0..8).map(|n| format!("key-{n}")).collect();
+    publish_each(&bus, &keys, "before").await;
+
+    // The group has committed nothing yet: the live reader reads it all.
+    let before = Arc::new(Tap::default());
+    let handle = bus
+        .subscribe(
+            Subscription::live("live-before", &["state"], "projection"),
+            before.clone(),
+        )
+        .await
+        .expect("live reader");
+    tokio::time::timeout(WAIT, handle.caught_up())
+        .await
+        .expect("caught up with what the group has not read");
+    assert_eq!(before.records().len(), keys.len(), "every record so far");
+
+    // The group reads everything and commits as it stops.
+    let group = Arc::new(Tap::default());
+    bus.subscribe(Subscription::group("projection", &["state"]), group.clone())
+        .await
+        .expect("group");
+    assert_eq!(group.wait_for(keys.len()).await.len(), keys.len());
+    drop(bus);
+    supervisor.trigger().trigger();
+    supervisor
+        .run(Duration::from_secs(10))
+        .await
+        .expect("the group stops and commits");
+
+    let (bus, _supervisor) = self::bus(&broker, &prefix);
+    publish_each(&bus, &keys, "after").await;
+    let after = Arc::new(Tap::default());
+    let handle = bus
+        .subscribe(
+            Subscription::live("live-after", &["state"], "projection"),
+            after.clone(),
+        )
+        .await
+        .expect("live reader");
+    tokio::time::timeout(WAIT, handle.caught_up())
+        .await
+        .expect("caught up");
+    let payloads: Vec<Vec<u8>> = after.records().iter().map(|r| r.payload.clone()).collect();
+    assert_eq!(
+        payloads,
+        vec![b"after".to_vec(); keys.len()],
+        "only what the group has not committed"
+    );
+}

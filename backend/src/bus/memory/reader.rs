@@ -103,16 +103,9 @@ impl MemoryBus {
             for partition in 0..topic.partitions.len() as u32 {
                 let log = &topic.partitions[partition as usize];
                 let target = *log.end.borrow();
-                let start = if subscription.mode == Mode::Live {
-                    subscription
-                        .resume_from
-                        .as_ref()
-                        .and_then(|from| {
-                            lock(&self.inner.shared.committed)
-                                .get(&(from.clone(), topic.name.to_string(), partition))
-                                .copied()
-                        })
-                        .map_or(target, |committed| committed.min(target))
+                let start = if subscription.mode == Mode::Live && subscription.resume_from.is_none()
+                {
+                    target
                 } else {
                     let state = lock(&log.state);
                     // Below the records in memory, the file may hold more.
@@ -121,15 +114,22 @@ impl MemoryBus {
                     } else {
                         state.records.keys().next().copied().unwrap_or(target)
                     };
-                    let committed = group.durable.then(|| {
+                    // A live reader starts where the group it follows
+                    // stands, and that group starts where it committed, or
+                    // at the earliest record if it committed nothing.
+                    let follows = match subscription.mode {
+                        Mode::Live => subscription.resume_from.clone(),
+                        _ => group.durable.then(|| group.name.clone()),
+                    };
+                    let committed = follows.and_then(|name| {
                         lock(&self.inner.shared.committed)
-                            .get(&(group.name.clone(), topic.name.to_string(), partition))
+                            .get(&(name, topic.name.to_string(), partition))
                             .copied()
                     });
                     committed
-                        .flatten()
                         .unwrap_or(earliest)
                         .max(earliest.min(target))
+                        .min(target)
                 };
                 lock(&group.positions).insert((topic.name.to_string(), partition), start);
                 cursors.push(Cursor {

@@ -462,6 +462,69 @@ async fn a_group_commit_of_many_statements_survives_a_restart_whole() {
     stop(supervisor).await;
 }
 
+/// Publishes `payload` to topic `t` under four keys.
+async fn publish_four(bus: &MemoryBus, payload: &str) {
+    let batch = (0..4)
+        .map(|n| record("t", &format!("k{n}"), payload))
+        .collect();
+    bus.publish(batch).await.expect("published");
+}
+
+/// A live reader that follows a group starts where the group stands: at
+/// the earliest record where the group committed nothing, at its committed
+/// offset where it did; never at the end, which would skip what the group
+/// has not read yet.
+#[tokio::test]
+async fn a_live_reader_starts_where_the_group_it_follows_stands() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("bus.sqlite");
+    let (bus, supervisor) = open(&path, 2).await;
+    bus.ensure_topics(&[topic("t", false)])
+        .await
+        .expect("topic");
+    publish_four(&bus, "before").await;
+    let before = Arc::new(Collect::default());
+    bus.subscribe(
+        Subscription::live("live", &["t"], "projection"),
+        before.clone(),
+    )
+    .await
+    .expect("live")
+    .caught_up()
+    .await;
+    assert_eq!(before.seen().len(), 4, "what the group has not read yet");
+
+    let group = Arc::new(Collect::default());
+    bus.subscribe(Subscription::group("projection", &["t"]), group.clone())
+        .await
+        .expect("group");
+    assert_eq!(group.wait_for(4).await.len(), 4);
+    // Long enough for a trim to write the group's offsets.
+    tokio::time::sleep(TRIM_EVERY + Duration::from_millis(300)).await;
+    drop(bus);
+    stop(supervisor).await;
+
+    let (bus, supervisor) = open(&path, 2).await;
+    publish_four(&bus, "after").await;
+    let after = Arc::new(Collect::default());
+    bus.subscribe(
+        Subscription::live("live", &["t"], "projection"),
+        after.clone(),
+    )
+    .await
+    .expect("live")
+    .caught_up()
+    .await;
+    let payloads: Vec<String> = after.seen().into_iter().map(|(_, p)| p).collect();
+    assert_eq!(
+        payloads,
+        vec!["after"; 4],
+        "only what the group has not committed"
+    );
+    drop(bus);
+    stop(supervisor).await;
+}
+
 #[tokio::test]
 async fn compacted_topics_keep_the_newest_record_per_key_but_live_readers_see_all() {
     let dir = tempfile::tempdir().expect("dir");

@@ -326,19 +326,10 @@ async fn an_unreachable_gateway_and_bad_arguments_get_clear_errors() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains(&address.to_string()), "{stderr}");
 
-    let output = bench(&["run", "--rate", "0"])
-        .output()
-        .await
-        .expect("shop-bench runs");
-    assert_eq!(output.status.code(), Some(1), "{output:?}");
-    assert!(String::from_utf8_lossy(&output.stderr).contains("rate"));
+    let stderr = refused(&["run", "--rate", "0"]).await;
+    assert!(stderr.contains("rate"), "{stderr}");
 
-    let output = bench(&["run", "--orders", "/nonexistent/orders.csv", "--quiet"])
-        .output()
-        .await
-        .expect("shop-bench runs");
-    assert_eq!(output.status.code(), Some(1), "{output:?}");
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = refused(&["run", "--orders", "/nonexistent/orders.csv", "--quiet"]).await;
     assert!(
         stderr.contains("cannot write /nonexistent/orders.csv"),
         "{stderr}"
@@ -346,12 +337,7 @@ async fn an_unreachable_gateway_and_bad_arguments_get_clear_errors() {
 
     // The shop lists a customer's newest 1,000 orders: a longer history
     // could not be timed to its end.
-    let output = bench(&["hello", "--orders", "1001"])
-        .output()
-        .await
-        .expect("shop-bench runs");
-    assert_eq!(output.status.code(), Some(1), "{output:?}");
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = refused(&["hello", "--orders", "1001"]).await;
     assert!(
         stderr.contains("--orders") && stderr.contains("1..=1000"),
         "{stderr}"
@@ -365,6 +351,14 @@ async fn an_unreachable_gateway_and_bad_arguments_get_clear_errors() {
     let catalog = String::from_utf8_lossy(&output.stdout);
     assert_eq!(catalog.matches("[[products]]").count(), 3, "{catalog}");
     assert!(catalog.contains("\"X-"), "{catalog}");
+}
+
+/// Runs shop-bench with `args`, which it must refuse as a usage error
+/// (exit status 1); returns what it said on stderr.
+async fn refused(args: &[&str]) -> String {
+    let output = bench(args).output().await.expect("shop-bench runs");
+    assert_eq!(output.status.code(), Some(1), "{args:?}: {output:?}");
+    String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
 /// Runs `command` with its stdout a pipe whose reader has already gone, as

@@ -87,6 +87,12 @@ impl Connection {
             .as_mut()
             .filter(|session| session.id == channel)
     }
+
+    /// The shop running on `channel`, with its key decoder.
+    fn shop_on(&mut self, channel: ChannelId) -> Option<&mut (Running, Decoder)> {
+        self.session_of(channel)
+            .and_then(|session| session.shop.as_mut())
+    }
 }
 
 /// Ends a channel with a message on its screen and an exit status.
@@ -314,7 +320,7 @@ impl Handler for Connection {
         data: &[u8],
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
-        if let Some((running, decoder)) = self.session_of(channel).and_then(|s| s.shop.as_mut()) {
+        if let Some((running, decoder)) = self.shop_on(channel) {
             let events = decoder.feed(data);
             if !events.is_empty() {
                 *lock(&running.touched) = Instant::now();
@@ -337,7 +343,7 @@ impl Handler for Connection {
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
         let (columns, rows) = screen_size(columns, rows);
-        if let Some((running, _)) = self.session_of(channel).and_then(|s| s.shop.as_mut()) {
+        if let Some((running, _)) = self.shop_on(channel) {
             running.queue([Event::Resize(columns, rows)]);
         }
         Ok(())

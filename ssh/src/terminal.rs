@@ -42,14 +42,8 @@ impl Running {
     /// are dropped, no one types 256 keys ahead; a resize is kept until
     /// there is room. Returns false when the shop has ended.
     pub fn queue(&mut self, events: impl IntoIterator<Item = Event>) -> bool {
-        if let Some(resize) = self.pending_resize.take() {
-            match self.events.try_send(resize) {
-                Ok(()) => {}
-                Err(mpsc::error::TrySendError::Full(resize)) => self.pending_resize = Some(resize),
-                Err(mpsc::error::TrySendError::Closed(_)) => return false,
-            }
-        }
-        for event in events {
+        let waiting = self.pending_resize.take();
+        for event in waiting.into_iter().chain(events) {
             match self.events.try_send(event) {
                 Ok(()) => {}
                 Err(mpsc::error::TrySendError::Full(event)) => {

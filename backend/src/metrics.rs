@@ -3,7 +3,8 @@
 //! Counters are kept in memory and counted where things happen (messages
 //! published and consumed, handler failures, dead letters, reservations,
 //! webhooks, gateway commands). Gauges are read from each service's own
-//! state when scraped (orders by status, stock per product, connections).
+//! state when scraped (orders by status, stock per product, connections);
+//! those that count a table's rows reuse a count for [`COUNTS_REUSED_FOR`].
 
 use shop_shared::sync::lock;
 use std::collections::BTreeMap;
@@ -11,6 +12,7 @@ use std::fmt::Write;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::State;
@@ -52,9 +54,21 @@ where
     Arc::new(move || Box::pin(read()))
 }
 
+/// How long [`rows_by`] reuses a count: scrapes within this time of a
+/// count read the same numbers. Counting reads the whole table, and
+/// `/metrics` needs no login, so however often it is scraped a table is
+/// read at most once in this time (Prometheus scrapes every 15 s by
+/// default, `scrape_interval`).
+pub const COUNTS_REUSED_FOR: Duration = Duration::from_secs(10);
+
+/// When a count was made, and what it gave.
+type Counted = (Instant, Vec<Sample>);
+
 /// The gauge `name` counting the rows of `table` by the value of `column`
 /// (orders by status, payments by status), labelled with that value.
-/// Table and column are the caller's constants.
+/// Table and column are the caller's constants. The count runs on
+/// [`Db::reports`], off the service's own connection, one at a time, and
+/// is reused for [`COUNTS_REUSED_FOR`].
 pub fn rows_by(
     db: Db,
     table: &'static str,
@@ -62,24 +76,38 @@ pub fn rows_by(
     name: &'static str,
     help: &'static str,
 ) -> GaugeSource {
+    let last: Arc<tokio::sync::Mutex<Option<Counted>>> = Arc::default();
     source(move || {
         let db = db.clone();
+        let last = Arc::clone(&last);
         async move {
-            let counts = crate::db::count_by(&db, table, column)
-                .await
-                .unwrap_or_else(|error| {
+            // Held while counting: a scrape that comes meanwhile waits for
+            // this count instead of starting another.
+            let mut last = last.lock().await;
+            if let Some((at, samples)) = last.as_ref()
+                && at.elapsed() < COUNTS_REUSED_FOR
+            {
+                return samples.clone();
+            }
+            match crate::db::count_by(&db, table, column).await {
+                Ok(counts) => {
+                    let samples: Vec<Sample> = counts
+                        .into_iter()
+                        .map(|(value, count)| Sample {
+                            name,
+                            help,
+                            labels: vec![(column, value)],
+                            value: count as f64,
+                        })
+                        .collect();
+                    *last = Some((Instant::now(), samples.clone()));
+                    samples
+                }
+                Err(error) => {
                     tracing::warn!(%error, table, "cannot count rows for metrics");
                     Vec::new()
-                });
-            counts
-                .into_iter()
-                .map(|(value, count)| Sample {
-                    name,
-                    help,
-                    labels: vec![(column, value)],
-                    value: count as f64,
-                })
-                .collect()
+                }
+            }
         }
     })
 }
@@ -329,6 +357,39 @@ async fn scrape(State(scrape): State<Scrape>) -> impl IntoResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Scrapes in quick succession read the table once: the second sees
+    /// the first's count, not the row added in between.
+    #[tokio::test]
+    async fn a_row_count_is_reused_by_the_scrapes_right_after_it() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = Db::sqlite(&dir.path().join("x.sqlite"))
+            .await
+            .expect("opens");
+        for sql in [
+            "CREATE TABLE orders (status TEXT NOT NULL)",
+            "INSERT INTO orders VALUES ('PAID')",
+        ] {
+            sqlx::query(sql).execute(db.pool()).await.expect("setup");
+        }
+        let gauge = rows_by(db.clone(), "orders", "status", "shop_orders", "Orders.");
+        let paid = |samples: Vec<Sample>| {
+            samples
+                .iter()
+                .find(|sample| sample.labels == vec![("status", "PAID".to_owned())])
+                .map(|sample| sample.value)
+        };
+        assert_eq!(paid(gauge().await), Some(1.0));
+        sqlx::query("INSERT INTO orders VALUES ('PAID')")
+            .execute(db.pool())
+            .await
+            .expect("insert");
+        assert_eq!(
+            paid(gauge().await),
+            Some(1.0),
+            "reused within COUNTS_REUSED_FOR"
+        );
+    }
 
     #[test]
     fn renders_counters_and_gauges_in_the_prometheus_text_format() {

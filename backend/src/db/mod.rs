@@ -57,6 +57,8 @@ impl Dialect {
 #[derive(Clone, Debug)]
 pub struct Db {
     pool: AnyPool,
+    /// Where reports that read a whole table run ([`Db::reports`]).
+    reports: AnyPool,
     dialect: Dialect,
     /// SQLite: the background checkpoints, which stop with the last clone.
     _checkpointer: Option<Arc<checkpoint::Checkpointer>>,
@@ -212,8 +214,16 @@ impl Db {
             .connect_with(options)
             .await?;
         let checkpointer = checkpoint::start(&url.parse()?).await?;
+        // Opened at the first report and closed a minute after the last.
+        let reports = AnyPoolOptions::new()
+            .max_connections(1)
+            .min_connections(0)
+            .idle_timeout(Some(Duration::from_secs(60)))
+            .test_before_acquire(false)
+            .connect_lazy_with(format!("sqlite://{}?mode=ro", encode_path(path)).parse()?);
         Ok(Db {
             pool,
+            reports,
             dialect: Dialect::Sqlite,
             _checkpointer: Some(Arc::new(checkpointer)),
         })
@@ -273,6 +283,7 @@ impl Db {
             .connect_with(options)
             .await?;
         Ok(Db {
+            reports: pool.clone(),
             pool,
             dialect: Dialect::Postgres,
             _checkpointer: None,
@@ -281,6 +292,15 @@ impl Db {
 
     pub fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+
+    /// The pool for reports that read a whole table, such as the gauges of
+    /// `/metrics`. On SQLite, a read-only connection of their own: the
+    /// service's one connection is never held while a report reads (a
+    /// reader does not block the writer in WAL mode). On PostgreSQL, the
+    /// service's pool, whose readers never block its writers either.
+    pub fn reports(&self) -> &AnyPool {
+        &self.reports
     }
 
     pub fn dialect(&self) -> Dialect {
@@ -386,7 +406,7 @@ pub fn is_transient(error: &sqlx::Error) -> bool {
 
 /// How many rows of `table` have each value of `column`, by value: what the
 /// per-status gauges of `/metrics` show. Both names are the caller's
-/// constants, never input.
+/// constants, never input. It reads the whole table, on [`Db::reports`].
 ///
 /// # Errors
 ///
@@ -400,7 +420,7 @@ pub async fn count_by(
         "SELECT {column} AS value, COUNT(*) AS n FROM {table} GROUP BY {column} ORDER BY {column}"
     );
     let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .fetch_all(db.pool())
+        .fetch_all(db.reports())
         .await?;
     rows.iter()
         .map(|row| {
@@ -467,6 +487,51 @@ mod tests {
             .await
             .expect("pragma");
         assert_eq!(temp_store, 2);
+    }
+
+    /// A database with table `t` of three rows, two `A` and one `B`.
+    async fn counted(dir: &Path) -> Db {
+        let db = Db::sqlite(&dir.join("x.sqlite")).await.expect("opens");
+        for sql in [
+            "CREATE TABLE t (status TEXT NOT NULL)",
+            "INSERT INTO t VALUES ('A'), ('A'), ('B')",
+        ] {
+            sqlx::query(sql).execute(db.pool()).await.expect("setup");
+        }
+        db
+    }
+
+    /// The per-status gauges of `/metrics` read a whole table; the
+    /// service's one connection stays free for its work meanwhile, and
+    /// they see only what is committed.
+    #[tokio::test]
+    async fn counting_rows_does_not_wait_for_the_services_connection() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = counted(dir.path()).await;
+        let mut tx = db.pool().begin().await.expect("begin");
+        sqlx::query("INSERT INTO t VALUES ('B')")
+            .execute(&mut *tx)
+            .await
+            .expect("insert");
+        // The service's only connection is in this open transaction.
+        let counts = tokio::time::timeout(Duration::from_secs(2), count_by(&db, "t", "status"))
+            .await
+            .expect("the count does not wait for the open transaction")
+            .expect("counts");
+        assert_eq!(counts, vec![("A".to_owned(), 2), ("B".to_owned(), 1)]);
+        tx.commit().await.expect("commit");
+        let counts = count_by(&db, "t", "status").await.expect("counts");
+        assert_eq!(counts, vec![("A".to_owned(), 2), ("B".to_owned(), 2)]);
+    }
+
+    #[tokio::test]
+    async fn the_counting_connection_cannot_write() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = counted(dir.path()).await;
+        let refused = sqlx::query("DELETE FROM t").execute(db.reports()).await;
+        assert!(refused.is_err(), "{refused:?}");
+        let counts = count_by(&db, "t", "status").await.expect("counts");
+        assert_eq!(counts.len(), 2, "nothing deleted: {counts:?}");
     }
 
     #[tokio::test]

@@ -29,6 +29,13 @@ async fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(colour)
         .init();
+    // jemalloc returns freed memory to the system after a decay of 10 s,
+    // but only when some thread allocates; with its background threads the
+    // memory a burst took goes back after the burst, even if the process
+    // is idle then (jemalloc(3), `background_thread`).
+    if let Err(error) = tikv_jemalloc_ctl::background_thread::write(true) {
+        tracing::warn!(%error, "jemalloc's background threads did not start; freed memory goes back to the system only as the backend allocates");
+    }
     match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

@@ -90,10 +90,16 @@ async fn a_customer_reconnecting_to_another_gateway_instance_sees_every_change_l
     let order = reserve(&first, &[("SKU-001", 1)]).await;
 
     // The same customer on the second instance sees the order, and a change
-    // made through the first instance arrives there live.
+    // made through the first instance arrives there live. Each instance
+    // reads `orders.v1` on its own, so the second may see the order a few
+    // milliseconds after the first did.
     let second = Client::connect(&urls[1], Some(&token))
         .await
         .expect("connects to the second gateway");
+    second
+        .wait_for_order(order.id, WAIT, |o| o.checkout_url.is_some())
+        .await
+        .expect("the order reaches the second instance");
     let listed = second.orders().await.expect("orders");
     assert_eq!(listed.iter().map(|o| o.id).collect::<Vec<_>>(), [order.id]);
     let another = place(&first, &[("SKU-002", 1)]).await;

@@ -2,9 +2,10 @@
 //! checkout page.
 
 use std::collections::BTreeMap;
+use std::num::IntErrorKind;
 
 use shop_client::ClientError;
-use shop_shared::domain::{OrderLines, OrderLinesError, OrderStatus};
+use shop_shared::domain::{MAX_QUANTITY, OrderLines, OrderLinesError, OrderStatus};
 use shop_shared::protocol::ErrorCode;
 use shop_shared::time::Timestamp;
 use uuid::Uuid;
@@ -28,11 +29,19 @@ pub fn parse_lines(arguments: &[String]) -> Result<OrderLines, CliError> {
         let (sku, quantity) = match argument.split_once(':') {
             None => (argument.as_str(), 1),
             Some((sku, quantity)) => {
-                let quantity: i64 = quantity.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
-                    CliError::usage(format!(
-                        "`{argument}`: the quantity after ':' must be a whole number of at least 1, as in SKU-001:2"
-                    ))
-                })?;
+                let quantity = match quantity.parse::<i64>() {
+                    Ok(n) if n > 0 => n,
+                    Err(error) if *error.kind() == IntErrorKind::PosOverflow => {
+                        return Err(CliError::usage(format!(
+                            "`{argument}`: the quantity must be between 1 and {MAX_QUANTITY}"
+                        )));
+                    }
+                    _ => {
+                        return Err(CliError::usage(format!(
+                            "`{argument}`: the quantity after ':' must be a whole number of at least 1, as in SKU-001:2"
+                        )));
+                    }
+                };
                 (sku, quantity)
             }
         };
@@ -184,6 +193,11 @@ mod tests {
         assert_eq!(
             message(&["SKU-001:600", "SKU-001:401"]),
             "quantity of SKU-001 must be between 1 and 1000, not 1001"
+        );
+        // Beyond what a 64-bit quantity holds, the same limit is named.
+        assert_eq!(
+            message(&["SKU-001:99999999999999999999"]),
+            "`SKU-001:99999999999999999999`: the quantity must be between 1 and 1000"
         );
         let many: Vec<String> = (0..21).map(|n| format!("SKU-{n:03}")).collect();
         let many: Vec<&str> = many.iter().map(String::as_str).collect();

@@ -152,6 +152,20 @@ async fn publish_each(bus: &KafkaBus, keys: &[String], payload: &str) {
     .expect("published");
 }
 
+/// A live reader of topic `state` named `name` that follows `group`, once
+/// it caught up.
+async fn live_following(bus: &KafkaBus, name: &str, group: &str) -> Arc<Tap> {
+    let seen = Arc::new(Tap::default());
+    let handle = bus
+        .subscribe(Subscription::live(name, &["state"], group), seen.clone())
+        .await
+        .expect("live reader");
+    tokio::time::timeout(WAIT, handle.caught_up())
+        .await
+        .expect("the live reader caught up");
+    seen
+}
+
 /// A live reader that follows a consumer group starts where the group
 /// stands: on partitions the group committed nothing on, at the earliest
 /// record (where the group starts too), not at the end; elsewhere at the
@@ -168,17 +182,7 @@ async fn a_live_reader_starts_where_the_group_it_follows_stands() {
     publish_each(&bus, &keys, "before").await;
 
     // The group has committed nothing yet: the live reader reads it all.
-    let before = Arc::new(Tap::default());
-    let handle = bus
-        .subscribe(
-            Subscription::live("live-before", &["state"], "projection"),
-            before.clone(),
-        )
-        .await
-        .expect("live reader");
-    tokio::time::timeout(WAIT, handle.caught_up())
-        .await
-        .expect("caught up with what the group has not read");
+    let before = live_following(&bus, "live-before", "projection").await;
     assert_eq!(before.records().len(), keys.len(), "every record so far");
 
     // The group reads everything and commits as it stops.
@@ -196,17 +200,7 @@ async fn a_live_reader_starts_where_the_group_it_follows_stands() {
 
     let (bus, _supervisor) = self::bus(&broker, &prefix);
     publish_each(&bus, &keys, "after").await;
-    let after = Arc::new(Tap::default());
-    let handle = bus
-        .subscribe(
-            Subscription::live("live-after", &["state"], "projection"),
-            after.clone(),
-        )
-        .await
-        .expect("live reader");
-    tokio::time::timeout(WAIT, handle.caught_up())
-        .await
-        .expect("caught up");
+    let after = live_following(&bus, "live-after", "projection").await;
     let payloads: Vec<Vec<u8>> = after.records().iter().map(|r| r.payload.clone()).collect();
     assert_eq!(
         payloads,

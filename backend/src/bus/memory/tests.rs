@@ -470,6 +470,17 @@ async fn publish_four(bus: &MemoryBus, payload: &str) {
     bus.publish(batch).await.expect("published");
 }
 
+/// A live reader of topic `t` that follows `group`, once it caught up.
+async fn live_following(bus: &MemoryBus, group: &str) -> Arc<Collect> {
+    let seen = Arc::new(Collect::default());
+    bus.subscribe(Subscription::live("live", &["t"], group), seen.clone())
+        .await
+        .expect("live")
+        .caught_up()
+        .await;
+    seen
+}
+
 /// A live reader that follows a group starts where the group stands: at
 /// the earliest record where the group committed nothing, at its committed
 /// offset where it did; never at the end, which would skip what the group
@@ -483,15 +494,7 @@ async fn a_live_reader_starts_where_the_group_it_follows_stands() {
         .await
         .expect("topic");
     publish_four(&bus, "before").await;
-    let before = Arc::new(Collect::default());
-    bus.subscribe(
-        Subscription::live("live", &["t"], "projection"),
-        before.clone(),
-    )
-    .await
-    .expect("live")
-    .caught_up()
-    .await;
+    let before = live_following(&bus, "projection").await;
     assert_eq!(before.seen().len(), 4, "what the group has not read yet");
 
     let group = Arc::new(Collect::default());
@@ -506,15 +509,7 @@ async fn a_live_reader_starts_where_the_group_it_follows_stands() {
 
     let (bus, supervisor) = open(&path, 2).await;
     publish_four(&bus, "after").await;
-    let after = Arc::new(Collect::default());
-    bus.subscribe(
-        Subscription::live("live", &["t"], "projection"),
-        after.clone(),
-    )
-    .await
-    .expect("live")
-    .caught_up()
-    .await;
+    let after = live_following(&bus, "projection").await;
     let payloads: Vec<String> = after.seen().into_iter().map(|(_, p)| p).collect();
     assert_eq!(
         payloads,

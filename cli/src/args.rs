@@ -45,7 +45,8 @@ pub struct Global {
         long,
         global = true,
         env = "SHOP_GATEWAY",
-        default_value = "http://127.0.0.1:8080"
+        default_value = "http://127.0.0.1:8080",
+        value_parser = shop_client::check_gateway
     )]
     pub gateway: String,
 
@@ -331,6 +332,7 @@ mod tests {
     fn bad_profiles_and_timeouts_are_usage_errors() {
         assert!(Cli::try_parse_from(["shop", "--profile", "../x", "orders"]).is_err());
         assert!(Cli::try_parse_from(["shop", "--timeout", "soon", "orders"]).is_err());
+        assert!(Cli::try_parse_from(["shop", "--gateway", "ftp://x", "orders"]).is_err());
         assert!(
             Cli::try_parse_from(["shop", "order"]).is_err(),
             "an order needs lines"

@@ -464,6 +464,8 @@ async fn bad_input_is_a_usage_error_with_exit_1() {
         &["frobnicate"],
         &["status", "xyz"],
         &["--profile", "a/b", "orders"],
+        &["--gateway", "ftp://shop.example", "orders"],
+        &["--gateway", "http://", "orders"],
     ] {
         let run = shop.run(args).await;
         assert_eq!(run.code, 1, "{args:?}: {}{}", run.stdout, run.stderr);
@@ -474,6 +476,15 @@ async fn bad_input_is_a_usage_error_with_exit_1() {
         unknown.stderr.contains("unknown sku") && unknown.stderr.contains("shop products"),
         "{}",
         unknown.stderr
+    );
+    let ftp = shop
+        .run(&["--gateway", "ftp://shop.example", "orders"])
+        .await;
+    assert!(
+        ftp.stderr
+            .contains("`ftp://` is not a way to reach a gateway"),
+        "{}",
+        ftp.stderr
     );
     assert!(
         shop.run(&["orders", "--json"])

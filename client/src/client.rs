@@ -722,6 +722,37 @@ pub(crate) fn names_this_machine(host: &str) -> bool {
             .is_ok_and(|ip| ip.is_loopback() || ip.is_unspecified())
 }
 
+/// Checks that `gateway` names a gateway the way [`websocket_url`] reads:
+/// `http://`, `https://`, `ws://`, `wss://` or no scheme (`host:port`), and
+/// a host. Returns it unchanged: for clap's `value_parser`, so a mistyped
+/// `--gateway` is a usage error rather than a gateway that cannot be
+/// reached.
+///
+/// # Errors
+///
+/// A sentence naming what is wrong: another scheme (`ftp://…`), or no host.
+pub fn check_gateway(gateway: &str) -> Result<String, String> {
+    let trimmed = gateway.trim();
+    let rest = match trimmed.split_once("://") {
+        Some((scheme, rest)) => {
+            if !matches!(
+                scheme.to_ascii_lowercase().as_str(),
+                "http" | "https" | "ws" | "wss"
+            ) {
+                return Err(format!(
+                    "`{scheme}://` is not a way to reach a gateway: use http://, https://, ws:// or wss:// (or host:port)"
+                ));
+            }
+            rest
+        }
+        None => trimmed,
+    };
+    if rest.split('/').next().unwrap_or_default().is_empty() {
+        return Err("names no host: use http://host:port".to_owned());
+    }
+    Ok(gateway.to_owned())
+}
+
 /// The WebSocket URL of the gateway named `gateway`: `http://host:port`,
 /// `https://…` (TLS), `ws://…/ws`, `wss://…/ws` or a bare `host:port`.
 pub fn websocket_url(gateway: &str) -> String {
@@ -850,6 +881,26 @@ mod tests {
             outcome.err()
         );
         drop(listener);
+    }
+
+    #[test]
+    fn a_gateway_named_another_way_is_refused_by_name() {
+        for good in [
+            "127.0.0.1:8080",
+            "http://localhost:8080/",
+            "HTTPS://shop.example",
+            "ws://h:1/ws",
+            "wss://h/ws",
+        ] {
+            assert_eq!(check_gateway(good).as_deref(), Ok(good), "{good}");
+        }
+        let refused = check_gateway("ftp://x").expect_err("ftp");
+        assert!(refused.contains("`ftp://`"), "{refused}");
+        assert!(refused.contains("http://"), "{refused}");
+        for hostless in ["", "http://", "https:///ws", "/ws"] {
+            let refused = check_gateway(hostless).expect_err(hostless);
+            assert!(refused.contains("no host"), "{hostless}: {refused}");
+        }
     }
 
     #[test]

@@ -21,6 +21,7 @@ pub mod tokens;
 pub mod words;
 
 pub use client::{
-    CONNECT_TIMEOUT, Client, ClientError, DEFAULT_REPLY_TIMEOUT, Push, TlsProblem, websocket_url,
+    CONNECT_TIMEOUT, Client, ClientError, DEFAULT_REPLY_TIMEOUT, Push, TlsProblem, check_gateway,
+    websocket_url,
 };
 pub use tls::{Trust, TrustError};

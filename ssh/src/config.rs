@@ -33,7 +33,12 @@ pub struct Config {
 
     /// The shop's gateway: http://host:port, ws://host:port/ws or host:port
     /// (https:// or wss:// over TLS).
-    #[arg(long, env = "SHOP_GATEWAY", default_value = "http://127.0.0.1:8080")]
+    #[arg(
+        long,
+        env = "SHOP_GATEWAY",
+        default_value = "http://127.0.0.1:8080",
+        value_parser = shop_client::check_gateway
+    )]
     pub gateway: String,
 
     /// Also trust this CA certificate (PEM) for a gateway served over TLS with a private CA.
@@ -108,5 +113,9 @@ mod tests {
             .expect_err("refused")
             .to_string();
         assert!(error.contains("--max-sessions"), "{error}");
+        let error = Config::try_parse_from(["shop-ssh", "--gateway", "ftp://shop.example"])
+            .expect_err("refused")
+            .to_string();
+        assert!(error.contains("`ftp://`"), "{error}");
     }
 }

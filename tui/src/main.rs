@@ -24,7 +24,12 @@ use tokio::sync::mpsc;
 )]
 struct Args {
     /// The shop's gateway: http://host:port, ws://host:port/ws or host:port.
-    #[arg(long, env = "SHOP_GATEWAY", default_value = "http://127.0.0.1:8080")]
+    #[arg(
+        long,
+        env = "SHOP_GATEWAY",
+        default_value = "http://127.0.0.1:8080",
+        value_parser = shop_client::check_gateway
+    )]
     gateway: String,
 
     /// Which customer to be (or operator, for a profile signed in with `shop admin login`); the same

@@ -1531,9 +1531,19 @@ async fn pay_wait_on_a_terminal_counts_down() {
             "the countdown never moved from {first:?}"
         );
     };
+    // The deadline in words: "today", or "tomorrow" for an order placed
+    // in the minutes before midnight.
+    let pay_until: shop_shared::time::Timestamp =
+        serde_json::from_value(order["pay_until"].clone()).expect("a deadline");
+    let when = shop_client::words::Clock::local().when(
+        pay_until,
+        shop_shared::time::Timestamp::now(),
+        false,
+    );
+    let day = when.split(' ').next().expect("a day");
     assert!(
-        later.contains(" left") && later.contains("pay by today"),
-        "{later}"
+        later.contains(" left") && later.contains(&format!("pay by {day} ")),
+        "{later} (the deadline: {when})"
     );
     let _ = child.kill();
 }

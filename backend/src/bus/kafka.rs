@@ -607,28 +607,27 @@ impl Reader {
                     _ => break,
                 }
             }
+            // The whole batch goes to the handler at once, as the in-process
+            // bus hands over what a member has: one transaction, however many
+            // partitions it spans (records of each stay in order).
+            let bus = self.bus.clone();
+            let consumer = Delivering {
+                group: &group,
+                handler: self.handler.as_ref(),
+                bus: &bus,
+                shutdown: &shutdown,
+                dead_letters: durable,
+                metrics: &bus.inner.metrics,
+            };
+            if consumer.deliver(&batch).await == Delivery::Stopped {
+                break;
+            }
             let mut by_partition: BTreeMap<(Arc<str>, u32), Vec<Arc<Record>>> = BTreeMap::new();
             for record in batch {
                 by_partition
                     .entry((record.topic.clone(), record.partition))
                     .or_default()
                     .push(record);
-            }
-            let bus = self.bus.clone();
-            let deliveries = by_partition.values().map(|records| {
-                let consumer = Delivering {
-                    group: &group,
-                    handler: self.handler.as_ref(),
-                    bus: &bus,
-                    shutdown: &shutdown,
-                    dead_letters: durable,
-                    metrics: &bus.inner.metrics,
-                };
-                async move { consumer.deliver(records).await }
-            });
-            let outcomes = join_all(deliveries).await;
-            if outcomes.contains(&Delivery::Stopped) {
-                break;
             }
             for ((topic, partition), records) in &by_partition {
                 let Some(last) = records.last() else { continue };

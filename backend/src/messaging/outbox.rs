@@ -11,6 +11,7 @@ use std::time::Duration;
 use futures_util::FutureExt;
 use shop_shared::events::{Envelope, Message};
 use shop_shared::time::Timestamp;
+use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, AnyPool, Connection, Row};
 use tokio::sync::Notify;
 
@@ -237,16 +238,16 @@ impl Relay {
     /// least every 50 ms, as the instance holding the relay's lock.
     async fn run(self) -> anyhow::Result<()> {
         let mut backoff = Duration::from_millis(50);
-        let mut leader: Option<AnyConnection> = None;
+        let mut leader: Option<Leader> = None;
         loop {
             match self.lead_and_flush(&mut leader).await {
                 Ok(()) => backoff = Duration::from_millis(50),
                 Err(error) => {
                     self.failed(&error);
-                    if let Some(connection) = leader.take() {
+                    if let Some(leader) = leader.take() {
                         // Closing the connection gives up the lock, so another
                         // instance may take over.
-                        let _ = connection.close().await;
+                        let _ = leader.connection.close().await;
                     }
                     if !self.shutdown.sleep(backoff).await {
                         return Ok(());
@@ -258,7 +259,12 @@ impl Relay {
             tokio::select! {
                 _ = self.wake.notified() => {}
                 _ = tokio::time::sleep(Duration::from_millis(50)) => {}
-                _ = self.shutdown.triggered() => return Ok(()),
+                _ = self.shutdown.triggered() => {
+                    if let Some(mut leader) = leader.take() {
+                        let _ = leader.delete_published().await;
+                    }
+                    return Ok(());
+                }
             }
         }
     }
@@ -343,7 +349,7 @@ impl Relay {
     /// publishing it from two places at once could reorder a key's messages:
     /// only the instance holding the relay's advisory lock publishes, on the
     /// connection that holds the lock, so losing the connection loses both.
-    async fn lead_and_flush(&self, leader: &mut Option<AnyConnection>) -> anyhow::Result<()> {
+    async fn lead_and_flush(&self, leader: &mut Option<Leader>) -> anyhow::Result<()> {
         if leader.is_none() {
             let mut connection = self.db.pool().acquire().await?.detach();
             let key = lock_key(self.service);
@@ -366,12 +372,84 @@ impl Relay {
                 service = %self.service,
                 "this instance now relays the outbox"
             );
-            *leader = Some(connection);
+            *leader = Some(Leader {
+                connection,
+                published: Vec::new(),
+            });
         }
         match leader {
-            Some(connection) => flush_on(connection, self.bus.as_ref()).await,
+            Some(leader) => leader.flush(self.bus.as_ref()).await,
             None => Ok(()),
         }
+    }
+}
+
+/// The PostgreSQL relay's connection, which holds the relay's lock, and
+/// the rows it published and has yet to delete.
+struct Leader {
+    connection: AnyConnection,
+    /// Deleted by the next statement the relay runs, in at most 50 ms: a
+    /// crash before that publishes them again, with the same event ids.
+    published: Vec<i64>,
+}
+
+impl Leader {
+    /// Publishes what the outbox holds, oldest first. Each statement
+    /// deletes what the one before it published and reads the next rows:
+    /// one round trip per batch, and one statement text however many rows
+    /// it names (a list bound as one text parameter), which the driver
+    /// prepares once.
+    async fn flush(&mut self, bus: &dyn Bus) -> anyhow::Result<()> {
+        loop {
+            let published = self
+                .published
+                .iter()
+                .map(i64::to_string)
+                .collect::<Vec<_>>()
+                .join(",");
+            let rows = sqlx::query(
+                "WITH published AS (
+                     DELETE FROM outbox WHERE id = ANY(CAST(string_to_array($1, ',') AS BIGINT[]))
+                 )
+                 SELECT id, topic, msg_key, headers, payload FROM outbox
+                 WHERE NOT (id = ANY(CAST(string_to_array($1, ',') AS BIGINT[])))
+                 ORDER BY id LIMIT $2",
+            )
+            .bind(published)
+            .bind(BATCH)
+            .fetch_all(&mut self.connection)
+            .await?;
+            self.published.clear();
+            if rows.is_empty() {
+                return Ok(());
+            }
+            let (ids, records) = decode_rows(&rows)?;
+            bus.publish(records).await?;
+            // Only the rows just published: a row with a lower id may still
+            // be uncommitted in another transaction.
+            self.published = ids;
+            if rows.len() < BATCH as usize {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Deletes what was published, before the relay stops.
+    async fn delete_published(&mut self) -> Result<(), sqlx::Error> {
+        let list = self
+            .published
+            .iter()
+            .map(i64::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        sqlx::query(
+            "DELETE FROM outbox WHERE id = ANY(CAST(string_to_array($1, ',') AS BIGINT[]))",
+        )
+        .bind(list)
+        .execute(&mut self.connection)
+        .await?;
+        self.published.clear();
+        Ok(())
     }
 }
 
@@ -410,60 +488,52 @@ fn lock_key(service: Service) -> i64 {
 ///
 /// The outbox could not be read or emptied, or the bus refused a record.
 pub async fn flush(db: &Db, bus: &dyn Bus) -> anyhow::Result<()> {
-    flush_from(Source::Pool(db.pool()), bus).await
+    flush_from(db.pool(), bus).await
 }
 
-async fn flush_on(connection: &mut AnyConnection, bus: &dyn Bus) -> anyhow::Result<()> {
-    flush_from(Source::Connection(connection), bus).await
-}
-
-/// Where the relay reads and deletes outbox rows.
-enum Source<'a> {
-    Pool(&'a AnyPool),
-    Connection(&'a mut AnyConnection),
-}
-
-async fn flush_from(mut source: Source<'_>, bus: &dyn Bus) -> anyhow::Result<()> {
+async fn flush_from(pool: &AnyPool, bus: &dyn Bus) -> anyhow::Result<()> {
     loop {
-        let select = sqlx::query(
+        let rows = sqlx::query(
             "SELECT id, topic, msg_key, headers, payload FROM outbox ORDER BY id LIMIT $1",
         )
-        .bind(BATCH);
-        let rows = match &mut source {
-            Source::Pool(pool) => select.fetch_all(*pool).await?,
-            Source::Connection(connection) => select.fetch_all(&mut **connection).await?,
-        };
+        .bind(BATCH)
+        .fetch_all(pool)
+        .await?;
         if rows.is_empty() {
             return Ok(());
         }
-        let mut ids = Vec::with_capacity(rows.len());
-        let mut records = Vec::with_capacity(rows.len());
-        for row in &rows {
-            ids.push(row.try_get::<i64, _>("id")?);
-            let headers: String = row.try_get("headers")?;
-            let payload: String = row.try_get("payload")?;
-            records.push(OutgoingRecord {
-                topic: row.try_get("topic")?,
-                key: row.try_get("msg_key")?,
-                headers: serde_json::from_str(&headers)?,
-                payload: payload.into_bytes(),
-            });
-        }
+        let (ids, records) = decode_rows(&rows)?;
         bus.publish(records).await?;
         // Only the rows just published: a row with a lower id may still be
         // uncommitted in another transaction.
         let list = ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
-        let delete = sqlx::query(sqlx::AssertSqlSafe(format!(
+        sqlx::query(sqlx::AssertSqlSafe(format!(
             "DELETE FROM outbox WHERE id IN ({list})"
-        )));
-        match &mut source {
-            Source::Pool(pool) => delete.execute(*pool).await?,
-            Source::Connection(connection) => delete.execute(&mut **connection).await?,
-        };
+        )))
+        .execute(pool)
+        .await?;
         if rows.len() < BATCH as usize {
             return Ok(());
         }
     }
+}
+
+/// The ids and records of outbox rows.
+fn decode_rows(rows: &[AnyRow]) -> anyhow::Result<(Vec<i64>, Vec<OutgoingRecord>)> {
+    let mut ids = Vec::with_capacity(rows.len());
+    let mut records = Vec::with_capacity(rows.len());
+    for row in rows {
+        ids.push(row.try_get::<i64, _>("id")?);
+        let headers: String = row.try_get("headers")?;
+        let payload: String = row.try_get("payload")?;
+        records.push(OutgoingRecord {
+            topic: row.try_get("topic")?,
+            key: row.try_get("msg_key")?,
+            headers: serde_json::from_str(&headers)?,
+            payload: payload.into_bytes(),
+        });
+    }
+    Ok((ids, records))
 }
 
 /// How many messages wait in `db`'s outbox (for tests and health).

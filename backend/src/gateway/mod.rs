@@ -381,6 +381,9 @@ impl Gateway {
                 "this idempotency key names an earlier order with other lines; use a new key for a new order",
             )
         };
+        // Listen before looking: a change after the lookup is then heard, and
+        // one before it is in what the lookup reads.
+        let changes = model.customer_changes(customer);
         if let Some(existing) = model
             .customer_order(customer, order_id)
             .await
@@ -416,7 +419,6 @@ impl Gateway {
             0
         };
         let _hold = self.inner.limits.admit(customer, held, units)?;
-        let changes = model.customer_changes(customer);
         let command = OrderCommand::PlaceOrder(PlaceOrder {
             order_id,
             customer_id: customer,
@@ -444,12 +446,13 @@ impl Gateway {
     /// `order_not_found`, `not_cancellable` for a paid or cancelled order, or
     /// `unavailable` when the order service has not confirmed in time.
     pub async fn cancel_order(&self, customer: Uuid, order_id: &str) -> Result<Order, Refusal> {
+        // Listen before looking, as for a new order.
+        let changes = self.inner.read_model.customer_changes(customer);
         let state = self.find_order(customer, order_id).await?;
         let order = &state.order;
         if order.status.is_final() {
             return Err(not_cancellable(order));
         }
-        let changes = self.inner.read_model.customer_changes(customer);
         let command = OrderCommand::CancelOrder(CancelOrder {
             order_id: order.id,
             customer_id: customer,
@@ -575,7 +578,9 @@ impl Gateway {
         })
     }
 
-    /// Waits up to [`COMMAND_TIMEOUT`] until order `id` satisfies `done`.
+    /// Waits up to [`COMMAND_TIMEOUT`] until order `id` satisfies `done`,
+    /// hearing of its changes through `changes`, which the caller took
+    /// before it last read the order (so no change falls between the two).
     async fn await_order(
         &self,
         mut changes: CustomerChanges,
@@ -591,9 +596,6 @@ impl Gateway {
                 .flatten()
                 .filter(|state| done(state))
         };
-        if let Some(state) = current().await {
-            return Some(state);
-        }
         let wait = async {
             loop {
                 match changes.recv().await {

@@ -205,12 +205,13 @@ impl Orders {
         self.orders.contains_key(&id)
     }
 
-    /// Adds a new order and sends what placing it causes.
+    /// Adds a new order, whose row [`store::insert_new`] wrote as it is,
+    /// and sends what placing it causes. The row is written again only if
+    /// a later message of the transaction changes the order.
     #[tracing::instrument(name = "order", skip_all, fields(order_id = %order.id))]
     fn place(&mut self, order: OrderRecord, effects: Vec<Effect>) {
         tracing::info!(order_id = %order.id, customer_id = %order.customer_id, "order placed");
         publish(&mut self.outgoing, &order, effects);
-        self.changed.push(order.id);
         self.orders.insert(order.id, order);
     }
 

@@ -401,12 +401,7 @@ impl Leader {
     /// prepares once.
     async fn flush(&mut self, bus: &dyn Bus) -> anyhow::Result<()> {
         loop {
-            let published = self
-                .published
-                .iter()
-                .map(i64::to_string)
-                .collect::<Vec<_>>()
-                .join(",");
+            let published = id_list(&self.published);
             let rows = sqlx::query(
                 "WITH published AS (
                      DELETE FROM outbox WHERE id = ANY(CAST(string_to_array($1, ',') AS BIGINT[]))
@@ -436,12 +431,7 @@ impl Leader {
 
     /// Deletes what was published, before the relay stops.
     async fn delete_published(&mut self) -> Result<(), sqlx::Error> {
-        let list = self
-            .published
-            .iter()
-            .map(i64::to_string)
-            .collect::<Vec<_>>()
-            .join(",");
+        let list = id_list(&self.published);
         sqlx::query(
             "DELETE FROM outbox WHERE id = ANY(CAST(string_to_array($1, ',') AS BIGINT[]))",
         )
@@ -456,11 +446,7 @@ impl Leader {
 /// Deletes the outbox rows `ids` names, which were published, and empties it.
 async fn delete(db: &Db, ids: &mut Vec<i64>) -> Result<(), sqlx::Error> {
     for chunk in ids.chunks(BATCH as usize) {
-        let list = chunk
-            .iter()
-            .map(i64::to_string)
-            .collect::<Vec<_>>()
-            .join(",");
+        let list = id_list(chunk);
         sqlx::query(sqlx::AssertSqlSafe(format!(
             "DELETE FROM outbox WHERE id IN ({list})"
         )))
@@ -506,7 +492,7 @@ async fn flush_from(pool: &AnyPool, bus: &dyn Bus) -> anyhow::Result<()> {
         bus.publish(records).await?;
         // Only the rows just published: a row with a lower id may still be
         // uncommitted in another transaction.
-        let list = ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
+        let list = id_list(&ids);
         sqlx::query(sqlx::AssertSqlSafe(format!(
             "DELETE FROM outbox WHERE id IN ({list})"
         )))
@@ -516,6 +502,11 @@ async fn flush_from(pool: &AnyPool, bus: &dyn Bus) -> anyhow::Result<()> {
             return Ok(());
         }
     }
+}
+
+/// `ids` as `1,2,3`.
+fn id_list(ids: &[i64]) -> String {
+    ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",")
 }
 
 /// The ids and records of outbox rows.

@@ -356,8 +356,9 @@ down() {
     fi
 }
 
-if [ $# -gt 1 ]; then
-    echo "usage: scripts/distributed.sh up|status|down|reset (no further arguments; settings are environment variables, see --help)" >&2
+# operator-token takes a name; nothing else takes an argument.
+if { [ $# -gt 1 ] && [ "$1" != operator-token ]; } || [ $# -gt 2 ]; then
+    echo "usage: scripts/distributed.sh up|status|down|reset|operator-token NAME (no further arguments; settings are environment variables, see --help)" >&2
     exit 1
 fi
 case "${1:-}" in

@@ -622,24 +622,21 @@ impl Reader {
             if consumer.deliver(&batch).await == Delivery::Stopped {
                 break;
             }
-            let mut by_partition: BTreeMap<(Arc<str>, u32), Vec<Arc<Record>>> = BTreeMap::new();
-            for record in batch {
-                by_partition
+            // Each partition's last offset in the batch, and its record count.
+            let mut ends: BTreeMap<(Arc<str>, u32), (u64, u64)> = BTreeMap::new();
+            for record in &batch {
+                let end = ends
                     .entry((record.topic.clone(), record.partition))
-                    .or_default()
-                    .push(record);
+                    .or_default();
+                *end = (record.offset, end.1 + 1);
             }
-            for ((topic, partition), records) in &by_partition {
-                let Some(last) = records.last() else { continue };
-                self.bus
-                    .inner
-                    .metrics
-                    .consumed(&group, topic, records.len() as u64);
+            for ((topic, partition), (last, count)) in &ends {
+                self.bus.inner.metrics.consumed(&group, topic, *count);
                 if durable
                     && let Err(error) = self.consumer.store_offset(
                         &self.bus.inner.config.on_broker(topic),
                         *partition as i32,
-                        last.offset as i64,
+                        *last as i64,
                     )
                 {
                     // The partition moved to another member meanwhile; it will
@@ -647,7 +644,7 @@ impl Reader {
                     tracing::debug!(group, %error, "offset not stored");
                 }
                 if let Some(target) = self.targets.get(&(topic.to_string(), *partition as i32))
-                    && last.offset as i64 + 1 >= *target
+                    && *last as i64 + 1 >= *target
                 {
                     self.targets.remove(&(topic.to_string(), *partition as i32));
                     if self.targets.is_empty() {

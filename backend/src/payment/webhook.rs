@@ -269,26 +269,42 @@ pub async fn run_batches(
     }
 }
 
-/// Processes `events` in one transaction; their outcomes in the order of
-/// `events`. Events are taken by session id (those of one session in the
-/// order they came), so that two instances' batches lock payments in the
-/// same order on PostgreSQL and never wait for each other in a cycle.
+/// Processes `events` in one transaction, taken in [`lock_order`]; their
+/// outcomes in the order of `events`.
 async fn process_batch(
     service: &PaymentService,
     events: &[&Received],
 ) -> Result<Vec<Outcome>, StoreError> {
-    let mut order: Vec<usize> = (0..events.len()).collect();
-    order.sort_by(|a, b| events[*a].session.id.cmp(&events[*b].session.id));
     let mut tx = service.db.begin().await?;
     let mut outgoing = Outgoing::default();
     let mut outcomes = vec![Outcome::Duplicate; events.len()];
-    for index in order {
+    for index in lock_order(events) {
         outcomes[index] = process(&mut tx, events[index], &mut outgoing).await?;
     }
     if outcomes.contains(&Outcome::Processed) {
         service.relay.commit_outgoing(tx, outgoing).await?;
     }
     Ok(outcomes)
+}
+
+/// The order in which a batch takes `events` (indices into it): by the
+/// order their sessions were created for (the `order_id` the payment
+/// service put in each session's metadata), then by session id, those of
+/// one session in the order they came.
+///
+/// Each event locks its order's payment, and the consumer's batches lock
+/// payments in order id order too ([`store::by_orders_locked`]): taken in
+/// any other order, a batch of webhooks and a batch of messages about the
+/// same orders (sessions expiring at their deadline, for instance) could
+/// each hold a payment the other waits for, and PostgreSQL would abort one
+/// of them as a deadlock.
+fn lock_order(events: &[&Received]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..events.len()).collect();
+    order.sort_by_key(|index| {
+        let session = &events[*index].session;
+        (session.metadata.get("order_id"), &session.id)
+    });
+    order
 }
 
 /// Decides what `event` does and writes it in `tx`, adding what it
@@ -355,4 +371,60 @@ async fn decide(
         outgoing.push(published, &payment.order_id.to_string());
     }
     Ok(Outcome::Processed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn expired(event_id: &str, session_id: &str, order_id: Option<&str>) -> Received {
+        Received {
+            id: event_id.to_owned(),
+            kind_name: "checkout.session.expired".to_owned(),
+            kind: WebhookKind::Expired,
+            session: SessionObject {
+                id: session_id.to_owned(),
+                payment_status: Some("unpaid".to_owned()),
+                amount_total: Some(1_000),
+                currency: Some("eur".to_owned()),
+                payment_intent: None,
+                metadata: order_id
+                    .map(|order_id| HashMap::from([("order_id".to_owned(), order_id.to_owned())]))
+                    .unwrap_or_default(),
+            },
+        }
+    }
+
+    #[test]
+    fn a_batch_locks_payments_in_order_id_order_as_the_consumer_does() {
+        // Session ids that sort the other way round from their orders' ids.
+        let first = "00000000-0000-0000-0000-000000000001";
+        let second = "00000000-0000-0000-0000-000000000002";
+        let events = [
+            expired("evt_1", "cs_a", Some(second)),
+            expired("evt_2", "cs_b", Some(first)),
+            expired("evt_3", "cs_a", Some(second)),
+        ];
+        let events: Vec<&Received> = events.iter().collect();
+        assert_eq!(
+            lock_order(&events),
+            vec![1, 0, 2],
+            "order id first; the events of one session in the order they came"
+        );
+    }
+
+    #[test]
+    fn events_without_an_order_in_their_metadata_go_first_by_session_id() {
+        let events = [
+            expired("evt_1", "cs_b", None),
+            expired(
+                "evt_2",
+                "cs_c",
+                Some("00000000-0000-0000-0000-000000000001"),
+            ),
+            expired("evt_3", "cs_a", None),
+        ];
+        let events: Vec<&Received> = events.iter().collect();
+        assert_eq!(lock_order(&events), vec![2, 0, 1]);
+    }
 }

@@ -238,7 +238,7 @@ kafka_stop() {
     pid=$(cat "$dir/kafka.pid")
     kill -TERM "$pid" 2>/dev/null || true
     while kill -0 "$pid" 2>/dev/null; do
-        if [ "$waited" -ge 600 ]; then
+        if [ "$waited" -eq 600 ]; then
             kafka_say "Kafka (pid $pid) did not stop within 60 s; killing it"
             kill -KILL "$pid" 2>/dev/null
         fi

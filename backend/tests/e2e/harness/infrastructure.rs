@@ -49,6 +49,74 @@ impl Broker {
     }
 }
 
+/// The topics of one test's shop on the test run's broker, deleted when the
+/// test ends: a run creates about a thousand, and a broker that serves run
+/// after run (`SHOP_TEST_KAFKA_BROKERS`) would otherwise keep them all, until
+/// its heap runs out.
+pub(super) struct SharedTopics {
+    brokers: String,
+    prefix: String,
+}
+
+impl SharedTopics {
+    /// The topics `prefix` begins on `broker`, when it is the shared one.
+    pub(super) fn of(broker: &Broker, prefix: &str) -> Option<SharedTopics> {
+        match broker {
+            Broker::Shared(brokers) => Some(SharedTopics {
+                brokers: brokers.clone(),
+                prefix: prefix.to_owned(),
+            }),
+            Broker::Own(_) => None,
+        }
+    }
+}
+
+impl Drop for SharedTopics {
+    fn drop(&mut self) {
+        let (brokers, prefix) = (self.brokers.clone(), self.prefix.clone());
+        // Drop cannot await; a thread with its own runtime can.
+        let _ = std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            runtime.block_on(delete_topics(&brokers, &prefix));
+        })
+        .join();
+    }
+}
+
+/// Deletes every topic whose name begins with `prefix`; a failure leaves
+/// them, as a test that could not clean up would.
+async fn delete_topics(brokers: &str, prefix: &str) {
+    use rdkafka::admin::{AdminClient, AdminOptions};
+    use rdkafka::client::DefaultClientContext;
+    use rdkafka::config::ClientConfig;
+
+    let Ok(admin) = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("log_level", "3")
+        .create::<AdminClient<DefaultClientContext>>()
+    else {
+        return;
+    };
+    let Ok(metadata) = admin.inner().fetch_metadata(None, Duration::from_secs(5)) else {
+        return;
+    };
+    let names: Vec<&str> = metadata
+        .topics()
+        .iter()
+        .map(|topic| topic.name())
+        .filter(|name| name.starts_with(prefix))
+        .collect();
+    if !names.is_empty() {
+        let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(5)));
+        let _ = admin.delete_topics(&names, &options).await;
+    }
+}
+
 /// Apache Kafka in the foreground of `scripts/kafka.sh run`, which formats
 /// its log dir once and then becomes the broker's JVM, so that killing the
 /// child kills the broker. Stopped and started again on the same ports and

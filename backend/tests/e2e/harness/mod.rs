@@ -33,8 +33,8 @@ pub use customer::{
     DECLINED_CARD, DELAYED_CARD, GOOD_CARD, Pushes, available, place, reserve, wait_available,
     wait_payment_failed, wait_refunded, wait_status,
 };
-use infrastructure::TestDatabase;
 pub use infrastructure::{Broker, Tap};
+use infrastructure::{SharedTopics, TestDatabase};
 use process::Process;
 pub use process::Service;
 pub use socket::{Socket, close_code};
@@ -150,6 +150,8 @@ enum Backend {
         /// Before every topic and consumer group of this test's shop.
         topic_prefix: String,
         services: Vec<(Service, Process)>,
+        /// Declared after the services, so dropped after they were killed.
+        _topics: Option<SharedTopics>,
         _database: TestDatabase,
     },
 }
@@ -279,6 +281,7 @@ impl Shop {
                     process.wait_healthy(&http).await;
                 }
                 Backend::Distributed {
+                    _topics: SharedTopics::of(&broker, &topic_prefix),
                     broker,
                     topic_prefix,
                     services,
